@@ -1,0 +1,425 @@
+//! The two message types: [`Message`], a decoded view that borrows the frame, and
+//! [`OwnedMessage`], the form messages are built in before encoding.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use smallvec::SmallVec;
+
+use super::spec::{Encoding, FieldCodec, Format, Spec};
+use super::wire;
+
+/// Message type indicator: four ASCII digits, whatever its wire encoding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mti(pub(crate) [u8; 4]);
+
+impl Mti {
+    /// From four ASCII digits.
+    pub fn new(digits: &[u8]) -> Option<Mti> {
+        let d: [u8; 4] = digits.try_into().ok()?;
+        d.iter().all(u8::is_ascii_digit).then_some(Mti(d))
+    }
+    pub fn as_bytes(&self) -> &[u8; 4] {
+        &self.0
+    }
+    pub fn as_str(&self) -> &str {
+        // ok: constructed from ASCII digits only
+        std::str::from_utf8(&self.0).unwrap_or("????")
+    }
+    /// The matching response MTI: 0100 → 0110, 0200 → 0210, 0420/0421 → 0430.
+    pub fn response(&self) -> Mti {
+        let mut d = self.0;
+        // Repeats (xxx1) are answered like their original.
+        d[3] = b'0';
+        if (d[2] - b'0').is_multiple_of(2) {
+            d[2] += 1;
+        }
+        Mti(d)
+    }
+    /// Whether this MTI is a response (third digit odd).
+    pub fn is_response(&self) -> bool {
+        (self.0[2] - b'0') % 2 == 1
+    }
+    /// Message class: the second digit (1 authorization, 2 financial, 4 reversal, 5
+    /// reconciliation, 8 network management).
+    pub fn class(&self) -> u8 {
+        self.0[1] - b'0'
+    }
+}
+
+impl fmt::Display for Mti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Mti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mti({})", self.as_str())
+    }
+}
+
+/// Presence bits for fields 1–192, most significant bit first as on the wire.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Bitmap(pub(crate) [u64; 3]);
+
+impl Bitmap {
+    #[inline]
+    pub fn has(&self, n: u16) -> bool {
+        let i = usize::from(n).wrapping_sub(1);
+        i < 192 && self.0[i / 64] & (1u64 << 63 >> (i % 64)) != 0
+    }
+    #[inline]
+    pub fn set(&mut self, n: u16) {
+        let i = usize::from(n) - 1;
+        self.0[i / 64] |= 1u64 << 63 >> (i % 64);
+    }
+    #[inline]
+    pub(crate) fn clear(&mut self, n: u16) {
+        let i = usize::from(n) - 1;
+        self.0[i / 64] &= !(1u64 << 63 >> (i % 64));
+    }
+    /// How many set bits come before field `n`.
+    #[inline]
+    fn rank(&self, n: u16) -> usize {
+        let i = usize::from(n) - 1;
+        let (w, b) = (i / 64, i % 64);
+        let below: u32 = self.0[..w].iter().map(|x| x.count_ones()).sum();
+        (below + (self.0[w] & !(u64::MAX >> b)).count_ones()) as usize
+    }
+    /// Set field numbers in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let lz = rest.leading_zeros();
+                    rest &= !(1u64 << 63 >> lz);
+                    (w as u16) * 64 + lz as u16 + 1 // ok: w < 3, lz < 64
+                })
+            })
+        })
+    }
+}
+
+/// Where a decoded field sits in the frame.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Span {
+    /// Offset of the field's data (after its prefix) in the message.
+    pub(crate) start: u32,
+    /// Length in the field's unit (digits, characters, bytes).
+    pub(crate) units: u32,
+}
+
+/// A decoded message: field values are slices of the frame, found through the bitmap.
+#[derive(Clone)]
+pub struct Message<'a> {
+    pub(crate) spec: &'a Spec,
+    pub(crate) frame: &'a [u8],
+    pub(crate) mti: Mti,
+    /// Data fields only: the secondary/tertiary indicator bits are cleared.
+    pub(crate) present: Bitmap,
+    pub(crate) spans: SmallVec<[Span; 32]>,
+}
+
+impl<'a> Message<'a> {
+    pub fn mti(&self) -> Mti {
+        self.mti
+    }
+    pub fn spec(&self) -> &'a Spec {
+        self.spec
+    }
+    /// The bytes this message was decoded from.
+    pub fn frame(&self) -> &'a [u8] {
+        self.frame
+    }
+    pub fn has(&self, n: u16) -> bool {
+        self.present.has(n)
+    }
+    /// Numbers of the data fields present, ascending.
+    pub fn field_numbers(&self) -> impl Iterator<Item = u16> + '_ {
+        self.present.iter()
+    }
+
+    /// Field `n`, if present.
+    #[inline]
+    pub fn field(&self, n: u16) -> Option<Field<'a>> {
+        if !self.present.has(n) {
+            return None;
+        }
+        let span = *self.spans.get(self.present.rank(n))?;
+        let codec = self.spec.codec(n)?;
+        let start = span.start as usize;
+        let units = span.units as usize;
+        let wire = self.frame.get(start..start + codec.wire_len(units))?;
+        Some(Field {
+            number: n,
+            codec,
+            wire,
+            units,
+        })
+    }
+
+    /// Field `n` as text (ASCII fields borrow, others convert), if present.
+    pub fn text(&self, n: u16) -> Option<Cow<'a, [u8]>> {
+        self.field(n).map(|f| f.value())
+    }
+
+    /// Field `n` as a number, if present and all digits.
+    pub fn number(&self, n: u16) -> Option<u64> {
+        self.field(n).and_then(|f| f.to_u64())
+    }
+
+    /// Copy into an [`OwnedMessage`] (e.g. to build the response from the request).
+    pub fn to_owned_message(&self) -> OwnedMessage {
+        let mut out = OwnedMessage::with_capacity(self.mti, self.frame.len());
+        for n in self.present.iter() {
+            if let Some(f) = self.field(n) {
+                out.set(n, &f.value());
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Message<'_> {
+    /// Lists field numbers only: values may hold card data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("mti", &self.mti)
+            .field("fields", &self.present.iter().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One field of a decoded message.
+#[derive(Clone, Copy, Debug)]
+pub struct Field<'a> {
+    pub number: u16,
+    pub codec: FieldCodec,
+    /// The field's bytes on the wire, prefix excluded.
+    pub wire: &'a [u8],
+    /// Length in the field's unit.
+    pub units: usize,
+}
+
+impl<'a> Field<'a> {
+    /// The logical value: ASCII text for character and numeric fields, raw bytes for binary
+    /// fields. Borrowed when the wire form is already that (ASCII text, raw binary).
+    pub fn value(&self) -> Cow<'a, [u8]> {
+        match self.codec.encoding {
+            Encoding::Ascii | Encoding::Binary => Cow::Borrowed(self.wire),
+            _ => {
+                let mut out = Vec::with_capacity(self.units + 1);
+                self.write_value(&mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Append the logical value to `out`.
+    pub fn write_value(&self, out: &mut Vec<u8>) {
+        match self.codec.encoding {
+            Encoding::Ascii | Encoding::Binary => out.extend_from_slice(self.wire),
+            Encoding::Ebcdic1047 | Encoding::Ebcdic500 => {
+                if let Some(page) = self.codec.encoding.code_page() {
+                    out.extend(self.wire.iter().map(|&b| wire::ebcdic_to_latin1(page, b)));
+                }
+            }
+            Encoding::BcdLeft | Encoding::BcdRight => {
+                let digits = match self.codec.format {
+                    Format::XN => {
+                        out.push(self.wire[0]);
+                        &self.wire[1..]
+                    }
+                    _ => self.wire,
+                };
+                wire::unpack_bcd(self.codec.encoding, digits, self.units, out);
+            }
+            Encoding::Hex => {
+                // Validated at decode: every pair is hex.
+                out.extend(self.wire.chunks_exact(2).map(|p| {
+                    wire::hex_value(p[0]).unwrap_or(0) << 4 | wire::hex_value(p[1]).unwrap_or(0)
+                }));
+            }
+        }
+    }
+
+    /// The value as a number when it is all digits (no allocation for ASCII and BCD).
+    pub fn to_u64(&self) -> Option<u64> {
+        match self.codec.encoding {
+            Encoding::Ascii => wire::parse_digits(self.wire),
+            Encoding::BcdLeft | Encoding::BcdRight if self.codec.format != Format::XN => {
+                wire::bcd_to_u64(self.codec.encoding, self.wire, self.units)
+            }
+            _ => wire::parse_digits(&self.value()),
+        }
+    }
+}
+
+/// A message being built: MTI plus logical field values, kept in field order in one buffer.
+#[derive(Clone)]
+pub struct OwnedMessage {
+    mti: Mti,
+    entries: SmallVec<[Entry; 24]>,
+    data: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    field: u16,
+    start: u32,
+    len: u32,
+}
+
+impl OwnedMessage {
+    pub fn new(mti: Mti) -> OwnedMessage {
+        OwnedMessage::with_capacity(mti, 256)
+    }
+
+    pub fn with_capacity(mti: Mti, bytes: usize) -> OwnedMessage {
+        OwnedMessage {
+            mti,
+            entries: SmallVec::new(),
+            data: Vec::with_capacity(bytes),
+        }
+    }
+
+    pub fn mti(&self) -> Mti {
+        self.mti
+    }
+    pub fn set_mti(&mut self, mti: Mti) {
+        self.mti = mti;
+    }
+
+    /// Set field `n` (2..=192) to `value`, replacing any earlier value.
+    pub fn set(&mut self, n: u16, value: &[u8]) -> &mut Self {
+        debug_assert!((2..=192).contains(&n), "field number {n} out of range");
+        let entry = Entry {
+            field: n,
+            start: self.data.len() as u32, // ok: messages are far below 4 GiB
+            len: value.len() as u32,
+        };
+        self.data.extend_from_slice(value);
+        match self.entries.binary_search_by_key(&n, |e| e.field) {
+            Ok(i) => self.entries[i] = entry,
+            Err(i) => self.entries.insert(i, entry),
+        }
+        self
+    }
+
+    /// Set field `n` to a number, zero-padded to `width` digits.
+    pub fn set_number(&mut self, n: u16, value: u64, width: usize) -> &mut Self {
+        let text = format!("{value:0width$}");
+        self.set(n, text.as_bytes())
+    }
+
+    pub fn remove(&mut self, n: u16) -> &mut Self {
+        if let Ok(i) = self.entries.binary_search_by_key(&n, |e| e.field) {
+            self.entries.remove(i);
+        }
+        self
+    }
+
+    pub fn get(&self, n: u16) -> Option<&[u8]> {
+        let i = self.entries.binary_search_by_key(&n, |e| e.field).ok()?;
+        Some(self.slice(&self.entries[i]))
+    }
+
+    pub fn has(&self, n: u16) -> bool {
+        self.get(n).is_some()
+    }
+
+    /// Present fields with their values, ascending.
+    pub fn fields(&self) -> impl Iterator<Item = (u16, &[u8])> + '_ {
+        self.entries.iter().map(|e| (e.field, self.slice(e)))
+    }
+
+    /// Copy field `n` from a decoded message, if present there.
+    pub fn copy_from(&mut self, msg: &Message<'_>, n: u16) -> &mut Self {
+        if let Some(f) = msg.field(n) {
+            self.set(n, &f.value());
+        }
+        self
+    }
+
+    #[inline]
+    fn slice(&self, e: &Entry) -> &[u8] {
+        &self.data[e.start as usize..(e.start + e.len) as usize]
+    }
+}
+
+impl PartialEq for OwnedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.mti == other.mti && self.fields().eq(other.fields())
+    }
+}
+impl Eq for OwnedMessage {}
+
+impl fmt::Debug for OwnedMessage {
+    /// Lists field numbers only: values may hold card data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedMessage")
+            .field("mti", &self.mti)
+            .field(
+                "fields",
+                &self.entries.iter().map(|e| e.field).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_rank_and_iter() {
+        let mut b = Bitmap::default();
+        for n in [2, 3, 64, 65, 100, 128, 129, 192] {
+            b.set(n);
+        }
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            vec![2, 3, 64, 65, 100, 128, 129, 192]
+        );
+        assert_eq!(b.rank(2), 0);
+        assert_eq!(b.rank(64), 2);
+        assert_eq!(b.rank(65), 3);
+        assert_eq!(b.rank(192), 7);
+        b.clear(65);
+        assert!(!b.has(65));
+        assert!(!b.has(0));
+        assert!(!b.has(193));
+    }
+
+    #[test]
+    fn mti_response() {
+        let r = |m: &[u8]| Mti::new(m).unwrap().response().to_string();
+        assert_eq!(r(b"0100"), "0110");
+        assert_eq!(r(b"0200"), "0210");
+        assert_eq!(r(b"0421"), "0430");
+        assert_eq!(r(b"0800"), "0810");
+        assert_eq!(r(b"0201"), "0210");
+    }
+
+    #[test]
+    fn owned_message_keeps_field_order_and_replaces() {
+        let mut m = OwnedMessage::new(Mti::new(b"0200").unwrap());
+        m.set(41, b"TERM0001")
+            .set(3, b"000000")
+            .set(11, b"000001")
+            .set(3, b"310000");
+        let got: Vec<_> = m.fields().map(|(n, v)| (n, v.to_vec())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, b"310000".to_vec()),
+                (11, b"000001".to_vec()),
+                (41, b"TERM0001".to_vec())
+            ]
+        );
+        m.remove(11);
+        assert!(!m.has(11));
+    }
+}

@@ -121,7 +121,7 @@ fn put_field(
             max: codec.max,
         });
     }
-    if units < codec.min {
+    if !codec.is_fixed() && units < codec.min {
         return Err(EncodeReason::TooShort {
             len: units,
             min: codec.min,

@@ -1,5 +1,18 @@
 //! cyberswitch: an ISO 8583 switch that pays card transactions from the cyber-money wallets
 //! linked to the card and sends any shortfall to the card acquirer as credit.
 
+pub mod clock;
+pub mod config;
+#[cfg(feature = "storage")]
+pub mod demo;
+#[cfg(feature = "storage")]
+pub mod directory;
 pub mod iso8583;
 pub mod net;
+pub mod observe;
+#[cfg(feature = "storage")]
+pub mod sim;
+#[cfg(feature = "storage")]
+pub mod store;
+#[cfg(feature = "storage")]
+pub mod switch;

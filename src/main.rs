@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod ops;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +20,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the switch with a configuration file.
+    Run(ops::RunArgs),
+    /// Run the demo: switch, issuer and acquirer simulators, seeded cards and wallets.
+    Demo(ops::DemoArgs),
+    /// Run a simulator of an upstream host.
+    Sim {
+        #[command(subcommand)]
+        command: ops::SimCommand,
+    },
+    /// Link, unlink and list wallets of a card (against the switch's data directory).
+    Link {
+        #[command(subcommand)]
+        command: ops::LinkCommand,
+    },
+    /// Act as a terminal: send one message to a switch and print the answer.
+    Send(ops::SendArgs),
     /// Work with message layouts (spec files).
     Spec {
         #[command(subcommand)]
@@ -36,6 +53,11 @@ fn main() -> ExitCode {
         Command::Spec { command } => cli::spec(command),
         Command::Decode(args) => cli::decode(args),
         Command::Encode(args) => cli::encode(args),
+        Command::Run(args) => ops::block_on(ops::run(args)),
+        Command::Demo(args) => ops::block_on(ops::demo(args)),
+        Command::Sim { command } => ops::block_on(ops::sim(command)),
+        Command::Link { command } => ops::link(command),
+        Command::Send(args) => ops::block_on(ops::send(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

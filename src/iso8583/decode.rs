@@ -85,6 +85,48 @@ impl Spec {
             }),
         }
     }
+
+    /// Decode as far as possible: fields with invalid content are left out, and on a
+    /// structural error the fields before it are still returned, so that the switch can answer
+    /// a malformed request with 39 = 30 and the STAN and terminal the requester matches on.
+    pub fn decode_partial<'a>(
+        &'a self,
+        frame: &'a [u8],
+    ) -> (Option<Message<'a>>, Option<DecodeError>) {
+        let Ok((input, mti)) = mti(self, frame) else {
+            return (None, self.decode(frame).err());
+        };
+        let Ok((mut input, present)) = bitmaps(self, input) else {
+            return (None, self.decode(frame).err());
+        };
+        let mut msg = Message {
+            spec: self,
+            frame,
+            mti,
+            present: Bitmap::default(),
+            spans: SmallVec::new(),
+        };
+        for n in present.iter() {
+            // Boundaries first: a field with bad content but a sound length is skipped, so
+            // the fields after it (STAN, terminal) are still read.
+            match field(self, frame, input, n, false) {
+                Ok((rest, span)) => {
+                    if field(self, frame, input, n, true).is_ok() {
+                        msg.spans.push(span);
+                        msg.present.set(n);
+                    }
+                    input = rest;
+                }
+                Err(_) => return (Some(msg), self.decode(frame).err()),
+            }
+        }
+        let error = (!input.is_empty()).then(|| DecodeError {
+            place: Place::Message,
+            offset: frame.len() - input.len(),
+            reason: Reason::TrailingBytes { count: input.len() },
+        });
+        (Some(msg), error)
+    }
 }
 
 fn message<'a>(spec: &'a Spec, frame: &'a [u8]) -> Res<'a, Message<'a>> {
@@ -92,7 +134,7 @@ fn message<'a>(spec: &'a Spec, frame: &'a [u8]) -> Res<'a, Message<'a>> {
     let (mut input, present) = bitmaps(spec, input)?;
     let mut spans = SmallVec::new();
     for n in present.iter() {
-        let (rest, span) = field(spec, frame, input, n)?;
+        let (rest, span) = field(spec, frame, input, n, true)?;
         spans.push(span);
         input = rest;
     }
@@ -184,7 +226,7 @@ fn one_bitmap<'a>(spec: &Spec, input: &'a [u8]) -> Res<'a, u64> {
 
 /// One field: prefix, bounds, content check. `input` is a suffix of `frame`.
 #[inline]
-fn field<'a>(spec: &Spec, frame: &'a [u8], input: &'a [u8], n: u16) -> Res<'a, Span> {
+fn field<'a>(spec: &Spec, frame: &'a [u8], input: &'a [u8], n: u16, check: bool) -> Res<'a, Span> {
     let place = Place::Field(n);
     let Some(codec) = spec.codec(n) else {
         return fail(input, place, Reason::UndefinedField);
@@ -216,8 +258,10 @@ fn field<'a>(spec: &Spec, frame: &'a [u8], input: &'a [u8], n: u16) -> Res<'a, S
         (rest, units)
     };
     let (rest, data) = take_part(data_start, codec.wire_len(units), place)?;
-    if let Some((i, reason)) = check_content(&codec, data, units) {
-        return fail(&data_start[i..], place, reason);
+    if check {
+        if let Some((i, reason)) = check_content(&codec, data, units) {
+            return fail(&data_start[i..], place, reason);
+        }
     }
     let start = frame.len() - data_start.len();
     Ok((

@@ -1,0 +1,262 @@
+//! `cyberswitch demo`: the switch, three wallet issuer simulators and an acquirer simulator in
+//! one process, with the demo cards and wallets seeded into a fresh data directory (an existing
+//! one is resumed as it is).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::directory::WalletLink;
+use crate::iso8583::Pan;
+use crate::sim::{Behaviour, SimAccount, SimConfig, SimKind, Simulator};
+
+/// Where each part listens; the demo uses the fixed ports of the README, tests use port 0.
+#[derive(Debug, Clone)]
+pub struct DemoPorts {
+    pub switch: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub emoney: SocketAddr,
+    pub gift: SocketAddr,
+    pub mileage: SocketAddr,
+    pub acquirer: SocketAddr,
+}
+
+impl Default for DemoPorts {
+    fn default() -> Self {
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        DemoPorts {
+            switch: at(8583),
+            metrics: Some(at(9583)),
+            emoney: at(9101),
+            gift: at(9102),
+            mileage: at(9103),
+            acquirer: at(9201),
+        }
+    }
+}
+
+/// The demo's wallets: (card, issuer, account, priority, label).
+pub const DEMO_LINKS: &[(&str, &str, &str, u32, &str)] = &[
+    ("9410000000000013", "GIFT", "G-3001", 1, "gift certificate"),
+    ("9410000000000013", "EMONEY", "E-1001", 2, "e-money"),
+    ("9410000000000013", "MILEAGE", "M-2001", 3, "mileage"),
+    ("9410000000000039", "EMONEY", "E-1002", 1, "e-money"),
+    ("9410000000000054", "EMONEY", "E-1003", 1, "e-money"),
+];
+
+pub fn sim_configs(dir: &Path, ports: &DemoPorts) -> Vec<SimConfig> {
+    let issuer = |name: &str, listen, accounts: &[(&str, i64)]| SimConfig {
+        kind: SimKind::Issuer,
+        name: name.into(),
+        listen,
+        spec: "iso87-ascii".into(),
+        framing: "binary2".into(),
+        data_dir: dir.join(format!("sim-{}", name.to_lowercase())),
+        approve_limit: None,
+        accounts: accounts
+            .iter()
+            .map(|(id, balance)| SimAccount {
+                id: id.to_string(),
+                balance: *balance,
+            })
+            .collect(),
+        behaviours: Vec::new(),
+    };
+    let decline = |card: &str, code: &str| Behaviour {
+        target: card.into(),
+        decline: Some(code.into()),
+        ..Behaviour::default()
+    };
+    vec![
+        issuer(
+            "EMONEY",
+            ports.emoney,
+            &[("E-1001", 30_000), ("E-1002", 5_000), ("E-1003", 1_000)],
+        ),
+        issuer("GIFT", ports.gift, &[("G-3001", 50_000)]),
+        issuer("MILEAGE", ports.mileage, &[("M-2001", 10_000)]),
+        SimConfig {
+            kind: SimKind::Acquirer,
+            name: "ACQ1".into(),
+            listen: ports.acquirer,
+            spec: "iso87-ascii".into(),
+            framing: "binary2".into(),
+            data_dir: dir.join("sim-acq1"),
+            approve_limit: Some(5_000_000),
+            accounts: Vec::new(),
+            behaviours: vec![
+                decline("9410000000000047", "05"),
+                decline("9410000000000054", "51"),
+            ],
+        },
+    ]
+}
+
+/// The switch configuration of the demo, as TOML (also written to the data directory so that
+/// `cyberswitch link … --config DIR/cyberswitch.toml` works against it).
+pub fn switch_config_toml(dir: &Path, ports: &DemoPorts) -> String {
+    let metrics = ports
+        .metrics
+        .map(|m| format!("metrics_addr = \"{m}\"\n"))
+        .unwrap_or_default();
+    let link = |name: &str, kind: &str, addr: SocketAddr| {
+        format!(
+            "[[link]]\nname = \"{name}\"\nkind = \"{kind}\"\nhosts = [\"{addr}\"]\ntimeout_ms = 1500\necho_interval_ms = 30000\n\n"
+        )
+    };
+    format!(
+        r#"# Written by `cyberswitch demo`.
+data_dir = "{data}"
+{metrics}card_key_file = "{key}"
+currency = 410
+
+[[listener]]
+name = "terminals"
+addr = "{switch}"
+spec = "iso87-ascii"
+framing = "binary2"
+
+{emoney}{gift}{mileage}{acq}[[issuer]]
+id = "EMONEY"
+kind = "emoney"
+unit = "KRW"
+units_per_currency_unit = 1
+link = "emoney"
+
+[[issuer]]
+id = "GIFT"
+kind = "giftcert"
+unit = "KRW"
+units_per_currency_unit = 1
+link = "gift"
+
+[[issuer]]
+id = "MILEAGE"
+kind = "points"
+unit = "P"
+units_per_currency_unit = 2
+link = "mileage"
+
+[routing]
+default_acquirer = "acq1"
+"#,
+        data = dir.join("switch").display(),
+        key = dir.join("card.key").display(),
+        switch = ports.switch,
+        emoney = link("emoney", "issuer", ports.emoney),
+        gift = link("gift", "issuer", ports.gift),
+        mileage = link("mileage", "issuer", ports.mileage),
+        acq = link("acq1", "acquirer", ports.acquirer),
+    )
+}
+
+/// A running demo.
+pub struct Demo {
+    pub running: crate::switch::Running,
+    pub sims: Vec<std::sync::Arc<Simulator>>,
+    pub metrics: Option<SocketAddr>,
+    pub dir: PathBuf,
+}
+
+impl Demo {
+    pub fn sim(&self, name: &str) -> Option<&Simulator> {
+        self.sims
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.as_ref())
+    }
+    pub fn switch_addr(&self) -> SocketAddr {
+        self.running.addrs[0].1
+    }
+}
+
+/// Start everything; seed a fresh directory.
+pub async fn start(dir: &Path, ports: DemoPorts, stop: CancellationToken) -> Result<Demo, String> {
+    start_custom(dir, ports, stop, |_| {}).await
+}
+
+/// As [`start`], with a chance to change the simulators first (tests give them behaviours).
+pub async fn start_custom(
+    dir: &Path,
+    ports: DemoPorts,
+    stop: CancellationToken,
+    adjust: impl FnOnce(&mut Vec<SimConfig>),
+) -> Result<Demo, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let fresh = !dir.join("switch").exists();
+    let key_file = dir.join("card.key");
+    if !key_file.exists() {
+        // The demo's own card key: random, kept with its data, never in the source.
+        let key: [u8; 32] = rand::random();
+        write_private(&key_file, &hex::encode(key))?;
+    }
+    let mut sims = Vec::new();
+    let mut ports = ports;
+    // Simulators on port 0 get an ephemeral port; the switch is told the real one.
+    let mut configs = sim_configs(dir, &ports);
+    adjust(&mut configs);
+    for sc in configs {
+        let sim = Simulator::start(sc, stop.clone()).await?;
+        match sim.name.as_str() {
+            "EMONEY" => ports.emoney = sim.addr,
+            "GIFT" => ports.gift = sim.addr,
+            "MILEAGE" => ports.mileage = sim.addr,
+            _ => ports.acquirer = sim.addr,
+        }
+        sims.push(sim);
+    }
+    let metrics = match ports.metrics {
+        Some(addr) => Some(crate::observe::serve_metrics(addr, stop.clone()).await?),
+        None => None,
+    };
+    let text = switch_config_toml(dir, &ports);
+    let config_path = dir.join("cyberswitch.toml");
+    std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config = Config::from_toml(&text, &config_path).map_err(|e| e.to_string())?;
+    let running = crate::switch::start(config, stop.clone()).await?;
+    if fresh {
+        for (card, issuer, account, priority, label) in DEMO_LINKS {
+            let pan = Pan::parse(card.as_bytes()).map_err(|e| e.to_string())?;
+            running.switch.directory.link(
+                &pan,
+                WalletLink {
+                    issuer: issuer.to_string(),
+                    account: account.to_string(),
+                    priority: *priority,
+                    label: label.to_string(),
+                },
+            )?;
+        }
+    }
+    // Wait until every link has signed on, so the first request finds them up.
+    for _ in 0..100 {
+        if running.switch.links.values().all(|l| l.is_up()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(Demo {
+        running,
+        sims,
+        metrics,
+        dir: dir.to_path_buf(),
+    })
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

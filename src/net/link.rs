@@ -1,0 +1,453 @@
+//! Upstream links to issuers and acquirers: sessions kept connected and signed on, echoes when
+//! idle, reconnection with exponential back-off and jitter across the hosts in failover order,
+//! answers matched to requests by the configured key, a per-request timeout, and a bound on
+//! requests in flight. An answer that arrives after its request timed out goes to the
+//! [`LateAnswers`] handler (which reverses a late approval).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use dashmap::DashMap;
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::framing::{Frame, FrameCodec};
+use crate::config::{LinkConfig, Profile};
+use crate::iso8583::{Message, Mti, OwnedMessage};
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// No session is up: nothing was sent.
+    #[error("link down")]
+    Down,
+    /// Sent, but no answer in time: the outcome upstream is unknown.
+    #[error("no answer in time")]
+    Timeout,
+    /// The request could not be encoded under the link's spec: nothing was sent.
+    #[error("request does not fit the link's layout")]
+    Encode,
+}
+
+/// Receives answers that came after their request timed out.
+pub trait LateAnswers: Send + Sync + 'static {
+    fn late_answer(&self, link: &str, request: OwnedMessage, answer: OwnedMessage);
+}
+
+/// Matching key: the values of the configured fields (and the MTI class).
+type MatchKey = Vec<Vec<u8>>;
+
+struct Session {
+    up: AtomicBool,
+    sender: std::sync::Mutex<Option<mpsc::Sender<Frame>>>,
+}
+
+struct Pending {
+    reply: oneshot::Sender<OwnedMessage>,
+}
+
+/// One upstream link.
+pub struct Link {
+    pub name: Arc<str>,
+    config: LinkConfig,
+    profile: Profile,
+    sessions: Vec<Arc<Session>>,
+    next_session: AtomicUsize,
+    in_flight: Arc<Semaphore>,
+    pending: DashMap<MatchKey, Pending>,
+    /// Requests that timed out, kept a while so that a late answer can be recognised.
+    timed_out: DashMap<MatchKey, (OwnedMessage, Instant)>,
+    stan: AtomicU32,
+    last_activity_ms: AtomicU64,
+    started: Instant,
+    late: Arc<dyn LateAnswers>,
+    terminal_id: String,
+}
+
+impl Link {
+    /// Create the link and start its session tasks.
+    pub fn start(
+        config: LinkConfig,
+        profile: Profile,
+        terminal_id: String,
+        late: Arc<dyn LateAnswers>,
+        stop: CancellationToken,
+    ) -> Arc<Link> {
+        let sessions = (0..config.sessions)
+            .map(|_| {
+                Arc::new(Session {
+                    up: AtomicBool::new(false),
+                    sender: std::sync::Mutex::new(None),
+                })
+            })
+            .collect();
+        let link = Arc::new(Link {
+            name: config.name.clone().into(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            profile,
+            sessions,
+            next_session: AtomicUsize::new(0),
+            pending: DashMap::new(),
+            timed_out: DashMap::new(),
+            stan: AtomicU32::new(rand::rng().random_range(1..900_000)),
+            last_activity_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            late,
+            terminal_id,
+        });
+        for (i, s) in link.sessions.iter().enumerate() {
+            tokio::spawn(run_session(link.clone(), s.clone(), i, stop.clone()));
+        }
+        tokio::spawn(sweep_timed_out(link.clone(), stop));
+        link
+    }
+
+    pub fn spec(&self) -> &crate::iso8583::Spec {
+        &self.profile.spec
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.sessions.iter().any(|s| s.up.load(Ordering::Relaxed))
+    }
+
+    /// A fresh systems trace audit number for this link, 000001–999999.
+    pub fn next_stan(&self) -> u32 {
+        self.stan.fetch_add(1, Ordering::Relaxed) % 999_999 + 1
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout()
+    }
+
+    /// Send a request and wait for its answer (bounded by the link's timeout).
+    pub async fn request(&self, msg: OwnedMessage) -> Result<OwnedMessage, LinkError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| LinkError::Down)?;
+        let session = self.pick_session().ok_or(LinkError::Down)?;
+        self.send_on(&session, msg).await
+    }
+
+    fn pick_session(&self) -> Option<Arc<Session>> {
+        let n = self.sessions.len();
+        let start = self.next_session.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.sessions[(start + i) % n])
+            .find(|s| s.up.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    async fn send_on(
+        &self,
+        session: &Session,
+        msg: OwnedMessage,
+    ) -> Result<OwnedMessage, LinkError> {
+        let mut buf = BytesMut::new();
+        self.profile.spec.encode(&msg, &mut buf).map_err(|e| {
+            tracing::error!(link = %self.name, error = %e, "request does not encode");
+            LinkError::Encode
+        })?;
+        let key = self.key_of_owned(&msg);
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(key.clone(), Pending { reply: tx });
+        let sender = session.sender.lock().ok().and_then(|s| s.clone());
+        let Some(sender) = sender else {
+            self.pending.remove(&key);
+            return Err(LinkError::Down);
+        };
+        let mti = msg.mti();
+        if sender.send(Frame::message(buf.freeze())).await.is_err() {
+            self.pending.remove(&key);
+            return Err(LinkError::Down);
+        }
+        self.touch();
+        metrics::counter!("cyberswitch_messages_total", "link" => self.name.to_string(), "dir" => "out", "mti" => mti.to_string()).increment(1);
+        metrics::gauge!("cyberswitch_link_in_flight", "link" => self.name.to_string())
+            .increment(1.0);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.config.timeout(), rx).await;
+        metrics::gauge!("cyberswitch_link_in_flight", "link" => self.name.to_string())
+            .decrement(1.0);
+        match outcome {
+            Ok(Ok(answer)) => {
+                metrics::histogram!("cyberswitch_upstream_latency_seconds", "link" => self.name.to_string())
+                    .record(started.elapsed().as_secs_f64());
+                Ok(answer)
+            }
+            _ => {
+                self.pending.remove(&key);
+                self.timed_out.insert(key, (msg, Instant::now()));
+                metrics::counter!("cyberswitch_upstream_timeouts_total", "link" => self.name.to_string()).increment(1);
+                Err(LinkError::Timeout)
+            }
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64; // ok: u64 millis outlast the process
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64; // ok: as above
+        Duration::from_millis(now.saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)))
+    }
+
+    fn key_of_owned(&self, msg: &OwnedMessage) -> MatchKey {
+        self.config
+            .match_key
+            .iter()
+            .map(|k| match k.as_str() {
+                "mti_class" => vec![msg.mti().class()],
+                n => n
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|n| msg.get(n))
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn key_of(&self, msg: &Message<'_>) -> MatchKey {
+        self.config
+            .match_key
+            .iter()
+            .map(|k| match k.as_str() {
+                "mti_class" => vec![msg.mti().class()],
+                n => n
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|n| msg.text(n))
+                    .map(|v| v.into_owned())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// An answer (or a request from upstream) arrived on a session.
+    fn on_message(&self, bytes: &[u8], reply: &mpsc::Sender<Frame>) {
+        self.touch();
+        let msg = match self.profile.spec.decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::counter!("cyberswitch_decode_errors_total", "link" => self.name.to_string(), "reason" => e.label()).increment(1);
+                tracing::warn!(link = %self.name, error = %e, "undecodable message from upstream");
+                return;
+            }
+        };
+        metrics::counter!("cyberswitch_messages_total", "link" => self.name.to_string(), "dir" => "in", "mti" => msg.mti().to_string()).increment(1);
+        if !msg.mti().is_response() {
+            self.answer_upstream_request(&msg, reply);
+            return;
+        }
+        let key = self.key_of(&msg);
+        if let Some((_, p)) = self.pending.remove(&key) {
+            let _ = p.reply.send(msg.to_owned_message());
+        } else if let Some((_, (request, _))) = self.timed_out.remove(&key) {
+            metrics::counter!("cyberswitch_late_answers_total", "link" => self.name.to_string())
+                .increment(1);
+            tracing::warn!(link = %self.name, mti = %msg.mti(), stan = ?msg.stan(), "answer after timeout");
+            self.late
+                .late_answer(&self.name, request, msg.to_owned_message());
+        } else {
+            metrics::counter!("cyberswitch_unmatched_answers_total", "link" => self.name.to_string()).increment(1);
+            tracing::warn!(link = %self.name, mti = %msg.mti(), stan = ?msg.stan(), "answer matches no request");
+        }
+    }
+
+    /// Upstream hosts may echo or sign on towards us: answer network management, ignore the rest.
+    fn answer_upstream_request(&self, msg: &Message<'_>, reply: &mpsc::Sender<Frame>) {
+        if msg.mti().class() != 8 {
+            tracing::warn!(link = %self.name, mti = %msg.mti(), "unexpected request from upstream ignored");
+            return;
+        }
+        let mut answer = OwnedMessage::new(msg.mti().response());
+        for n in [7, 11, 41, 70] {
+            answer.copy_from(msg, n);
+        }
+        answer.set(39, b"00");
+        let mut buf = BytesMut::new();
+        if self.profile.spec.encode(&answer, &mut buf).is_ok() {
+            let _ = reply.try_send(Frame::message(buf.freeze()));
+        }
+    }
+
+    /// 0800 network management request (001 sign-on, 301 echo).
+    fn network_message(&self, code: &str) -> OwnedMessage {
+        let mut m = OwnedMessage::new(Mti(*b"0800"));
+        m.set(7, crate::clock::transmission_time().as_bytes())
+            .set_number(11, u64::from(self.next_stan()), 6)
+            .set(41, self.terminal_id.as_bytes())
+            .set(70, code.as_bytes());
+        m
+    }
+}
+
+/// Keep one session connected: connect (hosts in order, back-off with jitter), sign on, echo
+/// when idle, and start over when the connection drops or echoes fail.
+async fn run_session(
+    link: Arc<Link>,
+    session: Arc<Session>,
+    index: usize,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(link.config.reconnect_min_ms);
+    let max_backoff = Duration::from_millis(link.config.reconnect_max_ms);
+    let mut host = 0usize;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let addr = link.config.hosts[host % link.config.hosts.len()].clone();
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = tokio::time::timeout(link.config.timeout(), TcpStream::connect(&addr)) => c,
+        };
+        match connected {
+            Ok(Ok(stream)) => {
+                tracing::info!(link = %link.name, session = index, %addr, "connected");
+                backoff = Duration::from_millis(link.config.reconnect_min_ms);
+                let _ = stream.set_nodelay(true);
+                serve_connection(&link, &session, stream, &stop).await;
+                tracing::warn!(link = %link.name, session = index, %addr, "session ended");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(link = %link.name, session = index, %addr, error = %e, "connect failed")
+            }
+            Err(_) => {
+                tracing::warn!(link = %link.name, session = index, %addr, "connect timed out")
+            }
+        }
+        session.up.store(false, Ordering::Relaxed);
+        link.publish_state();
+        host += 1; // fail over to the next host
+        let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2 + 1);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+        }
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+impl Link {
+    fn publish_state(&self) {
+        metrics::gauge!("cyberswitch_link_up", "link" => self.name.to_string())
+            .set(if self.is_up() { 1.0 } else { 0.0 });
+    }
+}
+
+async fn serve_connection(
+    link: &Arc<Link>,
+    session: &Arc<Session>,
+    stream: TcpStream,
+    stop: &CancellationToken,
+) {
+    let codec = FrameCodec::new(link.profile.framing, link.profile.max_frame);
+    let (mut sink, mut frames) = Framed::new(stream, codec).split();
+    let (tx, mut rx) = mpsc::channel::<Frame>(link.config.max_in_flight.max(16));
+    if let Ok(mut s) = session.sender.lock() {
+        *s = Some(tx.clone());
+    }
+    let conn_stop = stop.child_token();
+    let writer_stop = conn_stop.clone();
+    let writer = tokio::spawn(async move {
+        loop {
+            let frame = tokio::select! {
+                _ = writer_stop.cancelled() => break,
+                f = rx.recv() => match f { Some(f) => f, None => break },
+            };
+            if sink.send(frame).await.is_err() {
+                break;
+            }
+        }
+        writer_stop.cancel();
+    });
+    let reader_link = link.clone();
+    let reader_stop = conn_stop.clone();
+    let reader_tx = tx.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = reader_stop.cancelled() => break,
+                n = frames.next() => n,
+            };
+            match next {
+                Some(Ok(frame)) if frame.is_keep_alive() => {}
+                Some(Ok(frame)) => reader_link.on_message(&frame.message, &reader_tx),
+                Some(Err(e)) => {
+                    tracing::warn!(link = %reader_link.name, error = %e, "framing error from upstream");
+                    break;
+                }
+                None => break,
+            }
+        }
+        reader_stop.cancel();
+    });
+
+    // Sign on, then keep the session alive with echoes.
+    let signed_on = !link.config.sign_on || network_exchange(link, session, "001").await;
+    if signed_on {
+        session.up.store(true, Ordering::Relaxed);
+        link.publish_state();
+        metrics::gauge!("cyberswitch_link_signed_on", "link" => link.name.to_string()).set(1.0);
+        let mut failures = 0u32;
+        let interval = Duration::from_millis(link.config.echo_interval_ms);
+        loop {
+            tokio::select! {
+                _ = conn_stop.cancelled() => break,
+                _ = tokio::time::sleep(interval / 4) => {}
+            }
+            if link.idle_for() < interval {
+                continue;
+            }
+            if network_exchange(link, session, "301").await {
+                failures = 0;
+            } else {
+                failures += 1;
+                tracing::warn!(link = %link.name, failures, "echo failed");
+                if failures >= link.config.echo_failures {
+                    break;
+                }
+            }
+        }
+    } else {
+        tracing::warn!(link = %link.name, "sign-on refused or unanswered");
+    }
+    session.up.store(false, Ordering::Relaxed);
+    metrics::gauge!("cyberswitch_link_signed_on", "link" => link.name.to_string()).set(0.0);
+    if let Ok(mut s) = session.sender.lock() {
+        *s = None;
+    }
+    conn_stop.cancel();
+    let _ = writer.await;
+    let _ = reader.await;
+}
+
+/// Send 0800 with the given network code on this session; true when answered 00.
+async fn network_exchange(link: &Link, session: &Session, code: &str) -> bool {
+    let msg = link.network_message(code);
+    matches!(link.send_on(session, msg).await, Ok(a) if a.get(39) == Some(b"00"))
+}
+
+/// Forget timed-out requests after a while: an answer later than that is merely unmatched.
+async fn sweep_timed_out(link: Arc<Link>, stop: CancellationToken) {
+    let keep = link.config.timeout() * 30 + Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        link.timed_out.retain(|_, (_, at)| at.elapsed() < keep);
+    }
+}

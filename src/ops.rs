@@ -1,0 +1,276 @@
+//! Operating commands: `run`, `demo`, `sim`, `link`, `send`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use cyberswitch::config::Config;
+use cyberswitch::directory::{CardKey, Directory, WalletLink};
+use cyberswitch::iso8583::json::{display_value, from_json, masked_value};
+use cyberswitch::iso8583::tlv::SwitchData;
+use cyberswitch::iso8583::{Pan, Spec};
+use cyberswitch::net::client::Client;
+use cyberswitch::net::framing::Framing;
+use cyberswitch::sim::SimKind;
+
+pub fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?
+        .block_on(f)
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The configuration file (see config/cyberswitch.toml).
+    #[arg(long, default_value = "config/cyberswitch.toml")]
+    config: PathBuf,
+}
+
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    cyberswitch::observe::init_logs();
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    if let Some(addr) = config.metrics_addr {
+        cyberswitch::observe::serve_metrics(addr, stop.clone()).await?;
+    }
+    let running = cyberswitch::switch::start(config, stop.clone()).await?;
+    for (name, addr) in &running.addrs {
+        println!("listener {name} on {addr}");
+    }
+    println!("cyberswitch ready");
+    let _ = tokio::signal::ctrl_c().await;
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Data directory (created and seeded when new, resumed as it is otherwise).
+    #[arg(long, default_value = "demo-data")]
+    data_dir: PathBuf,
+}
+
+pub async fn demo(args: DemoArgs) -> Result<(), String> {
+    cyberswitch::observe::init_logs();
+    let stop = CancellationToken::new();
+    let demo = cyberswitch::demo::start(&args.data_dir, Default::default(), stop.clone()).await?;
+    println!(
+        "switch on {} (iso87-ascii, 2-byte length)",
+        demo.switch_addr()
+    );
+    if let Some(m) = demo.metrics {
+        println!("metrics on http://{m}/metrics");
+    }
+    for s in &demo.sims {
+        println!("simulator {} on {}", s.name, s.addr);
+    }
+    println!("cyberswitch ready");
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping");
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum SimCommand {
+    /// A wallet issuer (balance, debit, credit, reversal).
+    Issuer {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A card acquirer (authorizations, reversals).
+    Acquirer {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+pub async fn sim(cmd: SimCommand) -> Result<(), String> {
+    cyberswitch::observe::init_logs();
+    match cmd {
+        SimCommand::Issuer { config } => {
+            cyberswitch::sim::run_from_file(&config, SimKind::Issuer).await
+        }
+        SimCommand::Acquirer { config } => {
+            cyberswitch::sim::run_from_file(&config, SimKind::Acquirer).await
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum LinkCommand {
+    /// Link a wallet to a card.
+    Add {
+        #[command(flatten)]
+        target: LinkTarget,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value_t = 10)]
+        priority: u32,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Unlink a wallet from a card.
+    Remove {
+        #[command(flatten)]
+        target: LinkTarget,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        account: String,
+    },
+    /// List a card's wallets.
+    List {
+        #[command(flatten)]
+        target: LinkTarget,
+    },
+}
+
+#[derive(Args)]
+pub struct LinkTarget {
+    /// The switch configuration (its data directory and card key are used). The switch must
+    /// not be running: RocksDB allows one process per data directory.
+    #[arg(long, default_value = "config/cyberswitch.toml")]
+    config: PathBuf,
+    /// The card number.
+    #[arg(long)]
+    card: String,
+}
+
+fn open_directory(target: &LinkTarget) -> Result<(Directory, Pan), String> {
+    let config = Config::load(&target.config).map_err(|e| e.to_string())?;
+    let key = CardKey::new(config.card_key_bytes()?);
+    let db = cyberswitch::store::open(&config.data_dir)?;
+    let pan = Pan::parse(target.card.trim().as_bytes()).map_err(|e| e.to_string())?;
+    Ok((Directory::new(db, key), pan))
+}
+
+pub fn link(cmd: LinkCommand) -> Result<(), String> {
+    match cmd {
+        LinkCommand::Add {
+            target,
+            issuer,
+            account,
+            priority,
+            label,
+        } => {
+            let (dir, pan) = open_directory(&target)?;
+            dir.link(
+                &pan,
+                WalletLink {
+                    issuer,
+                    account,
+                    priority,
+                    label,
+                },
+            )?;
+            println!("linked to {pan}");
+        }
+        LinkCommand::Remove {
+            target,
+            issuer,
+            account,
+        } => {
+            let (dir, pan) = open_directory(&target)?;
+            if dir.unlink(&pan, &issuer, &account)? {
+                println!("unlinked from {pan}");
+            } else {
+                return Err(format!("{issuer}/{account} is not linked to {pan}"));
+            }
+        }
+        LinkCommand::List { target } => {
+            let (dir, pan) = open_directory(&target)?;
+            println!("{pan}:");
+            for w in dir.wallets(&pan)? {
+                println!(
+                    "  {:>3}  {:<10} {:<12} {}",
+                    w.priority, w.issuer, w.account, w.label
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// The switch address.
+    #[arg(long, default_value = "127.0.0.1:8583")]
+    to: String,
+    #[arg(long, default_value = "iso87-ascii")]
+    spec: String,
+    #[arg(long, default_value = "binary2")]
+    framing: Framing,
+    /// The message as JSON (`"mti"` and field numbers). Fields 7, 11, 12, 13 and 41 are filled
+    /// in when absent.
+    #[arg(long)]
+    json: String,
+    /// Field 48 elements, `TAG=VALUE` (repeatable): `--tag WS=G-3001,E-1001 --tag PA=1`.
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+pub async fn send(args: SendArgs) -> Result<(), String> {
+    let spec = Arc::new(Spec::resolve(&args.spec).map_err(|e| e.to_string())?);
+    let value: serde_json::Value =
+        serde_json::from_str(&args.json).map_err(|e| format!("--json: {e}"))?;
+    let mut msg = from_json(&spec, &value)?;
+    let defaults: [(u16, String); 5] = [
+        (7, cyberswitch::clock::transmission_time()),
+        (11, format!("{:06}", rand::random::<u32>() % 999_999 + 1)),
+        (12, cyberswitch::clock::local_time()),
+        (13, cyberswitch::clock::local_date()),
+        (41, "TERM0001".into()),
+    ];
+    for (n, v) in defaults {
+        if !msg.has(n) && spec.field(n).is_some() {
+            msg.set(n, v.as_bytes());
+        }
+    }
+    if !args.tag.is_empty() {
+        let mut data = SwitchData::new();
+        for t in &args.tag {
+            let (tag, value) = t
+                .split_once('=')
+                .ok_or(format!("--tag {t:?}: expected TAG=VALUE"))?;
+            if tag.len() != 2 {
+                return Err(format!("--tag {t:?}: tags are two characters"));
+            }
+            data.push(tag, value.as_bytes());
+        }
+        msg.set(48, data.as_bytes());
+    }
+    let mut client = Client::connect(&args.to, spec.clone(), args.framing).await?;
+    let answer = client.call(&msg, Duration::from_secs(args.timeout)).await?;
+    println!("MTI {}", answer.mti());
+    for (n, v) in answer.fields() {
+        let shown = masked_value(n, v).unwrap_or_else(|| display_value(&spec, n, v));
+        if n == 48 {
+            println!("{n:>3}");
+            for el in
+                cyberswitch::iso8583::tlv::parse_ascii_tlv(v, 2, 3).map_err(|e| e.to_string())?
+            {
+                println!(
+                    "      {} {}",
+                    String::from_utf8_lossy(el.tag),
+                    String::from_utf8_lossy(el.value)
+                );
+            }
+        } else {
+            println!("{n:>3}  {shown}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! Simulators of the upstream hosts (SPEC §6): a wallet issuer and a card acquirer, real TCP
+//! servers speaking the same ISO 8583 contract as the real hosts, with balances that persist
+//! in their own RocksDB directory and per-account (issuer) or per-card (acquirer) behaviours:
+//! decline with a code, delay, never answer, answer twice.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rocksdb::DB;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::profile;
+use crate::iso8583::{AdditionalAmount, Message, OwnedMessage, Spec};
+use crate::net::server::{self, BoxFuture, ServerLimits, Service};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimKind {
+    Issuer,
+    Acquirer,
+}
+
+/// A simulator's configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    pub kind: SimKind,
+    pub name: String,
+    pub listen: SocketAddr,
+    #[serde(default = "default_spec")]
+    pub spec: String,
+    #[serde(default = "default_framing")]
+    pub framing: String,
+    pub data_dir: PathBuf,
+    /// Acquirer: approve amounts up to this, decline above with 51.
+    #[serde(default)]
+    pub approve_limit: Option<u64>,
+    /// Issuer: accounts and their opening balances (seeded into a fresh data directory only).
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<SimAccount>,
+    #[serde(default, rename = "behaviour")]
+    pub behaviours: Vec<Behaviour>,
+}
+
+fn default_spec() -> String {
+    "iso87-ascii".into()
+}
+fn default_framing() -> String {
+    "binary2".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimAccount {
+    pub id: String,
+    pub balance: i64,
+}
+
+/// How the simulator treats one account (issuer) or card number (acquirer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Behaviour {
+    /// The account id or card number this applies to.
+    pub target: String,
+    /// Decline money requests with this response code.
+    #[serde(default)]
+    pub decline: Option<String>,
+    /// Decline only amounts above this (with `decline`, or 51).
+    #[serde(default)]
+    pub decline_above: Option<u64>,
+    /// Wait this long before answering.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Never answer.
+    #[serde(default)]
+    pub silent: bool,
+    /// Send the answer twice.
+    #[serde(default)]
+    pub twice: bool,
+    /// Apply the behaviour to balance inquiries too (default: money requests only).
+    #[serde(default)]
+    pub inquiries: bool,
+}
+
+impl SimConfig {
+    pub fn load(path: &Path) -> Result<SimConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+}
+
+/// A money movement the simulator recorded, for reversals and duplicate requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Leg {
+    /// Issuer: the account; acquirer: SHA-256 of the card number.
+    target: String,
+    /// Signed effect on the target: negative for a debit.
+    delta: i64,
+    reversed: bool,
+    /// The answer given, replayed for a retransmission.
+    response_code: String,
+    auth_code: String,
+}
+
+/// A running simulator.
+pub struct Simulator {
+    pub name: String,
+    pub addr: SocketAddr,
+    kind: SimKind,
+    spec: Arc<Spec>,
+    db: DB,
+    behaviours: HashMap<String, Behaviour>,
+    approve_limit: Option<u64>,
+    /// Serialises read-modify-write of balances (the simulator is not the thing under test).
+    lock: Mutex<()>,
+    auth_counter: std::sync::atomic::AtomicU32,
+}
+
+impl Simulator {
+    /// Open the data directory (seeding a fresh one), bind, and serve until `stop`.
+    pub async fn start(
+        config: SimConfig,
+        stop: CancellationToken,
+    ) -> Result<Arc<Simulator>, String> {
+        let prof = profile(&config.spec, &config.framing, 65_535)
+            .map_err(|(k, r)| format!("simulator {}: {k}: {r}", config.name))?;
+        let fresh = !config.data_dir.join("CURRENT").exists();
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, &config.data_dir)
+            .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+        if fresh {
+            for a in &config.accounts {
+                db.put(account_key(&a.id), a.balance.to_be_bytes())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("simulator {}: bind {}: {e}", config.name, config.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let sim = Arc::new(Simulator {
+            name: config.name.clone(),
+            addr,
+            kind: config.kind,
+            spec: prof.spec,
+            db,
+            behaviours: config
+                .behaviours
+                .iter()
+                .map(|b| (b.target.clone(), b.clone()))
+                .collect(),
+            approve_limit: config.approve_limit,
+            lock: Mutex::new(()),
+            auth_counter: std::sync::atomic::AtomicU32::new(1),
+        });
+        let limits = ServerLimits {
+            framing: prof.framing,
+            max_frame: prof.max_frame,
+            max_connections: 1_000,
+            max_in_flight: 1_024,
+            idle_timeout: Duration::from_secs(3_600),
+        };
+        tokio::spawn(server::serve(
+            config.name.clone().into(),
+            listener,
+            limits,
+            sim.clone() as Arc<dyn Service>,
+            stop,
+        ));
+        tracing::info!(simulator = %sim.name, addr = %sim.addr, kind = ?sim.kind, "simulator listening");
+        Ok(sim)
+    }
+
+    /// An issuer account's balance in units.
+    pub fn balance(&self, account: &str) -> Option<i64> {
+        let v = self.db.get(account_key(account)).ok()??;
+        Some(i64::from_be_bytes(v.as_slice().try_into().ok()?))
+    }
+
+    /// Acquirer: the net amount approved and not reversed for a card.
+    pub fn card_total(&self, pan: &str) -> i64 {
+        self.balance(&card_target(pan)).unwrap_or(0)
+    }
+
+    fn answer(&self, request: &[u8]) -> (Option<OwnedMessage>, Behaviour) {
+        let msg = match self.spec.decode(request) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(simulator = %self.name, error = %e, "undecodable request");
+                return (None, Behaviour::default());
+            }
+        };
+        let mut resp = OwnedMessage::new(msg.mti().response());
+        for n in [2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49, 70, 90, 102] {
+            resp.copy_from(&msg, n);
+        }
+        let target = match self.kind {
+            SimKind::Issuer => msg.str(102).map(|s| s.into_owned()).unwrap_or_default(),
+            SimKind::Acquirer => msg
+                .pan()
+                .ok()
+                .flatten()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        };
+        let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
+        let code = match msg.mti().class() {
+            8 => "00".to_string(),
+            1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
+            4 => self.reversal(&msg),
+            _ => "12".to_string(),
+        };
+        resp.set(39, code.as_bytes());
+        (Some(resp), behaviour)
+    }
+
+    /// Inquiry, debit, credit or (acquirer) authorization.
+    fn money(
+        &self,
+        msg: &Message<'_>,
+        target: &str,
+        b: &Behaviour,
+        resp: &mut OwnedMessage,
+    ) -> String {
+        let pc = msg.transaction_type().unwrap_or(99);
+        let amount = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
+        let Ok(_guard) = self.lock.lock() else {
+            return "96".into();
+        };
+        let key = leg_key(msg);
+        if let Ok(Some(raw)) = self.db.get(&key) {
+            // A retransmission: the same answer, no second effect.
+            if let Ok(leg) = serde_json::from_slice::<Leg>(&raw) {
+                resp.set(38, leg.auth_code.as_bytes());
+                return leg.response_code;
+            }
+        }
+        let inquiry = pc == 31;
+        if let Some(code) = &b.decline {
+            let applies = (!inquiry || b.inquiries)
+                && b.decline_above.is_none_or(|limit| amount as u64 > limit);
+            if applies {
+                return code.clone();
+            }
+        }
+        let (delta, target_key) = match self.kind {
+            SimKind::Issuer => {
+                let Some(balance) = self.balance(target) else {
+                    return "14".into();
+                };
+                if inquiry {
+                    let block = AdditionalAmount {
+                        account_type: *b"60",
+                        amount_type: *b"02",
+                        currency: msg.currency().unwrap_or(410),
+                        amount: balance,
+                    };
+                    resp.set(54, &AdditionalAmount::encode_all(&[block]));
+                    return "00".into();
+                }
+                let delta = match pc {
+                    0 => -amount,
+                    20 | 21 => amount,
+                    _ => return "12".into(),
+                };
+                if balance + delta < 0 {
+                    return "51".into();
+                }
+                (delta, target.to_string())
+            }
+            SimKind::Acquirer => {
+                if self.approve_limit.is_some_and(|l| amount as u64 > l) {
+                    return "51".into();
+                }
+                let delta = if pc == 20 { -amount } else { amount };
+                (delta, card_target(target))
+            }
+        };
+        let auth = format!(
+            "{:06}",
+            self.auth_counter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % 1_000_000
+        );
+        let after = self.balance(&target_key).unwrap_or(0) + delta;
+        let leg = Leg {
+            target: target_key.clone(),
+            delta,
+            reversed: false,
+            response_code: "00".into(),
+            auth_code: auth.clone(),
+        };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(account_key(&target_key), after.to_be_bytes());
+        batch.put(&key, serde_json::to_vec(&leg).unwrap_or_default());
+        if self.db.write(batch).is_err() {
+            return "96".into();
+        }
+        resp.set(38, auth.as_bytes());
+        if self.kind == SimKind::Issuer {
+            let block = AdditionalAmount {
+                account_type: *b"60",
+                amount_type: *b"02",
+                currency: msg.currency().unwrap_or(410),
+                amount: after,
+            };
+            resp.set(54, &AdditionalAmount::encode_all(&[block]));
+        }
+        "00".into()
+    }
+
+    /// 0400/0420/0421: undo the leg named in field 90. Unknown: 25; already reversed: 00.
+    fn reversal(&self, msg: &Message<'_>) -> String {
+        let Ok(Some(od)) = msg.original_data() else {
+            return "30".into();
+        };
+        let key = format!(
+            "leg/{}/{:06}/{:010}",
+            msg.str(41).unwrap_or_default().trim(),
+            od.stan,
+            od.transmission_time
+        );
+        let Ok(_guard) = self.lock.lock() else {
+            return "96".into();
+        };
+        let Ok(Some(raw)) = self.db.get(&key) else {
+            return "25".into();
+        };
+        let Ok(mut leg) = serde_json::from_slice::<Leg>(&raw) else {
+            return "96".into();
+        };
+        if leg.reversed || leg.response_code != "00" {
+            return "00".into();
+        }
+        leg.reversed = true;
+        let after = self.balance(&leg.target).unwrap_or(0) - leg.delta;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(account_key(&leg.target), after.to_be_bytes());
+        batch.put(&key, serde_json::to_vec(&leg).unwrap_or_default());
+        if self.db.write(batch).is_err() {
+            return "96".into();
+        }
+        "00".into()
+    }
+}
+
+impl Service for Simulator {
+    fn call(&self, request: Bytes, _peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
+        let (answer, behaviour) = self.answer(&request);
+        let encoded = answer.and_then(|a| {
+            let mut buf = BytesMut::new();
+            self.spec.encode(&a, &mut buf).ok().map(|_| buf.freeze())
+        });
+        Box::pin(async move {
+            let Some(bytes) = encoded else {
+                return Vec::new();
+            };
+            if behaviour.silent {
+                return Vec::new();
+            }
+            if behaviour.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(behaviour.delay_ms)).await;
+            }
+            if behaviour.twice {
+                vec![bytes.clone(), bytes]
+            } else {
+                vec![bytes]
+            }
+        })
+    }
+}
+
+fn account_key(id: &str) -> Vec<u8> {
+    format!("acct/{id}").into_bytes()
+}
+
+/// The acquirer keeps card totals under a hash of the card number, never the number.
+fn card_target(pan: &str) -> String {
+    let digest = Sha256::digest(pan.as_bytes());
+    format!("card-{}", hex::encode(&digest[..12]))
+}
+
+fn leg_key(msg: &Message<'_>) -> String {
+    format!(
+        "leg/{}/{:06}/{:010}",
+        msg.str(41).unwrap_or_default().trim(),
+        msg.stan().unwrap_or(0),
+        msg.transmission_time().unwrap_or(0)
+    )
+}
+
+/// `cyberswitch sim issuer|acquirer --config F`.
+pub async fn run_from_file(path: &Path, kind: SimKind) -> Result<(), String> {
+    let config = SimConfig::load(path)?;
+    if config.kind != kind {
+        return Err(format!(
+            "{}: kind is {:?}, not {kind:?}",
+            path.display(),
+            config.kind
+        ));
+    }
+    let stop = CancellationToken::new();
+    let sim = Simulator::start(config, stop.clone()).await?;
+    println!("simulator {} listening on {}", sim.name, sim.addr);
+    let _ = tokio::signal::ctrl_c().await;
+    stop.cancel();
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! F2 balance inquiry and F3/F4/F5 purchases paid from the card's wallets, with any shortfall
+//! sent to the acquirer as credit (split tender).
+//!
+//! Conversion never shortchanges the merchant: a balance of `u` units is worth
+//! `floor(u / rate)` in currency, and taking `a` in currency costs `ceil(a * rate)` units.
+
+use futures::future::join_all;
+
+use crate::config::IssuerConfig;
+use crate::directory::WalletLink;
+use crate::iso8583::tlv::SwitchData;
+use crate::iso8583::{de, AdditionalAmount, Message, Mti, OwnedMessage, Pan};
+use crate::net::link::LinkError;
+
+use super::credit::{self, CreditOutcome};
+use super::{answer, rc, Switch};
+
+/// At most this many wallets are reported in field 54 (SPEC §4.3).
+const FIELD54_BLOCKS: usize = 6;
+
+/// Currency value of a wallet balance: `floor(units / rate)`.
+pub fn value_of(units: i64, rate: u64) -> u64 {
+    units.max(0) as u64 / rate.max(1) // ok: non-negative
+}
+
+/// Units that pay `amount` in currency: `ceil(amount * rate)`.
+pub fn units_for(amount: u64, rate: u64) -> u64 {
+    // With an integer rate the product is exact; the ceiling is kept explicit for the rule.
+    amount.saturating_mul(rate.max(1))
+}
+
+/// A wallet with its issuer's configuration.
+struct Wallet<'a> {
+    link: &'a WalletLink,
+    issuer: Option<&'a IssuerConfig>,
+}
+
+/// A debit placed on a wallet.
+struct WalletLeg<'a> {
+    wallet: &'a Wallet<'a>,
+    link_name: String,
+    request: OwnedMessage,
+    amount: u64,
+    units: u64,
+    auth: String,
+    balance_after: Option<i64>,
+}
+
+fn resolve<'a>(sw: &'a Switch, links: &'a [WalletLink]) -> Vec<Wallet<'a>> {
+    links
+        .iter()
+        .map(|l| Wallet {
+            link: l,
+            issuer: sw.config.issuer(&l.issuer),
+        })
+        .collect()
+}
+
+/// A request to a wallet issuer (SPEC §6): inquiry (0100/31) or debit (0200/00).
+fn issuer_request(
+    sw: &Switch,
+    stan: u32,
+    req: &Message<'_>,
+    mti: &[u8; 4],
+    pc: &str,
+    account: &str,
+    units: u64,
+) -> OwnedMessage {
+    let mut m = OwnedMessage::new(Mti(*mti));
+    m.set(de::PROCESSING_CODE, pc.as_bytes())
+        .set_number(de::AMOUNT, units, 12)
+        .set(
+            de::TRANSMISSION_TIME,
+            crate::clock::transmission_time().as_bytes(),
+        )
+        .set_number(de::STAN, u64::from(stan), 6)
+        .set(de::LOCAL_TIME, crate::clock::local_time().as_bytes())
+        .set(de::LOCAL_DATE, crate::clock::local_date().as_bytes())
+        .copy_from(req, de::TERMINAL_ID)
+        .copy_from(req, de::MERCHANT_ID)
+        .set_number(de::CURRENCY, u64::from(sw.config.currency), 3)
+        .set(de::ACCOUNT_1, account.as_bytes());
+    m
+}
+
+/// Ask every wallet's issuer for its balance, in parallel; `None` = unavailable.
+async fn balances(sw: &Switch, req: &Message<'_>, wallets: &[Wallet<'_>]) -> Vec<Option<i64>> {
+    join_all(wallets.iter().map(|w| async move {
+        let issuer = w.issuer?;
+        let link = sw.links.get(&issuer.link)?;
+        let msg = issuer_request(
+            sw,
+            link.next_stan(),
+            req,
+            b"0100",
+            "310000",
+            &w.link.account,
+            0,
+        );
+        let resp = link.request(msg).await.ok()?;
+        if resp.get(de::RESPONSE_CODE) != Some(b"00") {
+            return None;
+        }
+        let blocks = AdditionalAmount::parse_all(resp.get(de::ADDITIONAL_AMOUNTS)?).ok()?;
+        blocks
+            .iter()
+            .find(|b| &b.amount_type == b"02")
+            .map(|b| b.amount)
+    }))
+    .await
+}
+
+/// Mask an account id: all but the last four characters.
+fn mask_account(account: &str) -> String {
+    let n = account.chars().count();
+    account
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i + 4 >= n { c } else { '*' })
+        .collect()
+}
+
+/// F2: 0110 with one `WL` element per linked wallet and field 54 for the first six available.
+pub async fn inquiry(sw: &Switch, req: &Message<'_>, links: &[WalletLink]) -> OwnedMessage {
+    let wallets = resolve(sw, links);
+    let found = balances(sw, req, &wallets).await;
+    let mut data = SwitchData::new();
+    let mut blocks = Vec::new();
+    for (w, bal) in wallets.iter().zip(&found) {
+        let (kind, unit, rate) = match w.issuer {
+            Some(i) => (i.kind.as_str(), i.unit.as_str(), i.units_per_currency_unit),
+            None => ("unknown", "", 1),
+        };
+        let (units, value, status) = match bal {
+            Some(u) => (u.to_string(), value_of(*u, rate).to_string(), "ok"),
+            None => (String::new(), String::new(), "unavailable"),
+        };
+        let wl = format!(
+            "{}|{}|{kind}|{}|{units}|{unit}|{rate}|{value}|{status}",
+            w.link.account,
+            w.link.issuer,
+            mask_account(&w.link.account)
+        );
+        data.push("WL", wl.as_bytes());
+        if let (Some(u), true) = (bal, blocks.len() < FIELD54_BLOCKS) {
+            blocks.push(available(sw, value_of(*u, rate) as i64));
+        }
+    }
+    let mut resp = answer(req, rc::APPROVED);
+    if !data.is_empty() {
+        resp.set(de::SWITCH_DATA, data.as_bytes());
+    }
+    if !blocks.is_empty() {
+        resp.set(
+            de::ADDITIONAL_AMOUNTS,
+            &AdditionalAmount::encode_all(&blocks),
+        );
+    }
+    resp
+}
+
+fn available(sw: &Switch, value: i64) -> AdditionalAmount {
+    AdditionalAmount {
+        account_type: *b"60",
+        amount_type: *b"02",
+        currency: sw.config.currency,
+        amount: value,
+    }
+}
+
+/// The terminal's choices in field 48.
+struct Tender {
+    /// Wallet ids in drain order; `None` = automatic (priority order).
+    selection: Option<Vec<String>>,
+    cap: Option<u64>,
+    partial_ok: bool,
+}
+
+fn tender(req: &Message<'_>) -> Result<Tender, &'static str> {
+    let elements = req.switch_data().map_err(|_| "field 48 is malformed")?;
+    let tag = |t: &str| {
+        elements
+            .iter()
+            .find(|(k, _)| k == t)
+            .map(|(_, v)| v.as_str())
+    };
+    let selection = match tag("WS") {
+        None | Some("AUTO") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+    };
+    let cap = match tag("WC") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| "WC is not a number")?),
+    };
+    Ok(Tender {
+        selection,
+        cap,
+        partial_ok: tag("PA") == Some("1"),
+    })
+}
+
+/// The wallets to drain, in order.
+fn drain_order<'a>(
+    wallets: &'a [Wallet<'a>],
+    selection: &Option<Vec<String>>,
+) -> Result<Vec<&'a Wallet<'a>>, String> {
+    match selection {
+        Some(ids) => ids
+            .iter()
+            .map(|id| {
+                wallets
+                    .iter()
+                    .find(|w| &w.link.account == id)
+                    .ok_or_else(|| format!("wallet {id:?} is not linked to the card"))
+            })
+            .collect(),
+        None => {
+            let mut all: Vec<&Wallet<'_>> = wallets.iter().collect();
+            all.sort_by_key(|w| {
+                (
+                    w.link.priority,
+                    w.issuer.map_or(u8::MAX, |i| i.kind.tender_rank()),
+                )
+            });
+            Ok(all)
+        }
+    }
+}
+
+/// F3/F4/F5: wallet legs in order, then the credit leg for any shortfall.
+pub async fn purchase(
+    sw: &Switch,
+    req: &Message<'_>,
+    pan: &Pan,
+    links: &[WalletLink],
+) -> OwnedMessage {
+    let Some(amount) = req.amount() else {
+        return answer(req, rc::FORMAT_ERROR);
+    };
+    let tender = match tender(req) {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::info!(why, "bad tender data");
+            return answer(req, rc::FORMAT_ERROR);
+        }
+    };
+    let wallets = resolve(sw, links);
+    let order = match drain_order(&wallets, &tender.selection) {
+        Ok(o) => o,
+        Err(why) => {
+            tracing::info!(%why, "bad wallet selection");
+            return answer(req, rc::FORMAT_ERROR);
+        }
+    };
+    let owned: Vec<Wallet<'_>> = order
+        .iter()
+        .map(|w| Wallet {
+            link: w.link,
+            issuer: w.issuer,
+        })
+        .collect();
+    let found = balances(sw, req, &owned).await;
+
+    let mut legs: Vec<WalletLeg<'_>> = Vec::new();
+    let mut remaining = amount;
+    let mut cap_left = tender.cap.unwrap_or(u64::MAX);
+    for (w, bal) in owned.iter().zip(found) {
+        if remaining == 0 || cap_left == 0 {
+            break;
+        }
+        let (Some(units), Some(issuer)) = (bal, w.issuer) else {
+            continue;
+        };
+        let Some(link) = sw.links.get(&issuer.link) else {
+            continue;
+        };
+        let rate = issuer.units_per_currency_unit;
+        let take = remaining.min(value_of(units, rate)).min(cap_left);
+        if take == 0 {
+            continue;
+        }
+        let debit_units = units_for(take, rate);
+        let request = issuer_request(
+            sw,
+            link.next_stan(),
+            req,
+            b"0200",
+            "000000",
+            &w.link.account,
+            debit_units,
+        );
+        match link.request(request.clone()).await {
+            Ok(r) if r.get(de::RESPONSE_CODE) == Some(b"00") => {
+                let balance_after = r
+                    .get(de::ADDITIONAL_AMOUNTS)
+                    .and_then(|b| AdditionalAmount::parse_all(b).ok())
+                    .and_then(|b| b.first().map(|x| x.amount));
+                legs.push(WalletLeg {
+                    wallet: w,
+                    link_name: issuer.link.clone(),
+                    request,
+                    amount: take,
+                    units: debit_units,
+                    auth: r
+                        .get(de::AUTH_CODE)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .unwrap_or_default(),
+                    balance_after,
+                });
+                remaining -= take;
+                cap_left -= take;
+            }
+            Ok(_) => {} // declined (e.g. spent meanwhile): the next wallet pays
+            Err(LinkError::Timeout) => {
+                // The debit may have happened: undo it, and let the next wallet pay.
+                sw.compensator.reverse(&issuer.link, &request);
+            }
+            Err(_) => {}
+        }
+    }
+
+    if remaining == 0 {
+        return settle(sw, req, legs, None, amount, false);
+    }
+    match credit::credit_leg(sw, req, pan, remaining).await {
+        CreditOutcome::Approved {
+            link,
+            request,
+            response,
+        } => settle(
+            sw,
+            req,
+            legs,
+            Some((link, request, response, remaining)),
+            amount,
+            false,
+        ),
+        outcome => {
+            let wallet_total = amount - remaining;
+            if tender.partial_ok && wallet_total > 0 {
+                return settle(sw, req, legs, None, amount, true);
+            }
+            for leg in &legs {
+                sw.compensator.reverse(&leg.link_name, &leg.request);
+            }
+            let code = match outcome {
+                CreditOutcome::Declined(code) => code,
+                CreditOutcome::NoRoute if wallet_total == 0 => rc::INSUFFICIENT_FUNDS.to_string(),
+                _ => rc::ISSUER_INOPERATIVE.to_string(),
+            };
+            answer(req, &code)
+        }
+    }
+}
+
+/// The approving answer: every leg in `LG`, field 54, and the record for later reversal.
+fn settle(
+    sw: &Switch,
+    req: &Message<'_>,
+    legs: Vec<WalletLeg<'_>>,
+    credit: Option<(String, OwnedMessage, OwnedMessage, u64)>,
+    requested: u64,
+    partial: bool,
+) -> OwnedMessage {
+    let mut data = SwitchData::new();
+    let mut blocks = Vec::new();
+    for leg in &legs {
+        let issuer = leg.wallet.issuer;
+        let after = leg.balance_after.map(|b| b.to_string()).unwrap_or_default();
+        let lg = format!(
+            "{}|{}|{}|{}|{}|00|{after}",
+            issuer.map_or("unknown", |i| i.kind.as_str()),
+            leg.wallet.link.issuer,
+            leg.amount,
+            leg.units,
+            leg.auth
+        );
+        data.push("LG", lg.as_bytes());
+        if let (Some(b), Some(i)) = (leg.balance_after, issuer) {
+            if blocks.len() < FIELD54_BLOCKS - usize::from(partial) {
+                blocks.push(available(sw, value_of(b, i.units_per_currency_unit) as i64));
+            }
+        }
+    }
+    let wallet_total: u64 = legs.iter().map(|l| l.amount).sum();
+    let mut auth = legs.last().map(|l| l.auth.clone()).unwrap_or_default();
+    let mut record: Vec<(String, OwnedMessage)> = legs
+        .iter()
+        .map(|l| (l.link_name.clone(), l.request.clone()))
+        .collect();
+    if let Some((link, request, response, amount)) = &credit {
+        let code = response
+            .get(de::AUTH_CODE)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_default();
+        data.push(
+            "LG",
+            format!("credit|{link}|{amount}|{amount}|{code}|00|").as_bytes(),
+        );
+        auth = code;
+        record.push((link.clone(), request.clone()));
+    }
+    let approved = wallet_total + credit.as_ref().map_or(0, |c| c.3);
+    debug_assert!(
+        partial || approved == requested,
+        "legs must sum to the amount"
+    );
+    sw.record(req, record);
+    let mut resp = answer(req, if partial { rc::PARTIAL } else { rc::APPROVED });
+    if partial {
+        resp.set_number(de::AMOUNT, approved, 12);
+        blocks.push(AdditionalAmount {
+            account_type: *b"60",
+            amount_type: *b"57",
+            currency: sw.config.currency,
+            amount: requested as i64, // ok: 12 digits
+        });
+    }
+    if !auth.is_empty() {
+        let mut a = auth.into_bytes();
+        a.resize(6, b' ');
+        resp.set(de::AUTH_CODE, &a[..6]);
+    }
+    resp.set(de::SWITCH_DATA, data.as_bytes());
+    if !blocks.is_empty() {
+        resp.set(
+            de::ADDITIONAL_AMOUNTS,
+            &AdditionalAmount::encode_all(&blocks),
+        );
+    }
+    resp
+}

@@ -1,0 +1,580 @@
+//! The switch end to end: the real switch, real issuer and acquirer simulators, real TCP on
+//! ephemeral ports, real RocksDB in a temp dir. Amounts and balances are checked at the
+//! simulators afterwards.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cyberswitch::demo::{self, Demo, DemoPorts};
+use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
+use cyberswitch::iso8583::{AdditionalAmount, Mti, OriginalData, OwnedMessage, Spec};
+use cyberswitch::net::client::Client;
+use cyberswitch::sim::{Behaviour, SimConfig};
+use tokio_util::sync::CancellationToken;
+
+const GIFT_CARD: &str = "9410000000000013"; // GIFT G-3001 50,000; EMONEY E-1001 30,000; MILEAGE M-2001 10,000 pts
+const PLAIN_CARD: &str = "9410000000000021"; // no wallets
+const SMALL_CARD: &str = "9410000000000039"; // EMONEY E-1002 5,000
+const DECLINED_CARD: &str = "9410000000000047"; // no wallets, acquirer declines 05
+const SHORT_CARD: &str = "9410000000000054"; // EMONEY E-1003 1,000, acquirer declines credit 51
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Env {
+    demo: Demo,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+    spec: Arc<Spec>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn ephemeral() -> DemoPorts {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    DemoPorts {
+        switch: any,
+        metrics: None,
+        emoney: any,
+        gift: any,
+        mileage: any,
+        acquirer: any,
+    }
+}
+
+async fn env_with(ports: DemoPorts, adjust: impl FnOnce(&mut Vec<SimConfig>)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let demo = demo::start_custom(dir.path(), ports, stop.clone(), adjust)
+        .await
+        .unwrap();
+    Env {
+        demo,
+        stop,
+        _dir: dir,
+        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+    }
+}
+
+async fn env() -> Env {
+    env_with(ephemeral(), |_| {}).await
+}
+
+impl Env {
+    async fn terminal(&self) -> Client {
+        Client::connect(
+            &self.demo.switch_addr().to_string(),
+            self.spec.clone(),
+            "binary2".parse().unwrap(),
+        )
+        .await
+        .unwrap()
+    }
+    fn balance(&self, sim: &str, account: &str) -> i64 {
+        self.demo.sim(sim).unwrap().balance(account).unwrap()
+    }
+    fn credit_total(&self, card: &str) -> i64 {
+        self.demo.sim("ACQ1").unwrap().card_total(card)
+    }
+    /// Wait until the reversal queue is empty.
+    async fn drained(&self) {
+        for _ in 0..200 {
+            if self.demo.running.switch.compensator.depth() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("reversal queue did not drain");
+    }
+}
+
+fn request(mti: &[u8; 4], card: &str, pc: &str, amount: u64, stan: u32) -> OwnedMessage {
+    let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
+    m.set(2, card.as_bytes())
+        .set(3, pc.as_bytes())
+        .set_number(4, amount, 12)
+        .set(7, b"1121120000")
+        .set_number(11, u64::from(stan), 6)
+        .set(12, b"120000")
+        .set(13, b"1121")
+        .set(41, b"TERM0001")
+        .set(42, b"MERCHANT0000001")
+        .set(49, b"410");
+    m
+}
+
+fn with_tags(mut m: OwnedMessage, tags: &[(&str, &str)]) -> OwnedMessage {
+    let mut sd = SwitchData::new();
+    for (t, v) in tags {
+        sd.push(t, v.as_bytes());
+    }
+    m.set(48, sd.as_bytes());
+    m
+}
+
+fn code(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.get(39).unwrap_or(b"")).into_owned()
+}
+
+fn tags(m: &OwnedMessage, tag: &str) -> Vec<String> {
+    parse_ascii_tlv(m.get(48).unwrap_or(b""), 2, 3)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.tag == tag.as_bytes())
+        .map(|e| String::from_utf8_lossy(e.value).into_owned())
+        .collect()
+}
+
+fn reversal_of(original: &OwnedMessage, stan: u32) -> OwnedMessage {
+    let mut r = OwnedMessage::new(Mti::new(b"0400").unwrap());
+    for n in [2, 3, 4, 41, 42, 49] {
+        if let Some(v) = original.get(n) {
+            r.set(n, v);
+        }
+    }
+    r.set(7, b"1121120500").set_number(11, u64::from(stan), 6);
+    let num = |n| {
+        std::str::from_utf8(original.get(n).unwrap())
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    r.set_original_data(&OriginalData {
+        mti: original.mti(),
+        stan: num(11) as u32,
+        transmission_time: num(7),
+        acquirer_id: 0,
+        forwarder_id: 0,
+    });
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn network_management_signs_on_and_echoes() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    for (stan, nmc) in [(1, "001"), (2, "301"), (3, "002")] {
+        let mut m = OwnedMessage::new(Mti::new(b"0800").unwrap());
+        m.set(7, b"1121120000")
+            .set_number(11, stan, 6)
+            .set(41, b"TERM0001")
+            .set(70, nmc.as_bytes());
+        let a = t.call(&m, WAIT).await.unwrap();
+        assert_eq!(a.mti().as_str(), "0810");
+        assert_eq!(code(&a), "00");
+        assert_eq!(a.get(70), Some(nmc.as_bytes()));
+        assert_eq!(a.get(11), m.get(11));
+    }
+    // Every upstream link signed on by itself.
+    assert!(env.demo.running.switch.links.values().all(|l| l.is_up()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inquiry_lists_every_wallet_with_points_converted() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    let a = t
+        .call(&request(b"0100", GIFT_CARD, "310000", 0, 10), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(a.mti().as_str(), "0110");
+    assert_eq!(code(&a), "00");
+    let wl = tags(&a, "WL");
+    assert_eq!(
+        wl,
+        vec![
+            "G-3001|GIFT|giftcert|**3001|50000|KRW|1|50000|ok",
+            "E-1001|EMONEY|emoney|**1001|30000|KRW|1|30000|ok",
+            "M-2001|MILEAGE|points|**2001|10000|P|2|5000|ok",
+        ]
+    );
+    let blocks = AdditionalAmount::parse_all(a.get(54).unwrap()).unwrap();
+    assert_eq!(
+        blocks.iter().map(|b| b.amount).collect::<Vec<_>>(),
+        vec![50_000, 30_000, 5_000]
+    );
+    assert!(blocks
+        .iter()
+        .all(|b| &b.amount_type == b"02" && b.currency == 410));
+
+    // A card with no wallet: 00 and an empty list.
+    let a = t
+        .call(&request(b"0100", PLAIN_CARD, "310000", 0, 11), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "00");
+    assert!(tags(&a, "WL").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chosen_wallet_purchase_debits_only_that_wallet() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    let req = with_tags(
+        request(b"0200", GIFT_CARD, "000000", 10_000, 20),
+        &[("WS", "E-1001")],
+    );
+    let a = t.call(&req, WAIT).await.unwrap();
+    assert_eq!(a.mti().as_str(), "0210");
+    assert_eq!(code(&a), "00");
+    assert_eq!(tags(&a, "LG").len(), 1);
+    assert!(tags(&a, "LG")[0].starts_with("emoney|EMONEY|10000|10000|"));
+    assert!(a.get(38).is_some());
+    assert_eq!(env.balance("EMONEY", "E-1001"), 20_000);
+    assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
+    assert_eq!(env.balance("MILEAGE", "M-2001"), 10_000);
+
+    // Points: 3,001 KRW from mileage costs 6,002 points.
+    let req = with_tags(
+        request(b"0200", GIFT_CARD, "000000", 3_001, 21),
+        &[("WS", "M-2001")],
+    );
+    let a = t.call(&req, WAIT).await.unwrap();
+    assert_eq!(code(&a), "00");
+    assert_eq!(env.balance("MILEAGE", "M-2001"), 10_000 - 6_002);
+    assert!(tags(&a, "LG")[0].starts_with("points|MILEAGE|3001|6002|"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn automatic_tender_drains_wallets_in_order_then_credit() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    // 100,000 = gift 50,000 + e-money 30,000 + mileage 5,000 (10,000 points) + credit 15,000.
+    let a = t
+        .call(&request(b"0200", GIFT_CARD, "000000", 100_000, 30), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "00");
+    let legs = tags(&a, "LG");
+    assert_eq!(legs.len(), 4, "{legs:?}");
+    assert!(legs[0].starts_with("giftcert|GIFT|50000|50000|"));
+    assert!(legs[1].starts_with("emoney|EMONEY|30000|30000|"));
+    assert!(legs[2].starts_with("points|MILEAGE|5000|10000|"));
+    assert!(legs[3].starts_with("credit|acq1|15000|15000|"));
+    assert_eq!(env.balance("GIFT", "G-3001"), 0);
+    assert_eq!(env.balance("EMONEY", "E-1001"), 0);
+    assert_eq!(env.balance("MILEAGE", "M-2001"), 0);
+    assert_eq!(env.credit_total(GIFT_CARD), 15_000);
+    // Legs sum to the amount.
+    let sum: u64 = legs
+        .iter()
+        .map(|l| l.split('|').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credit_decline_compensates_the_wallets_exactly() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    // E-1003 pays 1,000, the acquirer declines the 4,000 shortfall with 51.
+    let a = t
+        .call(&request(b"0200", SHORT_CARD, "000000", 5_000, 40), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "51");
+    env.drained().await;
+    assert_eq!(env.balance("EMONEY", "E-1003"), 1_000);
+    assert_eq!(env.credit_total(SHORT_CARD), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_approval_keeps_the_wallet_legs() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    let req = with_tags(
+        request(b"0200", SHORT_CARD, "000000", 5_000, 50),
+        &[("PA", "1")],
+    );
+    let a = t.call(&req, WAIT).await.unwrap();
+    assert_eq!(code(&a), "10");
+    assert_eq!(a.get(4), Some(&b"000000001000"[..]));
+    let blocks = AdditionalAmount::parse_all(a.get(54).unwrap()).unwrap();
+    assert!(blocks
+        .iter()
+        .any(|b| &b.amount_type == b"57" && b.amount == 5_000));
+    env.drained().await;
+    assert_eq!(env.balance("EMONEY", "E-1003"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_credit_is_relayed_to_the_acquirer() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    let a = t
+        .call(&request(b"0200", PLAIN_CARD, "000000", 20_000, 60), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "00");
+    assert_eq!(
+        a.get(11),
+        Some(&b"000060"[..]),
+        "same STAN towards the terminal"
+    );
+    assert_eq!(env.credit_total(PLAIN_CARD), 20_000);
+    let a = t
+        .call(&request(b"0200", DECLINED_CARD, "000000", 20_000, 61), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "05");
+    let a = t
+        .call(&request(b"0200", PLAIN_CARD, "000000", 6_000_000, 62), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "51");
+    assert_eq!(env.credit_total(PLAIN_CARD), 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reversal_restores_every_leg_idempotently() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    // gift 50,000 + e-money 30,000 + mileage 5,000 + credit 5,000.
+    let original = request(b"0200", GIFT_CARD, "000000", 90_000, 70);
+    assert_eq!(code(&t.call(&original, WAIT).await.unwrap()), "00");
+    assert_eq!(env.credit_total(GIFT_CARD), 5_000);
+    let a = t.call(&reversal_of(&original, 71), WAIT).await.unwrap();
+    assert_eq!(a.mti().as_str(), "0410");
+    assert_eq!(code(&a), "00");
+    env.drained().await;
+    assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
+    assert_eq!(env.balance("EMONEY", "E-1001"), 30_000);
+    assert_eq!(env.balance("MILEAGE", "M-2001"), 10_000);
+    assert_eq!(env.credit_total(GIFT_CARD), 0);
+    // Again (a new reversal message for the same original): answered, nothing moves twice.
+    assert_eq!(
+        code(&t.call(&reversal_of(&original, 72), WAIT).await.unwrap()),
+        "00"
+    );
+    env.drained().await;
+    assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
+    // Unknown original: 25.
+    let unknown = request(b"0200", GIFT_CARD, "000000", 1, 999_999);
+    assert_eq!(
+        code(&t.call(&reversal_of(&unknown, 73), WAIT).await.unwrap()),
+        "25"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicates_get_the_original_answer_and_no_second_effect() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    let req = with_tags(
+        request(b"0200", GIFT_CARD, "000000", 1_000, 80),
+        &[("WS", "E-1001")],
+    );
+    let first = t.call(&req, WAIT).await.unwrap();
+    let again = t.call(&req, WAIT).await.unwrap();
+    assert_eq!(first, again);
+    // A repeat (0201) of the same request too.
+    let mut repeat = req.clone();
+    repeat.set_mti(Mti::new(b"0201").unwrap());
+    assert_eq!(t.call(&repeat, WAIT).await.unwrap(), first);
+    // Sent twice at once: the second waits for the first's answer.
+    let req2 = with_tags(
+        request(b"0200", GIFT_CARD, "000000", 1_000, 81),
+        &[("WS", "E-1001")],
+    );
+    t.send(&req2).await.unwrap();
+    t.send(&req2).await.unwrap();
+    let (x, y) = (t.recv(WAIT).await.unwrap(), t.recv(WAIT).await.unwrap());
+    assert_eq!(x, y);
+    assert_eq!(env.balance("EMONEY", "E-1001"), 28_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_issuer_is_unavailable_and_moves_no_money() {
+    let env = env_with(ephemeral(), |sims| {
+        sims[0].behaviours.push(Behaviour {
+            target: "E-1002".into(),
+            silent: true,
+            inquiries: true,
+            ..Behaviour::default()
+        });
+    })
+    .await;
+    let mut t = env.terminal().await;
+    let a = t
+        .call(&request(b"0100", SMALL_CARD, "310000", 0, 90), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "00");
+    assert_eq!(
+        tags(&a, "WL"),
+        vec!["E-1002|EMONEY|emoney|**1002||KRW|1||unavailable"]
+    );
+    assert!(
+        a.get(54).is_none(),
+        "an unavailable wallet is not reported as zero"
+    );
+    // A purchase: the wallet is skipped, the acquirer pays all of it.
+    let a = t
+        .call(&request(b"0200", SMALL_CARD, "000000", 3_000, 91), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "00");
+    assert_eq!(tags(&a, "LG").len(), 1);
+    assert_eq!(env.balance("EMONEY", "E-1002"), 5_000);
+    assert_eq!(env.credit_total(SMALL_CARD), 3_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_approval_is_reversed() {
+    // E-1002 answers debits after 2.5 s; the link gives up after 1.5 s.
+    let env = env_with(ephemeral(), |sims| {
+        sims[0].behaviours.push(Behaviour {
+            target: "E-1002".into(),
+            delay_ms: 2_500,
+            ..Behaviour::default()
+        });
+    })
+    .await;
+    let mut t = env.terminal().await;
+    let req = with_tags(
+        request(b"0200", SMALL_CARD, "000000", 1_000, 95),
+        &[("WS", "E-1002")],
+    );
+    let a = t.call(&req, WAIT).await.unwrap();
+    // The debit timed out: the acquirer paid instead.
+    assert_eq!(code(&a), "00");
+    assert!(tags(&a, "LG")[0].starts_with("credit|"));
+    // The late approval arrives and is reversed.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    env.drained().await;
+    for _ in 0..100 {
+        if env.balance("EMONEY", "E-1002") == 5_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.balance("EMONEY", "E-1002"), 5_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_answered_or_dropped_and_others_keep_being_served() {
+    let env = env().await;
+    let mut bad = env.terminal().await;
+    let mut good = env.terminal().await;
+
+    // Garbage inside an intact frame: dropped, the connection stays open.
+    bad.send_body(b"\x00\x01garbage that is no ISO 8583")
+        .await
+        .unwrap();
+    // An invalid field (letters in the amount): 0210 with 39 = 30, STAN echoed.
+    let mut body = env
+        .spec
+        .encode_to_vec(&request(b"0200", GIFT_CARD, "000000", 1, 100))
+        .unwrap();
+    let pos = body.windows(12).position(|w| w == b"000000000001").unwrap(); // field 4
+    body[pos + 5] = b'X';
+    bad.send_body(&body).await.unwrap();
+    let a = bad.recv(WAIT).await.unwrap();
+    assert_eq!(a.mti().as_str(), "0210");
+    assert_eq!(code(&a), "30");
+    assert_eq!(a.get(11), Some(&b"000100"[..]));
+    assert_eq!(a.get(41), Some(&b"TERM0001"[..]));
+    // A missing mandatory field (no terminal id): 30.
+    let mut m = request(b"0200", GIFT_CARD, "000000", 1, 101);
+    m.remove(41);
+    assert_eq!(code(&bad.call(&m, WAIT).await.unwrap()), "30");
+    // Keep-alive is echoed.
+    bad.send_raw(&[0, 0]).await.unwrap();
+    assert!(bad.recv_frame(WAIT).await.unwrap().is_keep_alive());
+    // The same connection still serves.
+    let a = bad
+        .call(&request(b"0100", GIFT_CARD, "310000", 0, 102), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "00");
+
+    // An oversized frame closes that connection only.
+    bad.send_raw(&[0xFF, 0xFF]).await.unwrap();
+    assert!(bad.recv_frame(WAIT).await.is_err());
+    let a = good
+        .call(&request(b"0100", GIFT_CARD, "310000", 0, 103), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_connections_with_pipelined_requests_all_get_their_answers() {
+    let env = env().await;
+    let mut tasks = Vec::new();
+    for c in 0..200u32 {
+        let mut t = env.terminal().await;
+        tasks.push(tokio::spawn(async move {
+            let n = 5u32;
+            for i in 0..n {
+                let stan = c * 10 + i + 1;
+                let card = if i % 2 == 0 { GIFT_CARD } else { PLAIN_CARD };
+                let mut m = request(b"0100", card, "310000", 0, stan);
+                m.set(41, format!("T{c:07}").as_bytes());
+                t.send(&m).await.unwrap();
+            }
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let a = t.recv(WAIT).await.unwrap();
+                assert_eq!(a.mti().as_str(), "0110");
+                assert_eq!(code(&a), "00");
+                assert_eq!(a.get(41), Some(format!("T{c:07}").as_bytes()));
+                let stan: u32 = std::str::from_utf8(a.get(11).unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                // Gift card inquiries list three wallets, plain card ones none.
+                let expected = if ((stan - 1) % 10).is_multiple_of(2) { 3 } else { 0 };
+                assert_eq!(tags(&a, "WL").len(), expected);
+                seen.push(stan);
+            }
+            seen.sort();
+            assert_eq!(seen, (0..n).map(|i| c * 10 + i + 1).collect::<Vec<_>>());
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_move_during_traffic() {
+    let mut ports = ephemeral();
+    ports.metrics = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let env = env_with(ports, |_| {}).await;
+    let mut t = env.terminal().await;
+    for stan in 1..=3 {
+        t.call(&request(b"0200", GIFT_CARD, "000000", 100, stan), WAIT)
+            .await
+            .unwrap();
+    }
+    let addr = env.demo.metrics.unwrap();
+    let body = http_get(addr, "/metrics").await;
+    for name in [
+        "cyberswitch_messages_total",
+        "cyberswitch_transactions_total",
+        "cyberswitch_request_duration_seconds",
+        "cyberswitch_upstream_latency_seconds",
+        "cyberswitch_link_up",
+        "cyberswitch_link_signed_on",
+        "cyberswitch_link_in_flight",
+        "cyberswitch_connections",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics");
+    }
+    assert!(body.contains("code=\"00\""));
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

@@ -119,7 +119,7 @@ fn print_layout(spec: &Spec) {
         } else {
             format!("..{}", c.max)
         };
-        let pad = match f.pad {
+        let pad = match f.codec.pad {
             Pad::None => "-".to_string(),
             Pad::Left(ch) => format!("L{:?}", ch as char),
             Pad::Right(ch) => format!("R{:?}", ch as char),

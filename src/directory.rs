@@ -23,7 +23,7 @@ impl CardKey {
     /// HMAC-SHA-256 of the PAN's digits.
     pub fn card_ref(&self, pan: &Pan) -> [u8; 32] {
         // ok: HMAC accepts keys of any length
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC key"); // ok: HMAC takes any key length
         mac.update(pan.expose().as_bytes());
         mac.finalize().into_bytes().into()
     }

@@ -527,7 +527,11 @@ async fn two_hundred_connections_with_pipelined_requests_all_get_their_answers()
                     .parse()
                     .unwrap();
                 // Gift card inquiries list three wallets, plain card ones none.
-                let expected = if ((stan - 1) % 10).is_multiple_of(2) { 3 } else { 0 };
+                let expected = if ((stan - 1) % 10).is_multiple_of(2) {
+                    3
+                } else {
+                    0
+                };
                 assert_eq!(tags(&a, "WL").len(), expected);
                 seen.push(stan);
             }
@@ -577,4 +581,31 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
+}
+
+#[test]
+fn a_bad_configuration_names_the_file_the_key_and_the_reason() {
+    use cyberswitch::config::Config;
+    let base = r#"
+data_dir = "x"
+card_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+[[link]]
+name = "acq1"
+kind = "acquirer"
+hosts = ["127.0.0.1:1"]
+"#;
+    let path = std::path::Path::new("conf/bad.toml");
+    assert!(Config::from_toml(base, path).is_ok());
+    let cases = [
+        (format!("{base}[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\nspec = \"nope\"\n"), "conf/bad.toml: listener[0].spec: "),
+        (format!("{base}[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\nframing = \"binary3\"\n"), "conf/bad.toml: listener[0].framing: "),
+        (format!("{base}[[issuer]]\nid = \"E\"\nkind = \"emoney\"\nunit = \"KRW\"\nlink = \"nowhere\"\n"), "conf/bad.toml: issuer[0].link: no link named \"nowhere\""),
+        (format!("{base}[routing]\ndefault_acquirer = \"acq9\"\n"), "conf/bad.toml: routing.default_acquirer: no acquirer link named \"acq9\""),
+        (base.replace("card_key = \"000102", "card_key = \"zz0102"), "conf/bad.toml: card_key: card_key: not hex"),
+        (format!("{base}bogus = 1\n"), "unknown field `bogus`"),
+    ];
+    for (text, expected) in cases {
+        let e = Config::from_toml(&text, path).unwrap_err().to_string();
+        assert!(e.contains(expected), "{e:?} does not contain {expected:?}");
+    }
 }

@@ -46,44 +46,76 @@ fn fail<T>(rest: &[u8], place: Place, reason: Reason) -> Res<'_, T> {
     }))
 }
 
-/// Take `n` bytes of `place`, or fail with "truncated: needs n bytes, m left".
-#[inline]
+/// Take `n` bytes of `place`, or fail with "truncated: needs n bytes, m left". The hot path
+/// (fields) slices directly; nom's `take` serves the MTI and bitmaps.
+#[inline(always)]
 fn take_part(input: &[u8], n: usize, place: Place) -> Res<'_, &[u8]> {
-    take::<_, _, Fail>(n).parse(input).or_else(|_| {
-        fail(
+    match input.split_at_checked(n) {
+        Some((head, rest)) => Ok((rest, head)),
+        None => fail(
             input,
             place,
             Reason::Truncated {
                 need: n,
                 have: input.len(),
             },
-        )
-    })
+        ),
+    }
+}
+
+/// nom's `take` with the truncation reported for `place`.
+fn take_nom(input: &[u8], n: usize, place: Place) -> Res<'_, &[u8]> {
+    take::<_, _, Fail>(n)
+        .parse(input)
+        .or_else(|_| take_part(input, n, place))
 }
 
 impl Spec {
     /// Decode one message (framing already removed).
     pub fn decode<'a>(&'a self, frame: &'a [u8]) -> Result<Message<'a>, DecodeError> {
-        let offset = |rest: &[u8]| frame.len() - rest.len();
-        match message(self, frame) {
-            Ok(([], msg)) => Ok(msg),
-            Ok((rest, _)) => Err(DecodeError {
-                place: Place::Message,
-                offset: offset(rest),
-                reason: Reason::TrailingBytes { count: rest.len() },
-            }),
-            Err(nom::Err::Error(f) | nom::Err::Failure(f)) => Err(DecodeError {
+        let error = |f: nom::Err<Fail<'_>>| match f {
+            nom::Err::Error(f) | nom::Err::Failure(f) => DecodeError {
                 place: f.place,
-                offset: offset(f.rest),
+                offset: frame.len() - f.rest.len(),
                 reason: f.reason,
-            }),
+            },
             // Complete parsers never ask for more input; treat it as a truncation anyway.
-            Err(nom::Err::Incomplete(_)) => Err(DecodeError {
+            nom::Err::Incomplete(_) => DecodeError {
                 place: Place::Message,
                 offset: frame.len(),
                 reason: Reason::Truncated { need: 1, have: 0 },
-            }),
+            },
+        };
+        let (input, mti) = mti(self, frame).map_err(error)?;
+        let (mut input, present) = bitmaps(self, input).map_err(error)?;
+        // Built in place and returned once: the message is a few hundred bytes.
+        let mut msg = Message {
+            spec: self,
+            frame,
+            mti,
+            present,
+            spans: SmallVec::new(),
+        };
+        // Set bits, most significant first: field numbers in ascending order.
+        for (w, &word) in present.0.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let lz = bits.leading_zeros();
+                bits &= !(1u64 << 63 >> lz);
+                let n = (w as u16) * 64 + lz as u16 + 1; // ok: w < 3, lz < 64
+                let (rest, span) = field(self, frame, input, n, true).map_err(error)?;
+                msg.spans.push(span);
+                input = rest;
+            }
         }
+        if !input.is_empty() {
+            return Err(DecodeError {
+                place: Place::Message,
+                offset: frame.len() - input.len(),
+                reason: Reason::TrailingBytes { count: input.len() },
+            });
+        }
+        Ok(msg)
     }
 
     /// Decode as far as possible: fields with invalid content are left out, and on a
@@ -129,30 +161,9 @@ impl Spec {
     }
 }
 
-fn message<'a>(spec: &'a Spec, frame: &'a [u8]) -> Res<'a, Message<'a>> {
-    let (input, mti) = mti(spec, frame)?;
-    let (mut input, present) = bitmaps(spec, input)?;
-    let mut spans = SmallVec::new();
-    for n in present.iter() {
-        let (rest, span) = field(spec, frame, input, n, true)?;
-        spans.push(span);
-        input = rest;
-    }
-    Ok((
-        input,
-        Message {
-            spec,
-            frame,
-            mti,
-            present,
-            spans,
-        },
-    ))
-}
-
 fn mti<'a>(spec: &Spec, input: &'a [u8]) -> Res<'a, Mti> {
     let width = if spec.mti == MtiEncoding::Bcd { 2 } else { 4 };
-    let (rest, raw) = take_part(input, width, Place::Mti)?;
+    let (rest, raw) = take_nom(input, width, Place::Mti)?;
     let mut digits = [0u8; 4];
     let ok = match spec.mti {
         MtiEncoding::Ascii => {
@@ -203,13 +214,13 @@ fn bitmaps<'a>(spec: &Spec, input: &'a [u8]) -> Res<'a, Bitmap> {
 fn one_bitmap<'a>(spec: &Spec, input: &'a [u8]) -> Res<'a, u64> {
     match spec.bitmap {
         BitmapEncoding::Binary => {
-            let (rest, raw) = take_part(input, 8, Place::Bitmap)?;
+            let (rest, raw) = take_nom(input, 8, Place::Bitmap)?;
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(raw);
             Ok((rest, u64::from_be_bytes(bytes)))
         }
         BitmapEncoding::Hex => {
-            let (rest, raw) = take_part(input, 16, Place::Bitmap)?;
+            let (rest, raw) = take_nom(input, 16, Place::Bitmap)?;
             let mut value = 0u64;
             for (i, &c) in raw.iter().enumerate() {
                 match wire::hex_value(c) {
@@ -235,10 +246,10 @@ fn field<'a>(spec: &Spec, frame: &'a [u8], input: &'a [u8], n: u16, check: bool)
         (input, codec.max)
     } else {
         let (rest, raw) = take_part(input, codec.prefix_len(), place)?;
-        let Ok(counted) = wire::read_prefix(&codec, raw) else {
+        let Ok(counted) = wire::read_prefix(codec, raw) else {
             return fail(input, place, Reason::BadLengthPrefix);
         };
-        let Some(units) = units_from_prefix(&codec, counted) else {
+        let Some(units) = units_from_prefix(codec, counted) else {
             return fail(input, place, Reason::BadLengthPrefix);
         };
         if units > codec.max {
@@ -259,7 +270,7 @@ fn field<'a>(spec: &Spec, frame: &'a [u8], input: &'a [u8], n: u16, check: bool)
     };
     let (rest, data) = take_part(data_start, codec.wire_len(units), place)?;
     if check {
-        if let Some((i, reason)) = check_content(&codec, data, units) {
+        if let Some((i, reason)) = check_content(codec, data, units) {
             return fail(&data_start[i..], place, reason);
         }
     }

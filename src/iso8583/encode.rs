@@ -1,7 +1,9 @@
-//! Encoding: MTI → bitmaps → each field in number order, into a `BytesMut`. Values are checked
-//! against their definitions as they are written; on error nothing is left in the buffer.
+//! Encoding: MTI → bitmaps → each field in number order, into a `BytesMut`. A first pass checks
+//! every value against its definition and sizes the message; the second writes into the
+//! buffer grown once to that size, so nothing is left behind on error and no write pays for a
+//! capacity check.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::error::{EncodeError, EncodeReason, Place};
 use super::message::{Bitmap, OwnedMessage};
@@ -10,15 +12,72 @@ use super::spec::{
 };
 use super::wire;
 
+/// Writes into a slice sized in advance.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl SliceWriter<'_> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+}
+
+impl Extend<u8> for SliceWriter<'_> {
+    #[inline]
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        for b in iter {
+            self.buf[self.at] = b;
+            self.at += 1;
+        }
+    }
+}
+
 impl Spec {
     /// Append the encoded message to `out`.
     pub fn encode(&self, msg: &OwnedMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let mark = out.len();
-        let result = self.encode_inner(msg, out);
-        if result.is_err() {
-            out.truncate(mark);
+        let (map, words) = self.bitmap_of(msg)?;
+        // Pass 1: check and size.
+        let mti_len = if self.mti == MtiEncoding::Bcd { 2 } else { 4 };
+        let bitmap_len = words
+            * if self.bitmap == BitmapEncoding::Hex {
+                16
+            } else {
+                8
+            };
+        let mut total = mti_len + bitmap_len;
+        for (n, value) in msg.fields() {
+            let err = |reason| EncodeError {
+                place: Place::Field(n),
+                reason,
+            };
+            let codec = self.codec(n).ok_or(err(EncodeReason::UndefinedField))?;
+            total += check_field(codec, value).map_err(err)?;
         }
-        result
+        // Pass 2: write.
+        let start = out.len();
+        out.resize(start + total, 0);
+        let mut w = SliceWriter {
+            buf: &mut out[start..],
+            at: 0,
+        };
+        self.put_mti(msg, &mut w);
+        for &word in &map.0[..words] {
+            match self.bitmap {
+                BitmapEncoding::Binary => w.put(&word.to_be_bytes()),
+                BitmapEncoding::Hex => wire::push_hex(&mut w, &word.to_be_bytes()),
+            }
+        }
+        for (n, value) in msg.fields() {
+            if let Some(codec) = self.codec(n) {
+                put_field(codec, value, &mut w);
+            }
+        }
+        debug_assert_eq!(w.at, total, "sizing and writing must agree");
+        Ok(())
     }
 
     /// Encode into a new buffer.
@@ -28,32 +87,20 @@ impl Spec {
         Ok(out.to_vec())
     }
 
-    fn encode_inner(&self, msg: &OwnedMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
-        out.reserve(64 + msg.fields().map(|(_, v)| v.len() * 2 + 6).sum::<usize>());
-        self.put_mti(msg, out);
-        self.put_bitmaps(msg, out)?;
-        for (n, value) in msg.fields() {
-            let place = Place::Field(n);
-            let err = |reason| EncodeError { place, reason };
-            let def = self.field(n).ok_or(err(EncodeReason::UndefinedField))?;
-            put_field(&def.codec, def.pad, value, out).map_err(err)?;
-        }
-        Ok(())
-    }
-
-    fn put_mti(&self, msg: &OwnedMessage, out: &mut BytesMut) {
+    fn put_mti(&self, msg: &OwnedMessage, w: &mut SliceWriter<'_>) {
         let d = *msg.mti().as_bytes();
         match self.mti {
-            MtiEncoding::Ascii => out.put_slice(&d),
-            MtiEncoding::Ebcdic => out.put_slice(&d.map(|c| c - b'0' + 0xF0)),
+            MtiEncoding::Ascii => w.put(&d),
+            MtiEncoding::Ebcdic => w.put(&d.map(|c| c - b'0' + 0xF0)),
             MtiEncoding::Bcd => {
                 let n = d.map(|c| c - b'0');
-                out.put_slice(&[n[0] << 4 | n[1], n[2] << 4 | n[3]]);
+                w.put(&[n[0] << 4 | n[1], n[2] << 4 | n[3]]);
             }
         }
     }
 
-    fn put_bitmaps(&self, msg: &OwnedMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
+    /// The bitmap words of a message and how many of them go on the wire.
+    fn bitmap_of(&self, msg: &OwnedMessage) -> Result<(Bitmap, usize), EncodeError> {
         let mut map = Bitmap::default();
         for (n, _) in msg.fields() {
             if n > self.max_field() || (self.tertiary && n == 65) {
@@ -74,107 +121,124 @@ impl Spec {
         } else {
             1
         };
-        for &word in &map.0[..words] {
-            match self.bitmap {
-                BitmapEncoding::Binary => out.put_u64(word),
-                BitmapEncoding::Hex => wire::push_hex(out, &word.to_be_bytes()),
-            }
-        }
-        Ok(())
+        Ok((map, words))
     }
 }
 
-/// Write one field: prefix (for a variable field) then data in the field's encoding.
-fn put_field(
-    codec: &FieldCodec,
-    pad: Pad,
-    value: &[u8],
-    out: &mut BytesMut,
-) -> Result<(), EncodeReason> {
-    let len = value.len();
-    let invalid = |index| EncodeReason::InvalidChar {
-        index,
-        format: codec.format,
-    };
-    let units = if codec.format == Format::XN {
-        len.saturating_sub(1)
+/// The value's length in the field's unit.
+#[inline(always)]
+fn units_of(codec: &FieldCodec, value: &[u8]) -> usize {
+    if codec.format == Format::XN {
+        value.len().saturating_sub(1)
     } else {
-        len
-    };
-    // A fixed field shorter than its length is padded where the layout says how.
-    let fill = if codec.is_fixed() && units < codec.max {
-        match pad {
-            Pad::None => {
-                return Err(EncodeReason::WrongLength {
-                    len: units,
-                    fixed: codec.max,
-                })
-            }
-            Pad::Left(c) | Pad::Right(c) => Some((pad, c, codec.max - units)),
-        }
-    } else {
-        None
-    };
+        value.len()
+    }
+}
+
+/// Check a value against its field; returns the bytes it takes on the wire, prefix included.
+#[inline]
+fn check_field(codec: &FieldCodec, value: &[u8]) -> Result<usize, EncodeReason> {
+    let units = units_of(codec, value);
     if units > codec.max {
         return Err(EncodeReason::TooLong {
             len: units,
             max: codec.max,
         });
     }
-    if !codec.is_fixed() && units < codec.min {
+    if codec.is_fixed() {
+        // A fixed field shorter than its length is padded where the layout says how.
+        if units < codec.max && codec.pad == Pad::None {
+            return Err(EncodeReason::WrongLength {
+                len: units,
+                fixed: codec.max,
+            });
+        }
+    } else if units < codec.min {
         return Err(EncodeReason::TooShort {
             len: units,
             min: codec.min,
         });
     }
-    if let Some(i) = wire::check_text(codec.format, value) {
-        return Err(invalid(i));
+    if let Some(index) = wire::check_text(codec.format, value) {
+        return Err(EncodeReason::InvalidChar {
+            index,
+            format: codec.format,
+        });
     }
+    if codec.encoding.is_bcd() {
+        let digits = &value[value.len() - units..];
+        if let Some(i) = digits
+            .iter()
+            .position(|&c| !matches!(c, b'0'..=b'9' | b'=' | b'D'))
+        {
+            return Err(EncodeReason::InvalidChar {
+                index: i + value.len() - units,
+                format: codec.format,
+            });
+        }
+    }
+    if codec.is_fixed() {
+        Ok(codec.wire_len(codec.max))
+    } else {
+        Ok(codec.prefix_len() + codec.wire_len(units))
+    }
+}
+
+/// Write one checked field: prefix (for a variable field), padding, data.
+#[inline]
+fn put_field(codec: &FieldCodec, value: &[u8], w: &mut SliceWriter<'_>) {
+    let units = units_of(codec, value);
     if !codec.is_fixed() {
         let counted = match codec.prefix_counts {
             PrefixCounts::Units => units,
             PrefixCounts::WireBytes => codec.wire_len(units),
         };
-        wire::write_prefix(codec, counted, out);
+        wire::write_prefix(codec, counted, w);
+        put_data(codec, value, w);
+        return;
     }
-    match fill {
-        None => put_data(codec, value, out).map_err(invalid),
-        Some((side, c, count)) => {
-            let mut padded = Vec::with_capacity(codec.max);
-            if matches!(side, Pad::Left(_)) {
-                padded.resize(count, c);
-                padded.extend_from_slice(value);
-            } else {
-                padded.extend_from_slice(value);
-                padded.resize(codec.max, c);
-            }
-            put_data(codec, &padded, out).map_err(invalid)
+    let short = codec.max - units;
+    if short == 0 {
+        put_data(codec, value, w);
+        return;
+    }
+    // Padding characters are written in the field's encoding, like the value.
+    let mut padded = Vec::with_capacity(value.len() + short);
+    match codec.pad {
+        Pad::Left(c) => {
+            padded.resize(short, c);
+            padded.extend_from_slice(value);
         }
+        Pad::Right(c) => {
+            padded.extend_from_slice(value);
+            padded.resize(value.len() + short, c);
+        }
+        Pad::None => {}
     }
+    put_data(codec, &padded, w);
 }
 
-/// Write a logical value in the field's data encoding; `Err` has the index of a bad character.
-#[inline]
-fn put_data(codec: &FieldCodec, value: &[u8], out: &mut BytesMut) -> Result<(), usize> {
+/// Write a checked value in the field's data encoding.
+#[inline(always)]
+fn put_data(codec: &FieldCodec, value: &[u8], w: &mut SliceWriter<'_>) {
     match codec.encoding {
-        Encoding::Ascii | Encoding::Binary => out.put_slice(value),
-        Encoding::Hex => wire::push_hex(out, value),
+        Encoding::Ascii | Encoding::Binary => w.put(value),
+        Encoding::Hex => wire::push_hex(w, value),
         Encoding::Ebcdic1047 | Encoding::Ebcdic500 => {
             if let Some(page) = codec.encoding.code_page() {
-                out.extend(value.iter().map(|&c| wire::latin1_to_ebcdic(page, c)));
+                w.extend(value.iter().map(|&c| wire::latin1_to_ebcdic(page, c)));
             }
         }
         Encoding::BcdLeft | Encoding::BcdRight => {
             let digits = match (codec.format, value.split_first()) {
                 (Format::XN, Some((&sign, digits))) => {
-                    out.put_u8(sign);
+                    w.put(&[sign]);
                     digits
                 }
                 _ => value,
             };
-            let skip = value.len() - digits.len();
-            wire::pack_bcd(codec.encoding, digits, out).map_err(|i| i + skip)?;
+            // Checked in pass 1: every character packs.
+            let _ = wire::pack_bcd(codec.encoding, digits, w);
         }
     }
-    Ok(())
 }

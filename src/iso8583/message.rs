@@ -119,7 +119,7 @@ pub struct Message<'a> {
     pub(crate) mti: Mti,
     /// Data fields only: the secondary/tertiary indicator bits are cleared.
     pub(crate) present: Bitmap,
-    pub(crate) spans: SmallVec<[Span; 32]>,
+    pub(crate) spans: SmallVec<[Span; 24]>,
 }
 
 impl<'a> Message<'a> {
@@ -148,7 +148,7 @@ impl<'a> Message<'a> {
             return None;
         }
         let span = *self.spans.get(self.present.rank(n))?;
-        let codec = self.spec.codec(n)?;
+        let codec = *self.spec.codec(n)?;
         let start = span.start as usize;
         let units = span.units as usize;
         let wire = self.frame.get(start..start + codec.wire_len(units))?;

@@ -97,7 +97,7 @@ impl Encoding {
             _ => None,
         }
     }
-    fn is_bcd(self) -> bool {
+    pub(crate) fn is_bcd(self) -> bool {
         matches!(self, Encoding::BcdLeft | Encoding::BcdRight)
     }
 }
@@ -210,7 +210,6 @@ pub struct FieldDef {
     pub number: u16,
     pub name: String,
     pub codec: FieldCodec,
-    pub pad: Pad,
     pub subfields: Subfields,
 }
 
@@ -227,6 +226,8 @@ pub struct FieldCodec {
     pub max: usize,
     /// Minimum length of a variable field.
     pub min: usize,
+    /// Padding of a short value of a fixed field, when encoding.
+    pub pad: Pad,
 }
 
 impl FieldCodec {
@@ -291,8 +292,8 @@ impl Spec {
     }
 
     #[inline]
-    pub(crate) fn codec(&self, n: u16) -> Option<FieldCodec> {
-        self.codecs.get(usize::from(n)).copied().flatten()
+    pub(crate) fn codec(&self, n: u16) -> Option<&FieldCodec> {
+        self.codecs.get(usize::from(n)).and_then(Option::as_ref)
     }
 
     /// Highest field number a message of this layout can carry.
@@ -562,6 +563,7 @@ fn compile_field(
         prefix_counts: file.prefix_counts.unwrap_or(defaults.prefix_counts),
         max,
         min,
+        pad: compile_pad(format, prefix_digits, file.pad.as_deref(), file.pad_char)?,
     };
     if prefix_digits > 0 {
         let counted = match codec.prefix_counts {
@@ -579,13 +581,11 @@ fn compile_field(
             return Err("prefix_counts = \"wire-bytes\" is ambiguous for BCD data".into());
         }
     }
-    let pad = compile_pad(format, prefix_digits, file.pad.as_deref(), file.pad_char)?;
     let subfields = compile_subfields(&codec, file.subfields, file.repeat, file.tlv)?;
     Ok(FieldDef {
         number,
         name: file.name,
         codec,
-        pad,
         subfields,
     })
 }

@@ -28,32 +28,109 @@ fn is_track(b: u8) -> bool {
     is_digit(b) || b == b'=' || b == b'D'
 }
 
-/// Index of the first byte that fails `ok`. The all-valid case (the common one) runs as a
-/// branch-free fold the compiler can vectorise; only a failure pays for the search.
-#[inline(always)]
+/// Index of the first byte that fails `ok` (the slow path, after a fast check failed).
+#[inline(never)]
 fn first_bad(data: &[u8], ok: impl Fn(u8) -> bool) -> Option<usize> {
-    if data.iter().fold(true, |acc, &b| acc & ok(b)) {
-        None
-    } else {
-        data.iter().position(|&b| !ok(b))
+    data.iter().position(|&b| !ok(b))
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Eight bytes at a time: whether every byte of `word` is an ASCII digit.
+#[inline(always)]
+fn swar_digits(word: u64) -> bool {
+    let v = word ^ (ONES * 0x30);
+    (v | v.wrapping_add(ONES * 0x76)) & HIGHS == 0
+}
+
+/// Eight bytes at a time: whether no byte is a control character (< 0x20 or 0x7F).
+#[inline(always)]
+fn swar_printable(word: u64) -> bool {
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let del = word ^ (ONES * 0x7F);
+    let is_del = del.wrapping_sub(ONES) & !del & HIGHS;
+    below_space | is_del == 0
+}
+
+/// Character classes as bit flags, one entry per byte value, so that checking a short field
+/// is one table load and one AND per byte, without branches.
+const C_N: u8 = 1;
+const C_A: u8 = 2;
+const C_AN: u8 = 4;
+const C_ANS: u8 = 8;
+const C_Z: u8 = 16;
+
+static CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut f = 0;
+        if c.is_ascii_digit() {
+            f |= C_N | C_AN | C_Z;
+        }
+        if c.is_ascii_alphabetic() || c == b' ' {
+            f |= C_A | C_AN;
+        }
+        if c >= 0x20 && c != 0x7F {
+            f |= C_ANS;
+        }
+        if c == b'=' || c == b'D' {
+            f |= C_Z;
+        }
+        t[b] = f;
+        b += 1;
     }
+    t
+};
+
+#[inline(always)]
+fn all_in(data: &[u8], class: u8) -> bool {
+    data.iter()
+        .fold(class, |acc, &b| acc & CLASSES[usize::from(b)])
+        != 0
+}
+
+/// Eight bytes at a time with `word_ok`, the tail through the class table.
+#[inline(always)]
+fn check_words(data: &[u8], word_ok: fn(u64) -> bool, class: u8) -> bool {
+    let mut chunks = data.chunks_exact(8);
+    let words_ok = chunks.all(|c| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        word_ok(u64::from_le_bytes(w))
+    });
+    words_ok && all_in(chunks.remainder(), class)
 }
 
 /// Check text of the given format; returns the index of the first invalid byte.
 #[inline]
 pub(crate) fn check_text(format: Format, data: &[u8]) -> Option<usize> {
+    let ok = match format {
+        Format::N => check_words(data, swar_digits, C_N),
+        Format::Ans => check_words(data, swar_printable, C_ANS),
+        Format::A => all_in(data, C_A),
+        Format::An => all_in(data, C_AN),
+        Format::Z => all_in(data, C_Z),
+        Format::XN => {
+            return match data.split_first() {
+                Some((b'C' | b'D', digits)) => check_text(Format::N, digits).map(|i| i + 1),
+                Some(_) => Some(0),
+                None => None,
+            }
+        }
+        Format::B => true,
+    };
+    if ok {
+        return None;
+    }
     match format {
         Format::N => first_bad(data, is_digit),
+        Format::Ans => first_bad(data, is_printable),
         Format::A => first_bad(data, is_alpha_or_space),
         Format::An => first_bad(data, |b| is_digit(b) || is_alpha_or_space(b)),
-        Format::Ans => first_bad(data, is_printable),
-        Format::Z => first_bad(data, is_track),
-        Format::XN => match data.split_first() {
-            Some((b'C' | b'D', digits)) => first_bad(digits, is_digit).map(|i| i + 1),
-            Some(_) => Some(0),
-            None => None,
-        },
-        Format::B => None,
+        _ => first_bad(data, is_track),
     }
 }
 
@@ -79,14 +156,27 @@ pub(crate) fn latin1_to_ebcdic(page: CodePage, b: u8) -> u8 {
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// Hex digit values; 0xFF for bytes that are not hex digits.
+static HEX_VALUES: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'A' as usize + i] = 10 + i as u8;
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 #[inline(always)]
 pub(crate) fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
+    let v = HEX_VALUES[usize::from(c)];
+    (v != 0xFF).then_some(v)
 }
 
 /// Append `data` as upper-case hex.

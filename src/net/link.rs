@@ -202,36 +202,24 @@ impl Link {
         Duration::from_millis(now.saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)))
     }
 
-    fn key_of_owned(&self, msg: &OwnedMessage) -> MatchKey {
+    /// The configured match key: the MTI class and the values of the configured fields.
+    fn match_key(&self, class: u8, field: impl Fn(u16) -> Option<Vec<u8>>) -> MatchKey {
         self.config
             .match_key
             .iter()
             .map(|k| match k.as_str() {
-                "mti_class" => vec![msg.mti().class()],
-                n => n
-                    .parse::<u16>()
-                    .ok()
-                    .and_then(|n| msg.get(n))
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default(),
+                "mti_class" => vec![class],
+                n => n.parse::<u16>().ok().and_then(&field).unwrap_or_default(),
             })
             .collect()
     }
 
+    fn key_of_owned(&self, msg: &OwnedMessage) -> MatchKey {
+        self.match_key(msg.mti().class(), |n| msg.get(n).map(<[u8]>::to_vec))
+    }
+
     fn key_of(&self, msg: &Message<'_>) -> MatchKey {
-        self.config
-            .match_key
-            .iter()
-            .map(|k| match k.as_str() {
-                "mti_class" => vec![msg.mti().class()],
-                n => n
-                    .parse::<u16>()
-                    .ok()
-                    .and_then(|n| msg.text(n))
-                    .map(|v| v.into_owned())
-                    .unwrap_or_default(),
-            })
-            .collect()
+        self.match_key(msg.mti().class(), |n| msg.text(n).map(|v| v.into_owned()))
     }
 
     /// An answer (or a request from upstream) arrived on a session.

@@ -259,13 +259,7 @@ impl Simulator {
                     return "14".into();
                 };
                 if inquiry {
-                    let block = AdditionalAmount {
-                        account_type: *b"60",
-                        amount_type: *b"02",
-                        currency: msg.currency().unwrap_or(410),
-                        amount: balance,
-                    };
-                    resp.set(54, &AdditionalAmount::encode_all(&[block]));
+                    set_balance(resp, msg, balance);
                     return "00".into();
                 }
                 let delta = match pc {
@@ -308,13 +302,7 @@ impl Simulator {
         }
         resp.set(38, auth.as_bytes());
         if self.kind == SimKind::Issuer {
-            let block = AdditionalAmount {
-                account_type: *b"60",
-                amount_type: *b"02",
-                currency: msg.currency().unwrap_or(410),
-                amount: after,
-            };
-            resp.set(54, &AdditionalAmount::encode_all(&[block]));
+            set_balance(resp, msg, after);
         }
         "00".into()
     }
@@ -378,6 +366,17 @@ impl Service for Simulator {
             }
         })
     }
+}
+
+/// Field 54 with the available balance (amount type 02) in the account's units.
+fn set_balance(resp: &mut OwnedMessage, msg: &Message<'_>, balance: i64) {
+    let block = AdditionalAmount {
+        account_type: *b"60",
+        amount_type: *b"02",
+        currency: msg.currency().unwrap_or(410),
+        amount: balance,
+    };
+    resp.set(54, &AdditionalAmount::encode_all(&[block]));
 }
 
 fn account_key(id: &str) -> Vec<u8> {

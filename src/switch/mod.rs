@@ -125,18 +125,18 @@ impl Switch {
     }
 
     /// Handle one decoded request; the answer is not encoded yet.
-    async fn handle(&self, req: &Message<'_>, listener: &str) -> OwnedMessage {
+    async fn handle(&self, req: &Message<'_>) -> OwnedMessage {
         let mti = req.mti();
         match (mti.class(), mti.is_response()) {
             (_, true) => answer(req, rc::INVALID_TRANSACTION),
             (8, _) => netmgmt::handle(req),
-            (1 | 2, _) => self.financial(req, listener).await,
+            (1 | 2, _) => self.financial(req).await,
             (4, _) => reversal::handle(self, req).await,
             _ => answer(req, rc::INVALID_TRANSACTION),
         }
     }
 
-    async fn financial(&self, req: &Message<'_>, _listener: &str) -> OwnedMessage {
+    async fn financial(&self, req: &Message<'_>) -> OwnedMessage {
         if let Some(missing) = [de::PROCESSING_CODE, de::STAN, de::TERMINAL_ID]
             .into_iter()
             .find(|&n| !req.has(n))
@@ -266,7 +266,7 @@ async fn process(
     };
 
     let flow_started = Instant::now();
-    let mut resp = switch.handle(&msg, listener).await;
+    let mut resp = switch.handle(&msg).await;
     if resp.get(de::RRN).is_none() && matches!(msg.mti().class(), 1 | 2 | 4) {
         resp.set(de::RRN, switch.next_rrn().as_bytes());
     }

@@ -147,16 +147,21 @@ pub async fn inquiry(sw: &Switch, req: &Message<'_>, links: &[WalletLink]) -> Ow
         }
     }
     let mut resp = answer(req, rc::APPROVED);
+    attach(&mut resp, &data, &blocks);
+    resp
+}
+
+/// Field 48 elements and field 54 blocks, when there are any.
+fn attach(resp: &mut OwnedMessage, data: &SwitchData, blocks: &[AdditionalAmount]) {
     if !data.is_empty() {
         resp.set(de::SWITCH_DATA, data.as_bytes());
     }
     if !blocks.is_empty() {
         resp.set(
             de::ADDITIONAL_AMOUNTS,
-            &AdditionalAmount::encode_all(&blocks),
+            &AdditionalAmount::encode_all(blocks),
         );
     }
-    resp
 }
 
 fn available(sw: &Switch, value: i64) -> AdditionalAmount {
@@ -426,12 +431,6 @@ fn settle(
         a.resize(6, b' ');
         resp.set(de::AUTH_CODE, &a[..6]);
     }
-    resp.set(de::SWITCH_DATA, data.as_bytes());
-    if !blocks.is_empty() {
-        resp.set(
-            de::ADDITIONAL_AMOUNTS,
-            &AdditionalAmount::encode_all(&blocks),
-        );
-    }
+    attach(&mut resp, &data, &blocks);
     resp
 }

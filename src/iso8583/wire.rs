@@ -95,6 +95,9 @@ fn all_in(data: &[u8], class: u8) -> bool {
 /// Eight bytes at a time with `word_ok`, the tail through the class table.
 #[inline(always)]
 fn check_words(data: &[u8], word_ok: fn(u64) -> bool, class: u8) -> bool {
+    if data.len() < 16 {
+        return all_in(data, class);
+    }
     let mut chunks = data.chunks_exact(8);
     let words_ok = chunks.all(|c| {
         let mut w = [0u8; 8];

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo build --locked --release --bin cyberswitch
-exec target/release/cyberswitch demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/cyberswitch" demo "$@"

@@ -271,10 +271,10 @@ fn default_saf_min() -> u64 {
 fn default_saf_max() -> u64 {
     30_000
 }
-fn default_spec() -> String {
+pub(crate) fn default_spec() -> String {
     "iso87-ascii".into()
 }
-fn default_framing() -> String {
+pub(crate) fn default_framing() -> String {
     "binary2".into()
 }
 fn default_max_frame() -> usize {

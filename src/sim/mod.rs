@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::profile;
+use crate::config::{default_framing, default_spec, profile};
 use crate::iso8583::{AdditionalAmount, Message, OwnedMessage, Spec};
 use crate::net::server::{self, BoxFuture, ServerLimits, Service};
 
@@ -49,12 +49,6 @@ pub struct SimConfig {
     pub behaviours: Vec<Behaviour>,
 }
 
-fn default_spec() -> String {
-    "iso87-ascii".into()
-}
-fn default_framing() -> String {
-    "binary2".into()
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

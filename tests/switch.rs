@@ -609,3 +609,35 @@ hosts = ["127.0.0.1:1"]
         assert!(e.contains(expected), "{e:?} does not contain {expected:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_the_terminal_never_received_is_reversed() {
+    // Gift debits take 800 ms: the terminal hangs up before its approval is ready.
+    let env = env_with(ephemeral(), |sims| {
+        sims[1].behaviours.push(Behaviour {
+            target: "G-3001".into(),
+            delay_ms: 800,
+            ..Behaviour::default()
+        });
+    })
+    .await;
+    let mut t = env.terminal().await;
+    let req = with_tags(
+        request(b"0200", GIFT_CARD, "000000", 7_000, 110),
+        &[("WS", "G-3001")],
+    );
+    t.send(&req).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(t);
+    // The debit goes through, the answer finds no terminal, the leg is reversed.
+    let switch = &env.demo.running.switch;
+    for _ in 0..100 {
+        if switch.compensator.queued_total() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(switch.compensator.queued_total(), 1);
+    env.drained().await;
+    assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
+}

@@ -21,6 +21,9 @@ use super::framing::{Frame, FrameCodec, Framing};
 /// stay silent or answer twice; the switch answers once).
 pub trait Service: Send + Sync + 'static {
     fn call(&self, request: Bytes, peer: Arc<str>) -> BoxFuture<Vec<Bytes>>;
+
+    /// An answer that could not be delivered: the peer had gone, or the write failed.
+    fn undelivered(&self, _answer: Bytes) {}
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -93,10 +96,18 @@ async fn connection(
     // Answers come back through a channel so that the reader keeps reading while earlier
     // requests are still being processed.
     let (tx, mut rx) = mpsc::channel::<Frame>(limits.max_in_flight * 2);
+    // Set when the peer has gone: answers produced after that count as undelivered.
+    let gone = CancellationToken::new();
+    let writer_service = service.clone();
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if let Err(e) = sink.send(frame).await {
+            if let Err(e) = sink.send(frame.clone()).await {
                 tracing::debug!(error = %e, "write failed; closing");
+                writer_service.undelivered(frame.message);
+                rx.close();
+                while let Some(rest) = rx.recv().await {
+                    writer_service.undelivered(rest.message);
+                }
                 break;
             }
         }
@@ -132,17 +143,20 @@ async fn connection(
             }
             continue;
         }
-        let (service, tx, peer) = (service.clone(), tx.clone(), peer.clone());
+        let (service, tx, peer, gone) = (service.clone(), tx.clone(), peer.clone(), gone.clone());
         tokio::spawn(async move {
             let answers = service.call(frame.message.clone(), peer).await;
             for answer in answers {
-                if tx.send(frame.reply(answer)).await.is_err() {
-                    break;
+                if gone.is_cancelled() {
+                    service.undelivered(answer);
+                } else if let Err(e) = tx.send(frame.reply(answer)).await {
+                    service.undelivered(e.0.message);
                 }
             }
             drop(permit);
         });
     }
+    gone.cancel();
     drop(tx);
     // Let answers already computed go out, then close.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;

@@ -49,7 +49,6 @@ pub struct SimConfig {
     pub behaviours: Vec<Behaviour>,
 }
 
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimAccount {

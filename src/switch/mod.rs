@@ -220,6 +220,38 @@ impl Service for ListenerService {
             answer.into_iter().collect()
         })
     }
+
+    fn undelivered(&self, answer: Bytes) {
+        self.reverse_undelivered(&answer);
+    }
+}
+
+impl ListenerService {
+    /// SPEC F7: an approval the terminal never received is undone, every leg of it.
+    fn reverse_undelivered(&self, answer: &[u8]) {
+        let Ok(msg) = self.profile.spec.decode(answer) else {
+            return;
+        };
+        let approved = matches!(msg.response_code().as_deref(), Some("00") | Some("10"));
+        if !approved || !matches!(msg.mti().class(), 1 | 2) {
+            return;
+        }
+        let key = txn_key(
+            msg.terminal_id().as_deref(),
+            msg.stan(),
+            msg.transmission_time(),
+        );
+        if let Some(mut record) = self.switch.txns.get_mut(&key) {
+            if !record.reversed {
+                record.reversed = true;
+                metrics::counter!("cyberswitch_undelivered_reversals_total", "listener" => self.name.to_string()).increment(1);
+                tracing::warn!(stan = ?msg.stan(), "approval not delivered: reversing its legs");
+                for (link, leg) in &record.legs {
+                    self.switch.compensator.reverse(link, leg);
+                }
+            }
+        }
+    }
 }
 
 /// frame → decode → duplicate check → handle → encode.

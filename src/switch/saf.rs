@@ -31,6 +31,7 @@ pub struct Compensator {
     wake: Notify,
     retry_min: Duration,
     retry_max: Duration,
+    queued: std::sync::atomic::AtomicU64,
 }
 
 impl Compensator {
@@ -41,6 +42,7 @@ impl Compensator {
             wake: Notify::new(),
             retry_min,
             retry_max,
+            queued: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -59,6 +61,8 @@ impl Compensator {
     /// Queue the reversal of a leg whose request was `leg` on link `link`.
     pub fn reverse(&self, link: &str, leg: &OwnedMessage) {
         let reversal = reversal_of(leg);
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("cyberswitch_reversals_queued_total", "link" => link.to_string())
             .increment(1);
         if let Ok(mut lanes) = self.lanes.lock() {
@@ -71,6 +75,11 @@ impl Compensator {
                 .set(lane.len() as f64);
         }
         self.wake.notify_waiters();
+    }
+
+    /// Reversals queued since start.
+    pub fn queued_total(&self) -> u64 {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reversals waiting, over all links.

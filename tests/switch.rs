@@ -641,3 +641,22 @@ async fn an_approval_the_terminal_never_received_is_reversed() {
     env.drained().await;
     assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
 }
+
+#[test]
+fn shipped_configurations_load() {
+    use cyberswitch::config::Config;
+    use cyberswitch::sim::SimConfig;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    std::env::set_var("CYBERSWITCH_CARD_KEY", "00".repeat(32));
+    for name in ["cyberswitch.toml", "demo.toml"] {
+        Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for name in [
+        "sim-emoney.toml",
+        "sim-gift.toml",
+        "sim-mileage.toml",
+        "sim-acq1.toml",
+    ] {
+        SimConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -4,6 +4,7 @@
 //! capacity check.
 
 use bytes::BytesMut;
+use smallvec::SmallVec;
 
 use super::error::{EncodeError, EncodeReason, Place};
 use super::message::{Bitmap, OwnedMessage};
@@ -39,8 +40,33 @@ impl Extend<u8> for SliceWriter<'_> {
 impl Spec {
     /// Append the encoded message to `out`.
     pub fn encode(&self, msg: &OwnedMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let (map, words) = self.bitmap_of(msg)?;
-        // Pass 1: check and size.
+        // Pass 1: check every value, build the bitmap, size the message.
+        let mut map = Bitmap::default();
+        let mut codecs: SmallVec<[&FieldCodec; 24]> = SmallVec::new();
+        let mut size = 0;
+        for (n, value) in msg.fields() {
+            let err = |reason| EncodeError {
+                place: Place::Field(n),
+                reason,
+            };
+            if n > self.max_field() || (self.tertiary && n == 65) {
+                return Err(err(EncodeReason::UndefinedField));
+            }
+            let codec = self.codec(n).ok_or(err(EncodeReason::UndefinedField))?;
+            size += check_field(codec, value).map_err(err)?;
+            codecs.push(codec);
+            map.set(n);
+        }
+        let words = if map.0[2] != 0 {
+            map.set(65);
+            map.set(1);
+            3
+        } else if map.0[1] != 0 {
+            map.set(1);
+            2
+        } else {
+            1
+        };
         let mti_len = if self.mti == MtiEncoding::Bcd { 2 } else { 4 };
         let bitmap_len = words
             * if self.bitmap == BitmapEncoding::Hex {
@@ -48,15 +74,7 @@ impl Spec {
             } else {
                 8
             };
-        let mut total = mti_len + bitmap_len;
-        for (n, value) in msg.fields() {
-            let err = |reason| EncodeError {
-                place: Place::Field(n),
-                reason,
-            };
-            let codec = self.codec(n).ok_or(err(EncodeReason::UndefinedField))?;
-            total += check_field(codec, value).map_err(err)?;
-        }
+        let total = mti_len + bitmap_len + size;
         // Pass 2: write.
         let start = out.len();
         out.resize(start + total, 0);
@@ -71,10 +89,8 @@ impl Spec {
                 BitmapEncoding::Hex => wire::push_hex(&mut w, &word.to_be_bytes()),
             }
         }
-        for (n, value) in msg.fields() {
-            if let Some(codec) = self.codec(n) {
-                put_field(codec, value, &mut w);
-            }
+        for ((_, value), codec) in msg.fields().zip(codecs) {
+            put_field(codec, value, &mut w);
         }
         debug_assert_eq!(w.at, total, "sizing and writing must agree");
         Ok(())
@@ -97,31 +113,6 @@ impl Spec {
                 w.put(&[n[0] << 4 | n[1], n[2] << 4 | n[3]]);
             }
         }
-    }
-
-    /// The bitmap words of a message and how many of them go on the wire.
-    fn bitmap_of(&self, msg: &OwnedMessage) -> Result<(Bitmap, usize), EncodeError> {
-        let mut map = Bitmap::default();
-        for (n, _) in msg.fields() {
-            if n > self.max_field() || (self.tertiary && n == 65) {
-                return Err(EncodeError {
-                    place: Place::Field(n),
-                    reason: EncodeReason::UndefinedField,
-                });
-            }
-            map.set(n);
-        }
-        let words = if map.0[2] != 0 {
-            map.set(65);
-            map.set(1);
-            3
-        } else if map.0[1] != 0 {
-            map.set(1);
-            2
-        } else {
-            1
-        };
-        Ok((map, words))
     }
 }
 

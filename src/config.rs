@@ -250,6 +250,12 @@ pub struct Limits {
     pub saf_retry_min_ms: u64,
     #[serde(default = "default_saf_max")]
     pub saf_retry_max_ms: u64,
+    /// Store-and-forward: an item unacknowledged this long goes to the dead-letter list.
+    #[serde(default = "default_saf_expiry")]
+    pub saf_expiry_s: u64,
+    /// Journal group commit: at most this many steps share one write and one sync.
+    #[serde(default = "default_journal_batch")]
+    pub journal_batch_max: usize,
 }
 
 impl Default for Limits {
@@ -258,6 +264,8 @@ impl Default for Limits {
             duplicate_window_s: default_dedup_s(),
             saf_retry_min_ms: default_saf_min(),
             saf_retry_max_ms: default_saf_max(),
+            saf_expiry_s: default_saf_expiry(),
+            journal_batch_max: default_journal_batch(),
         }
     }
 }
@@ -270,6 +278,12 @@ fn default_saf_min() -> u64 {
 }
 fn default_saf_max() -> u64 {
     30_000
+}
+fn default_saf_expiry() -> u64 {
+    7 * 86_400
+}
+fn default_journal_batch() -> usize {
+    1024
 }
 pub(crate) fn default_spec() -> String {
     "iso87-ascii".into()
@@ -450,6 +464,19 @@ impl Config {
                     "from and to must be digit strings of equal length with from <= to".into(),
                 ));
             }
+        }
+        let l = &self.limits;
+        if l.saf_retry_min_ms == 0 || l.saf_retry_max_ms < l.saf_retry_min_ms {
+            return Err(err(
+                "limits.saf_retry_max_ms".into(),
+                "retry delays must be at least 1 ms, the ceiling not below the first".into(),
+            ));
+        }
+        if l.saf_expiry_s == 0 || l.journal_batch_max == 0 || l.duplicate_window_s == 0 {
+            return Err(err(
+                "limits".into(),
+                "saf_expiry_s, journal_batch_max and duplicate_window_s must be at least 1".into(),
+            ));
         }
         if self.card_key.is_none() && self.card_key_env.is_none() && self.card_key_file.is_none() {
             return Err(err(

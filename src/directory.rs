@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::iso8583::Pan;
-use crate::store::CF_CARD_LINKS;
+use crate::store::{self, Cf};
 
 /// The keyed hash that stands for a card number at rest.
 #[derive(Clone)]
@@ -70,15 +70,8 @@ impl Directory {
     }
 
     fn read(&self, card: &[u8; 32]) -> Result<Vec<WalletLink>, String> {
-        let cf = self
-            .db
-            .cf_handle(CF_CARD_LINKS)
-            .ok_or("column family card_links missing")?;
-        match self
-            .db
-            .get_pinned_cf(&cf, card)
-            .map_err(|e| e.to_string())?
-        {
+        let cf = store::handle(&self.db, Cf::CardLinks)?;
+        match self.db.get_pinned_cf(cf, card).map_err(|e| e.to_string())? {
             None => Ok(Vec::new()),
             Some(v) => {
                 serde_json::from_slice(&v).map_err(|e| format!("corrupt card link record: {e}"))
@@ -87,15 +80,12 @@ impl Directory {
     }
 
     fn write(&self, card: &[u8; 32], links: &[WalletLink]) -> Result<(), String> {
-        let cf = self
-            .db
-            .cf_handle(CF_CARD_LINKS)
-            .ok_or("column family card_links missing")?;
+        let cf = store::handle(&self.db, Cf::CardLinks)?;
         if links.is_empty() {
-            return self.db.delete_cf(&cf, card).map_err(|e| e.to_string());
+            return self.db.delete_cf(cf, card).map_err(|e| e.to_string());
         }
         let value = serde_json::to_vec(links).map_err(|e| e.to_string())?;
-        self.db.put_cf(&cf, card, value).map_err(|e| e.to_string())
+        self.db.put_cf(cf, card, value).map_err(|e| e.to_string())
     }
 
     /// Link a wallet (replacing a link to the same issuer account).

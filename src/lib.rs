@@ -8,6 +8,8 @@ pub mod demo;
 #[cfg(feature = "storage")]
 pub mod directory;
 pub mod iso8583;
+#[cfg(feature = "storage")]
+pub mod journal;
 pub mod net;
 pub mod observe;
 #[cfg(feature = "storage")]

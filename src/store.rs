@@ -3,11 +3,50 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
-/// Column families the switch uses.
-pub const CF_CARD_LINKS: &str = "card_links";
-const FAMILIES: &[&str] = &[CF_CARD_LINKS];
+/// The column families, one per concept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    /// Append-only journal: sequence number → [`crate::journal::Entry`].
+    Journal,
+    /// Transactions and their legs: transaction key → record.
+    Txns,
+    /// Transactions not answered yet (what recovery looks at): transaction key → ().
+    OpenTxns,
+    /// Answers by request key, for retransmissions (F10) across restarts.
+    Dedup,
+    /// Store-and-forward queue: destination, sequence → item.
+    Saf,
+    /// Store-and-forward items that expired unacknowledged.
+    SafDead,
+    /// Card → linked wallets, keyed by HMAC of the card number.
+    CardLinks,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 7] = [
+        Cf::Journal,
+        Cf::Txns,
+        Cf::OpenTxns,
+        Cf::Dedup,
+        Cf::Saf,
+        Cf::SafDead,
+        Cf::CardLinks,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Journal => "journal",
+            Cf::Txns => "txns",
+            Cf::OpenTxns => "open_txns",
+            Cf::Dedup => "dedup",
+            Cf::Saf => "saf",
+            Cf::SafDead => "saf_dead",
+            Cf::CardLinks => "card_links",
+        }
+    }
+}
 
 /// Open (creating if needed) the database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, String> {
@@ -15,10 +54,48 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, String> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    let cfs = FAMILIES
+    // RocksDB's own info log would sit in the data directory; it holds no card data, but it
+    // grows without bound unless capped.
+    opts.set_keep_log_file_num(4);
+    opts.set_max_log_file_size(8 << 20);
+    let cfs = Cf::ALL
         .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
     DB::open_cf_descriptors(&opts, dir, cfs)
         .map(Arc::new)
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
+}
+
+/// Open an existing database read-only (for `journal` commands next to a running switch, use
+/// a copy or stop it first: RocksDB allows one writer).
+pub fn open_read_only(dir: &Path) -> Result<DB, String> {
+    let opts = Options::default();
+    let names = Cf::ALL.iter().map(|cf| cf.name());
+    DB::open_cf_for_read_only(&opts, dir, names, false)
+        .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
+}
+
+pub fn handle(db: &DB, cf: Cf) -> Result<&ColumnFamily, String> {
+    db.cf_handle(cf.name())
+        .ok_or_else(|| format!("column family {} missing", cf.name()))
+}
+
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Every (key, value) of a column family whose key starts with `prefix`, in key order.
+pub fn scan(db: &DB, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
+    let handle = handle(db, cf)?;
+    let mut it = db.raw_iterator_cf(handle);
+    it.seek(prefix);
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !k.starts_with(prefix) {
+            break;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+        it.next();
+    }
+    it.status().map_err(|e| e.to_string())?;
+    Ok(out)
 }

@@ -82,7 +82,7 @@ impl Env {
     /// Wait until the reversal queue is empty.
     async fn drained(&self) {
         for _ in 0..200 {
-            if self.demo.running.switch.compensator.depth() == 0 {
+            if self.demo.running.switch.saf.depth() == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -632,12 +632,12 @@ async fn an_approval_the_terminal_never_received_is_reversed() {
     // The debit goes through, the answer finds no terminal, the leg is reversed.
     let switch = &env.demo.running.switch;
     for _ in 0..100 {
-        if switch.compensator.queued_total() > 0 {
+        if switch.saf.queued_total() > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(switch.compensator.queued_total(), 1);
+    assert_eq!(switch.saf.queued_total(), 1);
     env.drained().await;
     assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
 }

@@ -343,6 +343,44 @@ impl OwnedMessage {
         self
     }
 
+    /// A layout-independent byte form (MTI, then field number, length, value per field), for
+    /// keeping a message at rest whatever link it came from. Inverse: [`OwnedMessage::unpack`].
+    pub fn pack(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.data.len() + 6 * self.entries.len());
+        out.extend_from_slice(&self.mti.0);
+        for (n, v) in self.fields() {
+            out.extend_from_slice(&n.to_be_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes()); // ok: below 4 GiB
+            out.extend_from_slice(v);
+        }
+        out
+    }
+
+    pub fn unpack(raw: &[u8]) -> Result<OwnedMessage, String> {
+        let (mti, mut rest) = raw
+            .split_first_chunk::<4>()
+            .ok_or("packed message shorter than its MTI")?;
+        let mti = Mti::new(mti).ok_or("packed message has a bad MTI")?;
+        let mut msg = OwnedMessage::new(mti);
+        while !rest.is_empty() {
+            let (n, r) = rest
+                .split_first_chunk::<2>()
+                .ok_or("packed message: truncated field number")?;
+            let (len, r) = r
+                .split_first_chunk::<4>()
+                .ok_or("packed message: truncated length")?;
+            let n = u16::from_be_bytes(*n);
+            let len = u32::from_be_bytes(*len) as usize;
+            if !(2..=192).contains(&n) || r.len() < len {
+                return Err(format!("packed message: bad field {n} or length {len}"));
+            }
+            let (value, r) = r.split_at(len);
+            msg.set(n, value);
+            rest = r;
+        }
+        Ok(msg)
+    }
+
     #[inline]
     fn slice(&self, e: &Entry) -> &[u8] {
         &self.data[e.start as usize..(e.start + e.len) as usize]

@@ -4,6 +4,7 @@
 use crate::iso8583::{de, Message, Mti, OwnedMessage, Pan};
 use crate::net::link::LinkError;
 
+use super::txn::{LegState, Txn};
 use super::{answer, rc, Switch};
 
 /// Card and merchant fields relayed to the acquirer.
@@ -15,19 +16,25 @@ const RELAYED: [u16; 16] = [2, 3, 12, 13, 14, 18, 22, 23, 25, 35, 41, 42, 43, 49
 pub enum CreditOutcome {
     Approved {
         link: String,
-        request: OwnedMessage,
         response: OwnedMessage,
     },
     /// The acquirer's decline code.
     Declined(String),
-    /// Sent, no answer in time (the leg is being reversed), or the link is down.
+    /// Sent, no answer in time (the leg is being reversed), the link is down, or the leg
+    /// could not be recorded.
     Unanswered,
     /// No acquirer serves this card.
     NoRoute,
 }
 
 /// Ask the acquirer to authorize `amount` on the card.
-pub async fn credit_leg(sw: &Switch, req: &Message<'_>, pan: &Pan, amount: u64) -> CreditOutcome {
+pub async fn credit_leg(
+    sw: &Switch,
+    req: &Message<'_>,
+    txn: &mut Txn,
+    pan: &Pan,
+    amount: u64,
+) -> CreditOutcome {
     let Some(link) = sw.acquirer(pan) else {
         return CreditOutcome::NoRoute;
     };
@@ -45,39 +52,57 @@ pub async fn credit_leg(sw: &Switch, req: &Message<'_>, pan: &Pan, amount: u64) 
         )
         .set_number(de::STAN, u64::from(link.next_stan()), 6)
         .set(de::RRN, sw.next_rrn().as_bytes());
-    match link.request(msg.clone()).await {
+    // Recorded (card number sealed) before it is sent.
+    let index = match txn.leg_sent(&link.name, &msg, amount).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "journal unavailable: credit leg not sent");
+            return CreditOutcome::Unanswered;
+        }
+    };
+    super::testhooks::crash_point("leg-sent").await;
+    match link.request(msg).await {
         Ok(resp) => match resp.get(de::RESPONSE_CODE) {
-            Some(b"00") => CreditOutcome::Approved {
-                link: link.name.to_string(),
-                request: msg,
-                response: resp,
-            },
-            Some(code) => CreditOutcome::Declined(String::from_utf8_lossy(code).into_owned()),
-            None => CreditOutcome::Declined(rc::SYSTEM_MALFUNCTION.to_string()),
+            Some(b"00") => {
+                txn.leg_answered(index, LegState::Approved, Some(&resp));
+                CreditOutcome::Approved {
+                    link: link.name.to_string(),
+                    response: resp,
+                }
+            }
+            code => {
+                txn.leg_answered(index, LegState::Declined, Some(&resp));
+                let code = code.unwrap_or(rc::SYSTEM_MALFUNCTION.as_bytes());
+                CreditOutcome::Declined(String::from_utf8_lossy(code).into_owned())
+            }
         },
         Err(LinkError::Timeout) => {
             // The acquirer may have approved: reverse the leg (0420 via the queue).
-            sw.compensator.reverse(&link.name, &msg);
+            txn.leg_answered(index, LegState::Unknown, None);
+            txn.reverse_leg(index);
             CreditOutcome::Unanswered
         }
-        Err(_) => CreditOutcome::Unanswered,
+        Err(_) => {
+            txn.leg_answered(index, LegState::Declined, None);
+            CreditOutcome::Unanswered
+        }
     }
 }
 
 /// F6: relay and answer with the acquirer's response code.
-pub async fn pass_through(sw: &Switch, req: &Message<'_>, pan: &Pan) -> OwnedMessage {
+pub async fn pass_through(
+    sw: &Switch,
+    req: &Message<'_>,
+    txn: &mut Txn,
+    pan: &Pan,
+) -> OwnedMessage {
     let amount = req.amount().unwrap_or(0);
-    match credit_leg(sw, req, pan, amount).await {
-        CreditOutcome::Approved {
-            link,
-            request,
-            response,
-        } => {
+    match credit_leg(sw, req, txn, pan, amount).await {
+        CreditOutcome::Approved { response, .. } => {
             let mut resp = answer(req, rc::APPROVED);
             if let Some(auth) = response.get(de::AUTH_CODE) {
                 resp.set(de::AUTH_CODE, auth);
             }
-            sw.record(req, vec![(link, request)]);
             resp
         }
         CreditOutcome::Declined(code) => answer(req, &code),

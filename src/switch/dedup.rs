@@ -35,6 +35,15 @@ impl DedupKey {
             transmission_time: msg.transmission_time()?,
         })
     }
+
+    /// The key as stored in the journal's duplicate index.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        format!(
+            "{}|{}|{:06}|{}|{:010}",
+            self.listener, self.class, self.stan, self.terminal, self.transmission_time
+        )
+        .into_bytes()
+    }
 }
 
 type Slot = watch::Sender<Option<Bytes>>;

@@ -6,13 +6,16 @@
 //! - [`credit`]: F6 plain credit pass-through, and the credit leg of a split tender.
 //! - [`reversal`]: F7 terminal reversals.
 //! - [`dedup`]: F10 duplicates and retransmissions.
-//! - [`saf`]: compensation of legs through the store-and-forward queue.
+//! - [`txn`]: a transaction's durable state (legs, answer) and start-up recovery.
+//! - [`saf`]: compensation of legs through the persistent store-and-forward queue.
 
 pub mod credit;
 pub mod dedup;
 pub mod netmgmt;
 pub mod reversal;
 pub mod saf;
+pub mod testhooks;
+pub mod txn;
 pub mod wallets;
 
 use std::collections::HashMap;
@@ -21,16 +24,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Profile};
 use crate::directory::{CardKey, Directory};
 use crate::iso8583::{de, Message, OwnedMessage, Pan, Spec};
+use crate::journal::{Journal, Sealer};
 use crate::net::link::Link;
 use crate::net::server::{BoxFuture, Service};
+use crate::store::Cf;
 use dedup::{Dedup, DedupKey};
-use saf::Compensator;
+use saf::{Saf, SafTiming};
+use txn::Txn;
 
 /// Response codes (SPEC §4.2).
 pub mod rc {
@@ -48,23 +53,16 @@ pub mod rc {
 /// Fields a response echoes from its request (SPEC §4.2).
 const ECHOED: [u16; 10] = [3, 4, 7, 11, 12, 13, 37, 41, 42, 49];
 
-/// A completed transaction's legs, kept so that a terminal reversal can undo them.
-#[derive(Debug, Clone)]
-pub struct TxnRecord {
-    /// (link name, the leg's request).
-    pub legs: Vec<(String, OwnedMessage)>,
-    pub reversed: bool,
-}
-
 /// The running switch, shared by every listener.
 pub struct Switch {
     pub config: Arc<Config>,
     pub directory: Directory,
     pub links: HashMap<String, Arc<Link>>,
-    pub compensator: Arc<Compensator>,
+    pub journal: Arc<Journal>,
+    pub saf: Arc<Saf>,
     dedup: Dedup,
-    /// Completed transactions by (terminal, STAN, transmission time).
-    txns: DashMap<(String, u32, u64), TxnRecord>,
+    /// Serialises changes to answered transactions (terminal reversals, undelivered answers).
+    reversals: tokio::sync::Mutex<()>,
     rrn_seq: AtomicU64,
 }
 
@@ -73,7 +71,8 @@ impl Switch {
         config: Arc<Config>,
         directory: Directory,
         links: HashMap<String, Arc<Link>>,
-        compensator: Arc<Compensator>,
+        journal: Arc<Journal>,
+        saf: Arc<Saf>,
         stop: CancellationToken,
     ) -> Arc<Switch> {
         let window = Duration::from_secs(config.limits.duplicate_window_s);
@@ -81,9 +80,10 @@ impl Switch {
             config,
             directory,
             links,
-            compensator,
+            journal,
+            saf,
             dedup: Dedup::new(window),
-            txns: DashMap::new(),
+            reversals: tokio::sync::Mutex::new(()),
             rrn_seq: AtomicU64::new(0),
         });
         tokio::spawn(dedup::sweeper(switch.clone(), stop));
@@ -106,37 +106,33 @@ impl Switch {
         )
     }
 
-    fn record(&self, request: &Message<'_>, legs: Vec<(String, OwnedMessage)>) {
-        if legs.is_empty() {
-            return;
+    /// An answer given before a restart to a request with this key, within the window.
+    fn remembered_answer(&self, key: &DedupKey) -> Option<Bytes> {
+        let window_ms = i64::try_from(self.config.limits.duplicate_window_s)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        match self.journal.get(Cf::Dedup, &key.to_bytes()) {
+            Ok(raw) => raw.and_then(|r| txn::dedup_answer(&r, window_ms)),
+            Err(e) => {
+                tracing::error!(error = %e, "duplicate index read failed");
+                None
+            }
         }
-        let key = txn_key(
-            request.terminal_id().as_deref(),
-            request.stan(),
-            request.transmission_time(),
-        );
-        self.txns.insert(
-            key,
-            TxnRecord {
-                legs,
-                reversed: false,
-            },
-        );
     }
 
     /// Handle one decoded request; the answer is not encoded yet.
-    async fn handle(&self, req: &Message<'_>) -> OwnedMessage {
+    async fn handle(&self, req: &Message<'_>, txn: &mut Txn) -> OwnedMessage {
         let mti = req.mti();
         match (mti.class(), mti.is_response()) {
             (_, true) => answer(req, rc::INVALID_TRANSACTION),
             (8, _) => netmgmt::handle(req),
-            (1 | 2, _) => self.financial(req).await,
+            (1 | 2, _) => self.financial(req, txn).await,
             (4, _) => reversal::handle(self, req).await,
             _ => answer(req, rc::INVALID_TRANSACTION),
         }
     }
 
-    async fn financial(&self, req: &Message<'_>) -> OwnedMessage {
+    async fn financial(&self, req: &Message<'_>, txn: &mut Txn) -> OwnedMessage {
         if let Some(missing) = [de::PROCESSING_CODE, de::STAN, de::TERMINAL_ID]
             .into_iter()
             .find(|&n| !req.has(n))
@@ -162,16 +158,16 @@ impl Switch {
             }
         };
         if codes.inquiry.contains(&tt) {
-            return wallets::inquiry(self, req, &wallets).await;
+            return wallets::inquiry(self, req, txn, &wallets).await;
         }
         if codes.purchase.contains(&tt) && !wallets.is_empty() {
             if !req.has(de::AMOUNT) {
                 return answer(req, rc::FORMAT_ERROR);
             }
-            return wallets::purchase(self, req, &pan, &wallets).await;
+            return wallets::purchase(self, req, txn, &pan, &wallets).await;
         }
         // A card with no wallets, or a processing code the switch does not own: relay (F6).
-        credit::pass_through(self, req, &pan).await
+        credit::pass_through(self, req, txn, &pan).await
     }
 
     /// The acquirer link for a card.
@@ -180,14 +176,6 @@ impl Switch {
             .acquirer_for(pan.expose())
             .and_then(|name| self.links.get(name))
     }
-}
-
-fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> (String, u32, u64) {
-    (
-        terminal.unwrap_or("").trim().to_string(),
-        stan.unwrap_or(0),
-        f7.unwrap_or(0),
-    )
 }
 
 /// A response to `req`: response MTI, the echoed fields, the response code.
@@ -236,21 +224,33 @@ impl ListenerService {
         if !approved || !matches!(msg.mti().class(), 1 | 2) {
             return;
         }
-        let key = txn_key(
+        let key = txn::txn_key(
             msg.terminal_id().as_deref(),
             msg.stan(),
             msg.transmission_time(),
         );
-        if let Some(mut record) = self.switch.txns.get_mut(&key) {
-            if !record.reversed {
-                record.reversed = true;
-                metrics::counter!("cyberswitch_undelivered_reversals_total", "listener" => self.name.to_string()).increment(1);
-                tracing::warn!(stan = ?msg.stan(), "approval not delivered: reversing its legs");
-                for (link, leg) in &record.legs {
-                    self.switch.compensator.reverse(link, leg);
+        let switch = self.switch.clone();
+        let listener = self.name.to_string();
+        tokio::spawn(async move {
+            let _one_at_a_time = switch.reversals.lock().await;
+            match txn::reverse_answered(
+                &switch.journal,
+                &switch.saf,
+                &key,
+                "approval not delivered",
+            )
+            .await
+            {
+                Ok(Some(txn::TxnState::Answered)) => {
+                    metrics::counter!("cyberswitch_undelivered_reversals_total", "listener" => listener).increment(1);
+                    tracing::warn!(txn = %key, "approval not delivered: its legs are reversed");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(txn = %key, error = %e, "undelivered approval: reversal not recorded")
                 }
             }
-        }
+        });
     }
 }
 
@@ -281,27 +281,42 @@ async fn process(
         None => dedup::Claim::Fresh(None),
     };
     let slot = match claim {
-        dedup::Claim::Done(bytes) => {
-            metrics::counter!("cyberswitch_duplicates_total", "listener" => listener.to_string())
-                .increment(1);
-            tracing::info!("duplicate: original answer repeated");
-            return Some(bytes);
-        }
+        dedup::Claim::Done(bytes) => return Some(duplicate(listener, bytes)),
         dedup::Claim::InFlight(mut wait) => {
-            metrics::counter!("cyberswitch_duplicates_total", "listener" => listener.to_string())
-                .increment(1);
             // The original is still being processed: answer with its answer when it comes.
             let _ = wait.wait_for(|v| v.is_some()).await;
-            return wait.borrow().clone();
+            let original = wait.borrow().clone();
+            return original.map(|b| duplicate(listener, b));
         }
         dedup::Claim::Fresh(slot) => slot,
     };
+    // Answered before a restart: the journal remembers.
+    if let (Some(k), Some(slot)) = (&key, &slot) {
+        if let Some(bytes) = switch.remembered_answer(k) {
+            let _ = slot.send(Some(bytes.clone()));
+            return Some(duplicate(listener, bytes));
+        }
+    }
 
     let flow_started = Instant::now();
-    let mut resp = switch.handle(&msg).await;
+    let mut txn = Txn::begin(switch.journal.clone(), switch.saf.clone(), listener, &msg);
+    let mut resp = switch.handle(&msg, &mut txn).await;
     if resp.get(de::RRN).is_none() && matches!(msg.mti().class(), 1 | 2 | 4) {
         resp.set(de::RRN, switch.next_rrn().as_bytes());
     }
+    let mut encoded = encode_answer(spec, &msg, &resp);
+    let dedup_bytes = key.as_ref().map(DedupKey::to_bytes);
+    if let Err(e) = txn
+        .finish(&resp, encoded.as_ref(), dedup_bytes.as_deref())
+        .await
+    {
+        // The answer is not on disk: it must not approve anything. What legs were recorded
+        // are reversed by recovery at the next start.
+        tracing::error!(error = %e, "journal unavailable: answering 96");
+        resp = answer(&msg, rc::SYSTEM_MALFUNCTION);
+        encoded = encode_answer(spec, &msg, &resp);
+    }
+    testhooks::crash_point("journal-answer").await;
     let code = resp
         .get(de::RESPONSE_CODE)
         .map(|c| String::from_utf8_lossy(c).into_owned())
@@ -311,22 +326,33 @@ async fn process(
         .record(flow_started.elapsed().as_secs_f64());
     tracing::info!(code = %code, "answered");
 
-    let mut out = BytesMut::new();
-    let encoded = match spec.encode(&resp, &mut out) {
-        Ok(()) => Some(out.freeze()),
-        Err(e) => {
-            tracing::error!(error = %e, "answer does not encode");
-            let mut fallback = BytesMut::new();
-            spec.encode(&answer(&msg, rc::SYSTEM_MALFUNCTION), &mut fallback)
-                .ok()
-                .map(|_| fallback.freeze())
-        }
-    };
     if let (Some(key), Some(slot)) = (key, slot) {
         switch.dedup.complete(key, slot, encoded.clone());
     }
     metrics::counter!("cyberswitch_messages_total", "link" => listener.to_string(), "dir" => "out", "mti" => resp.mti().to_string()).increment(1);
     encoded
+}
+
+fn duplicate(listener: &str, answer: Bytes) -> Bytes {
+    metrics::counter!("cyberswitch_duplicates_total", "listener" => listener.to_string())
+        .increment(1);
+    tracing::info!("duplicate: original answer repeated");
+    answer
+}
+
+/// Encode an answer; one that does not fit the layout becomes a plain 96.
+fn encode_answer(spec: &Spec, req: &Message<'_>, resp: &OwnedMessage) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    match spec.encode(resp, &mut out) {
+        Ok(()) => Some(out.freeze()),
+        Err(e) => {
+            tracing::error!(error = %e, "answer does not encode");
+            let mut fallback = BytesMut::new();
+            spec.encode(&answer(req, rc::SYSTEM_MALFUNCTION), &mut fallback)
+                .ok()
+                .map(|_| fallback.freeze())
+        }
+    }
 }
 
 /// A request that does not fit the layout: answered 30 when the MTI and bitmap were readable
@@ -361,28 +387,43 @@ pub struct Running {
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, String> {
     let config = Arc::new(config);
     let key = CardKey::new(config.card_key_bytes()?);
+    testhooks::warn_if_armed();
     let db = crate::store::open(&config.data_dir)?;
+    let journal = Journal::open(
+        db.clone(),
+        Sealer::from_card_key(&config.card_key_bytes()?),
+        config.limits.journal_batch_max,
+    )?;
     let directory = Directory::new(db, key);
-    let compensator = Compensator::new(
-        Duration::from_millis(config.limits.saf_retry_min_ms),
-        Duration::from_millis(config.limits.saf_retry_max_ms),
-    );
+    let saf = Saf::open(
+        journal.clone(),
+        SafTiming {
+            retry_min: Duration::from_millis(config.limits.saf_retry_min_ms),
+            retry_max: Duration::from_millis(config.limits.saf_retry_max_ms),
+            expiry: Duration::from_secs(config.limits.saf_expiry_s),
+        },
+    )?;
+    if testhooks::skip_recovery() {
+        tracing::warn!("recovery skipped (test-only switch)");
+    } else {
+        let recovered = txn::recover(&journal, &saf).await?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "start-up recovery: unanswered transactions reversed"
+            );
+        }
+    }
     let mut links = HashMap::new();
     for lc in &config.links {
         let profile = crate::config::profile(&lc.spec, &lc.framing, lc.max_frame)
             .map_err(|(k, r)| format!("link {}: {k}: {r}", lc.name))?;
         let terminal = format!("CSW{:>05}", lc.name.len() % 100000);
-        let link = Link::start(
-            lc.clone(),
-            profile,
-            terminal,
-            compensator.clone(),
-            stop.clone(),
-        );
+        let link = Link::start(lc.clone(), profile, terminal, saf.clone(), stop.clone());
         links.insert(lc.name.clone(), link);
     }
-    compensator.start(links.clone(), stop.clone());
-    let switch = Switch::new(config.clone(), directory, links, compensator, stop.clone());
+    saf.start(links.clone(), stop.clone());
+    let switch = Switch::new(config.clone(), directory, links, journal, saf, stop.clone());
     let mut addrs = Vec::new();
     for lc in &config.listeners {
         let profile = crate::config::profile(&lc.spec, &lc.framing, lc.max_frame)

@@ -1,30 +1,33 @@
 //! F7: a terminal's reversal (0400, or 0420/0421 advice) names the original in field 90; every
-//! leg of the original is reversed through the queue. Unknown originals are answered 25,
-//! already reversed ones 00 again: idempotent, never an error storm.
+//! leg of the original that may hold money is reversed through the store-and-forward queue.
+//! Unknown originals are answered 25, already reversed ones 00 again: idempotent, never an
+//! error storm. An original still being processed is not found yet (25).
 
 use crate::iso8583::{Message, OwnedMessage};
 
-use super::{answer, rc, txn_key, Switch};
+use super::txn::{self, TxnState};
+use super::{answer, rc, Switch};
 
 pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
     let od = match req.original_data() {
         Ok(Some(od)) => od,
         _ => return answer(req, rc::FORMAT_ERROR),
     };
-    let key = txn_key(
+    let key = txn::txn_key(
         req.terminal_id().as_deref(),
         Some(od.stan),
         Some(od.transmission_time),
     );
-    let Some(mut record) = sw.txns.get_mut(&key) else {
-        tracing::info!(stan = od.stan, "reversal of an unknown transaction");
-        return answer(req, rc::ORIGINAL_NOT_FOUND);
-    };
-    if !record.reversed {
-        record.reversed = true;
-        for (link, leg) in &record.legs {
-            sw.compensator.reverse(link, leg);
+    let _one_at_a_time = sw.reversals.lock().await;
+    match txn::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
+        Ok(None) | Ok(Some(TxnState::Open)) => {
+            tracing::info!(stan = od.stan, "reversal of an unknown transaction");
+            answer(req, rc::ORIGINAL_NOT_FOUND)
+        }
+        Ok(Some(_)) => answer(req, rc::APPROVED),
+        Err(e) => {
+            tracing::error!(error = %e, "reversal not recorded");
+            answer(req, rc::SYSTEM_MALFUNCTION)
         }
     }
-    answer(req, rc::APPROVED)
 }

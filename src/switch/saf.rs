@@ -1,53 +1,124 @@
-//! Compensation through store-and-forward: a leg that must be undone (credit declined, late
-//! approval, timeout, terminal reversal) is queued here and sent as 0400, then repeated as
-//! 0420 and 0421 with back-off, until the host acknowledges it (0410/0430 with 00, or 25:
-//! the host has nothing to reverse). Order is kept per destination link.
+//! Store-and-forward: reversals of legs that must be undone (credit declined, no answer in
+//! time, a terminal's reversal, an approval that could not be delivered, recovery after a
+//! crash). The queue lives in the journal's database, so it survives restarts:
 //!
-//! This queue lives in memory; the durability issue replaces its storage behind the same
-//! `reverse` interface.
+//! - ordered per destination link (key: link, sequence number);
+//! - the first attempt is a 0400, then 0420, then 0421 repeats, with exponential back-off;
+//! - paused while the link is down (attempts are not spent on a link that is not there);
+//! - an item leaves the queue only on an acknowledging answer (00, or 25: the host has
+//!   nothing to reverse), or after the configured expiry into the dead-letter family with an
+//!   alarm metric.
+//!
+//! The leg's request is kept sealed (it may hold the card number); it is opened only to build
+//! the reversal.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::iso8583::{Mti, OriginalData, OwnedMessage};
+use crate::journal::{Entry, EntryKind, Journal, Step};
 use crate::net::link::{LateAnswers, Link};
+use crate::store::Cf;
 
-/// Fields of a leg's request carried into its reversal.
-const CARRIED: [u16; 12] = [2, 3, 4, 12, 13, 14, 22, 25, 41, 42, 49, 102];
+/// Fields of a leg's request carried into its reversal (never track data, CVV or PIN block).
+const CARRIED: [u16; 14] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 41, 42, 49, 102];
 
+/// The part of a leg's request that is kept: what its reversal needs.
+pub fn leg_fields(request: &OwnedMessage) -> OwnedMessage {
+    let mut kept = OwnedMessage::new(request.mti());
+    for n in CARRIED {
+        if let Some(v) = request.get(n) {
+            kept.set(n, v);
+        }
+    }
+    kept
+}
+
+/// One queued reversal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Item {
-    reversal: OwnedMessage,
+    /// The transaction key (also the sealing context of `sealed`).
+    txn: String,
+    leg: usize,
+    queued_ms: i64,
     attempts: u32,
+    /// Hex of the sealed leg request.
+    sealed: String,
 }
 
-/// The reversal queue, one ordered lane per link.
-pub struct Compensator {
+/// Queue timing.
+#[derive(Debug, Clone, Copy)]
+pub struct SafTiming {
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Unacknowledged this long: dead letter.
+    pub expiry: Duration,
+}
+
+pub struct Saf {
+    journal: Arc<Journal>,
     links: OnceLock<HashMap<String, Arc<Link>>>,
-    lanes: Mutex<HashMap<String, VecDeque<Item>>>,
     wake: Notify,
-    retry_min: Duration,
-    retry_max: Duration,
-    queued: std::sync::atomic::AtomicU64,
+    next_seq: AtomicU64,
+    timing: SafTiming,
+    /// Items waiting per link (gauge source; the database is the truth).
+    depth: Mutex<HashMap<String, i64>>,
+    queued: AtomicU64,
 }
 
-impl Compensator {
-    pub fn new(retry_min: Duration, retry_max: Duration) -> Arc<Compensator> {
-        Arc::new(Compensator {
+fn item_key(link: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(link.len() + 9);
+    k.extend_from_slice(link.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn lane_prefix(link: &str) -> Vec<u8> {
+    let mut k = link.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+impl Saf {
+    /// Open the queue over the journal's database (items left by an earlier run included).
+    pub fn open(journal: Arc<Journal>, timing: SafTiming) -> Result<Arc<Saf>, String> {
+        let existing = journal.scan(Cf::Saf, b"")?;
+        let mut depth: HashMap<String, i64> = HashMap::new();
+        let mut max_seq = 0;
+        for (k, _) in &existing {
+            let split = k.len().saturating_sub(9);
+            let link = String::from_utf8_lossy(&k[..split]).into_owned();
+            *depth.entry(link).or_default() += 1;
+            if let Some(seq) = k.last_chunk::<8>() {
+                max_seq = max_seq.max(u64::from_be_bytes(*seq));
+            }
+        }
+        if !existing.is_empty() {
+            tracing::info!(
+                items = existing.len(),
+                "store-and-forward items from an earlier run"
+            );
+        }
+        Ok(Arc::new(Saf {
+            journal,
             links: OnceLock::new(),
-            lanes: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            retry_min,
-            retry_max,
-            queued: std::sync::atomic::AtomicU64::new(0),
-        })
+            next_seq: AtomicU64::new(max_seq + 1),
+            timing,
+            depth: Mutex::new(depth),
+            queued: AtomicU64::new(0),
+        }))
     }
 
-    /// Attach the links (they are created after the compensator, which they report late
-    /// answers to) and start one worker per link.
+    /// Attach the links (created after the queue, which they report late answers to) and
+    /// start one worker per link.
     pub fn start(self: &Arc<Self>, links: HashMap<String, Arc<Link>>, stop: CancellationToken) {
         let names: Vec<String> = links.keys().cloned().collect();
         if self.links.set(links).is_err() {
@@ -58,46 +129,99 @@ impl Compensator {
         }
     }
 
-    /// Queue the reversal of a leg whose request was `leg` on link `link`.
-    pub fn reverse(&self, link: &str, leg: &OwnedMessage) {
-        let reversal = reversal_of(leg);
-        self.queued
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Add the reversal of leg `leg` of transaction `txn` (its request sealed in `sealed`) to
+    /// `step`; it is queued when the step commits. Call [`Saf::wake`] after the commit.
+    pub fn enqueue(&self, step: &mut Step, link: &str, txn: &str, leg: usize, sealed: &str) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let item = Item {
+            txn: txn.to_string(),
+            leg,
+            queued_ms: now_ms(),
+            attempts: 0,
+            sealed: sealed.to_string(),
+        };
+        step.put(Cf::Saf, item_key(link, seq), to_bytes(&item));
+        step.append(&Entry::new(
+            EntryKind::Saf,
+            txn,
+            link,
+            format!("leg {leg} queued for reversal"),
+        ));
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.add_depth(link, 1);
         metrics::counter!("cyberswitch_reversals_queued_total", "link" => link.to_string())
             .increment(1);
-        if let Ok(mut lanes) = self.lanes.lock() {
-            let lane = lanes.entry(link.to_string()).or_default();
-            lane.push_back(Item {
-                reversal,
-                attempts: 0,
-            });
-            metrics::gauge!("cyberswitch_saf_depth", "link" => link.to_string())
-                .set(lane.len() as f64);
-        }
+    }
+
+    pub fn wake(&self) {
         self.wake.notify_waiters();
     }
 
     /// Reversals queued since start.
     pub fn queued_total(&self) -> u64 {
-        self.queued.load(std::sync::atomic::Ordering::Relaxed)
+        self.queued.load(Ordering::Relaxed)
     }
 
-    /// Reversals waiting, over all links.
+    /// Reversals waiting, over all links (read from the database).
     pub fn depth(&self) -> usize {
-        self.lanes
-            .lock()
-            .map(|l| l.values().map(VecDeque::len).sum())
-            .unwrap_or(0)
+        self.journal.scan(Cf::Saf, b"").map_or(0, |v| v.len())
+    }
+
+    /// Items that expired unacknowledged.
+    pub fn dead_letters(&self) -> usize {
+        self.journal.scan(Cf::SafDead, b"").map_or(0, |v| v.len())
+    }
+
+    fn add_depth(&self, link: &str, delta: i64) {
+        if let Ok(mut d) = self.depth.lock() {
+            let n = d.entry(link.to_string()).or_default();
+            *n += delta;
+            metrics::gauge!("cyberswitch_saf_depth", "link" => link.to_string()).set(*n as f64);
+        }
+    }
+
+    /// The oldest item for a link.
+    fn head(&self, link: &str) -> Option<(Vec<u8>, Item)> {
+        let prefix = lane_prefix(link);
+        let db = self.journal.db();
+        let handle = crate::store::handle(db, Cf::Saf).ok()?;
+        let mut it = db.raw_iterator_cf(handle);
+        it.seek(&prefix);
+        let key = it.key().filter(|k| k.starts_with(&prefix))?.to_vec();
+        let raw = it.value()?;
+        match serde_json::from_slice::<Item>(raw) {
+            Ok(item) => Some((key, item)),
+            Err(e) => {
+                // Not ours to interpret: move it aside rather than block the lane forever.
+                tracing::error!(link, error = %e, "unreadable store-and-forward item");
+                let item = Item {
+                    txn: String::new(),
+                    leg: 0,
+                    queued_ms: 0,
+                    attempts: u32::MAX,
+                    sealed: String::new(),
+                };
+                Some((key, item))
+            }
+        }
     }
 }
 
-/// Build the 0400 for a leg: the leg's own fields, a fresh transmission time, and field 90
+fn to_bytes(item: &Item) -> Vec<u8> {
+    serde_json::to_vec(item).unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Build the reversal of a leg: the leg's own fields, a fresh transmission time, and field 90
 /// naming the leg (MTI, STAN, transmission time). The STAN is the leg's, so the host matches
 /// the answer by the same key.
-fn reversal_of(leg: &OwnedMessage) -> OwnedMessage {
-    let mut rev = OwnedMessage::new(Mti(*b"0400"));
-    for n in CARRIED {
-        if let Some(v) = leg.get(n) {
+fn reversal_of(leg: &OwnedMessage, mti: [u8; 4]) -> OwnedMessage {
+    let mut rev = OwnedMessage::new(Mti(mti));
+    for (n, v) in leg.fields() {
+        if n != 7 {
             rev.set(n, v);
         }
     }
@@ -108,9 +232,6 @@ fn reversal_of(leg: &OwnedMessage) -> OwnedMessage {
             .unwrap_or(0)
     };
     rev.set(7, crate::clock::transmission_time().as_bytes());
-    if let Some(stan) = leg.get(11) {
-        rev.set(11, stan);
-    }
     rev.set_original_data(&OriginalData {
         mti: leg.mti(),
         stan: num(11) as u32, // ok: six digits
@@ -121,66 +242,146 @@ fn reversal_of(leg: &OwnedMessage) -> OwnedMessage {
     rev
 }
 
-async fn worker(saf: Arc<Compensator>, link_name: String, stop: CancellationToken) {
-    let Some(link) = saf.links.get().and_then(|l| l.get(&link_name)).cloned() else {
-        return;
+enum Attempt {
+    Acknowledged,
+    Refused,
+    /// The item cannot be sent at all (its sealed request does not open).
+    Unsendable(String),
+}
+
+async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
+    let sealed = match hex::decode(&item.sealed) {
+        Ok(s) => s,
+        Err(e) => return Attempt::Unsendable(format!("sealed request is not hex: {e}")),
     };
-    let mut backoff = saf.retry_min;
-    loop {
-        let head = saf.lanes.lock().ok().and_then(|lanes| {
-            lanes
-                .get(&link_name)
-                .and_then(|l| l.front().map(|i| (i.reversal.clone(), i.attempts)))
-        });
-        let Some((mut reversal, attempts)) = head else {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = saf.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            continue;
-        };
-        // First 0400, then advices: 0420, and 0421 for every repeat.
-        let mti = match attempts {
-            0 => *b"0400",
-            1 => *b"0420",
-            _ => *b"0421",
-        };
-        reversal.set_mti(Mti(mti));
-        let acknowledged = link.is_up()
-            && matches!(link.request(reversal).await,
-                Ok(a) if matches!(a.get(39), Some(b"00") | Some(b"25")));
-        if let Ok(mut lanes) = saf.lanes.lock() {
-            if let Some(lane) = lanes.get_mut(&link_name) {
-                if acknowledged {
-                    lane.pop_front();
-                } else if let Some(front) = lane.front_mut() {
-                    front.attempts += 1;
-                }
-                metrics::gauge!("cyberswitch_saf_depth", "link" => link_name.clone())
-                    .set(lane.len() as f64);
-            }
-        }
-        if acknowledged {
-            backoff = saf.retry_min;
-            continue;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(saf.retry_max);
+    let leg = match saf
+        .journal
+        .sealer()
+        .open(&sealed, item.txn.as_bytes())
+        .and_then(|plain| OwnedMessage::unpack(&plain))
+    {
+        Ok(m) => m,
+        Err(e) => return Attempt::Unsendable(e),
+    };
+    // First a reversal, then advices: 0420, and 0421 for every repeat.
+    let mti = match item.attempts {
+        0 => *b"0400",
+        1 => *b"0420",
+        _ => *b"0421",
+    };
+    match link.request(reversal_of(&leg, mti)).await {
+        Ok(a) if matches!(a.get(39), Some(b"00") | Some(b"25")) => Attempt::Acknowledged,
+        _ => Attempt::Refused,
     }
 }
 
-impl LateAnswers for Compensator {
-    /// A late approval of a money request is reversed; anything else is only counted.
+async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
+    let Some(link) = saf.links.get().and_then(|l| l.get(&link_name)).cloned() else {
+        return;
+    };
+    let timing = saf.timing;
+    let mut backoff = timing.retry_min;
+    loop {
+        let Some((key, mut item)) = saf.head(&link_name) else {
+            metrics::gauge!("cyberswitch_saf_oldest_age_seconds", "link" => link_name.clone())
+                .set(0.0);
+            if !pause(&saf, &stop, Duration::from_secs(1)).await {
+                return;
+            }
+            continue;
+        };
+        let age_ms = now_ms().saturating_sub(item.queued_ms).max(0);
+        metrics::gauge!("cyberswitch_saf_oldest_age_seconds", "link" => link_name.clone())
+            .set(age_ms as f64 / 1000.0);
+        if item.attempts == u32::MAX {
+            dead_letter(&saf, &link_name, key, &item, "unreadable item").await;
+            continue;
+        }
+        if age_ms as u128 > timing.expiry.as_millis() {
+            dead_letter(&saf, &link_name, key, &item, "expired unacknowledged").await;
+            continue;
+        }
+        if !link.is_up() {
+            // Paused: the link is down; no attempt is spent.
+            if !pause(&saf, &stop, timing.retry_min).await {
+                return;
+            }
+            continue;
+        }
+        match attempt(&saf, &link, &item).await {
+            Attempt::Acknowledged => {
+                let mut step = Step::new();
+                step.delete(Cf::Saf, key);
+                step.append(&Entry::new(
+                    EntryKind::Saf,
+                    &item.txn,
+                    &link_name,
+                    format!("leg {} reversal acknowledged", item.leg),
+                ));
+                if saf.journal.commit(step).await.is_ok() {
+                    saf.add_depth(&link_name, -1);
+                }
+                metrics::counter!("cyberswitch_reversals_acknowledged_total", "link" => link_name.clone()).increment(1);
+                backoff = timing.retry_min;
+            }
+            Attempt::Unsendable(why) => {
+                dead_letter(&saf, &link_name, key, &item, &why).await;
+            }
+            Attempt::Refused => {
+                item.attempts = item.attempts.saturating_add(1);
+                let mut step = Step::new();
+                step.put(Cf::Saf, key, to_bytes(&item));
+                let _ = saf.journal.commit(step).await;
+                if !pause(&saf, &stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(timing.retry_max);
+            }
+        }
+    }
+}
+
+/// Wait `d` (or until woken). False when the switch is stopping.
+async fn pause(saf: &Saf, stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = saf.wake.notified() => true,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, item: &Item, why: &str) {
+    tracing::error!(link, txn = %item.txn, leg = item.leg, why, "reversal moved to the dead-letter list");
+    let mut step = Step::new();
+    step.delete(Cf::Saf, key.clone());
+    step.put(Cf::SafDead, key, to_bytes(item));
+    step.append(&Entry::new(
+        EntryKind::Saf,
+        &item.txn,
+        link,
+        format!("leg {} dead letter: {why}", item.leg),
+    ));
+    step.synced();
+    if saf.journal.commit(step).await.is_ok() {
+        saf.add_depth(link, -1);
+    }
+    metrics::counter!("cyberswitch_saf_dead_letters_total", "link" => link.to_string())
+        .increment(1);
+}
+
+impl LateAnswers for Saf {
+    /// A late answer to a money request: its leg was already queued for reversal when it timed
+    /// out, so here it is only reported.
     fn late_answer(&self, link: &str, request: OwnedMessage, answer: OwnedMessage) {
         let money = matches!(request.mti().class(), 1 | 2)
             && request.get(3).is_some_and(|pc| !pc.starts_with(b"31"));
         if money && answer.get(39) == Some(b"00") {
-            tracing::warn!(link, "late approval: reversing");
-            self.reverse(link, &request);
+            tracing::warn!(
+                link,
+                "late approval: its reversal was queued at the timeout"
+            );
+            metrics::counter!("cyberswitch_late_approvals_total", "link" => link.to_string())
+                .increment(1);
         }
     }
 }

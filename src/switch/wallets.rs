@@ -10,9 +10,12 @@ use crate::config::IssuerConfig;
 use crate::directory::WalletLink;
 use crate::iso8583::tlv::SwitchData;
 use crate::iso8583::{de, AdditionalAmount, Message, Mti, OwnedMessage, Pan};
+use crate::journal::EntryKind;
 use crate::net::link::LinkError;
 
 use super::credit::{self, CreditOutcome};
+use super::testhooks::crash_point;
+use super::txn::{LegState, Txn};
 use super::{answer, rc, Switch};
 
 /// At most this many wallets are reported in field 54 (SPEC §4.3).
@@ -38,8 +41,8 @@ struct Wallet<'a> {
 /// A debit placed on a wallet.
 struct WalletLeg<'a> {
     wallet: &'a Wallet<'a>,
-    link_name: String,
-    request: OwnedMessage,
+    /// The leg's index in the transaction.
+    index: usize,
     amount: u64,
     units: u64,
     auth: String,
@@ -83,31 +86,64 @@ fn issuer_request(
     m
 }
 
+/// One balance question and its answer, journaled once the fan-out is over.
+type Exchange = (String, OwnedMessage, Option<OwnedMessage>);
+
 /// Ask every wallet's issuer for its balance, in parallel; `None` = unavailable.
-async fn balances(sw: &Switch, req: &Message<'_>, wallets: &[Wallet<'_>]) -> Vec<Option<i64>> {
-    join_all(wallets.iter().map(|w| async move {
-        let issuer = w.issuer?;
-        let link = sw.links.get(&issuer.link)?;
-        let msg = issuer_request(
-            sw,
-            link.next_stan(),
-            req,
-            b"0100",
-            "310000",
-            &w.link.account,
-            0,
-        );
-        let resp = link.request(msg).await.ok()?;
-        if resp.get(de::RESPONSE_CODE) != Some(b"00") {
-            return None;
-        }
-        let blocks = AdditionalAmount::parse_all(resp.get(de::ADDITIONAL_AMOUNTS)?).ok()?;
-        blocks
-            .iter()
-            .find(|b| &b.amount_type == b"02")
-            .map(|b| b.amount)
-    }))
-    .await
+async fn balances(
+    sw: &Switch,
+    req: &Message<'_>,
+    txn: &mut Txn,
+    wallets: &[Wallet<'_>],
+) -> Vec<Option<i64>> {
+    let asked: Vec<(Option<i64>, Option<Exchange>)> =
+        join_all(wallets.iter().map(|w| balance(sw, req, w))).await;
+    asked
+        .into_iter()
+        .map(|(balance, exchange)| {
+            if let Some((link, request, response)) = exchange {
+                txn.note(EntryKind::Out, &link, &request);
+                if let Some(r) = response {
+                    txn.note(EntryKind::In, &link, &r);
+                }
+            }
+            balance
+        })
+        .collect()
+}
+
+async fn balance(
+    sw: &Switch,
+    req: &Message<'_>,
+    w: &Wallet<'_>,
+) -> (Option<i64>, Option<Exchange>) {
+    let Some(issuer) = w.issuer else {
+        return (None, None);
+    };
+    let Some(link) = sw.links.get(&issuer.link) else {
+        return (None, None);
+    };
+    let msg = issuer_request(
+        sw,
+        link.next_stan(),
+        req,
+        b"0100",
+        "310000",
+        &w.link.account,
+        0,
+    );
+    let resp = link.request(msg.clone()).await.ok();
+    let balance = resp
+        .as_ref()
+        .filter(|r| r.get(de::RESPONSE_CODE) == Some(b"00"))
+        .and_then(|r| AdditionalAmount::parse_all(r.get(de::ADDITIONAL_AMOUNTS)?).ok())
+        .and_then(|blocks| {
+            blocks
+                .iter()
+                .find(|b| &b.amount_type == b"02")
+                .map(|b| b.amount)
+        });
+    (balance, Some((issuer.link.clone(), msg, resp)))
 }
 
 /// Mask an account id: all but the last four characters.
@@ -121,9 +157,14 @@ fn mask_account(account: &str) -> String {
 }
 
 /// F2: 0110 with one `WL` element per linked wallet and field 54 for the first six available.
-pub async fn inquiry(sw: &Switch, req: &Message<'_>, links: &[WalletLink]) -> OwnedMessage {
+pub async fn inquiry(
+    sw: &Switch,
+    req: &Message<'_>,
+    txn: &mut Txn,
+    links: &[WalletLink],
+) -> OwnedMessage {
     let wallets = resolve(sw, links);
-    let found = balances(sw, req, &wallets).await;
+    let found = balances(sw, req, txn, &wallets).await;
     let mut data = SwitchData::new();
     let mut blocks = Vec::new();
     for (w, bal) in wallets.iter().zip(&found) {
@@ -241,6 +282,7 @@ fn drain_order<'a>(
 pub async fn purchase(
     sw: &Switch,
     req: &Message<'_>,
+    txn: &mut Txn,
     pan: &Pan,
     links: &[WalletLink],
 ) -> OwnedMessage {
@@ -269,7 +311,7 @@ pub async fn purchase(
             issuer: w.issuer,
         })
         .collect();
-    let found = balances(sw, req, &owned).await;
+    let found = balances(sw, req, txn, &owned).await;
 
     let mut legs: Vec<WalletLeg<'_>> = Vec::new();
     let mut remaining = amount;
@@ -299,16 +341,25 @@ pub async fn purchase(
             &w.link.account,
             debit_units,
         );
-        match link.request(request.clone()).await {
+        // Recorded before it is sent: after a crash, recovery knows this leg may hold money.
+        let index = match txn.leg_sent(&issuer.link, &request, take).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "journal unavailable: no further legs");
+                break;
+            }
+        };
+        crash_point("leg-sent").await;
+        match link.request(request).await {
             Ok(r) if r.get(de::RESPONSE_CODE) == Some(b"00") => {
+                txn.leg_answered(index, LegState::Approved, Some(&r));
                 let balance_after = r
                     .get(de::ADDITIONAL_AMOUNTS)
                     .and_then(|b| AdditionalAmount::parse_all(b).ok())
                     .and_then(|b| b.first().map(|x| x.amount));
                 legs.push(WalletLeg {
                     wallet: w,
-                    link_name: issuer.link.clone(),
-                    request,
+                    index,
                     amount: take,
                     units: debit_units,
                     auth: r
@@ -320,28 +371,30 @@ pub async fn purchase(
                 remaining -= take;
                 cap_left -= take;
             }
-            Ok(_) => {} // declined (e.g. spent meanwhile): the next wallet pays
+            // Declined (e.g. spent meanwhile): the next wallet pays.
+            Ok(r) => txn.leg_answered(index, LegState::Declined, Some(&r)),
             Err(LinkError::Timeout) => {
                 // The debit may have happened: undo it, and let the next wallet pay.
-                sw.compensator.reverse(&issuer.link, &request);
+                txn.leg_answered(index, LegState::Unknown, None);
+                txn.reverse_leg(index);
             }
-            Err(_) => {}
+            // Nothing was sent.
+            Err(_) => txn.leg_answered(index, LegState::Declined, None),
         }
     }
 
+    if !legs.is_empty() && remaining > 0 {
+        crash_point("wallet-credit").await;
+    }
     if remaining == 0 {
         return settle(sw, req, legs, None, amount, false);
     }
-    match credit::credit_leg(sw, req, pan, remaining).await {
-        CreditOutcome::Approved {
-            link,
-            request,
-            response,
-        } => settle(
+    match credit::credit_leg(sw, req, txn, pan, remaining).await {
+        CreditOutcome::Approved { link, response } => settle(
             sw,
             req,
             legs,
-            Some((link, request, response, remaining)),
+            Some((link, response, remaining)),
             amount,
             false,
         ),
@@ -351,7 +404,7 @@ pub async fn purchase(
                 return settle(sw, req, legs, None, amount, true);
             }
             for leg in &legs {
-                sw.compensator.reverse(&leg.link_name, &leg.request);
+                txn.reverse_leg(leg.index);
             }
             let code = match outcome {
                 CreditOutcome::Declined(code) => code,
@@ -368,7 +421,7 @@ fn settle(
     sw: &Switch,
     req: &Message<'_>,
     legs: Vec<WalletLeg<'_>>,
-    credit: Option<(String, OwnedMessage, OwnedMessage, u64)>,
+    credit: Option<(String, OwnedMessage, u64)>,
     requested: u64,
     partial: bool,
 ) -> OwnedMessage {
@@ -394,11 +447,7 @@ fn settle(
     }
     let wallet_total: u64 = legs.iter().map(|l| l.amount).sum();
     let mut auth = legs.last().map(|l| l.auth.clone()).unwrap_or_default();
-    let mut record: Vec<(String, OwnedMessage)> = legs
-        .iter()
-        .map(|l| (l.link_name.clone(), l.request.clone()))
-        .collect();
-    if let Some((link, request, response, amount)) = &credit {
+    if let Some((link, response, amount)) = &credit {
         let code = response
             .get(de::AUTH_CODE)
             .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -408,14 +457,12 @@ fn settle(
             format!("credit|{link}|{amount}|{amount}|{code}|00|").as_bytes(),
         );
         auth = code;
-        record.push((link.clone(), request.clone()));
     }
-    let approved = wallet_total + credit.as_ref().map_or(0, |c| c.3);
+    let approved = wallet_total + credit.as_ref().map_or(0, |c| c.2);
     debug_assert!(
         partial || approved == requested,
         "legs must sum to the amount"
     );
-    sw.record(req, record);
     let mut resp = answer(req, if partial { rc::PARTIAL } else { rc::APPROVED });
     if partial {
         resp.set_number(de::AMOUNT, approved, 12);

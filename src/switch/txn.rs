@@ -1,0 +1,378 @@
+//! A transaction's durable state: its legs and where each stands, written to the journal at
+//! every step so that a crash at any point can be recovered from.
+//!
+//! The rules that make recovery sound:
+//! - A leg is recorded (`Sent`, synced) *before* its request goes upstream: after a crash,
+//!   every leg that may have moved money is known.
+//! - The answer is recorded (`Answered`, synced when any leg exists) *before* it goes to the
+//!   terminal: an approval a terminal saw is on disk.
+//! - A transaction still `Open` after a crash was never answered; recovery reverses its legs.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::iso8583::{de, Message, OwnedMessage};
+use crate::journal::{Entry, EntryKind, Journal, JournalError, Step};
+use crate::store::Cf;
+
+use super::saf::{self, Saf};
+
+/// Where a leg stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegState {
+    /// Recorded, request sent or about to be: the outcome upstream is unknown.
+    Sent,
+    Approved,
+    Declined,
+    /// No answer in time: it may have been approved.
+    Unknown,
+    /// Its reversal is in the store-and-forward queue.
+    Reversing,
+}
+
+impl LegState {
+    /// May this leg have moved money that is not being undone yet?
+    pub fn may_hold_money(self) -> bool {
+        matches!(
+            self,
+            LegState::Sent | LegState::Approved | LegState::Unknown
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegRecord {
+    /// Upstream link.
+    pub link: String,
+    pub state: LegState,
+    /// Amount in currency.
+    pub amount: u64,
+    /// The leg's request (the fields a reversal needs), sealed: it may hold the card number.
+    pub sealed: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnState {
+    /// Being processed, not answered.
+    Open,
+    /// Answered (the code says how).
+    Answered,
+    /// Reversed by the terminal, or because the approval could not be delivered.
+    Reversed,
+    /// Found open at start-up: its legs were reversed.
+    Recovered,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub state: TxnState,
+    /// The response code answered (empty while open).
+    #[serde(default)]
+    pub code: String,
+    pub legs: Vec<LegRecord>,
+}
+
+impl TxnRecord {
+    pub fn approved(&self) -> bool {
+        self.state == TxnState::Answered && matches!(self.code.as_str(), "00" | "10")
+    }
+
+    pub fn from_bytes(raw: &[u8]) -> Result<TxnRecord, String> {
+        serde_json::from_slice(raw).map_err(|e| format!("corrupt transaction record: {e}"))
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A transaction's key: terminal, STAN, transmission time (what a terminal's reversal names
+/// in field 90).
+pub fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> String {
+    format!(
+        "{}|{:06}|{:010}",
+        terminal.unwrap_or("").trim(),
+        stan.unwrap_or(0),
+        f7.unwrap_or(0)
+    )
+}
+
+/// The transaction being processed, with the writes of its current step.
+pub struct Txn {
+    journal: Arc<Journal>,
+    saf: Arc<Saf>,
+    /// `None` for messages that are not transactions (network management, malformed keys).
+    key: Option<String>,
+    listener: String,
+    record: TxnRecord,
+    /// Writes not committed yet; they land with the next commit.
+    step: Step,
+    /// Reversals were queued in `step`: wake the queue once it is committed.
+    queued_reversals: bool,
+}
+
+impl Txn {
+    /// Start a transaction for a request from a terminal; its arrival is journaled.
+    pub fn begin(journal: Arc<Journal>, saf: Arc<Saf>, listener: &str, req: &Message<'_>) -> Txn {
+        let key = matches!(req.mti().class(), 1 | 2 | 4).then(|| {
+            txn_key(
+                req.terminal_id().as_deref(),
+                req.stan(),
+                req.transmission_time(),
+            )
+        });
+        let mut txn = Txn {
+            journal,
+            saf,
+            key,
+            listener: listener.to_string(),
+            record: TxnRecord {
+                state: TxnState::Open,
+                code: String::new(),
+                legs: Vec::new(),
+            },
+            step: Step::new(),
+            queued_reversals: false,
+        };
+        let listener = txn.listener.clone();
+        txn.note(EntryKind::In, &listener, &req.to_owned_message());
+        txn
+    }
+
+    fn id(&self) -> &str {
+        self.key.as_deref().unwrap_or("")
+    }
+
+    /// Journal a message on a link (not committed until the next step).
+    pub fn note(&mut self, kind: EntryKind, link: &str, msg: &OwnedMessage) {
+        let entry = Entry::message(kind, self.id(), link, msg);
+        self.step.append(&entry);
+    }
+
+    fn note_state(&mut self, kind: EntryKind, link: &str, text: String) {
+        let entry = Entry::new(kind, self.id(), link, text);
+        self.step.append(&entry);
+    }
+
+    fn put_record(&mut self) {
+        if let Some(key) = &self.key {
+            self.step
+                .put(Cf::Txns, key.as_bytes(), self.record.to_bytes());
+        }
+    }
+
+    /// Record a leg before its request goes upstream: synced, so that after a crash it is
+    /// known. Returns the leg's index, or the journal error (then the leg must not be sent).
+    pub async fn leg_sent(
+        &mut self,
+        link: &str,
+        request: &OwnedMessage,
+        amount: u64,
+    ) -> Result<usize, JournalError> {
+        let Some(key) = self.key.clone() else {
+            return Err(JournalError::Write("a leg outside a transaction".into()));
+        };
+        let sealed = self
+            .journal
+            .sealer()
+            .seal(&saf::leg_fields(request).pack(), key.as_bytes());
+        self.record.legs.push(LegRecord {
+            link: link.to_string(),
+            state: LegState::Sent,
+            amount,
+            sealed: hex::encode(sealed),
+        });
+        let index = self.record.legs.len() - 1;
+        self.put_record();
+        if index == 0 {
+            self.step.put(Cf::OpenTxns, key.as_bytes(), Vec::new());
+        }
+        self.note(EntryKind::Out, link, request);
+        self.step.synced();
+        self.commit().await?;
+        Ok(index)
+    }
+
+    /// A leg's outcome (committed with the next step).
+    pub fn leg_answered(&mut self, index: usize, state: LegState, answer: Option<&OwnedMessage>) {
+        let Some(leg) = self.record.legs.get_mut(index) else {
+            debug_assert!(false, "leg {index} does not exist");
+            return;
+        };
+        leg.state = state;
+        let link = leg.link.clone();
+        if let Some(a) = answer {
+            self.note(EntryKind::In, &link, a);
+        }
+        self.note_state(EntryKind::Leg, &link, format!("leg {index} {state:?}"));
+        self.put_record();
+    }
+
+    /// Undo a leg that may have moved money: its reversal joins the store-and-forward queue
+    /// with the next step.
+    pub fn reverse_leg(&mut self, index: usize) {
+        let Some(key) = self.key.clone() else { return };
+        let Some(leg) = self.record.legs.get_mut(index) else {
+            return;
+        };
+        if !leg.state.may_hold_money() {
+            return;
+        }
+        leg.state = LegState::Reversing;
+        let link = leg.link.clone();
+        let sealed = leg.sealed.clone();
+        self.saf
+            .enqueue(&mut self.step, &link, &key, index, &sealed);
+        self.queued_reversals = true;
+        self.note_state(
+            EntryKind::Leg,
+            &link,
+            format!("leg {index} reversal queued"),
+        );
+        self.put_record();
+    }
+
+    /// Undo every leg that may have moved money.
+    pub fn reverse_all(&mut self) {
+        for i in 0..self.record.legs.len() {
+            self.reverse_leg(i);
+        }
+    }
+
+    pub fn has_legs(&self) -> bool {
+        !self.record.legs.is_empty()
+    }
+
+    /// Record the answer before it leaves: the transaction is answered, its request key
+    /// remembered for retransmissions. Synced when money moved or is being undone.
+    pub async fn finish(
+        &mut self,
+        answer: &OwnedMessage,
+        encoded: Option<&Bytes>,
+        dedup_key: Option<&[u8]>,
+    ) -> Result<(), JournalError> {
+        let code = answer
+            .get(de::RESPONSE_CODE)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        let listener = self.listener.clone();
+        self.note(EntryKind::Out, &listener, answer);
+        if let (Some(k), Some(bytes)) = (dedup_key, encoded) {
+            self.step.put(Cf::Dedup, k, dedup_value(bytes));
+        }
+        if let Some(key) = self.key.clone() {
+            if self.has_legs() {
+                self.record.state = TxnState::Answered;
+                self.record.code = code;
+                self.put_record();
+                self.step.delete(Cf::OpenTxns, key.as_bytes());
+                self.step.synced();
+            }
+        }
+        self.commit().await
+    }
+
+    /// Commit the writes gathered so far.
+    pub async fn commit(&mut self) -> Result<(), JournalError> {
+        let step = std::mem::take(&mut self.step);
+        self.journal.commit(step).await?;
+        if std::mem::take(&mut self.queued_reversals) {
+            self.saf.wake();
+        }
+        Ok(())
+    }
+}
+
+/// A remembered answer: when it was given, then its bytes.
+fn dedup_value(answer: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + answer.len());
+    v.extend_from_slice(&chrono::Utc::now().timestamp_millis().to_be_bytes());
+    v.extend_from_slice(answer);
+    v
+}
+
+/// A remembered answer still inside the duplicate window.
+pub fn dedup_answer(raw: &[u8], window_ms: i64) -> Option<Bytes> {
+    let (at, answer) = raw.split_first_chunk::<8>()?;
+    let age = chrono::Utc::now().timestamp_millis() - i64::from_be_bytes(*at);
+    (age <= window_ms).then(|| Bytes::copy_from_slice(answer))
+}
+
+/// Reverse every leg of an answered transaction that may hold money (a terminal's reversal,
+/// or an approval that could not be delivered). Returns the state found, `None` when the
+/// transaction is unknown. An open transaction is left to its flow (or to recovery).
+pub async fn reverse_answered(
+    journal: &Journal,
+    saf: &Saf,
+    key: &str,
+    reason: &str,
+) -> Result<Option<TxnState>, JournalError> {
+    let raw = journal
+        .get(Cf::Txns, key.as_bytes())
+        .map_err(JournalError::Write)?;
+    let Some(raw) = raw else { return Ok(None) };
+    let mut record = TxnRecord::from_bytes(&raw).map_err(JournalError::Write)?;
+    let found = record.state;
+    if found != TxnState::Answered {
+        return Ok(Some(found));
+    }
+    let mut step = Step::new();
+    for (i, leg) in record.legs.iter_mut().enumerate() {
+        if leg.state.may_hold_money() {
+            leg.state = LegState::Reversing;
+            saf.enqueue(&mut step, &leg.link, key, i, &leg.sealed);
+        }
+    }
+    record.state = TxnState::Reversed;
+    step.put(Cf::Txns, key.as_bytes(), record.to_bytes());
+    step.append(&Entry::new(
+        EntryKind::Txn,
+        key,
+        "",
+        format!("reversed: {reason}"),
+    ));
+    step.synced();
+    journal.commit(step).await?;
+    saf.wake();
+    Ok(Some(found))
+}
+
+/// Start-up recovery: every transaction still open was never answered; its legs that may hold
+/// money are reversed through the queue. Returns how many transactions were recovered.
+pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
+    let open = journal.scan(Cf::OpenTxns, b"")?;
+    let mut step = Step::new();
+    for (key, _) in &open {
+        let text_key = String::from_utf8_lossy(key).into_owned();
+        step.delete(Cf::OpenTxns, key.clone());
+        let Some(raw) = journal.get(Cf::Txns, key)? else {
+            continue;
+        };
+        let mut record = TxnRecord::from_bytes(&raw)?;
+        let mut reversed = 0;
+        for (i, leg) in record.legs.iter_mut().enumerate() {
+            if leg.state.may_hold_money() {
+                leg.state = LegState::Reversing;
+                saf.enqueue(&mut step, &leg.link, &text_key, i, &leg.sealed);
+                reversed += 1;
+            }
+        }
+        record.state = TxnState::Recovered;
+        step.put(Cf::Txns, key.clone(), record.to_bytes());
+        step.append(&Entry::new(
+            EntryKind::Recovery,
+            &text_key,
+            "",
+            format!("open at start-up: {reversed} leg(s) queued for reversal"),
+        ));
+        tracing::warn!(txn = %text_key, reversed, "recovered an unanswered transaction");
+    }
+    step.synced();
+    journal.commit(step).await.map_err(|e| e.to_string())?;
+    metrics::counter!("cyberswitch_recovered_transactions_total").increment(open.len() as u64);
+    Ok(open.len())
+}

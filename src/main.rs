@@ -34,6 +34,11 @@ enum Command {
         #[command(subcommand)]
         command: ops::LinkCommand,
     },
+    /// Print the journal (masked): show, tail, find --rrn.
+    Journal {
+        #[command(subcommand)]
+        command: ops::JournalCommand,
+    },
     /// Act as a terminal: send one message to a switch and print the answer.
     Send(ops::SendArgs),
     /// Work with message layouts (spec files).
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Sim { command } => ops::block_on(ops::sim(command)),
         Command::Link { command } => ops::link(command),
         Command::Send(args) => ops::block_on(ops::send(args)),
+        Command::Journal { command } => ops::journal(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,9 +8,11 @@
 //! waiter. Under concurrency many transactions share each fsync.
 //!
 //! - [`entry`]: journal entries (append-only, masked card data) and how they print.
+//! - [`read`]: reading it back for people.
 //! - [`seal`]: AEAD for the card data that must be kept (the PAN of a pending acquirer reversal).
 
 pub mod entry;
+pub mod read;
 pub mod seal;
 
 use std::sync::{mpsc, Arc};

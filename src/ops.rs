@@ -357,7 +357,10 @@ pub fn journal(cmd: JournalCommand) -> Result<(), String> {
             let last = read::tail(&source.open()?, lines)?;
             print(&last);
             let mut next = last.last().map_or(0, |(s, _)| s + 1);
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 std::thread::sleep(Duration::from_millis(500));
                 // A read-only handle sees the journal as it was when opened: open again.
                 let new = read::from(&source.open()?, next, 10_000)?;

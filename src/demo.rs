@@ -94,6 +94,86 @@ pub fn sim_configs(dir: &Path, ports: &DemoPorts) -> Vec<SimConfig> {
     ]
 }
 
+/// A card of the bulk set used by load and crash tests: three wallets of its own (e-money,
+/// gift certificate, mileage points) so that every card's money can be checked on its own.
+#[derive(Debug, Clone)]
+pub struct BulkCard {
+    pub pan: String,
+    pub emoney: String,
+    pub gift: String,
+    pub mileage: String,
+}
+
+/// `count` cards in BIN 942000 (kept clear of the demo's own 941000 cards).
+pub fn bulk_cards(count: usize) -> Vec<BulkCard> {
+    (0..count)
+        .map(|i| BulkCard {
+            pan: format!("942000{i:010}"),
+            emoney: format!("LE-{i:06}"),
+            gift: format!("LG-{i:06}"),
+            mileage: format!("LM-{i:06}"),
+        })
+        .collect()
+}
+
+/// Open the bulk cards' accounts at the demo's simulators, each with `balance` currency units
+/// (points: twice as many, at the demo's rate of 2).
+pub fn add_bulk_accounts(sims: &mut [SimConfig], cards: &[BulkCard], balance: i64) {
+    for sim in sims.iter_mut() {
+        let accounts: Vec<SimAccount> = match sim.name.as_str() {
+            "EMONEY" => cards
+                .iter()
+                .map(|c| SimAccount {
+                    id: c.emoney.clone(),
+                    balance,
+                })
+                .collect(),
+            "GIFT" => cards
+                .iter()
+                .map(|c| SimAccount {
+                    id: c.gift.clone(),
+                    balance,
+                })
+                .collect(),
+            "MILEAGE" => cards
+                .iter()
+                .map(|c| SimAccount {
+                    id: c.mileage.clone(),
+                    balance: balance * 2,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        sim.accounts.extend(accounts);
+    }
+}
+
+/// Link the bulk cards' wallets (gift first, then e-money, then points).
+pub fn link_bulk_cards(
+    directory: &crate::directory::Directory,
+    cards: &[BulkCard],
+) -> Result<(), String> {
+    for c in cards {
+        let pan = Pan::parse(c.pan.as_bytes()).map_err(|e| e.to_string())?;
+        for (issuer, account, priority) in [
+            ("GIFT", &c.gift, 1),
+            ("EMONEY", &c.emoney, 2),
+            ("MILEAGE", &c.mileage, 3),
+        ] {
+            directory.link(
+                &pan,
+                WalletLink {
+                    issuer: issuer.into(),
+                    account: account.clone(),
+                    priority,
+                    label: String::new(),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The switch configuration of the demo, as TOML (also written to the data directory so that
 /// `cyberswitch link … --config DIR/cyberswitch.toml` works against it).
 pub fn switch_config_toml(dir: &Path, ports: &DemoPorts) -> String {

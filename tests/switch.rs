@@ -2,6 +2,8 @@
 //! ephemeral ports, real RocksDB in a temp dir. Amounts and balances are checked at the
 //! simulators afterwards.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -659,4 +661,41 @@ fn shipped_configurations_load() {
     ] {
         SimConfig::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_card_number_is_written_to_the_data_directory() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    // Split tender with a credit leg, then its reversal (the card number of the credit leg
+    // waits sealed in the queue), a credit decline with compensation, a declined card, a
+    // plain credit carrying track 2 and a PIN block.
+    let split = request(b"0200", GIFT_CARD, "000000", 100_000, 80);
+    assert_eq!(code(&t.call(&split, WAIT).await.unwrap()), "00");
+    assert_eq!(
+        code(&t.call(&reversal_of(&split, 81), WAIT).await.unwrap()),
+        "00"
+    );
+    let short = request(b"0200", SHORT_CARD, "000000", 5_000, 82);
+    assert_eq!(code(&t.call(&short, WAIT).await.unwrap()), "51");
+    let declined = request(b"0200", DECLINED_CARD, "000000", 5_000, 83);
+    assert_eq!(code(&t.call(&declined, WAIT).await.unwrap()), "05");
+    let mut plain = request(b"0200", PLAIN_CARD, "000000", 7_000, 84);
+    plain
+        .set(35, format!("{PLAIN_CARD}=29121010000000000").as_bytes())
+        .set(52, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0]);
+    assert_eq!(code(&t.call(&plain, WAIT).await.unwrap()), "00");
+    env.drained().await;
+    let pans = [GIFT_CARD, PLAIN_CARD, SMALL_CARD, DECLINED_CARD, SHORT_CARD];
+    let files = common::scan_for_card_numbers(&env.demo.dir.join("switch"), &pans, "").unwrap();
+    assert!(files > 3, "scanned {files} files only");
+    // The journal has what happened, masked.
+    let db = env.demo.running.switch.journal.db();
+    let entries = cyberswitch::journal::read::from(db, 0, 10_000).unwrap();
+    assert!(entries
+        .iter()
+        .any(|(_, e)| e.text.contains("941000******0021")));
+    assert!(entries
+        .iter()
+        .any(|(_, e)| e.text.contains("52=<8 bytes hidden>")));
 }

@@ -310,6 +310,7 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
         }
         match attempt(&saf, &link, &item).await {
             Attempt::Acknowledged => {
+                super::testhooks::crash_point("saf-acked").await;
                 let mut step = Step::new();
                 step.delete(Cf::Saf, key);
                 step.append(&Entry::new(

@@ -1,0 +1,73 @@
+//! Helpers shared by the integration test binaries.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+/// No file under `dir`, and no log line, holds a card number in ASCII or packed BCD.
+/// Returns how many files were scanned.
+pub fn scan_for_card_numbers(dir: &Path, pans: &[&str], logs: &str) -> Result<usize, String> {
+    let ascii: HashSet<Vec<u8>> = pans.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let bcd: HashSet<Vec<u8>> = pans
+        .iter()
+        .map(|pan| {
+            pan.as_bytes()
+                .chunks(2)
+                .map(|p| ((p[0] - b'0') << 4) | p.get(1).map_or(0x0f, |d| d - b'0'))
+                .collect()
+        })
+        .collect();
+    let find = |bytes: &[u8]| -> Option<String> {
+        for (set, form) in [(&ascii, "ascii"), (&bcd, "bcd")] {
+            let Some(len) = set.iter().next().map(Vec::len) else {
+                continue;
+            };
+            let prefixes: HashSet<&[u8]> = set.iter().map(|p| &p[..3]).collect();
+            for (i, w) in bytes.windows(3).enumerate() {
+                if prefixes.contains(w) && bytes.get(i..i + len).is_some_and(|c| set.contains(c)) {
+                    return Some(format!("a card number ({form}) at offset {i}"));
+                }
+            }
+        }
+        None
+    };
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            files += 1;
+            if let Some(what) = find(&bytes) {
+                return Err(format!("{} holds {what}", path.display()));
+            }
+        }
+    }
+    if let Some(what) = find(logs.as_bytes()) {
+        return Err(format!("the switch logged {what}"));
+    }
+    Ok(files)
+}
+
+#[test]
+fn the_scan_finds_planted_card_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clean"), b"941000******0013").unwrap();
+    assert_eq!(
+        scan_for_card_numbers(dir.path(), &["9410000000000013"], ""),
+        Ok(1)
+    );
+    std::fs::write(
+        dir.path().join("bcd"),
+        [0u8, 0x94, 0x10, 0, 0, 0, 0, 0, 0x13, 1],
+    )
+    .unwrap();
+    assert!(scan_for_card_numbers(dir.path(), &["9410000000000013"], "").is_err());
+    std::fs::remove_file(dir.path().join("bcd")).unwrap();
+    assert!(
+        scan_for_card_numbers(dir.path(), &["9410000000000013"], "x 9410000000000013").is_err()
+    );
+}

@@ -1,0 +1,637 @@
+//! Crash harness (SPEC §9): the switch runs as a child process (`cyberswitch run`) under
+//! concurrent terminal load against the real simulators; it is killed with SIGKILL at random
+//! moments and at named points of the flows (a leg recorded but not sent, between the wallet
+//! legs and the credit leg, between the journal write and the answer, a reversal
+//! acknowledged but not removed), restarted, and finally left to drain its queue. Then:
+//!
+//! - every approval a terminal received is applied exactly once at the simulators, and its
+//!   legs sum to the amount;
+//! - every transaction a terminal did not see approved has moved no money (the terminals
+//!   reverse what they got no answer to, as terminals do);
+//! - retransmissions of answered requests after the restarts get the same answer and no
+//!   second effect;
+//! - nothing is left open or queued in the journal;
+//! - no file of the switch's data directory, and nothing it logged, holds a card number.
+//!
+//! A second test starts the last run with recovery disabled (test-only switch) and checks that
+//! the same invariant check then fails.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod common;
+
+use cyberswitch::demo::{self, BulkCard, DemoPorts};
+use cyberswitch::directory::{CardKey, Directory};
+use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
+use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
+use cyberswitch::net::client::Client;
+use cyberswitch::sim::{Behaviour, Simulator};
+use cyberswitch::store::{self, Cf};
+use cyberswitch::switch::testhooks::{CRASH_POINT_VAR, SKIP_RECOVERY_VAR};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const WALLET_BALANCE: i64 = 100_000_000;
+const TERMINALS: usize = 8;
+const ANSWER_WAIT: Duration = Duration::from_secs(8);
+
+/// Simulators in this process, the switch's data directory and configuration on disk.
+struct World {
+    dir: tempfile::TempDir,
+    stop: CancellationToken,
+    sims: Vec<Arc<Simulator>>,
+    cards: Vec<BulkCard>,
+    config: PathBuf,
+    switch: SocketAddr,
+    metrics: SocketAddr,
+    spec: Arc<Spec>,
+    /// Everything the switch wrote to stderr, over every run.
+    logs: Arc<Mutex<String>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn world(cards: usize) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let cards = demo::bulk_cards(cards);
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut ports = DemoPorts {
+        switch: free_port(),
+        metrics: Some(free_port()),
+        emoney: any,
+        gift: any,
+        mileage: any,
+        acquirer: any,
+    };
+    let mut configs = demo::sim_configs(dir.path(), &ports);
+    demo::add_bulk_accounts(&mut configs, &cards, WALLET_BALANCE);
+    // The first card's credit is always declined: its wallet legs must be compensated.
+    if let Some(acq) = configs.iter_mut().find(|c| c.name == "ACQ1") {
+        acq.behaviours.push(Behaviour {
+            target: cards[0].pan.clone(),
+            decline: Some("05".into()),
+            ..Behaviour::default()
+        });
+    }
+    let mut sims = Vec::new();
+    for sc in configs {
+        let sim = Simulator::start(sc, stop.clone()).await.unwrap();
+        match sim.name.as_str() {
+            "EMONEY" => ports.emoney = sim.addr,
+            "GIFT" => ports.gift = sim.addr,
+            "MILEAGE" => ports.mileage = sim.addr,
+            _ => ports.acquirer = sim.addr,
+        }
+        sims.push(sim);
+    }
+    let key: [u8; 32] = rand::random();
+    std::fs::write(dir.path().join("card.key"), hex::encode(key)).unwrap();
+    let config = dir.path().join("cyberswitch.toml");
+    std::fs::write(&config, demo::switch_config_toml(dir.path(), &ports)).unwrap();
+    {
+        let db = store::open(&dir.path().join("switch")).unwrap();
+        let directory = Directory::new(db, CardKey::new(key.to_vec()));
+        demo::link_bulk_cards(&directory, &cards).unwrap();
+    } // closed: the switch process opens it next
+    World {
+        switch: ports.switch,
+        metrics: ports.metrics.unwrap(),
+        dir,
+        stop,
+        sims,
+        cards,
+        config,
+        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        logs: Arc::new(Mutex::new(String::new())),
+    }
+}
+
+/// A running switch process.
+struct Switch {
+    child: Child,
+    /// Notified when the armed crash point is reached.
+    crashed: Arc<Notify>,
+    reached: Arc<AtomicBool>,
+}
+
+impl World {
+    fn sim(&self, name: &str) -> &Simulator {
+        self.sims.iter().find(|s| s.name == name).unwrap()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("switch")
+    }
+
+    async fn start_switch(&self, crash_point: Option<&str>, skip_recovery: bool) -> Switch {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cyberswitch"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(p) = crash_point {
+            cmd.env(CRASH_POINT_VAR, p);
+        }
+        if skip_recovery {
+            cmd.env(SKIP_RECOVERY_VAR, "1");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let crashed = Arc::new(Notify::new());
+        let reached = Arc::new(AtomicBool::new(false));
+        let stderr = child.stderr.take().unwrap();
+        let (logs, c, r) = (self.logs.clone(), crashed.clone(), reached.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("crash point") {
+                    r.store(true, Ordering::SeqCst);
+                    c.notify_one();
+                }
+                let mut l = logs.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if line.contains("cyberswitch ready") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            ready,
+            Ok(true),
+            "switch did not start; logs:\n{}",
+            self.log_tail()
+        );
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        Switch {
+            child,
+            crashed,
+            reached,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let l = self.logs.lock().unwrap();
+        l.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    }
+
+    async fn terminal(&self) -> Option<Client> {
+        for _ in 0..50 {
+            if let Ok(c) = Client::connect(
+                &self.switch.to_string(),
+                self.spec.clone(),
+                "binary2".parse().unwrap(),
+            )
+            .await
+            {
+                return Some(c);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// Sum of the store-and-forward depth gauges, from the switch's /metrics.
+    async fn saf_depth(&self) -> Option<f64> {
+        let mut s = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        Some(
+            body.lines()
+                .filter(|l| l.starts_with("cyberswitch_saf_depth{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+}
+
+impl Switch {
+    /// SIGKILL, and wait for the process to be gone.
+    async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// One request a terminal sent, and what it got.
+#[derive(Clone)]
+struct Outcome {
+    card: usize,
+    request: OwnedMessage,
+    answer: Option<OwnedMessage>,
+}
+
+fn code(m: &OwnedMessage) -> &str {
+    std::str::from_utf8(m.get(39).unwrap_or(b"")).unwrap_or("")
+}
+
+fn purchase(w: &World, rng: &mut StdRng, terminal: &str, stan: u32) -> (usize, OwnedMessage) {
+    let card = rng.random_range(0..w.cards.len());
+    let c = &w.cards[card];
+    let amount = rng.random_range(1..=400u64) * 100;
+    let mut m = OwnedMessage::new(Mti::new(b"0200").unwrap());
+    m.set(2, c.pan.as_bytes())
+        .set(3, b"000000")
+        .set_number(4, amount, 12)
+        .set(7, cyberswitch::clock::transmission_time().as_bytes())
+        .set_number(11, u64::from(stan), 6)
+        .set(12, cyberswitch::clock::local_time().as_bytes())
+        .set(13, cyberswitch::clock::local_date().as_bytes())
+        .set(41, terminal.as_bytes())
+        .set(42, b"MERCHANT0000001")
+        .set(49, b"410");
+    // Tenders: automatic, capped (the rest goes to credit: split tender), chosen wallets.
+    let mut sd = SwitchData::new();
+    match rng.random_range(0..4) {
+        0 => {}
+        1 => {
+            sd.push("WC", (amount / 2).to_string().as_bytes());
+        }
+        2 => {
+            sd.push("WS", format!("{},{}", c.emoney, c.mileage).as_bytes());
+        }
+        _ => {
+            sd.push("WS", c.gift.as_bytes());
+            sd.push("WC", (amount / 3).to_string().as_bytes());
+        }
+    }
+    if !sd.is_empty() {
+        m.set(48, sd.as_bytes());
+    }
+    (card, m)
+}
+
+/// One terminal: purchases one after the other until the connection dies or `stop`.
+async fn terminal_load(
+    w: Arc<World>,
+    id: String,
+    stans: Arc<AtomicU32>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    stop: CancellationToken,
+    seed: u64,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let Some(mut client) = w.terminal().await else {
+        return;
+    };
+    while !stop.is_cancelled() {
+        let stan = stans.fetch_add(1, Ordering::Relaxed) % 999_999 + 1;
+        let (card, request) = purchase(&w, &mut rng, &id, stan);
+        let answer = match client.send(&request).await {
+            Ok(()) => client.recv(ANSWER_WAIT).await.ok(),
+            Err(_) => None,
+        };
+        let dead = answer.is_none();
+        outcomes.lock().unwrap().push(Outcome {
+            card,
+            request,
+            answer,
+        });
+        if dead {
+            return;
+        }
+    }
+}
+
+/// What a round kills at: a named point (armed as `name:n`) or a random moment.
+fn crash_plan(round: usize, rng: &mut StdRng) -> Option<String> {
+    // How many times the point is passed before it fires: reversals are rarer than legs.
+    let points = [
+        ("leg-sent", 40),
+        ("wallet-credit", 40),
+        ("journal-answer", 40),
+        ("saf-acked", 4),
+    ];
+    match round % 5 {
+        4 => None,
+        i => Some(format!(
+            "{}:{}",
+            points[i].0,
+            rng.random_range(1..=points[i].1)
+        )),
+    }
+}
+
+/// Run `rounds` crash rounds; returns every outcome and how many crash points were reached.
+async fn crash_rounds(w: &Arc<World>, rounds: usize, seed: u64) -> (Vec<Outcome>, Vec<String>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let stans = Arc::new(AtomicU32::new(1));
+    let mut reached = Vec::new();
+    let started = std::time::Instant::now();
+    for round in 0..rounds {
+        let plan = crash_plan(round, &mut rng);
+        let switch = w.start_switch(plan.as_deref(), false).await;
+        let stop = CancellationToken::new();
+        let load: Vec<_> = (0..TERMINALS)
+            .map(|t| {
+                tokio::spawn(terminal_load(
+                    w.clone(),
+                    format!("CRSH{t:04}"),
+                    stans.clone(),
+                    outcomes.clone(),
+                    stop.clone(),
+                    rng.random(),
+                ))
+            })
+            .collect();
+        match &plan {
+            Some(_) => {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), switch.crashed.notified()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await,
+        }
+        if switch.reached.load(Ordering::SeqCst) {
+            reached.push(plan.clone().unwrap_or_default());
+        }
+        eprintln!("round {round}: {plan:?} at {:?}", started.elapsed());
+        switch.kill().await;
+        stop.cancel();
+        for t in load {
+            let _ = t.await;
+        }
+    }
+    let all = outcomes.lock().unwrap().clone();
+    (all, reached)
+}
+
+/// After the last restart: terminals reverse what they got no answer to, and repeat some
+/// answered requests (which must get the same answer).
+async fn settle(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
+    let mut clients: HashMap<String, Client> = HashMap::new();
+    let mut stan = 990_000u64;
+    for o in outcomes.iter().filter(|o| o.answer.is_none()) {
+        let terminal = String::from_utf8_lossy(o.request.get(41).unwrap()).into_owned();
+        if !clients.contains_key(&terminal) {
+            clients.insert(terminal.clone(), w.terminal().await.ok_or("no connection")?);
+        }
+        let client = clients.get_mut(&terminal).unwrap();
+        stan += 1;
+        let reversal = reversal_of(&o.request, stan);
+        let a = client.call(&reversal, ANSWER_WAIT).await?;
+        if !matches!(code(&a), "00" | "25") {
+            return Err(format!("terminal reversal answered {}", code(&a)));
+        }
+    }
+    let answered: Vec<&Outcome> = outcomes.iter().filter(|o| o.answer.is_some()).collect();
+    let mut client = w.terminal().await.ok_or("no connection")?;
+    for o in answered.iter().step_by((answered.len() / 40).max(1)) {
+        let again = client.call(&o.request, ANSWER_WAIT).await?;
+        let first = o.answer.as_ref().unwrap();
+        if code(&again) != code(first) || again.get(38) != first.get(38) {
+            return Err(format!(
+                "retransmission answered {} (auth {:?}), the original {} (auth {:?})",
+                code(&again),
+                again.get(38),
+                code(first),
+                first.get(38)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn reversal_of(original: &OwnedMessage, stan: u64) -> OwnedMessage {
+    let mut r = OwnedMessage::new(Mti::new(b"0400").unwrap());
+    for n in [2, 3, 4, 41, 42, 49] {
+        if let Some(v) = original.get(n) {
+            r.set(n, v);
+        }
+    }
+    r.set(7, cyberswitch::clock::transmission_time().as_bytes())
+        .set_number(11, stan, 6);
+    let num = |n| {
+        std::str::from_utf8(original.get(n).unwrap())
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    r.set_original_data(&OriginalData {
+        mti: original.mti(),
+        stan: num(11) as u32,
+        transmission_time: num(7),
+        acquirer_id: 0,
+        forwarder_id: 0,
+    });
+    r
+}
+
+async fn drain(w: &World) -> Result<(), String> {
+    for _ in 0..300 {
+        if w.saf_depth().await == Some(0.0) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "queue not drained: depth {:?}",
+        w.saf_depth().await
+    ))
+}
+
+/// The money invariants, checked at the simulators' ledgers.
+fn check_money(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
+    let mut units: HashMap<String, i64> = HashMap::new();
+    let mut credit: HashMap<usize, i64> = HashMap::new();
+    for o in outcomes {
+        let Some(a) = &o.answer else { continue };
+        if code(a) != "00" {
+            continue;
+        }
+        let c = &w.cards[o.card];
+        let amount: i64 = std::str::from_utf8(o.request.get(4).unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut legs_total = 0;
+        for e in parse_ascii_tlv(a.get(48).unwrap_or(b""), 2, 3).unwrap() {
+            if e.tag != b"LG" {
+                continue;
+            }
+            let lg = String::from_utf8_lossy(e.value).into_owned();
+            let parts: Vec<&str> = lg.split('|').collect();
+            let leg_amount: i64 = parts[2].parse().unwrap();
+            let leg_units: i64 = parts[3].parse().unwrap();
+            legs_total += leg_amount;
+            let account = match parts[1] {
+                "EMONEY" => &c.emoney,
+                "GIFT" => &c.gift,
+                "MILEAGE" => &c.mileage,
+                _ => {
+                    *credit.entry(o.card).or_default() += leg_amount;
+                    continue;
+                }
+            };
+            *units.entry(account.clone()).or_default() += leg_units;
+        }
+        if legs_total != amount {
+            return Err(format!("legs sum to {legs_total}, the amount is {amount}"));
+        }
+    }
+    let mut wrong = Vec::new();
+    for (i, c) in w.cards.iter().enumerate() {
+        for (sim, account, opening) in [
+            ("EMONEY", &c.emoney, WALLET_BALANCE),
+            ("GIFT", &c.gift, WALLET_BALANCE),
+            ("MILEAGE", &c.mileage, WALLET_BALANCE * 2),
+        ] {
+            let expected = opening - units.get(account).copied().unwrap_or(0);
+            let actual = w.sim(sim).balance(account).unwrap_or(i64::MIN);
+            if actual != expected {
+                wrong.push(format!("{account}: balance {actual}, expected {expected}"));
+            }
+        }
+        let expected = credit.get(&i).copied().unwrap_or(0);
+        let actual = w.sim("ACQ1").card_total(&c.pan);
+        if actual != expected {
+            wrong.push(format!("card {i}: credit {actual}, expected {expected}"));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("money invariants broken:\n{}", wrong.join("\n")))
+    }
+}
+
+/// The journal after the last run: nothing open, nothing queued, nothing dead.
+fn check_journal(w: &World) -> Result<(), String> {
+    let db = store::open_read_only(&w.data_dir())?;
+    for (cf, what) in [
+        (Cf::OpenTxns, "open transactions"),
+        (Cf::Saf, "queued reversals"),
+        (Cf::SafDead, "dead letters"),
+    ] {
+        let n = store::scan(&db, cf, b"")?.len();
+        if n != 0 {
+            return Err(format!("{n} {what} left in the journal"));
+        }
+    }
+    Ok(())
+}
+
+fn seed() -> u64 {
+    let s = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash harness seed {s} (CRASH_SEED={s} repeats it)");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
+    let w = Arc::new(world(60).await);
+    let (outcomes, reached) = crash_rounds(&w, 25, seed()).await;
+    let count = |p: &str| reached.iter().filter(|r| r.starts_with(p)).count();
+    eprintln!(
+        "{} requests, {} approved, {} unanswered; crash points reached: {reached:?}",
+        outcomes.len(),
+        outcomes
+            .iter()
+            .filter(|o| o.answer.as_ref().is_some_and(|a| code(a) == "00"))
+            .count(),
+        outcomes.iter().filter(|o| o.answer.is_none()).count()
+    );
+    assert!(
+        count("wallet-credit") >= 1,
+        "never killed between wallet and credit legs"
+    );
+    assert!(
+        count("journal-answer") >= 1,
+        "never killed between journal write and answer"
+    );
+    assert!(
+        count("leg-sent") >= 1,
+        "never killed between recording a leg and sending it"
+    );
+
+    let started = std::time::Instant::now();
+    let last = w.start_switch(None, false).await;
+    settle(&w, &outcomes).await.unwrap();
+    eprintln!("settled at {:?}", started.elapsed());
+    drain(&w).await.unwrap();
+    eprintln!("drained at {:?}", started.elapsed());
+    last.kill().await;
+
+    check_money(&w, &outcomes).unwrap();
+    check_journal(&w).unwrap();
+    let logs = w.logs.lock().unwrap().clone();
+    let pans: Vec<&str> = w.cards.iter().map(|c| c.pan.as_str()).collect();
+    let files = common::scan_for_card_numbers(&w.data_dir(), &pans, &logs).unwrap();
+    assert!(files > 3, "the scan looked at {files} files only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_recovery_the_harness_finds_money_moved() {
+    let w = Arc::new(world(10).await);
+    // Kill between the wallet legs and the credit leg: a wallet debit is approved upstream,
+    // the terminal never hears of it.
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let stans = Arc::new(AtomicU32::new(1));
+    let switch = w.start_switch(Some("wallet-credit:3"), false).await;
+    let stop = CancellationToken::new();
+    let load: Vec<_> = (0..TERMINALS)
+        .map(|t| {
+            tokio::spawn(terminal_load(
+                w.clone(),
+                format!("NORC{t:04}"),
+                stans.clone(),
+                outcomes.clone(),
+                stop.clone(),
+                t as u64,
+            ))
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(30), switch.crashed.notified())
+        .await
+        .expect("crash point reached");
+    switch.kill().await;
+    stop.cancel();
+    for t in load {
+        let _ = t.await;
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+
+    let last = w.start_switch(None, true).await;
+    settle(&w, &outcomes).await.unwrap();
+    let _ = drain(&w).await;
+    last.kill().await;
+    let money = check_money(&w, &outcomes);
+    assert!(money.is_err(), "without recovery the invariants must break");
+    assert!(check_journal(&w).is_err(), "an open transaction is left");
+}

@@ -50,6 +50,12 @@ impl Cf {
 
 /// Open (creating if needed) the database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, String> {
+    open_with(dir, None)
+}
+
+/// As [`open`]; with a duplicate window, remembered answers older than it are dropped when
+/// RocksDB compacts (look-ups check the age themselves, so this only reclaims space).
+pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Result<Arc<DB>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -58,9 +64,27 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, String> {
     // grows without bound unless capped.
     opts.set_keep_log_file_num(4);
     opts.set_max_log_file_size(8 << 20);
-    let cfs = Cf::ALL
-        .iter()
-        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+    let cfs = Cf::ALL.iter().map(|&cf| {
+        let mut o = Options::default();
+        if let (Cf::Dedup, Some(window)) = (cf, dedup_window) {
+            let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            o.set_compaction_filter(
+                "dedup-expiry",
+                move |_level: u32, _key: &[u8], value: &[u8]| {
+                    let at = value
+                        .first_chunk::<8>()
+                        .map_or(0, |b| i64::from_be_bytes(*b));
+                    let age = chrono::Utc::now().timestamp_millis().saturating_sub(at);
+                    if age > window_ms {
+                        rocksdb::CompactionDecision::Remove
+                    } else {
+                        rocksdb::CompactionDecision::Keep
+                    }
+                },
+            );
+        }
+        ColumnFamilyDescriptor::new(cf.name(), o)
+    });
     DB::open_cf_descriptors(&opts, dir, cfs)
         .map(Arc::new)
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))

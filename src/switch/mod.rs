@@ -388,7 +388,10 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     let config = Arc::new(config);
     let key = CardKey::new(config.card_key_bytes()?);
     testhooks::warn_if_armed();
-    let db = crate::store::open(&config.data_dir)?;
+    let db = crate::store::open_with(
+        &config.data_dir,
+        Some(Duration::from_secs(config.limits.duplicate_window_s)),
+    )?;
     let journal = Journal::open(
         db.clone(),
         Sealer::from_card_key(&config.card_key_bytes()?),

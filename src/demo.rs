@@ -264,6 +264,18 @@ pub async fn start_custom(
     stop: CancellationToken,
     adjust: impl FnOnce(&mut Vec<SimConfig>),
 ) -> Result<Demo, String> {
+    start_with(dir, ports, stop, adjust, "").await
+}
+
+/// As [`start_custom`], with TOML appended to the switch's configuration (for example a
+/// `[limits]` table).
+pub async fn start_with(
+    dir: &Path,
+    ports: DemoPorts,
+    stop: CancellationToken,
+    adjust: impl FnOnce(&mut Vec<SimConfig>),
+    extra_toml: &str,
+) -> Result<Demo, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let fresh = !dir.join("switch").exists();
     let key_file = dir.join("card.key");
@@ -291,7 +303,7 @@ pub async fn start_custom(
         Some(addr) => Some(crate::observe::serve_metrics(addr, stop.clone()).await?),
         None => None,
     };
-    let text = switch_config_toml(dir, &ports);
+    let text = format!("{}{extra_toml}", switch_config_toml(dir, &ports));
     let config_path = dir.join("cyberswitch.toml");
     std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| e.to_string())?;

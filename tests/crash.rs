@@ -594,6 +594,27 @@ async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
     let pans: Vec<&str> = w.cards.iter().map(|c| c.pan.as_str()).collect();
     let files = common::scan_for_card_numbers(&w.data_dir(), &pans, &logs).unwrap();
     assert!(files > 3, "the scan looked at {files} files only");
+
+    // `cyberswitch journal find` prints the transaction, masked.
+    let approved = outcomes
+        .iter()
+        .filter_map(|o| o.answer.as_ref())
+        .find(|a| code(a) == "00")
+        .unwrap();
+    let rrn = String::from_utf8_lossy(approved.get(37).unwrap()).into_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
+        .args(["journal", "find", "--rrn", &rrn, "--data-dir"])
+        .arg(w.data_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("942000******"), "{text}");
+    assert!(!pans.iter().any(|p| text.contains(p)), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -48,9 +48,17 @@ fn ephemeral() -> DemoPorts {
 }
 
 async fn env_with(ports: DemoPorts, adjust: impl FnOnce(&mut Vec<SimConfig>)) -> Env {
+    env_configured(ports, adjust, "").await
+}
+
+async fn env_configured(
+    ports: DemoPorts,
+    adjust: impl FnOnce(&mut Vec<SimConfig>),
+    extra_toml: &str,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let demo = demo::start_custom(dir.path(), ports, stop.clone(), adjust)
+    let demo = demo::start_with(dir.path(), ports, stop.clone(), adjust, extra_toml)
         .await
         .unwrap();
     Env {
@@ -698,4 +706,39 @@ async fn no_card_number_is_written_to_the_data_directory() {
     assert!(entries
         .iter()
         .any(|(_, e)| e.text.contains("52=<8 bytes hidden>")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reversal_never_acknowledged_expires_into_the_dead_letter_list() {
+    let limits = "\n[limits]\nsaf_retry_min_ms = 50\nsaf_retry_max_ms = 100\nsaf_expiry_s = 2\n";
+    let env = env_configured(
+        ephemeral(),
+        |sims| {
+            let acquirer = sims.iter_mut().find(|s| s.name == "ACQ1").unwrap();
+            acquirer.behaviours.push(Behaviour {
+                target: PLAIN_CARD.into(),
+                silent: true,
+                ..Behaviour::default()
+            });
+        },
+        limits,
+    )
+    .await;
+    let mut t = env.terminal().await;
+    // The acquirer never answers: 91, the credit leg is queued for reversal, which is never
+    // acknowledged either.
+    let a = t
+        .call(&request(b"0200", PLAIN_CARD, "000000", 4_000, 95), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&a), "91");
+    let saf = &env.demo.running.switch.saf;
+    for _ in 0..200 {
+        if saf.dead_letters() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(saf.dead_letters(), 1);
+    assert_eq!(saf.depth(), 0);
 }

@@ -252,6 +252,27 @@ impl Demo {
     }
 }
 
+/// Start the demo's simulators; those configured on port 0 get an ephemeral port, written
+/// back into `ports` for the switch's configuration.
+pub async fn start_sims(
+    configs: Vec<SimConfig>,
+    ports: &mut DemoPorts,
+    stop: &CancellationToken,
+) -> Result<Vec<std::sync::Arc<Simulator>>, String> {
+    let mut sims = Vec::new();
+    for sc in configs {
+        let sim = Simulator::start(sc, stop.clone()).await?;
+        match sim.name.as_str() {
+            "EMONEY" => ports.emoney = sim.addr,
+            "GIFT" => ports.gift = sim.addr,
+            "MILEAGE" => ports.mileage = sim.addr,
+            _ => ports.acquirer = sim.addr,
+        }
+        sims.push(sim);
+    }
+    Ok(sims)
+}
+
 /// Start everything; seed a fresh directory.
 pub async fn start(dir: &Path, ports: DemoPorts, stop: CancellationToken) -> Result<Demo, String> {
     start_custom(dir, ports, stop, |_| {}).await
@@ -284,21 +305,10 @@ pub async fn start_with(
         let key: [u8; 32] = rand::random();
         write_private(&key_file, &hex::encode(key))?;
     }
-    let mut sims = Vec::new();
     let mut ports = ports;
-    // Simulators on port 0 get an ephemeral port; the switch is told the real one.
     let mut configs = sim_configs(dir, &ports);
     adjust(&mut configs);
-    for sc in configs {
-        let sim = Simulator::start(sc, stop.clone()).await?;
-        match sim.name.as_str() {
-            "EMONEY" => ports.emoney = sim.addr,
-            "GIFT" => ports.gift = sim.addr,
-            "MILEAGE" => ports.mileage = sim.addr,
-            _ => ports.acquirer = sim.addr,
-        }
-        sims.push(sim);
-    }
+    let sims = start_sims(configs, &mut ports, &stop).await?;
     let metrics = match ports.metrics {
         Some(addr) => Some(crate::observe::serve_metrics(addr, stop.clone()).await?),
         None => None,

@@ -29,7 +29,7 @@ mod common;
 use cyberswitch::demo::{self, BulkCard, DemoPorts};
 use cyberswitch::directory::{CardKey, Directory};
 use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
-use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
+use cyberswitch::iso8583::{Mti, OwnedMessage, Spec};
 use cyberswitch::net::client::Client;
 use cyberswitch::sim::{Behaviour, Simulator};
 use cyberswitch::store::{self, Cf};
@@ -93,17 +93,7 @@ async fn world(cards: usize) -> World {
             ..Behaviour::default()
         });
     }
-    let mut sims = Vec::new();
-    for sc in configs {
-        let sim = Simulator::start(sc, stop.clone()).await.unwrap();
-        match sim.name.as_str() {
-            "EMONEY" => ports.emoney = sim.addr,
-            "GIFT" => ports.gift = sim.addr,
-            "MILEAGE" => ports.mileage = sim.addr,
-            _ => ports.acquirer = sim.addr,
-        }
-        sims.push(sim);
-    }
+    let sims = demo::start_sims(configs, &mut ports, &stop).await.unwrap();
     let key: [u8; 32] = rand::random();
     std::fs::write(dir.path().join("card.key"), hex::encode(key)).unwrap();
     let config = dir.path().join("cyberswitch.toml");
@@ -401,7 +391,8 @@ async fn settle(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
         }
         let client = clients.get_mut(&terminal).unwrap();
         stan += 1;
-        let reversal = reversal_of(&o.request, stan);
+        let reversal =
+            common::reversal_of(&o.request, stan, &cyberswitch::clock::transmission_time());
         let a = client.call(&reversal, ANSWER_WAIT).await?;
         if !matches!(code(&a), "00" | "25") {
             return Err(format!("terminal reversal answered {}", code(&a)));
@@ -423,31 +414,6 @@ async fn settle(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn reversal_of(original: &OwnedMessage, stan: u64) -> OwnedMessage {
-    let mut r = OwnedMessage::new(Mti::new(b"0400").unwrap());
-    for n in [2, 3, 4, 41, 42, 49] {
-        if let Some(v) = original.get(n) {
-            r.set(n, v);
-        }
-    }
-    r.set(7, cyberswitch::clock::transmission_time().as_bytes())
-        .set_number(11, stan, 6);
-    let num = |n| {
-        std::str::from_utf8(original.get(n).unwrap())
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
-    r.set_original_data(&OriginalData {
-        mti: original.mti(),
-        stan: num(11) as u32,
-        transmission_time: num(7),
-        acquirer_id: 0,
-        forwarder_id: 0,
-    });
-    r
 }
 
 async fn drain(w: &World) -> Result<(), String> {

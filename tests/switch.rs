@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cyberswitch::demo::{self, Demo, DemoPorts};
 use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
-use cyberswitch::iso8583::{AdditionalAmount, Mti, OriginalData, OwnedMessage, Spec};
+use cyberswitch::iso8583::{AdditionalAmount, Mti, OwnedMessage, Spec};
 use cyberswitch::net::client::Client;
 use cyberswitch::sim::{Behaviour, SimConfig};
 use tokio_util::sync::CancellationToken;
@@ -139,27 +139,7 @@ fn tags(m: &OwnedMessage, tag: &str) -> Vec<String> {
 }
 
 fn reversal_of(original: &OwnedMessage, stan: u32) -> OwnedMessage {
-    let mut r = OwnedMessage::new(Mti::new(b"0400").unwrap());
-    for n in [2, 3, 4, 41, 42, 49] {
-        if let Some(v) = original.get(n) {
-            r.set(n, v);
-        }
-    }
-    r.set(7, b"1121120500").set_number(11, u64::from(stan), 6);
-    let num = |n| {
-        std::str::from_utf8(original.get(n).unwrap())
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
-    r.set_original_data(&OriginalData {
-        mti: original.mti(),
-        stan: num(11) as u32,
-        transmission_time: num(7),
-        acquirer_id: 0,
-        forwarder_id: 0,
-    });
-    r
+    common::reversal_of(original, u64::from(stan), "1121120500")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,6 +3,35 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage};
+
+/// A terminal's reversal (0400) of `original`: its card and amount fields, a new STAN and
+/// transmission time, and field 90 naming the original.
+pub fn reversal_of(original: &OwnedMessage, stan: u64, transmission_time: &str) -> OwnedMessage {
+    let mut r = OwnedMessage::new(Mti::new(b"0400").unwrap());
+    for n in [2, 3, 4, 41, 42, 49] {
+        if let Some(v) = original.get(n) {
+            r.set(n, v);
+        }
+    }
+    r.set(7, transmission_time.as_bytes())
+        .set_number(11, stan, 6);
+    let num = |n| {
+        std::str::from_utf8(original.get(n).unwrap())
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    r.set_original_data(&OriginalData {
+        mti: original.mti(),
+        stan: num(11) as u32,
+        transmission_time: num(7),
+        acquirer_id: 0,
+        forwarder_id: 0,
+    });
+    r
+}
+
 /// No file under `dir`, and no log line, holds a card number in ASCII or packed BCD.
 /// Returns how many files were scanned.
 pub fn scan_for_card_numbers(dir: &Path, pans: &[&str], logs: &str) -> Result<usize, String> {

@@ -104,16 +104,27 @@ pub struct BulkCard {
     pub mileage: String,
 }
 
+/// Opening balance of each bulk card wallet for load runs: enough for any run.
+pub const LOAD_BALANCE: i64 = 1_000_000_000_000;
+
+/// A card in BIN 943000 with no wallets: its purchases are relayed to the acquirer (F6).
+pub fn plain_card(i: usize) -> String {
+    format!("943000{i:010}")
+}
+
 /// `count` cards in BIN 942000 (kept clear of the demo's own 941000 cards).
 pub fn bulk_cards(count: usize) -> Vec<BulkCard> {
-    (0..count)
-        .map(|i| BulkCard {
-            pan: format!("942000{i:010}"),
-            emoney: format!("LE-{i:06}"),
-            gift: format!("LG-{i:06}"),
-            mileage: format!("LM-{i:06}"),
-        })
-        .collect()
+    (0..count).map(bulk_cards_one).collect()
+}
+
+/// Bulk card number `i`.
+pub fn bulk_cards_one(i: usize) -> BulkCard {
+    BulkCard {
+        pan: format!("942000{i:010}"),
+        emoney: format!("LE-{i:06}"),
+        gift: format!("LG-{i:06}"),
+        mileage: format!("LM-{i:06}"),
+    }
 }
 
 /// Open the bulk cards' accounts at the demo's simulators, each with `balance` currency units
@@ -271,6 +282,26 @@ pub async fn start_sims(
         sims.push(sim);
     }
     Ok(sims)
+}
+
+/// The demo with `load_cards` bulk cards added (wallets of [`LOAD_BALANCE`] each), for
+/// `cyberswitch load`. Cards are linked on a fresh directory only.
+pub async fn start_for_load(
+    dir: &Path,
+    ports: DemoPorts,
+    stop: CancellationToken,
+    load_cards: usize,
+) -> Result<Demo, String> {
+    let fresh = !dir.join("switch").exists();
+    let cards = bulk_cards(load_cards);
+    let demo = start_custom(dir, ports, stop, |sims| {
+        add_bulk_accounts(sims, &cards, LOAD_BALANCE)
+    })
+    .await?;
+    if fresh {
+        link_bulk_cards(&demo.running.switch.directory, &cards)?;
+    }
+    Ok(demo)
 }
 
 /// Start everything; seed a fresh directory.

@@ -10,6 +10,8 @@ pub mod directory;
 pub mod iso8583;
 #[cfg(feature = "storage")]
 pub mod journal;
+#[cfg(feature = "storage")]
+pub mod load;
 pub mod net;
 pub mod observe;
 #[cfg(feature = "storage")]

@@ -39,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: ops::JournalCommand,
     },
+    /// Drive a switch with a mix of flows and report throughput and latency.
+    Load(ops::LoadArgs),
     /// Act as a terminal: send one message to a switch and print the answer.
     Send(ops::SendArgs),
     /// Work with message layouts (spec files).
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Link { command } => ops::link(command),
         Command::Send(args) => ops::block_on(ops::send(args)),
         Command::Journal { command } => ops::journal(command),
+        Command::Load(args) => ops::block_on(ops::load(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,333 @@
+//! One load connection: a writer that sends on schedule (open loop) or whenever the window
+//! has room (closed loop), and a reader that matches answers by STAN, checks them and records
+//! latency. Answers may come in any order (the switch answers pipelined requests as they
+//! complete).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+
+use super::flows::{self, Flow, Mix, RequestIds};
+use crate::iso8583::{OwnedMessage, Spec};
+use crate::net::framing::{Frame, FrameCodec, Framing};
+
+/// Counters shared by every connection, for the progress bar.
+#[derive(Default)]
+pub struct Live {
+    pub sent: AtomicU64,
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Open loop: one request every `interval`, latency from the scheduled time.
+    Every(Duration),
+    /// Closed loop: at most `window` requests in flight.
+    Window(usize),
+    /// Echo baseline: requests are sent as they are, any answer counts.
+    EchoWindow(usize),
+}
+
+pub struct ConnConfig {
+    pub addr: String,
+    pub spec: Arc<Spec>,
+    pub framing: Framing,
+    pub terminal: String,
+    pub mix: Mix,
+    pub cards: usize,
+    pub pace: Pace,
+    pub started: Instant,
+    pub until: Instant,
+    pub seed: u64,
+    pub answer_timeout: Duration,
+}
+
+/// What one connection measured.
+pub struct ConnResult {
+    pub latency: Histogram<u64>,
+    /// Latency per second of the run, for the plot.
+    pub per_second: Vec<Histogram<u64>>,
+    pub sent: u64,
+    pub ok: u64,
+    pub mismatches: u64,
+    pub errors: u64,
+    /// Answers by flow and response code.
+    pub codes: HashMap<(Flow, String), u64>,
+    pub first_error: Option<String>,
+}
+
+pub fn histogram() -> Histogram<u64> {
+    // 1 µs .. 100 s at 3 significant digits; bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 100_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+}
+
+struct InFlight {
+    flow: Flow,
+    /// When it was due (open loop) or sent (closed loop).
+    due: Instant,
+    request: OwnedMessage,
+}
+
+type Pending = Arc<Mutex<HashMap<u32, InFlight>>>;
+
+pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
+    let mut result = ConnResult {
+        latency: histogram(),
+        per_second: Vec::new(),
+        sent: 0,
+        ok: 0,
+        mismatches: 0,
+        errors: 0,
+        codes: HashMap::new(),
+        first_error: None,
+    };
+    let stream = match TcpStream::connect(&cfg.addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            result.errors += 1;
+            result.first_error = Some(format!("connect {}: {e}", cfg.addr));
+            return result;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (sink, stream) = Framed::new(stream, FrameCodec::new(cfg.framing, 65_535)).split();
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let approved: Arc<Mutex<VecDeque<OwnedMessage>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let window = Arc::new(Semaphore::new(match cfg.pace {
+        Pace::Window(w) | Pace::EchoWindow(w) => w,
+        Pace::Every(_) => Semaphore::MAX_PERMITS,
+    }));
+    let cfg = Arc::new(cfg);
+    let writer = tokio::spawn(write_loop(
+        cfg.clone(),
+        sink,
+        pending.clone(),
+        approved.clone(),
+        window.clone(),
+        live.clone(),
+    ));
+    read_loop(
+        &cfg,
+        stream,
+        &pending,
+        &approved,
+        &window,
+        &live,
+        &mut result,
+    )
+    .await;
+    // The reader is done: a writer waiting for window room (answers that never came) or for
+    // a peer that stopped reading must stop too.
+    window.close();
+    let writer = match tokio::time::timeout(Duration::from_secs(1), writer).await {
+        Ok(joined) => joined,
+        Err(_) => Ok(Err((0, "the peer stopped reading".to_string()))),
+    };
+    match writer {
+        Ok(Ok(sent)) => result.sent = sent,
+        Ok(Err((sent, e))) => {
+            result.sent = sent;
+            result.errors += 1;
+            result.first_error.get_or_insert(e);
+        }
+        Err(e) => {
+            result.errors += 1;
+            result.first_error.get_or_insert(e.to_string());
+        }
+    }
+    // What is still pending got no answer in time.
+    let unanswered = pending.lock().map_or(0, |p| p.len()) as u64;
+    if unanswered > 0 {
+        result.errors += unanswered;
+        live.failed.fetch_add(unanswered, Ordering::Relaxed);
+        result
+            .first_error
+            .get_or_insert(format!("{unanswered} request(s) without an answer"));
+    }
+    result
+}
+
+type Sink = futures::stream::SplitSink<Framed<TcpStream, FrameCodec>, Frame>;
+type Source = futures::stream::SplitStream<Framed<TcpStream, FrameCodec>>;
+
+async fn write_loop(
+    cfg: Arc<ConnConfig>,
+    mut sink: Sink,
+    pending: Pending,
+    approved: Arc<Mutex<VecDeque<OwnedMessage>>>,
+    window: Arc<Semaphore>,
+    live: Arc<Live>,
+) -> Result<u64, (u64, String)> {
+    let mut rng = SmallRng::seed_from_u64(cfg.seed);
+    let mut stan: u32 = 0;
+    let mut sent = 0u64;
+    let mut next_due = cfg.started;
+    loop {
+        let due = match cfg.pace {
+            Pace::Every(interval) => {
+                if next_due >= cfg.until {
+                    break;
+                }
+                tokio::time::sleep_until(next_due.into()).await;
+                let due = next_due;
+                next_due += interval;
+                due
+            }
+            Pace::Window(_) | Pace::EchoWindow(_) => {
+                let Ok(permit) = window.acquire().await else {
+                    break;
+                };
+                permit.forget(); // given back by the reader
+                if Instant::now() >= cfg.until {
+                    break;
+                }
+                Instant::now()
+            }
+        };
+        stan = stan % 999_999 + 1;
+        let time = crate::clock::transmission_time();
+        let ids = RequestIds {
+            terminal: &cfg.terminal,
+            stan,
+            transmission_time: &time,
+        };
+        let mut flow = cfg.mix.pick(rng.random_range(0..cfg.mix.total()));
+        let request = if flow == Flow::Reversal {
+            match approved.lock().ok().and_then(|mut a| a.pop_front()) {
+                Some(original) => flows::reversal(&original, &ids),
+                None => {
+                    // Nothing to reverse yet: a chosen-wallet purchase instead.
+                    flow = Flow::Wallet;
+                    flows::request(flow, rng.random_range(0..cfg.cards), amount(&mut rng), &ids)
+                }
+            }
+        } else {
+            flows::request(flow, rng.random_range(0..cfg.cards), amount(&mut rng), &ids)
+        };
+        let mut buf = BytesMut::new();
+        if let Err(e) = cfg.spec.encode(&request, &mut buf) {
+            return Err((sent, format!("request does not encode: {e}")));
+        }
+        if let Ok(mut p) = pending.lock() {
+            p.insert(stan, InFlight { flow, due, request });
+        }
+        if let Err(e) = sink.send(Frame::message(buf.freeze())).await {
+            return Err((sent, format!("send: {e}")));
+        }
+        sent += 1;
+        live.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(sent)
+}
+
+fn amount(rng: &mut SmallRng) -> u64 {
+    rng.random_range(1..=500u64) * 100
+}
+
+async fn read_loop(
+    cfg: &ConnConfig,
+    mut stream: Source,
+    pending: &Pending,
+    approved: &Mutex<VecDeque<OwnedMessage>>,
+    window: &Semaphore,
+    live: &Live,
+    result: &mut ConnResult,
+) {
+    let echo = matches!(cfg.pace, Pace::EchoWindow(_));
+    loop {
+        // After the end of the run, wait for what is still in flight, up to the timeout.
+        let done_sending = Instant::now() >= cfg.until;
+        if done_sending && pending.lock().map_or(true, |p| p.is_empty()) {
+            return;
+        }
+        let limit = if done_sending {
+            (cfg.until + cfg.answer_timeout).saturating_duration_since(Instant::now())
+        } else {
+            cfg.until.saturating_duration_since(Instant::now()) + cfg.answer_timeout
+        };
+        let frame = match tokio::time::timeout(limit, stream.next()).await {
+            Err(_) => return,
+            Ok(None) => {
+                result.first_error.get_or_insert("connection closed".into());
+                return;
+            }
+            Ok(Some(Err(e))) => {
+                result.errors += 1;
+                result.first_error.get_or_insert(e.to_string());
+                return;
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if frame.is_keep_alive() {
+            continue;
+        }
+        let answered_at = Instant::now();
+        let msg = match cfg.spec.decode(&frame.message) {
+            Ok(m) => m,
+            Err(e) => {
+                result.errors += 1;
+                live.failed.fetch_add(1, Ordering::Relaxed);
+                result
+                    .first_error
+                    .get_or_insert(format!("undecodable answer: {e}"));
+                continue;
+            }
+        };
+        let Some(stan) = msg.stan() else {
+            result.mismatches += 1;
+            continue;
+        };
+        let Some(sent) = pending.lock().ok().and_then(|mut p| p.remove(&stan)) else {
+            // An answer to nothing we asked (or asked twice).
+            result.mismatches += 1;
+            live.failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        window.add_permits(1);
+        let (mti, code) = sent.flow.expected();
+        let got_code = msg.response_code().unwrap_or_default().into_owned();
+        let right = if echo {
+            msg.mti() == sent.request.mti()
+        } else {
+            msg.mti().as_bytes() == mti && got_code.as_bytes() == code
+        };
+        *result.codes.entry((sent.flow, got_code)).or_default() += 1;
+        if !right {
+            result.mismatches += 1;
+            live.failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        result.ok += 1;
+        live.ok.fetch_add(1, Ordering::Relaxed);
+        let micros = answered_at
+            .saturating_duration_since(sent.due)
+            .as_micros()
+            .clamp(1, 100_000_000) as u64; // ok: clamped
+        let _ = result.latency.record(micros);
+        let second = answered_at.saturating_duration_since(cfg.started).as_secs() as usize;
+        while result.per_second.len() <= second {
+            result.per_second.push(histogram());
+        }
+        let _ = result.per_second[second].record(micros);
+        if !echo && matches!(sent.flow, Flow::Wallet | Flow::Auto | Flow::Split) {
+            if let Ok(mut a) = approved.lock() {
+                if a.len() < 64 {
+                    a.push_back(sent.request);
+                }
+            }
+        }
+    }
+}

@@ -66,6 +66,15 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
     opts.set_max_log_file_size(8 << 20);
     let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = Options::default();
+        if matches!(cf, Cf::Dedup | Cf::Txns | Cf::CardLinks) {
+            // Point look-ups, mostly of keys that are not there (every new request is looked
+            // up in the duplicate index): bloom filters in the memtable and the tables.
+            o.set_memtable_prefix_bloom_ratio(0.05);
+            o.set_memtable_whole_key_filtering(true);
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            o.set_block_based_table_factory(&table);
+        }
         if let (Cf::Dedup, Some(window)) = (cf, dedup_window) {
             let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
             o.set_compaction_filter(

@@ -188,10 +188,15 @@ pub async fn run(mut opts: LoadOptions) -> Result<Report, String> {
                 p
             }
         };
+        // Every part on an ephemeral port: a demo already running elsewhere is no obstacle.
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
         let ports = crate::demo::DemoPorts {
-            switch: ([127, 0, 0, 1], 0).into(),
+            switch: any,
             metrics: None,
-            ..Default::default()
+            emoney: any,
+            gift: any,
+            mileage: any,
+            acquirer: any,
         };
         let demo = crate::demo::start_for_load(&dir, ports, stop.clone(), opts.cards).await?;
         opts.target = demo.switch_addr().to_string();

@@ -12,7 +12,7 @@
 //! The leg's request is kept sealed (it may hold the card number); it is opened only to build
 //! the reversal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -61,14 +61,23 @@ pub struct SafTiming {
     pub expiry: Duration,
 }
 
+/// A reversal added to a step, to [`Saf::publish`] once that step is committed.
+pub struct Queued {
+    link: String,
+    key: Vec<u8>,
+    item: Item,
+}
+
+/// Items per link, in key (= queueing) order.
+type Lanes = HashMap<String, BTreeMap<Vec<u8>, Item>>;
+
 pub struct Saf {
     journal: Arc<Journal>,
     links: OnceLock<HashMap<String, Arc<Link>>>,
     wake: Notify,
     next_seq: AtomicU64,
     timing: SafTiming,
-    /// Items waiting per link (gauge source; the database is the truth).
-    depth: Mutex<HashMap<String, i64>>,
+    lanes: Mutex<Lanes>,
     queued: AtomicU64,
 }
 
@@ -80,31 +89,32 @@ fn item_key(link: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-fn lane_prefix(link: &str) -> Vec<u8> {
-    let mut k = link.as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
 impl Saf {
     /// Open the queue over the journal's database (items left by an earlier run included).
     pub fn open(journal: Arc<Journal>, timing: SafTiming) -> Result<Arc<Saf>, String> {
         let existing = journal.scan(Cf::Saf, b"")?;
-        let mut depth: HashMap<String, i64> = HashMap::new();
+        let mut lanes = Lanes::new();
         let mut max_seq = 0;
-        for (k, _) in &existing {
+        for (k, v) in existing {
             let split = k.len().saturating_sub(9);
             let link = String::from_utf8_lossy(&k[..split]).into_owned();
-            *depth.entry(link).or_default() += 1;
             if let Some(seq) = k.last_chunk::<8>() {
                 max_seq = max_seq.max(u64::from_be_bytes(*seq));
             }
+            let item = serde_json::from_slice::<Item>(&v).unwrap_or_else(|e| {
+                // Not ours to interpret: it goes to the dead letters rather than block the lane.
+                tracing::error!(link, error = %e, "unreadable store-and-forward item");
+                Item::unreadable()
+            });
+            lanes.entry(link).or_default().insert(k, item);
         }
-        if !existing.is_empty() {
+        for (link, lane) in &lanes {
             tracing::info!(
-                items = existing.len(),
+                link,
+                items = lane.len(),
                 "store-and-forward items from an earlier run"
             );
+            metrics::gauge!("cyberswitch_saf_depth", "link" => link.clone()).set(lane.len() as f64);
         }
         Ok(Arc::new(Saf {
             journal,
@@ -112,7 +122,7 @@ impl Saf {
             wake: Notify::new(),
             next_seq: AtomicU64::new(max_seq + 1),
             timing,
-            depth: Mutex::new(depth),
+            lanes: Mutex::new(lanes),
             queued: AtomicU64::new(0),
         }))
     }
@@ -130,8 +140,15 @@ impl Saf {
     }
 
     /// Add the reversal of leg `leg` of transaction `txn` (its request sealed in `sealed`) to
-    /// `step`; it is queued when the step commits. Call [`Saf::wake`] after the commit.
-    pub fn enqueue(&self, step: &mut Step, link: &str, txn: &str, leg: usize, sealed: &str) {
+    /// `step`. Once the step is committed, [`Saf::publish`] hands it to the workers.
+    pub fn enqueue(
+        &self,
+        step: &mut Step,
+        link: &str,
+        txn: &str,
+        leg: usize,
+        sealed: &str,
+    ) -> Queued {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let item = Item {
             txn: txn.to_string(),
@@ -140,20 +157,36 @@ impl Saf {
             attempts: 0,
             sealed: sealed.to_string(),
         };
-        step.put(Cf::Saf, item_key(link, seq), to_bytes(&item));
+        let key = item_key(link, seq);
+        step.put(Cf::Saf, key.clone(), to_bytes(&item));
         step.append(&Entry::new(
             EntryKind::Saf,
             txn,
             link,
             format!("leg {leg} queued for reversal"),
         ));
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        self.add_depth(link, 1);
-        metrics::counter!("cyberswitch_reversals_queued_total", "link" => link.to_string())
-            .increment(1);
+        Queued {
+            link: link.to_string(),
+            key,
+            item,
+        }
     }
 
-    pub fn wake(&self) {
+    /// Reversals whose step is committed: the workers may send them.
+    pub fn publish(&self, queued: Vec<Queued>) {
+        if queued.is_empty() {
+            return;
+        }
+        if let Ok(mut lanes) = self.lanes.lock() {
+            for q in queued {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("cyberswitch_reversals_queued_total", "link" => q.link.clone())
+                    .increment(1);
+                let lane = lanes.entry(q.link.clone()).or_default();
+                lane.insert(q.key, q.item);
+                metrics::gauge!("cyberswitch_saf_depth", "link" => q.link).set(lane.len() as f64);
+            }
+        }
         self.wake.notify_waiters();
     }
 
@@ -162,9 +195,11 @@ impl Saf {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Reversals waiting, over all links (read from the database).
+    /// Reversals waiting, over all links.
     pub fn depth(&self) -> usize {
-        self.journal.scan(Cf::Saf, b"").map_or(0, |v| v.len())
+        self.lanes
+            .lock()
+            .map_or(0, |l| l.values().map(BTreeMap::len).sum())
     }
 
     /// Items that expired unacknowledged.
@@ -172,37 +207,40 @@ impl Saf {
         self.journal.scan(Cf::SafDead, b"").map_or(0, |v| v.len())
     }
 
-    fn add_depth(&self, link: &str, delta: i64) {
-        if let Ok(mut d) = self.depth.lock() {
-            let n = d.entry(link.to_string()).or_default();
-            *n += delta;
-            metrics::gauge!("cyberswitch_saf_depth", "link" => link.to_string()).set(*n as f64);
-        }
-    }
-
     /// The oldest item for a link.
     fn head(&self, link: &str) -> Option<(Vec<u8>, Item)> {
-        let prefix = lane_prefix(link);
-        let db = self.journal.db();
-        let handle = crate::store::handle(db, Cf::Saf).ok()?;
-        let mut it = db.raw_iterator_cf(handle);
-        it.seek(&prefix);
-        let key = it.key().filter(|k| k.starts_with(&prefix))?.to_vec();
-        let raw = it.value()?;
-        match serde_json::from_slice::<Item>(raw) {
-            Ok(item) => Some((key, item)),
-            Err(e) => {
-                // Not ours to interpret: move it aside rather than block the lane forever.
-                tracing::error!(link, error = %e, "unreadable store-and-forward item");
-                let item = Item {
-                    txn: String::new(),
-                    leg: 0,
-                    queued_ms: 0,
-                    attempts: u32::MAX,
-                    sealed: String::new(),
-                };
-                Some((key, item))
+        let lanes = self.lanes.lock().ok()?;
+        let (k, v) = lanes.get(link)?.first_key_value()?;
+        Some((k.clone(), v.clone()))
+    }
+
+    /// Change (`Some`) or remove (`None`) an item in its lane.
+    fn update(&self, link: &str, key: &[u8], item: Option<&Item>) {
+        if let Ok(mut lanes) = self.lanes.lock() {
+            let lane = lanes.entry(link.to_string()).or_default();
+            match item {
+                Some(i) => {
+                    lane.insert(key.to_vec(), i.clone());
+                }
+                None => {
+                    lane.remove(key);
+                }
             }
+            metrics::gauge!("cyberswitch_saf_depth", "link" => link.to_string())
+                .set(lane.len() as f64);
+        }
+    }
+}
+
+impl Item {
+    /// Stands for an item whose bytes could not be read (it goes to the dead letters).
+    fn unreadable() -> Item {
+        Item {
+            txn: String::new(),
+            leg: 0,
+            queued_ms: 0,
+            attempts: u32::MAX,
+            sealed: String::new(),
         }
     }
 }
@@ -312,7 +350,7 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
             Attempt::Acknowledged => {
                 super::testhooks::crash_point("saf-acked").await;
                 let mut step = Step::new();
-                step.delete(Cf::Saf, key);
+                step.delete(Cf::Saf, key.clone());
                 step.append(&Entry::new(
                     EntryKind::Saf,
                     &item.txn,
@@ -320,7 +358,7 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
                     format!("leg {} reversal acknowledged", item.leg),
                 ));
                 if saf.journal.commit(step).await.is_ok() {
-                    saf.add_depth(&link_name, -1);
+                    saf.update(&link_name, &key, None);
                 }
                 metrics::counter!("cyberswitch_reversals_acknowledged_total", "link" => link_name.clone()).increment(1);
                 backoff = timing.retry_min;
@@ -331,8 +369,10 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
             Attempt::Refused => {
                 item.attempts = item.attempts.saturating_add(1);
                 let mut step = Step::new();
-                step.put(Cf::Saf, key, to_bytes(&item));
-                let _ = saf.journal.commit(step).await;
+                step.put(Cf::Saf, key.clone(), to_bytes(&item));
+                if saf.journal.commit(step).await.is_ok() {
+                    saf.update(&link_name, &key, Some(&item));
+                }
                 if !pause(&saf, &stop, backoff).await {
                     return;
                 }
@@ -353,6 +393,7 @@ async fn pause(saf: &Saf, stop: &CancellationToken, d: Duration) -> bool {
 
 async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, item: &Item, why: &str) {
     tracing::error!(link, txn = %item.txn, leg = item.leg, why, "reversal moved to the dead-letter list");
+    let key_for_lane = key.clone();
     let mut step = Step::new();
     step.delete(Cf::Saf, key.clone());
     step.put(Cf::SafDead, key, to_bytes(item));
@@ -364,7 +405,7 @@ async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, item: &Item, why: &str
     ));
     step.synced();
     if saf.journal.commit(step).await.is_ok() {
-        saf.add_depth(link, -1);
+        saf.update(link, &key_for_lane, None);
     }
     metrics::counter!("cyberswitch_saf_dead_letters_total", "link" => link.to_string())
         .increment(1);

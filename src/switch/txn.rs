@@ -111,8 +111,8 @@ pub struct Txn {
     record: TxnRecord,
     /// Writes not committed yet; they land with the next commit.
     step: Step,
-    /// Reversals were queued in `step`: wake the queue once it is committed.
-    queued_reversals: bool,
+    /// Reversals queued in `step`: handed to the queue once it is committed.
+    queued: Vec<saf::Queued>,
 }
 
 impl Txn {
@@ -136,7 +136,7 @@ impl Txn {
                 legs: Vec::new(),
             },
             step: Step::new(),
-            queued_reversals: false,
+            queued: Vec::new(),
         };
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
@@ -225,9 +225,10 @@ impl Txn {
         leg.state = LegState::Reversing;
         let link = leg.link.clone();
         let sealed = leg.sealed.clone();
-        self.saf
+        let queued = self
+            .saf
             .enqueue(&mut self.step, &link, &key, index, &sealed);
-        self.queued_reversals = true;
+        self.queued.push(queued);
         self.note_state(
             EntryKind::Leg,
             &link,
@@ -280,9 +281,7 @@ impl Txn {
     pub async fn commit(&mut self) -> Result<(), JournalError> {
         let step = std::mem::take(&mut self.step);
         self.journal.commit(step).await?;
-        if std::mem::take(&mut self.queued_reversals) {
-            self.saf.wake();
-        }
+        self.saf.publish(std::mem::take(&mut self.queued));
         Ok(())
     }
 }
@@ -321,10 +320,11 @@ pub async fn reverse_answered(
         return Ok(Some(found));
     }
     let mut step = Step::new();
+    let mut queued = Vec::new();
     for (i, leg) in record.legs.iter_mut().enumerate() {
         if leg.state.may_hold_money() {
             leg.state = LegState::Reversing;
-            saf.enqueue(&mut step, &leg.link, key, i, &leg.sealed);
+            queued.push(saf.enqueue(&mut step, &leg.link, key, i, &leg.sealed));
         }
     }
     record.state = TxnState::Reversed;
@@ -337,7 +337,7 @@ pub async fn reverse_answered(
     ));
     step.synced();
     journal.commit(step).await?;
-    saf.wake();
+    saf.publish(queued);
     Ok(Some(found))
 }
 
@@ -346,6 +346,7 @@ pub async fn reverse_answered(
 pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
     let open = journal.scan(Cf::OpenTxns, b"")?;
     let mut step = Step::new();
+    let mut queued = Vec::new();
     for (key, _) in &open {
         let text_key = String::from_utf8_lossy(key).into_owned();
         step.delete(Cf::OpenTxns, key.clone());
@@ -357,7 +358,7 @@ pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
         for (i, leg) in record.legs.iter_mut().enumerate() {
             if leg.state.may_hold_money() {
                 leg.state = LegState::Reversing;
-                saf.enqueue(&mut step, &leg.link, &text_key, i, &leg.sealed);
+                queued.push(saf.enqueue(&mut step, &leg.link, &text_key, i, &leg.sealed));
                 reversed += 1;
             }
         }
@@ -373,6 +374,7 @@ pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
     }
     step.synced();
     journal.commit(step).await.map_err(|e| e.to_string())?;
+    saf.publish(queued);
     metrics::counter!("cyberswitch_recovered_transactions_total").increment(open.len() as u64);
     Ok(open.len())
 }

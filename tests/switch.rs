@@ -401,13 +401,20 @@ async fn a_silent_issuer_is_unavailable_and_moves_no_money() {
         a.get(54).is_none(),
         "an unavailable wallet is not reported as zero"
     );
-    // A purchase: the wallet is skipped, the acquirer pays all of it.
+    // A purchase: the debit gets no answer, so it is reversed (the silent issuer applies the
+    // reversal without acknowledging it) and the acquirer pays all of it.
     let a = t
         .call(&request(b"0200", SMALL_CARD, "000000", 3_000, 91), WAIT)
         .await
         .unwrap();
     assert_eq!(code(&a), "00");
     assert_eq!(tags(&a, "LG").len(), 1);
+    for _ in 0..100 {
+        if env.balance("EMONEY", "E-1002") == 5_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(env.balance("EMONEY", "E-1002"), 5_000);
     assert_eq!(env.credit_total(SMALL_CARD), 3_000);
 }

@@ -153,6 +153,19 @@ impl Txn {
         self.step.append(&entry);
     }
 
+    /// Journal a request and its answer (if any) on a link.
+    pub fn note_exchange(
+        &mut self,
+        exchange: Option<(String, OwnedMessage, Option<OwnedMessage>)>,
+    ) {
+        if let Some((link, request, response)) = exchange {
+            self.note(EntryKind::Out, &link, &request);
+            if let Some(r) = response {
+                self.note(EntryKind::In, &link, &r);
+            }
+        }
+    }
+
     fn note_state(&mut self, kind: EntryKind, link: &str, text: String) {
         let entry = Entry::new(kind, self.id(), link, text);
         self.step.append(&entry);

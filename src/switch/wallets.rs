@@ -10,7 +10,6 @@ use crate::config::IssuerConfig;
 use crate::directory::WalletLink;
 use crate::iso8583::tlv::SwitchData;
 use crate::iso8583::{de, AdditionalAmount, Message, Mti, OwnedMessage, Pan};
-use crate::journal::EntryKind;
 use crate::net::link::LinkError;
 
 use super::credit::{self, CreditOutcome};
@@ -101,12 +100,7 @@ async fn balances(
     asked
         .into_iter()
         .map(|(balance, exchange)| {
-            if let Some((link, request, response)) = exchange {
-                txn.note(EntryKind::Out, &link, &request);
-                if let Some(r) = response {
-                    txn.note(EntryKind::In, &link, &r);
-                }
-            }
+            txn.note_exchange(exchange);
             balance
         })
         .collect()
@@ -278,6 +272,88 @@ fn drain_order<'a>(
     }
 }
 
+/// The outcome of one debit asked of a wallet.
+enum Debit<'a> {
+    Approved(WalletLeg<'a>),
+    /// The wallet holds less than was asked (51).
+    Insufficient,
+    /// Declined otherwise, no answer (the leg is being reversed), or not sent.
+    Failed,
+}
+
+/// Debit `amount` (in currency) from a wallet: the leg is recorded before it is sent.
+async fn debit<'a>(
+    sw: &Switch,
+    req: &Message<'_>,
+    txn: &mut Txn,
+    w: &'a Wallet<'a>,
+    amount: u64,
+) -> Debit<'a> {
+    let Some(issuer) = w.issuer else {
+        return Debit::Failed;
+    };
+    let Some(link) = sw.links.get(&issuer.link) else {
+        return Debit::Failed;
+    };
+    let units = units_for(amount, issuer.units_per_currency_unit);
+    let request = issuer_request(
+        sw,
+        link.next_stan(),
+        req,
+        b"0200",
+        "000000",
+        &w.link.account,
+        units,
+    );
+    // Recorded before it is sent: after a crash, recovery knows this leg may hold money.
+    let index = match txn.leg_sent(&issuer.link, &request, amount).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "journal unavailable: leg not sent");
+            return Debit::Failed;
+        }
+    };
+    crash_point("leg-sent").await;
+    match link.request(request).await {
+        Ok(r) if r.get(de::RESPONSE_CODE) == Some(b"00") => {
+            txn.leg_answered(index, LegState::Approved, Some(&r));
+            Debit::Approved(WalletLeg {
+                wallet: w,
+                index,
+                amount,
+                units,
+                auth: r
+                    .get(de::AUTH_CODE)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .unwrap_or_default(),
+                balance_after: r
+                    .get(de::ADDITIONAL_AMOUNTS)
+                    .and_then(|b| AdditionalAmount::parse_all(b).ok())
+                    .and_then(|b| b.first().map(|x| x.amount)),
+            })
+        }
+        Ok(r) => {
+            txn.leg_answered(index, LegState::Declined, Some(&r));
+            if r.get(de::RESPONSE_CODE) == Some(rc::INSUFFICIENT_FUNDS.as_bytes()) {
+                Debit::Insufficient
+            } else {
+                Debit::Failed
+            }
+        }
+        Err(LinkError::Timeout) => {
+            // The debit may have happened: undo it, and let the next wallet pay.
+            txn.leg_answered(index, LegState::Unknown, None);
+            txn.reverse_leg(index);
+            Debit::Failed
+        }
+        // Nothing was sent.
+        Err(_) => {
+            txn.leg_answered(index, LegState::Declined, None);
+            Debit::Failed
+        }
+    }
+}
+
 /// F3/F4/F5: wallet legs in order, then the credit leg for any shortfall.
 pub async fn purchase(
     sw: &Switch,
@@ -304,82 +380,32 @@ pub async fn purchase(
             return answer(req, rc::FORMAT_ERROR);
         }
     };
-    let owned: Vec<Wallet<'_>> = order
-        .iter()
-        .map(|w| Wallet {
-            link: w.link,
-            issuer: w.issuer,
-        })
-        .collect();
-    let found = balances(sw, req, txn, &owned).await;
-
     let mut legs: Vec<WalletLeg<'_>> = Vec::new();
     let mut remaining = amount;
     let mut cap_left = tender.cap.unwrap_or(u64::MAX);
-    for (w, bal) in owned.iter().zip(found) {
+    for w in order {
         if remaining == 0 || cap_left == 0 {
             break;
         }
-        let (Some(units), Some(issuer)) = (bal, w.issuer) else {
-            continue;
-        };
-        let Some(link) = sw.links.get(&issuer.link) else {
-            continue;
-        };
-        let rate = issuer.units_per_currency_unit;
-        let take = remaining.min(value_of(units, rate)).min(cap_left);
-        if take == 0 {
-            continue;
+        // Ask for the whole share first: in the common case the wallet covers it and one
+        // round trip is all it costs. Only a wallet short of funds is asked for its balance,
+        // then debited for what it holds.
+        let share = remaining.min(cap_left);
+        let mut leg = debit(sw, req, txn, w, share).await;
+        if let Debit::Insufficient = leg {
+            let (found, exchange) = balance(sw, req, w).await;
+            txn.note_exchange(exchange);
+            let rate = w.issuer.map_or(1, |i| i.units_per_currency_unit);
+            let take = share.min(found.map_or(0, |u| value_of(u, rate)));
+            if take == 0 {
+                continue;
+            }
+            leg = debit(sw, req, txn, w, take).await;
         }
-        let debit_units = units_for(take, rate);
-        let request = issuer_request(
-            sw,
-            link.next_stan(),
-            req,
-            b"0200",
-            "000000",
-            &w.link.account,
-            debit_units,
-        );
-        // Recorded before it is sent: after a crash, recovery knows this leg may hold money.
-        let index = match txn.leg_sent(&issuer.link, &request, take).await {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!(error = %e, "journal unavailable: no further legs");
-                break;
-            }
-        };
-        crash_point("leg-sent").await;
-        match link.request(request).await {
-            Ok(r) if r.get(de::RESPONSE_CODE) == Some(b"00") => {
-                txn.leg_answered(index, LegState::Approved, Some(&r));
-                let balance_after = r
-                    .get(de::ADDITIONAL_AMOUNTS)
-                    .and_then(|b| AdditionalAmount::parse_all(b).ok())
-                    .and_then(|b| b.first().map(|x| x.amount));
-                legs.push(WalletLeg {
-                    wallet: w,
-                    index,
-                    amount: take,
-                    units: debit_units,
-                    auth: r
-                        .get(de::AUTH_CODE)
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .unwrap_or_default(),
-                    balance_after,
-                });
-                remaining -= take;
-                cap_left -= take;
-            }
-            // Declined (e.g. spent meanwhile): the next wallet pays.
-            Ok(r) => txn.leg_answered(index, LegState::Declined, Some(&r)),
-            Err(LinkError::Timeout) => {
-                // The debit may have happened: undo it, and let the next wallet pay.
-                txn.leg_answered(index, LegState::Unknown, None);
-                txn.reverse_leg(index);
-            }
-            // Nothing was sent.
-            Err(_) => txn.leg_answered(index, LegState::Declined, None),
+        if let Debit::Approved(leg) = leg {
+            remaining -= leg.amount;
+            cap_left -= leg.amount;
+            legs.push(leg);
         }
     }
 

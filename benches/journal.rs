@@ -23,7 +23,7 @@ fn sample_step(i: u64) -> Step {
         .set(42, b"MERCHANT0000001")
         .set(49, b"410");
     let mut step = Step::new();
-    step.append(&Entry::message(
+    step.append(Entry::message(
         EntryKind::In,
         "TERM0001|000001|1121120000",
         "terminals",

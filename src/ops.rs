@@ -342,8 +342,8 @@ impl JournalSource {
 pub fn journal(cmd: JournalCommand) -> Result<(), String> {
     use cyberswitch::journal::read;
     let print = |entries: &[read::Numbered]| {
-        for (seq, e) in entries {
-            println!("{}", e.line(*seq));
+        for (seq, i, e) in entries {
+            println!("{}", e.line(&format!("{seq}.{i}")));
         }
     };
     match cmd {
@@ -366,7 +366,7 @@ pub fn journal(cmd: JournalCommand) -> Result<(), String> {
         } => {
             let last = read::tail(&source.open()?, lines)?;
             print(&last);
-            let mut next = last.last().map_or(0, |(s, _)| s + 1);
+            let mut next = last.last().map_or(0, |(s, _, _)| s + 1);
             if !follow {
                 return Ok(());
             }
@@ -375,7 +375,7 @@ pub fn journal(cmd: JournalCommand) -> Result<(), String> {
                 // A read-only handle sees the journal as it was when opened: open again.
                 let new = read::from(&source.open()?, next, 10_000)?;
                 print(&new);
-                next = new.last().map_or(next, |(s, _)| s + 1);
+                next = new.last().map_or(next, |(s, _, _)| s + 1);
             }
         }
     }

@@ -61,28 +61,30 @@ impl Entry {
         e
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising plain strings and numbers cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn from_bytes(raw: &[u8]) -> Result<Entry, String> {
-        serde_json::from_slice(raw).map_err(|e| format!("corrupt journal entry: {e}"))
-    }
-
-    /// One line for people: time, kind, link, transaction, text.
-    pub fn line(&self, seq: u64) -> String {
+    /// One line for people: sequence number (record.entry), time, kind, link, transaction,
+    /// text.
+    pub fn line(&self, seq: &str) -> String {
         let at = chrono::DateTime::from_timestamp_millis(self.at_ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
             .unwrap_or_else(|| self.at_ms.to_string());
         format!(
-            "{seq:>10} {at} {:<8} {:<10} {:<28} {}",
+            "{seq:>12} {at} {:<8} {:<10} {:<28} {}",
             format!("{:?}", self.kind).to_lowercase(),
             self.link,
             self.txn,
             self.text
         )
     }
+}
+
+/// A journal record: the entries of one step.
+pub fn record_bytes(entries: &[Entry]) -> Vec<u8> {
+    // Serialising plain strings and numbers cannot fail.
+    serde_json::to_vec(entries).unwrap_or_default()
+}
+
+pub fn record_from_bytes(raw: &[u8]) -> Result<Vec<Entry>, String> {
+    serde_json::from_slice(raw).map_err(|e| format!("corrupt journal record: {e}"))
 }
 
 /// `MTI n=value …` with card data masked and binary values as hex.
@@ -119,12 +121,12 @@ mod tests {
             .set(52, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0])
             .set(37, b"123456789012");
         let e = Entry::message(EntryKind::In, "T1-1", "terminals", &m);
-        let stored = String::from_utf8(e.to_bytes()).unwrap();
+        let stored = String::from_utf8(record_bytes(std::slice::from_ref(&e))).unwrap();
         assert!(!stored.contains("9410000000000013"), "{stored}");
         assert!(stored.contains("941000******0013"), "{stored}");
         assert!(!stored.contains("123456789ABCDEF0"), "{stored}");
         assert!(!stored.contains("2912101"), "{stored}");
         assert_eq!(e.rrn, "123456789012");
-        assert_eq!(Entry::from_bytes(&e.to_bytes()).unwrap(), e);
+        assert_eq!(record_from_bytes(stored.as_bytes()).unwrap(), vec![e]);
     }
 }

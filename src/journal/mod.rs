@@ -30,15 +30,15 @@ use crate::store::Cf;
 enum Op {
     Put(Cf, Vec<u8>, Vec<u8>),
     Delete(Cf, Vec<u8>),
-    /// An append-only journal entry; its key (a sequence number) is given at commit, so the
-    /// journal's order is the commit order.
-    Append(Vec<u8>),
 }
 
-/// Writes that land together or not at all.
+/// Writes that land together or not at all. The step's journal entries become one journal
+/// record (one key, given at commit, so the journal's order is the commit order): a
+/// transaction's messages of one step cost one insert, not one each.
 #[derive(Default)]
 pub struct Step {
     ops: Vec<Op>,
+    entries: Vec<Entry>,
     sync: bool,
 }
 
@@ -55,8 +55,8 @@ impl Step {
         self.ops.push(Op::Delete(cf, key.into()));
     }
 
-    pub fn append(&mut self, entry: &Entry) {
-        self.ops.push(Op::Append(entry.to_bytes()));
+    pub fn append(&mut self, entry: Entry) {
+        self.entries.push(entry);
     }
 
     /// The step decides money: it must be on disk before anyone acts on it.
@@ -69,13 +69,7 @@ impl Step {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    /// Move `other`'s writes into this step (keeping its durability demand).
-    pub fn absorb(&mut self, other: Step) {
-        self.ops.extend(other.ops);
-        self.sync |= other.sync;
+        self.ops.is_empty() && self.entries.is_empty()
     }
 }
 
@@ -89,6 +83,8 @@ pub enum JournalError {
 
 struct Pending {
     step: Step,
+    /// The step's entries, serialised by the committing task (not the writer thread).
+    record: Option<Vec<u8>>,
     done: oneshot::Sender<Result<(), JournalError>>,
 }
 
@@ -126,9 +122,10 @@ impl Journal {
         if step.is_empty() {
             return Ok(());
         }
+        let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
         let (done, wait) = oneshot::channel();
         self.queue
-            .send(Pending { step, done })
+            .send(Pending { record, step, done })
             .map_err(|_| JournalError::Stopped)?;
         wait.await.map_err(|_| JournalError::Stopped)?
     }
@@ -198,11 +195,11 @@ fn build(db: &DB, group: &[Pending], next_seq: &mut u64) -> Result<WriteBatch, J
             match op {
                 Op::Put(cf, k, v) => batch.put_cf(handle(db, *cf)?, k, v),
                 Op::Delete(cf, k) => batch.delete_cf(handle(db, *cf)?, k),
-                Op::Append(v) => {
-                    batch.put_cf(handle(db, Cf::Journal)?, next_seq.to_be_bytes(), v);
-                    *next_seq += 1;
-                }
             }
+        }
+        if let Some(record) = &pending.record {
+            batch.put_cf(handle(db, Cf::Journal)?, next_seq.to_be_bytes(), record);
+            *next_seq += 1;
         }
     }
     Ok(batch)

@@ -3,24 +3,26 @@
 
 use rocksdb::{IteratorMode, DB};
 
-use super::Entry;
+use super::entry::{record_from_bytes, Entry};
 use crate::store::{self, Cf};
 
-/// A journal entry with its sequence number.
-pub type Numbered = (u64, Entry);
+/// A journal entry with its record's sequence number and its place in the record.
+pub type Numbered = (u64, usize, Entry);
 
-fn decode(k: &[u8], v: &[u8]) -> Result<Numbered, String> {
+/// The entries of one record.
+fn decode(k: &[u8], v: &[u8]) -> Result<Vec<Numbered>, String> {
     let seq = <[u8; 8]>::try_from(k)
         .map(u64::from_be_bytes)
         .map_err(|_| "journal key is not a sequence number".to_string())?;
-    Ok((seq, Entry::from_bytes(v)?))
+    Ok(record_from_bytes(v)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (seq, i, e))
+        .collect())
 }
 
-/// Up to `limit` entries from sequence `from` on.
-pub fn from(db: &DB, start: u64, limit: usize) -> Result<Vec<Numbered>, String> {
+fn records(db: &DB, mode: IteratorMode<'_>, limit: usize) -> Result<Vec<Vec<Numbered>>, String> {
     let cf = store::handle(db, Cf::Journal)?;
-    let key = start.to_be_bytes();
-    let mode = IteratorMode::From(&key, rocksdb::Direction::Forward);
     db.iterator_cf(cf, mode)
         .take(limit)
         .map(|r| {
@@ -30,19 +32,18 @@ pub fn from(db: &DB, start: u64, limit: usize) -> Result<Vec<Numbered>, String> 
         .collect()
 }
 
-/// The last `n` entries, oldest first.
+/// The entries of up to `limit` records from record `start` on.
+pub fn from(db: &DB, start: u64, limit: usize) -> Result<Vec<Numbered>, String> {
+    let key = start.to_be_bytes();
+    let mode = IteratorMode::From(&key, rocksdb::Direction::Forward);
+    Ok(records(db, mode, limit)?.into_iter().flatten().collect())
+}
+
+/// The entries of the last `n` records, oldest first.
 pub fn tail(db: &DB, n: usize) -> Result<Vec<Numbered>, String> {
-    let cf = store::handle(db, Cf::Journal)?;
-    let mut out: Vec<Numbered> = db
-        .iterator_cf(cf, IteratorMode::End)
-        .take(n)
-        .map(|r| {
-            r.map_err(|e| e.to_string())
-                .and_then(|(k, v)| decode(&k, &v))
-        })
-        .collect::<Result<_, _>>()?;
+    let mut out = records(db, IteratorMode::End, n)?;
     out.reverse();
-    Ok(out)
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// Every entry of the transactions whose messages carry this retrieval reference number (a
@@ -51,12 +52,12 @@ pub fn find_rrn(db: &DB, rrn: &str) -> Result<Vec<Numbered>, String> {
     let all = from(db, 0, usize::MAX)?;
     let txns: std::collections::HashSet<&str> = all
         .iter()
-        .filter(|(_, e)| e.rrn == rrn && !e.txn.is_empty())
-        .map(|(_, e)| e.txn.as_str())
+        .filter(|(_, _, e)| e.rrn == rrn && !e.txn.is_empty())
+        .map(|(_, _, e)| e.txn.as_str())
         .collect();
     Ok(all
         .iter()
-        .filter(|(_, e)| e.rrn == rrn || txns.contains(e.txn.as_str()))
+        .filter(|(_, _, e)| e.rrn == rrn || txns.contains(e.txn.as_str()))
         .cloned()
         .collect())
 }

@@ -159,7 +159,7 @@ impl Saf {
         };
         let key = item_key(link, seq);
         step.put(Cf::Saf, key.clone(), to_bytes(&item));
-        step.append(&Entry::new(
+        step.append(Entry::new(
             EntryKind::Saf,
             txn,
             link,
@@ -351,7 +351,7 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
                 super::testhooks::crash_point("saf-acked").await;
                 let mut step = Step::new();
                 step.delete(Cf::Saf, key.clone());
-                step.append(&Entry::new(
+                step.append(Entry::new(
                     EntryKind::Saf,
                     &item.txn,
                     &link_name,
@@ -397,7 +397,7 @@ async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, item: &Item, why: &str
     let mut step = Step::new();
     step.delete(Cf::Saf, key.clone());
     step.put(Cf::SafDead, key, to_bytes(item));
-    step.append(&Entry::new(
+    step.append(Entry::new(
         EntryKind::Saf,
         &item.txn,
         link,

@@ -150,7 +150,7 @@ impl Txn {
     /// Journal a message on a link (not committed until the next step).
     pub fn note(&mut self, kind: EntryKind, link: &str, msg: &OwnedMessage) {
         let entry = Entry::message(kind, self.id(), link, msg);
-        self.step.append(&entry);
+        self.step.append(entry);
     }
 
     /// Journal a request and its answer (if any) on a link.
@@ -168,7 +168,7 @@ impl Txn {
 
     fn note_state(&mut self, kind: EntryKind, link: &str, text: String) {
         let entry = Entry::new(kind, self.id(), link, text);
-        self.step.append(&entry);
+        self.step.append(entry);
     }
 
     fn put_record(&mut self) {
@@ -342,7 +342,7 @@ pub async fn reverse_answered(
     }
     record.state = TxnState::Reversed;
     step.put(Cf::Txns, key.as_bytes(), record.to_bytes());
-    step.append(&Entry::new(
+    step.append(Entry::new(
         EntryKind::Txn,
         key,
         "",
@@ -377,7 +377,7 @@ pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
         }
         record.state = TxnState::Recovered;
         step.put(Cf::Txns, key.clone(), record.to_bytes());
-        step.append(&Entry::new(
+        step.append(Entry::new(
             EntryKind::Recovery,
             &text_key,
             "",

@@ -64,8 +64,12 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
     // grows without bound unless capped.
     opts.set_keep_log_file_num(4);
     opts.set_max_log_file_size(8 << 20);
+    // Memtables of all column families together stay under 64 MiB (RocksDB's default is
+    // 64 MiB per column family, twice): the switch's memory is bounded whatever the traffic.
+    opts.set_db_write_buffer_size(64 << 20);
     let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = Options::default();
+        o.set_write_buffer_size(if cf == Cf::Journal { 32 << 20 } else { 8 << 20 });
         if matches!(cf, Cf::Dedup | Cf::Txns | Cf::CardLinks) {
             // Point look-ups, mostly of keys that are not there (every new request is looked
             // up in the duplicate index): bloom filters in the memtable and the tables.

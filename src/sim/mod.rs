@@ -129,6 +129,7 @@ impl Simulator {
         let fresh = !config.data_dir.join("CURRENT").exists();
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
+        opts.set_write_buffer_size(16 << 20);
         let db = DB::open(&opts, &config.data_dir)
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         if fresh {

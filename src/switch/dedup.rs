@@ -119,12 +119,13 @@ impl Dedup {
     }
 }
 
-/// Forget keys older than the window.
+/// Forget keys older than the in-memory window (the journal's duplicate index remembers
+/// them for the whole configured window).
 pub async fn sweeper(switch: Arc<super::Switch>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
         switch.dedup.sweep();
     }

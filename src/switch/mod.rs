@@ -75,7 +75,9 @@ impl Switch {
         saf: Arc<Saf>,
         stop: CancellationToken,
     ) -> Arc<Switch> {
-        let window = Duration::from_secs(config.limits.duplicate_window_s);
+        // Answers stay in memory only briefly (for retransmissions racing their original);
+        // later duplicates, within the configured window, are answered from the journal.
+        let window = Duration::from_secs(config.limits.duplicate_window_s.min(60));
         let switch = Arc::new(Switch {
             config,
             directory,

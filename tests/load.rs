@@ -68,6 +68,21 @@ async fn the_default_mix_against_the_demo_is_all_answered_right() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_loop_run_sends_at_the_rate_asked() {
+    let report = load::run(LoadOptions {
+        demo: true,
+        rate: Some(400.0),
+        ..options(1000)
+    })
+    .await
+    .unwrap();
+    // 400/s over 4 connections for one second: 100 requests each, give or take the last.
+    assert!((390..=404).contains(&report.sent), "{}", report.text());
+    assert_eq!(report.ok, report.sent, "{}", report.text());
+    assert_eq!(report.rate_per_s, Some(400.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_echo_baseline_runs_the_same_messages_and_compares() {
     let report = load::run(LoadOptions {
         echo_baseline: true,

@@ -296,7 +296,9 @@ async fn read_loop(
             live.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        window.add_permits(1);
+        if !matches!(cfg.pace, Pace::Every(_)) {
+            window.add_permits(1); // the window has room again (closed loop)
+        }
         let (mti, code) = sent.flow.expected();
         let got_code = msg.response_code().unwrap_or_default().into_owned();
         let right = if echo {

@@ -92,7 +92,9 @@ async fn connection(
     stop: CancellationToken,
 ) {
     let codec = FrameCodec::new(limits.framing, limits.max_frame);
-    let (mut sink, mut frames) = Framed::new(stream, codec).split();
+    // A small first read buffer: most connections are idle most of the time, and the buffer
+    // grows for a burst (bounded by the maximum frame) only when one comes.
+    let (mut sink, mut frames) = Framed::with_capacity(stream, codec, 512).split();
     // Answers come back through a channel so that the reader keeps reading while earlier
     // requests are still being processed.
     let (tx, mut rx) = mpsc::channel::<Frame>(limits.max_in_flight * 2);

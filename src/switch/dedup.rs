@@ -2,6 +2,9 @@
 //! within the window gets the original answer again and has no second effect; one that
 //! arrives while the original is in flight waits for the original's answer. Repeats (0201,
 //! 0401, 0421) share the class of their original, so they match it.
+//!
+//! In memory: only requests in flight. Answered requests are found in the journal's
+//! duplicate index (written with the answer, before it leaves), across restarts too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,13 +99,13 @@ impl Dedup {
         }
     }
 
-    /// Record the answer (None: nothing could be answered; the key is forgotten so that a
-    /// retransmission is processed again).
+    /// Hand the answer to the duplicates waiting for it, and forget the key: the answer is in
+    /// the journal's duplicate index by now, which answers later retransmissions. (None:
+    /// nothing could be answered, and a retransmission is processed again.) Memory holds
+    /// only requests in flight.
     pub fn complete(&self, key: DedupKey, slot: Slot, answer: Option<Bytes>) {
-        if answer.is_none() {
-            self.seen.remove(&key);
-        }
         let _ = slot.send(answer);
+        self.seen.remove(&key);
     }
 
     fn sweep(&self) {

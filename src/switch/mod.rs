@@ -75,8 +75,7 @@ impl Switch {
         saf: Arc<Saf>,
         stop: CancellationToken,
     ) -> Arc<Switch> {
-        // Answers stay in memory only briefly (for retransmissions racing their original);
-        // later duplicates, within the configured window, are answered from the journal.
+        // Memory holds requests in flight only; answered ones are in the journal's index.
         let window = Duration::from_secs(config.limits.duplicate_window_s.min(60));
         let switch = Arc::new(Switch {
             config,

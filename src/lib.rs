@@ -11,6 +11,8 @@ pub mod iso8583;
 #[cfg(feature = "storage")]
 pub mod journal;
 #[cfg(feature = "storage")]
+pub mod ledger;
+#[cfg(feature = "storage")]
 pub mod load;
 pub mod net;
 pub mod observe;

@@ -22,10 +22,16 @@ pub enum Cf {
     SafDead,
     /// Card → linked wallets, keyed by HMAC of the card number.
     CardLinks,
+    /// Hosted ledger: account id → account.
+    LedgerAccounts,
+    /// Hosted ledger: account, sequence → entry (the truth balances derive from).
+    LedgerEntries,
+    /// Hosted ledger: leg id → leg state (what makes postings idempotent).
+    LedgerLegs,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 7] = [
+    pub const ALL: [Cf; 10] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -33,6 +39,9 @@ impl Cf {
         Cf::Saf,
         Cf::SafDead,
         Cf::CardLinks,
+        Cf::LedgerAccounts,
+        Cf::LedgerEntries,
+        Cf::LedgerLegs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +53,9 @@ impl Cf {
             Cf::Saf => "saf",
             Cf::SafDead => "saf_dead",
             Cf::CardLinks => "card_links",
+            Cf::LedgerAccounts => "ledger_accounts",
+            Cf::LedgerEntries => "ledger_entries",
+            Cf::LedgerLegs => "ledger_legs",
         }
     }
 }
@@ -70,7 +82,7 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
     let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = Options::default();
         o.set_write_buffer_size(if cf == Cf::Journal { 32 << 20 } else { 8 << 20 });
-        if matches!(cf, Cf::Dedup | Cf::Txns | Cf::CardLinks) {
+        if matches!(cf, Cf::Dedup | Cf::Txns | Cf::CardLinks | Cf::LedgerLegs) {
             // Point look-ups, mostly of keys that are not there (every new request is looked
             // up in the duplicate index): bloom filters in the memtable and the tables.
             o.set_memtable_prefix_bloom_ratio(0.05);

@@ -22,6 +22,8 @@ pub enum EntryKind {
     Saf,
     /// Start-up recovery acted.
     Recovery,
+    /// A hosted-ledger posting.
+    Ledger,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

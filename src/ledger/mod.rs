@@ -1,0 +1,471 @@
+//! The hosted ledger (SPEC §7): accounts, holds and entries in RocksDB, with two-phase
+//! semantics. An authorization places a *pending* hold that reduces what is available;
+//! completion *posts* it; a reversal *voids* it (or, once posted, refunds it); holds expire.
+//!
+//! - Entries are the truth. Balances are derived from them: replayed at open, then kept in
+//!   memory as each committed entry is applied. Nothing stores a balance that could drift.
+//! - Every operation is idempotent by its leg id: a repeat returns the first outcome.
+//! - `available = posted credits − posted debits − pending holds ≥ 0` under any concurrency:
+//!   operations on one account are serialised (check, commit, apply under the account's
+//!   lock), and the invariant is asserted whenever an entry is applied.
+//! - Every entry is written through the journal (one synced step per operation), so a
+//!   posting is durable before anyone is told of it, and it is in the journal.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Entry, EntryKind, Journal, Step};
+use crate::store::Cf;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("account {0} does not exist")]
+    UnknownAccount(String),
+    #[error("account {0} exists already")]
+    AccountExists(String),
+    #[error("insufficient funds: {available} available")]
+    Insufficient { available: i64 },
+    #[error("leg {0} is unknown")]
+    UnknownLeg(String),
+    #[error("leg {leg} is {state:?}: {what} is not possible")]
+    WrongState {
+        leg: String,
+        state: LegState,
+        what: &'static str,
+    },
+    #[error("amounts must be positive")]
+    BadAmount,
+    #[error("ledger storage: {0}")]
+    Storage(String),
+}
+
+/// An account's balance, derived from its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    /// Posted credits − posted debits.
+    pub posted: i64,
+    /// Open holds.
+    pub pending: i64,
+}
+
+impl Balance {
+    pub fn available(&self) -> i64 {
+        self.posted - self.pending
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    /// Unit of the balance (KRW, P …).
+    pub unit: String,
+    pub created_ms: i64,
+}
+
+/// What an entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    /// Money in (recharge, refund of a balance): posted at once.
+    Credit,
+    /// A pending hold placed.
+    Hold,
+    /// A hold completed: the money leaves.
+    Post,
+    /// A hold released (reversal, decline of another leg).
+    Void,
+    /// A hold released because it was never completed in time.
+    Expire,
+    /// A posted debit given back (reversal after completion).
+    Refund,
+    /// Money out at once (balance refund to the holder).
+    Debit,
+}
+
+/// One ledger entry (stored per account, in order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    pub account: String,
+    pub kind: EntryType,
+    pub amount: i64,
+    pub leg: String,
+    pub at_ms: i64,
+}
+
+impl LedgerEntry {
+    /// The entry's effect on a balance.
+    fn apply(&self, b: &mut Balance) {
+        match self.kind {
+            EntryType::Credit | EntryType::Refund => b.posted += self.amount,
+            EntryType::Debit => b.posted -= self.amount,
+            EntryType::Hold => b.pending += self.amount,
+            EntryType::Post => {
+                b.pending -= self.amount;
+                b.posted -= self.amount;
+            }
+            EntryType::Void | EntryType::Expire => b.pending -= self.amount,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegState {
+    Pending,
+    Posted,
+    Voided,
+    Expired,
+    Refunded,
+    /// A credit or direct debit: final at once.
+    Done,
+}
+
+/// A leg the ledger knows, by id: what makes every operation idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Leg {
+    pub account: String,
+    pub amount: i64,
+    pub state: LegState,
+    /// Pending holds: when they expire.
+    pub expires_ms: i64,
+}
+
+pub struct Ledger {
+    journal: Arc<Journal>,
+    balances: DashMap<String, Balance>,
+    /// One lock per account: check, commit and apply happen under it.
+    locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    next_seq: AtomicU64,
+    hold_ttl: Duration,
+}
+
+fn entry_key(account: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + 9);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn storage(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Storage(e.to_string())
+}
+
+impl Ledger {
+    /// Open the ledger over the journal's database: every account's balance is derived by
+    /// replaying its entries.
+    pub fn open(journal: Arc<Journal>, hold_ttl: Duration) -> Result<Arc<Ledger>, LedgerError> {
+        let balances = DashMap::new();
+        for (k, _) in journal.scan(Cf::LedgerAccounts, b"").map_err(storage)? {
+            balances.insert(String::from_utf8_lossy(&k).into_owned(), Balance::default());
+        }
+        let mut max_seq = 0;
+        for (_, v) in journal.scan(Cf::LedgerEntries, b"").map_err(storage)? {
+            let e: LedgerEntry = serde_json::from_slice(&v).map_err(storage)?;
+            max_seq = max_seq.max(e.seq);
+            let mut b = balances.entry(e.account.clone()).or_default();
+            e.apply(&mut b);
+            if b.available() < 0 {
+                tracing::error!(account = %e.account, "ledger replay: available below zero");
+            }
+        }
+        Ok(Arc::new(Ledger {
+            journal,
+            balances,
+            locks: DashMap::new(),
+            next_seq: AtomicU64::new(max_seq + 1),
+            hold_ttl,
+        }))
+    }
+
+    pub fn balance(&self, account: &str) -> Option<Balance> {
+        self.balances.get(account).map(|b| *b)
+    }
+
+    fn lock(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.entry(account.to_string()).or_default().clone()
+    }
+
+    pub async fn open_account(&self, id: &str, unit: &str) -> Result<(), LedgerError> {
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        if self.balances.contains_key(id) {
+            return Err(LedgerError::AccountExists(id.into()));
+        }
+        let account = Account {
+            id: id.into(),
+            unit: unit.into(),
+            created_ms: now_ms(),
+        };
+        let mut step = Step::new();
+        step.put(
+            Cf::LedgerAccounts,
+            id.as_bytes(),
+            serde_json::to_vec(&account).map_err(storage)?,
+        );
+        step.append(Entry::new(
+            EntryKind::Ledger,
+            "",
+            id,
+            format!("account opened ({unit})"),
+        ));
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        self.balances.insert(id.into(), Balance::default());
+        Ok(())
+    }
+
+    fn leg(&self, leg: &str) -> Result<Option<Leg>, LedgerError> {
+        match self
+            .journal
+            .get(Cf::LedgerLegs, leg.as_bytes())
+            .map_err(storage)?
+        {
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(storage),
+            None => Ok(None),
+        }
+    }
+
+    /// Write an entry and the leg's new state as one synced step, then apply the entry.
+    /// Called with the account's lock held.
+    async fn record(
+        &self,
+        account: &str,
+        kind: EntryType,
+        amount: i64,
+        leg_id: &str,
+        leg: &Leg,
+    ) -> Result<Balance, LedgerError> {
+        let entry = LedgerEntry {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            account: account.into(),
+            kind,
+            amount,
+            leg: leg_id.into(),
+            at_ms: now_ms(),
+        };
+        let mut after = self.balance(account).unwrap_or_default();
+        entry.apply(&mut after);
+        // The invariant, checked before anything is written.
+        assert!(
+            after.available() >= 0 || matches!(kind, EntryType::Credit | EntryType::Refund),
+            "ledger: {kind:?} of {amount} would leave {account} at {}",
+            after.available()
+        );
+        let mut step = Step::new();
+        step.put(
+            Cf::LedgerEntries,
+            entry_key(account, entry.seq),
+            serde_json::to_vec(&entry).map_err(storage)?,
+        );
+        step.put(
+            Cf::LedgerLegs,
+            leg_id.as_bytes(),
+            serde_json::to_vec(leg).map_err(storage)?,
+        );
+        step.append(Entry::new(
+            EntryKind::Ledger,
+            leg_id,
+            account,
+            format!("{kind:?} {amount}"),
+        ));
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        self.balances.insert(account.into(), after);
+        Ok(after)
+    }
+
+    /// Money in, posted at once (recharge). Idempotent by `leg`.
+    pub async fn credit(
+        &self,
+        account: &str,
+        amount: i64,
+        leg: &str,
+    ) -> Result<Balance, LedgerError> {
+        self.immediate(account, amount, leg, EntryType::Credit)
+            .await
+    }
+
+    /// Money out at once (balance refund to the holder). Idempotent by `leg`.
+    pub async fn debit(
+        &self,
+        account: &str,
+        amount: i64,
+        leg: &str,
+    ) -> Result<Balance, LedgerError> {
+        self.immediate(account, amount, leg, EntryType::Debit).await
+    }
+
+    async fn immediate(
+        &self,
+        account: &str,
+        amount: i64,
+        leg_id: &str,
+        kind: EntryType,
+    ) -> Result<Balance, LedgerError> {
+        if amount <= 0 {
+            return Err(LedgerError::BadAmount);
+        }
+        let lock = self.lock(account);
+        let _guard = lock.lock().await;
+        let current = self
+            .balance(account)
+            .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
+        if self.leg(leg_id)?.is_some() {
+            return Ok(current); // a repeat: done already
+        }
+        if kind == EntryType::Debit && current.available() < amount {
+            return Err(LedgerError::Insufficient {
+                available: current.available(),
+            });
+        }
+        let leg = Leg {
+            account: account.into(),
+            amount,
+            state: LegState::Done,
+            expires_ms: 0,
+        };
+        self.record(account, kind, amount, leg_id, &leg).await
+    }
+
+    /// Place a pending hold (an authorization). Idempotent by `leg`: a repeat returns the
+    /// balance without a second hold. Refused when less than `amount` is available.
+    pub async fn hold(
+        &self,
+        account: &str,
+        amount: i64,
+        leg_id: &str,
+    ) -> Result<Balance, LedgerError> {
+        if amount <= 0 {
+            return Err(LedgerError::BadAmount);
+        }
+        let lock = self.lock(account);
+        let _guard = lock.lock().await;
+        let current = self
+            .balance(account)
+            .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
+        if self.leg(leg_id)?.is_some() {
+            return Ok(current);
+        }
+        if current.available() < amount {
+            return Err(LedgerError::Insufficient {
+                available: current.available(),
+            });
+        }
+        let ttl = i64::try_from(self.hold_ttl.as_millis()).unwrap_or(i64::MAX);
+        let leg = Leg {
+            account: account.into(),
+            amount,
+            state: LegState::Pending,
+            expires_ms: now_ms().saturating_add(ttl),
+        };
+        self.record(account, EntryType::Hold, amount, leg_id, &leg)
+            .await
+    }
+
+    /// Complete a hold. Posting a posted leg again is a no-op.
+    pub async fn post(&self, leg_id: &str) -> Result<Balance, LedgerError> {
+        self.settle(leg_id, EntryType::Post).await
+    }
+
+    /// Release a hold, or refund a posted leg. Voiding twice is a no-op.
+    pub async fn void(&self, leg_id: &str) -> Result<Balance, LedgerError> {
+        self.settle(leg_id, EntryType::Void).await
+    }
+
+    async fn settle(&self, leg_id: &str, want: EntryType) -> Result<Balance, LedgerError> {
+        let Some(first) = self.leg(leg_id)? else {
+            return Err(LedgerError::UnknownLeg(leg_id.into()));
+        };
+        let lock = self.lock(&first.account);
+        let _guard = lock.lock().await;
+        // Read again under the lock: another task may have settled it meanwhile.
+        let mut leg = self
+            .leg(leg_id)?
+            .ok_or_else(|| LedgerError::UnknownLeg(leg_id.into()))?;
+        let current = self.balance(&leg.account).unwrap_or_default();
+        let (kind, state) = match (want, leg.state) {
+            (EntryType::Post, LegState::Pending) => (EntryType::Post, LegState::Posted),
+            (EntryType::Post, LegState::Posted) => return Ok(current),
+            (EntryType::Void, LegState::Pending) => (EntryType::Void, LegState::Voided),
+            (EntryType::Void, LegState::Posted) => (EntryType::Refund, LegState::Refunded),
+            (EntryType::Void, LegState::Voided | LegState::Refunded | LegState::Expired) => {
+                return Ok(current)
+            }
+            (EntryType::Expire, LegState::Pending) => (EntryType::Expire, LegState::Expired),
+            (_, state) => {
+                return Err(LedgerError::WrongState {
+                    leg: leg_id.into(),
+                    state,
+                    what: match want {
+                        EntryType::Post => "posting",
+                        EntryType::Expire => "expiry",
+                        _ => "voiding",
+                    },
+                })
+            }
+        };
+        leg.state = state;
+        let account = leg.account.clone();
+        self.record(&account, kind, leg.amount, leg_id, &leg).await
+    }
+
+    /// Release every pending hold past its expiry. Returns how many.
+    pub async fn expire_holds(&self) -> Result<usize, LedgerError> {
+        let now = now_ms();
+        let mut expired = 0;
+        for (k, v) in self.journal.scan(Cf::LedgerLegs, b"").map_err(storage)? {
+            let leg: Leg = serde_json::from_slice(&v).map_err(storage)?;
+            if leg.state == LegState::Pending && leg.expires_ms <= now {
+                let id = String::from_utf8_lossy(&k).into_owned();
+                match self.settle(&id, EntryType::Expire).await {
+                    Ok(_) => expired += 1,
+                    // Posted or voided since the scan.
+                    Err(LedgerError::WrongState { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    /// An account's entries, oldest first.
+    pub fn history(&self, account: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let mut prefix = account.as_bytes().to_vec();
+        prefix.push(0);
+        self.journal
+            .scan(Cf::LedgerEntries, &prefix)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(storage))
+            .collect()
+    }
+
+    /// Balances derived afresh from the stored entries (for checks: must equal
+    /// [`Ledger::balance`]).
+    pub fn derive(&self, account: &str) -> Result<Balance, LedgerError> {
+        let mut b = Balance::default();
+        for e in self.history(account)? {
+            e.apply(&mut b);
+        }
+        Ok(b)
+    }
+
+    /// Every account with its balance.
+    pub fn balances(&self) -> HashMap<String, Balance> {
+        self.balances
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
+    }
+}

@@ -1,0 +1,169 @@
+//! The hosted ledger over a real RocksDB in a temporary directory: two-phase holds, idempotent
+//! legs, expiry, balances derived from entries across a reopen, and the invariant
+//! `available ≥ 0` under many concurrent debits of one account.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cyberswitch::journal::{Journal, Sealer};
+use cyberswitch::ledger::{Balance, Ledger, LedgerError};
+
+fn open(dir: &std::path::Path, ttl: Duration) -> Arc<Ledger> {
+    let db = cyberswitch::store::open(dir).unwrap();
+    let journal = Journal::open(db, Sealer::from_card_key(&[3; 32]), 1024).unwrap();
+    Ledger::open(journal, ttl).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_holds_never_take_more_than_the_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    ledger.open_account("A", "KRW").await.unwrap();
+    ledger.credit("A", 100_000, "load-1").await.unwrap();
+    let approved = Arc::new(AtomicI64::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let (ledger, approved) = (ledger.clone(), approved.clone());
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let amount = 100 + (t * 37 + i * 101) % 900;
+                    match ledger.hold("A", amount, &format!("h-{t}-{i}")).await {
+                        Ok(b) => {
+                            assert!(b.available() >= 0);
+                            approved.fetch_add(amount, Ordering::SeqCst);
+                        }
+                        Err(LedgerError::Insufficient { available }) => assert!(available < amount),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let approved = approved.load(Ordering::SeqCst);
+    let b = ledger.balance("A").unwrap();
+    assert!(approved <= 100_000, "approved {approved} of 100,000");
+    assert!(
+        approved > 90_000,
+        "the account should be nearly drained: {approved}"
+    );
+    assert_eq!(
+        b,
+        Balance {
+            posted: 100_000,
+            pending: approved
+        }
+    );
+    assert_eq!(ledger.derive("A").unwrap(), b, "derived from entries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_post_void_refund_and_repeat_without_second_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path(), Duration::from_secs(600));
+        ledger.open_account("A", "KRW").await.unwrap();
+        assert!(matches!(
+            ledger.open_account("A", "KRW").await,
+            Err(LedgerError::AccountExists(_))
+        ));
+        ledger.credit("A", 10_000, "c1").await.unwrap();
+        ledger.credit("A", 10_000, "c1").await.unwrap(); // repeat: no second credit
+        assert_eq!(ledger.balance("A").unwrap().available(), 10_000);
+
+        let b = ledger.hold("A", 4_000, "h1").await.unwrap();
+        assert_eq!(
+            b,
+            Balance {
+                posted: 10_000,
+                pending: 4_000
+            }
+        );
+        ledger.hold("A", 4_000, "h1").await.unwrap(); // repeat
+        assert_eq!(ledger.balance("A").unwrap().pending, 4_000);
+        assert!(matches!(
+            ledger.hold("A", 7_000, "h2").await,
+            Err(LedgerError::Insufficient { available: 6_000 })
+        ));
+        let b = ledger.post("h1").await.unwrap();
+        assert_eq!(
+            b,
+            Balance {
+                posted: 6_000,
+                pending: 0
+            }
+        );
+        ledger.post("h1").await.unwrap(); // repeat
+        ledger.hold("A", 1_000, "h3").await.unwrap();
+        let b = ledger.void("h3").await.unwrap();
+        assert_eq!(
+            b,
+            Balance {
+                posted: 6_000,
+                pending: 0
+            }
+        );
+        assert!(matches!(
+            ledger.post("h3").await,
+            Err(LedgerError::WrongState { .. })
+        ));
+        // Reversal after completion: refunded.
+        let b = ledger.void("h1").await.unwrap();
+        assert_eq!(b.available(), 10_000);
+        ledger.void("h1").await.unwrap(); // repeat
+        assert_eq!(ledger.balance("A").unwrap().available(), 10_000);
+        assert!(matches!(
+            ledger.hold("B", 1, "x").await,
+            Err(LedgerError::UnknownAccount(_))
+        ));
+        assert!(matches!(
+            ledger.void("nope").await,
+            Err(LedgerError::UnknownLeg(_))
+        ));
+        assert!(matches!(
+            ledger.hold("A", 0, "z").await,
+            Err(LedgerError::BadAmount)
+        ));
+        ledger.debit("A", 2_500, "refund-1").await.unwrap();
+        use cyberswitch::ledger::EntryType::*;
+        let kinds: Vec<_> = ledger
+            .history("A")
+            .unwrap()
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, vec![Credit, Hold, Post, Hold, Void, Refund, Debit]);
+    }
+    // Reopened: the balance is derived again from the entries, the legs still idempotent.
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    assert_eq!(
+        ledger.balance("A").unwrap(),
+        Balance {
+            posted: 7_500,
+            pending: 0
+        }
+    );
+    ledger.credit("A", 10_000, "c1").await.unwrap();
+    assert_eq!(ledger.balance("A").unwrap().available(), 7_500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_expire_when_never_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path(), Duration::from_millis(0));
+    ledger.open_account("A", "P").await.unwrap();
+    ledger.credit("A", 500, "c").await.unwrap();
+    ledger.hold("A", 300, "h").await.unwrap();
+    assert_eq!(ledger.balance("A").unwrap().available(), 200);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(ledger.expire_holds().await.unwrap(), 1);
+    assert_eq!(ledger.balance("A").unwrap().available(), 500);
+    assert!(matches!(
+        ledger.post("h").await,
+        Err(LedgerError::WrongState { .. })
+    ));
+    assert_eq!(ledger.expire_holds().await.unwrap(), 0);
+}

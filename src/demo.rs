@@ -109,7 +109,7 @@ pub const LOAD_BALANCE: i64 = 1_000_000_000_000;
 
 /// A card in BIN 943000 with no wallets: its purchases are relayed to the acquirer (F6).
 pub fn plain_card(i: usize) -> String {
-    format!("943000{i:010}")
+    format!("943000{:010}", spread(i))
 }
 
 /// `count` cards in BIN 942000 (kept clear of the demo's own 941000 cards).
@@ -117,10 +117,19 @@ pub fn bulk_cards(count: usize) -> Vec<BulkCard> {
     (0..count).map(bulk_cards_one).collect()
 }
 
+/// Ten digits that differ for every `i` (an affine bijection modulo 10^10) and look random,
+/// so that card numbers are not mostly zeros: a scan for them in binary files (packed BCD)
+/// must not match by chance.
+fn spread(i: usize) -> u64 {
+    const M: u128 = 10_000_000_000;
+    // 7,654,321,013 is odd and not a multiple of 5: coprime to 10^10, so this is a bijection.
+    ((i as u128 % M * 7_654_321_013 + 3_141_592_653) % M) as u64 // ok: below 10^10
+}
+
 /// Bulk card number `i`.
 pub fn bulk_cards_one(i: usize) -> BulkCard {
     BulkCard {
-        pan: format!("942000{i:010}"),
+        pan: format!("942000{:010}", spread(i)),
         emoney: format!("LE-{i:06}"),
         gift: format!("LG-{i:06}"),
         mileage: format!("LM-{i:06}"),

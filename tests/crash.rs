@@ -485,6 +485,23 @@ fn check_money(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
         let actual = w.sim("ACQ1").card_total(&c.pan);
         if actual != expected {
             wrong.push(format!("card {i}: credit {actual}, expected {expected}"));
+            // What the acquirer holds, and what the terminals were told, to explain it.
+            for leg in w.sim("ACQ1").card_legs(&c.pan) {
+                wrong.push(format!("  acquirer leg {leg:?}"));
+            }
+            for o in outcomes.iter().filter(|o| o.card == i) {
+                let a = o.answer.as_ref();
+                wrong.push(format!(
+                    "  terminal {} stan {} f7 {} amount {} → {:?} {:?}",
+                    String::from_utf8_lossy(o.request.get(41).unwrap_or(b"")),
+                    String::from_utf8_lossy(o.request.get(11).unwrap_or(b"")),
+                    String::from_utf8_lossy(o.request.get(7).unwrap_or(b"")),
+                    String::from_utf8_lossy(o.request.get(4).unwrap_or(b"")),
+                    a.map(|a| code(a).to_string()),
+                    a.and_then(|a| a.get(48))
+                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                ));
+            }
         }
     }
     if wrong.is_empty() {

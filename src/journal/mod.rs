@@ -91,8 +91,21 @@ struct Pending {
 /// The journal's writer. Cheap to share (`Arc`).
 pub struct Journal {
     db: Arc<DB>,
-    queue: mpsc::Sender<Pending>,
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<Pending>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     sealer: Sealer,
+}
+
+impl Drop for Journal {
+    /// Close the queue and wait for the writer to finish its last group, so that the
+    /// database is closed (and its lock released) when the journal is gone.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl Journal {
@@ -102,11 +115,16 @@ impl Journal {
         let next_seq = last_seq(&db)?.map_or(0, |s| s + 1);
         let (queue, rx) = mpsc::channel();
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer(writer_db, rx, next_seq, batch_max.max(1)))
             .map_err(|e| format!("cannot start the journal writer: {e}"))?;
-        Ok(Arc::new(Journal { db, queue, sealer }))
+        Ok(Arc::new(Journal {
+            db,
+            queue: Some(queue),
+            writer: Some(writer),
+            sealer,
+        }))
     }
 
     pub fn db(&self) -> &Arc<DB> {
@@ -125,6 +143,8 @@ impl Journal {
         let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
         let (done, wait) = oneshot::channel();
         self.queue
+            .as_ref()
+            .ok_or(JournalError::Stopped)?
             .send(Pending { record, step, done })
             .map_err(|_| JournalError::Stopped)?;
         wait.await.map_err(|_| JournalError::Stopped)?

@@ -186,6 +186,27 @@ impl Simulator {
         self.balance(&card_target(pan)).unwrap_or(0)
     }
 
+    /// Acquirer: every leg recorded for a card, as (leg key, signed amount, reversed), for
+    /// tests that must explain a difference.
+    pub fn card_legs(&self, pan: &str) -> Vec<(String, i64, bool)> {
+        let target = card_target(pan);
+        self.db
+            .prefix_iterator(b"leg/")
+            .filter_map(Result::ok)
+            .take_while(|(k, _)| k.starts_with(b"leg/"))
+            .filter_map(|(k, v)| {
+                let leg: Leg = serde_json::from_slice(&v).ok()?;
+                (leg.target == target).then(|| {
+                    (
+                        String::from_utf8_lossy(&k).into_owned(),
+                        leg.delta,
+                        leg.reversed,
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn answer(&self, request: &[u8]) -> (Option<OwnedMessage>, Behaviour) {
         let msg = match self.spec.decode(request) {
             Ok(m) => m,

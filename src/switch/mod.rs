@@ -292,12 +292,16 @@ async fn process(
         dedup::Claim::Fresh(slot) => slot,
     };
     // Answered before a restart: the journal remembers.
-    if let (Some(k), Some(slot)) = (&key, &slot) {
-        if let Some(bytes) = switch.remembered_answer(k) {
-            let _ = slot.send(Some(bytes.clone()));
-            return Some(duplicate(listener, bytes));
-        }
-    }
+    let (key, slot) = match (key, slot) {
+        (Some(k), Some(slot)) => match switch.remembered_answer(&k) {
+            Some(bytes) => {
+                switch.dedup.complete(k, slot, Some(bytes.clone()));
+                return Some(duplicate(listener, bytes));
+            }
+            None => (Some(k), Some(slot)),
+        },
+        other => other,
+    };
 
     let flow_started = Instant::now();
     let mut txn = Txn::begin(switch.journal.clone(), switch.saf.clone(), listener, &msg);

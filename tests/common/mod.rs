@@ -53,7 +53,11 @@ pub fn scan_for_card_numbers(dir: &Path, pans: &[&str], logs: &str) -> Result<us
             let prefixes: HashSet<&[u8]> = set.iter().map(|p| &p[..3]).collect();
             for (i, w) in bytes.windows(3).enumerate() {
                 if prefixes.contains(w) && bytes.get(i..i + len).is_some_and(|c| set.contains(c)) {
-                    return Some(format!("a card number ({form}) at offset {i}"));
+                    let around = &bytes[i.saturating_sub(120)..(i + 60).min(bytes.len())];
+                    return Some(format!(
+                        "a card number ({form}) at offset {i}: …{}…",
+                        String::from_utf8_lossy(around).escape_debug()
+                    ));
                 }
             }
         }

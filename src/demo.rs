@@ -37,6 +37,21 @@ impl Default for DemoPorts {
     }
 }
 
+impl DemoPorts {
+    /// Every part on an ephemeral port (tests, `load --demo`): nothing else in the way.
+    pub fn ephemeral() -> DemoPorts {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        DemoPorts {
+            switch: any,
+            metrics: None,
+            emoney: any,
+            gift: any,
+            mileage: any,
+            acquirer: any,
+        }
+    }
+}
+
 /// The demo's wallets: (card, issuer, account, priority, label).
 pub const DEMO_LINKS: &[(&str, &str, &str, u32, &str)] = &[
     ("9410000000000013", "GIFT", "G-3001", 1, "gift certificate"),

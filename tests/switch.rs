@@ -36,15 +36,7 @@ impl Drop for Env {
 }
 
 fn ephemeral() -> DemoPorts {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    DemoPorts {
-        switch: any,
-        metrics: None,
-        emoney: any,
-        gift: any,
-        mileage: any,
-        acquirer: any,
-    }
+    DemoPorts::ephemeral()
 }
 
 async fn env_with(ports: DemoPorts, adjust: impl FnOnce(&mut Vec<SimConfig>)) -> Env {

@@ -313,6 +313,42 @@ impl Ledger {
         leg_id: &str,
         kind: EntryType,
     ) -> Result<Balance, LedgerError> {
+        self.place(account, amount, leg_id, kind, LegState::Done, 0)
+            .await
+    }
+
+    /// Place a pending hold (an authorization). Idempotent by `leg`: a repeat returns the
+    /// balance without a second hold. Refused when less than `amount` is available.
+    pub async fn hold(
+        &self,
+        account: &str,
+        amount: i64,
+        leg_id: &str,
+    ) -> Result<Balance, LedgerError> {
+        let ttl = i64::try_from(self.hold_ttl.as_millis()).unwrap_or(i64::MAX);
+        let expires = now_ms().saturating_add(ttl);
+        self.place(
+            account,
+            amount,
+            leg_id,
+            EntryType::Hold,
+            LegState::Pending,
+            expires,
+        )
+        .await
+    }
+
+    /// A new leg on an account: checked (amount, account, repeat, funds for what takes money
+    /// out) and recorded under the account's lock.
+    async fn place(
+        &self,
+        account: &str,
+        amount: i64,
+        leg_id: &str,
+        kind: EntryType,
+        state: LegState,
+        expires_ms: i64,
+    ) -> Result<Balance, LedgerError> {
         if amount <= 0 {
             return Err(LedgerError::BadAmount);
         }
@@ -324,7 +360,8 @@ impl Ledger {
         if self.leg(leg_id)?.is_some() {
             return Ok(current); // a repeat: done already
         }
-        if kind == EntryType::Debit && current.available() < amount {
+        let takes_money = matches!(kind, EntryType::Debit | EntryType::Hold);
+        if takes_money && current.available() < amount {
             return Err(LedgerError::Insufficient {
                 available: current.available(),
             });
@@ -332,45 +369,10 @@ impl Ledger {
         let leg = Leg {
             account: account.into(),
             amount,
-            state: LegState::Done,
-            expires_ms: 0,
+            state,
+            expires_ms,
         };
         self.record(account, kind, amount, leg_id, &leg).await
-    }
-
-    /// Place a pending hold (an authorization). Idempotent by `leg`: a repeat returns the
-    /// balance without a second hold. Refused when less than `amount` is available.
-    pub async fn hold(
-        &self,
-        account: &str,
-        amount: i64,
-        leg_id: &str,
-    ) -> Result<Balance, LedgerError> {
-        if amount <= 0 {
-            return Err(LedgerError::BadAmount);
-        }
-        let lock = self.lock(account);
-        let _guard = lock.lock().await;
-        let current = self
-            .balance(account)
-            .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
-        if self.leg(leg_id)?.is_some() {
-            return Ok(current);
-        }
-        if current.available() < amount {
-            return Err(LedgerError::Insufficient {
-                available: current.available(),
-            });
-        }
-        let ttl = i64::try_from(self.hold_ttl.as_millis()).unwrap_or(i64::MAX);
-        let leg = Leg {
-            account: account.into(),
-            amount,
-            state: LegState::Pending,
-            expires_ms: now_ms().saturating_add(ttl),
-        };
-        self.record(account, EntryType::Hold, amount, leg_id, &leg)
-            .await
     }
 
     /// Complete a hold. Posting a posted leg again is a no-op.

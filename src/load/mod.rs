@@ -189,15 +189,7 @@ pub async fn run(mut opts: LoadOptions) -> Result<Report, String> {
             }
         };
         // Every part on an ephemeral port: a demo already running elsewhere is no obstacle.
-        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-        let ports = crate::demo::DemoPorts {
-            switch: any,
-            metrics: None,
-            emoney: any,
-            gift: any,
-            mileage: any,
-            acquirer: any,
-        };
+        let ports = crate::demo::DemoPorts::ephemeral();
         let demo = crate::demo::start_for_load(&dir, ports, stop.clone(), opts.cards).await?;
         opts.target = demo.switch_addr().to_string();
         _demo = Some(demo);

@@ -129,6 +129,16 @@ pub fn handle(db: &DB, cf: Cf) -> Result<&ColumnFamily, String> {
         .ok_or_else(|| format!("column family {} missing", cf.name()))
 }
 
+/// `name`, a zero byte, `seq` big-endian: the keys of per-name sequences (one queue lane per
+/// link, one entry list per account), so that a prefix scan of `name\0` reads them in order.
+pub fn seq_key(name: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 9);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 /// A stored key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 

@@ -145,14 +145,6 @@ pub struct Ledger {
     hold_ttl: Duration,
 }
 
-fn entry_key(account: &str, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(account.len() + 9);
-    k.extend_from_slice(account.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -265,7 +257,7 @@ impl Ledger {
         let mut step = Step::new();
         step.put(
             Cf::LedgerEntries,
-            entry_key(account, entry.seq),
+            crate::store::seq_key(account, entry.seq),
             serde_json::to_vec(&entry).map_err(storage)?,
         );
         step.put(

@@ -2,9 +2,8 @@
 //! relayed to the acquirer chosen by BIN, with the leg's amount, a new STAN and RRN.
 
 use crate::iso8583::{de, Message, Mti, OwnedMessage, Pan};
-use crate::net::link::LinkError;
 
-use super::txn::{LegState, Txn};
+use super::txn::{LegOutcome, Txn};
 use super::{answer, rc, Switch};
 
 /// Card and merchant fields relayed to the acquirer.
@@ -52,38 +51,19 @@ pub async fn credit_leg(
         )
         .set_number(de::STAN, u64::from(link.next_stan()), 6)
         .set(de::RRN, sw.next_rrn().as_bytes());
-    // Recorded (card number sealed) before it is sent.
-    let index = match txn.leg_sent(&link.name, &msg, amount).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "journal unavailable: credit leg not sent");
-            return CreditOutcome::Unanswered;
-        }
-    };
-    super::testhooks::crash_point("leg-sent").await;
-    match link.request(msg).await {
-        Ok(resp) => match resp.get(de::RESPONSE_CODE) {
-            Some(b"00") => {
-                txn.leg_answered(index, LegState::Approved, Some(&resp));
-                CreditOutcome::Approved {
-                    link: link.name.to_string(),
-                    response: resp,
-                }
-            }
-            code => {
-                txn.leg_answered(index, LegState::Declined, Some(&resp));
-                let code = code.unwrap_or(rc::SYSTEM_MALFUNCTION.as_bytes());
-                CreditOutcome::Declined(String::from_utf8_lossy(code).into_owned())
-            }
+    // Recorded (card number sealed) before it is sent; reversed if it gets no answer.
+    match txn.send_leg(link, msg, amount).await {
+        LegOutcome::Approved { answer, .. } => CreditOutcome::Approved {
+            link: link.name.to_string(),
+            response: answer,
         },
-        Err(LinkError::Timeout) => {
-            // The acquirer may have approved: reverse the leg (0420 via the queue).
-            txn.leg_answered(index, LegState::Unknown, None);
-            txn.reverse_leg(index);
-            CreditOutcome::Unanswered
+        LegOutcome::Declined(Some(a)) => {
+            let code = a
+                .get(de::RESPONSE_CODE)
+                .unwrap_or(rc::SYSTEM_MALFUNCTION.as_bytes());
+            CreditOutcome::Declined(String::from_utf8_lossy(code).into_owned())
         }
-        Err(_) => {
-            txn.leg_answered(index, LegState::Declined, None);
+        LegOutcome::Declined(None) | LegOutcome::Unanswered | LegOutcome::NotRecorded => {
             CreditOutcome::Unanswered
         }
     }

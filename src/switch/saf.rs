@@ -81,14 +81,6 @@ pub struct Saf {
     queued: AtomicU64,
 }
 
-fn item_key(link: &str, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(link.len() + 9);
-    k.extend_from_slice(link.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 impl Saf {
     /// Open the queue over the journal's database (items left by an earlier run included).
     pub fn open(journal: Arc<Journal>, timing: SafTiming) -> Result<Arc<Saf>, String> {
@@ -157,7 +149,7 @@ impl Saf {
             attempts: 0,
             sealed: sealed.to_string(),
         };
-        let key = item_key(link, seq);
+        let key = crate::store::seq_key(link, seq);
         step.put(Cf::Saf, key.clone(), to_bytes(&item));
         step.append(Entry::new(
             EntryKind::Saf,

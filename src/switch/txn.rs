@@ -101,6 +101,18 @@ pub fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> St
     )
 }
 
+/// How a leg sent upstream ended.
+pub enum LegOutcome {
+    /// Approved (39 = 00): the leg's index and the host's answer.
+    Approved { index: usize, answer: OwnedMessage },
+    /// Declined with this answer, or not sent at all (`None`: the link was down).
+    Declined(Option<OwnedMessage>),
+    /// Sent, no answer in time: the leg is being reversed.
+    Unanswered,
+    /// The leg could not be recorded, so it was not sent.
+    NotRecorded,
+}
+
 /// The transaction being processed, with the writes of its current step.
 pub struct Txn {
     journal: Arc<Journal>,
@@ -208,6 +220,44 @@ impl Txn {
         self.step.synced();
         self.commit().await?;
         Ok(index)
+    }
+
+    /// The whole life of a leg: recorded (synced) before it is sent, sent, its outcome
+    /// recorded; one that got no answer in time may have moved money, so it is reversed.
+    pub async fn send_leg(
+        &mut self,
+        link: &crate::net::link::Link,
+        request: OwnedMessage,
+        amount: u64,
+    ) -> LegOutcome {
+        let index = match self.leg_sent(&link.name, &request, amount).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "journal unavailable: leg not sent");
+                return LegOutcome::NotRecorded;
+            }
+        };
+        super::testhooks::crash_point("leg-sent").await;
+        match link.request(request).await {
+            Ok(a) if a.get(de::RESPONSE_CODE) == Some(b"00") => {
+                self.leg_answered(index, LegState::Approved, Some(&a));
+                LegOutcome::Approved { index, answer: a }
+            }
+            Ok(a) => {
+                self.leg_answered(index, LegState::Declined, Some(&a));
+                LegOutcome::Declined(Some(a))
+            }
+            Err(crate::net::link::LinkError::Timeout) => {
+                self.leg_answered(index, LegState::Unknown, None);
+                self.reverse_leg(index);
+                LegOutcome::Unanswered
+            }
+            // Nothing was sent.
+            Err(_) => {
+                self.leg_answered(index, LegState::Declined, None);
+                LegOutcome::Declined(None)
+            }
+        }
     }
 
     /// A leg's outcome (committed with the next step).

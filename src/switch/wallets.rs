@@ -10,11 +10,10 @@ use crate::config::IssuerConfig;
 use crate::directory::WalletLink;
 use crate::iso8583::tlv::SwitchData;
 use crate::iso8583::{de, AdditionalAmount, Message, Mti, OwnedMessage, Pan};
-use crate::net::link::LinkError;
 
 use super::credit::{self, CreditOutcome};
 use super::testhooks::crash_point;
-use super::txn::{LegState, Txn};
+use super::txn::{LegOutcome, Txn};
 use super::{answer, rc, Switch};
 
 /// At most this many wallets are reported in field 54 (SPEC §4.3).
@@ -305,52 +304,29 @@ async fn debit<'a>(
         &w.link.account,
         units,
     );
-    // Recorded before it is sent: after a crash, recovery knows this leg may hold money.
-    let index = match txn.leg_sent(&issuer.link, &request, amount).await {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "journal unavailable: leg not sent");
-            return Debit::Failed;
+    // Recorded before it is sent (after a crash, recovery knows this leg may hold money);
+    // reversed if it gets no answer, and then the next wallet pays.
+    match txn.send_leg(link, request, amount).await {
+        LegOutcome::Approved { index, answer } => Debit::Approved(WalletLeg {
+            wallet: w,
+            index,
+            amount,
+            units,
+            auth: answer
+                .get(de::AUTH_CODE)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .unwrap_or_default(),
+            balance_after: answer
+                .get(de::ADDITIONAL_AMOUNTS)
+                .and_then(|b| AdditionalAmount::parse_all(b).ok())
+                .and_then(|b| b.first().map(|x| x.amount)),
+        }),
+        LegOutcome::Declined(Some(a))
+            if a.get(de::RESPONSE_CODE) == Some(rc::INSUFFICIENT_FUNDS.as_bytes()) =>
+        {
+            Debit::Insufficient
         }
-    };
-    crash_point("leg-sent").await;
-    match link.request(request).await {
-        Ok(r) if r.get(de::RESPONSE_CODE) == Some(b"00") => {
-            txn.leg_answered(index, LegState::Approved, Some(&r));
-            Debit::Approved(WalletLeg {
-                wallet: w,
-                index,
-                amount,
-                units,
-                auth: r
-                    .get(de::AUTH_CODE)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .unwrap_or_default(),
-                balance_after: r
-                    .get(de::ADDITIONAL_AMOUNTS)
-                    .and_then(|b| AdditionalAmount::parse_all(b).ok())
-                    .and_then(|b| b.first().map(|x| x.amount)),
-            })
-        }
-        Ok(r) => {
-            txn.leg_answered(index, LegState::Declined, Some(&r));
-            if r.get(de::RESPONSE_CODE) == Some(rc::INSUFFICIENT_FUNDS.as_bytes()) {
-                Debit::Insufficient
-            } else {
-                Debit::Failed
-            }
-        }
-        Err(LinkError::Timeout) => {
-            // The debit may have happened: undo it, and let the next wallet pay.
-            txn.leg_answered(index, LegState::Unknown, None);
-            txn.reverse_leg(index);
-            Debit::Failed
-        }
-        // Nothing was sent.
-        Err(_) => {
-            txn.leg_answered(index, LegState::Declined, None);
-            Debit::Failed
-        }
+        _ => Debit::Failed,
     }
 }
 

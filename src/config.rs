@@ -65,6 +65,180 @@ pub struct Config {
     pub processing_codes: ProcessingCodes,
     #[serde(default)]
     pub limits: Limits,
+    /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
+    #[serde(default)]
+    pub hosted: HostedConfig,
+    /// The admin API (SPEC §8); absent: no API.
+    pub admin: Option<AdminConfig>,
+}
+
+/// Name of the in-process link that serves the hosted card programs.
+pub const HOSTED_CARDS_LINK: &str = "hosted";
+
+/// A secret given inline, by environment variable, or in a file (hex or text): the three ways
+/// keys and tokens reach the switch, never from the source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub value: Option<String>,
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl Secret {
+    /// The secret's text: the environment variable if named and set, else the file, else the
+    /// inline value.
+    pub fn read(&self) -> Result<String, String> {
+        if let Some(var) = &self.env {
+            if let Ok(v) = std::env::var(var) {
+                return Ok(v.trim().to_string());
+            }
+            if self.file.is_none() && self.value.is_none() {
+                return Err(format!("environment variable {var} is not set"));
+            }
+        }
+        if let Some(path) = &self.file {
+            return std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| format!("{}: cannot read: {e}", path.display()));
+        }
+        self.value
+            .clone()
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| "no value, env or file given".into())
+    }
+
+    /// The secret as a PIN key (32 hex digits).
+    pub fn pin_key(&self) -> Result<crate::pin::PinKey, String> {
+        crate::pin::PinKey::from_hex(&self.read()?).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostedConfig {
+    /// A pending hold not completed in this time is released.
+    #[serde(default = "default_hold_ttl")]
+    pub hold_ttl_s: u64,
+    /// Wrong PINs in a row after which a card answers 75 until an operator resets it.
+    #[serde(default = "default_pin_tries")]
+    pub pin_tries: u32,
+    #[serde(default, rename = "program")]
+    pub programs: Vec<ProgramConfig>,
+}
+
+impl Default for HostedConfig {
+    fn default() -> Self {
+        HostedConfig {
+            hold_ttl_s: default_hold_ttl(),
+            pin_tries: default_pin_tries(),
+            programs: Vec::new(),
+        }
+    }
+}
+
+fn default_hold_ttl() -> u64 {
+    7 * 86_400
+}
+fn default_pin_tries() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgramKind {
+    /// F14: multi-function prepaid cards (PIN, recharge, refund, points).
+    Prepaid,
+    /// F15: anonymous cards, no personal data; pre-registered purchases.
+    Anonymous,
+    /// F16: sub-account cards drawing on a master account.
+    Subaccount,
+}
+
+/// A hosted card program: the cards whose numbers fall in its BIN range are its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramConfig {
+    pub id: String,
+    pub kind: ProgramKind,
+    /// Leading digits of the program's card numbers (compared on their length).
+    pub bin_from: String,
+    pub bin_to: String,
+    #[serde(default = "default_unit")]
+    pub unit: String,
+    /// Face values cards are issued in (prepaid, anonymous).
+    #[serde(default = "default_denominations")]
+    pub denominations: Vec<u64>,
+    /// Recharges come in multiples of this.
+    #[serde(default = "default_recharge_step")]
+    pub recharge_step: u64,
+    /// The balance never goes above this.
+    #[serde(default = "default_max_balance")]
+    pub max_balance: u64,
+    /// Cards expire this many months after issue.
+    #[serde(default = "default_validity")]
+    pub validity_months: u32,
+    /// Authorizations must carry a PIN block (field 52).
+    #[serde(default)]
+    pub pin_required: bool,
+    /// Points accrued per 1,000 spent, into the card's account at `points_issuer`.
+    #[serde(default)]
+    pub points_per_1000: u64,
+    /// A hosted issuer of kind `points` that keeps the cards' points.
+    pub points_issuer: Option<String>,
+}
+
+fn default_unit() -> String {
+    "KRW".into()
+}
+fn default_denominations() -> Vec<u64> {
+    vec![5_000, 10_000, 30_000, 50_000, 100_000]
+}
+fn default_recharge_step() -> u64 {
+    10_000
+}
+fn default_max_balance() -> u64 {
+    1_000_000
+}
+fn default_validity() -> u32 {
+    60
+}
+
+impl ProgramConfig {
+    pub fn owns(&self, pan_digits: &str) -> bool {
+        let head = pan_digits.get(..self.bin_from.len()).unwrap_or("");
+        head >= self.bin_from.as_str() && head <= self.bin_to.as_str()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    /// Everything.
+    Operator,
+    /// One issuer: look-ups of its own accounts only.
+    Issuer,
+    /// One partner: links, and the hosted cards it issued.
+    Partner,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// For logs only.
+    pub name: String,
+    pub role: RoleKind,
+    /// The issuer id (role issuer) or partner id (role partner).
+    pub scope: Option<String>,
+    pub token: Secret,
 }
 
 fn default_currency() -> u16 {
@@ -87,6 +261,9 @@ pub struct ListenerConfig {
     pub max_frame: usize,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The terminals' PIN key (double-length TDES): PIN blocks in field 52 are encrypted
+    /// under it.
+    pub pin_key: Option<Secret>,
     /// Requests of one connection being processed at once; reading pauses beyond it.
     #[serde(default = "default_conn_in_flight")]
     pub max_in_flight: usize,
@@ -136,6 +313,8 @@ pub struct LinkConfig {
     /// Requests awaiting an answer on the whole link; more wait for a slot.
     #[serde(default = "default_link_in_flight")]
     pub max_in_flight: usize,
+    /// The zone PIN key shared with this host: PIN blocks are translated to it.
+    pub pin_key: Option<Secret>,
     #[serde(default = "default_backoff_min")]
     pub reconnect_min_ms: u64,
     #[serde(default = "default_backoff_max")]
@@ -178,8 +357,22 @@ pub struct IssuerConfig {
     /// Wallet units per currency minor unit (points: e.g. 2).
     #[serde(default = "one_u64")]
     pub units_per_currency_unit: u64,
-    /// The upstream link this issuer is reached through.
-    pub link: String,
+    /// The upstream link this issuer is reached through (remote issuers).
+    pub link: Option<String>,
+    /// The switch is the issuer: accounts live on the hosted ledger, reached through an
+    /// in-process link named after the issuer.
+    #[serde(default)]
+    pub hosted: bool,
+}
+
+impl IssuerConfig {
+    /// The link requests to this issuer go through.
+    pub fn link_name(&self) -> &str {
+        match (&self.link, self.hosted) {
+            (Some(l), false) => l,
+            _ => &self.id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -349,6 +542,28 @@ impl ListenerConfig {
 }
 
 impl LinkConfig {
+    /// The settings of an in-process link (hosted issuers and programs).
+    pub fn local(name: &str) -> LinkConfig {
+        LinkConfig {
+            name: name.into(),
+            kind: LinkKind::Issuer,
+            hosts: Vec::new(),
+            sessions: 1,
+            spec: default_spec(),
+            framing: default_framing(),
+            max_frame: default_max_frame(),
+            timeout_ms: default_timeout_ms(),
+            echo_interval_ms: default_echo_ms(),
+            echo_failures: default_echo_failures(),
+            sign_on: false,
+            match_key: default_match_key(),
+            max_in_flight: default_link_in_flight(),
+            pin_key: None,
+            reconnect_min_ms: default_backoff_min(),
+            reconnect_max_ms: default_backoff_max(),
+        }
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -436,15 +651,31 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
-            match link_kind(&iss.link) {
-                Some(LinkKind::Issuer) => {}
-                Some(LinkKind::Acquirer) => {
+            match (&iss.link, iss.hosted) {
+                (Some(_), true) => {
                     return Err(err(
                         key("link"),
-                        format!("{:?} is an acquirer link", iss.link),
+                        "a hosted issuer has no link (it is served in-process)".into(),
                     ))
                 }
-                None => return Err(err(key("link"), format!("no link named {:?}", iss.link))),
+                (None, true) if link_kind(&iss.id).is_some() => {
+                    return Err(err(
+                        key("id"),
+                        format!(
+                            "a hosted issuer's id {:?} names its link; a link has it already",
+                            iss.id
+                        ),
+                    ))
+                }
+                (None, true) => {}
+                (None, false) => return Err(err(key("link"), "set link, or hosted = true".into())),
+                (Some(link), false) => match link_kind(link) {
+                    Some(LinkKind::Issuer) => {}
+                    Some(LinkKind::Acquirer) => {
+                        return Err(err(key("link"), format!("{link:?} is an acquirer link")))
+                    }
+                    None => return Err(err(key("link"), format!("no link named {link:?}"))),
+                },
             }
         }
         let acquirer = |name: &str, k: String| match link_kind(name) {
@@ -465,6 +696,8 @@ impl Config {
                 ));
             }
         }
+        self.check_hosted(&err)?;
+        self.check_secrets(&err)?;
         let l = &self.limits;
         if l.saf_retry_min_ms == 0 || l.saf_retry_max_ms < l.saf_retry_min_ms {
             return Err(err(
@@ -487,6 +720,117 @@ impl Config {
         self.card_key_bytes()
             .map_err(|r| err("card_key".into(), r))?;
         Ok(())
+    }
+
+    fn check_hosted(&self, err: &dyn Fn(String, String) -> ConfigError) -> Result<(), ConfigError> {
+        if self.links.iter().any(|l| l.name == HOSTED_CARDS_LINK) {
+            return Err(err(
+                "link".into(),
+                format!("the link name {HOSTED_CARDS_LINK:?} is reserved for the hosted programs"),
+            ));
+        }
+        let mut ids = HashSet::new();
+        for (i, p) in self.hosted.programs.iter().enumerate() {
+            let key = |k: &str| format!("hosted.program[{i}].{k}");
+            if !ids.insert(p.id.clone()) {
+                return Err(err(key("id"), format!("duplicate program id {:?}", p.id)));
+            }
+            let digits =
+                |s: &str| !s.is_empty() && s.len() <= 11 && s.bytes().all(|c| c.is_ascii_digit());
+            if !digits(&p.bin_from) || p.bin_from.len() != p.bin_to.len() || p.bin_from > p.bin_to {
+                return Err(err(
+                    key("bin_from"),
+                    "bin_from and bin_to must be digit strings of equal length with from <= to"
+                        .into(),
+                ));
+            }
+            if let Some(other) = self.hosted.programs[..i]
+                .iter()
+                .find(|o| o.owns(&p.bin_from) || p.owns(&o.bin_from))
+            {
+                return Err(err(
+                    key("bin_from"),
+                    format!("BIN range overlaps program {:?}", other.id),
+                ));
+            }
+            if p.recharge_step == 0
+                || p.max_balance == 0
+                || p.denominations.iter().any(|&d| d == 0 || d > p.max_balance)
+            {
+                return Err(err(
+                    key("denominations"),
+                    "recharge_step and max_balance must be at least 1, denominations between 1 and max_balance".into(),
+                ));
+            }
+            if let Some(pi) = &p.points_issuer {
+                match self.issuer(pi) {
+                    Some(iss) if iss.hosted && iss.kind == WalletKind::Points => {}
+                    _ => {
+                        return Err(err(
+                            key("points_issuer"),
+                            format!("{pi:?} is not a hosted issuer of kind points"),
+                        ))
+                    }
+                }
+            } else if p.points_per_1000 > 0 {
+                return Err(err(
+                    key("points_issuer"),
+                    "points_per_1000 needs a points_issuer".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// PIN keys and admin tokens must be readable now, not at the first transaction.
+    fn check_secrets(
+        &self,
+        err: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(k) = &l.pin_key {
+                k.pin_key()
+                    .map_err(|r| err(format!("listener[{i}].pin_key"), r))?;
+            }
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            if let Some(k) = &l.pin_key {
+                k.pin_key()
+                    .map_err(|r| err(format!("link[{i}].pin_key"), r))?;
+            }
+        }
+        if let Some(admin) = &self.admin {
+            for (i, t) in admin.tokens.iter().enumerate() {
+                let key = format!("admin.token[{i}]");
+                let text = t.token.read().map_err(|r| err(format!("{key}.token"), r))?;
+                if text.len() < 16 {
+                    return Err(err(
+                        format!("{key}.token"),
+                        "tokens must be at least 16 characters".into(),
+                    ));
+                }
+                let scoped = t.scope.as_ref().is_some_and(|s| !s.is_empty());
+                if (t.role == RoleKind::Operator) == scoped {
+                    return Err(err(
+                        format!("{key}.scope"),
+                        "issuer and partner tokens name their scope; operator tokens have none"
+                            .into(),
+                    ));
+                }
+                if t.role == RoleKind::Issuer {
+                    let id = t.scope.as_deref().unwrap_or("");
+                    if self.issuer(id).is_none() {
+                        return Err(err(format!("{key}.scope"), format!("no issuer {id:?}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The hosted program that owns a card number.
+    pub fn program_for(&self, pan_digits: &str) -> Option<&ProgramConfig> {
+        self.hosted.programs.iter().find(|p| p.owns(pan_digits))
     }
 
     /// The card look-up key, from the environment variable if named, else from the file.
@@ -524,8 +868,12 @@ impl Config {
         self.issuers.iter().find(|i| i.id == id)
     }
 
-    /// The acquirer link for a card number: the first matching BIN range, else the default.
+    /// The acquirer link for a card number: a hosted program's own cards go to the hosted
+    /// link, others to the first matching BIN range, else the default.
     pub fn acquirer_for(&self, pan_digits: &str) -> Option<&str> {
+        if self.program_for(pan_digits).is_some() {
+            return Some(HOSTED_CARDS_LINK);
+        }
         self.routing
             .bins
             .iter()

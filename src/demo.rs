@@ -21,6 +21,7 @@ pub struct DemoPorts {
     pub gift: SocketAddr,
     pub mileage: SocketAddr,
     pub acquirer: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl Default for DemoPorts {
@@ -33,6 +34,7 @@ impl Default for DemoPorts {
             gift: at(9102),
             mileage: at(9103),
             acquirer: at(9201),
+            admin: at(8580),
         }
     }
 }
@@ -48,6 +50,7 @@ impl DemoPorts {
             gift: any,
             mileage: any,
             acquirer: any,
+            admin: any,
         }
     }
 }
@@ -232,6 +235,7 @@ name = "terminals"
 addr = "{switch}"
 spec = "iso87-ascii"
 framing = "binary2"
+pin_key = {{ file = "{pin_key}" }}
 
 {emoney}{gift}{mileage}{acq}[[issuer]]
 id = "EMONEY"
@@ -254,16 +258,58 @@ unit = "P"
 units_per_currency_unit = 2
 link = "mileage"
 
+[[issuer]]
+id = "CYBERPOINTS"
+kind = "points"
+unit = "P"
+units_per_currency_unit = 1
+hosted = true
+
 [routing]
 default_acquirer = "acq1"
+
+# The switch's own prepaid program (hosted ledger): cards 627000… are answered in-process.
+[[hosted.program]]
+id = "PREPAID"
+kind = "prepaid"
+bin_from = "627000"
+bin_to = "627000"
+denominations = [5000, 10000, 20000, 30000, 50000, 100000]
+pin_required = true
+points_per_1000 = 10
+points_issuer = "CYBERPOINTS"
+
+[[hosted.program]]
+id = "ANON"
+kind = "anonymous"
+bin_from = "627100"
+bin_to = "627100"
+
+[[hosted.program]]
+id = "DIVISION"
+kind = "subaccount"
+bin_from = "627200"
+bin_to = "627200"
+pin_required = true
+
+[admin]
+addr = "{admin}"
+
+[[admin.token]]
+name = "demo operator"
+role = "operator"
+token = {{ file = "{token}" }}
 "#,
         data = dir.join("switch").display(),
         key = dir.join("card.key").display(),
+        pin_key = dir.join("terminal-pin.key").display(),
         switch = ports.switch,
         emoney = link("emoney", "issuer", ports.emoney),
         gift = link("gift", "issuer", ports.gift),
         mileage = link("mileage", "issuer", ports.mileage),
         acq = link("acq1", "acquirer", ports.acquirer),
+        admin = ports.admin,
+        token = dir.join("operator.token").display(),
     )
 }
 
@@ -354,12 +400,7 @@ pub async fn start_with(
 ) -> Result<Demo, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let fresh = !dir.join("switch").exists();
-    let key_file = dir.join("card.key");
-    if !key_file.exists() {
-        // The demo's own card key: random, kept with its data, never in the source.
-        let key: [u8; 32] = rand::random();
-        write_private(&key_file, &hex::encode(key))?;
-    }
+    write_secrets(dir)?;
     let mut ports = ports;
     let mut configs = sim_configs(dir, &ports);
     adjust(&mut configs);
@@ -386,6 +427,7 @@ pub async fn start_with(
                 },
             )?;
         }
+        seed_prepaid(&running.switch.hosted).await?;
     }
     // Wait until every link has signed on, so the first request finds them up.
     for _ in 0..100 {
@@ -400,6 +442,54 @@ pub async fn start_with(
         metrics,
         dir: dir.to_path_buf(),
     })
+}
+
+/// The demo's prepaid card (README): number, PIN, balance.
+pub const DEMO_PREPAID: (&str, &str, u64) = ("6270000000000018", "1234", 20_000);
+
+async fn seed_prepaid(hosted: &crate::hosted::Hosted) -> Result<(), String> {
+    let (number, pin, balance) = DEMO_PREPAID;
+    let (card, _) = hosted
+        .issue(crate::hosted::cards::IssueRequest {
+            program: "PREPAID".into(),
+            denomination: balance,
+            card_number: number.into(),
+            holder: Some("Demo Holder".into()),
+            owner: None,
+        })
+        .await
+        .map_err(|e| format!("demo prepaid card: {e}"))?;
+    hosted
+        .activate(&card.id, Some(pin))
+        .await
+        .map_err(|e| format!("demo prepaid card: {e}"))?;
+    Ok(())
+}
+
+/// The demo's card key, operator token and terminal PIN key: random, kept with its data (never
+/// in the source), made once per directory.
+pub fn write_secrets(dir: &Path) -> Result<(), String> {
+    let card_key: [u8; 32] = rand::random();
+    let token: [u8; 24] = rand::random();
+    let pin_key: [u8; 16] = rand::random();
+    for (name, value) in [
+        ("card.key", hex::encode(card_key)),
+        ("operator.token", hex::encode(token)),
+        ("terminal-pin.key", hex::encode_upper(pin_key)),
+    ] {
+        let path = dir.join(name);
+        if !path.exists() {
+            write_private(&path, &value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Read one of the demo's secrets (operator token, terminal PIN key).
+pub fn secret(dir: &Path, name: &str) -> Result<String, String> {
+    std::fs::read_to_string(dir.join(name))
+        .map(|t| t.trim().to_string())
+        .map_err(|e| format!("{}: {e}", dir.join(name).display()))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), String> {

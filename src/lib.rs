@@ -1,12 +1,16 @@
 //! cyberswitch: an ISO 8583 switch that pays card transactions from the cyber-money wallets
 //! linked to the card and sends any shortfall to the card acquirer as credit.
 
+#[cfg(feature = "storage")]
+pub mod admin;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "storage")]
 pub mod demo;
 #[cfg(feature = "storage")]
 pub mod directory;
+#[cfg(feature = "storage")]
+pub mod hosted;
 pub mod iso8583;
 #[cfg(feature = "storage")]
 pub mod journal;
@@ -16,6 +20,7 @@ pub mod ledger;
 pub mod load;
 pub mod net;
 pub mod observe;
+pub mod pin;
 #[cfg(feature = "storage")]
 pub mod sim;
 #[cfg(feature = "storage")]

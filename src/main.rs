@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api_cli;
 mod cli;
 mod ops;
 
@@ -29,6 +30,9 @@ enum Command {
         #[command(subcommand)]
         command: ops::SimCommand,
     },
+    /// Call the admin API of a running switch (links, look-ups, hosted cards, masters,
+    /// transaction search).
+    Api(api_cli::ApiArgs),
     /// Link, unlink and list wallets of a card (against the switch's data directory).
     Link {
         #[command(subcommand)]
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Spec { command } => cli::spec(command),
         Command::Decode(args) => cli::decode(args),
         Command::Encode(args) => cli::encode(args),
+        Command::Api(args) => ops::block_on(api_cli::api(args)),
         Command::Run(args) => ops::block_on(ops::run(args)),
         Command::Demo(args) => ops::block_on(ops::demo(args)),
         Command::Sim { command } => ops::block_on(ops::sim(command)),

@@ -77,6 +77,17 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     if let Some(m) = demo.metrics {
         println!("metrics on http://{m}/metrics");
     }
+    if let Some(a) = demo.running.admin {
+        println!("admin API on http://{a}");
+    }
+    println!(
+        "operator token: {}",
+        cyberswitch::demo::secret(&args.data_dir, "operator.token")?
+    );
+    println!(
+        "terminal PIN key: {}",
+        cyberswitch::demo::secret(&args.data_dir, "terminal-pin.key")?
+    );
     for s in &demo.sims {
         println!("simulator {} on {}", s.name, s.addr);
     }

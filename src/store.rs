@@ -28,10 +28,18 @@ pub enum Cf {
     LedgerEntries,
     /// Hosted ledger: leg id → leg state (what makes postings idempotent).
     LedgerLegs,
+    /// Hosted programs: card id → card (status, expiry, PIN hash, limits; no card number).
+    HostedCards,
+    /// Hosted programs: HMAC of the card number → card id.
+    HostedCardRefs,
+    /// Hosted programs: pre-registered purchase id → purchase (F15).
+    HostedPrereg,
+    /// Hosted programs: master account id → master (F16).
+    HostedMasters,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 14] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -42,6 +50,10 @@ impl Cf {
         Cf::LedgerAccounts,
         Cf::LedgerEntries,
         Cf::LedgerLegs,
+        Cf::HostedCards,
+        Cf::HostedCardRefs,
+        Cf::HostedPrereg,
+        Cf::HostedMasters,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +68,10 @@ impl Cf {
             Cf::LedgerAccounts => "ledger_accounts",
             Cf::LedgerEntries => "ledger_entries",
             Cf::LedgerLegs => "ledger_legs",
+            Cf::HostedCards => "hosted_cards",
+            Cf::HostedCardRefs => "hosted_card_refs",
+            Cf::HostedPrereg => "hosted_prereg",
+            Cf::HostedMasters => "hosted_masters",
         }
     }
 }

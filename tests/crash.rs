@@ -82,6 +82,7 @@ async fn world(cards: usize) -> World {
         gift: any,
         mileage: any,
         acquirer: any,
+        admin: any,
     };
     let mut configs = demo::sim_configs(dir.path(), &ports);
     demo::add_bulk_accounts(&mut configs, &cards, WALLET_BALANCE);
@@ -96,6 +97,7 @@ async fn world(cards: usize) -> World {
     let sims = demo::start_sims(configs, &mut ports, &stop).await.unwrap();
     let key: [u8; 32] = rand::random();
     std::fs::write(dir.path().join("card.key"), hex::encode(key)).unwrap();
+    demo::write_secrets(dir.path()).unwrap();
     let config = dir.path().join("cyberswitch.toml");
     std::fs::write(&config, demo::switch_config_toml(dir.path(), &ports)).unwrap();
     {

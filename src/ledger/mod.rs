@@ -100,7 +100,7 @@ pub struct LedgerEntry {
 
 impl LedgerEntry {
     /// The entry's effect on a balance.
-    fn apply(&self, b: &mut Balance) {
+    pub fn apply_to(&self, b: &mut Balance) {
         match self.kind {
             EntryType::Credit | EntryType::Refund => b.posted += self.amount,
             EntryType::Debit => b.posted -= self.amount,
@@ -134,6 +134,13 @@ pub struct Leg {
     pub state: LegState,
     /// Pending holds: when they expire.
     pub expires_ms: i64,
+    /// What placed the leg: a hold, or an immediate credit or debit.
+    #[serde(default = "hold_kind")]
+    pub kind: EntryType,
+}
+
+fn hold_kind() -> EntryType {
+    EntryType::Hold
 }
 
 pub struct Ledger {
@@ -166,7 +173,7 @@ impl Ledger {
             let e: LedgerEntry = serde_json::from_slice(&v).map_err(storage)?;
             max_seq = max_seq.max(e.seq);
             let mut b = balances.entry(e.account.clone()).or_default();
-            e.apply(&mut b);
+            e.apply_to(&mut b);
             if b.available() < 0 {
                 tracing::error!(account = %e.account, "ledger replay: available below zero");
             }
@@ -178,6 +185,11 @@ impl Ledger {
             next_seq: AtomicU64::new(max_seq + 1),
             hold_ttl,
         }))
+    }
+
+    /// A leg's state, if the ledger knows it.
+    pub fn leg_state(&self, leg: &str) -> Result<Option<Leg>, LedgerError> {
+        self.leg(leg)
     }
 
     pub fn balance(&self, account: &str) -> Option<Balance> {
@@ -247,7 +259,7 @@ impl Ledger {
             at_ms: now_ms(),
         };
         let mut after = self.balance(account).unwrap_or_default();
-        entry.apply(&mut after);
+        entry.apply_to(&mut after);
         // The invariant, checked before anything is written.
         assert!(
             after.available() >= 0 || matches!(kind, EntryType::Credit | EntryType::Refund),
@@ -363,6 +375,7 @@ impl Ledger {
             amount,
             state,
             expires_ms,
+            kind,
         };
         self.record(account, kind, amount, leg_id, &leg).await
     }
@@ -372,7 +385,8 @@ impl Ledger {
         self.settle(leg_id, EntryType::Post).await
     }
 
-    /// Release a hold, or refund a posted leg. Voiding twice is a no-op.
+    /// Release a hold, refund a posted leg or an immediate debit, take back an immediate
+    /// credit (if it is still there to take). Voiding twice is a no-op.
     pub async fn void(&self, leg_id: &str) -> Result<Balance, LedgerError> {
         self.settle(leg_id, EntryType::Void).await
     }
@@ -395,6 +409,17 @@ impl Ledger {
             (EntryType::Void, LegState::Posted) => (EntryType::Refund, LegState::Refunded),
             (EntryType::Void, LegState::Voided | LegState::Refunded | LegState::Expired) => {
                 return Ok(current)
+            }
+            (EntryType::Void, LegState::Done) if leg.kind == EntryType::Debit => {
+                (EntryType::Refund, LegState::Refunded)
+            }
+            (EntryType::Void, LegState::Done) if leg.kind == EntryType::Credit => {
+                if current.available() < leg.amount {
+                    return Err(LedgerError::Insufficient {
+                        available: current.available(),
+                    });
+                }
+                (EntryType::Debit, LegState::Refunded)
             }
             (EntryType::Expire, LegState::Pending) => (EntryType::Expire, LegState::Expired),
             (_, state) => {
@@ -450,7 +475,7 @@ impl Ledger {
     pub fn derive(&self, account: &str) -> Result<Balance, LedgerError> {
         let mut b = Balance::default();
         for e in self.history(account)? {
-            e.apply(&mut b);
+            e.apply_to(&mut b);
         }
         Ok(b)
     }

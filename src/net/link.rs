@@ -40,6 +40,15 @@ pub trait LateAnswers: Send + Sync + 'static {
     fn late_answer(&self, link: &str, request: OwnedMessage, answer: OwnedMessage);
 }
 
+/// A host inside the switch's own process (the hosted ledger): it answers requests through the
+/// same interface as a remote host, so the flows, the journal, store-and-forward and recovery
+/// treat it exactly like one — only there is no socket.
+pub trait LocalHost: Send + Sync + 'static {
+    /// Answer one request, given as the bytes a remote host would receive; `None`: no answer.
+    fn handle(&self, request: bytes::Bytes)
+        -> futures::future::BoxFuture<'_, Option<OwnedMessage>>;
+}
+
 /// Matching key: the values of the configured fields (and the MTI class).
 type MatchKey = Vec<Vec<u8>>;
 
@@ -68,6 +77,8 @@ pub struct Link {
     started: Instant,
     late: Arc<dyn LateAnswers>,
     terminal_id: String,
+    /// Set for an in-process host: requests are answered by it, never sent.
+    local: Option<Arc<dyn LocalHost>>,
 }
 
 impl Link {
@@ -101,6 +112,7 @@ impl Link {
             started: Instant::now(),
             late,
             terminal_id,
+            local: None,
         });
         for (i, s) in link.sessions.iter().enumerate() {
             tokio::spawn(run_session(link.clone(), s.clone(), i, stop.clone()));
@@ -109,12 +121,38 @@ impl Link {
         link
     }
 
+    /// A link to an in-process host (always up, no sessions).
+    pub fn local(
+        name: &str,
+        profile: Profile,
+        host: Arc<dyn LocalHost>,
+        late: Arc<dyn LateAnswers>,
+    ) -> Arc<Link> {
+        let config = LinkConfig::local(name);
+        Arc::new(Link {
+            name: name.into(),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            profile,
+            sessions: Vec::new(),
+            next_session: AtomicUsize::new(0),
+            pending: DashMap::new(),
+            timed_out: DashMap::new(),
+            stan: AtomicU32::new(rand::rng().random_range(1..900_000)),
+            last_activity_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            late,
+            terminal_id: String::new(),
+            local: Some(host),
+        })
+    }
+
     pub fn spec(&self) -> &crate::iso8583::Spec {
         &self.profile.spec
     }
 
     pub fn is_up(&self) -> bool {
-        self.sessions.iter().any(|s| s.up.load(Ordering::Relaxed))
+        self.local.is_some() || self.sessions.iter().any(|s| s.up.load(Ordering::Relaxed))
     }
 
     /// A fresh systems trace audit number for this link, 000001–999999.
@@ -133,8 +171,36 @@ impl Link {
             .acquire()
             .await
             .map_err(|_| LinkError::Down)?;
+        if let Some(host) = &self.local {
+            return self.ask_local(host.as_ref(), msg).await;
+        }
         let session = self.pick_session().ok_or(LinkError::Down)?;
         self.send_on(&session, msg).await
+    }
+
+    /// An in-process host gets the request encoded under the link's layout, as a remote host
+    /// would: what it reads is what went on the wire.
+    async fn ask_local(
+        &self,
+        host: &dyn LocalHost,
+        msg: OwnedMessage,
+    ) -> Result<OwnedMessage, LinkError> {
+        let mut buf = BytesMut::new();
+        self.profile.spec.encode(&msg, &mut buf).map_err(|e| {
+            tracing::error!(link = %self.name, error = %e, "request does not encode");
+            LinkError::Encode
+        })?;
+        metrics::counter!("cyberswitch_messages_total", "link" => self.name.to_string(), "dir" => "out", "mti" => msg.mti().to_string()).increment(1);
+        let started = Instant::now();
+        let answer = host.handle(buf.freeze()).await.ok_or(LinkError::Timeout)?;
+        metrics::histogram!("cyberswitch_upstream_latency_seconds", "link" => self.name.to_string())
+            .record(started.elapsed().as_secs_f64());
+        Ok(answer)
+    }
+
+    /// Served in-process (the hosted ledger)?
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
     }
 
     fn pick_session(&self) -> Option<Arc<Session>> {

@@ -6,8 +6,8 @@ use crate::iso8583::{de, Message, Mti, OwnedMessage, Pan};
 use super::txn::{LegOutcome, Txn};
 use super::{answer, rc, Switch};
 
-/// Card and merchant fields relayed to the acquirer.
-const RELAYED: [u16; 16] = [2, 3, 12, 13, 14, 18, 22, 23, 25, 35, 41, 42, 43, 49, 52, 55];
+/// Card and merchant fields relayed to the acquirer (the PIN block, field 52, is translated).
+const RELAYED: [u16; 15] = [2, 3, 12, 13, 14, 18, 22, 23, 25, 35, 41, 42, 43, 49, 55];
 
 // Returned once per credit leg and matched at once: boxing the large variant would only add an
 // allocation.
@@ -44,6 +44,19 @@ pub async fn credit_leg(
     for n in RELAYED {
         msg.copy_from(req, n);
     }
+    if link.is_local() {
+        // The hosted programs read the switch data too (a pre-registered purchase, F15).
+        msg.copy_from(req, de::SWITCH_DATA);
+    }
+    if let Some(block) = req.field(de::PIN_BLOCK) {
+        match translate_pin(sw, txn.listener(), &link.name, &block.value(), pan) {
+            Ok(b) => msg.set(de::PIN_BLOCK, &b),
+            Err(e) => {
+                tracing::info!(error = %e, "PIN block does not decrypt under the terminal key");
+                return CreditOutcome::Declined(rc::WRONG_PIN.into());
+            }
+        };
+    }
     msg.set_number(de::AMOUNT, amount, 12)
         .set(
             de::TRANSMISSION_TIME,
@@ -69,6 +82,23 @@ pub async fn credit_leg(
     }
 }
 
+/// The PIN block re-encrypted from the terminal's key to the link's (as an HSM would); relayed
+/// as it came when either side has no key configured.
+fn translate_pin(
+    sw: &Switch,
+    listener: &str,
+    link: &str,
+    block: &[u8],
+    pan: &Pan,
+) -> Result<Vec<u8>, crate::pin::PinError> {
+    match (sw.pin_key(listener), sw.pin_key(link)) {
+        (Some(from), Some(to)) => {
+            crate::pin::translate(from, to, block, pan.expose()).map(|b| b.to_vec())
+        }
+        _ => Ok(block.to_vec()),
+    }
+}
+
 /// F6: relay and answer with the acquirer's response code.
 pub async fn pass_through(
     sw: &Switch,
@@ -80,8 +110,10 @@ pub async fn pass_through(
     match credit_leg(sw, req, txn, pan, amount).await {
         CreditOutcome::Approved { response, .. } => {
             let mut resp = answer(req, rc::APPROVED);
-            if let Some(auth) = response.get(de::AUTH_CODE) {
-                resp.set(de::AUTH_CODE, auth);
+            for n in [de::AUTH_CODE, de::ADDITIONAL_AMOUNTS] {
+                if let Some(v) = response.get(n) {
+                    resp.set(n, v);
+                }
             }
             resp
         }

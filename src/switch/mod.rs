@@ -46,6 +46,7 @@ pub mod rc {
     pub const ORIGINAL_NOT_FOUND: &str = "25";
     pub const FORMAT_ERROR: &str = "30";
     pub const INSUFFICIENT_FUNDS: &str = "51";
+    pub const WRONG_PIN: &str = "55";
     pub const ISSUER_INOPERATIVE: &str = "91";
     pub const SYSTEM_MALFUNCTION: &str = "96";
 }
@@ -60,6 +61,10 @@ pub struct Switch {
     pub links: HashMap<String, Arc<Link>>,
     pub journal: Arc<Journal>,
     pub saf: Arc<Saf>,
+    /// The switch's own programs (hosted ledger), served through in-process links.
+    pub hosted: Arc<crate::hosted::Hosted>,
+    /// PIN keys of listeners (terminal keys) and links (zone keys), by name.
+    pin_keys: HashMap<String, crate::pin::PinKey>,
     dedup: Dedup,
     /// Serialises changes to answered transactions (terminal reversals, undelivered answers).
     reversals: tokio::sync::Mutex<()>,
@@ -73,8 +78,10 @@ impl Switch {
         links: HashMap<String, Arc<Link>>,
         journal: Arc<Journal>,
         saf: Arc<Saf>,
+        hosted: Arc<crate::hosted::Hosted>,
         stop: CancellationToken,
-    ) -> Arc<Switch> {
+    ) -> Result<Arc<Switch>, String> {
+        let pin_keys = pin_keys(&config, &hosted)?;
         // Memory holds requests in flight only; answered ones are in the journal's index.
         let window = Duration::from_secs(config.limits.duplicate_window_s.min(60));
         let switch = Arc::new(Switch {
@@ -83,12 +90,19 @@ impl Switch {
             links,
             journal,
             saf,
+            hosted,
+            pin_keys,
             dedup: Dedup::new(window),
             reversals: tokio::sync::Mutex::new(()),
             rrn_seq: AtomicU64::new(0),
         });
         tokio::spawn(dedup::sweeper(switch.clone(), stop));
-        switch
+        Ok(switch)
+    }
+
+    /// The PIN key of a listener or link, if it has one.
+    pub fn pin_key(&self, name: &str) -> Option<&crate::pin::PinKey> {
+        self.pin_keys.get(name)
     }
 
     pub fn card_key(&self) -> Result<CardKey, String> {
@@ -158,7 +172,9 @@ impl Switch {
                 return answer(req, rc::SYSTEM_MALFUNCTION);
             }
         };
-        if codes.inquiry.contains(&tt) {
+        // A hosted card with no wallets is asked for its own balance (F14).
+        let own_balance = wallets.is_empty() && self.config.program_for(pan.expose()).is_some();
+        if codes.inquiry.contains(&tt) && !own_balance {
             return wallets::inquiry(self, req, txn, &wallets).await;
         }
         if codes.purchase.contains(&tt) && !wallets.is_empty() {
@@ -177,6 +193,38 @@ impl Switch {
             .acquirer_for(pan.expose())
             .and_then(|name| self.links.get(name))
     }
+}
+
+/// Listener (terminal) and link (zone) PIN keys by name; the hosted card link's is the hosted
+/// host's own zone key.
+fn pin_keys(
+    config: &Config,
+    hosted: &crate::hosted::Hosted,
+) -> Result<HashMap<String, crate::pin::PinKey>, String> {
+    let mut keys = HashMap::new();
+    for l in &config.listeners {
+        if let Some(k) = &l.pin_key {
+            keys.insert(
+                l.name.clone(),
+                k.pin_key()
+                    .map_err(|e| format!("listener {}: pin_key: {e}", l.name))?,
+            );
+        }
+    }
+    for l in &config.links {
+        if let Some(k) = &l.pin_key {
+            keys.insert(
+                l.name.clone(),
+                k.pin_key()
+                    .map_err(|e| format!("link {}: pin_key: {e}", l.name))?,
+            );
+        }
+    }
+    keys.insert(
+        crate::config::HOSTED_CARDS_LINK.to_string(),
+        hosted.zone_key.clone(),
+    );
+    Ok(keys)
 }
 
 /// A response to `req`: response MTI, the echoed fields, the response code.
@@ -386,6 +434,43 @@ fn malformed(
 pub struct Running {
     pub switch: Arc<Switch>,
     pub addrs: Vec<(String, std::net::SocketAddr)>,
+    /// Where the admin API listens, when configured.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+/// In-process links: one per hosted wallet issuer (named after it), and one for the hosted
+/// card programs.
+fn local_links(
+    config: &Config,
+    hosted: &Arc<crate::hosted::Hosted>,
+    saf: &Arc<Saf>,
+) -> Result<HashMap<String, Arc<Link>>, String> {
+    use crate::hosted::host::{CardHost, WalletHost};
+    let profile = crate::config::profile(
+        &crate::config::default_spec(),
+        &crate::config::default_framing(),
+        crate::net::framing::DEFAULT_MAX_FRAME,
+    )
+    .map_err(|(k, r)| format!("hosted links: {k}: {r}"))?;
+    let mut links = HashMap::new();
+    for iss in config.issuers.iter().filter(|i| i.hosted) {
+        let host = Arc::new(WalletHost::new(
+            hosted.clone(),
+            &iss.id,
+            profile.spec.clone(),
+        ));
+        let link = Link::local(&iss.id, profile.clone(), host, saf.clone());
+        links.insert(iss.id.clone(), link);
+    }
+    if !config.hosted.programs.is_empty() {
+        let name = crate::config::HOSTED_CARDS_LINK;
+        let host = Arc::new(CardHost::new(hosted.clone(), profile.spec.clone()));
+        links.insert(
+            name.to_string(),
+            Link::local(name, profile.clone(), host, saf.clone()),
+        );
+    }
+    Ok(links)
 }
 
 /// Open the data directory, start links and listeners; serve until `stop`.
@@ -402,7 +487,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         Sealer::from_card_key(&config.card_key_bytes()?),
         config.limits.journal_batch_max,
     )?;
-    let directory = Directory::new(db, key);
+    let directory = Directory::new(db, key.clone());
     let saf = Saf::open(
         journal.clone(),
         SafTiming {
@@ -422,7 +507,9 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             );
         }
     }
-    let mut links = HashMap::new();
+    let hosted = crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone())?;
+    hosted.start_expiry(stop.clone());
+    let mut links = local_links(&config, &hosted, &saf)?;
     for lc in &config.links {
         let profile = crate::config::profile(&lc.spec, &lc.framing, lc.max_frame)
             .map_err(|(k, r)| format!("link {}: {k}: {r}", lc.name))?;
@@ -431,7 +518,15 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         links.insert(lc.name.clone(), link);
     }
     saf.start(links.clone(), stop.clone());
-    let switch = Switch::new(config.clone(), directory, links, journal, saf, stop.clone());
+    let switch = Switch::new(
+        config.clone(),
+        directory,
+        links,
+        journal,
+        saf,
+        hosted,
+        stop.clone(),
+    )?;
     let mut addrs = Vec::new();
     for lc in &config.listeners {
         let profile = crate::config::profile(&lc.spec, &lc.framing, lc.max_frame)
@@ -462,5 +557,13 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         tracing::info!(listener = %lc.name, %addr, "listening");
         addrs.push((lc.name.clone(), addr));
     }
-    Ok(Running { switch, addrs })
+    let admin = match &config.admin {
+        Some(a) => Some(crate::admin::serve(a, switch.clone(), stop.clone()).await?),
+        None => None,
+    };
+    Ok(Running {
+        switch,
+        addrs,
+        admin,
+    })
 }

@@ -74,6 +74,22 @@ pub struct TxnRecord {
     #[serde(default)]
     pub code: String,
     pub legs: Vec<LegRecord>,
+    /// What disputes search by (card masked).
+    #[serde(default)]
+    pub summary: Option<TxnSummary>,
+}
+
+/// The searchable face of a transaction: never a card number in clear.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TxnSummary {
+    pub mti: String,
+    pub card: String,
+    pub amount: Option<u64>,
+    pub stan: Option<u32>,
+    pub terminal: String,
+    pub merchant: String,
+    pub rrn: String,
+    pub at_ms: i64,
 }
 
 impl TxnRecord {
@@ -146,6 +162,21 @@ impl Txn {
                 state: TxnState::Open,
                 code: String::new(),
                 legs: Vec::new(),
+                summary: Some(TxnSummary {
+                    mti: req.mti().to_string(),
+                    card: req
+                        .pan()
+                        .ok()
+                        .flatten()
+                        .map(|p| p.masked())
+                        .unwrap_or_default(),
+                    amount: req.amount(),
+                    stan: req.stan(),
+                    terminal: req.terminal_id().unwrap_or_default().trim().to_string(),
+                    merchant: req.merchant_id().unwrap_or_default().trim().to_string(),
+                    rrn: String::new(),
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                }),
             },
             step: Step::new(),
             queued: Vec::new(),
@@ -153,6 +184,11 @@ impl Txn {
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
         txn
+    }
+
+    /// The listener the request came in on.
+    pub fn listener(&self) -> &str {
+        &self.listener
     }
 
     fn id(&self) -> &str {
@@ -332,6 +368,9 @@ impl Txn {
             if self.has_legs() {
                 self.record.state = TxnState::Answered;
                 self.record.code = code;
+                if let (Some(s), Some(rrn)) = (self.record.summary.as_mut(), answer.get(de::RRN)) {
+                    s.rrn = String::from_utf8_lossy(rrn).into_owned();
+                }
                 self.put_record();
                 self.step.delete(Cf::OpenTxns, key.as_bytes());
                 self.step.synced();

@@ -113,7 +113,7 @@ async fn balance(
     let Some(issuer) = w.issuer else {
         return (None, None);
     };
-    let Some(link) = sw.links.get(&issuer.link) else {
+    let Some(link) = sw.links.get(issuer.link_name()) else {
         return (None, None);
     };
     let msg = issuer_request(
@@ -136,7 +136,7 @@ async fn balance(
                 .find(|b| &b.amount_type == b"02")
                 .map(|b| b.amount)
         });
-    (balance, Some((issuer.link.clone(), msg, resp)))
+    (balance, Some((issuer.link_name().to_string(), msg, resp)))
 }
 
 /// Mask an account id: all but the last four characters.
@@ -291,7 +291,7 @@ async fn debit<'a>(
     let Some(issuer) = w.issuer else {
         return Debit::Failed;
     };
-    let Some(link) = sw.links.get(&issuer.link) else {
+    let Some(link) = sw.links.get(issuer.link_name()) else {
         return Debit::Failed;
     };
     let units = units_for(amount, issuer.units_per_currency_unit);

@@ -1,0 +1,242 @@
+//! The admin API (SPEC §8): HTTP/JSON on its own port.
+//!
+//! - Every call carries `Authorization: Bearer <token>`. Tokens come from the configuration,
+//!   each with a role: operator (everything), issuer X (look-ups of X's own accounts), partner
+//!   Y (links, and the hosted cards and masters Y created). Tokens are compared as SHA-256
+//!   digests in constant time. No token or an unknown one: 401; a role that may not: 403.
+//! - Errors are JSON: `{"error": {"code": "<stable code>", "message": "<text>"}}`.
+//! - Card numbers travel in request bodies, never in paths (paths end up in logs), and come
+//!   back masked (first six, last four) — always.
+//! - `docs/openapi.json` describes exactly [`ROUTES`] (tested).
+
+pub mod client;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AdminConfig, RoleKind};
+use crate::hosted::HostedError;
+use crate::switch::Switch;
+
+pub use routes::{router, ROUTES};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    Issuer(String),
+    Partner(String),
+}
+
+struct Token {
+    name: String,
+    role: Role,
+    digest: [u8; 32],
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub switch: Arc<Switch>,
+    tokens: Arc<Vec<Token>>,
+}
+
+impl AppState {
+    pub fn new(switch: Arc<Switch>, admin: &AdminConfig) -> Result<AppState, String> {
+        let mut tokens = Vec::new();
+        for t in &admin.tokens {
+            let text = t
+                .token
+                .read()
+                .map_err(|e| format!("admin token {}: {e}", t.name))?;
+            let scope = t.scope.clone().unwrap_or_default();
+            tokens.push(Token {
+                name: t.name.clone(),
+                role: match t.role {
+                    RoleKind::Operator => Role::Operator,
+                    RoleKind::Issuer => Role::Issuer(scope),
+                    RoleKind::Partner => Role::Partner(scope),
+                },
+                digest: Sha256::digest(text.as_bytes()).into(),
+            });
+        }
+        Ok(AppState {
+            switch,
+            tokens: Arc::new(tokens),
+        })
+    }
+}
+
+/// An error as the API answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn forbidden(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token may not {what}"),
+        )
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<HostedError> for ApiError {
+    fn from(e: HostedError) -> ApiError {
+        let status = match &e {
+            HostedError::NotFound(_) => StatusCode::NOT_FOUND,
+            HostedError::Invalid(_) => StatusCode::BAD_REQUEST,
+            HostedError::Conflict(_) | HostedError::Status(_) => StatusCode::CONFLICT,
+            HostedError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, e.api_code(), e.to_string())
+    }
+}
+
+/// The authenticated caller.
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Operators and partners manage links and programs; issuers only look up.
+    pub fn manager(&self, what: &str) -> Result<Option<String>, ApiError> {
+        match &self.role {
+            Role::Operator => Ok(None),
+            Role::Partner(p) => Ok(Some(p.clone())),
+            Role::Issuer(_) => Err(ApiError::forbidden(what)),
+        }
+    }
+
+    pub fn operator(&self, what: &str) -> Result<(), ApiError> {
+        match self.role {
+            Role::Operator => Ok(()),
+            _ => Err(ApiError::forbidden(what)),
+        }
+    }
+
+    /// May this caller act on something created by `owner`?
+    pub fn owns(&self, owner: Option<&str>, what: &str) -> Result<(), ApiError> {
+        match (&self.role, owner) {
+            (Role::Operator, _) => Ok(()),
+            (Role::Partner(p), Some(o)) if p == o => Ok(()),
+            _ => Err(ApiError::forbidden(what)),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("missing bearer token"))?;
+        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        // Every token is compared, in constant time, whatever matched before.
+        let mut found = None;
+        for t in state.tokens.iter() {
+            if bool::from(t.digest.ct_eq(&digest)) {
+                found = Some(t);
+            }
+        }
+        let t = found.ok_or_else(|| unauthorized("unknown token"))?;
+        Ok(Caller {
+            name: t.name.clone(),
+            role: t.role.clone(),
+        })
+    }
+}
+
+/// A JSON body whose rejection is a JSON error.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::bad_request(json_rejection(&e))),
+        }
+    }
+}
+
+fn json_rejection(e: &JsonRejection) -> String {
+    e.body_text()
+}
+
+/// A query string whose rejection is a JSON error.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Params(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// Bind and serve the API until `stop`; returns the bound address.
+pub async fn serve(
+    admin: &AdminConfig,
+    switch: Arc<Switch>,
+    stop: CancellationToken,
+) -> Result<SocketAddr, String> {
+    let state = AppState::new(switch, admin)?;
+    let listener = tokio::net::TcpListener::bind(admin.addr)
+        .await
+        .map_err(|e| format!("admin API: bind {}: {e}", admin.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = router(state);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    tracing::info!(%addr, "admin API listening");
+    Ok(addr)
+}

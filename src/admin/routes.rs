@@ -1,0 +1,607 @@
+//! The admin API's routes: links (F12), issuer look-up (F11), hosted cards (F14, F15),
+//! pre-registered purchases (F15), masters and sub-accounts (F16), transaction search.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState, Body, Caller, Params};
+use crate::directory::WalletLink;
+use crate::hosted::cards::{IssueRequest, SubRequest};
+use crate::hosted::{Card, CardStatus};
+use crate::iso8583::Pan;
+use crate::store::Cf;
+use crate::switch::txn::TxnRecord;
+
+/// Every route (method, path): what `docs/openapi.json` must describe, no more, no less.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/health"),
+    ("post", "/v1/links"),
+    ("delete", "/v1/links"),
+    ("post", "/v1/links/query"),
+    ("post", "/v1/issuers/{issuer}/lookup"),
+    ("post", "/v1/cards"),
+    ("post", "/v1/cards/lookup"),
+    ("get", "/v1/cards/{id}"),
+    ("post", "/v1/cards/{id}/activate"),
+    ("post", "/v1/cards/{id}/recharge"),
+    ("post", "/v1/cards/{id}/refund"),
+    ("post", "/v1/cards/{id}/status"),
+    ("post", "/v1/cards/{id}/reset-pin-tries"),
+    ("post", "/v1/cards/{id}/expiry"),
+    ("get", "/v1/cards/{id}/history"),
+    ("get", "/v1/cards/{id}/statement"),
+    ("post", "/v1/preregistrations"),
+    ("get", "/v1/preregistrations/{id}"),
+    ("post", "/v1/masters"),
+    ("get", "/v1/masters/{id}"),
+    ("post", "/v1/masters/{id}/fund"),
+    ("post", "/v1/masters/{id}/subs"),
+    ("get", "/v1/transactions"),
+];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/links", post(link_add).delete(link_remove))
+        .route("/v1/links/query", post(link_query))
+        .route("/v1/issuers/{issuer}/lookup", post(issuer_lookup))
+        .route("/v1/cards", post(card_issue))
+        .route("/v1/cards/lookup", post(card_lookup))
+        .route("/v1/cards/{id}", get(card_show))
+        .route("/v1/cards/{id}/activate", post(card_activate))
+        .route("/v1/cards/{id}/recharge", post(card_recharge))
+        .route("/v1/cards/{id}/refund", post(card_refund))
+        .route("/v1/cards/{id}/status", post(card_status))
+        .route("/v1/cards/{id}/reset-pin-tries", post(card_reset_pin))
+        .route("/v1/cards/{id}/expiry", post(card_expiry))
+        .route("/v1/cards/{id}/history", get(card_history))
+        .route("/v1/cards/{id}/statement", get(card_statement))
+        .route("/v1/preregistrations", post(prereg_add))
+        .route("/v1/preregistrations/{id}", get(prereg_show))
+        .route("/v1/masters", post(master_create))
+        .route("/v1/masters/{id}", get(master_show))
+        .route("/v1/masters/{id}/fund", post(master_fund))
+        .route("/v1/masters/{id}/subs", post(master_add_sub))
+        .route("/v1/transactions", get(transactions))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here",
+            )
+        })
+        .with_state(state)
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+type Created = Result<(StatusCode, Json<Value>), ApiError>;
+
+fn pan(text: &str) -> Result<Pan, ApiError> {
+    Pan::parse(text.trim().as_bytes())
+        .map_err(|e| ApiError::bad_request(format!("card_number: {e}")))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+}
+
+async fn health(_caller: Caller) -> ApiResult {
+    Ok(Json(json!({"status": "ok"})))
+}
+
+// --- Links (F12) and issuer look-up (F11) ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    card_number: String,
+    issuer: String,
+    account: String,
+    #[serde(default = "one")]
+    priority: u32,
+    #[serde(default)]
+    label: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkKey {
+    card_number: String,
+    issuer: String,
+    account: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardNumber {
+    card_number: String,
+}
+
+fn link_view(l: &WalletLink) -> Value {
+    json!({"issuer": l.issuer, "account": l.account, "priority": l.priority, "label": l.label})
+}
+
+async fn link_add(caller: Caller, State(s): State<AppState>, Body(b): Body<LinkBody>) -> Created {
+    caller.manager("manage links")?;
+    let pan = pan(&b.card_number)?;
+    if s.switch.config.issuer(&b.issuer).is_none() {
+        return Err(ApiError::bad_request(format!("no issuer {:?}", b.issuer)));
+    }
+    if b.account.trim().is_empty() {
+        return Err(ApiError::bad_request("account is empty"));
+    }
+    let link = WalletLink {
+        issuer: b.issuer,
+        account: b.account.trim().to_string(),
+        priority: b.priority,
+        label: b.label,
+    };
+    s.switch
+        .directory
+        .link(&pan, link.clone())
+        .map_err(internal)?;
+    tracing::info!(caller = %caller.name, card = %pan, issuer = %link.issuer, "wallet linked");
+    let mut v = link_view(&link);
+    v["card_number"] = json!(pan.masked());
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn link_remove(
+    caller: Caller,
+    State(s): State<AppState>,
+    Body(b): Body<LinkKey>,
+) -> ApiResult {
+    caller.manager("manage links")?;
+    let pan = pan(&b.card_number)?;
+    let removed = s
+        .switch
+        .directory
+        .unlink(&pan, &b.issuer, b.account.trim())
+        .map_err(internal)?;
+    Ok(Json(
+        json!({"card_number": pan.masked(), "removed": removed}),
+    ))
+}
+
+async fn link_query(
+    caller: Caller,
+    State(s): State<AppState>,
+    Body(b): Body<CardNumber>,
+) -> ApiResult {
+    caller.manager("list every issuer's links (issuers use their look-up)")?;
+    let pan = pan(&b.card_number)?;
+    let links = s.switch.directory.wallets(&pan).map_err(internal)?;
+    Ok(Json(json!({
+        "card_number": pan.masked(),
+        "links": links.iter().map(link_view).collect::<Vec<_>>(),
+    })))
+}
+
+async fn issuer_lookup(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(issuer): Path<String>,
+    Body(b): Body<CardNumber>,
+) -> ApiResult {
+    match &caller.role {
+        super::Role::Operator => {}
+        super::Role::Issuer(own) if *own == issuer => {}
+        _ => {
+            return Err(ApiError::forbidden(&format!(
+                "look up issuer {issuer}'s accounts"
+            )))
+        }
+    }
+    if s.switch.config.issuer(&issuer).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no issuer {issuer}"),
+        ));
+    }
+    let pan = pan(&b.card_number)?;
+    let accounts: Vec<Value> = s
+        .switch
+        .directory
+        .wallets(&pan)
+        .map_err(internal)?
+        .iter()
+        .filter(|l| l.issuer == issuer)
+        .map(|l| json!({"account": l.account, "priority": l.priority, "label": l.label}))
+        .collect();
+    Ok(Json(
+        json!({"issuer": issuer, "card_number": pan.masked(), "accounts": accounts}),
+    ))
+}
+
+// --- Hosted cards (F14, F15) ---
+
+fn card_for(s: &AppState, caller: &Caller, id: &str) -> Result<Card, ApiError> {
+    let card = s.switch.hosted.card(id)?;
+    caller.owns(card.owner.as_deref(), "act on this card")?;
+    Ok(card)
+}
+
+async fn card_issue(
+    caller: Caller,
+    State(s): State<AppState>,
+    Body(mut b): Body<IssueRequest>,
+) -> Created {
+    b.owner = caller.manager("issue cards")?;
+    let (card, pan) = s.switch.hosted.issue(b).await?;
+    tracing::info!(caller = %caller.name, card = %pan, id = %card.id, "card issued");
+    Ok((StatusCode::CREATED, Json(s.switch.hosted.view(&card))))
+}
+
+async fn card_lookup(
+    caller: Caller,
+    State(s): State<AppState>,
+    Body(b): Body<CardNumber>,
+) -> ApiResult {
+    caller.manager("look up cards")?;
+    let pan = pan(&b.card_number)?;
+    let card = s.switch.hosted.card_by_pan(&pan)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no hosted card {}", pan.masked()),
+        )
+    })?;
+    caller.owns(card.owner.as_deref(), "see this card")?;
+    Ok(Json(s.switch.hosted.view(&card)))
+}
+
+async fn card_show(caller: Caller, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let card = card_for(&s, &caller, &id)?;
+    Ok(Json(s.switch.hosted.view(&card)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActivateBody {
+    pin: Option<String>,
+}
+
+async fn card_activate(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<ActivateBody>,
+) -> ApiResult {
+    card_for(&s, &caller, &id)?;
+    let card = s.switch.hosted.activate(&id, b.pin.as_deref()).await?;
+    Ok(Json(s.switch.hosted.view(&card)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountBody {
+    amount: u64,
+    /// The caller's reference: a repeat with the same reference has no second effect.
+    reference: String,
+}
+
+fn reference(r: &str) -> Result<String, ApiError> {
+    let r = r.trim();
+    if r.is_empty() || r.len() > 64 {
+        return Err(ApiError::bad_request("reference must be 1–64 characters"));
+    }
+    Ok(format!("api:{r}"))
+}
+
+async fn card_recharge(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<AmountBody>,
+) -> ApiResult {
+    card_for(&s, &caller, &id)?;
+    let leg = format!("{}:{id}", reference(&b.reference)?);
+    s.switch.hosted.recharge(&id, b.amount, &leg).await?;
+    let card = s.switch.hosted.card(&id)?;
+    Ok(Json(s.switch.hosted.view(&card)))
+}
+
+async fn card_refund(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    card_for(&s, &caller, &id)?;
+    let refunded = s.switch.hosted.refund(&id).await?;
+    let card = s.switch.hosted.card(&id)?;
+    let mut v = s.switch.hosted.view(&card);
+    v["refunded"] = json!(refunded);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: CardStatus,
+}
+
+async fn card_status(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<StatusBody>,
+) -> ApiResult {
+    card_for(&s, &caller, &id)?;
+    let card = s.switch.hosted.set_status(&id, b.status).await?;
+    Ok(Json(s.switch.hosted.view(&card)))
+}
+
+async fn card_reset_pin(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.operator("reset PIN tries")?;
+    let card = s.switch.hosted.reset_pin_tries(&id).await?;
+    Ok(Json(s.switch.hosted.view(&card)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpiryBody {
+    /// `YYMM`.
+    expiry: String,
+}
+
+async fn card_expiry(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<ExpiryBody>,
+) -> ApiResult {
+    caller.operator("change expiry dates")?;
+    let card = s.switch.hosted.set_expiry(&id, b.expiry.trim()).await?;
+    Ok(Json(s.switch.hosted.view(&card)))
+}
+
+async fn card_history(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let card = card_for(&s, &caller, &id)?;
+    let entries = s.switch.hosted.history(&card)?;
+    Ok(Json(json!({"card": card.id, "entries": entries})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DateQuery {
+    /// `YYYY-MM-DD`; default: yesterday.
+    date: Option<String>,
+}
+
+fn day(q: &DateQuery) -> Result<chrono::NaiveDate, ApiError> {
+    match &q.date {
+        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|e| ApiError::bad_request(format!("date {d:?}: {e}"))),
+        None => {
+            let today = chrono::Local::now().date_naive();
+            Ok(today.pred_opt().unwrap_or(today))
+        }
+    }
+}
+
+async fn card_statement(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Params(q): Params<DateQuery>,
+) -> ApiResult {
+    let card = card_for(&s, &caller, &id)?;
+    let st = s.switch.hosted.statement(&card, day(&q)?)?;
+    Ok(Json(serde_json::to_value(st).map_err(internal)?))
+}
+
+// --- Pre-registered purchases (F15) ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreregBody {
+    card_id: String,
+    merchant_id: String,
+    amount: u64,
+    /// RFC 3339.
+    valid_until: String,
+}
+
+async fn prereg_add(
+    caller: Caller,
+    State(s): State<AppState>,
+    Body(b): Body<PreregBody>,
+) -> Created {
+    let owner = caller.manager("pre-register purchases")?;
+    card_for(&s, &caller, &b.card_id)?;
+    let until = chrono::DateTime::parse_from_rfc3339(&b.valid_until)
+        .map_err(|e| ApiError::bad_request(format!("valid_until: {e}")))?;
+    let p = s
+        .switch
+        .hosted
+        .preregister(
+            &b.card_id,
+            &b.merchant_id,
+            b.amount,
+            until.timestamp_millis(),
+            owner,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(p).map_err(internal)?),
+    ))
+}
+
+async fn prereg_show(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let p = s.switch.hosted.prereg(&id)?;
+    caller.owns(p.owner.as_deref(), "see this purchase")?;
+    Ok(Json(serde_json::to_value(p).map_err(internal)?))
+}
+
+// --- Masters and sub-accounts (F16) ---
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MasterBody {
+    id: Option<String>,
+}
+
+fn master_view(s: &AppState, id: &str) -> Result<Value, ApiError> {
+    let hosted = &s.switch.hosted;
+    let m = hosted.master(id)?;
+    let balance = hosted
+        .ledger
+        .balance(&crate::hosted::master_account(id))
+        .unwrap_or_default();
+    let subs: Vec<Value> = hosted.subs(id)?.iter().map(|c| hosted.view(c)).collect();
+    Ok(json!({
+        "id": m.id, "owner": m.owner, "unit": m.unit,
+        "balance": balance.posted, "available": balance.available(), "subs": subs,
+    }))
+}
+
+fn master_for(s: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let m = s.switch.hosted.master(id)?;
+    caller.owns(m.owner.as_deref(), "act on this master account")
+}
+
+async fn master_create(
+    caller: Caller,
+    State(s): State<AppState>,
+    Body(b): Body<MasterBody>,
+) -> Created {
+    let owner = caller.manager("create master accounts")?;
+    let m = s.switch.hosted.create_master(b.id, owner).await?;
+    Ok((StatusCode::CREATED, Json(master_view(&s, &m.id)?)))
+}
+
+async fn master_show(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    master_for(&s, &caller, &id)?;
+    Ok(Json(master_view(&s, &id)?))
+}
+
+async fn master_fund(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<AmountBody>,
+) -> ApiResult {
+    master_for(&s, &caller, &id)?;
+    let leg = format!("{}:{id}", reference(&b.reference)?);
+    s.switch.hosted.fund_master(&id, b.amount, &leg).await?;
+    Ok(Json(master_view(&s, &id)?))
+}
+
+async fn master_add_sub(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<SubRequest>,
+) -> Created {
+    master_for(&s, &caller, &id)?;
+    let owner = caller.manager("add sub-accounts")?;
+    let (card, _pan) = s.switch.hosted.add_sub(&id, b, owner).await?;
+    Ok((StatusCode::CREATED, Json(s.switch.hosted.view(&card))))
+}
+
+// --- Transactions (disputes) ---
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnQuery {
+    rrn: Option<String>,
+    stan: Option<u32>,
+    /// `YYYY-MM-DD` (local).
+    date: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn transactions(
+    caller: Caller,
+    State(s): State<AppState>,
+    Params(q): Params<TxnQuery>,
+) -> ApiResult {
+    caller.operator("search transactions")?;
+    let bounds = match &q.date {
+        Some(_) => Some(crate::hosted::cards::day_bounds(day(&DateQuery {
+            date: q.date.clone(),
+        })?)),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let mut found = Vec::new();
+    for (key, raw) in s.switch.journal.scan(Cf::Txns, b"").map_err(internal)? {
+        let Ok(record) = TxnRecord::from_bytes(&raw) else {
+            continue;
+        };
+        let Some(sum) = &record.summary else { continue };
+        let matches = q.rrn.as_ref().is_none_or(|r| sum.rrn == r.trim())
+            && q.stan.is_none_or(|st| sum.stan == Some(st))
+            && bounds.is_none_or(|(a, b)| sum.at_ms >= a && sum.at_ms < b);
+        if !matches {
+            continue;
+        }
+        found.push(json!({
+            "key": String::from_utf8_lossy(&key),
+            "state": record.state,
+            "code": record.code,
+            "mti": sum.mti, "card_number": sum.card, "amount": sum.amount, "stan": sum.stan,
+            "terminal": sum.terminal, "merchant": sum.merchant, "rrn": sum.rrn, "at_ms": sum.at_ms,
+            "legs": record.legs.iter().map(|l| json!({"link": l.link, "state": l.state, "amount": l.amount})).collect::<Vec<_>>(),
+        }));
+        if found.len() >= limit {
+            break;
+        }
+    }
+    Ok(Json(json!({"transactions": found})))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn openapi_describes_exactly_the_routes() {
+        let text = include_str!("../../docs/openapi.json");
+        let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, methods)| {
+                methods
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        let served: BTreeSet<(String, String)> = super::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,360 @@
+//! `cyberswitch api …`: the admin API of a running daemon from the command line. Every
+//! subcommand is one API call; the answer is printed as JSON, an error answer ends the
+//! command with its code and message.
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use cyberswitch::admin::client::ApiClient;
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// The admin API (`http://host:port`).
+    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    url: String,
+    /// Bearer token (better in the environment than on the command line).
+    #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: ApiCommand,
+}
+
+#[derive(Subcommand)]
+pub enum ApiCommand {
+    /// Is the API up (and the token good)?
+    Health,
+    /// F12: link a wallet to a card.
+    LinkAdd {
+        #[arg(long)]
+        card: String,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value_t = 1)]
+        priority: u32,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// F12: unlink a wallet.
+    LinkRemove {
+        #[arg(long)]
+        card: String,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        account: String,
+    },
+    /// The wallets linked to a card.
+    LinkList {
+        #[arg(long)]
+        card: String,
+    },
+    /// F11: an issuer's own accounts linked to a card.
+    Lookup {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        card: String,
+    },
+    /// F14/F15: issue a hosted card (number from the card bureau).
+    CardIssue {
+        #[arg(long)]
+        program: String,
+        #[arg(long)]
+        denomination: u64,
+        #[arg(long)]
+        card: String,
+        #[arg(long)]
+        holder: Option<String>,
+    },
+    /// Find a hosted card by its number.
+    CardFind {
+        #[arg(long)]
+        card: String,
+    },
+    CardShow {
+        id: String,
+    },
+    CardActivate {
+        id: String,
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    CardRecharge {
+        id: String,
+        #[arg(long)]
+        amount: u64,
+        /// Your reference: a repeat with it has no second effect.
+        #[arg(long)]
+        reference: String,
+    },
+    /// Refund the balance and close the card.
+    CardRefund {
+        id: String,
+    },
+    /// active, suspended or closed.
+    CardStatus {
+        id: String,
+        status: String,
+    },
+    CardResetPinTries {
+        id: String,
+    },
+    /// Set a card's expiry (YYMM; operators only).
+    CardExpiry {
+        id: String,
+        expiry: String,
+    },
+    CardHistory {
+        id: String,
+    },
+    /// F15: the statement of one day (default yesterday).
+    CardStatement {
+        id: String,
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// F15: pre-register a purchase.
+    PreregAdd {
+        #[arg(long)]
+        card_id: String,
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        amount: u64,
+        /// RFC 3339, e.g. 2026-12-31T23:59:59+09:00.
+        #[arg(long)]
+        valid_until: String,
+    },
+    PreregShow {
+        id: String,
+    },
+    /// F16: a master account.
+    MasterCreate {
+        #[arg(long)]
+        id: Option<String>,
+    },
+    MasterShow {
+        id: String,
+    },
+    MasterFund {
+        id: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long)]
+        reference: String,
+    },
+    /// F16: a sub-account card under a master.
+    MasterAddSub {
+        id: String,
+        #[arg(long)]
+        card: String,
+        #[arg(long)]
+        per_txn_limit: u64,
+        #[arg(long)]
+        daily_limit: u64,
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// Transactions by RRN, STAN and/or date (card numbers masked).
+    TxnSearch {
+        #[arg(long)]
+        rrn: Option<String>,
+        #[arg(long)]
+        stan: Option<u32>,
+        #[arg(long)]
+        date: Option<String>,
+    },
+}
+
+/// Path segments chosen by the user are percent-encoded.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", seg(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// The API call a subcommand is.
+fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
+    use ApiCommand::*;
+    match cmd {
+        Health => ("get", "/v1/health".into(), None),
+        LinkAdd {
+            card,
+            issuer,
+            account,
+            priority,
+            label,
+        } => (
+            "post",
+            "/v1/links".into(),
+            Some(
+                json!({"card_number": card, "issuer": issuer, "account": account, "priority": priority, "label": label}),
+            ),
+        ),
+        LinkRemove {
+            card,
+            issuer,
+            account,
+        } => (
+            "delete",
+            "/v1/links".into(),
+            Some(json!({"card_number": card, "issuer": issuer, "account": account})),
+        ),
+        LinkList { card } => (
+            "post",
+            "/v1/links/query".into(),
+            Some(json!({"card_number": card})),
+        ),
+        Lookup { issuer, card } => (
+            "post",
+            format!("/v1/issuers/{}/lookup", seg(&issuer)),
+            Some(json!({"card_number": card})),
+        ),
+        CardIssue {
+            program,
+            denomination,
+            card,
+            holder,
+        } => (
+            "post",
+            "/v1/cards".into(),
+            Some(
+                json!({"program": program, "denomination": denomination, "card_number": card, "holder": holder}),
+            ),
+        ),
+        CardFind { card } => (
+            "post",
+            "/v1/cards/lookup".into(),
+            Some(json!({"card_number": card})),
+        ),
+        CardShow { id } => ("get", format!("/v1/cards/{}", seg(&id)), None),
+        CardActivate { id, pin } => (
+            "post",
+            format!("/v1/cards/{}/activate", seg(&id)),
+            Some(json!({"pin": pin})),
+        ),
+        CardRecharge {
+            id,
+            amount,
+            reference,
+        } => (
+            "post",
+            format!("/v1/cards/{}/recharge", seg(&id)),
+            Some(json!({"amount": amount, "reference": reference})),
+        ),
+        CardRefund { id } => ("post", format!("/v1/cards/{}/refund", seg(&id)), None),
+        CardStatus { id, status } => (
+            "post",
+            format!("/v1/cards/{}/status", seg(&id)),
+            Some(json!({"status": status})),
+        ),
+        CardResetPinTries { id } => (
+            "post",
+            format!("/v1/cards/{}/reset-pin-tries", seg(&id)),
+            None,
+        ),
+        CardExpiry { id, expiry } => (
+            "post",
+            format!("/v1/cards/{}/expiry", seg(&id)),
+            Some(json!({"expiry": expiry})),
+        ),
+        CardHistory { id } => ("get", format!("/v1/cards/{}/history", seg(&id)), None),
+        CardStatement { id, date } => (
+            "get",
+            format!(
+                "/v1/cards/{}/statement{}",
+                seg(&id),
+                query(&[("date", date)])
+            ),
+            None,
+        ),
+        PreregAdd {
+            card_id,
+            merchant,
+            amount,
+            valid_until,
+        } => (
+            "post",
+            "/v1/preregistrations".into(),
+            Some(
+                json!({"card_id": card_id, "merchant_id": merchant, "amount": amount, "valid_until": valid_until}),
+            ),
+        ),
+        PreregShow { id } => ("get", format!("/v1/preregistrations/{}", seg(&id)), None),
+        MasterCreate { id } => ("post", "/v1/masters".into(), Some(json!({"id": id}))),
+        MasterShow { id } => ("get", format!("/v1/masters/{}", seg(&id)), None),
+        MasterFund {
+            id,
+            amount,
+            reference,
+        } => (
+            "post",
+            format!("/v1/masters/{}/fund", seg(&id)),
+            Some(json!({"amount": amount, "reference": reference})),
+        ),
+        MasterAddSub {
+            id,
+            card,
+            per_txn_limit,
+            daily_limit,
+            pin,
+        } => (
+            "post",
+            format!("/v1/masters/{}/subs", seg(&id)),
+            Some(
+                json!({"card_number": card, "per_txn_limit": per_txn_limit, "daily_limit": daily_limit, "pin": pin}),
+            ),
+        ),
+        TxnSearch { rrn, stan, date } => (
+            "get",
+            format!(
+                "/v1/transactions{}",
+                query(&[
+                    ("rrn", rrn),
+                    ("stan", stan.map(|s| s.to_string())),
+                    ("date", date)
+                ])
+            ),
+            None,
+        ),
+    }
+}
+
+pub async fn api(args: ApiArgs) -> Result<(), String> {
+    let client = ApiClient::new(&args.url, args.token)?;
+    let (method, path, body) = call_of(args.command);
+    let resp = client.call(method, &path, body.as_ref()).await?;
+    let text = serde_json::to_string_pretty(&resp.body).unwrap_or_default();
+    if resp.ok() {
+        println!("{text}");
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {}: {} ({})",
+            resp.status,
+            resp.error_code().unwrap_or("error"),
+            resp.body["error"]["message"].as_str().unwrap_or(&text),
+            path
+        ))
+    }
+}

@@ -1,0 +1,467 @@
+//! The hosted ledger's ISO 8583 face (SPEC §6 upstream contract, answered in-process).
+//!
+//! - [`WalletHost`]: a hosted wallet issuer (`hosted = true`): 0100/31 balance, 0200/00 debit
+//!   of the account in field 102, 0400/0420/0421 reversal — what a remote issuer answers.
+//! - [`CardHost`]: the card programs' own cards (routed here by BIN): balance, purchase with
+//!   PIN, expiry, limits and pre-registered purchases checked, recharge (processing code 21),
+//!   reversal; points accrued on spending.
+//!
+//! Every leg is idempotent by its id: the link's terminal, STAN and transmission time (what a
+//! reversal names in field 90), prefixed by the issuer or the card.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use super::cards::{Card, CardStatus};
+use super::{wallet_account, Hosted, HostedError};
+use crate::config::ProgramKind;
+use crate::iso8583::{de, AdditionalAmount, Message, OwnedMessage, Spec};
+use crate::ledger::{Balance, LedgerError};
+use crate::net::link::LocalHost;
+use crate::pin::{decrypt_block, verify_pin};
+
+/// Fields an answer echoes (as a remote host does).
+const ECHOED: [u16; 13] = [2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49, 90, 102];
+
+fn reply(msg: &Message<'_>) -> OwnedMessage {
+    let mut resp = OwnedMessage::new(msg.mti().response());
+    for n in ECHOED {
+        resp.copy_from(msg, n);
+    }
+    resp
+}
+
+/// The leg a request (or, for a reversal, its original in field 90) stands for.
+fn leg_id(prefix: &str, msg: &Message<'_>) -> Option<String> {
+    let terminal = msg.terminal_id().unwrap_or_default();
+    let (stan, time) = if msg.mti().class() == 4 {
+        let od = msg.original_data().ok()??;
+        (od.stan, od.transmission_time)
+    } else {
+        (msg.stan()?, msg.transmission_time().unwrap_or(0))
+    };
+    Some(format!("{prefix}/{}/{stan:06}/{time:010}", terminal.trim()))
+}
+
+fn set_available(resp: &mut OwnedMessage, msg: &Message<'_>, b: Balance) {
+    let block = AdditionalAmount {
+        account_type: *b"60",
+        amount_type: *b"02",
+        currency: msg.currency().unwrap_or(410),
+        amount: b.available(),
+    };
+    resp.set(
+        de::ADDITIONAL_AMOUNTS,
+        &AdditionalAmount::encode_all(&[block]),
+    );
+}
+
+/// Authorization codes: six digits, from a counter.
+struct AuthCodes(AtomicU32);
+
+impl AuthCodes {
+    fn next(&self) -> String {
+        format!("{:06}", self.0.fetch_add(1, Ordering::Relaxed) % 1_000_000)
+    }
+}
+
+fn decode<'a>(spec: &'a Spec, frame: &'a [u8]) -> Option<Message<'a>> {
+    match spec.decode(frame) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::error!(error = %e, "hosted: request does not decode");
+            None
+        }
+    }
+}
+
+fn reversal_code(result: Result<Balance, LedgerError>) -> &'static str {
+    match result {
+        Ok(_) => "00",
+        Err(LedgerError::UnknownLeg(_)) => "25",
+        Err(e) => HostedError::from(e).response_code(),
+    }
+}
+
+/// A hosted wallet issuer.
+pub struct WalletHost {
+    hosted: Arc<Hosted>,
+    issuer: String,
+    spec: Arc<Spec>,
+    auth: AuthCodes,
+}
+
+impl WalletHost {
+    pub fn new(hosted: Arc<Hosted>, issuer: &str, spec: Arc<Spec>) -> WalletHost {
+        WalletHost {
+            hosted,
+            issuer: issuer.to_string(),
+            spec,
+            auth: AuthCodes(AtomicU32::new(rand::random_range(0..1_000_000))),
+        }
+    }
+
+    async fn answer(&self, msg: &Message<'_>) -> OwnedMessage {
+        let mut resp = reply(msg);
+        let account = wallet_account(
+            &self.issuer,
+            msg.str(de::ACCOUNT_1).unwrap_or_default().trim(),
+        );
+        let ledger = &self.hosted.ledger;
+        let code = match (msg.mti().class(), msg.transaction_type()) {
+            (8, _) => "00",
+            (1 | 2, Some(31)) => match ledger.balance(&account) {
+                Some(b) => {
+                    set_available(&mut resp, msg, b);
+                    "00"
+                }
+                None => "14",
+            },
+            (1 | 2, Some(0)) => {
+                let (Some(units), Some(leg)) = (msg.amount(), leg_id(&self.issuer, msg)) else {
+                    return coded(resp, "30");
+                };
+                let Ok(units) = i64::try_from(units) else {
+                    return coded(resp, "13");
+                };
+                match ledger.debit(&account, units, &leg).await {
+                    Ok(b) => {
+                        resp.set(de::AUTH_CODE, self.auth.next().as_bytes());
+                        set_available(&mut resp, msg, b);
+                        "00"
+                    }
+                    Err(e) => HostedError::from(e).response_code(),
+                }
+            }
+            (4, _) => match leg_id(&self.issuer, msg) {
+                Some(leg) => reversal_code(ledger.void(&leg).await),
+                None => "30",
+            },
+            _ => "12",
+        };
+        coded(resp, code)
+    }
+}
+
+fn coded(mut resp: OwnedMessage, code: &str) -> OwnedMessage {
+    resp.set(de::RESPONSE_CODE, code.as_bytes());
+    resp
+}
+
+impl LocalHost for WalletHost {
+    fn handle(&self, frame: Bytes) -> BoxFuture<'_, Option<OwnedMessage>> {
+        Box::pin(async move {
+            let msg = decode(&self.spec, &frame)?;
+            Some(self.answer(&msg).await)
+        })
+    }
+}
+
+/// The card programs' cards.
+pub struct CardHost {
+    hosted: Arc<Hosted>,
+    spec: Arc<Spec>,
+    auth: AuthCodes,
+}
+
+impl CardHost {
+    pub fn new(hosted: Arc<Hosted>, spec: Arc<Spec>) -> CardHost {
+        CardHost {
+            hosted,
+            spec,
+            auth: AuthCodes(AtomicU32::new(rand::random_range(0..1_000_000))),
+        }
+    }
+
+    async fn answer(&self, msg: &Message<'_>) -> OwnedMessage {
+        let resp = reply(msg);
+        if msg.mti().class() == 8 {
+            return coded(resp, "00");
+        }
+        let pan = match msg.pan() {
+            Ok(Some(p)) => p,
+            _ => return coded(resp, "30"),
+        };
+        let card = match self.hosted.card_by_pan(&pan) {
+            Ok(Some(c)) => c,
+            Ok(None) => return coded(resp, "14"),
+            Err(e) => return coded(resp, e.response_code()),
+        };
+        let Some(leg) = leg_id(&card.id, msg) else {
+            return coded(resp, "30");
+        };
+        let outcome = match (msg.mti().class(), msg.transaction_type()) {
+            (4, _) => {
+                let code = self.reverse(&card, &leg).await;
+                return coded(resp, code);
+            }
+            (1 | 2, Some(31)) => self.inquiry(&card),
+            (1 | 2, Some(21)) => self.recharge(&card, msg, &leg).await,
+            (1 | 2, Some(0)) => self.purchase(&card, msg, &pan, &leg).await,
+            _ => Err(HostedError::Invalid("processing code not served".into())),
+        };
+        match outcome {
+            Ok(balance) => {
+                let mut resp = coded(resp, "00");
+                resp.set(de::AUTH_CODE, self.auth.next().as_bytes());
+                set_available(&mut resp, msg, balance);
+                resp
+            }
+            Err(e) => {
+                tracing::info!(card = %card.id, reason = %e, "hosted card declined");
+                coded(resp, e.response_code())
+            }
+        }
+    }
+
+    fn inquiry(&self, card: &Card) -> Result<Balance, HostedError> {
+        if card.status == CardStatus::Closed {
+            return Err(HostedError::Status(card.status.as_str()));
+        }
+        Ok(self
+            .hosted
+            .ledger
+            .balance(&card.account)
+            .unwrap_or_default())
+    }
+
+    async fn recharge(
+        &self,
+        card: &Card,
+        msg: &Message<'_>,
+        leg: &str,
+    ) -> Result<Balance, HostedError> {
+        let amount = msg.amount().unwrap_or(0);
+        let lock = self.hosted.card_lock(&card.id);
+        let _guard = lock.lock().await;
+        let card = self.hosted.card(&card.id)?;
+        self.hosted.recharge_locked(&card, amount, leg).await
+    }
+
+    /// A purchase on a hosted card: every check, then the money, then the points.
+    async fn purchase(
+        &self,
+        card: &Card,
+        msg: &Message<'_>,
+        pan: &crate::iso8583::Pan,
+        leg: &str,
+    ) -> Result<Balance, HostedError> {
+        let hosted = &self.hosted;
+        let lock = hosted.card_lock(&card.id);
+        let _guard = lock.lock().await;
+        // Read again under the lock: PIN tries and status may have changed.
+        let mut card = hosted.card(&card.id)?;
+        let amount = msg
+            .amount()
+            .filter(|&a| a > 0)
+            .ok_or_else(|| HostedError::BadAmount("no amount".into()))?;
+        let amount =
+            i64::try_from(amount).map_err(|_| HostedError::BadAmount("amount too large".into()))?;
+        // A repeat of a leg already placed answers as the first time did.
+        if hosted.ledger.leg_state(leg)?.is_some() {
+            return Ok(hosted.ledger.balance(&card.account).unwrap_or_default());
+        }
+        if card.status != CardStatus::Active {
+            return Err(HostedError::Status(card.status.as_str()));
+        }
+        if card.expired() || terminal_says_expired(msg) {
+            return Err(HostedError::Expired);
+        }
+        self.check_pin(&mut card, msg, pan).await?;
+        if card.kind == ProgramKind::Subaccount {
+            self.check_limits(&card, amount)?;
+        }
+        let prereg = self.check_prereg(&card, msg, amount)?;
+        let balance = if msg.mti().class() == 1 {
+            hosted.ledger.hold(&card.account, amount, leg).await?
+        } else {
+            hosted.ledger.debit(&card.account, amount, leg).await?
+        };
+        if let Some(mut p) = prereg {
+            p.used_by = Some(leg.to_string());
+            hosted.save_prereg(&p, "used").await?;
+        }
+        self.accrue_points(&card, amount, leg).await;
+        Ok(balance)
+    }
+
+    /// The PIN in field 52 (translated by the switch to the zone key), tries counted.
+    async fn check_pin(
+        &self,
+        card: &mut Card,
+        msg: &Message<'_>,
+        pan: &crate::iso8583::Pan,
+    ) -> Result<(), HostedError> {
+        let tries = self.hosted.config.hosted.pin_tries;
+        if card.pin_failures >= tries {
+            return Err(HostedError::PinTriesExceeded);
+        }
+        let required = self
+            .hosted
+            .config
+            .hosted
+            .programs
+            .iter()
+            .any(|p| p.id == card.program && p.pin_required);
+        let block = msg.field(de::PIN_BLOCK).map(|f| f.value().into_owned());
+        let right = match (block, &card.pin_hash) {
+            (None, Some(_)) if required => false,
+            (None, _) => return Ok(()),
+            (Some(_), None) => false,
+            (Some(block), Some(hash)) => {
+                let pin = decrypt_block(&self.hosted.zone_key, &block, pan.expose());
+                let hash = hash.clone();
+                match pin {
+                    Ok(pin) => tokio::task::spawn_blocking(move || verify_pin(&pin, &hash))
+                        .await
+                        .unwrap_or(false),
+                    Err(_) => false,
+                }
+            }
+        };
+        if right {
+            if card.pin_failures > 0 {
+                card.pin_failures = 0;
+                self.hosted
+                    .save_card(crate::journal::Step::new(), card, "PIN tries reset")
+                    .await?;
+            }
+            return Ok(());
+        }
+        card.pin_failures += 1;
+        self.hosted
+            .save_card(crate::journal::Step::new(), card, "wrong PIN")
+            .await?;
+        if card.pin_failures >= tries {
+            Err(HostedError::PinTriesExceeded)
+        } else {
+            Err(HostedError::WrongPin)
+        }
+    }
+
+    fn check_limits(&self, card: &Card, amount: i64) -> Result<(), HostedError> {
+        if let Some(limit) = card.per_txn_limit {
+            if amount as u64 > limit {
+                return Err(HostedError::Limit(format!(
+                    "above the per-transaction limit {limit}"
+                )));
+            }
+        }
+        if let Some(limit) = card.daily_limit {
+            let spent = self.hosted.spent_today(card)?;
+            if spent.saturating_add(amount) > limit as i64 {
+                return Err(HostedError::Limit(format!(
+                    "daily limit {limit}: {spent} spent today"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// F15: a purchase naming a pre-registered one must match it.
+    fn check_prereg(
+        &self,
+        card: &Card,
+        msg: &Message<'_>,
+        amount: i64,
+    ) -> Result<Option<super::Prereg>, HostedError> {
+        let elements = msg
+            .switch_data()
+            .map_err(|_| HostedError::Invalid("field 48 is malformed".into()))?;
+        let Some((_, id)) = elements.iter().find(|(t, _)| t == "PR") else {
+            return Ok(None);
+        };
+        let p = self
+            .hosted
+            .prereg(id.trim())
+            .map_err(|_| HostedError::Prereg(format!("{} is unknown", id.trim())))?;
+        let merchant = msg.merchant_id().unwrap_or_default();
+        if p.card_id != card.id {
+            return Err(HostedError::Prereg("registered for another card".into()));
+        }
+        if p.used_by.is_some() {
+            return Err(HostedError::Prereg("used already".into()));
+        }
+        if p.valid_until_ms < chrono::Utc::now().timestamp_millis() {
+            return Err(HostedError::Prereg("no longer valid".into()));
+        }
+        if p.merchant_id != merchant.trim() {
+            return Err(HostedError::Prereg(
+                "registered for another merchant".into(),
+            ));
+        }
+        if p.amount as i64 != amount {
+            return Err(HostedError::BadAmount(format!(
+                "registered for {}, asked for {amount}",
+                p.amount
+            )));
+        }
+        Ok(Some(p))
+    }
+
+    async fn accrue_points(&self, card: &Card, amount: i64, leg: &str) {
+        let Some(account) = &card.points_account else {
+            return;
+        };
+        let rate = self
+            .hosted
+            .config
+            .hosted
+            .programs
+            .iter()
+            .find(|p| p.id == card.program)
+            .map_or(0, |p| p.points_per_1000);
+        let points = amount.saturating_mul(rate as i64) / 1000;
+        if points > 0 {
+            if let Err(e) = self
+                .hosted
+                .ledger
+                .credit(account, points, &format!("{leg}:points"))
+                .await
+            {
+                tracing::error!(card = %card.id, error = %e, "points not accrued");
+            }
+        }
+    }
+
+    /// Undo a leg (hold voided, debit refunded, recharge taken back) and its points.
+    async fn reverse(&self, card: &Card, leg: &str) -> &'static str {
+        let ledger = &self.hosted.ledger;
+        let code = reversal_code(ledger.void(leg).await);
+        if code == "00" && card.points_account.is_some() {
+            match ledger.void(&format!("{leg}:points")).await {
+                Ok(_) | Err(LedgerError::UnknownLeg(_)) => {}
+                Err(e) => {
+                    tracing::warn!(card = %card.id, error = %e, "points of a reversed purchase kept")
+                }
+            }
+        }
+        code
+    }
+}
+
+/// Field 14 (YYMM) before the current month.
+fn terminal_says_expired(msg: &Message<'_>) -> bool {
+    let Some(exp) = msg.str(de::EXPIRY) else {
+        return false;
+    };
+    let now = chrono::Local::now();
+    let current = format!(
+        "{:02}{:02}",
+        chrono::Datelike::year(&now) % 100,
+        chrono::Datelike::month(&now)
+    );
+    exp.len() == 4 && *exp < *current
+}
+
+impl LocalHost for CardHost {
+    fn handle(&self, frame: Bytes) -> BoxFuture<'_, Option<OwnedMessage>> {
+        Box::pin(async move {
+            let msg = decode(&self.spec, &frame)?;
+            Some(self.answer(&msg).await)
+        })
+    }
+}

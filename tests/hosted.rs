@@ -1,0 +1,778 @@
+//! The hosted programs end to end (SPEC §7, §8, F11, F12, F14–F16): the real switch with its
+//! hosted ledger, the admin API over real HTTP, terminals over real TCP, RocksDB in a temp dir.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cyberswitch::admin::client::{ApiClient, ApiResponse};
+use cyberswitch::demo::{self, Demo, DemoPorts, DEMO_PREPAID};
+use cyberswitch::iso8583::tlv::SwitchData;
+use cyberswitch::iso8583::{AdditionalAmount, Mti, OwnedMessage, Spec};
+use cyberswitch::net::client::Client;
+use cyberswitch::pin::{encrypt_block, ClearPin, PinKey};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+const PREPAID: &str = DEMO_PREPAID.0;
+const ANON_CARD: &str = "6271000000000017";
+const SUB_A: &str = "6272000000000016";
+const SUB_B: &str = "6272000000000024";
+const GIFT_CARD: &str = "9410000000000013"; // GIFT G-3001, EMONEY E-1001, MILEAGE M-2001
+const PLAIN_CARD: &str = "9410000000000021";
+
+const EMONEY_TOKEN: &str = "emoney-issuer-token-0123456789";
+const GIFT_TOKEN: &str = "gift-issuer-token-0123456789ab";
+const PARTNER_TOKEN: &str = "partner-mall-token-0123456789a";
+
+struct Env {
+    demo: Demo,
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+    spec: Arc<Spec>,
+    pin_key: PinKey,
+    stan: std::sync::atomic::AtomicU32,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let extra = format!(
+        r#"
+[[admin.token]]
+name = "emoney"
+role = "issuer"
+scope = "EMONEY"
+token = {{ value = "{EMONEY_TOKEN}" }}
+
+[[admin.token]]
+name = "gift"
+role = "issuer"
+scope = "GIFT"
+token = {{ value = "{GIFT_TOKEN}" }}
+
+[[admin.token]]
+name = "mall"
+role = "partner"
+scope = "MALL"
+token = {{ value = "{PARTNER_TOKEN}" }}
+"#
+    );
+    let demo = demo::start_with(
+        dir.path(),
+        DemoPorts::ephemeral(),
+        stop.clone(),
+        |_| {},
+        &extra,
+    )
+    .await
+    .unwrap();
+    let pin_key = PinKey::from_hex(&demo::secret(dir.path(), "terminal-pin.key").unwrap()).unwrap();
+    Env {
+        demo,
+        stop,
+        dir,
+        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        pin_key,
+        stan: std::sync::atomic::AtomicU32::new(100),
+    }
+}
+
+impl Env {
+    fn api(&self, token: Option<&str>) -> ApiClient {
+        let url = format!("http://{}", self.demo.running.admin.unwrap());
+        ApiClient::new(&url, token.map(str::to_string)).unwrap()
+    }
+    fn operator(&self) -> ApiClient {
+        self.api(Some(
+            &demo::secret(self.dir.path(), "operator.token").unwrap(),
+        ))
+    }
+    async fn terminal(&self) -> Client {
+        Client::connect(
+            &self.demo.switch_addr().to_string(),
+            self.spec.clone(),
+            "binary2".parse().unwrap(),
+        )
+        .await
+        .unwrap()
+    }
+    fn next_stan(&self) -> u32 {
+        self.stan.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+    /// A terminal request; with a PIN, field 52 holds its format 0 block under the terminal key.
+    fn request(
+        &self,
+        mti: &[u8; 4],
+        card: &str,
+        pc: &str,
+        amount: u64,
+        pin: Option<&str>,
+    ) -> OwnedMessage {
+        let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
+        m.set(2, card.as_bytes())
+            .set(3, pc.as_bytes())
+            .set_number(4, amount, 12)
+            .set(7, b"1121120000")
+            .set_number(11, u64::from(self.next_stan()), 6)
+            .set(12, b"120000")
+            .set(13, b"1121")
+            .set(41, b"TERM0001")
+            .set(42, b"MERCHANT0000001")
+            .set(49, b"410");
+        if let Some(p) = pin {
+            let block = encrypt_block(&self.pin_key, &ClearPin::new(p).unwrap(), card).unwrap();
+            m.set(52, &block);
+        }
+        m
+    }
+    async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
+        self.terminal().await.call(m, WAIT).await.unwrap()
+    }
+    async fn drained(&self) {
+        for _ in 0..200 {
+            if self.demo.running.switch.saf.depth() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("reversal queue did not drain");
+    }
+    async fn card_id(&self, number: &str) -> String {
+        let r = call(
+            &self.operator(),
+            "post",
+            "/v1/cards/lookup",
+            json!({"card_number": number}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+    async fn card(&self, id: &str) -> Value {
+        let r = self
+            .operator()
+            .call("get", &format!("/v1/cards/{id}"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body
+    }
+}
+
+async fn call(api: &ApiClient, method: &str, path: &str, body: Value) -> ApiResponse {
+    api.call(method, path, Some(&body)).await.unwrap()
+}
+
+fn code(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.get(39).unwrap_or(b"")).into_owned()
+}
+
+fn available(m: &OwnedMessage) -> i64 {
+    AdditionalAmount::parse_all(m.get(54).expect("field 54")).unwrap()[0].amount
+}
+
+fn with_tag(mut m: OwnedMessage, tag: &str, value: &str) -> OwnedMessage {
+    let mut sd = SwitchData::new();
+    sd.push(tag, value.as_bytes());
+    m.set(48, sd.as_bytes());
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prepaid_card_spent_at_a_terminal_with_its_pin_earns_points_and_reverses() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let card = env.card(&id).await;
+    assert_eq!(card["card_number"], "627000******0018");
+    assert_eq!(card["status"], "active");
+    assert_eq!(card["balance"], 20_000);
+
+    // Balance inquiry at a terminal: the card's own balance.
+    let a = env
+        .call(&env.request(b"0100", PREPAID, "310000", 0, None))
+        .await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(available(&a), 20_000);
+
+    let purchase = env.request(b"0200", PREPAID, "000000", 5_000, Some("1234"));
+    let a = env.call(&purchase).await;
+    assert_eq!(code(&a), "00", "{a:?}");
+    assert_eq!(available(&a), 15_000);
+    assert_eq!(a.get(38).map(|c| c.len()), Some(6));
+    let card = env.card(&id).await;
+    assert_eq!(card["balance"], 15_000);
+    assert_eq!(card["points"], 50, "10 points per 1,000 spent");
+
+    // The ledger's balance is what its entries say.
+    let ledger = &env.demo.running.switch.hosted.ledger;
+    let account = format!("card:{id}");
+    assert_eq!(
+        ledger.derive(&account).unwrap(),
+        ledger.balance(&account).unwrap()
+    );
+
+    // The terminal reverses it: the debit is refunded through the queue, the points go back.
+    let rev = common::reversal_of(&purchase, u64::from(env.next_stan()), "1121120500");
+    let a = env.call(&rev).await;
+    assert_eq!(code(&a), "00");
+    env.drained().await;
+    let card = env.card(&id).await;
+    assert_eq!(card["balance"], 20_000);
+    assert_eq!(card["points"], 0);
+
+    // History lists every entry; the switch's journal holds no card number in clear.
+    let h = env
+        .operator()
+        .call("get", &format!("/v1/cards/{id}/history"), None)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = h.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["credit", "debit", "refund"]);
+    let files =
+        common::scan_for_card_numbers(&env.dir.path().join("switch"), &[PREPAID], "").unwrap();
+    assert!(files > 0, "the scan looked at the data files");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_pin_three_times_then_75_until_an_operator_resets() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let codes: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(code(
+                &env.call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("9999")))
+                    .await,
+            ));
+        }
+        v
+    };
+    assert_eq!(codes, ["55", "55", "75"]);
+    // Locked: even the right PIN is refused now.
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("1234")))
+        .await;
+    assert_eq!(code(&a), "75");
+    // A purchase without a PIN block: the program requires one.
+    let r = env
+        .operator()
+        .call("post", &format!("/v1/cards/{id}/reset-pin-tries"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 1_000, None))
+        .await;
+    assert_eq!(code(&a), "55");
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("1234")))
+        .await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(env.card(&id).await["balance"], 19_000);
+    // A partner that did not issue the card cannot reset it.
+    let r = env
+        .api(Some(PARTNER_TOKEN))
+        .call("post", &format!("/v1/cards/{id}/reset-pin-tries"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), Some("forbidden"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recharge_in_steps_never_above_the_maximum() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let op = env.operator();
+    let path = format!("/v1/cards/{id}/recharge");
+    let r = call(
+        &op,
+        "post",
+        &path,
+        json!({"amount": 10_000, "reference": "r1"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["balance"], 30_000);
+    // The same reference again: no second effect.
+    let r = call(
+        &op,
+        "post",
+        &path,
+        json!({"amount": 10_000, "reference": "r1"}),
+    )
+    .await;
+    assert_eq!(r.body["balance"], 30_000);
+    // Over 1,000,000: refused.
+    let r = call(
+        &op,
+        "post",
+        &path,
+        json!({"amount": 980_000, "reference": "r2"}),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.error_code(), Some("limit_exceeded"));
+    let r = call(
+        &op,
+        "post",
+        &path,
+        json!({"amount": 15_000, "reference": "r3"}),
+    )
+    .await;
+    assert_eq!(r.error_code(), Some("bad_amount"));
+
+    // The same through a terminal: 0200 processing code 21.
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "210000", 980_000, None))
+        .await;
+    assert_eq!(code(&a), "61");
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "210000", 15_000, None))
+        .await;
+    assert_eq!(code(&a), "13");
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "210000", 970_000, None))
+        .await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(available(&a), 1_000_000);
+    assert_eq!(env.card(&id).await["balance"], 1_000_000);
+
+    // Balance refund closes the card; a closed card cannot pay.
+    let r = op
+        .call("post", &format!("/v1/cards/{id}/refund"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.body["refunded"], 1_000_000);
+    assert_eq!(r.body["status"], "closed");
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("1234")))
+        .await;
+    assert_eq!(code(&a), "14");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_card_answered_54() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    // The terminal read an expiry in the past from the card.
+    let mut m = env.request(b"0200", PREPAID, "000000", 1_000, Some("1234"));
+    m.set(14, b"2001");
+    assert_eq!(code(&env.call(&m).await), "54");
+    // The card's own expiry passed.
+    let r = call(
+        &env.operator(),
+        "post",
+        &format!("/v1/cards/{id}/expiry"),
+        json!({"expiry": "2001"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("1234")))
+        .await;
+    assert_eq!(code(&a), "54");
+    assert_eq!(env.card(&id).await["balance"], 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anonymous_card_preregistered_purchase_must_match_and_statement_lists_the_day() {
+    let env = env().await;
+    let partner = env.api(Some(PARTNER_TOKEN));
+    // No personal data on an anonymous card.
+    let r = call(&partner, "post", "/v1/cards", json!({"program": "ANON", "denomination": 50_000, "card_number": ANON_CARD, "holder": "Kim"})).await;
+    assert_eq!(r.status, 400);
+    let r = call(
+        &partner,
+        "post",
+        "/v1/cards",
+        json!({"program": "ANON", "denomination": 50_000, "card_number": ANON_CARD}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["card_number"], "627100******0017");
+    assert_eq!(r.body["holder"], Value::Null);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let r = call(
+        &partner,
+        "post",
+        &format!("/v1/cards/{id}/activate"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.body["status"], "active");
+
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let r = call(&partner, "post", "/v1/preregistrations", json!({"card_id": id, "merchant_id": "MERCHANT0000001", "amount": 7_000, "valid_until": until})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let pr = r.body["id"].as_str().unwrap().to_string();
+
+    // A different amount: refused (13). Another merchant: refused (12).
+    let a = env
+        .call(&with_tag(
+            env.request(b"0200", ANON_CARD, "000000", 8_000, None),
+            "PR",
+            &pr,
+        ))
+        .await;
+    assert_eq!(code(&a), "13");
+    let mut other = with_tag(
+        env.request(b"0200", ANON_CARD, "000000", 7_000, None),
+        "PR",
+        &pr,
+    );
+    other.set(42, b"MERCHANT0000002");
+    assert_eq!(code(&env.call(&other).await), "12");
+    // The registered one: approved, once.
+    let a = env
+        .call(&with_tag(
+            env.request(b"0200", ANON_CARD, "000000", 7_000, None),
+            "PR",
+            &pr,
+        ))
+        .await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(available(&a), 43_000);
+    let a = env
+        .call(&with_tag(
+            env.request(b"0200", ANON_CARD, "000000", 7_000, None),
+            "PR",
+            &pr,
+        ))
+        .await;
+    assert_eq!(code(&a), "12");
+    // Spending without a pre-registration works at any merchant.
+    let a = env
+        .call(&env.request(b"0200", ANON_CARD, "000000", 3_000, None))
+        .await;
+    assert_eq!(code(&a), "00");
+
+    // Today's statement (yesterday's is the default; a day is asked for by date).
+    let today = chrono::Local::now().date_naive().to_string();
+    let r = partner
+        .call(
+            "get",
+            &format!("/v1/cards/{id}/statement?date={today}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["opening"]["posted"], 0);
+    assert_eq!(r.body["closing"]["posted"], 40_000);
+    assert_eq!(r.body["entries"].as_array().unwrap().len(), 3);
+    let r = partner
+        .call("get", &format!("/v1/cards/{id}/statement"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.body["entries"].as_array().unwrap().len(),
+        0,
+        "nothing happened yesterday"
+    );
+    let r = partner
+        .call(
+            "get",
+            &format!("/v1/cards/{id}/statement?date=21-11-2026"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), Some("invalid_request"));
+
+    // The same statement from the command line.
+    let token = demo::secret(env.dir.path(), "operator.token").unwrap();
+    let url = format!("http://{}", env.demo.running.admin.unwrap());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
+        .args([
+            "api",
+            "--url",
+            &url,
+            "card-statement",
+            &id,
+            "--date",
+            &today,
+        ])
+        .env("CYBERSWITCH_TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["closing"]["posted"], 40_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subaccount_over_its_daily_limit_refused_while_the_master_pays_for_another() {
+    let env = env().await;
+    let op = env.operator();
+    let r = call(&op, "post", "/v1/masters", json!({"id": "division-7"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = call(
+        &op,
+        "post",
+        "/v1/masters/division-7/fund",
+        json!({"amount": 100_000, "reference": "f1"}),
+    )
+    .await;
+    assert_eq!(r.body["available"], 100_000);
+    for (card, pin) in [(SUB_A, "1111"), (SUB_B, "2222")] {
+        let r = call(&op, "post", "/v1/masters/division-7/subs", json!({"card_number": card, "per_txn_limit": 30_000, "daily_limit": 50_000, "pin": pin})).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        assert_eq!(r.body["status"], "active");
+    }
+    let a = env
+        .call(&env.request(b"0200", SUB_A, "000000", 30_000, Some("1111")))
+        .await;
+    assert_eq!(code(&a), "00");
+    // Over the per-transaction limit, then over the daily limit: 61.
+    let a = env
+        .call(&env.request(b"0200", SUB_A, "000000", 30_001, Some("1111")))
+        .await;
+    assert_eq!(code(&a), "61");
+    let a = env
+        .call(&env.request(b"0200", SUB_A, "000000", 25_000, Some("1111")))
+        .await;
+    assert_eq!(code(&a), "61");
+    // The master still pays for the other sub-account.
+    let a = env
+        .call(&env.request(b"0200", SUB_B, "000000", 25_000, Some("2222")))
+        .await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(available(&a), 45_000);
+    let a = env
+        .call(&env.request(b"0200", SUB_A, "000000", 20_000, Some("1111")))
+        .await;
+    assert_eq!(code(&a), "00", "within the day's limit still");
+    let r = op
+        .call("get", "/v1/masters/division-7", None)
+        .await
+        .unwrap();
+    assert_eq!(r.body["available"], 25_000);
+    assert_eq!(r.body["subs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_roles_and_issuer_lookup() {
+    let env = env().await;
+    // Missing or wrong token: 401 with a JSON error.
+    let r = env.api(None).call("get", "/v1/health", None).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error_code(), Some("unauthorized"));
+    let r = env
+        .api(Some("not-a-token-at-all-xxxxxxxx"))
+        .call("get", "/v1/health", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    // F11: an issuer sees its own accounts on a card, nothing of other issuers'.
+    let emoney = env.api(Some(EMONEY_TOKEN));
+    let r = call(
+        &emoney,
+        "post",
+        "/v1/issuers/EMONEY/lookup",
+        json!({"card_number": GIFT_CARD}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["accounts"],
+        json!([{"account": "E-1001", "priority": 2, "label": "e-money"}])
+    );
+    assert_eq!(r.body["card_number"], "941000******0013");
+    let r = call(
+        &emoney,
+        "post",
+        "/v1/issuers/GIFT/lookup",
+        json!({"card_number": GIFT_CARD}),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), Some("forbidden"));
+    let r = call(
+        &emoney,
+        "post",
+        "/v1/links/query",
+        json!({"card_number": GIFT_CARD}),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = call(
+        &env.api(Some(GIFT_TOKEN)),
+        "post",
+        "/v1/issuers/GIFT/lookup",
+        json!({"card_number": GIFT_CARD}),
+    )
+    .await;
+    assert_eq!(r.body["accounts"][0]["account"], "G-3001");
+
+    // F12: a partner links a wallet; an issuer may not.
+    let partner = env.api(Some(PARTNER_TOKEN));
+    let link = json!({"card_number": PLAIN_CARD, "issuer": "EMONEY", "account": "E-1002", "priority": 1, "label": "shared"});
+    let r = call(&emoney, "post", "/v1/links", link.clone()).await;
+    assert_eq!(r.status, 403);
+    let r = call(&partner, "post", "/v1/links", link).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = call(
+        &partner,
+        "post",
+        "/v1/links/query",
+        json!({"card_number": PLAIN_CARD}),
+    )
+    .await;
+    assert_eq!(r.body["links"][0]["account"], "E-1002");
+    let r = call(
+        &partner,
+        "delete",
+        "/v1/links",
+        json!({"card_number": PLAIN_CARD, "issuer": "EMONEY", "account": "E-1002"}),
+    )
+    .await;
+    assert_eq!(r.body["removed"], true);
+
+    // Bad requests are JSON errors naming the problem.
+    let r = call(
+        &partner,
+        "post",
+        "/v1/links",
+        json!({"card_number": "12ab", "issuer": "EMONEY", "account": "x"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("card_number"));
+    let r = partner
+        .call("post", "/v1/links", Some(&json!({"nope": 1})))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    let r = partner.call("get", "/v1/nowhere", None).await.unwrap();
+    assert_eq!((r.status, r.error_code()), (404, Some("not_found")));
+    // Transaction search is for operators.
+    let r = partner.call("get", "/v1/transactions", None).await.unwrap();
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosted_points_issuer_is_a_wallet_like_a_remote_one() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    // Earn 200 points.
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 20_000, Some("1234")))
+        .await;
+    assert_eq!(code(&a), "00");
+    // Link the card's points account (hosted issuer CYBERPOINTS) to a plain card.
+    let op = env.operator();
+    let r = call(&op, "post", "/v1/links", json!({"card_number": PLAIN_CARD, "issuer": "CYBERPOINTS", "account": id, "priority": 1, "label": "points"})).await;
+    assert_eq!(r.status, 201);
+    let a = env
+        .call(&env.request(b"0100", PLAIN_CARD, "310000", 0, None))
+        .await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(available(&a), 200);
+    // A purchase of 500: 200 from the hosted points, 300 by credit at the acquirer.
+    let purchase = with_tag(
+        env.request(b"0200", PLAIN_CARD, "000000", 500, None),
+        "WS",
+        &id,
+    );
+    let a = env.call(&purchase).await;
+    assert_eq!(code(&a), "00", "{a:?}");
+    assert_eq!(env.card(&id).await["points"], 0);
+    assert_eq!(env.demo.sim("ACQ1").unwrap().card_total(PLAIN_CARD), 300);
+    // Its reversal restores the points through the same queue as remote legs.
+    let rev = common::reversal_of(&purchase, u64::from(env.next_stan()), "1121120500");
+    assert_eq!(code(&env.call(&rev).await), "00");
+    env.drained().await;
+    assert_eq!(env.card(&id).await["points"], 200);
+    assert_eq!(env.demo.sim("ACQ1").unwrap().card_total(PLAIN_CARD), 0);
+
+    // Disputes: the transaction is found by STAN, card masked.
+    let stan = std::str::from_utf8(purchase.get(11).unwrap())
+        .unwrap()
+        .parse::<u32>()
+        .unwrap();
+    let r = op
+        .call("get", &format!("/v1/transactions?stan={stan}"), None)
+        .await
+        .unwrap();
+    let t = &r.body["transactions"][0];
+    assert_eq!(t["card_number"], "941000******0021");
+    assert_eq!(t["state"], "reversed");
+    // The whole share asked of the points first (declined 51), then what they held, then credit.
+    let legs: Vec<(String, u64)> = t["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["link"].as_str().unwrap().to_string(),
+                l["amount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            ("CYBERPOINTS".into(), 500),
+            ("CYBERPOINTS".into(), 200),
+            ("acq1".into(), 300)
+        ]
+    );
+    let rrn = t["rrn"].as_str().unwrap();
+    let r = op
+        .call("get", &format!("/v1/transactions?rrn={rrn}"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.body["transactions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_documented_route_is_served() {
+    let env = env().await;
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let op = env.operator();
+    let mut seen = 0;
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for method in methods.as_object().unwrap().keys() {
+            let concrete = path.replace("{issuer}", "EMONEY").replace("{id}", "nope");
+            let r = op.call(method, &concrete, Some(&json!({}))).await.unwrap();
+            let unrouted = r.error_code() == Some("method_not_allowed")
+                || (r.status == 404 && r.body["error"]["message"] == "no such route");
+            assert!(
+                !unrouted,
+                "{method} {path} is documented but not served: {:?}",
+                r.body
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, cyberswitch::admin::ROUTES.len());
+}

@@ -238,6 +238,13 @@ pub struct SendArgs {
     /// Field 48 elements, `TAG=VALUE` (repeatable): `--tag WS=G-3001,E-1001 --tag PA=1`.
     #[arg(long)]
     tag: Vec<String>,
+    /// A PIN to send in field 52, as a terminal's PIN pad would: ISO 9564 format 0 under
+    /// `--pin-key` (the listener's terminal PIN key).
+    #[arg(long, requires = "pin_key")]
+    pin: Option<String>,
+    /// The terminal PIN key (32 hex digits; the demo prints its own).
+    #[arg(long, env = "CYBERSWITCH_PIN_KEY", hide_env_values = true)]
+    pin_key: Option<String>,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -272,6 +279,17 @@ pub async fn send(args: SendArgs) -> Result<(), String> {
             data.push(tag, value.as_bytes());
         }
         msg.set(48, data.as_bytes());
+    }
+    if let (Some(pin), Some(key)) = (&args.pin, &args.pin_key) {
+        let key = cyberswitch::pin::PinKey::from_hex(key).map_err(|e| format!("--pin-key: {e}"))?;
+        let pin = cyberswitch::pin::ClearPin::new(pin).map_err(|e| format!("--pin: {e}"))?;
+        let pan = msg
+            .get(2)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .ok_or("--pin needs the card number in field 2")?;
+        let block =
+            cyberswitch::pin::encrypt_block(&key, &pin, &pan).map_err(|e| format!("--pin: {e}"))?;
+        msg.set(52, &block);
     }
     let mut client = Client::connect(&args.to, spec.clone(), args.framing).await?;
     let answer = client.call(&msg, Duration::from_secs(args.timeout)).await?;

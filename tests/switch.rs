@@ -592,6 +592,12 @@ hosts = ["127.0.0.1:1"]
         (format!("{base}[routing]\ndefault_acquirer = \"acq9\"\n"), "conf/bad.toml: routing.default_acquirer: no acquirer link named \"acq9\""),
         (base.replace("card_key = \"000102", "card_key = \"zz0102"), "conf/bad.toml: card_key: card_key: not hex"),
         (format!("{base}bogus = 1\n"), "unknown field `bogus`"),
+        (format!("{base}[[issuer]]\nid = \"H\"\nkind = \"points\"\nunit = \"P\"\nlink = \"x\"\nhosted = true\n"), "conf/bad.toml: issuer[0].link: a hosted issuer has no link"),
+        (format!("{base}[[hosted.program]]\nid = \"P\"\nkind = \"prepaid\"\nbin_from = \"627\"\nbin_to = \"626\"\n"), "conf/bad.toml: hosted.program[0].bin_from: "),
+        (format!("{base}[[hosted.program]]\nid = \"P\"\nkind = \"prepaid\"\nbin_from = \"627\"\nbin_to = \"627\"\npoints_per_1000 = 5\n"), "conf/bad.toml: hosted.program[0].points_issuer: points_per_1000 needs a points_issuer"),
+        (format!("{base}[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\npin_key = {{ value = \"0011\" }}\n"), "conf/bad.toml: listener[0].pin_key: PIN key must be 32 hex digits"),
+        (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"operator\"\ntoken = {{ value = \"short\" }}\n"), "conf/bad.toml: admin.token[0].token: tokens must be at least 16 characters"),
+        (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"issuer\"\nscope = \"NOPE\"\ntoken = {{ value = \"long-enough-token-here\" }}\n"), "conf/bad.toml: admin.token[0].scope: no issuer \"NOPE\""),
     ];
     for (text, expected) in cases {
         let e = Config::from_toml(&text, path).unwrap_err().to_string();
@@ -637,6 +643,15 @@ fn shipped_configurations_load() {
     use cyberswitch::sim::SimConfig;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     std::env::set_var("CYBERSWITCH_CARD_KEY", "00".repeat(32));
+    std::env::set_var(
+        "CYBERSWITCH_TERMINAL_PIN_KEY",
+        "0123456789ABCDEFFEDCBA9876543210",
+    );
+    std::env::set_var(
+        "CYBERSWITCH_OPERATOR_TOKEN",
+        "an-operator-token-of-some-length",
+    );
+    std::env::set_var("CYBERSWITCH_EMONEY_TOKEN", "an-issuer-token-of-some-length");
     for name in ["cyberswitch.toml", "demo.toml"] {
         Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
     }

@@ -352,6 +352,17 @@ async fn recharge_in_steps_never_above_the_maximum() {
     assert_eq!(available(&a), 1_000_000);
     assert_eq!(env.card(&id).await["balance"], 1_000_000);
 
+    // Suspended: refused (62) until resumed.
+    let status = format!("/v1/cards/{id}/status");
+    let r = call(&op, "post", &status, json!({"status": "suspended"})).await;
+    assert_eq!(r.body["status"], "suspended");
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("1234")))
+        .await;
+    assert_eq!(code(&a), "62");
+    let r = call(&op, "post", &status, json!({"status": "active"})).await;
+    assert_eq!(r.body["status"], "active");
+
     // Balance refund closes the card; a closed card cannot pay.
     let r = op
         .call("post", &format!("/v1/cards/{id}/refund"), None)

@@ -98,22 +98,14 @@ impl Link {
                 })
             })
             .collect();
-        let link = Arc::new(Link {
-            name: config.name.clone().into(),
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        let link = Arc::new(Link::build(
             config,
             profile,
             sessions,
-            next_session: AtomicUsize::new(0),
-            pending: DashMap::new(),
-            timed_out: DashMap::new(),
-            stan: AtomicU32::new(rand::rng().random_range(1..900_000)),
-            last_activity_ms: AtomicU64::new(0),
-            started: Instant::now(),
             late,
             terminal_id,
-            local: None,
-        });
+            None,
+        ));
         for (i, s) in link.sessions.iter().enumerate() {
             tokio::spawn(run_session(link.clone(), s.clone(), i, stop.clone()));
         }
@@ -128,13 +120,30 @@ impl Link {
         host: Arc<dyn LocalHost>,
         late: Arc<dyn LateAnswers>,
     ) -> Arc<Link> {
-        let config = LinkConfig::local(name);
-        Arc::new(Link {
-            name: name.into(),
+        Arc::new(Link::build(
+            LinkConfig::local(name),
+            profile,
+            Vec::new(),
+            late,
+            String::new(),
+            Some(host),
+        ))
+    }
+
+    fn build(
+        config: LinkConfig,
+        profile: Profile,
+        sessions: Vec<Arc<Session>>,
+        late: Arc<dyn LateAnswers>,
+        terminal_id: String,
+        local: Option<Arc<dyn LocalHost>>,
+    ) -> Link {
+        Link {
+            name: config.name.clone().into(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             profile,
-            sessions: Vec::new(),
+            sessions,
             next_session: AtomicUsize::new(0),
             pending: DashMap::new(),
             timed_out: DashMap::new(),
@@ -142,9 +151,9 @@ impl Link {
             last_activity_ms: AtomicU64::new(0),
             started: Instant::now(),
             late,
-            terminal_id: String::new(),
-            local: Some(host),
-        })
+            terminal_id,
+            local,
+        }
     }
 
     pub fn spec(&self) -> &crate::iso8583::Spec {

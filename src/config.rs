@@ -89,9 +89,14 @@ impl Secret {
     /// The secret's text: the environment variable if named and set, else the file, else the
     /// inline value.
     pub fn read(&self) -> Result<String, String> {
+        self.read_with_origin().map(|(text, _)| text)
+    }
+
+    /// The secret's text and where it came from (`$VAR` or the file; `None`: inline).
+    pub fn read_with_origin(&self) -> Result<(String, Option<String>), String> {
         if let Some(var) = &self.env {
             if let Ok(v) = std::env::var(var) {
-                return Ok(v.trim().to_string());
+                return Ok((v.trim().to_string(), Some(format!("${var}"))));
             }
             if self.file.is_none() && self.value.is_none() {
                 return Err(format!("environment variable {var} is not set"));
@@ -99,12 +104,12 @@ impl Secret {
         }
         if let Some(path) = &self.file {
             return std::fs::read_to_string(path)
-                .map(|t| t.trim().to_string())
+                .map(|t| (t.trim().to_string(), Some(path.display().to_string())))
                 .map_err(|e| format!("{}: cannot read: {e}", path.display()));
         }
         self.value
             .clone()
-            .map(|v| v.trim().to_string())
+            .map(|v| (v.trim().to_string(), None))
             .ok_or_else(|| "no value, env or file given".into())
     }
 
@@ -835,25 +840,13 @@ impl Config {
 
     /// The card look-up key, from the environment variable if named, else from the file.
     pub fn card_key_bytes(&self) -> Result<Vec<u8>, String> {
-        let from_env = self
-            .card_key_env
-            .as_ref()
-            .and_then(|var| std::env::var(var).ok().map(|v| (v, format!("${var}"))));
-        let (text, origin) = match (from_env, &self.card_key_file, &self.card_key) {
-            (Some(found), _, _) => found,
-            (None, Some(path), _) => (
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: cannot read: {e}", path.display()))?,
-                path.display().to_string(),
-            ),
-            (None, None, Some(k)) => (k.clone(), "card_key".to_string()),
-            (None, None, None) => {
-                return Err(match &self.card_key_env {
-                    Some(var) => format!("environment variable {var} is not set"),
-                    None => "no card key configured".into(),
-                })
-            }
+        let secret = Secret {
+            value: self.card_key.clone(),
+            env: self.card_key_env.clone(),
+            file: self.card_key_file.clone(),
         };
+        let (text, origin) = secret.read_with_origin()?;
+        let origin = origin.unwrap_or_else(|| "card_key".into());
         let key = hex::decode(text.trim()).map_err(|e| format!("{origin}: not hex: {e}"))?;
         if key.len() < 32 {
             return Err(format!(

@@ -87,9 +87,7 @@ impl Card {
 
     /// Past its expiry month (local time)?
     pub fn expired(&self) -> bool {
-        let now = Local::now();
-        let current = format!("{:02}{:02}", now.year() % 100, now.month());
-        self.expiry < current
+        self.expiry < current_yymm()
     }
 }
 
@@ -177,6 +175,12 @@ pub fn luhn_valid(digits: &str) -> bool {
         && luhn_digit(&digits[..digits.len() - 1]) == digits.as_bytes()[digits.len() - 1] - b'0'
 }
 
+/// The current month as `YYMM` (local time), what expiry dates compare with.
+pub fn current_yymm() -> String {
+    let now = Local::now();
+    format!("{:02}{:02}", now.year() % 100, now.month())
+}
+
 /// `YYMM` of the month `months` from now.
 fn expiry_after(months: u32) -> String {
     let now = Local::now();
@@ -206,7 +210,7 @@ pub struct Statement {
 }
 
 impl Hosted {
-    fn program(&self, id: &str) -> Result<&ProgramConfig, HostedError> {
+    pub(crate) fn program(&self, id: &str) -> Result<&ProgramConfig, HostedError> {
         self.config
             .hosted
             .programs
@@ -673,14 +677,7 @@ impl Hosted {
         {
             return Err(HostedError::Conflict(format!("master {id} exists")));
         }
-        let unit = self
-            .config
-            .hosted
-            .programs
-            .iter()
-            .find(|p| p.kind == ProgramKind::Subaccount)
-            .map(|p| p.unit.clone())
-            .ok_or_else(|| HostedError::Invalid("no sub-account program is configured".into()))?;
+        let unit = self.subaccount_program()?.unit.clone();
         self.ledger
             .open_account(&master_account(&id), &unit)
             .await?;
@@ -737,14 +734,7 @@ impl Hosted {
         owner: Option<String>,
     ) -> Result<(Card, Pan), HostedError> {
         let master = self.master(master_id)?;
-        let program = self
-            .config
-            .hosted
-            .programs
-            .iter()
-            .find(|p| p.kind == ProgramKind::Subaccount)
-            .cloned()
-            .ok_or_else(|| HostedError::Invalid("no sub-account program is configured".into()))?;
+        let program = self.subaccount_program()?.clone();
         if req.per_txn_limit == 0 || req.daily_limit < req.per_txn_limit {
             return Err(HostedError::Invalid(
                 "per_txn_limit must be at least 1 and daily_limit at least per_txn_limit".into(),
@@ -780,6 +770,15 @@ impl Hosted {
             issued_ms: now_ms(),
         };
         self.create_card(&program, &req.card_number, card, 0).await
+    }
+
+    fn subaccount_program(&self) -> Result<&ProgramConfig, HostedError> {
+        self.config
+            .hosted
+            .programs
+            .iter()
+            .find(|p| p.kind == ProgramKind::Subaccount)
+            .ok_or_else(|| HostedError::Invalid("no sub-account program is configured".into()))
     }
 
     /// The sub-account cards of a master.

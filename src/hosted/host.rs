@@ -299,13 +299,7 @@ impl CardHost {
         if card.pin_failures >= tries {
             return Err(HostedError::PinTriesExceeded);
         }
-        let required = self
-            .hosted
-            .config
-            .hosted
-            .programs
-            .iter()
-            .any(|p| p.id == card.program && p.pin_required);
+        let required = self.hosted.program(&card.program)?.pin_required;
         let block = msg.field(de::PIN_BLOCK).map(|f| f.value().into_owned());
         let right = match (block, &card.pin_hash) {
             (None, Some(_)) if required => false,
@@ -408,11 +402,7 @@ impl CardHost {
         };
         let rate = self
             .hosted
-            .config
-            .hosted
-            .programs
-            .iter()
-            .find(|p| p.id == card.program)
+            .program(&card.program)
             .map_or(0, |p| p.points_per_1000);
         let points = amount.saturating_mul(rate as i64) / 1000;
         if points > 0 {
@@ -445,16 +435,8 @@ impl CardHost {
 
 /// Field 14 (YYMM) before the current month.
 fn terminal_says_expired(msg: &Message<'_>) -> bool {
-    let Some(exp) = msg.str(de::EXPIRY) else {
-        return false;
-    };
-    let now = chrono::Local::now();
-    let current = format!(
-        "{:02}{:02}",
-        chrono::Datelike::year(&now) % 100,
-        chrono::Datelike::month(&now)
-    );
-    exp.len() == 4 && *exp < *current
+    msg.str(de::EXPIRY)
+        .is_some_and(|exp| exp.len() == 4 && *exp < *super::cards::current_yymm())
 }
 
 impl LocalHost for CardHost {

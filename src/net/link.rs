@@ -194,17 +194,22 @@ impl Link {
         host: &dyn LocalHost,
         msg: OwnedMessage,
     ) -> Result<OwnedMessage, LinkError> {
-        let mut buf = BytesMut::new();
-        self.profile.spec.encode(&msg, &mut buf).map_err(|e| {
-            tracing::error!(link = %self.name, error = %e, "request does not encode");
-            LinkError::Encode
-        })?;
+        let buf = self.encode(&msg)?;
         metrics::counter!("cyberswitch_messages_total", "link" => self.name.to_string(), "dir" => "out", "mti" => msg.mti().to_string()).increment(1);
         let started = Instant::now();
         let answer = host.handle(buf.freeze()).await.ok_or(LinkError::Timeout)?;
         metrics::histogram!("cyberswitch_upstream_latency_seconds", "link" => self.name.to_string())
             .record(started.elapsed().as_secs_f64());
         Ok(answer)
+    }
+
+    fn encode(&self, msg: &OwnedMessage) -> Result<BytesMut, LinkError> {
+        let mut buf = BytesMut::new();
+        self.profile.spec.encode(msg, &mut buf).map_err(|e| {
+            tracing::error!(link = %self.name, error = %e, "request does not encode");
+            LinkError::Encode
+        })?;
+        Ok(buf)
     }
 
     /// Served in-process (the hosted ledger)?
@@ -226,11 +231,7 @@ impl Link {
         session: &Session,
         msg: OwnedMessage,
     ) -> Result<OwnedMessage, LinkError> {
-        let mut buf = BytesMut::new();
-        self.profile.spec.encode(&msg, &mut buf).map_err(|e| {
-            tracing::error!(link = %self.name, error = %e, "request does not encode");
-            LinkError::Encode
-        })?;
+        let buf = self.encode(&msg)?;
         let key = self.key_of_owned(&msg);
         let (tx, rx) = oneshot::channel();
         self.pending.insert(key.clone(), Pending { reply: tx });

@@ -2,6 +2,11 @@
 //! (`codec/encode/<spec>`, `codec/decode/<spec>`), and the same message with the fastest Rust
 //! ISO 8583 crate we know, `iso_8583_rs` (`peers/iso_8583_rs/...`), in the same run.
 //!
+//! Both libraries check a message's values against the layout once: the peer in
+//! `Builder::set`, we in `Spec::check` (which `Spec::encode` calls). `encode` measures writing
+//! a checked message on both sides; `check-encode` adds our check, and `build-encode` is the
+//! whole job on both sides (new message, 17 values set, checked, written).
+//!
 //! Run: `cargo bench --bench codec`.
 
 use std::collections::HashMap;
@@ -74,11 +79,37 @@ fn ours(c: &mut Criterion) {
         let wire = buf.to_vec();
         assert_eq!(spec.decode(&wire).unwrap().to_owned_message(), msg);
 
+        // Like the peer's `pack_into`: the message was checked against the layout when it
+        // was built (the peer checks in `Builder::set`), encoding writes it.
+        let checked = spec.check(&msg).unwrap();
         c.bench_function(&format!("codec/encode/{name}"), |b| {
             let mut out = BytesMut::with_capacity(1024);
             b.iter(|| {
                 out.clear();
+                black_box(&checked).encode(&mut out);
+                black_box(out.len())
+            })
+        });
+        // Check and write, as `Spec::encode` does for a message built without a layout.
+        c.bench_function(&format!("codec/check-encode/{name}"), |b| {
+            let mut out = BytesMut::with_capacity(1024);
+            b.iter(|| {
+                out.clear();
                 spec.encode(black_box(&msg), &mut out).unwrap();
+                black_box(out.len())
+            })
+        });
+        // The whole job: build the message from its values, check it, encode it.
+        let values = typical_0100(name);
+        c.bench_function(&format!("codec/build-encode/{name}"), |b| {
+            let mut out = BytesMut::with_capacity(1024);
+            b.iter(|| {
+                let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
+                for &(n, v) in black_box(&values) {
+                    m.set(n, v);
+                }
+                out.clear();
+                spec.encode(&m, &mut out).unwrap();
                 black_box(out.len())
             })
         });
@@ -153,6 +184,17 @@ fn peers(c: &mut Criterion) {
         let mut out = Vec::with_capacity(1024);
         b.iter(|| {
             black_box(&builder).pack_into(&mut out);
+            black_box(out.len())
+        })
+    });
+    c.bench_function("peers/iso_8583_rs/build-encode", |b| {
+        let mut out = Vec::with_capacity(1024);
+        b.iter(|| {
+            let mut builder = iso_8583_rs::Builder::new(&spec, b"0100").unwrap();
+            for (n, v) in black_box(&values) {
+                builder.set(usize::from(*n), v).unwrap();
+            }
+            builder.pack_into(&mut out);
             black_box(out.len())
         })
     });

@@ -552,7 +552,11 @@ macro_rules! round_trip {
                 let decoded = spec.decode(&wire).unwrap();
                 prop_assert_eq!(decoded.to_owned_message(), msg.clone());
                 // Stable bytes: encoding the decoded message gives the same bytes back.
-                prop_assert_eq!(spec.encode_to_vec(&decoded.to_owned_message()).unwrap(), wire);
+                prop_assert_eq!(spec.encode_to_vec(&decoded.to_owned_message()).unwrap(), wire.clone());
+                // Checking first and writing later gives the same bytes as doing both at once.
+                let mut written = BytesMut::new();
+                spec.check(&msg).unwrap().encode(&mut written);
+                prop_assert_eq!(written.to_vec(), wire);
             }
         }
     };
@@ -577,6 +581,24 @@ proptest! {
             let _ = m.original_data();
             prop_assert!(spec.encode_to_vec(&m.to_owned_message()).is_ok());
         }
+    }
+
+    /// The decoder's fast pass accepts a mutated message exactly when the careful pass does,
+    /// with the same fields (`decode` falls back to the careful pass on what the fast pass
+    /// refuses, so a disagreement shows as a message decoded by one and refused by the other).
+    #[test]
+    fn fast_and_careful_decoding_agree(
+        (which, msg) in (0usize..4).prop_flat_map(|w| (Just(w), message_strategy(leaked(SPECS[w])))),
+        pos in any::<usize>(),
+        byte in any::<u8>(),
+    ) {
+        let spec = leaked(SPECS[which]);
+        let mut wire = spec.encode_to_vec(&msg).unwrap();
+        let i = pos % wire.len();
+        wire[i] = byte;
+        let fast = spec.decode(&wire).map(|m| m.to_owned_message()).map_err(|e| e.to_string());
+        let careful = spec.decode_careful(&wire).map(|m| m.to_owned_message()).map_err(|e| e.to_string());
+        prop_assert_eq!(fast, careful);
     }
 
     /// Mutating one byte of a valid message never panics the decoder.

@@ -12,7 +12,13 @@ use tokio_util::codec::{Decoder, Encoder};
 /// and decode again to the same fields.
 pub fn decode(spec: &'static OnceLock<Spec>, name: &str, data: &[u8]) {
     let spec = spec.get_or_init(|| Spec::resolve(name).expect("shipped spec loads"));
+    // `decode` falls back to the careful pass on anything its fast pass refuses, so the two
+    // agree if the careful pass accepts everything the fast pass does, with the same fields.
     let Ok(msg) = spec.decode(data) else { return };
+    let careful = spec
+        .decode_careful(data)
+        .expect("careful pass accepts what the fast pass accepts");
+    assert_eq!(careful.to_owned_message(), msg.to_owned_message());
     let _ = to_json(&msg, true);
     let _ = msg.pan();
     let _ = msg.switch_data();

@@ -9,7 +9,8 @@ use smallvec::SmallVec;
 
 use super::error::{DecodeError, Place, Reason};
 use super::message::{Bitmap, Message, Mti, Span};
-use super::spec::{BitmapEncoding, Encoding, FieldCodec, Format, MtiEncoding, PrefixCounts, Spec};
+use super::plan::Kind;
+use super::spec::{BitmapEncoding, Encoding, FieldCodec, Format, MtiEncoding, Spec};
 use super::wire;
 
 /// A nom error that knows where (the input left when it failed) and why.
@@ -70,9 +71,135 @@ fn take_nom(input: &[u8], n: usize, place: Place) -> Res<'_, &[u8]> {
         .or_else(|_| take_part(input, n, place))
 }
 
+/// Spans kept inline in a [`Message`]; a message with more fields takes the careful path,
+/// which spills them to the heap.
+const INLINE_SPANS: usize = 24;
+
 impl Spec {
     /// Decode one message (framing already removed).
+    ///
+    /// A fast pass accepts well-formed messages; anything it does not accept (a bad byte, a
+    /// layout feature it leaves to the general code, more than [`INLINE_SPANS`] fields) is
+    /// decoded again by the careful pass, which says exactly what is wrong and where. Both
+    /// accept the same messages (checked by a property test and the fuzz targets).
+    #[inline]
     pub fn decode<'a>(&'a self, frame: &'a [u8]) -> Result<Message<'a>, DecodeError> {
+        match self.decode_fast(frame) {
+            Some(msg) => Ok(msg),
+            None => self.decode_careful(frame),
+        }
+    }
+
+    /// The fast pass: `None` for anything but a well-formed message.
+    #[inline(always)]
+    fn decode_fast<'a>(&'a self, frame: &'a [u8]) -> Option<Message<'a>> {
+        let (mti, present, mut pos) = self.fast_header(frame)?;
+        let mut spans = [Span { start: 0 }; INLINE_SPANS];
+        let mut count = 0;
+        for (w, &word) in present.0.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let lz = bits.leading_zeros();
+                bits &= !(1u64 << 63 >> lz);
+                let n = (w as u16) * 64 + lz as u16 + 1; // ok: w < 3, lz < 64
+                let (span, end) = self.fast_field(frame, pos, n)?;
+                *spans.get_mut(count)? = span;
+                count += 1;
+                pos = end;
+            }
+        }
+        if pos != frame.len() {
+            return None;
+        }
+        Some(Message {
+            spec: self,
+            frame,
+            mti,
+            present,
+            spans: SmallVec::from_buf_and_len(spans, count),
+        })
+    }
+
+    /// MTI and bitmaps: the common ASCII/hex and ASCII/binary headers directly, others
+    /// through the general parsers. Returns where the first field starts.
+    #[inline(always)]
+    fn fast_header(&self, frame: &[u8]) -> Option<(Mti, Bitmap, usize)> {
+        if self.mti != MtiEncoding::Ascii {
+            let (input, mti) = mti(self, frame).ok()?;
+            let (input, present) = bitmaps(self, input).ok()?;
+            return Some((mti, present, frame.len() - input.len()));
+        }
+        let mti = Mti::new(frame.get(..4)?)?;
+        let width = match self.bitmap {
+            BitmapEncoding::Hex => 16,
+            BitmapEncoding::Binary => 8,
+        };
+        let word = |at: usize| -> Option<u64> {
+            let raw = frame.get(at..at + width)?;
+            match self.bitmap {
+                BitmapEncoding::Hex => wire::hex_u64(raw),
+                BitmapEncoding::Binary => Some(u64::from_be_bytes(raw.try_into().ok()?)),
+            }
+        };
+        let mut present = Bitmap([word(4)?, 0, 0]);
+        let mut pos = 4 + width;
+        if present.has(1) {
+            present.0[1] = word(pos)?;
+            present.clear(1);
+            pos += width;
+            if self.tertiary && present.has(65) {
+                present.0[2] = word(pos)?;
+                present.clear(65);
+                pos += width;
+            }
+        }
+        if present.0 == [0; 3] {
+            return None;
+        }
+        Some((mti, present, pos))
+    }
+
+    /// One field at `pos`: its span and where the next field starts.
+    #[inline(always)]
+    fn fast_field(&self, frame: &[u8], pos: usize, n: u16) -> Option<(Span, usize)> {
+        let plan = self.plan(n);
+        match plan.kind {
+            Kind::Plain => {
+                let (start, units) = if plan.prefix == 0 {
+                    (pos, plan.max as usize)
+                } else {
+                    let prefix = frame.get(pos..pos + usize::from(plan.prefix))?;
+                    let units = ascii_number(prefix)?;
+                    if units > plan.max as usize || units < plan.min as usize {
+                        return None;
+                    }
+                    (pos + prefix.len(), units)
+                };
+                let end = start + units;
+                let data = frame.get(start..end)?;
+                if let Some(format) = plan.format {
+                    if !wire::is_text(format, data) {
+                        return None;
+                    }
+                }
+                let span = Span {
+                    start: start as u32, // ok: frames are bounded far below 4 GiB
+                };
+                Some((span, end))
+            }
+            Kind::General => {
+                let (rest, span) = field(self, frame, frame.get(pos..)?, n, true).ok()?;
+                Some((span, frame.len() - rest.len()))
+            }
+            Kind::Undefined => None,
+        }
+    }
+
+    /// The careful pass: decodes with nom, field by field, and on failure names the field,
+    /// the offset and the reason. Public for the fuzz targets, which check that it agrees
+    /// with [`Spec::decode`].
+    #[doc(hidden)]
+    pub fn decode_careful<'a>(&'a self, frame: &'a [u8]) -> Result<Message<'a>, DecodeError> {
         let error = |f: nom::Err<Fail<'_>>| match f {
             nom::Err::Error(f) | nom::Err::Failure(f) => DecodeError {
                 place: f.place,
@@ -221,16 +348,20 @@ fn one_bitmap<'a>(spec: &Spec, input: &'a [u8]) -> Res<'a, u64> {
         }
         BitmapEncoding::Hex => {
             let (rest, raw) = take_nom(input, 16, Place::Bitmap)?;
-            let mut value = 0u64;
-            for (i, &c) in raw.iter().enumerate() {
-                match wire::hex_value(c) {
-                    Some(v) => value = value << 4 | u64::from(v),
-                    None => {
-                        return fail(&input[i..], Place::Bitmap, Reason::InvalidHex { byte: c })
-                    }
+            match wire::hex_u64(raw) {
+                Some(value) => Ok((rest, value)),
+                None => {
+                    let i = raw
+                        .iter()
+                        .position(|&c| wire::hex_value(c).is_none())
+                        .unwrap_or(0);
+                    fail(
+                        &input[i..],
+                        Place::Bitmap,
+                        Reason::InvalidHex { byte: raw[i] },
+                    )
                 }
             }
-            Ok((rest, value))
         }
     }
 }
@@ -249,7 +380,7 @@ fn field<'a>(spec: &Spec, frame: &'a [u8], input: &'a [u8], n: u16, check: bool)
         let Ok(counted) = wire::read_prefix(codec, raw) else {
             return fail(input, place, Reason::BadLengthPrefix);
         };
-        let Some(units) = units_from_prefix(codec, counted) else {
+        let Some(units) = codec.units_from_prefix(counted) else {
             return fail(input, place, Reason::BadLengthPrefix);
         };
         if units > codec.max {
@@ -279,22 +410,17 @@ fn field<'a>(spec: &Spec, frame: &'a [u8], input: &'a [u8], n: u16, check: bool)
         rest,
         Span {
             start: start as u32, // ok: frames are bounded far below 4 GiB by the framing
-            units: units as u32,
         },
     ))
 }
 
-/// The value's length in units from what the prefix counted.
-#[inline]
-fn units_from_prefix(codec: &FieldCodec, counted: usize) -> Option<usize> {
-    match codec.prefix_counts {
-        PrefixCounts::Units => Some(counted),
-        PrefixCounts::WireBytes => match codec.encoding {
-            Encoding::Hex => counted.is_multiple_of(2).then_some(counted / 2),
-            // The spec loader refuses wire-byte counts for BCD, so this is one byte a unit.
-            _ => counted.checked_sub(usize::from(codec.format == Format::XN)),
-        },
-    }
+/// An ASCII decimal length prefix (at most six digits, so no overflow).
+#[inline(always)]
+fn ascii_number(digits: &[u8]) -> Option<usize> {
+    digits.iter().try_fold(0usize, |acc, &b| {
+        let d = b.wrapping_sub(b'0');
+        (d < 10).then(|| acc * 10 + usize::from(d))
+    })
 }
 
 /// Check a field's bytes; on failure, the index of the bad byte and the reason.

@@ -1,13 +1,13 @@
-//! Encoding: MTI → bitmaps → each field in number order, into a `BytesMut`. A first pass checks
-//! every value against its definition and sizes the message; the second writes into the
-//! buffer grown once to that size, so nothing is left behind on error and no write pays for a
-//! capacity check.
+//! Encoding: MTI → bitmaps → each field in number order, into a `BytesMut` reserved once.
+//! Plain fields are checked and written in one step; the others are checked and sized, then
+//! written into room made for them. On any error the buffer is truncated back, so nothing of
+//! a refused message is left behind.
 
 use bytes::BytesMut;
-use smallvec::SmallVec;
 
 use super::error::{EncodeError, EncodeReason, Place};
-use super::message::{Bitmap, OwnedMessage};
+use super::message::OwnedMessage;
+use super::plan::{Kind, Plan};
 use super::spec::{
     BitmapEncoding, Encoding, FieldCodec, Format, MtiEncoding, Pad, PrefixCounts, Spec,
 };
@@ -37,63 +37,94 @@ impl Extend<u8> for SliceWriter<'_> {
     }
 }
 
+/// The output buffer, grown in advance to a size that holds a message of plain fields, and
+/// written through slices (a small copy is then a few moves, not a call). Grows further only
+/// for fields that need more room (hex, padding).
+struct Out<'a> {
+    buf: &'a mut BytesMut,
+    at: usize,
+}
+
+impl Out<'_> {
+    /// The next `n` bytes of the buffer, to be filled by the caller.
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let (at, end) = (self.at, self.at + n);
+        self.at = end;
+        if end > self.buf.len() {
+            self.buf.resize(end, 0);
+        }
+        &mut self.buf[at..end]
+    }
+
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        wire::copy_small(self.room(bytes.len()), bytes);
+    }
+}
+
+/// A message checked against a layout: every field defined, every value of the right
+/// length and character class. Encoding it cannot fail and checks nothing again, so a message
+/// that is sent more than once (a repeated reversal, a retransmission) is checked once. It
+/// borrows the message, which therefore cannot change in between.
+pub struct Checked<'s, 'm> {
+    spec: &'s Spec,
+    msg: &'m OwnedMessage,
+}
+
 impl Spec {
-    /// Append the encoded message to `out`.
+    /// Append the encoded message to `out`; on error `out` is left as it was.
     pub fn encode(&self, msg: &OwnedMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
-        // Pass 1: check every value, build the bitmap, size the message.
-        let mut map = Bitmap::default();
-        let mut codecs: SmallVec<[&FieldCodec; 24]> = SmallVec::new();
-        let mut size = 0;
+        if !self.all_defined(msg) {
+            return Err(self.undefined_field(msg));
+        }
+        // Checked while written (one pass over the fields); cut back on error.
+        let start = out.len();
+        let result = write_message(self, msg, out, true);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn all_defined(&self, msg: &OwnedMessage) -> bool {
+        let map = msg.present();
+        map.is_subset_of(&self.defined) && map.count() == msg.len()
+    }
+
+    /// Check `msg` against this layout without encoding it.
+    pub fn check<'s, 'm>(&'s self, msg: &'m OwnedMessage) -> Result<Checked<'s, 'm>, EncodeError> {
+        if !self.all_defined(msg) {
+            return Err(self.undefined_field(msg));
+        }
         for (n, value) in msg.fields() {
-            let err = |reason| EncodeError {
+            let plan = self.plan(n);
+            if plan.kind == Kind::Plain && plain_fits(plan, value) && plain_text_ok(plan, value) {
+                continue;
+            }
+            let codec = self.codec(n).ok_or(EncodeError {
+                place: Place::Field(n),
+                reason: EncodeReason::UndefinedField,
+            })?;
+            check_field(codec, value).map_err(|reason| EncodeError {
                 place: Place::Field(n),
                 reason,
-            };
-            if n > self.max_field() || (self.tertiary && n == 65) {
-                return Err(err(EncodeReason::UndefinedField));
-            }
-            let codec = self.codec(n).ok_or(err(EncodeReason::UndefinedField))?;
-            size += check_field(codec, value).map_err(err)?;
-            codecs.push(codec);
-            map.set(n);
+            })?;
         }
-        let words = if map.0[2] != 0 {
-            map.set(65);
-            map.set(1);
-            3
-        } else if map.0[1] != 0 {
-            map.set(1);
-            2
-        } else {
-            1
-        };
-        let mti_len = if self.mti == MtiEncoding::Bcd { 2 } else { 4 };
-        let bitmap_len = words
-            * if self.bitmap == BitmapEncoding::Hex {
-                16
-            } else {
-                8
-            };
-        let total = mti_len + bitmap_len + size;
-        // Pass 2: write.
-        let start = out.len();
-        out.resize(start + total, 0);
-        let mut w = SliceWriter {
-            buf: &mut out[start..],
-            at: 0,
-        };
-        self.put_mti(msg, &mut w);
-        for &word in &map.0[..words] {
-            match self.bitmap {
-                BitmapEncoding::Binary => w.put(&word.to_be_bytes()),
-                BitmapEncoding::Hex => wire::push_hex(&mut w, &word.to_be_bytes()),
-            }
+        Ok(Checked { spec: self, msg })
+    }
+
+    /// The first field of `msg` this layout cannot carry.
+    #[cold]
+    fn undefined_field(&self, msg: &OwnedMessage) -> EncodeError {
+        let n = msg
+            .field_numbers()
+            .find(|&n| self.plan(n).kind == Kind::Undefined)
+            .unwrap_or(0);
+        EncodeError {
+            place: Place::Field(n),
+            reason: EncodeReason::UndefinedField,
         }
-        for ((_, value), codec) in msg.fields().zip(codecs) {
-            put_field(codec, value, &mut w);
-        }
-        debug_assert_eq!(w.at, total, "sizing and writing must agree");
-        Ok(())
     }
 
     /// Encode into a new buffer.
@@ -102,18 +133,134 @@ impl Spec {
         self.encode(msg, &mut out)?;
         Ok(out.to_vec())
     }
+}
 
-    fn put_mti(&self, msg: &OwnedMessage, w: &mut SliceWriter<'_>) {
-        let d = *msg.mti().as_bytes();
-        match self.mti {
-            MtiEncoding::Ascii => w.put(&d),
-            MtiEncoding::Ebcdic => w.put(&d.map(|c| c - b'0' + 0xF0)),
-            MtiEncoding::Bcd => {
-                let n = d.map(|c| c - b'0');
-                w.put(&[n[0] << 4 | n[1], n[2] << 4 | n[3]]);
-            }
+impl Checked<'_, '_> {
+    /// Append the message to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let written = write_message(self.spec, self.msg, out, false);
+        debug_assert!(written.is_ok(), "a checked message is written whole");
+    }
+}
+
+/// MTI, bitmaps, then each field: plain fields (see [`Plan`]) straight from their values,
+/// the others through the general writer. With `check`, each value is checked on the way
+/// (the first bad one ends the message with its error); without, the message was checked
+/// before. Every field must be defined.
+#[inline(always)]
+fn write_message(
+    spec: &Spec,
+    msg: &OwnedMessage,
+    out: &mut BytesMut,
+    check: bool,
+) -> Result<(), EncodeError> {
+    let mut map = msg.present();
+    let words = if map.0[2] != 0 {
+        map.set(65);
+        map.set(1);
+        3
+    } else if map.0[1] != 0 {
+        map.set(1);
+        2
+    } else {
+        1
+    };
+    // Room for the header and every plain field with its prefix: one allocation at most.
+    let start = out.len();
+    out.resize(
+        start + 4 + 16 * words + msg.value_bytes() + 6 * msg.len(),
+        0,
+    );
+    let mut w = Out {
+        buf: out,
+        at: start,
+    };
+    put_mti(spec.mti, msg, &mut w);
+    for &word in &map.0[..words] {
+        match spec.bitmap {
+            BitmapEncoding::Binary => w.put(&word.to_be_bytes()),
+            BitmapEncoding::Hex => w.put(&wire::hex_16(word)),
         }
     }
+    let mut result = Ok(());
+    for (n, value) in msg.fields() {
+        let plan = spec.plan(n);
+        if plan.kind == Kind::Plain
+            && plain_fits(plan, value)
+            && (!check || plain_text_ok(plan, value))
+        {
+            put_plain(plan, value, &mut w);
+            continue;
+        }
+        let err = |reason| EncodeError {
+            place: Place::Field(n),
+            reason,
+        };
+        let Some(codec) = spec.codec(n) else {
+            result = Err(err(EncodeReason::UndefinedField));
+            break;
+        };
+        if check {
+            if let Err(reason) = check_field(codec, value) {
+                result = Err(err(reason));
+                break;
+            }
+        }
+        put_general(codec, value, &mut w);
+    }
+    let end = w.at;
+    out.truncate(end);
+    result
+}
+
+fn put_mti(encoding: MtiEncoding, msg: &OwnedMessage, w: &mut Out<'_>) {
+    let d = *msg.mti().as_bytes();
+    match encoding {
+        MtiEncoding::Ascii => w.put(&d),
+        MtiEncoding::Ebcdic => w.put(&d.map(|c| c - b'0' + 0xF0)),
+        MtiEncoding::Bcd => {
+            let n = d.map(|c| c - b'0');
+            w.put(&[n[0] << 4 | n[1], n[2] << 4 | n[3]]);
+        }
+    }
+}
+
+/// Whether a plain field's value has its length (a shorter value of a fixed field is padded
+/// by the general writer).
+#[inline(always)]
+fn plain_fits(plan: Plan, value: &[u8]) -> bool {
+    let len = value.len();
+    if plan.prefix == 0 {
+        len == plan.max as usize
+    } else {
+        len <= plan.max as usize && len >= plan.min as usize
+    }
+}
+
+#[inline(always)]
+fn plain_text_ok(plan: Plan, value: &[u8]) -> bool {
+    plan.format.is_none_or(|f| wire::is_text(f, value))
+}
+
+/// Write a checked plain field: ASCII length prefix, then the value as it is.
+#[inline(always)]
+fn put_plain(plan: Plan, value: &[u8], w: &mut Out<'_>) {
+    let prefix = usize::from(plan.prefix);
+    let room = w.room(prefix + value.len());
+    // The spec loader made sure the maximum fits the prefix.
+    wire::put_ascii_length(&mut room[..prefix], value.len());
+    wire::copy_small(&mut room[prefix..], value);
+}
+
+/// Write a checked field of any other kind into room sized for it.
+fn put_general(codec: &FieldCodec, value: &[u8], w: &mut Out<'_>) {
+    let size = wire_size(codec, value);
+    let mut field = SliceWriter {
+        buf: w.room(size),
+        at: 0,
+    };
+    put_field(codec, value, &mut field);
+    debug_assert_eq!(field.at, size, "sizing and writing must agree");
 }
 
 /// The value's length in the field's unit.
@@ -168,10 +315,16 @@ fn check_field(codec: &FieldCodec, value: &[u8]) -> Result<usize, EncodeReason> 
             });
         }
     }
+    Ok(wire_size(codec, value))
+}
+
+/// Bytes a (checked) value takes on the wire, prefix included.
+#[inline]
+fn wire_size(codec: &FieldCodec, value: &[u8]) -> usize {
     if codec.is_fixed() {
-        Ok(codec.wire_len(codec.max))
+        codec.wire_len(codec.max)
     } else {
-        Ok(codec.prefix_len() + codec.wire_len(units))
+        codec.prefix_len() + codec.wire_len(units_of(codec, value))
     }
 }
 

@@ -79,6 +79,16 @@ impl Bitmap {
         let i = usize::from(n) - 1;
         self.0[i / 64] &= !(1u64 << 63 >> (i % 64));
     }
+    /// How many fields are present.
+    #[inline]
+    pub(crate) fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    /// Whether every field present here is present in `other` too.
+    #[inline]
+    pub(crate) fn is_subset_of(&self, other: &Bitmap) -> bool {
+        self.0.iter().zip(&other.0).all(|(a, b)| a & !b == 0)
+    }
     /// How many set bits come before field `n`.
     #[inline]
     fn rank(&self, n: u16) -> usize {
@@ -102,13 +112,12 @@ impl Bitmap {
     }
 }
 
-/// Where a decoded field sits in the frame.
+/// Where a decoded field's data (after its prefix) starts in the frame. Its length is read
+/// again from the prefix when the field is asked for: that keeps a message small (it is
+/// returned by value) and the prefix was validated when the message was decoded.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Span {
-    /// Offset of the field's data (after its prefix) in the message.
     pub(crate) start: u32,
-    /// Length in the field's unit (digits, characters, bytes).
-    pub(crate) units: u32,
 }
 
 /// A decoded message: field values are slices of the frame, found through the bitmap.
@@ -150,7 +159,14 @@ impl<'a> Message<'a> {
         let span = *self.spans.get(self.present.rank(n))?;
         let codec = *self.spec.codec(n)?;
         let start = span.start as usize;
-        let units = span.units as usize;
+        let units = if codec.is_fixed() {
+            codec.max
+        } else {
+            let prefix = self
+                .frame
+                .get(start.checked_sub(codec.prefix_len())?..start)?;
+            codec.units_from_prefix(wire::read_prefix(&codec, prefix).ok()?)?
+        };
         let wire = self.frame.get(start..start + codec.wire_len(units))?;
         Some(Field {
             number: n,
@@ -263,6 +279,8 @@ pub struct OwnedMessage {
     mti: Mti,
     entries: SmallVec<[Entry; 24]>,
     data: Vec<u8>,
+    /// The fields set, kept with `entries` so that encoding starts from a ready bitmap.
+    present: Bitmap,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -282,6 +300,7 @@ impl OwnedMessage {
             mti,
             entries: SmallVec::new(),
             data: Vec::with_capacity(bytes),
+            present: Bitmap::default(),
         }
     }
 
@@ -301,6 +320,15 @@ impl OwnedMessage {
             len: value.len() as u32,
         };
         self.data.extend_from_slice(value);
+        // A number no bitmap can hold stays out of the bitmap; encoding then refuses it.
+        if (1..=192).contains(&n) {
+            self.present.set(n);
+        }
+        // Messages are mostly built in field order: appending is the common case.
+        if self.entries.last().is_none_or(|e| e.field < n) {
+            self.entries.push(entry);
+            return self;
+        }
         match self.entries.binary_search_by_key(&n, |e| e.field) {
             Ok(i) => self.entries[i] = entry,
             Err(i) => self.entries.insert(i, entry),
@@ -317,6 +345,9 @@ impl OwnedMessage {
     pub fn remove(&mut self, n: u16) -> &mut Self {
         if let Ok(i) = self.entries.binary_search_by_key(&n, |e| e.field) {
             self.entries.remove(i);
+            if (1..=192).contains(&n) {
+                self.present.clear(n);
+            }
         }
         self
     }
@@ -328,6 +359,30 @@ impl OwnedMessage {
 
     pub fn has(&self, n: u16) -> bool {
         self.get(n).is_some()
+    }
+
+    /// How many fields are set.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Numbers of the fields set, ascending.
+    pub fn field_numbers(&self) -> impl Iterator<Item = u16> + '_ {
+        self.entries.iter().map(|e| e.field)
+    }
+
+    /// The fields set, as a bitmap (no indicator bits).
+    pub(crate) fn present(&self) -> Bitmap {
+        self.present
+    }
+
+    /// Total bytes of the field values (a sizing hint for encoding).
+    pub(crate) fn value_bytes(&self) -> usize {
+        self.data.len()
     }
 
     /// Present fields with their values, ascending.

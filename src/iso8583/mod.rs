@@ -9,11 +9,13 @@ pub mod error;
 pub mod json;
 mod message;
 pub mod pan;
+mod plan;
 pub mod spec;
 pub mod tlv;
 mod typed;
 mod wire;
 
+pub use encode::Checked;
 pub use error::{DecodeError, EncodeError, Place, Reason};
 pub use message::{Bitmap, Field, Message, Mti, OwnedMessage};
 pub use pan::Pan;

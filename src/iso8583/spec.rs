@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::message::Bitmap;
+use super::plan::Plan;
+
 /// Highest field number a layout can define (tertiary bitmap).
 pub const MAX_FIELD: u16 = 192;
 /// Largest length prefix: LLLLLL.
@@ -246,6 +249,19 @@ impl FieldCodec {
         }
     }
 
+    /// The value's length in units from what its prefix counted.
+    #[inline]
+    pub(crate) fn units_from_prefix(&self, counted: usize) -> Option<usize> {
+        match self.prefix_counts {
+            PrefixCounts::Units => Some(counted),
+            PrefixCounts::WireBytes => match self.encoding {
+                Encoding::Hex => counted.is_multiple_of(2).then_some(counted / 2),
+                // The spec loader refuses wire-byte counts for BCD, so this is one byte a unit.
+                _ => counted.checked_sub(usize::from(self.format == Format::XN)),
+            },
+        }
+    }
+
     /// Bytes taken by the length prefix.
     #[inline]
     pub fn prefix_len(&self) -> usize {
@@ -277,6 +293,10 @@ pub struct Spec {
     pub tertiary: bool,
     /// Indexed by field number; `None` for undefined fields (and 0, 1).
     pub(crate) codecs: Vec<Option<FieldCodec>>,
+    /// The same table in its hot-path form (see [`Plan`]).
+    pub(crate) plans: Vec<Plan>,
+    /// The data fields the layout defines.
+    pub(crate) defined: Bitmap,
     fields: BTreeMap<u16, FieldDef>,
 }
 
@@ -289,6 +309,11 @@ impl Spec {
     /// All defined fields, in number order.
     pub fn fields(&self) -> impl Iterator<Item = &FieldDef> {
         self.fields.values()
+    }
+
+    #[inline]
+    pub(crate) fn plan(&self, n: u16) -> Plan {
+        self.plans.get(usize::from(n)).copied().unwrap_or_default()
     }
 
     #[inline]
@@ -504,6 +529,11 @@ impl SpecFile {
             codecs[usize::from(number)] = Some(def.codec);
             fields.insert(number, def);
         }
+        let plans = codecs.iter().map(|c| Plan::of(c.as_ref())).collect();
+        let mut defined = Bitmap::default();
+        for &n in fields.keys() {
+            defined.set(n);
+        }
         Ok(Spec {
             name: self.name,
             description: self.description,
@@ -511,6 +541,8 @@ impl SpecFile {
             bitmap: self.bitmap.encoding,
             tertiary: self.bitmap.tertiary,
             codecs,
+            plans,
+            defined,
             fields,
         })
     }

@@ -53,6 +53,49 @@ fn swar_printable(word: u64) -> bool {
     below_space | is_del == 0
 }
 
+// Exact per-byte tests for 7-bit text: with every byte's high bit set first, subtracting at
+// most 0x7F from a byte never borrows from the next one, so each byte's high bit afterwards
+// answers for that byte alone. Each returns HIGHS where the byte passes.
+
+/// Bytes at or above `lo` and below `hi` (`t` has the high bits set).
+#[inline(always)]
+fn bytes_in(t: u64, lo: u8, hi: u8) -> u64 {
+    t.wrapping_sub(ONES * u64::from(lo)) & !t.wrapping_sub(ONES * u64::from(hi)) & HIGHS
+}
+
+/// Bytes equal to `c` (`w` 7-bit).
+#[inline(always)]
+fn bytes_eq(w: u64, c: u8) -> u64 {
+    !((w ^ (ONES * u64::from(c))) | HIGHS).wrapping_sub(ONES) & HIGHS
+}
+
+/// Letters of either case (`t` has the high bits set).
+#[inline(always)]
+fn letters(t: u64) -> u64 {
+    bytes_in(t | (ONES * 0x20), b'a', b'z' + 1)
+}
+
+/// Eight bytes at a time: letters and spaces (format `a`).
+#[inline(always)]
+fn swar_alpha(w: u64) -> bool {
+    let t = w | HIGHS;
+    w & HIGHS == 0 && letters(t) | bytes_eq(w, b' ') == HIGHS
+}
+
+/// Eight bytes at a time: letters, digits and spaces (format `an`).
+#[inline(always)]
+fn swar_alnum(w: u64) -> bool {
+    let t = w | HIGHS;
+    w & HIGHS == 0 && letters(t) | bytes_in(t, b'0', b'9' + 1) | bytes_eq(w, b' ') == HIGHS
+}
+
+/// Eight bytes at a time: digits and the track separators `=` and `D` (format `z`).
+#[inline(always)]
+fn swar_track(w: u64) -> bool {
+    let t = w | HIGHS;
+    w & HIGHS == 0 && bytes_in(t, b'0', b'9' + 1) | bytes_eq(w, b'=') | bytes_eq(w, b'D') == HIGHS
+}
+
 /// Character classes as bit flags, one entry per byte value, so that checking a short field
 /// is one table load and one AND per byte, without branches.
 const C_N: u8 = 1;
@@ -61,7 +104,7 @@ const C_AN: u8 = 4;
 const C_ANS: u8 = 8;
 const C_Z: u8 = 16;
 
-static CLASSES: [u8; 256] = {
+const CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
@@ -85,47 +128,83 @@ static CLASSES: [u8; 256] = {
     t
 };
 
+/// Whether every byte of `data` is in `class`: eight table look-ups per step, ANDed together,
+/// so the loop does not branch per byte.
 #[inline(always)]
 fn all_in(data: &[u8], class: u8) -> bool {
-    data.iter()
-        .fold(class, |acc, &b| acc & CLASSES[usize::from(b)])
+    let mut chunks = data.chunks_exact(8);
+    let mut acc = class;
+    for c in &mut chunks {
+        acc &= c.iter().fold(class, |a, &b| a & CLASSES[usize::from(b)]);
+    }
+    chunks
+        .remainder()
+        .iter()
+        .fold(acc, |a, &b| a & CLASSES[usize::from(b)])
         != 0
 }
 
-/// Eight bytes at a time with `word_ok`, the tail through the class table.
+#[inline(always)]
+fn word_at(data: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&data[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn half_at(data: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&data[i..i + 4]);
+    u64::from(u32::from_le_bytes(w))
+}
+
+/// Eight bytes at a time with `word_ok` (the last word overlapping the one before, so any
+/// length from 8 up is whole words); 4 to 7 bytes as two overlapping halves in one word;
+/// shorter through the class table. `word_ok` must judge bytes independently.
 #[inline(always)]
 fn check_words(data: &[u8], word_ok: fn(u64) -> bool, class: u8) -> bool {
-    if data.len() < 16 {
-        return all_in(data, class);
+    let len = data.len();
+    if len >= 8 {
+        if len <= 16 {
+            // Most fields: two words, no loop (`&` rather than `&&`: no branch between).
+            return word_ok(word_at(data, 0)) & word_ok(word_at(data, len - 8));
+        }
+        let mut ok = true;
+        let mut i = 0;
+        while i + 8 < len {
+            ok &= word_ok(word_at(data, i));
+            i += 8;
+        }
+        ok && word_ok(word_at(data, len - 8))
+    } else if len >= 4 {
+        word_ok(half_at(data, 0) | half_at(data, len - 4) << 32)
+    } else {
+        all_in(data, class)
     }
-    let mut chunks = data.chunks_exact(8);
-    let words_ok = chunks.all(|c| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        word_ok(u64::from_le_bytes(w))
-    });
-    words_ok && all_in(chunks.remainder(), class)
+}
+
+/// Whether `data` is valid text of `format` (the hot path: no index, no branch per byte).
+#[inline(always)]
+pub(crate) fn is_text(format: Format, data: &[u8]) -> bool {
+    match format {
+        Format::N => check_words(data, swar_digits, C_N),
+        Format::Ans => check_words(data, swar_printable, C_ANS),
+        Format::A => check_words(data, swar_alpha, C_A),
+        Format::An => check_words(data, swar_alnum, C_AN),
+        Format::Z => check_words(data, swar_track, C_Z),
+        Format::XN => match data.split_first() {
+            Some((b'C' | b'D', digits)) => check_words(digits, swar_digits, C_N),
+            Some(_) => false,
+            None => true,
+        },
+        Format::B => true,
+    }
 }
 
 /// Check text of the given format; returns the index of the first invalid byte.
 #[inline]
 pub(crate) fn check_text(format: Format, data: &[u8]) -> Option<usize> {
-    let ok = match format {
-        Format::N => check_words(data, swar_digits, C_N),
-        Format::Ans => check_words(data, swar_printable, C_ANS),
-        Format::A => all_in(data, C_A),
-        Format::An => all_in(data, C_AN),
-        Format::Z => all_in(data, C_Z),
-        Format::XN => {
-            return match data.split_first() {
-                Some((b'C' | b'D', digits)) => check_text(Format::N, digits).map(|i| i + 1),
-                Some(_) => Some(0),
-                None => None,
-            }
-        }
-        Format::B => true,
-    };
-    if ok {
+    if is_text(format, data) {
         return None;
     }
     match format {
@@ -133,7 +212,12 @@ pub(crate) fn check_text(format: Format, data: &[u8]) -> Option<usize> {
         Format::Ans => first_bad(data, is_printable),
         Format::A => first_bad(data, is_alpha_or_space),
         Format::An => first_bad(data, |b| is_digit(b) || is_alpha_or_space(b)),
-        _ => first_bad(data, is_track),
+        Format::XN => match data.split_first() {
+            Some((b'C' | b'D', digits)) => first_bad(digits, is_digit).map(|i| i + 1),
+            _ => Some(0),
+        },
+        Format::B => None,
+        Format::Z => first_bad(data, is_track),
     }
 }
 
@@ -160,7 +244,7 @@ pub(crate) fn latin1_to_ebcdic(page: CodePage, b: u8) -> u8 {
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Hex digit values; 0xFF for bytes that are not hex digits.
-static HEX_VALUES: [u8; 256] = {
+const HEX_VALUES: [u8; 256] = {
     let mut t = [0xFFu8; 256];
     let mut i = 0;
     while i < 10 {
@@ -180,6 +264,111 @@ static HEX_VALUES: [u8; 256] = {
 pub(crate) fn hex_value(c: u8) -> Option<u8> {
     let v = HEX_VALUES[usize::from(c)];
     (v != 0xFF).then_some(v)
+}
+
+/// Sixteen hex digits (a bitmap) as a number, eight digits at a time.
+#[inline]
+pub(crate) fn hex_u64(text: &[u8]) -> Option<u64> {
+    let digits: &[u8; 16] = text.try_into().ok()?;
+    let mut high = [0u8; 8];
+    let mut low = [0u8; 8];
+    high.copy_from_slice(&digits[..8]);
+    low.copy_from_slice(&digits[8..]);
+    let high = hex_word(u64::from_be_bytes(high))?;
+    let low = hex_word(u64::from_be_bytes(low))?;
+    Some(u64::from(high) << 32 | u64::from(low))
+}
+
+/// Eight hex digits (the first in the most significant byte) as a number. Every byte is
+/// checked on its own: with the high bits set first, the subtractions never borrow across
+/// bytes.
+#[inline(always)]
+fn hex_word(w: u64) -> Option<u32> {
+    if w & HIGHS != 0 {
+        return None;
+    }
+    let t = w | HIGHS;
+    let digit = (t.wrapping_sub(ONES * 0x30) & !t.wrapping_sub(ONES * 0x3A)) & HIGHS;
+    let l = t | (ONES * 0x20);
+    let letter = (l.wrapping_sub(ONES * 0x61) & !l.wrapping_sub(ONES * 0x67)) & HIGHS;
+    if digit | letter != HIGHS {
+        return None;
+    }
+    // '0'-'9' keep their low nibble; 'A'-'F' and 'a'-'f' (bit 6 set) add 9 to 1-6.
+    let nibbles = (w & (ONES * 0x0F)) + ((w >> 6) & ONES) * 9;
+    // Pack the eight nibbles, first digit on top.
+    let x = (nibbles | nibbles >> 4) & 0x00FF_00FF_00FF_00FF;
+    let x = (x | x >> 8) & 0x0000_FFFF_0000_FFFF;
+    Some((x | x >> 16) as u32) // ok: the low 32 bits hold the eight nibbles
+}
+
+/// A bitmap word as sixteen upper-case hex digits.
+#[inline]
+pub(crate) fn hex_16(word: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hex_8((word >> 32) as u32).to_be_bytes()); // ok: high half
+    out[8..].copy_from_slice(&hex_8(word as u32).to_be_bytes()); // ok: low half
+    out
+}
+
+/// Eight nibbles spread one a byte (the most significant in the top byte) and turned into
+/// upper-case hex digits, all at once.
+#[inline(always)]
+fn hex_8(nibbles: u32) -> u64 {
+    let x = u64::from(nibbles);
+    let x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
+    let x = (x | x << 8) & 0x00FF_00FF_00FF_00FF;
+    let x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F;
+    // 10-15 carry into bit 4 when 6 is added: those get the 7 between '9' and 'A'.
+    let letters = ((x + ONES * 6) >> 4) & ONES;
+    x + ONES * u64::from(b'0') + letters * 7
+}
+
+/// Write `len` as ASCII decimal digits filling `out` (the caller checked that it fits).
+#[inline(always)]
+pub(crate) fn put_ascii_length(out: &mut [u8], mut len: usize) {
+    // LL and LLL are nearly all prefixes: written without a loop.
+    match out {
+        [] => return,
+        [tens, ones] => {
+            *tens = b'0' + (len / 10 % 10) as u8; // ok: a digit
+            *ones = b'0' + (len % 10) as u8; // ok: a digit
+            return;
+        }
+        [hundreds, tens, ones] => {
+            *hundreds = b'0' + (len / 100 % 10) as u8; // ok: a digit
+            *tens = b'0' + (len / 10 % 10) as u8; // ok: a digit
+            *ones = b'0' + (len % 10) as u8; // ok: a digit
+            return;
+        }
+        _ => {}
+    }
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (len % 10) as u8; // ok: a digit
+        len /= 10;
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short values of most fields, as two overlapping fixed
+/// moves instead of a call to `memcpy`.
+#[inline(always)]
+pub(crate) fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n != dst.len() {
+        dst.copy_from_slice(src); // panics with the standard message; callers size exactly
+    } else if (8..=16).contains(&n) {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if (4..8).contains(&n) {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n < 4 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
 }
 
 /// Append `data` as upper-case hex.
@@ -458,6 +647,97 @@ mod tests {
             pack_bcd(Encoding::BcdLeft, b"12x4", &mut Vec::new()),
             Err(2)
         );
+    }
+
+    #[test]
+    fn hex_digits_written_and_small_copies() {
+        for word in [0u64, u64::MAX, 0xF23A_0401_A8E1_8000, 0x0123_4567_89AB_CDEF] {
+            assert_eq!(hex_16(word).as_slice(), format!("{word:016X}").as_bytes());
+        }
+        for n in 0..40 {
+            let src: Vec<u8> = (0..n as u8).collect();
+            let mut dst = vec![0xAA; n];
+            copy_small(&mut dst, &src);
+            assert_eq!(dst, src);
+        }
+        let mut digits = [0u8; 3];
+        put_ascii_length(&mut digits, 42);
+        assert_eq!(&digits, b"042");
+    }
+
+    #[test]
+    fn hex_words_match_the_table() {
+        for text in [
+            &b"0123456789ABCDEF"[..],
+            b"fedcba9876543210",
+            b"F23A0401A8E18000",
+            b"0000000000000000",
+        ] {
+            let expected = u64::from_str_radix(std::str::from_utf8(text).unwrap(), 16).unwrap();
+            assert_eq!(hex_u64(text), Some(expected));
+        }
+        for b in 0..=255u8 {
+            let mut text = *b"0123456789abcdef";
+            for i in [0, 7, 8, 15] {
+                let saved = text[i];
+                text[i] = b;
+                assert_eq!(
+                    hex_u64(&text).is_some(),
+                    hex_value(b).is_some(),
+                    "byte {b:#x}"
+                );
+                text[i] = saved;
+            }
+        }
+    }
+
+    #[test]
+    fn text_checks_at_every_length() {
+        // Word, half-word and table paths agree with a byte-by-byte check.
+        for len in 0..40 {
+            for bad_at in 0..len {
+                for (format, bad) in [
+                    (Format::N, b'a'),
+                    (Format::Ans, 0x1F),
+                    (Format::An, b'-'),
+                    (Format::A, b'7'),
+                    (Format::Z, b'E'),
+                    (Format::Z, 0xB7),
+                    (Format::An, 0xC1),
+                ] {
+                    let good = if format == Format::A { b'Q' } else { b'7' };
+                    let mut data = vec![good; len];
+                    assert_eq!(check_text(format, &data), None);
+                    data[bad_at] = bad;
+                    assert_eq!(check_text(format, &data), Some(bad_at), "{format} {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn word_tests_match_the_table() {
+        // Every byte value in every position of a word, against the class table.
+        for (format, class, valid) in [
+            (Format::N, C_N, b"012345678901"),
+            (Format::A, C_A, b"AbC DeFgHiJz"),
+            (Format::An, C_AN, b"AbC 0eF9HiJz"),
+            (Format::Ans, C_ANS, b"Ab~ 0e!9Hi\xff?"),
+            (Format::Z, C_Z, b"0000D=000000"),
+        ] {
+            assert!(is_text(format, valid));
+            for b in 0..=255u8 {
+                for i in 0..12 {
+                    let mut data = *valid;
+                    data[i] = b;
+                    assert_eq!(
+                        is_text(format, &data),
+                        all_in(&data, class),
+                        "{format} byte {b:#x} at {i}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

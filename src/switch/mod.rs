@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, Profile};
 use crate::directory::{CardKey, Directory};
@@ -316,14 +317,20 @@ async fn process(
         Err(e) => return malformed(spec, listener, request, peer, e),
     };
     metrics::counter!("cyberswitch_messages_total", "link" => listener.to_string(), "dir" => "in", "mti" => msg.mti().to_string()).increment(1);
-    let txn_id = format!(
-        "{}-{}",
-        msg.terminal_id().unwrap_or_default().trim(),
-        msg.stan().unwrap_or(0)
+    // Everything logged while this request is handled carries its terminal and STAN. The
+    // span is attached to the future, not entered: a guard held across `.await` would leak
+    // into whatever else the thread runs meanwhile.
+    let span = tracing::info_span!(
+        "txn",
+        terminal = msg.terminal_id().unwrap_or_default().trim(),
+        stan = msg.stan().unwrap_or(0),
+        mti = %msg.mti()
     );
-    let span = tracing::info_span!("txn", id = %txn_id, mti = %msg.mti());
-    let _enter = span.enter();
+    respond(switch, spec, listener, msg).instrument(span).await
+}
 
+/// duplicate check → handle → journal → encode, for a decoded request.
+async fn respond(switch: &Switch, spec: &Spec, listener: &str, msg: Message<'_>) -> Option<Bytes> {
     let key = DedupKey::of(listener, &msg);
     let claim = match &key {
         Some(k) => switch.dedup.claim(k.clone()),
@@ -377,7 +384,8 @@ async fn process(
     metrics::counter!("cyberswitch_transactions_total", "mti" => msg.mti().to_string(), "code" => code.clone()).increment(1);
     metrics::histogram!("cyberswitch_flow_duration_seconds", "mti" => msg.mti().to_string())
         .record(flow_started.elapsed().as_secs_f64());
-    tracing::info!(code = %code, "answered");
+    // One line per transaction would be the busiest log of all: the journal has them.
+    tracing::debug!(code = %code, "answered");
 
     if let (Some(key), Some(slot)) = (key, slot) {
         switch.dedup.complete(key, slot, encoded.clone());

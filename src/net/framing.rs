@@ -461,6 +461,37 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
+/// How many queued frames one flush may carry: bounds what is buffered before a write.
+const MAX_BATCH: usize = 64;
+
+/// Write `first` and every frame already waiting in `queue` (up to [`MAX_BATCH`]) with one
+/// flush: a burst of answers costs one write system call instead of one each, and a lone
+/// frame is written at once, as before. On error, `unsent` holds the messages of the batch:
+/// none of them is known to have reached the peer.
+pub async fn send_batch<S>(
+    sink: &mut S,
+    queue: &mut tokio::sync::mpsc::Receiver<Frame>,
+    first: Frame,
+    unsent: &mut Vec<Bytes>,
+) -> Result<(), FrameError>
+where
+    S: futures::Sink<Frame, Error = FrameError> + Unpin,
+{
+    use futures::SinkExt;
+    unsent.clear();
+    let mut next = Some(first);
+    while let Some(frame) = next.take() {
+        unsent.push(frame.message.clone());
+        sink.feed(frame).await?;
+        if unsent.len() < MAX_BATCH {
+            next = queue.try_recv().ok();
+        }
+    }
+    sink.flush().await?;
+    unsent.clear();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

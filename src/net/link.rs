@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use dashmap::DashMap;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{Frame, FrameCodec};
+use super::framing::{send_batch, Frame, FrameCodec};
 use crate::config::{LinkConfig, Profile};
 use crate::iso8583::{Message, Mti, OwnedMessage};
 
@@ -426,12 +426,14 @@ async fn serve_connection(
     let conn_stop = stop.child_token();
     let writer_stop = conn_stop.clone();
     let writer = tokio::spawn(async move {
+        // Requests not written are answered by their timeouts.
+        let mut unsent = Vec::new();
         loop {
             let frame = tokio::select! {
                 _ = writer_stop.cancelled() => break,
                 f = rx.recv() => match f { Some(f) => f, None => break },
             };
-            if sink.send(frame).await.is_err() {
+            if send_batch(&mut sink, &mut rx, frame, &mut unsent).await.is_err() {
                 break;
             }
         }

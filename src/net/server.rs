@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{Frame, FrameCodec, Framing};
+use super::framing::{send_batch, Frame, FrameCodec, Framing};
 
 /// What a server does with one request message: zero, one or more answers (a simulator may
 /// stay silent or answer twice; the switch answers once).
@@ -102,10 +102,13 @@ async fn connection(
     let gone = CancellationToken::new();
     let writer_service = service.clone();
     let writer = tokio::spawn(async move {
+        let mut unsent = Vec::new();
         while let Some(frame) = rx.recv().await {
-            if let Err(e) = sink.send(frame.clone()).await {
+            if let Err(e) = send_batch(&mut sink, &mut rx, frame, &mut unsent).await {
                 tracing::debug!(error = %e, "write failed; closing");
-                writer_service.undelivered(frame.message);
+                for answer in unsent.drain(..) {
+                    writer_service.undelivered(answer);
+                }
                 rx.close();
                 while let Some(rest) = rx.recv().await {
                     writer_service.undelivered(rest.message);

@@ -224,12 +224,22 @@ async fn write_loop(
         if let Ok(mut p) = pending.lock() {
             p.insert(stan, InFlight { flow, due, request });
         }
-        if let Err(e) = sink.send(Frame::message(buf.freeze())).await {
+        // In a window, requests that can go at once go in one write; paced ones go singly.
+        let more_ready = !matches!(cfg.pace, Pace::Every(_)) && window.available_permits() > 0;
+        let written = match sink.feed(Frame::message(buf.freeze())).await {
+            Ok(()) if more_ready => Ok(()),
+            Ok(()) => sink.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             return Err((sent, format!("send: {e}")));
         }
         sent += 1;
         live.sent.fetch_add(1, Ordering::Relaxed);
     }
+    sink.flush()
+        .await
+        .map_err(|e| (sent, format!("send: {e}")))?;
     Ok(sent)
 }
 

@@ -433,7 +433,10 @@ async fn serve_connection(
                 _ = writer_stop.cancelled() => break,
                 f = rx.recv() => match f { Some(f) => f, None => break },
             };
-            if send_batch(&mut sink, &mut rx, frame, &mut unsent).await.is_err() {
+            if send_batch(&mut sink, &mut rx, frame, &mut unsent)
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -223,17 +223,10 @@ impl Spec {
             present,
             spans: SmallVec::new(),
         };
-        // Set bits, most significant first: field numbers in ascending order.
-        for (w, &word) in present.0.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let lz = bits.leading_zeros();
-                bits &= !(1u64 << 63 >> lz);
-                let n = (w as u16) * 64 + lz as u16 + 1; // ok: w < 3, lz < 64
-                let (rest, span) = field(self, frame, input, n, true).map_err(error)?;
-                msg.spans.push(span);
-                input = rest;
-            }
+        for n in present.iter() {
+            let (rest, span) = field(self, frame, input, n, true).map_err(error)?;
+            msg.spans.push(span);
+            input = rest;
         }
         if !input.is_empty() {
             return Err(DecodeError {

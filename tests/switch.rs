@@ -696,10 +696,10 @@ async fn no_card_number_is_written_to_the_data_directory() {
     let entries = cyberswitch::journal::read::from(db, 0, 10_000).unwrap();
     assert!(entries
         .iter()
-        .any(|(_, _, e)| e.text.contains("941000******0021")));
+        .any(|(_, _, e)| e.text().contains("941000******0021")));
     assert!(entries
         .iter()
-        .any(|(_, _, e)| e.text.contains("52=<8 bytes hidden>")));
+        .any(|(_, _, e)| e.text().contains("52=<8 bytes hidden>")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

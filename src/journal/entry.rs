@@ -1,11 +1,24 @@
-//! Journal entries: what happened, when, to which transaction, on which link, with the message
-//! rendered masked (card numbers 6+4, track data masked, PIN block and chip data hidden). An
-//! entry never holds card data in clear: it is rendered masked before it is stored.
+//! Journal entries: what happened, when, to which transaction, on which link, and either the
+//! message (masked: card numbers 6+4, track data masked, PIN block and chip data reduced to
+//! their length) or a description of the state change. An entry never holds card data in
+//! clear: a message is masked when the entry is made, before anything is stored.
+//!
+//! Stored form: a record (the entries of one step) is a version byte then the entries in
+//! postcard (compact binary, varint integers). A message is kept as its masked fields, not as
+//! text: writing it costs a copy, and the text people read is rendered when it is read.
+//! Records written as JSON by earlier versions are still read.
+//! Postcard identifies enum variants by position: new variants of [`EntryKind`] and [`Body`]
+//! go at the end.
+
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::iso8583::json::masked_value;
 use crate::iso8583::OwnedMessage;
+
+/// The first byte of a binary record (a JSON record starts with `[`).
+const RECORD_V1: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,31 +49,50 @@ pub struct Entry {
     /// Listener or upstream link.
     pub link: String,
     /// Retrieval reference number, when known (what `journal find --rrn` matches).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rrn: String,
-    /// The masked message, or a description of the state change.
-    pub text: String,
+    pub body: Body,
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A state change, described.
+    Text(String),
+    /// A message, masked.
+    Message(MaskedMessage),
 }
 
 impl Entry {
     pub fn new(kind: EntryKind, txn: &str, link: &str, text: String) -> Entry {
+        Entry::with_body(kind, txn, link, Body::Text(text))
+    }
+
+    fn with_body(kind: EntryKind, txn: &str, link: &str, body: Body) -> Entry {
         Entry {
             at_ms: chrono::Utc::now().timestamp_millis(),
             kind,
             txn: txn.to_string(),
             link: link.to_string(),
             rrn: String::new(),
-            text,
+            body,
         }
     }
 
     /// A message, masked.
     pub fn message(kind: EntryKind, txn: &str, link: &str, msg: &OwnedMessage) -> Entry {
-        let mut e = Entry::new(kind, txn, link, masked(msg));
+        let mut e = Entry::with_body(kind, txn, link, Body::Message(MaskedMessage::of(msg)));
         if let Some(rrn) = msg.get(37) {
             e.rrn = String::from_utf8_lossy(rrn).trim().to_string();
         }
         e
+    }
+
+    /// The masked message as `MTI n=value …`, or the state change's description.
+    pub fn text(&self) -> String {
+        match &self.body {
+            Body::Text(t) => t.clone(),
+            Body::Message(m) => m.render(),
+        }
     }
 
     /// One line for people: sequence number (record.entry), time, kind, link, transaction,
@@ -74,32 +106,118 @@ impl Entry {
             format!("{:?}", self.kind).to_lowercase(),
             self.link,
             self.txn,
-            self.text
+            self.text()
         )
     }
 }
 
 /// A journal record: the entries of one step.
 pub fn record_bytes(entries: &[Entry]) -> Vec<u8> {
-    // Serialising plain strings and numbers cannot fail.
-    serde_json::to_vec(entries).unwrap_or_default()
+    let mut out = Vec::with_capacity(64 + entries.len() * 256);
+    out.push(RECORD_V1);
+    // Serialising strings, integers and byte strings into a vector cannot fail.
+    postcard::to_extend(entries, out).unwrap_or_default()
 }
 
 pub fn record_from_bytes(raw: &[u8]) -> Result<Vec<Entry>, String> {
-    serde_json::from_slice(raw).map_err(|e| format!("corrupt journal record: {e}"))
+    match raw.split_first() {
+        Some((&RECORD_V1, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| format!("corrupt journal record: {e}"))
+        }
+        Some((b'[', _)) => legacy_record(raw),
+        _ => Err("corrupt journal record: unknown format".into()),
+    }
 }
 
-/// `MTI n=value …` with card data masked and binary values as hex.
-pub fn masked(msg: &OwnedMessage) -> String {
-    let mut out = msg.mti().to_string();
-    for (n, value) in msg.fields() {
-        let shown = masked_value(n, value).unwrap_or_else(|| printable(value));
-        out.push(' ');
-        out.push_str(&n.to_string());
-        out.push('=');
-        out.push_str(&shown);
+/// A record as earlier versions wrote it: JSON, messages already rendered as text.
+fn legacy_record(raw: &[u8]) -> Result<Vec<Entry>, String> {
+    #[derive(Deserialize)]
+    struct Legacy {
+        at_ms: i64,
+        kind: EntryKind,
+        txn: String,
+        link: String,
+        #[serde(default)]
+        rrn: String,
+        text: String,
     }
-    out
+    let old: Vec<Legacy> =
+        serde_json::from_slice(raw).map_err(|e| format!("corrupt journal record: {e}"))?;
+    Ok(old
+        .into_iter()
+        .map(|l| Entry {
+            at_ms: l.at_ms,
+            kind: l.kind,
+            txn: l.txn,
+            link: l.link,
+            rrn: l.rrn,
+            body: Body::Text(l.text),
+        })
+        .collect())
+}
+
+/// A message with its card data masked, kept as fields: the MTI (4 bytes), then per field
+/// its number (2 bytes, big-endian), its length (LEB128) and its value. Card-data fields hold
+/// their masked text (see [`masked_value`]); nothing in it can be unmasked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedMessage(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl MaskedMessage {
+    pub fn of(msg: &OwnedMessage) -> MaskedMessage {
+        let mut out = Vec::with_capacity(4 + msg.value_bytes() + 3 * msg.len());
+        out.extend_from_slice(&msg.mti().0);
+        for (n, value) in msg.fields() {
+            out.extend_from_slice(&n.to_be_bytes());
+            match masked_value(n, value) {
+                Some(masked) => put_value(&mut out, masked.as_bytes()),
+                None => put_value(&mut out, value),
+            }
+        }
+        MaskedMessage(out)
+    }
+
+    /// `MTI n=value …`, binary values as hex. A damaged record renders as far as it reads.
+    pub fn render(&self) -> String {
+        let Some((mti, mut rest)) = self.0.split_first_chunk::<4>() else {
+            return "<damaged message>".into();
+        };
+        let mut out = String::from_utf8_lossy(mti).into_owned();
+        while !rest.is_empty() {
+            let Some((n, value, tail)) = next_field(rest) else {
+                out.push_str(" <damaged>");
+                break;
+            };
+            let _ = write!(out, " {n}={}", printable(value));
+            rest = tail;
+        }
+        out
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, value: &[u8]) {
+    let mut len = value.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(value);
+}
+
+/// One field off the front of a masked message's fields: number, value, the rest.
+fn next_field(raw: &[u8]) -> Option<(u16, &[u8], &[u8])> {
+    let (n, mut rest) = raw.split_first_chunk::<2>()?;
+    let mut len = 0usize;
+    for shift in (0..32).step_by(7) {
+        let (&b, tail) = rest.split_first()?;
+        rest = tail;
+        len |= usize::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return (len <= rest.len())
+                .then(|| (u16::from_be_bytes(*n), &rest[..len], &rest[len..]));
+        }
+    }
+    None
 }
 
 fn printable(value: &[u8]) -> String {
@@ -115,20 +233,74 @@ mod tests {
     use super::*;
     use crate::iso8583::Mti;
 
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
     #[test]
     fn card_data_is_masked_before_it_is_stored() {
+        let pin_block = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0];
         let mut m = OwnedMessage::new(Mti(*b"0200"));
         m.set(2, b"9410000000000013")
+            .set(4, b"000000010000")
             .set(35, b"9410000000000013=29121010000000000")
-            .set(52, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0])
+            .set(52, &pin_block)
             .set(37, b"123456789012");
         let e = Entry::message(EntryKind::In, "T1-1", "terminals", &m);
-        let stored = String::from_utf8(record_bytes(std::slice::from_ref(&e))).unwrap();
-        assert!(!stored.contains("9410000000000013"), "{stored}");
-        assert!(stored.contains("941000******0013"), "{stored}");
-        assert!(!stored.contains("123456789ABCDEF0"), "{stored}");
-        assert!(!stored.contains("2912101"), "{stored}");
+        let stored = record_bytes(std::slice::from_ref(&e));
+        assert!(!contains(&stored, b"9410000000000013"));
+        assert!(!contains(&stored, &pin_block));
+        assert!(!contains(&stored, b"2912101"));
+        assert!(contains(&stored, b"941000******0013"));
         assert_eq!(e.rrn, "123456789012");
-        assert_eq!(record_from_bytes(stored.as_bytes()).unwrap(), vec![e]);
+        assert_eq!(record_from_bytes(&stored).unwrap(), vec![e.clone()]);
+        let text = e.text();
+        assert!(
+            text.starts_with("0200 2=941000******0013 4=000000010000 "),
+            "{text}"
+        );
+        assert!(text.contains("52=<8 bytes hidden>"), "{text}");
+        assert!(!text.contains("123456789ABCDEF0"), "{text}");
+    }
+
+    #[test]
+    fn binary_values_render_as_hex_and_long_values_keep_their_length() {
+        let long = vec![b'x'; 300];
+        let mut m = OwnedMessage::new(Mti(*b"0110"));
+        m.set(48, &long).set(64, &[0, 1, 0xfe, 0xff]);
+        let text = MaskedMessage::of(&m).render();
+        assert_eq!(text, format!("0110 48={} 64=0x0001FEFF", "x".repeat(300)));
+    }
+
+    #[test]
+    fn records_written_as_json_are_still_read() {
+        let old = br#"[{"at_ms":5,"kind":"in","txn":"T|000001|0000000001","link":"terminals","text":"0200 3=000000"}]"#;
+        let entries = record_from_bytes(old).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].text(), "0200 3=000000");
+        assert_eq!(entries[0].rrn, "");
+    }
+
+    #[test]
+    fn damaged_records_are_errors_and_damaged_messages_render() {
+        let mut m = OwnedMessage::new(Mti(*b"0200"));
+        m.set(3, b"000000").set(11, b"000001");
+        let e = Entry::message(EntryKind::Out, "t", "l", &m);
+        let stored = record_bytes(&[e.clone(), e]);
+        for cut in 0..stored.len() {
+            // Never a panic; a cut record is an error (or, cut at an entry boundary, fewer
+            // entries).
+            let _ = record_from_bytes(&stored[..cut]);
+        }
+        assert!(record_from_bytes(b"").is_err());
+        assert!(record_from_bytes(&[9, 1, 2]).is_err());
+        let full = MaskedMessage::of(&m);
+        for cut in 0..full.0.len() {
+            let _ = MaskedMessage(full.0[..cut].to_vec()).render();
+        }
+        assert_eq!(
+            MaskedMessage(full.0[..full.0.len() - 1].to_vec()).render(),
+            "0200 3=000000 <damaged>"
+        );
     }
 }

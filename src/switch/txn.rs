@@ -97,14 +97,24 @@ impl TxnRecord {
         self.state == TxnState::Answered && matches!(self.code.as_str(), "00" | "10")
     }
 
+    /// A stored record: a version byte then postcard; earlier versions stored JSON.
     pub fn from_bytes(raw: &[u8]) -> Result<TxnRecord, String> {
-        serde_json::from_slice(raw).map_err(|e| format!("corrupt transaction record: {e}"))
+        let parsed = match raw.split_first() {
+            Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+            _ => serde_json::from_slice(raw).map_err(|e| e.to_string()),
+        };
+        parsed.map_err(|e| format!("corrupt transaction record: {e}"))
     }
 
     fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        // Serialising strings, integers and enums into a vector cannot fail.
+        postcard::to_extend(self, vec![RECORD_V1]).unwrap_or_default()
     }
 }
+
+/// The first byte of a binary transaction record (a JSON one starts with `{`). Postcard
+/// identifies enum variants and fields by position: new ones go at the end.
+const RECORD_V1: u8 = 1;
 
 /// A transaction's key: terminal, STAN, transmission time (what a terminal's reversal names
 /// in field 90).
@@ -139,6 +149,8 @@ pub struct Txn {
     record: TxnRecord,
     /// Writes not committed yet; they land with the next commit.
     step: Step,
+    /// The record changed since the last commit: it is written (once) with the next one.
+    record_changed: bool,
     /// Reversals queued in `step`: handed to the queue once it is committed.
     queued: Vec<saf::Queued>,
 }
@@ -179,6 +191,7 @@ impl Txn {
                 }),
             },
             step: Step::new(),
+            record_changed: false,
             queued: Vec::new(),
         };
         let listener = txn.listener.clone();
@@ -219,11 +232,10 @@ impl Txn {
         self.step.append(entry);
     }
 
+    /// The record changed: it goes with the next commit (serialised once however many
+    /// changes the step holds).
     fn put_record(&mut self) {
-        if let Some(key) = &self.key {
-            self.step
-                .put(Cf::Txns, key.as_bytes(), self.record.to_bytes());
-        }
+        self.record_changed = true;
     }
 
     /// Record a leg before its request goes upstream: synced, so that after a crash it is
@@ -381,6 +393,12 @@ impl Txn {
 
     /// Commit the writes gathered so far.
     pub async fn commit(&mut self) -> Result<(), JournalError> {
+        if std::mem::take(&mut self.record_changed) {
+            if let Some(key) = &self.key {
+                self.step
+                    .put(Cf::Txns, key.as_bytes(), self.record.to_bytes());
+            }
+        }
         let step = std::mem::take(&mut self.step);
         self.journal.commit(step).await?;
         self.saf.publish(std::mem::take(&mut self.queued));

@@ -113,8 +113,10 @@ pub struct Simulator {
     db: DB,
     behaviours: HashMap<String, Behaviour>,
     approve_limit: Option<u64>,
-    /// Serialises read-modify-write of balances (the simulator is not the thing under test).
-    lock: Mutex<()>,
+    /// Balances (issuer accounts, acquirer card totals), read from the database at start and
+    /// written through to it: the lock serialises read-modify-write (the simulator is not the
+    /// thing under test), and reading memory spares a database look-up per request.
+    balances: Mutex<HashMap<String, i64>>,
     auth_counter: std::sync::atomic::AtomicU32,
 }
 
@@ -130,6 +132,12 @@ impl Simulator {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.set_write_buffer_size(16 << 20);
+        // Every money request looks its leg up (retransmissions), and almost never finds it.
+        opts.set_memtable_prefix_bloom_ratio(0.05);
+        opts.set_memtable_whole_key_filtering(true);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, &config.data_dir)
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         if fresh {
@@ -138,6 +146,7 @@ impl Simulator {
                     .map_err(|e| e.to_string())?;
             }
         }
+        let balances = load_balances(&db)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("simulator {}: bind {}: {e}", config.name, config.listen))?;
@@ -154,7 +163,7 @@ impl Simulator {
                 .map(|b| (b.target.clone(), b.clone()))
                 .collect(),
             approve_limit: config.approve_limit,
-            lock: Mutex::new(()),
+            balances: Mutex::new(balances),
             auth_counter: std::sync::atomic::AtomicU32::new(1),
         });
         let limits = ServerLimits {
@@ -177,8 +186,7 @@ impl Simulator {
 
     /// An issuer account's balance in units.
     pub fn balance(&self, account: &str) -> Option<i64> {
-        let v = self.db.get(account_key(account)).ok()??;
-        Some(i64::from_be_bytes(v.as_slice().try_into().ok()?))
+        self.balances.lock().ok()?.get(account).copied()
     }
 
     /// Acquirer: the net amount approved and not reversed for a card.
@@ -249,7 +257,7 @@ impl Simulator {
     ) -> String {
         let pc = msg.transaction_type().unwrap_or(99);
         let amount = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
-        let Ok(_guard) = self.lock.lock() else {
+        let Ok(mut balances) = self.balances.lock() else {
             return "96".into();
         };
         let key = leg_key(msg);
@@ -270,7 +278,7 @@ impl Simulator {
         }
         let (delta, target_key) = match self.kind {
             SimKind::Issuer => {
-                let Some(balance) = self.balance(target) else {
+                let Some(&balance) = balances.get(target) else {
                     return "14".into();
                 };
                 if inquiry {
@@ -301,7 +309,7 @@ impl Simulator {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 % 1_000_000
         );
-        let after = self.balance(&target_key).unwrap_or(0) + delta;
+        let after = balances.get(&target_key).copied().unwrap_or(0) + delta;
         let leg = Leg {
             target: target_key.clone(),
             delta,
@@ -315,6 +323,7 @@ impl Simulator {
         if self.db.write(batch).is_err() {
             return "96".into();
         }
+        balances.insert(target_key, after);
         resp.set(38, auth.as_bytes());
         if self.kind == SimKind::Issuer {
             set_balance(resp, msg, after);
@@ -333,7 +342,7 @@ impl Simulator {
             od.stan,
             od.transmission_time
         );
-        let Ok(_guard) = self.lock.lock() else {
+        let Ok(mut balances) = self.balances.lock() else {
             return "96".into();
         };
         let Ok(Some(raw)) = self.db.get(&key) else {
@@ -346,13 +355,14 @@ impl Simulator {
             return "00".into();
         }
         leg.reversed = true;
-        let after = self.balance(&leg.target).unwrap_or(0) - leg.delta;
+        let after = balances.get(&leg.target).copied().unwrap_or(0) - leg.delta;
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&leg.target), after.to_be_bytes());
         batch.put(&key, serde_json::to_vec(&leg).unwrap_or_default());
         if self.db.write(batch).is_err() {
             return "96".into();
         }
+        balances.insert(leg.target, after);
         "00".into()
     }
 }
@@ -392,6 +402,21 @@ fn set_balance(resp: &mut OwnedMessage, msg: &Message<'_>, balance: i64) {
         amount: balance,
     };
     resp.set(54, &AdditionalAmount::encode_all(&[block]));
+}
+
+/// Every balance stored (`acct/<id>` → i64 big-endian).
+fn load_balances(db: &DB) -> Result<HashMap<String, i64>, String> {
+    let mut balances = HashMap::new();
+    for item in db.prefix_iterator(b"acct/") {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        let Some(id) = k.strip_prefix(b"acct/") else {
+            break;
+        };
+        let amount = <[u8; 8]>::try_from(&*v)
+            .map_err(|_| format!("balance of {} is not 8 bytes", String::from_utf8_lossy(id)))?;
+        balances.insert(String::from_utf8_lossy(id).into_owned(), i64::from_be_bytes(amount));
+    }
+    Ok(balances)
 }
 
 fn account_key(id: &str) -> Vec<u8> {

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: under load the switch frees on one thread what another
+/// allocated (messages, journal steps), and glibc's arenas then contend on their locks
+/// (measured in docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod api_cli;
 mod cli;
 mod ops;

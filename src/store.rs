@@ -98,9 +98,19 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
     // Write-ahead log files are reused rather than created: appending to a file whose blocks
     // are already allocated spares the file system its metadata update at every sync.
     opts.set_recycle_log_file_num(4);
+    // Table files written by flushes and compactions go to disk a megabyte at a time rather
+    // than as a burst when the kernel's dirty-page timer fires: a burst of hundreds of
+    // megabytes holds the disk, and the journal's next sync, for tens of milliseconds.
+    opts.set_bytes_per_sync(1 << 20);
     // One thread (the journal's group-commit writer) writes; the journal's memtable is a
     // vector, which takes no concurrent inserts.
     opts.set_allow_concurrent_memtable_write(false);
+    // On a small machine a compaction holds a core for tens of milliseconds: at a low CPU
+    // priority it runs in the time the request path leaves idle instead of delaying answers.
+    if let Ok(mut env) = rocksdb::Env::new() {
+        env.lower_thread_pool_cpu_priority();
+        opts.set_env(&env);
+    }
     let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = Options::default();
         o.set_write_buffer_size(if cf == Cf::Journal { 32 << 20 } else { 8 << 20 });

@@ -132,6 +132,10 @@ impl Simulator {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.set_write_buffer_size(16 << 20);
+        // Unsynced writes still reach the disk a megabyte at a time, not in one burst when
+        // the kernel's dirty-page timer fires (which would delay the switch's syncs).
+        opts.set_bytes_per_sync(1 << 20);
+        opts.set_wal_bytes_per_sync(1 << 20);
         // Every money request looks its leg up (retransmissions), and almost never finds it.
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);

@@ -418,7 +418,10 @@ fn load_balances(db: &DB) -> Result<HashMap<String, i64>, String> {
         };
         let amount = <[u8; 8]>::try_from(&*v)
             .map_err(|_| format!("balance of {} is not 8 bytes", String::from_utf8_lossy(id)))?;
-        balances.insert(String::from_utf8_lossy(id).into_owned(), i64::from_be_bytes(amount));
+        balances.insert(
+            String::from_utf8_lossy(id).into_owned(),
+            i64::from_be_bytes(amount),
+        );
     }
     Ok(balances)
 }

@@ -122,11 +122,7 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
         if matches!(cf, Cf::Dedup | Cf::Txns | Cf::CardLinks | Cf::LedgerLegs) {
             // Point look-ups, mostly of keys that are not there (every new request is looked
             // up in the duplicate index): bloom filters in the memtable and the tables.
-            o.set_memtable_prefix_bloom_ratio(0.05);
-            o.set_memtable_whole_key_filtering(true);
-            let mut table = rocksdb::BlockBasedOptions::default();
-            table.set_bloom_filter(10.0, false);
-            o.set_block_based_table_factory(&table);
+            point_lookup_filters(&mut o);
         }
         if let (Cf::Dedup, Some(window)) = (cf, dedup_window) {
             let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
@@ -150,6 +146,16 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
     DB::open_cf_descriptors(&opts, dir, cfs)
         .map(Arc::new)
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
+}
+
+/// Bloom filters in the memtable and the table files, for point look-ups of keys that are
+/// mostly absent.
+pub fn point_lookup_filters(o: &mut Options) {
+    o.set_memtable_prefix_bloom_ratio(0.05);
+    o.set_memtable_whole_key_filtering(true);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    o.set_block_based_table_factory(&table);
 }
 
 /// Open an existing database read-only (for `journal` commands next to a running switch, use

@@ -6,9 +6,8 @@
 //! Stored form: a record (the entries of one step) is a version byte then the entries in
 //! postcard (compact binary, varint integers). A message is kept as its masked fields, not as
 //! text: writing it costs a copy, and the text people read is rendered when it is read.
-//! Records written as JSON by earlier versions are still read.
-//! Postcard identifies enum variants by position: new variants of [`EntryKind`] and [`Body`]
-//! go at the end.
+//! Records written as JSON by earlier versions are still read (see [`super::stored`]; new
+//! variants of [`EntryKind`] and [`Body`] go at the end).
 
 use std::fmt::Write as _;
 
@@ -16,9 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::iso8583::json::masked_value;
 use crate::iso8583::OwnedMessage;
-
-/// The first byte of a binary record (a JSON record starts with `[`).
-const RECORD_V1: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,19 +109,14 @@ impl Entry {
 
 /// A journal record: the entries of one step.
 pub fn record_bytes(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + entries.len() * 256);
-    out.push(RECORD_V1);
-    // Serialising strings, integers and byte strings into a vector cannot fail.
-    postcard::to_extend(entries, out).unwrap_or_default()
+    super::stored::to_bytes(entries)
 }
 
 pub fn record_from_bytes(raw: &[u8]) -> Result<Vec<Entry>, String> {
-    match raw.split_first() {
-        Some((&RECORD_V1, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| format!("corrupt journal record: {e}"))
-        }
-        Some((b'[', _)) => legacy_record(raw),
-        _ => Err("corrupt journal record: unknown format".into()),
+    match super::stored::from_bytes(raw) {
+        Some(parsed) => parsed.map_err(|e| format!("corrupt journal record: {e}")),
+        None if raw.first() == Some(&b'[') => legacy_record(raw),
+        None => Err("corrupt journal record: unknown format".into()),
     }
 }
 

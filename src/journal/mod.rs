@@ -10,10 +10,12 @@
 //! - [`entry`]: journal entries (append-only, masked card data) and how they print.
 //! - [`read`]: reading it back for people.
 //! - [`seal`]: AEAD for the card data that must be kept (the PAN of a pending acquirer reversal).
+//! - [`stored`]: the binary form of the switch's records.
 
 pub mod entry;
 pub mod read;
 pub mod seal;
+pub mod stored;
 
 use std::sync::{mpsc, Arc};
 use std::time::Instant;

@@ -137,11 +137,7 @@ impl Simulator {
         opts.set_bytes_per_sync(1 << 20);
         opts.set_wal_bytes_per_sync(1 << 20);
         // Every money request looks its leg up (retransmissions), and almost never finds it.
-        opts.set_memtable_prefix_bloom_ratio(0.05);
-        opts.set_memtable_whole_key_filtering(true);
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        opts.set_block_based_table_factory(&table);
+        crate::store::point_lookup_filters(&mut opts);
         let db = DB::open(&opts, &config.data_dir)
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         if fresh {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::iso8583::{de, Message, OwnedMessage};
-use crate::journal::{Entry, EntryKind, Journal, JournalError, Step};
+use crate::journal::{stored, Entry, EntryKind, Journal, JournalError, Step};
 use crate::store::Cf;
 
 use super::saf::{self, Saf};
@@ -97,24 +97,17 @@ impl TxnRecord {
         self.state == TxnState::Answered && matches!(self.code.as_str(), "00" | "10")
     }
 
-    /// A stored record: a version byte then postcard; earlier versions stored JSON.
+    /// A stored record (binary, see [`crate::journal::stored`]; earlier versions stored JSON).
     pub fn from_bytes(raw: &[u8]) -> Result<TxnRecord, String> {
-        let parsed = match raw.split_first() {
-            Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-            _ => serde_json::from_slice(raw).map_err(|e| e.to_string()),
-        };
-        parsed.map_err(|e| format!("corrupt transaction record: {e}"))
+        stored::from_bytes(raw)
+            .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
+            .map_err(|e| format!("corrupt transaction record: {e}"))
     }
 
     fn to_bytes(&self) -> Vec<u8> {
-        // Serialising strings, integers and enums into a vector cannot fail.
-        postcard::to_extend(self, vec![RECORD_V1]).unwrap_or_default()
+        stored::to_bytes(self)
     }
 }
-
-/// The first byte of a binary transaction record (a JSON one starts with `{`). Postcard
-/// identifies enum variants and fields by position: new ones go at the end.
-const RECORD_V1: u8 = 1;
 
 /// A transaction's key: terminal, STAN, transmission time (what a terminal's reversal names
 /// in field 90).

@@ -400,15 +400,25 @@ impl FrameCodec {
     }
 }
 
+/// Room made in a sending connection's read buffer (bytes).
+const READ_ROOM: usize = 4096;
+
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        match self.framing.delimiter {
+        let frame = match self.framing.delimiter {
             Delimiter::StxEtx => self.decode_stx_etx(src),
             _ => self.decode_length_prefixed(src),
+        }?;
+        // The reader reads into whatever room the buffer has left: with a few bytes of room, a
+        // burst of frames costs a read each. A connection that is sending gets room for a
+        // burst; an idle one keeps its small first buffer.
+        if frame.is_none() && src.capacity() - src.len() < READ_ROOM / 4 {
+            src.reserve(READ_ROOM);
         }
+        Ok(frame)
     }
 }
 
@@ -479,6 +489,12 @@ where
 {
     use futures::SinkExt;
     unsent.clear();
+    // Under load, other tasks are about to produce frames for this connection: let them run
+    // first, so that one write carries them all (a write to a socket costs far more than a
+    // frame's bytes).
+    if queue.is_empty() {
+        tokio::task::yield_now().await;
+    }
     let mut next = Some(first);
     while let Some(frame) = next.take() {
         unsent.push(frame.message.clone());
@@ -498,6 +514,22 @@ mod tests {
 
     fn codec(s: &str) -> FrameCodec {
         FrameCodec::new(s.parse().unwrap(), DEFAULT_MAX_FRAME)
+    }
+
+    #[test]
+    fn a_sending_connection_gets_room_for_a_burst() {
+        let mut c = codec("binary2");
+        // Two whole frames and the start of a third, in a buffer with almost no room left.
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(&[0, 2, b'a', b'b', 0, 1, b'c', 0]);
+        assert_eq!(&c.decode(&mut buf).unwrap().unwrap().message[..], b"ab");
+        assert_eq!(&c.decode(&mut buf).unwrap().unwrap().message[..], b"c");
+        assert!(c.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() - buf.len() >= READ_ROOM,
+            "room for the next burst"
+        );
+        assert_eq!(&buf[..], &[0], "the partial frame is kept");
     }
 
     #[test]

@@ -1,23 +1,71 @@
 //! Wall-clock fields of ISO 8583 messages, in UTC.
+//!
+//! Every upstream request carries three of them: they are written digit by digit rather
+//! than through `strftime` patterns, which are parsed again at every call.
 
-use chrono::Utc;
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 /// Field 7: MMDDhhmmss.
 pub fn transmission_time() -> String {
-    Utc::now().format("%m%d%H%M%S").to_string()
+    let now = Utc::now();
+    two_digits(&[
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+    ])
 }
 
 /// Field 12 (1987): hhmmss.
 pub fn local_time() -> String {
-    Utc::now().format("%H%M%S").to_string()
+    let now = Utc::now();
+    two_digits(&[now.hour(), now.minute(), now.second()])
 }
 
 /// Field 13: MMDD.
 pub fn local_date() -> String {
-    Utc::now().format("%m%d").to_string()
+    month_day(&Utc::now())
 }
 
 /// Today as YYMMDD, for keys that must change with the business day.
 pub fn day() -> String {
-    Utc::now().format("%y%m%d").to_string()
+    let now = Utc::now();
+    two_digits(&[now.year().rem_euclid(100) as u32, now.month(), now.day()]) // ok: 0..100
+}
+
+fn month_day(t: &DateTime<Utc>) -> String {
+    two_digits(&[t.month(), t.day()])
+}
+
+/// Each value (0–99) as two digits.
+fn two_digits(values: &[u32]) -> String {
+    let mut s = String::with_capacity(values.len() * 2);
+    for v in values {
+        debug_assert!(*v < 100, "{v} does not fit two digits");
+        s.push(char::from(b'0' + (v / 10 % 10) as u8)); // ok: a digit
+        s.push(char::from(b'0' + (v % 10) as u8)); // ok: a digit
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_have_their_lengths_and_agree_with_strftime() {
+        assert_eq!(transmission_time().len(), 10);
+        assert_eq!(local_time().len(), 6);
+        assert_eq!(local_date().len(), 4);
+        assert_eq!(day().len(), 6);
+        let t = DateTime::parse_from_rfc3339("2026-01-09T07:05:03Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(month_day(&t), t.format("%m%d").to_string());
+        assert_eq!(
+            two_digits(&[t.month(), t.day(), t.hour(), t.minute(), t.second()]),
+            "0109070503"
+        );
+    }
 }

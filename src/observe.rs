@@ -57,3 +57,75 @@ pub fn init_logs() {
         builder.try_init()
     };
 }
+
+/// Metric handles of one family, registered once per label set and reused. The macros with
+/// label values build, hash and look up the label strings on every call, which on the
+/// per-message path costs more than the increment itself.
+pub struct Family<K, M> {
+    handles: dashmap::DashMap<K, M>,
+}
+
+impl<K: Eq + std::hash::Hash + Copy, M: Clone> Family<K, M> {
+    pub fn new() -> Self {
+        Family {
+            handles: dashmap::DashMap::new(),
+        }
+    }
+
+    /// The handle for `key`, registered by `register` the first time.
+    pub fn get(&self, key: K, register: impl FnOnce(K) -> M) -> M {
+        if let Some(h) = self.handles.get(&key) {
+            return h.clone();
+        }
+        self.handles
+            .entry(key)
+            .or_insert_with(|| register(key))
+            .clone()
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Copy, M: Clone> Default for Family<K, M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which way a message went on a link or listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    fn label(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// `cyberswitch_messages_total` of one link or listener, by direction and MTI.
+pub struct MessageCounters {
+    link: std::sync::Arc<str>,
+    counters: Family<(Direction, crate::iso8583::Mti), metrics::Counter>,
+}
+
+impl MessageCounters {
+    pub fn new(link: std::sync::Arc<str>) -> Self {
+        MessageCounters {
+            link,
+            counters: Family::new(),
+        }
+    }
+
+    /// Count one message.
+    pub fn count(&self, dir: Direction, mti: crate::iso8583::Mti) {
+        self.counters
+            .get((dir, mti), |(dir, mti)| {
+                metrics::counter!("cyberswitch_messages_total", "link" => self.link.to_string(), "dir" => dir.label(), "mti" => mti.to_string())
+            })
+            .increment(1);
+    }
+}

@@ -98,6 +98,10 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
     // Write-ahead log files are reused rather than created: appending to a file whose blocks
     // are already allocated spares the file system its metadata update at every sync.
     opts.set_recycle_log_file_num(4);
+    // A column family written rarely would otherwise keep every log file since its last
+    // flush alive (hundreds of megabytes under load, none of them recycled): past this total
+    // its memtable is flushed and the old logs go.
+    opts.set_max_total_wal_size(128 << 20);
     // Table files written by flushes and compactions go to disk a megabyte at a time rather
     // than as a burst when the kernel's dirty-page timer fires: a burst of hundreds of
     // megabytes holds the disk, and the journal's next sync, for tens of milliseconds.
@@ -114,9 +118,11 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
     let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = Options::default();
         o.set_write_buffer_size(if cf == Cf::Journal { 32 << 20 } else { 8 << 20 });
-        if cf == Cf::Journal {
-            // Append-only, keys in order, read back rarely: a vector memtable appends in
-            // constant time (a skip list searches for every insert) and sorts only when read.
+        if matches!(cf, Cf::Journal | Cf::OpenTxns) {
+            // Written at every step, never looked up by key while running (the journal is
+            // read back by people, open transactions by recovery at start-up): a vector
+            // memtable appends in constant time (a skip list searches for every insert) and
+            // sorts only when read.
             o.set_memtable_factory(rocksdb::MemtableFactory::Vector);
         }
         if matches!(cf, Cf::Dedup | Cf::Txns | Cf::CardLinks | Cf::LedgerLegs) {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::framing::{send_batch, Frame, FrameCodec};
 use crate::config::{LinkConfig, Profile};
 use crate::iso8583::{Message, Mti, OwnedMessage};
+use crate::observe::{Direction, MessageCounters};
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +80,24 @@ pub struct Link {
     terminal_id: String,
     /// Set for an in-process host: requests are answered by it, never sent.
     local: Option<Arc<dyn LocalHost>>,
+    metrics: LinkMetrics,
+}
+
+/// The link's metric handles, registered once.
+struct LinkMetrics {
+    messages: MessageCounters,
+    in_flight: metrics::Gauge,
+    latency: metrics::Histogram,
+}
+
+impl LinkMetrics {
+    fn new(name: &Arc<str>) -> LinkMetrics {
+        LinkMetrics {
+            messages: MessageCounters::new(name.clone()),
+            in_flight: metrics::gauge!("cyberswitch_link_in_flight", "link" => name.to_string()),
+            latency: metrics::histogram!("cyberswitch_upstream_latency_seconds", "link" => name.to_string()),
+        }
+    }
 }
 
 impl Link {
@@ -138,8 +157,10 @@ impl Link {
         terminal_id: String,
         local: Option<Arc<dyn LocalHost>>,
     ) -> Link {
+        let name: Arc<str> = config.name.clone().into();
         Link {
-            name: config.name.clone().into(),
+            metrics: LinkMetrics::new(&name),
+            name,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             profile,
@@ -195,11 +216,10 @@ impl Link {
         msg: OwnedMessage,
     ) -> Result<OwnedMessage, LinkError> {
         let buf = self.encode(&msg)?;
-        metrics::counter!("cyberswitch_messages_total", "link" => self.name.to_string(), "dir" => "out", "mti" => msg.mti().to_string()).increment(1);
+        self.metrics.messages.count(Direction::Out, msg.mti());
         let started = Instant::now();
         let answer = host.handle(buf.freeze()).await.ok_or(LinkError::Timeout)?;
-        metrics::histogram!("cyberswitch_upstream_latency_seconds", "link" => self.name.to_string())
-            .record(started.elapsed().as_secs_f64());
+        self.metrics.latency.record(started.elapsed().as_secs_f64());
         Ok(answer)
     }
 
@@ -246,17 +266,14 @@ impl Link {
             return Err(LinkError::Down);
         }
         self.touch();
-        metrics::counter!("cyberswitch_messages_total", "link" => self.name.to_string(), "dir" => "out", "mti" => mti.to_string()).increment(1);
-        metrics::gauge!("cyberswitch_link_in_flight", "link" => self.name.to_string())
-            .increment(1.0);
+        self.metrics.messages.count(Direction::Out, mti);
+        self.metrics.in_flight.increment(1.0);
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.config.timeout(), rx).await;
-        metrics::gauge!("cyberswitch_link_in_flight", "link" => self.name.to_string())
-            .decrement(1.0);
+        self.metrics.in_flight.decrement(1.0);
         match outcome {
             Ok(Ok(answer)) => {
-                metrics::histogram!("cyberswitch_upstream_latency_seconds", "link" => self.name.to_string())
-                    .record(started.elapsed().as_secs_f64());
+                self.metrics.latency.record(started.elapsed().as_secs_f64());
                 Ok(answer)
             }
             _ => {
@@ -309,7 +326,7 @@ impl Link {
                 return;
             }
         };
-        metrics::counter!("cyberswitch_messages_total", "link" => self.name.to_string(), "dir" => "in", "mti" => msg.mti().to_string()).increment(1);
+        self.metrics.messages.count(Direction::In, msg.mti());
         if !msg.mti().is_response() {
             self.answer_upstream_request(&msg, reply);
             return;

@@ -104,6 +104,20 @@ struct Leg {
     auth_code: String,
 }
 
+impl Leg {
+    /// Stored like the switch's records (a version byte, then postcard); simulator data from
+    /// earlier versions holds JSON.
+    fn to_bytes(&self) -> Vec<u8> {
+        crate::journal::stored::to_bytes(self)
+    }
+
+    fn from_bytes(raw: &[u8]) -> Option<Leg> {
+        crate::journal::stored::from_bytes(raw)
+            .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
+            .ok()
+    }
+}
+
 /// A running simulator.
 pub struct Simulator {
     pub name: String,
@@ -138,6 +152,10 @@ impl Simulator {
         opts.set_wal_bytes_per_sync(1 << 20);
         // Every money request looks its leg up (retransmissions), and almost never finds it.
         crate::store::point_lookup_filters(&mut opts);
+        // A simulator stands for a host elsewhere: its writes go to the operating system in
+        // batches (see `flush_log`) rather than one system call per request, which on a
+        // machine shared with the switch would be charged to the switch's figures.
+        opts.set_manual_wal_flush(true);
         let db = DB::open(&opts, &config.data_dir)
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         if fresh {
@@ -178,8 +196,9 @@ impl Simulator {
             listener,
             limits,
             sim.clone() as Arc<dyn Service>,
-            stop,
+            stop.clone(),
         ));
+        tokio::spawn(flush_log(sim.clone(), stop));
         tracing::info!(simulator = %sim.name, addr = %sim.addr, kind = ?sim.kind, "simulator listening");
         Ok(sim)
     }
@@ -203,7 +222,7 @@ impl Simulator {
             .filter_map(Result::ok)
             .take_while(|(k, _)| k.starts_with(b"leg/"))
             .filter_map(|(k, v)| {
-                let leg: Leg = serde_json::from_slice(&v).ok()?;
+                let leg = Leg::from_bytes(&v)?;
                 (leg.target == target).then(|| {
                     (
                         String::from_utf8_lossy(&k).into_owned(),
@@ -263,7 +282,7 @@ impl Simulator {
         let key = leg_key(msg);
         if let Ok(Some(raw)) = self.db.get(&key) {
             // A retransmission: the same answer, no second effect.
-            if let Ok(leg) = serde_json::from_slice::<Leg>(&raw) {
+            if let Some(leg) = Leg::from_bytes(&raw) {
                 resp.set(38, leg.auth_code.as_bytes());
                 return leg.response_code;
             }
@@ -319,7 +338,7 @@ impl Simulator {
         };
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&target_key), after.to_be_bytes());
-        batch.put(&key, serde_json::to_vec(&leg).unwrap_or_default());
+        batch.put(&key, leg.to_bytes());
         if self.db.write(batch).is_err() {
             return "96".into();
         }
@@ -348,7 +367,7 @@ impl Simulator {
         let Ok(Some(raw)) = self.db.get(&key) else {
             return "25".into();
         };
-        let Ok(mut leg) = serde_json::from_slice::<Leg>(&raw) else {
+        let Some(mut leg) = Leg::from_bytes(&raw) else {
             return "96".into();
         };
         if leg.reversed || leg.response_code != "00" {
@@ -358,7 +377,7 @@ impl Simulator {
         let after = balances.get(&leg.target).copied().unwrap_or(0) - leg.delta;
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&leg.target), after.to_be_bytes());
-        batch.put(&key, serde_json::to_vec(&leg).unwrap_or_default());
+        batch.put(&key, leg.to_bytes());
         if self.db.write(batch).is_err() {
             return "96".into();
         }
@@ -390,6 +409,31 @@ impl Service for Simulator {
                 vec![bytes]
             }
         })
+    }
+}
+
+/// Hand the simulator's buffered writes to the operating system every few milliseconds, and
+/// once more when it stops: a crash of the process loses at most that much of the
+/// simulator's own record (never the switch's, which syncs its journal itself).
+async fn flush_log(sim: Arc<Simulator>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(LOG_FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sim.db.flush_wal(false) {
+            tracing::warn!(simulator = %sim.name, error = %e, "log flush failed");
+        }
+    }
+    let _ = sim.db.flush_wal(false);
+}
+
+const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.db.flush_wal(false);
     }
 }
 
@@ -457,4 +501,84 @@ pub async fn run_from_file(path: &Path, kind: SimKind) -> Result<(), String> {
     let _ = tokio::signal::ctrl_c().await;
     stop.cancel();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iso8583::Mti;
+
+    fn config(dir: &Path) -> SimConfig {
+        SimConfig {
+            kind: SimKind::Issuer,
+            name: "EMONEY".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            spec: default_spec(),
+            framing: default_framing(),
+            data_dir: dir.to_path_buf(),
+            approve_limit: None,
+            accounts: vec![SimAccount {
+                id: "E-1".into(),
+                balance: 10_000,
+            }],
+            behaviours: Vec::new(),
+        }
+    }
+
+    fn request(sim: &Simulator, mti: &[u8; 4], stan: u64, f90: Option<&str>) -> Bytes {
+        let mut m = OwnedMessage::new(Mti(*mti));
+        m.set(3, b"000000")
+            .set_number(4, 2_500, 12)
+            .set(7, b"1121120000")
+            .set_number(11, stan, 6)
+            .set(41, b"T0000001")
+            .set(49, b"410")
+            .set(102, b"E-1");
+        if let Some(od) = f90 {
+            m.set(90, od.as_bytes());
+        }
+        let mut buf = BytesMut::new();
+        sim.spec.encode(&m, &mut buf).unwrap();
+        buf.freeze()
+    }
+
+    fn code(sim: &Simulator, request: Bytes) -> String {
+        let (answer, _) = sim.answer(&request);
+        String::from_utf8(answer.unwrap().get(39).unwrap().to_vec()).unwrap()
+    }
+
+    /// Stop a simulator and wait until nothing holds it any more (its database is closed).
+    async fn stop(sim: Arc<Simulator>, stop: CancellationToken) {
+        stop.cancel();
+        let weak = Arc::downgrade(&sim);
+        drop(sim);
+        while weak.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Writes are handed to the operating system in batches: what was answered before a stop
+    /// is there after a restart (the balance, and the leg a reversal needs).
+    #[tokio::test]
+    async fn balances_and_legs_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = CancellationToken::new();
+        let sim = Simulator::start(config(dir.path()), token.clone())
+            .await
+            .unwrap();
+        assert_eq!(code(&sim, request(&sim, b"0200", 1, None)), "00");
+        assert_eq!(sim.balance("E-1"), Some(7_500));
+        stop(sim, token).await;
+
+        let token = CancellationToken::new();
+        let sim = Simulator::start(config(dir.path()), token.clone())
+            .await
+            .unwrap();
+        assert_eq!(sim.balance("E-1"), Some(7_500), "the debit was kept");
+        let original = format!("0200{:06}1121120000{:022}", 1, 0);
+        let reversal = request(&sim, b"0400", 2, Some(&original));
+        assert_eq!(code(&sim, reversal), "00", "the leg was kept");
+        assert_eq!(sim.balance("E-1"), Some(10_000));
+        stop(sim, token).await;
+    }
 }

@@ -29,10 +29,11 @@ use tracing::Instrument;
 
 use crate::config::{Config, Profile};
 use crate::directory::{CardKey, Directory};
-use crate::iso8583::{de, Message, OwnedMessage, Pan, Spec};
+use crate::iso8583::{de, Message, Mti, OwnedMessage, Pan, Spec};
 use crate::journal::{Journal, Sealer};
 use crate::net::link::Link;
 use crate::net::server::{BoxFuture, Service};
+use crate::observe::{Direction, Family, MessageCounters};
 use crate::store::Cf;
 use dedup::{Dedup, DedupKey};
 use saf::{Saf, SafTiming};
@@ -116,9 +117,9 @@ impl Switch {
         let seq = self.rrn_seq.fetch_add(1, Ordering::Relaxed) % 10_000_000;
         let now = chrono::Utc::now();
         format!(
-            "{:03}{}{seq:07}",
+            "{:03}{:02}{seq:07}",
             chrono::Datelike::ordinal(&now),
-            now.format("%H")
+            chrono::Timelike::hour(&now)
         )
     }
 
@@ -243,6 +244,42 @@ pub struct ListenerService {
     pub switch: Arc<Switch>,
     pub name: Arc<str>,
     pub profile: Profile,
+    metrics: Arc<ListenerMetrics>,
+}
+
+/// A listener's metric handles, registered once (see [`crate::observe::Family`]).
+struct ListenerMetrics {
+    messages: MessageCounters,
+    duration: metrics::Histogram,
+    transactions: Family<(Mti, [u8; 2]), metrics::Counter>,
+    flow_duration: Family<Mti, metrics::Histogram>,
+}
+
+impl ListenerMetrics {
+    fn new(name: &Arc<str>) -> ListenerMetrics {
+        ListenerMetrics {
+            messages: MessageCounters::new(name.clone()),
+            duration: metrics::histogram!("cyberswitch_request_duration_seconds", "listener" => name.to_string()),
+            transactions: Family::new(),
+            flow_duration: Family::new(),
+        }
+    }
+
+    /// A transaction answered with `code` (`cyberswitch_transactions_total`) and how long
+    /// its flow took.
+    fn answered(&self, mti: Mti, code: &[u8], flow: Duration) {
+        let code = <[u8; 2]>::try_from(code).unwrap_or(*b"??");
+        self.transactions
+            .get((mti, code), |(mti, code)| {
+                metrics::counter!("cyberswitch_transactions_total", "mti" => mti.to_string(), "code" => String::from_utf8_lossy(&code).into_owned())
+            })
+            .increment(1);
+        self.flow_duration
+            .get(mti, |mti| {
+                metrics::histogram!("cyberswitch_flow_duration_seconds", "mti" => mti.to_string())
+            })
+            .record(flow.as_secs_f64());
+    }
 }
 
 impl Service for ListenerService {
@@ -250,11 +287,11 @@ impl Service for ListenerService {
         let switch = self.switch.clone();
         let spec = self.profile.spec.clone();
         let name = self.name.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let started = Instant::now();
-            let answer = process(&switch, &spec, &name, &request, &peer).await;
-            metrics::histogram!("cyberswitch_request_duration_seconds", "listener" => name.to_string())
-                .record(started.elapsed().as_secs_f64());
+            let answer = process(&switch, &spec, &name, &metrics, &request, &peer).await;
+            metrics.duration.record(started.elapsed().as_secs_f64());
             answer.into_iter().collect()
         })
     }
@@ -309,6 +346,7 @@ async fn process(
     switch: &Switch,
     spec: &Spec,
     listener: &str,
+    metrics: &ListenerMetrics,
     request: &[u8],
     peer: &str,
 ) -> Option<Bytes> {
@@ -316,7 +354,7 @@ async fn process(
         Ok(m) => m,
         Err(e) => return malformed(spec, listener, request, peer, e),
     };
-    metrics::counter!("cyberswitch_messages_total", "link" => listener.to_string(), "dir" => "in", "mti" => msg.mti().to_string()).increment(1);
+    metrics.messages.count(Direction::In, msg.mti());
     // Everything logged while this request is handled carries its terminal and STAN. The
     // span is attached to the future, not entered: a guard held across `.await` would leak
     // into whatever else the thread runs meanwhile.
@@ -326,11 +364,19 @@ async fn process(
         stan = msg.stan().unwrap_or(0),
         mti = %msg.mti()
     );
-    respond(switch, spec, listener, msg).instrument(span).await
+    respond(switch, spec, listener, metrics, msg)
+        .instrument(span)
+        .await
 }
 
 /// duplicate check → handle → journal → encode, for a decoded request.
-async fn respond(switch: &Switch, spec: &Spec, listener: &str, msg: Message<'_>) -> Option<Bytes> {
+async fn respond(
+    switch: &Switch,
+    spec: &Spec,
+    listener: &str,
+    metrics: &ListenerMetrics,
+    msg: Message<'_>,
+) -> Option<Bytes> {
     let key = DedupKey::of(listener, &msg);
     let claim = match &key {
         Some(k) => switch.dedup.claim(k.clone()),
@@ -377,20 +423,15 @@ async fn respond(switch: &Switch, spec: &Spec, listener: &str, msg: Message<'_>)
         encoded = encode_answer(spec, &msg, &resp);
     }
     testhooks::crash_point("journal-answer").await;
-    let code = resp
-        .get(de::RESPONSE_CODE)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .unwrap_or_default();
-    metrics::counter!("cyberswitch_transactions_total", "mti" => msg.mti().to_string(), "code" => code.clone()).increment(1);
-    metrics::histogram!("cyberswitch_flow_duration_seconds", "mti" => msg.mti().to_string())
-        .record(flow_started.elapsed().as_secs_f64());
+    let code = resp.get(de::RESPONSE_CODE).unwrap_or_default();
+    metrics.answered(msg.mti(), code, flow_started.elapsed());
     // One line per transaction would be the busiest log of all: the journal has them.
-    tracing::debug!(code = %code, "answered");
+    tracing::debug!(code = %String::from_utf8_lossy(code), "answered");
 
     if let (Some(key), Some(slot)) = (key, slot) {
         switch.dedup.complete(key, slot, encoded.clone());
     }
-    metrics::counter!("cyberswitch_messages_total", "link" => listener.to_string(), "dir" => "out", "mti" => resp.mti().to_string()).increment(1);
+    metrics.messages.count(Direction::Out, resp.mti());
     encoded
 }
 
@@ -550,9 +591,11 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             max_in_flight: lc.max_in_flight,
             idle_timeout: lc.idle_timeout(),
         };
+        let name: Arc<str> = lc.name.clone().into();
         let service = Arc::new(ListenerService {
             switch: switch.clone(),
-            name: lc.name.clone().into(),
+            metrics: Arc::new(ListenerMetrics::new(&name)),
+            name,
             profile,
         });
         tokio::spawn(crate::net::server::serve(

@@ -129,3 +129,19 @@ impl MessageCounters {
             .increment(1);
     }
 }
+
+/// How late the runtime runs a task that is ready (`cyberswitch_runtime_lag_seconds`): a
+/// task asks to be woken every few milliseconds and records how much later it ran. A
+/// worker thread held by one long computation or a blocking call shows here first.
+pub async fn watch_runtime_lag(stop: CancellationToken) {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(5);
+    let lag = metrics::histogram!("cyberswitch_runtime_lag_seconds");
+    loop {
+        let asked = std::time::Instant::now();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PERIOD) => {}
+        }
+        lag.record(asked.elapsed().saturating_sub(PERIOD).as_secs_f64());
+    }
+}

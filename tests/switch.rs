@@ -555,6 +555,8 @@ async fn metrics_move_during_traffic() {
         "cyberswitch_link_signed_on",
         "cyberswitch_link_in_flight",
         "cyberswitch_connections",
+        "cyberswitch_journal_commit_seconds",
+        "cyberswitch_runtime_lag_seconds",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics");
     }

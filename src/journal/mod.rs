@@ -97,6 +97,8 @@ pub struct Journal {
     queue: Option<mpsc::Sender<Pending>>,
     writer: Option<std::thread::JoinHandle<()>>,
     sealer: Sealer,
+    wait_synced: metrics::Histogram,
+    wait_buffered: metrics::Histogram,
 }
 
 impl Drop for Journal {
@@ -126,6 +128,8 @@ impl Journal {
             queue: Some(queue),
             writer: Some(writer),
             sealer,
+            wait_synced: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "synced"),
+            wait_buffered: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "buffered"),
         }))
     }
 
@@ -144,12 +148,22 @@ impl Journal {
         }
         let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
         let (done, wait) = oneshot::channel();
+        let started = Instant::now();
+        let synced = step.sync;
         self.queue
             .as_ref()
             .ok_or(JournalError::Stopped)?
             .send(Pending { record, step, done })
             .map_err(|_| JournalError::Stopped)?;
-        wait.await.map_err(|_| JournalError::Stopped)?
+        let result = wait.await.map_err(|_| JournalError::Stopped)?;
+        // What a transaction waits for its step: the queue, the group's write and sync.
+        let waited = if synced {
+            &self.wait_synced
+        } else {
+            &self.wait_buffered
+        };
+        waited.record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Read one value.

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -128,9 +129,11 @@ pub struct Simulator {
     behaviours: HashMap<String, Behaviour>,
     approve_limit: Option<u64>,
     /// Balances (issuer accounts, acquirer card totals), read from the database at start and
-    /// written through to it: the lock serialises read-modify-write (the simulator is not the
-    /// thing under test), and reading memory spares a database look-up per request.
-    balances: Mutex<HashMap<String, i64>>,
+    /// written through to it. An account's entry is held across its read-modify-write, so
+    /// requests on one account are serialised while the others go on (one lock for all of
+    /// them put the runtime's threads to sleep on each other); reading memory spares a
+    /// database look-up per request.
+    balances: DashMap<String, i64>,
     auth_counter: std::sync::atomic::AtomicU32,
 }
 
@@ -181,7 +184,7 @@ impl Simulator {
                 .map(|b| (b.target.clone(), b.clone()))
                 .collect(),
             approve_limit: config.approve_limit,
-            balances: Mutex::new(balances),
+            balances,
             auth_counter: std::sync::atomic::AtomicU32::new(1),
         });
         let limits = ServerLimits {
@@ -205,7 +208,7 @@ impl Simulator {
 
     /// An issuer account's balance in units.
     pub fn balance(&self, account: &str) -> Option<i64> {
-        self.balances.lock().ok()?.get(account).copied()
+        self.balances.get(account).map(|b| *b)
     }
 
     /// Acquirer: the net amount approved and not reversed for a card.
@@ -276,8 +279,19 @@ impl Simulator {
     ) -> String {
         let pc = msg.transaction_type().unwrap_or(99);
         let amount = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
-        let Ok(mut balances) = self.balances.lock() else {
-            return "96".into();
+        let target_key = match self.kind {
+            SimKind::Issuer => target.to_string(),
+            SimKind::Acquirer => card_target(target),
+        };
+        // The account is held until its leg is written: requests on one account, and
+        // retransmissions of one leg (which name the same account), are applied one at a
+        // time; requests on other accounts go on meanwhile.
+        let mut account = match self.kind {
+            SimKind::Issuer => match self.balances.get_mut(&target_key) {
+                Some(a) => a,
+                None => return "14".into(),
+            },
+            SimKind::Acquirer => self.balances.entry(target_key.clone()).or_insert(0),
         };
         let key = leg_key(msg);
         if let Ok(Some(raw)) = self.db.get(&key) {
@@ -295,13 +309,10 @@ impl Simulator {
                 return code.clone();
             }
         }
-        let (delta, target_key) = match self.kind {
+        let delta = match self.kind {
             SimKind::Issuer => {
-                let Some(&balance) = balances.get(target) else {
-                    return "14".into();
-                };
                 if inquiry {
-                    set_balance(resp, msg, balance);
+                    set_balance(resp, msg, *account);
                     return "00".into();
                 }
                 let delta = match pc {
@@ -309,17 +320,20 @@ impl Simulator {
                     20 | 21 => amount,
                     _ => return "12".into(),
                 };
-                if balance + delta < 0 {
+                if *account + delta < 0 {
                     return "51".into();
                 }
-                (delta, target.to_string())
+                delta
             }
             SimKind::Acquirer => {
                 if self.approve_limit.is_some_and(|l| amount as u64 > l) {
                     return "51".into();
                 }
-                let delta = if pc == 20 { -amount } else { amount };
-                (delta, card_target(target))
+                if pc == 20 {
+                    -amount
+                } else {
+                    amount
+                }
             }
         };
         let auth = format!(
@@ -328,7 +342,7 @@ impl Simulator {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 % 1_000_000
         );
-        let after = balances.get(&target_key).copied().unwrap_or(0) + delta;
+        let after = *account + delta;
         let leg = Leg {
             target: target_key.clone(),
             delta,
@@ -342,7 +356,7 @@ impl Simulator {
         if self.db.write(batch).is_err() {
             return "96".into();
         }
-        balances.insert(target_key, after);
+        *account = after;
         resp.set(38, auth.as_bytes());
         if self.kind == SimKind::Issuer {
             set_balance(resp, msg, after);
@@ -361,28 +375,36 @@ impl Simulator {
             od.stan,
             od.transmission_time
         );
-        let Ok(mut balances) = self.balances.lock() else {
-            return "96".into();
-        };
-        let Ok(Some(raw)) = self.db.get(&key) else {
+        let Some(target) = self.leg(&key).map(|l| l.target) else {
             return "25".into();
         };
-        let Some(mut leg) = Leg::from_bytes(&raw) else {
+        // Read the leg again with its account held: a concurrent repeat of this reversal
+        // finds it reversed.
+        let mut account = self.balances.entry(target).or_insert(0);
+        let Some(mut leg) = self.leg(&key) else {
             return "96".into();
         };
         if leg.reversed || leg.response_code != "00" {
             return "00".into();
         }
         leg.reversed = true;
-        let after = balances.get(&leg.target).copied().unwrap_or(0) - leg.delta;
+        let after = *account - leg.delta;
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&leg.target), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
         if self.db.write(batch).is_err() {
             return "96".into();
         }
-        balances.insert(leg.target, after);
+        *account = after;
         "00".into()
+    }
+
+    fn leg(&self, key: &str) -> Option<Leg> {
+        self.db
+            .get(key)
+            .ok()
+            .flatten()
+            .and_then(|raw| Leg::from_bytes(&raw))
     }
 }
 
@@ -449,8 +471,8 @@ fn set_balance(resp: &mut OwnedMessage, msg: &Message<'_>, balance: i64) {
 }
 
 /// Every balance stored (`acct/<id>` → i64 big-endian).
-fn load_balances(db: &DB) -> Result<HashMap<String, i64>, String> {
-    let mut balances = HashMap::new();
+fn load_balances(db: &DB) -> Result<DashMap<String, i64>, String> {
+    let balances = DashMap::new();
     for item in db.prefix_iterator(b"acct/") {
         let (k, v) = item.map_err(|e| e.to_string())?;
         let Some(id) = k.strip_prefix(b"acct/") else {

@@ -527,6 +527,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     let config = Arc::new(config);
     let key = CardKey::new(config.card_key_bytes()?);
     testhooks::warn_if_armed();
+    tokio::spawn(crate::observe::watch_runtime_lag(stop.clone()));
     let db = crate::store::open_with(
         &config.data_dir,
         Some(Duration::from_secs(config.limits.duplicate_window_s)),

@@ -111,14 +111,23 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
         Pace::Every(_) => Semaphore::MAX_PERMITS,
     }));
     let cfg = Arc::new(cfg);
-    let writer = tokio::spawn(write_loop(
-        cfg.clone(),
-        sink,
-        pending.clone(),
-        approved.clone(),
-        window.clone(),
-        live.clone(),
-    ));
+    // The reader stops once the writer has stopped and every request is answered: a request
+    // due just before the end can be written just after it, and must still be read.
+    let (writer_done, mut writer_stopped) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn({
+        let (cfg, pending, approved, window, live) = (
+            cfg.clone(),
+            pending.clone(),
+            approved.clone(),
+            window.clone(),
+            live.clone(),
+        );
+        async move {
+            let sent = write_loop(cfg, sink, pending, approved, window, live).await;
+            let _ = writer_done.send(true);
+            sent
+        }
+    });
     read_loop(
         &cfg,
         stream,
@@ -126,6 +135,7 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
         &approved,
         &window,
         &live,
+        &mut writer_stopped,
         &mut result,
     )
     .await;
@@ -254,21 +264,31 @@ async fn read_loop(
     approved: &Mutex<VecDeque<OwnedMessage>>,
     window: &Semaphore,
     live: &Live,
+    writer_stopped: &mut tokio::sync::watch::Receiver<bool>,
     result: &mut ConnResult,
 ) {
     let echo = matches!(cfg.pace, Pace::EchoWindow(_));
+    // Also set when the writer task ended without saying so (it failed).
+    let mut writer_gone = false;
     loop {
         // After the end of the run, wait for what is still in flight, up to the timeout.
-        let done_sending = Instant::now() >= cfg.until;
+        let done_sending = writer_gone || *writer_stopped.borrow();
         if done_sending && pending.lock().map_or(true, |p| p.is_empty()) {
             return;
         }
-        let limit = if done_sending {
+        let limit = if Instant::now() >= cfg.until {
             (cfg.until + cfg.answer_timeout).saturating_duration_since(Instant::now())
         } else {
             cfg.until.saturating_duration_since(Instant::now()) + cfg.answer_timeout
         };
-        let frame = match tokio::time::timeout(limit, stream.next()).await {
+        let next = tokio::select! {
+            n = tokio::time::timeout(limit, stream.next()) => n,
+            changed = writer_stopped.changed(), if !done_sending => {
+                writer_gone |= changed.is_err();
+                continue;
+            }
+        };
+        let frame = match next {
             Err(_) => return,
             Ok(None) => {
                 result.first_error.get_or_insert("connection closed".into());

@@ -113,7 +113,7 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
     let cfg = Arc::new(cfg);
     // The reader stops once the writer has stopped and every request is answered: a request
     // due just before the end can be written just after it, and must still be read.
-    let (writer_done, mut writer_stopped) = tokio::sync::watch::channel(false);
+    let (writer_done, writer_stopped) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn({
         let (cfg, pending, approved, window, live) = (
             cfg.clone(),
@@ -128,14 +128,17 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
             sent
         }
     });
+    let incoming = Incoming {
+        answers: stream,
+        writer_stopped,
+    };
     read_loop(
         &cfg,
-        stream,
+        incoming,
         &pending,
         &approved,
         &window,
         &live,
-        &mut writer_stopped,
         &mut result,
     )
     .await;
@@ -257,16 +260,25 @@ fn amount(rng: &mut SmallRng) -> u64 {
     rng.random_range(1..=500u64) * 100
 }
 
+/// What the reader listens to: the answers, and the writer saying it has stopped.
+struct Incoming {
+    answers: Source,
+    writer_stopped: tokio::sync::watch::Receiver<bool>,
+}
+
 async fn read_loop(
     cfg: &ConnConfig,
-    mut stream: Source,
+    incoming: Incoming,
     pending: &Pending,
     approved: &Mutex<VecDeque<OwnedMessage>>,
     window: &Semaphore,
     live: &Live,
-    writer_stopped: &mut tokio::sync::watch::Receiver<bool>,
     result: &mut ConnResult,
 ) {
+    let Incoming {
+        answers: mut stream,
+        mut writer_stopped,
+    } = incoming;
     let echo = matches!(cfg.pace, Pace::EchoWindow(_));
     // Also set when the writer task ended without saying so (it failed).
     let mut writer_gone = false;

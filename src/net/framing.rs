@@ -413,9 +413,10 @@ impl Decoder for FrameCodec {
             _ => self.decode_length_prefixed(src),
         }?;
         // The reader reads into whatever room the buffer has left: with a few bytes of room, a
-        // burst of frames costs a read each. A connection that is sending gets room for a
-        // burst; an idle one keeps its small first buffer.
-        if frame.is_none() && src.capacity() - src.len() < READ_ROOM / 4 {
+        // burst of frames costs a read each. A frame cut at the end of the buffer is the sign
+        // of a burst larger than it: room is made for the next one. A connection that sends a
+        // frame now and then keeps its small first buffer.
+        if frame.is_none() && !src.is_empty() && src.capacity() - src.len() < READ_ROOM / 4 {
             src.reserve(READ_ROOM);
         }
         Ok(frame)

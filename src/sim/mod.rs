@@ -294,12 +294,10 @@ impl Simulator {
             SimKind::Acquirer => self.balances.entry(target_key.clone()).or_insert(0),
         };
         let key = leg_key(msg);
-        if let Ok(Some(raw)) = self.db.get(&key) {
+        if let Some(leg) = self.leg(&key) {
             // A retransmission: the same answer, no second effect.
-            if let Some(leg) = Leg::from_bytes(&raw) {
-                resp.set(38, leg.auth_code.as_bytes());
-                return leg.response_code;
-            }
+            resp.set(38, leg.auth_code.as_bytes());
+            return leg.response_code;
         }
         let inquiry = pc == 31;
         if let Some(code) = &b.decline {

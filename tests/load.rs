@@ -76,10 +76,17 @@ async fn an_open_loop_run_sends_at_the_rate_asked() {
     })
     .await
     .unwrap();
-    // 400/s over 4 connections for one second: 100 requests each, give or take the last.
-    assert!((390..=404).contains(&report.sent), "{}", report.text());
+    // 400/s for one second: requests due at 0, 2.5, 5 … 997.5 ms, each sent (the run waits
+    // for the last answers), spread over the 4 connections.
+    assert_eq!(report.sent, 400, "{}", report.text());
     assert_eq!(report.ok, report.sent, "{}", report.text());
     assert_eq!(report.rate_per_s, Some(400.0));
+    // How precisely the schedule was kept is part of the report.
+    let late = report
+        .pacer_late_ms
+        .as_ref()
+        .expect("open loop reports pacer lateness");
+    assert!(late.p50 <= late.max, "{}", report.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

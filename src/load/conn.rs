@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 
 use super::flows::{self, Flow, Mix, RequestIds};
+use super::pacer::Pacer;
 use crate::iso8583::{OwnedMessage, Spec};
 use crate::net::framing::{Frame, FrameCodec, Framing};
 
@@ -32,8 +33,9 @@ pub struct Live {
 /// How requests are paced.
 #[derive(Debug, Clone, Copy)]
 pub enum Pace {
-    /// Open loop: one request every `interval`, latency from the scheduled time.
-    Every(Duration),
+    /// Open loop: requests sent when they are due (see [`super::pacer`]), latency from the
+    /// due time.
+    Open,
     /// Closed loop: at most `window` requests in flight.
     Window(usize),
     /// Echo baseline: requests are sent as they are, any answer counts.
@@ -66,6 +68,8 @@ pub struct ConnResult {
     /// Answers by flow and response code.
     pub codes: HashMap<(Flow, String), u64>,
     pub first_error: Option<String>,
+    /// Open loop: how late the writer woke for its requests (µs).
+    pub pacer_lateness: Option<Histogram<u64>>,
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -83,7 +87,8 @@ struct InFlight {
 
 type Pending = Arc<Mutex<HashMap<u32, InFlight>>>;
 
-pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
+/// Drive one connection. `pacer`: in open loop, this connection's share of the schedule.
+pub async fn run(cfg: ConnConfig, pacer: Option<Pacer>, live: Arc<Live>) -> ConnResult {
     let mut result = ConnResult {
         latency: histogram(),
         per_second: Vec::new(),
@@ -93,6 +98,7 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
         errors: 0,
         codes: HashMap::new(),
         first_error: None,
+        pacer_lateness: None,
     };
     let stream = match TcpStream::connect(&cfg.addr).await {
         Ok(s) => s,
@@ -108,7 +114,7 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
     let approved: Arc<Mutex<VecDeque<OwnedMessage>>> = Arc::new(Mutex::new(VecDeque::new()));
     let window = Arc::new(Semaphore::new(match cfg.pace {
         Pace::Window(w) | Pace::EchoWindow(w) => w,
-        Pace::Every(_) => Semaphore::MAX_PERMITS,
+        Pace::Open => Semaphore::MAX_PERMITS,
     }));
     let cfg = Arc::new(cfg);
     // The reader stops once the writer has stopped and every request is answered: a request
@@ -123,9 +129,10 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
             live.clone(),
         );
         async move {
-            let sent = write_loop(cfg, sink, pending, approved, window, live).await;
+            let mut pacer = pacer;
+            let sent = write_loop(cfg, sink, pacer.as_mut(), pending, approved, window, live).await;
             let _ = writer_done.send(true);
-            sent
+            (sent, pacer.map(|p| p.lateness))
         }
     });
     let incoming = Incoming {
@@ -147,11 +154,14 @@ pub async fn run(cfg: ConnConfig, live: Arc<Live>) -> ConnResult {
     window.close();
     let writer = match tokio::time::timeout(Duration::from_secs(1), writer).await {
         Ok(joined) => joined,
-        Err(_) => Ok(Err((0, "the peer stopped reading".to_string()))),
+        Err(_) => Ok((Err((0, "the peer stopped reading".to_string())), None)),
     };
     match writer {
-        Ok(Ok(sent)) => result.sent = sent,
-        Ok(Err((sent, e))) => {
+        Ok((Ok(sent), lateness)) => {
+            result.sent = sent;
+            result.pacer_lateness = lateness;
+        }
+        Ok((Err((sent, e)), _)) => {
             result.sent = sent;
             result.errors += 1;
             result.first_error.get_or_insert(e);
@@ -179,6 +189,7 @@ type Source = futures::stream::SplitStream<Framed<TcpStream, FrameCodec>>;
 async fn write_loop(
     cfg: Arc<ConnConfig>,
     mut sink: Sink,
+    mut pacer: Option<&mut Pacer>,
     pending: Pending,
     approved: Arc<Mutex<VecDeque<OwnedMessage>>>,
     window: Arc<Semaphore>,
@@ -187,17 +198,14 @@ async fn write_loop(
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
     let mut stan: u32 = 0;
     let mut sent = 0u64;
-    let mut next_due = cfg.started;
     loop {
         let due = match cfg.pace {
-            Pace::Every(interval) => {
-                if next_due >= cfg.until {
-                    break;
+            Pace::Open => {
+                let Some(p) = pacer.as_mut() else { break };
+                match p.next_due().await {
+                    Some(due) => due,
+                    None => break,
                 }
-                tokio::time::sleep_until(next_due.into()).await;
-                let due = next_due;
-                next_due += interval;
-                due
             }
             Pace::Window(_) | Pace::EchoWindow(_) => {
                 let Ok(permit) = window.acquire().await else {
@@ -238,7 +246,7 @@ async fn write_loop(
             p.insert(stan, InFlight { flow, due, request });
         }
         // In a window, requests that can go at once go in one write; paced ones go singly.
-        let more_ready = !matches!(cfg.pace, Pace::Every(_)) && window.available_permits() > 0;
+        let more_ready = !matches!(cfg.pace, Pace::Open) && window.available_permits() > 0;
         let written = match sink.feed(Frame::message(buf.freeze())).await {
             Ok(()) if more_ready => Ok(()),
             Ok(()) => sink.flush().await,
@@ -338,7 +346,7 @@ async fn read_loop(
             live.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if !matches!(cfg.pace, Pace::Every(_)) {
+        if !matches!(cfg.pace, Pace::Open) {
             window.add_permits(1); // the window has room again (closed loop)
         }
         let (mti, code) = sent.flow.expected();

@@ -4,6 +4,7 @@
 //!
 //! - [`flows`]: what each flow sends and expects.
 //! - [`conn`]: one connection's writer and reader.
+//! - [`pacer`]: when each open-loop request is due.
 //! - [`echo`]: the echo server of the baseline.
 //! - [`plot`]: the SVG latency plots.
 //!
@@ -14,6 +15,7 @@
 pub mod conn;
 pub mod echo;
 pub mod flows;
+pub mod pacer;
 pub mod plot;
 
 use std::collections::BTreeMap;
@@ -93,6 +95,26 @@ pub struct Latency {
     pub mean: f64,
 }
 
+/// How late the open-loop writers woke for their requests (milliseconds): how precise the
+/// schedule the latency is measured from was kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lateness {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Lateness {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Lateness {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Lateness {
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
 /// The outcome of a run (`--json` prints it as is).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -121,6 +143,8 @@ pub struct Report {
     pub baseline_throughput_per_s: Option<f64>,
     pub fraction_of_baseline: Option<f64>,
     pub switch_rss_mb: Option<f64>,
+    /// Open loop: how late requests were sent after they were due.
+    pub pacer_late_ms: Option<Lateness>,
     pub first_error: Option<String>,
     #[serde(skip)]
     pub histogram: Option<hdrhistogram::Histogram<u64>>,
@@ -160,6 +184,12 @@ impl Report {
             s += &format!(
                 "echo baseline {b:.0}/s: the switch carried {:.1}% of it\n",
                 f * 100.0
+            );
+        }
+        if let Some(p) = &self.pacer_late_ms {
+            s += &format!(
+                "pacer lateness ms  p50 {:.3}  p99 {:.3}  max {:.3}\n",
+                p.p50, p.p99, p.max
             );
         }
         if let Some(rss) = self.switch_rss_mb {
@@ -247,9 +277,7 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
         return Err("--connections, --window and --cards must be at least 1".into());
     }
     let pace = match (opts.rate, echo) {
-        (Some(r), _) if r > 0.0 => {
-            Pace::Every(Duration::from_secs_f64(opts.connections as f64 / r))
-        }
+        (Some(r), _) if r.is_finite() && r > 0.0 => Pace::Open,
         (Some(_), _) => return Err("--rate must be above 0".into()),
         (None, true) => Pace::EchoWindow(opts.window),
         (None, false) => Pace::Window(opts.window),
@@ -257,6 +285,12 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
     let live = Arc::new(Live::default());
     let started = Instant::now() + Duration::from_millis(50);
     let until = started + opts.duration;
+    let schedule = opts.rate.map(|rate| pacer::Schedule {
+        start: started,
+        until,
+        rate,
+        connections: opts.connections,
+    });
     let tasks: Vec<_> = (0..opts.connections)
         .map(|i| {
             let cfg = ConnConfig {
@@ -289,7 +323,8 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
                 seed: rand::random(),
                 answer_timeout: opts.answer_timeout,
             };
-            tokio::spawn(conn::run(cfg, live.clone()))
+            let pacer = schedule.map(|s| pacer::Pacer::new(s, i));
+            tokio::spawn(conn::run(cfg, pacer, live.clone()))
         })
         .collect();
     let progress = progress_bar(opts, echo, live.clone(), started);
@@ -351,7 +386,11 @@ fn summarise(
     let mut codes: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let (mut sent, mut ok, mut errors, mut mismatches) = (0, 0, 0, 0);
     let mut first_error = None;
+    let mut lateness: Option<hdrhistogram::Histogram<u64>> = None;
     for r in results {
+        if let Some(l) = &r.pacer_lateness {
+            let _ = lateness.get_or_insert_with(conn::histogram).add(l);
+        }
         let _ = total.add(&r.latency);
         for (i, h) in r.per_second.iter().enumerate() {
             while per_second.len() <= i {
@@ -404,6 +443,7 @@ fn summarise(
         baseline_throughput_per_s: None,
         fraction_of_baseline: None,
         switch_rss_mb: rss,
+        pacer_late_ms: lateness.as_ref().map(Lateness::of),
         first_error,
         histogram: Some(total),
         per_second,

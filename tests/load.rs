@@ -103,6 +103,17 @@ async fn the_echo_baseline_runs_the_same_messages_and_compares() {
         "{}",
         report.text()
     );
+    // The baseline at a fixed rate: every echo counts, whatever the pacing.
+    let paced = load::run(LoadOptions {
+        echo_baseline: true,
+        rate: Some(200.0),
+        ..options(500)
+    })
+    .await
+    .unwrap();
+    assert_eq!(paced.sent, 100, "{}", paced.text());
+    assert_eq!(paced.ok, 100, "{}", paced.text());
+    assert_eq!(paced.mismatches, 0, "{}", paced.text());
 }
 
 /// A peer that answers every request wrongly, in one way.

@@ -38,8 +38,6 @@ pub enum Pace {
     Open,
     /// Closed loop: at most `window` requests in flight.
     Window(usize),
-    /// Echo baseline: requests are sent as they are, any answer counts.
-    EchoWindow(usize),
 }
 
 pub struct ConnConfig {
@@ -50,6 +48,8 @@ pub struct ConnConfig {
     pub mix: Mix,
     pub cards: usize,
     pub pace: Pace,
+    /// Against the echo server of the baseline: any answer with the request's MTI counts.
+    pub echo: bool,
     pub started: Instant,
     pub until: Instant,
     pub seed: u64,
@@ -113,7 +113,7 @@ pub async fn run(cfg: ConnConfig, pacer: Option<Pacer>, live: Arc<Live>) -> Conn
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let approved: Arc<Mutex<VecDeque<OwnedMessage>>> = Arc::new(Mutex::new(VecDeque::new()));
     let window = Arc::new(Semaphore::new(match cfg.pace {
-        Pace::Window(w) | Pace::EchoWindow(w) => w,
+        Pace::Window(w) => w,
         Pace::Open => Semaphore::MAX_PERMITS,
     }));
     let cfg = Arc::new(cfg);
@@ -207,7 +207,7 @@ async fn write_loop(
                     None => break,
                 }
             }
-            Pace::Window(_) | Pace::EchoWindow(_) => {
+            Pace::Window(_) => {
                 let Ok(permit) = window.acquire().await else {
                     break;
                 };
@@ -287,7 +287,7 @@ async fn read_loop(
         answers: mut stream,
         mut writer_stopped,
     } = incoming;
-    let echo = matches!(cfg.pace, Pace::EchoWindow(_));
+    let echo = cfg.echo;
     // Also set when the writer task ended without saying so (it failed).
     let mut writer_gone = false;
     loop {

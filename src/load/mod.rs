@@ -276,11 +276,10 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
     if opts.connections == 0 || opts.window == 0 || opts.cards == 0 {
         return Err("--connections, --window and --cards must be at least 1".into());
     }
-    let pace = match (opts.rate, echo) {
-        (Some(r), _) if r.is_finite() && r > 0.0 => Pace::Open,
-        (Some(_), _) => return Err("--rate must be above 0".into()),
-        (None, true) => Pace::EchoWindow(opts.window),
-        (None, false) => Pace::Window(opts.window),
+    let pace = match opts.rate {
+        Some(r) if r.is_finite() && r > 0.0 => Pace::Open,
+        Some(_) => return Err("--rate must be above 0".into()),
+        None => Pace::Window(opts.window),
     };
     let live = Arc::new(Live::default());
     let started = Instant::now() + Duration::from_millis(50);
@@ -318,6 +317,7 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
                 },
                 cards: opts.cards,
                 pace,
+                echo,
                 started,
                 until,
                 seed: rand::random(),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -129,11 +129,13 @@ pub struct Simulator {
     behaviours: HashMap<String, Behaviour>,
     approve_limit: Option<u64>,
     /// Balances (issuer accounts, acquirer card totals), read from the database at start and
-    /// written through to it. An account's entry is held across its read-modify-write, so
-    /// requests on one account are serialised while the others go on (one lock for all of
-    /// them put the runtime's threads to sleep on each other); reading memory spares a
-    /// database look-up per request.
-    balances: DashMap<String, i64>,
+    /// written through to it. Each account has a lock of its own, held across its
+    /// read-modify-write (the database write included): requests on one account are
+    /// serialised while the others go on. The map's own shard is held only to find the
+    /// account: a shard held across a database write made the other runtime thread spin on
+    /// it (one lock for all accounts, earlier, put the threads to sleep on each other).
+    /// Reading memory spares a database look-up per request.
+    balances: DashMap<String, Arc<Mutex<i64>>>,
     auth_counter: std::sync::atomic::AtomicU32,
 }
 
@@ -208,7 +210,24 @@ impl Simulator {
 
     /// An issuer account's balance in units.
     pub fn balance(&self, account: &str) -> Option<i64> {
-        self.balances.get(account).map(|b| *b)
+        self.account(account).map(|a| *lock(&a))
+    }
+
+    /// An account's lock (the map's shard is released on return).
+    fn account(&self, id: &str) -> Option<Arc<Mutex<i64>>> {
+        self.balances.get(id).map(|a| a.value().clone())
+    }
+
+    /// An account's lock, the account opened at zero if it is new (acquirer card totals).
+    fn account_or_new(&self, id: &str) -> Arc<Mutex<i64>> {
+        if let Some(a) = self.account(id) {
+            return a;
+        }
+        self.balances
+            .entry(id.to_string())
+            .or_default()
+            .value()
+            .clone()
     }
 
     /// Acquirer: the net amount approved and not reversed for a card.
@@ -286,13 +305,14 @@ impl Simulator {
         // The account is held until its leg is written: requests on one account, and
         // retransmissions of one leg (which name the same account), are applied one at a
         // time; requests on other accounts go on meanwhile.
-        let mut account = match self.kind {
-            SimKind::Issuer => match self.balances.get_mut(&target_key) {
+        let account = match self.kind {
+            SimKind::Issuer => match self.account(&target_key) {
                 Some(a) => a,
                 None => return "14".into(),
             },
-            SimKind::Acquirer => self.balances.entry(target_key.clone()).or_insert(0),
+            SimKind::Acquirer => self.account_or_new(&target_key),
         };
+        let mut account = lock(&account);
         let key = leg_key(msg);
         if let Some(leg) = self.leg(&key) {
             // A retransmission: the same answer, no second effect.
@@ -378,7 +398,8 @@ impl Simulator {
         };
         // Read the leg again with its account held: a concurrent repeat of this reversal
         // finds it reversed.
-        let mut account = self.balances.entry(target).or_insert(0);
+        let account = self.account_or_new(&target);
+        let mut account = lock(&account);
         let Some(mut leg) = self.leg(&key) else {
             return "96".into();
         };
@@ -469,7 +490,7 @@ fn set_balance(resp: &mut OwnedMessage, msg: &Message<'_>, balance: i64) {
 }
 
 /// Every balance stored (`acct/<id>` → i64 big-endian).
-fn load_balances(db: &DB) -> Result<DashMap<String, i64>, String> {
+fn load_balances(db: &DB) -> Result<DashMap<String, Arc<Mutex<i64>>>, String> {
     let balances = DashMap::new();
     for item in db.prefix_iterator(b"acct/") {
         let (k, v) = item.map_err(|e| e.to_string())?;
@@ -480,10 +501,18 @@ fn load_balances(db: &DB) -> Result<DashMap<String, i64>, String> {
             .map_err(|_| format!("balance of {} is not 8 bytes", String::from_utf8_lossy(id)))?;
         balances.insert(
             String::from_utf8_lossy(id).into_owned(),
-            i64::from_be_bytes(amount),
+            Arc::new(Mutex::new(i64::from_be_bytes(amount))),
         );
     }
     Ok(balances)
+}
+
+/// A balance's lock. A thread that panicked holding it left the balance as it was before its
+/// write (the balance is set only after the database write succeeded), so it is still right.
+fn lock(account: &Mutex<i64>) -> std::sync::MutexGuard<'_, i64> {
+    account
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn account_key(id: &str) -> Vec<u8> {

@@ -84,6 +84,7 @@ async fn holds_post_void_refund_and_repeat_without_second_effects() {
         );
         ledger.hold("A", 4_000, "h1").await.unwrap(); // repeat
         assert_eq!(ledger.balance("A").unwrap().pending, 4_000);
+        assert_eq!(ledger.open_holds(), 1, "a repeated hold is one hold");
         assert!(matches!(
             ledger.hold("A", 7_000, "h2").await,
             Err(LedgerError::Insufficient { available: 6_000 })
@@ -97,24 +98,28 @@ async fn holds_post_void_refund_and_repeat_without_second_effects() {
             }
         );
         ledger.post("h1").await.unwrap(); // repeat
+        assert_eq!(ledger.open_holds(), 0, "a posted hold is closed");
         ledger.hold("A", 1_000, "h3").await.unwrap();
+        ledger.hold("A", 500, "h4").await.unwrap();
+        assert_eq!(ledger.open_holds(), 2);
         let b = ledger.void("h3").await.unwrap();
         assert_eq!(
             b,
             Balance {
                 posted: 6_000,
-                pending: 0
+                pending: 500
             }
         );
         assert!(matches!(
             ledger.post("h3").await,
             Err(LedgerError::WrongState { .. })
         ));
+        assert_eq!(ledger.open_holds(), 1, "a voided hold is closed");
         // Reversal after completion: refunded.
         let b = ledger.void("h1").await.unwrap();
-        assert_eq!(b.available(), 10_000);
+        assert_eq!(b.available(), 9_500);
         ledger.void("h1").await.unwrap(); // repeat
-        assert_eq!(ledger.balance("A").unwrap().available(), 10_000);
+        assert_eq!(ledger.balance("A").unwrap().available(), 9_500);
         assert!(matches!(
             ledger.hold("B", 1, "x").await,
             Err(LedgerError::UnknownAccount(_))
@@ -135,7 +140,11 @@ async fn holds_post_void_refund_and_repeat_without_second_effects() {
             .iter()
             .map(|e| e.kind)
             .collect();
-        assert_eq!(kinds, vec![Credit, Hold, Post, Hold, Void, Refund, Debit]);
+        assert_eq!(
+            kinds,
+            vec![Credit, Hold, Post, Hold, Hold, Void, Refund, Debit]
+        );
+        assert_eq!(ledger.open_holds(), 1, "refunds and debits touch no hold");
     }
     // Reopened: the balance is derived again from the entries, the legs still idempotent.
     let ledger = open(dir.path(), Duration::from_secs(600));
@@ -143,11 +152,16 @@ async fn holds_post_void_refund_and_repeat_without_second_effects() {
         ledger.balance("A").unwrap(),
         Balance {
             posted: 7_500,
-            pending: 0
+            pending: 500
         }
     );
+    assert_eq!(
+        ledger.open_holds(),
+        1,
+        "open holds derived from the entries"
+    );
     ledger.credit("A", 10_000, "c1").await.unwrap();
-    assert_eq!(ledger.balance("A").unwrap().available(), 7_500);
+    assert_eq!(ledger.balance("A").unwrap().available(), 7_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +173,9 @@ async fn holds_expire_when_never_completed() {
     ledger.hold("A", 300, "h").await.unwrap();
     assert_eq!(ledger.balance("A").unwrap().available(), 200);
     tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(ledger.open_holds(), 1);
     assert_eq!(ledger.expire_holds().await.unwrap(), 1);
+    assert_eq!(ledger.open_holds(), 0, "an expired hold is closed");
     assert_eq!(ledger.balance("A").unwrap().available(), 500);
     assert!(matches!(
         ledger.post("h").await,

@@ -557,6 +557,7 @@ async fn metrics_move_during_traffic() {
         "cyberswitch_connections",
         "cyberswitch_journal_commit_seconds",
         "cyberswitch_runtime_lag_seconds",
+        "cyberswitch_ledger_open_holds",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics");
     }

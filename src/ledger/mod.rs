@@ -12,7 +12,7 @@
 //!   posting is durable before anyone is told of it, and it is in the journal.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +98,18 @@ pub struct LedgerEntry {
     pub at_ms: i64,
 }
 
+impl EntryType {
+    /// The entry's effect on the number of open holds: a hold opens one; posting, voiding
+    /// and expiring close one (refunds and immediate entries touch none).
+    fn open_holds_delta(self) -> i64 {
+        match self {
+            EntryType::Hold => 1,
+            EntryType::Post | EntryType::Void | EntryType::Expire => -1,
+            EntryType::Credit | EntryType::Refund | EntryType::Debit => 0,
+        }
+    }
+}
+
 impl LedgerEntry {
     /// The entry's effect on a balance.
     pub fn apply_to(&self, b: &mut Balance) {
@@ -150,6 +162,11 @@ pub struct Ledger {
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     next_seq: AtomicU64,
     hold_ttl: Duration,
+    /// Holds placed and not yet posted, voided or expired (derived from the entries at
+    /// open, then kept with every entry recorded).
+    open_holds: AtomicI64,
+    open_holds_gauge: metrics::Gauge,
+    holds_expired: metrics::Counter,
 }
 
 fn now_ms() -> i64 {
@@ -169,21 +186,28 @@ impl Ledger {
             balances.insert(String::from_utf8_lossy(&k).into_owned(), Balance::default());
         }
         let mut max_seq = 0;
+        let mut open_holds = 0;
         for (_, v) in journal.scan(Cf::LedgerEntries, b"").map_err(storage)? {
             let e: LedgerEntry = serde_json::from_slice(&v).map_err(storage)?;
             max_seq = max_seq.max(e.seq);
+            open_holds += e.kind.open_holds_delta();
             let mut b = balances.entry(e.account.clone()).or_default();
             e.apply_to(&mut b);
             if b.available() < 0 {
                 tracing::error!(account = %e.account, "ledger replay: available below zero");
             }
         }
+        let open_holds_gauge = metrics::gauge!("cyberswitch_ledger_open_holds");
+        open_holds_gauge.set(open_holds as f64);
         Ok(Arc::new(Ledger {
             journal,
             balances,
             locks: DashMap::new(),
             next_seq: AtomicU64::new(max_seq + 1),
             hold_ttl,
+            open_holds: AtomicI64::new(open_holds),
+            open_holds_gauge,
+            holds_expired: metrics::counter!("cyberswitch_ledger_holds_expired_total"),
         }))
     }
 
@@ -194,6 +218,11 @@ impl Ledger {
 
     pub fn balance(&self, account: &str) -> Option<Balance> {
         self.balances.get(account).map(|b| *b)
+    }
+
+    /// Holds placed and not yet posted, voided or expired.
+    pub fn open_holds(&self) -> i64 {
+        self.open_holds.load(Ordering::Relaxed)
     }
 
     fn lock(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -286,6 +315,12 @@ impl Ledger {
         step.synced();
         self.journal.commit(step).await.map_err(storage)?;
         self.balances.insert(account.into(), after);
+        let delta = kind.open_holds_delta();
+        if delta != 0 {
+            let open = self.open_holds.fetch_add(delta, Ordering::Relaxed) + delta;
+            debug_assert!(open >= 0, "ledger: {open} open holds");
+            self.open_holds_gauge.set(open as f64);
+        }
         Ok(after)
     }
 
@@ -448,7 +483,10 @@ impl Ledger {
             if leg.state == LegState::Pending && leg.expires_ms <= now {
                 let id = String::from_utf8_lossy(&k).into_owned();
                 match self.settle(&id, EntryType::Expire).await {
-                    Ok(_) => expired += 1,
+                    Ok(_) => {
+                        expired += 1;
+                        self.holds_expired.increment(1);
+                    }
                     // Posted or voided since the scan.
                     Err(LedgerError::WrongState { .. }) => {}
                     Err(e) => return Err(e),

@@ -145,3 +145,58 @@ pub async fn watch_runtime_lag(stop: CancellationToken) {
         lag.record(asked.elapsed().saturating_sub(PERIOD).as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every metric the Grafana dashboard under `config/` queries is one the switch emits
+    /// (a renamed metric would otherwise leave an empty panel nobody notices).
+    #[test]
+    fn the_dashboard_queries_only_metrics_the_switch_emits() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dashboard = std::fs::read_to_string(format!("{root}/config/grafana-dashboard.json"))
+            .unwrap_or_else(|e| panic!("config/grafana-dashboard.json: {e}"));
+        let parsed: serde_json::Value = serde_json::from_str(&dashboard)
+            .unwrap_or_else(|e| panic!("config/grafana-dashboard.json is not JSON: {e}"));
+        let mut source = String::new();
+        let mut dirs = vec![std::path::PathBuf::from(format!("{root}/src"))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    source += &std::fs::read_to_string(&path).unwrap_or_default();
+                }
+            }
+        }
+        let mut queried = 0;
+        for panel in parsed["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                for name in metric_names(expr) {
+                    let family = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    assert!(
+                        source.contains(&format!("\"{family}\"")),
+                        "panel '{}' queries {name}, which the switch does not emit",
+                        panel["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried > 20, "the dashboard queries {queried} metrics");
+    }
+
+    fn metric_names(expr: &str) -> impl Iterator<Item = &str> {
+        expr.match_indices("cyberswitch_").map(|(start, _)| {
+            let rest = &expr[start..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+    }
+}

@@ -640,6 +640,35 @@ async fn an_approval_the_terminal_never_received_is_reversed() {
     assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reversal_of_a_transaction_still_in_flight_waits_for_it_and_undoes_it() {
+    // Gift debits take 800 ms: the terminal gives up and reverses while the debit is out.
+    let env = env_with(ephemeral(), |sims| {
+        sims[1].behaviours.push(Behaviour {
+            target: "G-3001".into(),
+            delay_ms: 800,
+            ..Behaviour::default()
+        });
+    })
+    .await;
+    let mut purchase = env.terminal().await;
+    let mut reversing = env.terminal().await;
+    let req = with_tags(
+        request(b"0200", GIFT_CARD, "000000", 7_000, 120),
+        &[("WS", "G-3001")],
+    );
+    purchase.send(&req).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = reversing.call(&reversal_of(&req, 121), WAIT).await.unwrap();
+    // Answered once the original was: it was found and reversed, not "no such original".
+    assert_eq!(a.mti().as_str(), "0410");
+    assert_eq!(code(&a), "00");
+    let original = purchase.recv(WAIT).await.unwrap();
+    assert_eq!(code(&original), "00", "the original itself was approved");
+    env.drained().await;
+    assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
+}
+
 #[test]
 fn shipped_configurations_load() {
     use cyberswitch::config::Config;

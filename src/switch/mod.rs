@@ -70,6 +70,8 @@ pub struct Switch {
     dedup: Dedup,
     /// Serialises changes to answered transactions (terminal reversals, undelivered answers).
     reversals: tokio::sync::Mutex<()>,
+    /// Requests and advices being processed, by transaction key.
+    processing: txn::Processing,
     rrn_seq: AtomicU64,
 }
 
@@ -96,6 +98,7 @@ impl Switch {
             pin_keys,
             dedup: Dedup::new(window),
             reversals: tokio::sync::Mutex::new(()),
+            processing: txn::Processing::default(),
             rrn_seq: AtomicU64::new(0),
         });
         tokio::spawn(dedup::sweeper(switch.clone(), stop));
@@ -406,6 +409,11 @@ async fn respond(
 
     let flow_started = Instant::now();
     let mut txn = Txn::begin(switch.journal.clone(), switch.saf.clone(), listener, &msg);
+    // A terminal's reversal of this transaction, arriving meanwhile, waits for its outcome.
+    let _processing = match (txn.key(), msg.mti().class()) {
+        (Some(k), 1 | 2) => Some(switch.processing.start(k)),
+        _ => None,
+    };
     let mut resp = switch.handle(&msg, &mut txn).await;
     if resp.get(de::RRN).is_none() && matches!(msg.mti().class(), 1 | 2 | 4) {
         resp.set(de::RRN, switch.next_rrn().as_bytes());

@@ -1,7 +1,9 @@
 //! F7: a terminal's reversal (0400, or 0420/0421 advice) names the original in field 90; every
 //! leg of the original that may hold money is reversed through the store-and-forward queue.
 //! Unknown originals are answered 25, already reversed ones 00 again: idempotent, never an
-//! error storm. An original still being processed is not found yet (25).
+//! error storm. An original still being processed is waited for: a terminal reverses what it
+//! gave up waiting on, and the original may yet be approved; answering 25 then would leave
+//! its money taken (a terminal need not repeat a reversal answered "no such original").
 
 use crate::iso8583::{Message, OwnedMessage};
 
@@ -18,6 +20,8 @@ pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
         Some(od.stan),
         Some(od.transmission_time),
     );
+    // Bounded like the original itself: its legs time out upstream.
+    sw.processing.finished(&key).await;
     let _one_at_a_time = sw.reversals.lock().await;
     match txn::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
         Ok(None) | Ok(Some(TxnState::Open)) => {

@@ -120,6 +120,50 @@ pub fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> St
     )
 }
 
+/// Transactions being processed, by key: what a terminal's reversal of one of them waits for
+/// (its outcome decides what there is to reverse).
+#[derive(Default)]
+pub struct Processing(dashmap::DashMap<String, tokio::sync::watch::Receiver<()>>);
+
+/// A transaction's place in [`Processing`], given up when its processing ends however it
+/// ends (answered, failed, or its task dropped).
+pub struct ProcessingGuard<'a> {
+    registry: &'a Processing,
+    key: String,
+    done: tokio::sync::watch::Sender<()>,
+}
+
+impl Processing {
+    /// Register a transaction being processed (a second registration of the same key, a
+    /// request repeated while its original runs, takes the place of the first).
+    pub fn start(&self, key: &str) -> ProcessingGuard<'_> {
+        let (done, watch) = tokio::sync::watch::channel(());
+        self.0.insert(key.to_string(), watch);
+        ProcessingGuard {
+            registry: self,
+            key: key.to_string(),
+            done,
+        }
+    }
+
+    /// Wait until the transaction `key` is no longer being processed (at once if it is not).
+    pub async fn finished(&self, key: &str) {
+        let Some(mut watch) = self.0.get(key).map(|w| w.value().clone()) else {
+            return;
+        };
+        // Resolves when the guard's sender is dropped; nothing is ever sent.
+        while watch.changed().await.is_ok() {}
+    }
+}
+
+impl Drop for ProcessingGuard<'_> {
+    fn drop(&mut self) {
+        self.registry
+            .0
+            .remove_if(&self.key, |_, w| w.same_channel(&self.done.subscribe()));
+    }
+}
+
 /// How a leg sent upstream ended.
 pub enum LegOutcome {
     /// Approved (39 = 00): the leg's index and the host's answer.
@@ -190,6 +234,12 @@ impl Txn {
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
         txn
+    }
+
+    /// The transaction's key (terminal, STAN, transmission time); `None` for messages that
+    /// are not transactions.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     /// The listener the request came in on.

@@ -608,23 +608,32 @@ hosts = ["127.0.0.1:1"]
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_approval_the_terminal_never_received_is_reversed() {
-    // Gift debits take 800 ms: the terminal hangs up before its approval is ready.
-    let env = env_with(ephemeral(), |sims| {
+/// The demo with gift-certificate debits of G-3001 answered after 800 ms.
+async fn env_with_slow_gift_debits() -> Env {
+    env_with(ephemeral(), |sims| {
         sims[1].behaviours.push(Behaviour {
             target: "G-3001".into(),
             delay_ms: 800,
             ..Behaviour::default()
         });
     })
-    .await;
-    let mut t = env.terminal().await;
-    let req = with_tags(
-        request(b"0200", GIFT_CARD, "000000", 7_000, 110),
+    .await
+}
+
+/// A purchase paid from the gift certificate G-3001 alone.
+fn gift_wallet_purchase(amount: u64, stan: u32) -> OwnedMessage {
+    with_tags(
+        request(b"0200", GIFT_CARD, "000000", amount, stan),
         &[("WS", "G-3001")],
-    );
-    t.send(&req).await.unwrap();
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_the_terminal_never_received_is_reversed() {
+    // The terminal hangs up before its approval is ready.
+    let env = env_with_slow_gift_debits().await;
+    let mut t = env.terminal().await;
+    t.send(&gift_wallet_purchase(7_000, 110)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(t);
     // The debit goes through, the answer finds no terminal, the leg is reversed.
@@ -642,21 +651,11 @@ async fn an_approval_the_terminal_never_received_is_reversed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reversal_of_a_transaction_still_in_flight_waits_for_it_and_undoes_it() {
-    // Gift debits take 800 ms: the terminal gives up and reverses while the debit is out.
-    let env = env_with(ephemeral(), |sims| {
-        sims[1].behaviours.push(Behaviour {
-            target: "G-3001".into(),
-            delay_ms: 800,
-            ..Behaviour::default()
-        });
-    })
-    .await;
+    // The terminal gives up and reverses while the debit is out.
+    let env = env_with_slow_gift_debits().await;
     let mut purchase = env.terminal().await;
     let mut reversing = env.terminal().await;
-    let req = with_tags(
-        request(b"0200", GIFT_CARD, "000000", 7_000, 120),
-        &[("WS", "G-3001")],
-    );
+    let req = gift_wallet_purchase(7_000, 120);
     purchase.send(&req).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a = reversing.call(&reversal_of(&req, 121), WAIT).await.unwrap();

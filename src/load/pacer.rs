@@ -31,12 +31,8 @@ impl Schedule {
         (due < self.until).then_some(due)
     }
 
-    /// The connection that sends request `k`.
-    pub fn connection(&self, k: u64) -> usize {
-        (k % self.connections.max(1) as u64) as usize
-    }
-
-    /// The `n`-th request of connection `c`: request `n × N + c` of the run.
+    /// The `n`-th request of connection `c`: request `n × N + c` of the run (connection
+    /// `k mod N` sends request `k`).
     pub fn due_for(&self, c: usize, n: u64) -> Option<Instant> {
         let k = n
             .checked_mul(self.connections.max(1) as u64)?
@@ -160,26 +156,31 @@ mod timerfd {
 mod tests {
     use super::*;
 
+    fn schedule(run: Duration, rate: f64, connections: usize) -> Schedule {
+        let start = Instant::now();
+        Schedule {
+            start,
+            until: start + run,
+            rate,
+            connections,
+        }
+    }
+
     #[test]
     fn requests_are_spread_evenly_over_the_run_and_the_connections() {
-        let start = Instant::now();
-        let s = Schedule {
-            start,
-            until: start + Duration::from_secs(2),
-            rate: 1000.0,
-            connections: 16,
-        };
+        let s = schedule(Duration::from_secs(2), 1000.0, 16);
+        let start = s.start;
         // 1,000/s for 2 s: requests 0..2000, one every millisecond.
         assert_eq!(s.due(0), Some(start));
         assert_eq!(s.due(1), Some(start + Duration::from_millis(1)));
         assert_eq!(s.due(1999), Some(start + Duration::from_millis(1999)));
         assert_eq!(s.due(2000), None);
-        // Consecutive requests go to different connections, each connection in turn.
-        let owners: Vec<usize> = (0..18).map(|k| s.connection(k)).collect();
-        assert_eq!(owners[..3], [0, 1, 2]);
-        assert_eq!(owners[16..], [0, 1]);
-        // A connection's own requests are the run's requests it owns, in order.
+        // Consecutive requests go to different connections, each connection in turn: a
+        // connection's own requests are every N-th of the run's, in order.
+        assert_eq!(s.due_for(0, 0), s.due(0));
         assert_eq!(s.due_for(1, 0), s.due(1));
+        assert_eq!(s.due_for(2, 0), s.due(2));
+        assert_eq!(s.due_for(0, 1), s.due(16));
         assert_eq!(s.due_for(1, 1), s.due(17));
         assert_eq!(s.due_for(15, 124), s.due(1999));
         assert_eq!(s.due_for(0, 125), None);
@@ -187,13 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pacer_gives_each_of_its_due_times_once_it_has_come_then_stops() {
-        let start = Instant::now();
-        let s = Schedule {
-            start,
-            until: start + Duration::from_millis(50),
-            rate: 200.0,
-            connections: 2,
-        };
+        let s = schedule(Duration::from_millis(50), 200.0, 2);
         // 200/s for 50 ms over 2 connections: connection 1 sends requests 1, 3, 5, 7, 9.
         let mut pacer = Pacer::new(s, 1);
         let mut got = Vec::new();

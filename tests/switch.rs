@@ -650,6 +650,42 @@ async fn an_approval_the_terminal_never_received_is_reversed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reversals_of_one_transaction_undo_it_once_and_others_go_on() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    // Four legs: gift 50,000 + e-money 30,000 + mileage 5,000 + credit 5,000.
+    let original = request(b"0200", GIFT_CARD, "000000", 90_000, 130);
+    assert_eq!(code(&t.call(&original, WAIT).await.unwrap()), "00");
+    let other = gift_wallet_purchase(1_000, 131);
+    let mut other_terminal = env.terminal().await;
+    assert_eq!(
+        code(&other_terminal.call(&other, WAIT).await.unwrap()),
+        "00"
+    );
+    // Eight reversals of the first at once, on eight connections, with one of the second.
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let mut c = env.terminal().await;
+        let r = reversal_of(&original, 140 + i);
+        calls.push(tokio::spawn(async move { c.call(&r, WAIT).await }));
+    }
+    let r = reversal_of(&other, 150);
+    calls.push(tokio::spawn(
+        async move { other_terminal.call(&r, WAIT).await },
+    ));
+    for call in calls {
+        assert_eq!(code(&call.await.unwrap().unwrap()), "00");
+    }
+    // Each leg queued for reversal once: four for the first, one for the second.
+    assert_eq!(env.demo.running.switch.saf.queued_total(), 5);
+    env.drained().await;
+    assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
+    assert_eq!(env.balance("EMONEY", "E-1001"), 30_000);
+    assert_eq!(env.balance("MILEAGE", "M-2001"), 10_000);
+    assert_eq!(env.credit_total(GIFT_CARD), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reversal_of_a_transaction_still_in_flight_waits_for_it_and_undoes_it() {
     // The terminal gives up and reverses while the debit is out.
     let env = env_with_slow_gift_debits().await;

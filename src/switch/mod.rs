@@ -68,8 +68,9 @@ pub struct Switch {
     /// PIN keys of listeners (terminal keys) and links (zone keys), by name.
     pin_keys: HashMap<String, crate::pin::PinKey>,
     dedup: Dedup,
-    /// Serialises changes to answered transactions (terminal reversals, undelivered answers).
-    reversals: tokio::sync::Mutex<()>,
+    /// Serialises changes to each answered transaction (terminal reversals, undelivered
+    /// answers).
+    reversals: txn::AnsweredLocks,
     /// Requests and advices being processed, by transaction key.
     processing: txn::Processing,
     rrn_seq: AtomicU64,
@@ -97,7 +98,7 @@ impl Switch {
             hosted,
             pin_keys,
             dedup: Dedup::new(window),
-            reversals: tokio::sync::Mutex::new(()),
+            reversals: txn::AnsweredLocks::new(),
             processing: txn::Processing::default(),
             rrn_seq: AtomicU64::new(0),
         });
@@ -322,7 +323,7 @@ impl ListenerService {
         let switch = self.switch.clone();
         let listener = self.name.to_string();
         tokio::spawn(async move {
-            let _one_at_a_time = switch.reversals.lock().await;
+            let _one_at_a_time = switch.reversals.lock(&key).await;
             match txn::reverse_answered(
                 &switch.journal,
                 &switch.saf,

@@ -22,7 +22,7 @@ pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
     );
     // Bounded like the original itself: its legs time out upstream.
     sw.processing.finished(&key).await;
-    let _one_at_a_time = sw.reversals.lock().await;
+    let _one_at_a_time = sw.reversals.lock(&key).await;
     match txn::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
         Ok(None) | Ok(Some(TxnState::Open)) => {
             tracing::info!(stan = od.stan, "reversal of an unknown transaction");

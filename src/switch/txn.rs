@@ -120,6 +120,42 @@ pub fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> St
     )
 }
 
+/// Changes to answered transactions (terminal reversals, undelivered approvals) are made one
+/// at a time per transaction: each reads the record, queues reversals and writes it back in a
+/// synced step. A lock per stripe of transaction keys; one lock for all of them was held
+/// across each reversal's sync, so reversals went one fsync at a time (3,500 transactions/s
+/// for a mix of purchases and their reversals, against 12,700/s for the purchases alone).
+pub struct AnsweredLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::hash::RandomState,
+}
+
+impl AnsweredLocks {
+    const STRIPES: usize = 64;
+
+    pub fn new() -> AnsweredLocks {
+        AnsweredLocks {
+            stripes: (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// Hold the transaction `key` (and the others of its stripe).
+    pub async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let stripe = (self.hasher.hash_one(key) % Self::STRIPES as u64) as usize;
+        self.stripes[stripe].lock().await
+    }
+}
+
+impl Default for AnsweredLocks {
+    fn default() -> Self {
+        AnsweredLocks::new()
+    }
+}
+
 /// Transactions being processed, by key: what a terminal's reversal of one of them waits for
 /// (its outcome decides what there is to reverse).
 #[derive(Default)]

@@ -220,8 +220,15 @@ impl ProgramConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub addr: SocketAddr,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
+}
+
+fn default_admin_max_connections() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -805,6 +812,12 @@ impl Config {
             }
         }
         if let Some(admin) = &self.admin {
+            if admin.max_connections == 0 {
+                return Err(err(
+                    "admin.max_connections".into(),
+                    "must be at least 1".into(),
+                ));
+            }
             for (i, t) in admin.tokens.iter().enumerate() {
                 let key = format!("admin.token[{i}]");
                 let text = t.token.read().map_err(|r| err(format!("{key}.token"), r))?;

@@ -601,6 +601,7 @@ hosts = ["127.0.0.1:1"]
         (format!("{base}[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\npin_key = {{ value = \"0011\" }}\n"), "conf/bad.toml: listener[0].pin_key: PIN key must be 32 hex digits"),
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"operator\"\ntoken = {{ value = \"short\" }}\n"), "conf/bad.toml: admin.token[0].token: tokens must be at least 16 characters"),
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"issuer\"\nscope = \"NOPE\"\ntoken = {{ value = \"long-enough-token-here\" }}\n"), "conf/bad.toml: admin.token[0].scope: no issuer \"NOPE\""),
+        (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\nmax_connections = 0\n"), "conf/bad.toml: admin.max_connections: must be at least 1"),
     ];
     for (text, expected) in cases {
         let e = Config::from_toml(&text, path).unwrap_err().to_string();

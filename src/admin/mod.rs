@@ -10,6 +10,7 @@
 //! - `docs/openapi.json` describes exactly [`ROUTES`] (tested).
 
 pub mod client;
+mod listener;
 mod routes;
 
 use std::net::SocketAddr;
@@ -228,6 +229,7 @@ pub async fn serve(
         .await
         .map_err(|e| format!("admin API: bind {}: {e}", admin.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = listener::CappedListener::new(listener, admin.max_connections);
     let app = router(state);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

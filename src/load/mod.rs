@@ -278,12 +278,14 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
     }
     let pace = match opts.rate {
         Some(r) if r.is_finite() && r > 0.0 => Pace::Open,
-        Some(_) => return Err("--rate must be above 0".into()),
+        Some(_) => return Err("--rate must be a number above 0".into()),
         None => Pace::Window(opts.window),
     };
     let live = Arc::new(Live::default());
     let started = Instant::now() + Duration::from_millis(50);
-    let until = started + opts.duration;
+    let until = started
+        .checked_add(opts.duration)
+        .ok_or_else(|| format!("--duration {} s is too long", opts.duration.as_secs()))?;
     let schedule = opts.rate.map(|rate| pacer::Schedule {
         start: started,
         until,

@@ -27,7 +27,9 @@ pub struct Schedule {
 impl Schedule {
     /// When request `k` of the run is due (`None`: the run is over by then).
     pub fn due(&self, k: u64) -> Option<Instant> {
-        let due = self.start + Duration::from_secs_f64(k as f64 / self.rate);
+        // A rate so low that `k / rate` is beyond any duration: past the end of the run.
+        let offset = Duration::try_from_secs_f64(k as f64 / self.rate).ok()?;
+        let due = self.start.checked_add(offset)?;
         (due < self.until).then_some(due)
     }
 
@@ -184,6 +186,10 @@ mod tests {
         assert_eq!(s.due_for(1, 1), s.due(17));
         assert_eq!(s.due_for(15, 124), s.due(1999));
         assert_eq!(s.due_for(0, 125), None);
+        // A rate too low for any second request to fall in the run: one request, no panic.
+        let slow = schedule(Duration::from_secs(2), 1e-300, 1);
+        assert_eq!(slow.due(0), Some(slow.start));
+        assert_eq!(slow.due(1), None);
     }
 
     #[tokio::test]

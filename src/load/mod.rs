@@ -85,6 +85,7 @@ impl Default for LoadOptions {
     }
 }
 
+/// Percentiles of a histogram of microseconds, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub p50: f64,
@@ -95,22 +96,16 @@ pub struct Latency {
     pub mean: f64,
 }
 
-/// How late the open-loop writers woke for their requests (milliseconds): how precise the
-/// schedule the latency is measured from was kept.
-#[derive(Debug, Clone, Serialize)]
-pub struct Lateness {
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Lateness {
-    fn of(h: &hdrhistogram::Histogram<u64>) -> Lateness {
+impl Latency {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
-        Lateness {
+        Latency {
             p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
             p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
+            mean: h.mean() / 1000.0,
         }
     }
 }
@@ -143,8 +138,9 @@ pub struct Report {
     pub baseline_throughput_per_s: Option<f64>,
     pub fraction_of_baseline: Option<f64>,
     pub switch_rss_mb: Option<f64>,
-    /// Open loop: how late requests were sent after they were due.
-    pub pacer_late_ms: Option<Lateness>,
+    /// Open loop: how late requests were sent after they were due (how precisely the
+    /// schedule the latency is measured from was kept).
+    pub pacer_late_ms: Option<Latency>,
     pub first_error: Option<String>,
     #[serde(skip)]
     pub histogram: Option<hdrhistogram::Histogram<u64>>,
@@ -416,7 +412,6 @@ fn summarise(
         }
     }
     let duration_s = until.saturating_duration_since(started).as_secs_f64();
-    let ms = |us: u64| us as f64 / 1000.0;
     Report {
         mode: if echo { "echo-baseline" } else { "switch" }.into(),
         target: opts.target.clone(),
@@ -433,19 +428,12 @@ fn summarise(
         } else {
             0.0
         },
-        latency_ms: Latency {
-            p50: ms(total.value_at_quantile(0.5)),
-            p90: ms(total.value_at_quantile(0.9)),
-            p99: ms(total.value_at_quantile(0.99)),
-            p999: ms(total.value_at_quantile(0.999)),
-            max: ms(total.max()),
-            mean: total.mean() / 1000.0,
-        },
+        latency_ms: Latency::of(&total),
         codes,
         baseline_throughput_per_s: None,
         fraction_of_baseline: None,
         switch_rss_mb: rss,
-        pacer_late_ms: lateness.as_ref().map(Lateness::of),
+        pacer_late_ms: lateness.as_ref().map(Latency::of),
         first_error,
         histogram: Some(total),
         per_second,

@@ -4,7 +4,8 @@
 //! clear: a message is masked when the entry is made, before anything is stored.
 //!
 //! Stored form: a record (the entries of one step) is a version byte then the entries in
-//! postcard (compact binary, varint integers). A message is kept as its masked fields, not as
+//! postcard (compact binary, varint integers), LZ4-compressed since the record repeats
+//! itself (a leg's request copies the terminal's fields, its answer echoes them). A message is kept as its masked fields, not as
 //! text: writing it costs a copy, and the text people read is rendered when it is read.
 //! Records written as JSON by earlier versions are still read (see [`super::stored`]; new
 //! variants of [`EntryKind`] and [`Body`] go at the end).
@@ -107,9 +108,9 @@ impl Entry {
     }
 }
 
-/// A journal record: the entries of one step.
+/// A journal record: the entries of one step, compressed (see [`super::stored`]).
 pub fn record_bytes(entries: &[Entry]) -> Vec<u8> {
-    super::stored::to_bytes(entries)
+    super::stored::to_compressed_bytes(entries)
 }
 
 pub fn record_from_bytes(raw: &[u8]) -> Result<Vec<Entry>, String> {
@@ -238,13 +239,16 @@ mod tests {
             .set(52, &pin_block)
             .set(37, b"123456789012");
         let e = Entry::message(EntryKind::In, "T1-1", "terminals", &m);
-        let stored = record_bytes(std::slice::from_ref(&e));
+        // What is compressed: compression must not be what hides the card number.
+        let stored = super::super::stored::to_bytes(std::slice::from_ref(&e));
         assert!(!contains(&stored, b"9410000000000013"));
         assert!(!contains(&stored, &pin_block));
         assert!(!contains(&stored, b"2912101"));
         assert!(contains(&stored, b"941000******0013"));
         assert_eq!(e.rrn, "123456789012");
         assert_eq!(record_from_bytes(&stored).unwrap(), vec![e.clone()]);
+        let compressed = record_bytes(std::slice::from_ref(&e));
+        assert_eq!(record_from_bytes(&compressed).unwrap(), vec![e.clone()]);
         let text = e.text();
         assert!(
             text.starts_with("0200 2=941000******0013 4=000000010000 "),

@@ -454,7 +454,7 @@ pub struct LoadArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Write latency plots (over time, by percentile) as SVG.
+    /// Write latency plots (over time, by percentile) to this .svg file.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Report this process's resident memory (the switch's pid).
@@ -483,6 +483,9 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
         Some(m) => m.parse()?,
         None => cyberswitch::load::Mix::default(),
     };
+    if let Some(path) = &args.plot {
+        cyberswitch::load::plot::check_path(path)?;
+    }
     let opts = cyberswitch::load::LoadOptions {
         target: args.target,
         demo: args.demo,

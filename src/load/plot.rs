@@ -19,6 +19,18 @@ struct Series<'a> {
     points: Vec<(f64, f64)>,
 }
 
+/// A plot is written as SVG: a file named otherwise (`run.png`) would hold SVG under a name
+/// that lies about it, so it is refused before the run rather than after it.
+pub fn check_path(path: &std::path::Path) -> Result<(), String> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("svg") => Ok(()),
+        _ => Err(format!(
+            "--plot {}: plots are written as SVG; name the file .svg",
+            path.display()
+        )),
+    }
+}
+
 /// Both charts, one above the other, in one SVG document.
 pub fn svg(title: &str, total: &Histogram<u64>, per_second: &[Histogram<u64>]) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
@@ -157,4 +169,20 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+    use std::path::Path;
+
+    #[test]
+    fn only_svg_file_names_are_taken() {
+        assert!(check_path(Path::new("/tmp/run.svg")).is_ok());
+        assert!(check_path(Path::new("run.SVG")).is_ok());
+        for bad in ["/tmp/run.png", "run", "run.svg.txt"] {
+            let err = check_path(Path::new(bad)).unwrap_err();
+            assert!(err.contains(bad) && err.contains(".svg"), "{err}");
+        }
+    }
 }

@@ -87,7 +87,27 @@ struct Pending {
     step: Step,
     /// The step's entries, serialised by the committing task (not the writer thread).
     record: Option<Vec<u8>>,
-    done: oneshot::Sender<Result<(), JournalError>>,
+    done: Done,
+}
+
+/// Who hears that a step landed.
+enum Done {
+    /// A task waiting for it ([`Journal::commit`]).
+    Wake(oneshot::Sender<Result<(), JournalError>>),
+    /// Nobody waits ([`Journal::submit`]): this runs on the writer thread once the step is
+    /// written, so it must be short and must not block.
+    Then(Box<dyn FnOnce(Result<(), JournalError>) + Send>),
+}
+
+impl Done {
+    fn send(self, result: Result<(), JournalError>) {
+        match self {
+            Done::Wake(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Then(f) => f(result),
+        }
+    }
 }
 
 /// The journal's writer. Cheap to share (`Arc`).
@@ -146,24 +166,64 @@ impl Journal {
         if step.is_empty() {
             return Ok(());
         }
-        let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
         let (done, wait) = oneshot::channel();
         let started = Instant::now();
         let synced = step.sync;
-        self.queue
-            .as_ref()
-            .ok_or(JournalError::Stopped)?
-            .send(Pending { record, step, done })
-            .map_err(|_| JournalError::Stopped)?;
+        self.enqueue(step, Done::Wake(done))?;
         let result = wait.await.map_err(|_| JournalError::Stopped)?;
         // What a transaction waits for its step: the queue, the group's write and sync.
-        let waited = if synced {
+        self.wait_histogram(synced)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Hand a step to the writer without waiting for it: `landed` runs once, with the
+    /// outcome — on the writer thread once the step is written, or at once when it cannot
+    /// be queued (that error is also returned). For steps nobody has to wait for: buffered
+    /// steps that decide no money.
+    pub fn submit(
+        &self,
+        step: Step,
+        landed: impl FnOnce(Result<(), JournalError>) + Send + 'static,
+    ) -> Result<(), JournalError> {
+        if step.is_empty() {
+            landed(Ok(()));
+            return Ok(());
+        }
+        let started = Instant::now();
+        // The histogram, not the journal: the last handle on the journal must never be
+        // dropped on its own writer thread (dropping joins that thread).
+        let waited = self.wait_histogram(step.sync).clone();
+        self.enqueue(
+            step,
+            Done::Then(Box::new(move |result| {
+                waited.record(started.elapsed().as_secs_f64());
+                landed(result);
+            })),
+        )
+    }
+
+    /// Queue a step for the writer; when it cannot be queued, `done` hears so at once.
+    fn enqueue(&self, step: Step, done: Done) -> Result<(), JournalError> {
+        let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
+        let pending = Pending { record, step, done };
+        let refused = match &self.queue {
+            Some(queue) => match queue.send(pending) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::SendError(p)) => p,
+            },
+            None => pending,
+        };
+        refused.done.send(Err(JournalError::Stopped));
+        Err(JournalError::Stopped)
+    }
+
+    fn wait_histogram(&self, synced: bool) -> &metrics::Histogram {
+        if synced {
             &self.wait_synced
         } else {
             &self.wait_buffered
-        };
-        waited.record(started.elapsed().as_secs_f64());
-        result
+        }
     }
 
     /// Read one value.
@@ -219,7 +279,7 @@ fn writer(db: Arc<DB>, rx: mpsc::Receiver<Pending>, mut next_seq: u64, batch_max
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("cyberswitch_journal_batch_steps").record(group.len() as f64);
         for p in group {
-            let _ = p.done.send(result.clone());
+            p.done.send(result.clone());
         }
     }
 }
@@ -243,4 +303,57 @@ fn build(db: &DB, group: &[Pending], next_seq: &mut u64) -> Result<WriteBatch, J
 
 fn handle(db: &DB, cf: Cf) -> Result<&rocksdb::ColumnFamily, JournalError> {
     crate::store::handle(db, cf).map_err(JournalError::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(dir: &std::path::Path) -> Arc<Journal> {
+        let db = crate::store::open(dir).unwrap();
+        Journal::open(db, Sealer::from_card_key(&[7u8; 32]), 64).unwrap()
+    }
+
+    fn step(key: &str) -> Step {
+        let mut s = Step::new();
+        s.put(Cf::Dedup, key.as_bytes().to_vec(), b"answer".to_vec());
+        s.append(Entry::new(EntryKind::Txn, key, "", "answered".into()));
+        s
+    }
+
+    #[tokio::test]
+    async fn a_submitted_step_lands_and_then_says_so_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let (tx, rx) = std::sync::mpsc::channel();
+        j.submit(step("k1"), move |r| tx.send(r).unwrap()).unwrap();
+        let landed = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(landed.is_ok());
+        // Written by the time it said so.
+        assert_eq!(
+            j.get(Cf::Dedup, b"k1").unwrap().as_deref(),
+            Some(&b"answer"[..])
+        );
+        assert!(rx.try_recv().is_err(), "told twice");
+    }
+
+    #[tokio::test]
+    async fn a_step_the_writer_cannot_take_is_refused_and_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = journal(dir.path());
+        // Stop the writer as dropping does.
+        let inner = Arc::get_mut(&mut j).unwrap();
+        inner.queue.take();
+        if let Some(w) = inner.writer.take() {
+            w.join().unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let refused = j.submit(step("k2"), move |r| tx.send(r).unwrap());
+        assert!(matches!(refused, Err(JournalError::Stopped)));
+        assert!(matches!(rx.try_recv(), Ok(Err(JournalError::Stopped))));
+        assert!(matches!(
+            j.commit(step("k3")).await,
+            Err(JournalError::Stopped)
+        ));
+    }
 }

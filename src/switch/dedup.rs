@@ -3,8 +3,9 @@
 //! arrives while the original is in flight waits for the original's answer. Repeats (0201,
 //! 0401, 0421) share the class of their original, so they match it.
 //!
-//! In memory: only requests in flight. Answered requests are found in the journal's
-//! duplicate index (written with the answer, before it leaves), across restarts too.
+//! In memory: requests in flight, and answered ones until their answer is in the journal's
+//! duplicate index (written with the answer; a synced answer before it leaves, a buffered
+//! one possibly after). From then on the index answers, across restarts too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,6 +109,23 @@ impl Dedup {
         self.seen.remove(&key);
     }
 
+    /// Hand the answer to the duplicates waiting for it; the key stays, answering repeats
+    /// from memory, until [`Dedup::forget`] (once the answer is in the journal's duplicate
+    /// index). With no answer the key goes at once: a repeat is processed again.
+    pub fn answered(&self, key: &DedupKey, slot: Slot, answer: Option<Bytes>) {
+        let none = answer.is_none();
+        let _ = slot.send(answer);
+        if none {
+            self.seen.remove(key);
+        }
+    }
+
+    /// The answer to `key` is in the journal's duplicate index (or could not be written):
+    /// memory need not hold it any more.
+    pub fn forget(&self, key: &DedupKey) {
+        self.seen.remove(key);
+    }
+
     fn sweep(&self) {
         let window = self.window;
         self.seen.retain(|_, s| s.at.elapsed() < window);
@@ -131,5 +149,58 @@ pub async fn sweeper(switch: Arc<super::Switch>, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
         switch.dedup.sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(stan: u32) -> DedupKey {
+        DedupKey {
+            listener: "terminals".into(),
+            class: 1,
+            stan,
+            terminal: "T1".into(),
+            transmission_time: 1122040012,
+        }
+    }
+
+    fn fresh(d: &Dedup, k: DedupKey) -> Slot {
+        match d.claim(k) {
+            Claim::Fresh(Some(slot)) => slot,
+            _ => panic!("expected a fresh claim"),
+        }
+    }
+
+    #[test]
+    fn an_answer_is_repeated_from_memory_until_it_is_in_the_index() {
+        let d = Dedup::new(Duration::from_secs(60));
+        let slot = fresh(&d, key(1));
+        let Claim::InFlight(mut waiting) = d.claim(key(1)) else {
+            panic!("expected in flight");
+        };
+        d.answered(&key(1), slot, Some(Bytes::from_static(b"0110 answer")));
+        assert_eq!(
+            waiting.borrow_and_update().as_deref(),
+            Some(&b"0110 answer"[..])
+        );
+        // Not in the journal's index yet: memory answers.
+        match d.claim(key(1)) {
+            Claim::Done(b) => assert_eq!(&b[..], b"0110 answer"),
+            _ => panic!("a repeat before the write landed must get the original answer"),
+        }
+        d.forget(&key(1));
+        assert!(d.is_empty());
+        // From now on the index answers; memory treats the key as new.
+        fresh(&d, key(1));
+    }
+
+    #[test]
+    fn without_an_answer_the_key_goes_at_once() {
+        let d = Dedup::new(Duration::from_secs(60));
+        let slot = fresh(&d, key(2));
+        d.answered(&key(2), slot, None);
+        fresh(&d, key(2));
     }
 }

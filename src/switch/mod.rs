@@ -67,7 +67,7 @@ pub struct Switch {
     pub hosted: Arc<crate::hosted::Hosted>,
     /// PIN keys of listeners (terminal keys) and links (zone keys), by name.
     pin_keys: HashMap<String, crate::pin::PinKey>,
-    dedup: Dedup,
+    dedup: Arc<Dedup>,
     /// Serialises changes to each answered transaction (terminal reversals, undelivered
     /// answers).
     reversals: txn::AnsweredLocks,
@@ -97,7 +97,7 @@ impl Switch {
             saf,
             hosted,
             pin_keys,
-            dedup: Dedup::new(window),
+            dedup: Arc::new(Dedup::new(window)),
             reversals: txn::AnsweredLocks::new(),
             processing: txn::Processing::default(),
             rrn_seq: AtomicU64::new(0),
@@ -421,8 +421,16 @@ async fn respond(
     }
     let mut encoded = encode_answer(spec, &msg, &resp);
     let dedup_bytes = key.as_ref().map(DedupKey::to_bytes);
+    let in_index = {
+        let (dedup, key) = (switch.dedup.clone(), key.clone());
+        move || {
+            if let Some(k) = key {
+                dedup.forget(&k);
+            }
+        }
+    };
     if let Err(e) = txn
-        .finish(&resp, encoded.as_ref(), dedup_bytes.as_deref())
+        .finish(&resp, encoded.as_ref(), dedup_bytes.as_deref(), in_index)
         .await
     {
         // The answer is not on disk: it must not approve anything. What legs were recorded
@@ -438,7 +446,7 @@ async fn respond(
     tracing::debug!(code = %String::from_utf8_lossy(code), "answered");
 
     if let (Some(key), Some(slot)) = (key, slot) {
-        switch.dedup.complete(key, slot, encoded.clone());
+        switch.dedup.answered(&key, slot, encoded.clone());
     }
     metrics.messages.count(Direction::Out, resp.mti());
     encoded

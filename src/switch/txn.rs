@@ -439,12 +439,18 @@ impl Txn {
     }
 
     /// Record the answer before it leaves: the transaction is answered, its request key
-    /// remembered for retransmissions. Synced when money moved or is being undone.
+    /// remembered for retransmissions. Synced when money moved or is being undone: then
+    /// this returns once it is on disk. A step that decides no money (an inquiry, a
+    /// decline before any leg) is handed to the writer and not waited for — nothing is
+    /// lost if it never lands but its journal lines — so its answer leaves at once.
+    /// `landed` runs once the step is written either way (or failed): until then the
+    /// answer is not in the duplicate index.
     pub async fn finish(
         &mut self,
         answer: &OwnedMessage,
         encoded: Option<&Bytes>,
         dedup_key: Option<&[u8]>,
+        landed: impl FnOnce() + Send + 'static,
     ) -> Result<(), JournalError> {
         let code = answer
             .get(de::RESPONSE_CODE)
@@ -467,21 +473,38 @@ impl Txn {
                 self.step.synced();
             }
         }
-        self.commit().await
+        if self.step.is_synced() || !self.queued.is_empty() {
+            let result = self.commit().await;
+            landed();
+            return result;
+        }
+        let step = self.take_step();
+        let id = self.id().to_string();
+        self.journal.submit(step, move |result| {
+            if let Err(e) = result {
+                tracing::error!(txn = %id, error = %e, "journal write failed: the answer's journal lines are lost");
+            }
+            landed();
+        })
     }
 
     /// Commit the writes gathered so far.
     pub async fn commit(&mut self) -> Result<(), JournalError> {
+        let step = self.take_step();
+        self.journal.commit(step).await?;
+        self.saf.publish(std::mem::take(&mut self.queued));
+        Ok(())
+    }
+
+    /// The writes gathered so far, with the record if it changed.
+    fn take_step(&mut self) -> Step {
         if std::mem::take(&mut self.record_changed) {
             if let Some(key) = &self.key {
                 self.step
                     .put(Cf::Txns, key.as_bytes(), self.record.to_bytes());
             }
         }
-        let step = std::mem::take(&mut self.step);
-        self.journal.commit(step).await?;
-        self.saf.publish(std::mem::take(&mut self.queued));
-        Ok(())
+        std::mem::take(&mut self.step)
     }
 }
 

@@ -13,17 +13,19 @@ use crate::store::{self, Cf};
 
 /// The keyed hash that stands for a card number at rest.
 #[derive(Clone)]
-pub struct CardKey(Arc<Vec<u8>>);
+pub struct CardKey(Arc<Hmac<Sha256>>);
 
 impl CardKey {
     pub fn new(key: Vec<u8>) -> CardKey {
-        CardKey(Arc::new(key))
+        // Keyed once: each card reference clones the keyed state instead of hashing the key
+        // again (every request looks its card up).
+        let mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC key"); // ok: HMAC takes any key length
+        CardKey(Arc::new(mac))
     }
 
     /// HMAC-SHA-256 of the PAN's digits.
     pub fn card_ref(&self, pan: &Pan) -> [u8; 32] {
-        // ok: HMAC accepts keys of any length
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC key"); // ok: HMAC takes any key length
+        let mut mac = (*self.0).clone();
         mac.update(pan.expose().as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -73,9 +75,10 @@ impl Directory {
         let cf = store::handle(&self.db, Cf::CardLinks)?;
         match self.db.get_pinned_cf(cf, card).map_err(|e| e.to_string())? {
             None => Ok(Vec::new()),
-            Some(v) => {
-                serde_json::from_slice(&v).map_err(|e| format!("corrupt card link record: {e}"))
-            }
+            // Binary since this version; directories written before hold JSON.
+            Some(v) => crate::journal::stored::from_bytes(&v)
+                .unwrap_or_else(|| serde_json::from_slice(&v).map_err(|e| e.to_string()))
+                .map_err(|e| format!("corrupt card link record: {e}")),
         }
     }
 
@@ -84,7 +87,7 @@ impl Directory {
         if links.is_empty() {
             return self.db.delete_cf(cf, card).map_err(|e| e.to_string());
         }
-        let value = serde_json::to_vec(links).map_err(|e| e.to_string())?;
+        let value = crate::journal::stored::to_bytes(links);
         self.db.put_cf(cf, card, value).map_err(|e| e.to_string())
     }
 
@@ -108,5 +111,57 @@ impl Directory {
         links.retain(|l| !(l.issuer == issuer && l.account == account));
         self.write(&card, &links)?;
         Ok(links.len() != before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(issuer: &str, account: &str, priority: u32) -> WalletLink {
+        WalletLink {
+            issuer: issuer.into(),
+            account: account.into(),
+            priority,
+            label: String::new(),
+        }
+    }
+
+    #[test]
+    fn links_read_back_by_priority_and_json_records_of_earlier_versions_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(dir.path()).unwrap();
+        let d = Directory::new(db.clone(), CardKey::new(b"k".to_vec()));
+        let pan = Pan::parse(b"9410000000000013").unwrap();
+        d.link(&pan, link("GIFT", "G-1", 2)).unwrap();
+        d.link(&pan, link("EMONEY", "E-1", 1)).unwrap();
+        let accounts: Vec<_> = d
+            .wallets(&pan)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.account)
+            .collect();
+        assert_eq!(accounts, ["E-1", "G-1"]);
+        assert!(d.unlink(&pan, "GIFT", "G-1").unwrap());
+        assert_eq!(d.wallets(&pan).unwrap(), vec![link("EMONEY", "E-1", 1)]);
+
+        let old = Pan::parse(b"9410000000000039").unwrap();
+        let json = serde_json::to_vec(&[link("MILEAGE", "M-1", 3)]).unwrap();
+        let cf = store::handle(&db, Cf::CardLinks).unwrap();
+        db.put_cf(cf, d.key.card_ref(&old), json).unwrap();
+        assert_eq!(d.wallets(&old).unwrap(), vec![link("MILEAGE", "M-1", 3)]);
+
+        // HMAC-SHA-256 as before (references in existing directories still resolve).
+        assert_eq!(
+            hex::encode(d.key.card_ref(&pan)),
+            "8c8ad88aee63fbd0a4a9fe7b2961b7d661fa57d397447b77faef2e82f36412a1"
+        );
+        // The same key gives the same reference, another key another one.
+        let other = CardKey::new(b"k2".to_vec());
+        assert_eq!(
+            d.key.card_ref(&pan),
+            CardKey::new(b"k".to_vec()).card_ref(&pan)
+        );
+        assert_ne!(d.key.card_ref(&pan), other.card_ref(&pan));
     }
 }

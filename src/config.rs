@@ -461,6 +461,19 @@ pub struct Limits {
     /// Journal group commit: at most this many steps share one write and one sync.
     #[serde(default = "default_journal_batch")]
     pub journal_batch_max: usize,
+    /// Journal records and answered transaction records older than this many days are
+    /// deleted (0: kept for ever). At least as long as the duplicate window and the
+    /// store-and-forward expiry.
+    #[serde(default)]
+    pub journal_retention_days: u64,
+}
+
+impl Limits {
+    /// How long journal and transaction records are kept; `None`: for ever.
+    pub fn journal_retention(&self) -> Option<std::time::Duration> {
+        (self.journal_retention_days > 0)
+            .then(|| std::time::Duration::from_secs(self.journal_retention_days * 86_400))
+    }
 }
 
 impl Default for Limits {
@@ -471,6 +484,7 @@ impl Default for Limits {
             saf_retry_max_ms: default_saf_max(),
             saf_expiry_s: default_saf_expiry(),
             journal_batch_max: default_journal_batch(),
+            journal_retention_days: 0,
         }
     }
 }
@@ -722,6 +736,18 @@ impl Config {
                 "limits".into(),
                 "saf_expiry_s, journal_batch_max and duplicate_window_s must be at least 1".into(),
             ));
+        }
+        if l.journal_retention_days > 0 {
+            let kept_s = l.journal_retention_days.saturating_mul(86_400);
+            if l.journal_retention_days > 36_500
+                || kept_s < l.duplicate_window_s
+                || kept_s < l.saf_expiry_s
+            {
+                return Err(err(
+                    "limits.journal_retention_days".into(),
+                    "0 (keep for ever) or 1 to 36500 days, and not shorter than duplicate_window_s or saf_expiry_s".into(),
+                ));
+            }
         }
         if self.card_key.is_none() && self.card_key_env.is_none() && self.card_key_file.is_none() {
             return Err(err(

@@ -76,14 +76,27 @@ impl Cf {
     }
 }
 
-/// Open (creating if needed) the database under `dir`.
-pub fn open(dir: &Path) -> Result<Arc<DB>, String> {
-    open_with(dir, None)
+/// When a stored value's record ended (ms since the epoch); `None`: it has not, or cannot be
+/// read, and is kept.
+pub type EndedAt = fn(&[u8]) -> Option<i64>;
+
+/// What compactions may drop: records past their time.
+#[derive(Default, Clone, Copy)]
+pub struct Expiry {
+    /// Remembered answers older than this (look-ups check the age themselves, so this only
+    /// reclaims space).
+    pub dedup_window: Option<std::time::Duration>,
+    /// Transaction records: how long they are kept once ended, and when one ended.
+    pub txns: Option<(std::time::Duration, EndedAt)>,
 }
 
-/// As [`open`]; with a duplicate window, remembered answers older than it are dropped when
-/// RocksDB compacts (look-ups check the age themselves, so this only reclaims space).
-pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Result<Arc<DB>, String> {
+/// Open (creating if needed) the database under `dir`.
+pub fn open(dir: &Path) -> Result<Arc<DB>, String> {
+    open_with(dir, Expiry::default())
+}
+
+/// As [`open`], with records dropped by compactions once past their time.
+pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Arc<DB>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -130,28 +143,43 @@ pub fn open_with(dir: &Path, dedup_window: Option<std::time::Duration>) -> Resul
             // up in the duplicate index): bloom filters in the memtable and the tables.
             point_lookup_filters(&mut o);
         }
-        if let (Cf::Dedup, Some(window)) = (cf, dedup_window) {
-            let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-            o.set_compaction_filter(
-                "dedup-expiry",
-                move |_level: u32, _key: &[u8], value: &[u8]| {
-                    let at = value
+        if let (Cf::Dedup, Some(window)) = (cf, expiry.dedup_window) {
+            expire_by_age(&mut o, "dedup-expiry", window, |value| {
+                Some(
+                    value
                         .first_chunk::<8>()
-                        .map_or(0, |b| i64::from_be_bytes(*b));
-                    let age = chrono::Utc::now().timestamp_millis().saturating_sub(at);
-                    if age > window_ms {
-                        rocksdb::CompactionDecision::Remove
-                    } else {
-                        rocksdb::CompactionDecision::Keep
-                    }
-                },
-            );
+                        .map_or(0, |b| i64::from_be_bytes(*b)),
+                )
+            });
+        }
+        if let (Cf::Txns, Some((kept, ended_at))) = (cf, expiry.txns) {
+            expire_by_age(&mut o, "txns-retention", kept, ended_at);
         }
         ColumnFamilyDescriptor::new(cf.name(), o)
     });
     DB::open_cf_descriptors(&opts, dir, cfs)
         .map(Arc::new)
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
+}
+
+/// A compaction filter dropping values whose time (`at`, ms since the epoch; `None`: keep)
+/// is more than `kept` ago.
+fn expire_by_age(
+    o: &mut Options,
+    name: &str,
+    kept: std::time::Duration,
+    at: impl Fn(&[u8]) -> Option<i64> + Send + 'static,
+) {
+    let kept_ms = i64::try_from(kept.as_millis()).unwrap_or(i64::MAX);
+    o.set_compaction_filter(name, move |_level: u32, _key: &[u8], value: &[u8]| {
+        let expired = at(value)
+            .is_some_and(|at| chrono::Utc::now().timestamp_millis().saturating_sub(at) > kept_ms);
+        if expired {
+            rocksdb::CompactionDecision::Remove
+        } else {
+            rocksdb::CompactionDecision::Keep
+        }
+    });
 }
 
 /// Bloom filters in the memtable and the table files, for point look-ups of keys that are

@@ -558,6 +558,7 @@ async fn metrics_move_during_traffic() {
         "cyberswitch_journal_commit_seconds",
         "cyberswitch_runtime_lag_seconds",
         "cyberswitch_ledger_open_holds",
+        "cyberswitch_store_bytes{cf=\"journal\"}",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics");
     }
@@ -588,6 +589,15 @@ hosts = ["127.0.0.1:1"]
 "#;
     let path = std::path::Path::new("conf/bad.toml");
     assert!(Config::from_toml(base, path).is_ok());
+    let kept = Config::from_toml(
+        &format!("{base}[limits]\njournal_retention_days = 400\n"),
+        path,
+    )
+    .unwrap();
+    assert_eq!(
+        kept.limits.journal_retention(),
+        Some(std::time::Duration::from_secs(400 * 86_400))
+    );
     let cases = [
         (format!("{base}[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\nspec = \"nope\"\n"), "conf/bad.toml: listener[0].spec: "),
         (format!("{base}[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\nframing = \"binary3\"\n"), "conf/bad.toml: listener[0].framing: "),
@@ -602,6 +612,9 @@ hosts = ["127.0.0.1:1"]
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"operator\"\ntoken = {{ value = \"short\" }}\n"), "conf/bad.toml: admin.token[0].token: tokens must be at least 16 characters"),
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"issuer\"\nscope = \"NOPE\"\ntoken = {{ value = \"long-enough-token-here\" }}\n"), "conf/bad.toml: admin.token[0].scope: no issuer \"NOPE\""),
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\nmax_connections = 0\n"), "conf/bad.toml: admin.max_connections: must be at least 1"),
+        // Shorter than the store-and-forward expiry (7 days by default).
+        (format!("{base}[limits]\njournal_retention_days = 3\n"), "conf/bad.toml: limits.journal_retention_days: 0 (keep for ever) or 1 to 36500 days"),
+        (format!("{base}[limits]\njournal_retention_days = 99999\n"), "conf/bad.toml: limits.journal_retention_days: "),
     ];
     for (text, expected) in cases {
         let e = Config::from_toml(&text, path).unwrap_err().to_string();

@@ -9,11 +9,13 @@
 //!
 //! - [`entry`]: journal entries (append-only, masked card data) and how they print.
 //! - [`read`]: reading it back for people.
+//! - [`retention`]: deleting records past their time, and the store's size.
 //! - [`seal`]: AEAD for the card data that must be kept (the PAN of a pending acquirer reversal).
 //! - [`stored`]: the binary form of the switch's records.
 
 pub mod entry;
 pub mod read;
+pub mod retention;
 pub mod seal;
 pub mod stored;
 

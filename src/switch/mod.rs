@@ -545,15 +545,25 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     let key = CardKey::new(config.card_key_bytes()?);
     testhooks::warn_if_armed();
     tokio::spawn(crate::observe::watch_runtime_lag(stop.clone()));
+    let retention = config.limits.journal_retention();
     let db = crate::store::open_with(
         &config.data_dir,
-        Some(Duration::from_secs(config.limits.duplicate_window_s)),
+        crate::store::Expiry {
+            dedup_window: Some(Duration::from_secs(config.limits.duplicate_window_s)),
+            txns: retention.map(|kept| (kept, txn::ended_at_ms as crate::store::EndedAt)),
+        },
     )?;
     let journal = Journal::open(
         db.clone(),
         Sealer::from_card_key(&config.card_key_bytes()?),
         config.limits.journal_batch_max,
     )?;
+    tokio::spawn(crate::journal::retention::housekeeping(
+        db.clone(),
+        retention,
+        Duration::from_secs(30),
+        stop.clone(),
+    ));
     let directory = Directory::new(db, key.clone());
     let saf = Saf::open(
         journal.clone(),

@@ -109,6 +109,16 @@ impl TxnRecord {
     }
 }
 
+/// When a stored transaction began, if it has ended (answered, reversed, recovered): what
+/// retention ages it by. An open or unreadable record has no age: it is kept.
+pub fn ended_at_ms(raw: &[u8]) -> Option<i64> {
+    let record = TxnRecord::from_bytes(raw).ok()?;
+    if record.state == TxnState::Open {
+        return None;
+    }
+    record.summary.map(|s| s.at_ms)
+}
+
 /// A transaction's key: terminal, STAN, transmission time (what a terminal's reversal names
 /// in field 90).
 pub fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> String {
@@ -599,4 +609,66 @@ pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
     saf.publish(queued);
     metrics::counter!("cyberswitch_recovered_transactions_total").increment(open.len() as u64);
     Ok(open.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{self, Expiry};
+    use std::time::Duration;
+
+    fn record(state: TxnState, at_ms: i64) -> Vec<u8> {
+        TxnRecord {
+            state,
+            code: "00".into(),
+            legs: Vec::new(),
+            summary: Some(TxnSummary {
+                at_ms,
+                ..TxnSummary::default()
+            }),
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn compactions_drop_answered_transactions_past_retention_and_keep_open_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(86_400);
+        let db = store::open_with(
+            dir.path(),
+            Expiry {
+                dedup_window: None,
+                txns: Some((day, ended_at_ms)),
+            },
+        )
+        .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let two_days_ago = now - 2 * 86_400_000;
+        let cf = store::handle(&db, Cf::Txns).unwrap();
+        db.put_cf(
+            cf,
+            b"old-answered",
+            record(TxnState::Answered, two_days_ago),
+        )
+        .unwrap();
+        db.put_cf(
+            cf,
+            b"old-reversed",
+            record(TxnState::Reversed, two_days_ago),
+        )
+        .unwrap();
+        db.put_cf(cf, b"old-open", record(TxnState::Open, two_days_ago))
+            .unwrap();
+        db.put_cf(cf, b"recent", record(TxnState::Answered, now))
+            .unwrap();
+        db.put_cf(cf, b"unreadable", b"\x09?").unwrap();
+        db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        let mut left: Vec<String> = store::scan(&db, Cf::Txns, b"")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["old-open", "recent", "unreadable"]);
+    }
 }

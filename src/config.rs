@@ -223,12 +223,19 @@ pub struct AdminConfig {
     /// Connections open at once; one more is closed as soon as it is accepted.
     #[serde(default = "default_admin_max_connections")]
     pub max_connections: usize,
+    /// A connection with no byte in either direction this long is closed (kept-alive
+    /// connections held idle would otherwise keep the places of `max_connections`).
+    #[serde(default = "default_admin_idle_timeout")]
+    pub idle_timeout_s: u64,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
 }
 
 fn default_admin_max_connections() -> usize {
     64
+}
+fn default_admin_idle_timeout() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -841,6 +848,12 @@ impl Config {
             if admin.max_connections == 0 {
                 return Err(err(
                     "admin.max_connections".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            if admin.idle_timeout_s == 0 {
+                return Err(err(
+                    "admin.idle_timeout_s".into(),
                     "must be at least 1".into(),
                 ));
             }

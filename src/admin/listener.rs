@@ -1,7 +1,11 @@
 //! The admin API's listener: at most `max_connections` connections open at once (SPEC §10:
 //! limits on everything a peer controls). One more is closed as soon as it is accepted and
 //! counted (`cyberswitch_connections_refused_total{listener="admin"}`); the open ones go on.
+//! A connection with no byte in either direction for `idle_timeout` is closed, so that
+//! connections held open and silent cannot keep every place (counted in
+//! `cyberswitch_idle_timeouts_total{listener="admin"}`).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,13 +20,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct CappedListener {
     inner: TcpListener,
     open: Arc<Semaphore>,
+    idle_timeout: Duration,
 }
 
 impl CappedListener {
-    pub fn new(inner: TcpListener, max_connections: usize) -> CappedListener {
+    pub fn new(
+        inner: TcpListener,
+        max_connections: usize,
+        idle_timeout: Duration,
+    ) -> CappedListener {
         CappedListener {
             inner,
             open: Arc::new(Semaphore::new(max_connections.max(1))),
+            idle_timeout,
         }
     }
 }
@@ -30,7 +40,17 @@ impl CappedListener {
 /// An accepted connection, holding its place among the open ones until it closes.
 pub struct CappedStream {
     stream: TcpStream,
+    idle_timeout: Duration,
+    /// When the connection counts as idle; moved on by every byte read or written.
+    idle_at: Pin<Box<tokio::time::Sleep>>,
     _place: OwnedSemaphorePermit,
+}
+
+impl CappedStream {
+    fn active(&mut self) {
+        let next = tokio::time::Instant::now() + self.idle_timeout;
+        self.idle_at.as_mut().reset(next);
+    }
 }
 
 impl axum::serve::Listener for CappedListener {
@@ -54,6 +74,8 @@ impl axum::serve::Listener for CappedListener {
                     return (
                         CappedStream {
                             stream,
+                            idle_timeout: self.idle_timeout,
+                            idle_at: Box::pin(tokio::time::sleep(self.idle_timeout)),
                             _place: place,
                         },
                         peer,
@@ -79,7 +101,29 @@ impl AsyncRead for CappedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.active();
+                }
+                Poll::Ready(result)
+            }
+            // Waiting for the peer: past the idle time, the connection ends here (the server
+            // closes it as it would a reset one).
+            Poll::Pending => match this.idle_at.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    metrics::counter!("cyberswitch_idle_timeouts_total", "listener" => "admin")
+                        .increment(1);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "admin connection idle",
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -89,7 +133,12 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.active();
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -97,7 +146,12 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.active();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -137,7 +191,9 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("address");
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
-        tokio::spawn(async move { axum::serve(CappedListener::new(tcp, 2), app).await });
+        tokio::spawn(async move {
+            axum::serve(CappedListener::new(tcp, 2, Duration::from_secs(3600)), app).await
+        });
 
         let mut first = TcpStream::connect(addr).await.expect("connect");
         let mut second = TcpStream::connect(addr).await.expect("connect");
@@ -174,5 +230,28 @@ mod tests {
         }
         let fourth = fourth.expect("a place was freed for a new connection");
         assert!(fourth.starts_with("HTTP/1.1 200 OK"), "{fourth}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_its_place_freed() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        // One place; a connection silent for 300 ms loses it.
+        tokio::spawn(async move {
+            axum::serve(CappedListener::new(tcp, 1, Duration::from_millis(300)), app).await
+        });
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        // Used once, then held open and silent (a kept-alive connection left idle).
+        assert_eq!(get(&mut silent).await, "HTTP/1.1 200 OK");
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut buf))
+            .await
+            .expect("an idle connection is closed, not held for ever")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // Its place is free: a new connection is served.
+        let mut next = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(get(&mut next).await, "HTTP/1.1 200 OK");
     }
 }

@@ -229,7 +229,11 @@ pub async fn serve(
         .await
         .map_err(|e| format!("admin API: bind {}: {e}", admin.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = listener::CappedListener::new(listener, admin.max_connections);
+    let listener = listener::CappedListener::new(
+        listener,
+        admin.max_connections,
+        std::time::Duration::from_secs(admin.idle_timeout_s),
+    );
     let app = router(state);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

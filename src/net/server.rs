@@ -130,6 +130,8 @@ async fn connection(
         };
         let frame = match next {
             Err(_) => {
+                metrics::counter!("cyberswitch_idle_timeouts_total", "listener" => name.to_string())
+                    .increment(1);
                 tracing::info!(listener = name, %peer, "idle timeout; closing");
                 break;
             }

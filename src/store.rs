@@ -219,19 +219,32 @@ pub fn seq_key(name: &str, seq: u64) -> Vec<u8> {
 /// A stored key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// Every (key, value) of a column family whose key starts with `prefix`, in key order.
-pub fn scan(db: &DB, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
+/// Visit every (key, value) of a column family whose key starts with `prefix`, in key
+/// order, until `visit` says stop: for column families too large to hold in memory at once.
+pub fn for_each(
+    db: &DB,
+    cf: Cf,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>,
+) -> Result<(), String> {
     let handle = handle(db, cf)?;
     let mut it = db.raw_iterator_cf(handle);
     it.seek(prefix);
-    let mut out = Vec::new();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if !k.starts_with(prefix) {
+        if !k.starts_with(prefix) || visit(k, v).is_break() {
             break;
         }
-        out.push((k.to_vec(), v.to_vec()));
         it.next();
     }
-    it.status().map_err(|e| e.to_string())?;
+    it.status().map_err(|e| e.to_string())
+}
+
+/// Every (key, value) of a column family whose key starts with `prefix`, in key order.
+pub fn scan(db: &DB, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
+    let mut out = Vec::new();
+    for_each(db, cf, prefix, |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        std::ops::ControlFlow::Continue(())
+    })?;
     Ok(out)
 }

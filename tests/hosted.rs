@@ -759,6 +759,10 @@ async fn hosted_points_issuer_is_a_wallet_like_a_remote_one() {
         .await
         .unwrap();
     assert_eq!(r.body["transactions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        r.body["truncated"], false,
+        "a small store is searched whole"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

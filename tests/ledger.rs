@@ -183,3 +183,35 @@ async fn holds_expire_when_never_completed() {
     ));
     assert_eq!(ledger.expire_holds().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_still_pending_at_a_restart_expire_after_it_and_only_they() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path(), Duration::from_millis(0));
+        ledger.open_account("A", "P").await.unwrap();
+        ledger.credit("A", 1_000, "c").await.unwrap();
+        ledger.hold("A", 100, "posted").await.unwrap();
+        ledger.post("posted").await.unwrap();
+        ledger.hold("A", 200, "voided").await.unwrap();
+        ledger.void("voided").await.unwrap();
+        ledger.hold("A", 300, "left").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    assert_eq!(ledger.open_holds(), 1);
+    // A hold placed after the restart is not due yet.
+    ledger.hold("A", 50, "fresh").await.unwrap();
+    assert_eq!(
+        ledger.expire_holds().await.unwrap(),
+        1,
+        "only the hold left open"
+    );
+    assert_eq!(
+        ledger.leg_state("left").unwrap().unwrap().state,
+        cyberswitch::ledger::LegState::Expired
+    );
+    assert_eq!(ledger.open_holds(), 1, "the fresh hold is still open");
+    assert_eq!(ledger.balance("A").unwrap().available(), 1_000 - 100 - 50);
+    assert_eq!(ledger.expire_holds().await.unwrap(), 0);
+}

@@ -11,7 +11,7 @@
 //! - Every entry is written through the journal (one synced step per operation), so a
 //!   posting is durable before anyone is told of it, and it is in the journal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,6 +165,9 @@ pub struct Ledger {
     /// Holds placed and not yet posted, voided or expired (derived from the entries at
     /// open, then kept with every entry recorded).
     open_holds: AtomicI64,
+    /// Pending holds by expiry: what the expiry sweep looks at (it read every leg ever
+    /// placed before). Built from the legs at open, then kept with every entry recorded.
+    pending: std::sync::Mutex<BTreeSet<(i64, String)>>,
     open_holds_gauge: metrics::Gauge,
     holds_expired: metrics::Counter,
 }
@@ -197,6 +200,21 @@ impl Ledger {
                 tracing::error!(account = %e.account, "ledger replay: available below zero");
             }
         }
+        let mut pending = BTreeSet::new();
+        for (k, v) in journal.scan(Cf::LedgerLegs, b"").map_err(storage)? {
+            let leg: Leg = serde_json::from_slice(&v).map_err(storage)?;
+            if leg.state == LegState::Pending {
+                pending.insert((leg.expires_ms, String::from_utf8_lossy(&k).into_owned()));
+            }
+        }
+        // Written in the same steps, so they agree unless the data was damaged.
+        if pending.len() as i64 != open_holds {
+            tracing::error!(
+                pending_legs = pending.len(),
+                open_holds,
+                "ledger: pending legs and hold entries disagree"
+            );
+        }
         let open_holds_gauge = metrics::gauge!("cyberswitch_ledger_open_holds");
         open_holds_gauge.set(open_holds as f64);
         Ok(Arc::new(Ledger {
@@ -206,6 +224,7 @@ impl Ledger {
             next_seq: AtomicU64::new(max_seq + 1),
             hold_ttl,
             open_holds: AtomicI64::new(open_holds),
+            pending: std::sync::Mutex::new(pending),
             open_holds_gauge,
             holds_expired: metrics::counter!("cyberswitch_ledger_holds_expired_total"),
         }))
@@ -315,6 +334,14 @@ impl Ledger {
         step.synced();
         self.journal.commit(step).await.map_err(storage)?;
         self.balances.insert(account.into(), after);
+        if let Ok(mut pending) = self.pending.lock() {
+            let key = (leg.expires_ms, leg_id.to_string());
+            if leg.state == LegState::Pending {
+                pending.insert(key);
+            } else {
+                pending.remove(&key);
+            }
+        }
         let delta = kind.open_holds_delta();
         if delta != 0 {
             let open = self.open_holds.fetch_add(delta, Ordering::Relaxed) + delta;
@@ -477,20 +504,24 @@ impl Ledger {
     /// Release every pending hold past its expiry. Returns how many.
     pub async fn expire_holds(&self) -> Result<usize, LedgerError> {
         let now = now_ms();
+        let due: Vec<String> = match self.pending.lock() {
+            Ok(pending) => pending
+                .iter()
+                .take_while(|(expires, _)| *expires <= now)
+                .map(|(_, id)| id.clone())
+                .collect(),
+            Err(_) => return Err(storage("pending holds lock poisoned")),
+        };
         let mut expired = 0;
-        for (k, v) in self.journal.scan(Cf::LedgerLegs, b"").map_err(storage)? {
-            let leg: Leg = serde_json::from_slice(&v).map_err(storage)?;
-            if leg.state == LegState::Pending && leg.expires_ms <= now {
-                let id = String::from_utf8_lossy(&k).into_owned();
-                match self.settle(&id, EntryType::Expire).await {
-                    Ok(_) => {
-                        expired += 1;
-                        self.holds_expired.increment(1);
-                    }
-                    // Posted or voided since the scan.
-                    Err(LedgerError::WrongState { .. }) => {}
-                    Err(e) => return Err(e),
+        for id in due {
+            match self.settle(&id, EntryType::Expire).await {
+                Ok(_) => {
+                    expired += 1;
+                    self.holds_expired.increment(1);
                 }
+                // Posted or voided since the list was taken.
+                Err(LedgerError::WrongState { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(expired)

@@ -119,9 +119,16 @@ pub struct Journal {
     queue: Option<mpsc::Sender<Pending>>,
     writer: Option<std::thread::JoinHandle<()>>,
     sealer: Sealer,
+    /// Places for steps handed over and not waited for ([`Journal::submit`]): past
+    /// [`MAX_UNAWAITED`], submitting waits, so a writer held up (a slow disk) cannot make
+    /// the queue grow without bound while answers go on leaving.
+    unawaited: Arc<tokio::sync::Semaphore>,
     wait_synced: metrics::Histogram,
     wait_buffered: metrics::Histogram,
 }
+
+/// At most this many steps submitted and not yet written (a few kilobytes each).
+pub const MAX_UNAWAITED: usize = 4096;
 
 impl Drop for Journal {
     /// Close the queue and wait for the writer to finish its last group, so that the
@@ -150,6 +157,7 @@ impl Journal {
             queue: Some(queue),
             writer: Some(writer),
             sealer,
+            unawaited: Arc::new(tokio::sync::Semaphore::new(MAX_UNAWAITED)),
             wait_synced: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "synced"),
             wait_buffered: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "buffered"),
         }))
@@ -179,11 +187,12 @@ impl Journal {
         result
     }
 
-    /// Hand a step to the writer without waiting for it: `landed` runs once, with the
-    /// outcome — on the writer thread once the step is written, or at once when it cannot
-    /// be queued (that error is also returned). For steps nobody has to wait for: buffered
-    /// steps that decide no money.
-    pub fn submit(
+    /// Hand a step to the writer without waiting for it to be written: `landed` runs once,
+    /// with the outcome — on the writer thread once the step is written, or at once when it
+    /// cannot be queued (that error is also returned). For steps nobody has to wait for:
+    /// buffered steps that decide no money. Waits only while [`MAX_UNAWAITED`] steps are
+    /// outstanding.
+    pub async fn submit(
         &self,
         step: Step,
         landed: impl FnOnce(Result<(), JournalError>) + Send + 'static,
@@ -192,6 +201,10 @@ impl Journal {
             landed(Ok(()));
             return Ok(());
         }
+        let Ok(place) = self.unawaited.clone().acquire_owned().await else {
+            landed(Err(JournalError::Stopped));
+            return Err(JournalError::Stopped);
+        };
         let started = Instant::now();
         // The histogram, not the journal: the last handle on the journal must never be
         // dropped on its own writer thread (dropping joins that thread).
@@ -199,6 +212,7 @@ impl Journal {
         self.enqueue(
             step,
             Done::Then(Box::new(move |result| {
+                drop(place);
                 waited.record(started.elapsed().as_secs_f64());
                 landed(result);
             })),
@@ -328,7 +342,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
         let (tx, rx) = std::sync::mpsc::channel();
-        j.submit(step("k1"), move |r| tx.send(r).unwrap()).unwrap();
+        j.submit(step("k1"), move |r| tx.send(r).unwrap())
+            .await
+            .unwrap();
         let landed = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert!(landed.is_ok());
         // Written by the time it said so.
@@ -350,7 +366,7 @@ mod tests {
             w.join().unwrap();
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        let refused = j.submit(step("k2"), move |r| tx.send(r).unwrap());
+        let refused = j.submit(step("k2"), move |r| tx.send(r).unwrap()).await;
         assert!(matches!(refused, Err(JournalError::Stopped)));
         assert!(matches!(rx.try_recv(), Ok(Err(JournalError::Stopped))));
         assert!(matches!(

@@ -496,6 +496,7 @@ impl Txn {
             }
             landed();
         })
+        .await
     }
 
     /// Commit the writes gathered so far.

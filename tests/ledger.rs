@@ -215,3 +215,39 @@ async fn holds_still_pending_at_a_restart_expire_after_it_and_only_they() {
     assert_eq!(ledger.balance("A").unwrap().available(), 1_000 - 100 - 50);
     assert_eq!(ledger.expire_holds().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_history_reads_back_only_what_came_after_and_matches_the_full_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    for account in ["A", "B"] {
+        ledger.open_account(account, "P").await.unwrap();
+    }
+    ledger.credit("A", 1_000, "a1").await.unwrap();
+    ledger.credit("B", 1_000, "b1").await.unwrap();
+    ledger.hold("A", 100, "a2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = chrono::Utc::now().timestamp_millis();
+    ledger.post("a2").await.unwrap();
+    ledger.debit("A", 50, "a3").await.unwrap();
+    ledger.credit("B", 7, "b2").await.unwrap();
+
+    let recent: Vec<_> = ledger
+        .history_since("A", since)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.leg)
+        .collect();
+    assert_eq!(recent, ["a2", "a3"], "oldest first, this account only");
+    let filtered: Vec<_> = ledger
+        .history("A")
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.at_ms >= since)
+        .map(|e| e.leg)
+        .collect();
+    assert_eq!(recent, filtered);
+    assert_eq!(ledger.history_since("A", 0).unwrap().len(), 4);
+    assert!(ledger.history_since("A", i64::MAX).unwrap().is_empty());
+    assert!(ledger.history_since("nobody", 0).unwrap().is_empty());
+}

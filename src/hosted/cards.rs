@@ -541,7 +541,21 @@ impl Hosted {
     /// those of its legs on the master).
     pub fn history(&self, card: &Card) -> Result<Vec<LedgerEntry>, HostedError> {
         let all = self.ledger.history(&card.account)?;
-        Ok(match &card.master {
+        Ok(Self::own_entries(card, all))
+    }
+
+    /// As [`Hosted::history`], the entries made at or after `since_ms` only.
+    pub fn history_since(
+        &self,
+        card: &Card,
+        since_ms: i64,
+    ) -> Result<Vec<LedgerEntry>, HostedError> {
+        let recent = self.ledger.history_since(&card.account, since_ms)?;
+        Ok(Self::own_entries(card, recent))
+    }
+
+    fn own_entries(card: &Card, all: Vec<LedgerEntry>) -> Vec<LedgerEntry> {
+        match &card.master {
             None => all,
             Some(_) => {
                 let prefix = format!("{}/", card.id);
@@ -549,7 +563,7 @@ impl Hosted {
                     .filter(|e| e.leg.starts_with(&prefix))
                     .collect()
             }
-        })
+        }
     }
 
     /// F15: a card's statement for one local day.
@@ -581,9 +595,8 @@ impl Hosted {
     pub fn spent_today(&self, card: &Card) -> Result<i64, HostedError> {
         let (start, _) = day_bounds(Local::now().date_naive());
         Ok(self
-            .history(card)?
+            .history_since(card, start)?
             .iter()
-            .filter(|e| e.at_ms >= start)
             .map(|e| match e.kind {
                 EntryType::Hold | EntryType::Debit => e.amount,
                 EntryType::Void | EntryType::Expire | EntryType::Refund => -e.amount,

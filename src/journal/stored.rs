@@ -144,4 +144,21 @@ mod tests {
         let err = from_bytes::<Sample>(&huge).unwrap().unwrap_err();
         assert!(err.contains("claims"), "{err}");
     }
+
+    proptest::proptest! {
+        /// Whatever a damaged disk holds after the version byte, reading it is an error or
+        /// a value, never a panic, and never inflates past the bound.
+        #[test]
+        fn any_bytes_after_the_version_byte_read_without_panicking(
+            version in 1u8..=2,
+            len in 0u32..4096,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let mut raw = vec![version];
+            raw.extend_from_slice(&len.to_le_bytes());
+            raw.extend_from_slice(&body);
+            let _ = from_bytes::<Sample>(&raw);
+            let _ = from_bytes::<Vec<crate::journal::Entry>>(&raw);
+        }
+    }
 }

@@ -621,7 +621,7 @@ mod tests {
         let db = crate::store::open(dir.path()).unwrap();
         let cf = crate::store::handle(&db, super::Cf::Txns).unwrap();
         for i in 0..5u32 {
-            let record = TxnRecord {
+            let record: TxnRecord = TxnRecord {
                 state: TxnState::Answered,
                 code: "00".into(),
                 legs: Vec::new(),
@@ -632,8 +632,7 @@ mod tests {
                 }),
             };
             let key = format!("T|{i:06}|0000000001");
-            db.put_cf(cf, key, crate::journal::stored::to_bytes(&record))
-                .unwrap();
+            db.put_cf(cf, key, record.to_bytes()).unwrap();
         }
         let q = |rrn: &str| super::TxnQuery {
             rrn: Some(rrn.into()),

@@ -1,7 +1,8 @@
 //! The stored form of the switch's own records (journal records, transaction records): a
 //! version byte, then postcard (serde's compact binary form), either as it is (`V1`) or
 //! LZ4-compressed (`V2`). Records written as JSON by earlier versions start with `[` or `{`,
-//! never with a version byte, so a reader tells the forms apart by the first byte. Postcard
+//! never with a version byte, so a reader tells the forms apart by the first byte (`V3_TXN`
+//! marks transaction records with a layout of their own). Postcard
 //! identifies enum variants and struct fields by position: new ones go at the end.
 //!
 //! Why compress journal records: every byte of a record is written three times (the
@@ -19,13 +20,33 @@ const V1: u8 = 1;
 /// little-endian), then an LZ4 block.
 const V2: u8 = 2;
 
+/// The first byte of a transaction record whose sealed requests are bytes (postcard as
+/// `V1`; earlier transaction records were `V1` or JSON with the seals as hex). A version
+/// byte of its own because postcard cannot tell the two layouts apart.
+pub const V3_TXN: u8 = 3;
+
 /// The largest record a reader inflates: a damaged length must not make it allocate
 /// gigabytes (a journal record is a few kilobytes).
 const MAX_INFLATED: usize = 16 << 20;
 
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    to_bytes_of(V1, value)
+}
+
+/// Postcard after the version byte `version` (a record layout of its own, like [`V3_TXN`]).
+pub fn to_bytes_of<T: Serialize + ?Sized>(version: u8, value: &T) -> Vec<u8> {
     // Serialising strings, integers, enums and byte strings into a vector cannot fail.
-    postcard::to_extend(value, vec![V1]).unwrap_or_default()
+    postcard::to_extend(value, vec![version]).unwrap_or_default()
+}
+
+/// `None` when `raw` does not start with `version`.
+pub fn from_bytes_of<T: DeserializeOwned>(version: u8, raw: &[u8]) -> Option<Result<T, String>> {
+    match raw.split_first() {
+        Some((&v, rest)) if v == version => {
+            Some(postcard::from_bytes(rest).map_err(|e| e.to_string()))
+        }
+        _ => None,
+    }
 }
 
 /// As [`to_bytes`], LZ4-compressed: for records that repeat themselves (journal records).
@@ -59,7 +80,7 @@ fn compress(plain: &[u8]) -> Vec<u8> {
 /// `None` when `raw` is not a binary record (the caller may read an older form).
 pub fn from_bytes<T: DeserializeOwned>(raw: &[u8]) -> Option<Result<T, String>> {
     match raw.split_first() {
-        Some((&V1, rest)) => Some(postcard::from_bytes(rest).map_err(|e| e.to_string())),
+        Some((&V1, _)) => from_bytes_of(V1, raw),
         Some((&V2, rest)) => Some(
             inflate(rest).and_then(|plain| postcard::from_bytes(&plain).map_err(|e| e.to_string())),
         ),

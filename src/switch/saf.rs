@@ -139,7 +139,7 @@ impl Saf {
         link: &str,
         txn: &str,
         leg: usize,
-        sealed: &str,
+        sealed: &[u8],
     ) -> Queued {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let item = Item {
@@ -147,7 +147,7 @@ impl Saf {
             leg,
             queued_ms: now_ms(),
             attempts: 0,
-            sealed: sealed.to_string(),
+            sealed: hex::encode(sealed),
         };
         let key = crate::store::seq_key(link, seq);
         step.put(Cf::Saf, key.clone(), to_bytes(&item));

@@ -43,15 +43,22 @@ impl LegState {
     }
 }
 
+/// A leg's sealed request, as bytes (records before session 8 held it as hex: twice the
+/// size, and encoding it was 1% of the switch's CPU).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// A leg; `S` is how its sealed request is held (as [`Sealed`] bytes, or as hex in records
+/// of earlier versions).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LegRecord {
+pub struct LegRecord<S = Sealed> {
     /// Upstream link.
     pub link: String,
     pub state: LegState,
     /// Amount in currency.
     pub amount: u64,
     /// The leg's request (the fields a reversal needs), sealed: it may hold the card number.
-    pub sealed: String,
+    pub sealed: S,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,12 +75,12 @@ pub enum TxnState {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TxnRecord {
+pub struct TxnRecord<S = Sealed> {
     pub state: TxnState,
     /// The response code answered (empty while open).
     #[serde(default)]
     pub code: String,
-    pub legs: Vec<LegRecord>,
+    pub legs: Vec<LegRecord<S>>,
     /// What disputes search by (card masked).
     #[serde(default)]
     pub summary: Option<TxnSummary>,
@@ -97,15 +104,42 @@ impl TxnRecord {
         self.state == TxnState::Answered && matches!(self.code.as_str(), "00" | "10")
     }
 
-    /// A stored record (binary, see [`crate::journal::stored`]; earlier versions stored JSON).
+    /// A stored record: binary with sealed requests as bytes (version byte
+    /// [`stored::V3_TXN`]); records of earlier versions (binary or JSON, sealed requests
+    /// as hex) are still read.
     pub fn from_bytes(raw: &[u8]) -> Result<TxnRecord, String> {
-        stored::from_bytes(raw)
-            .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
-            .map_err(|e| format!("corrupt transaction record: {e}"))
+        let read = match stored::from_bytes_of(stored::V3_TXN, raw) {
+            Some(record) => record,
+            None => stored::from_bytes::<TxnRecord<String>>(raw)
+                .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
+                .and_then(TxnRecord::from_hex_seals),
+        };
+        read.map_err(|e| format!("corrupt transaction record: {e}"))
     }
 
-    fn to_bytes(&self) -> Vec<u8> {
-        stored::to_bytes(self)
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        stored::to_bytes_of(stored::V3_TXN, self)
+    }
+
+    fn from_hex_seals(old: TxnRecord<String>) -> Result<TxnRecord, String> {
+        let legs = old
+            .legs
+            .into_iter()
+            .map(|l| {
+                Ok(LegRecord {
+                    sealed: Sealed(hex::decode(&l.sealed).map_err(|e| e.to_string())?),
+                    link: l.link,
+                    state: l.state,
+                    amount: l.amount,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(TxnRecord {
+            state: old.state,
+            code: old.code,
+            legs,
+            summary: old.summary,
+        })
     }
 }
 
@@ -346,7 +380,7 @@ impl Txn {
             link: link.to_string(),
             state: LegState::Sent,
             amount,
-            sealed: hex::encode(sealed),
+            sealed: Sealed(sealed),
         });
         let index = self.record.legs.len() - 1;
         self.put_record();
@@ -427,7 +461,7 @@ impl Txn {
         let sealed = leg.sealed.clone();
         let queued = self
             .saf
-            .enqueue(&mut self.step, &link, &key, index, &sealed);
+            .enqueue(&mut self.step, &link, &key, index, &sealed.0);
         self.queued.push(queued);
         self.note_state(
             EntryKind::Leg,
@@ -557,7 +591,7 @@ pub async fn reverse_answered(
     for (i, leg) in record.legs.iter_mut().enumerate() {
         if leg.state.may_hold_money() {
             leg.state = LegState::Reversing;
-            queued.push(saf.enqueue(&mut step, &leg.link, key, i, &leg.sealed));
+            queued.push(saf.enqueue(&mut step, &leg.link, key, i, &leg.sealed.0));
         }
     }
     record.state = TxnState::Reversed;
@@ -591,7 +625,7 @@ pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
         for (i, leg) in record.legs.iter_mut().enumerate() {
             if leg.state.may_hold_money() {
                 leg.state = LegState::Reversing;
-                queued.push(saf.enqueue(&mut step, &leg.link, &text_key, i, &leg.sealed));
+                queued.push(saf.enqueue(&mut step, &leg.link, &text_key, i, &leg.sealed.0));
                 reversed += 1;
             }
         }
@@ -629,6 +663,43 @@ mod tests {
             }),
         }
         .to_bytes()
+    }
+
+    #[test]
+    fn records_with_hex_seals_of_earlier_versions_still_read_and_new_ones_are_smaller() {
+        let seal = vec![0x00, 0x9f, 0xff, 0x42, 0x17];
+        fn leg<S>(sealed: S) -> LegRecord<S> {
+            LegRecord {
+                link: "gift".into(),
+                state: LegState::Approved,
+                amount: 500,
+                sealed,
+            }
+        }
+        let old = TxnRecord {
+            state: TxnState::Answered,
+            code: "00".into(),
+            legs: vec![leg(hex::encode(&seal))],
+            summary: None,
+        };
+        let new: TxnRecord = TxnRecord {
+            state: TxnState::Answered,
+            code: "00".into(),
+            legs: vec![leg(Sealed(seal.clone()))],
+            summary: None,
+        };
+        let old_binary = stored::to_bytes(&old);
+        let old_json = serde_json::to_vec(&old).unwrap();
+        for raw in [&old_binary, &old_json, &new.to_bytes()] {
+            let read = TxnRecord::from_bytes(raw).unwrap();
+            assert_eq!(read.legs[0].sealed, Sealed(seal.clone()));
+            assert_eq!((read.legs[0].amount, read.code.as_str()), (500, "00"));
+        }
+        assert!(new.to_bytes().len() < old_binary.len());
+        // A damaged hex seal is an error, not a wrong seal.
+        let mut bad = old;
+        bad.legs[0].sealed = "zz".into();
+        assert!(TxnRecord::from_bytes(&stored::to_bytes(&bad)).is_err());
     }
 
     #[test]

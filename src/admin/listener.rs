@@ -186,14 +186,19 @@ mod tests {
             .to_string()
     }
 
-    #[tokio::test]
-    async fn connections_beyond_the_limit_are_closed_and_the_open_ones_served() {
+    /// An API answering `GET /` behind a capped listener; its address.
+    async fn serve(max_connections: usize, idle_timeout: Duration) -> SocketAddr {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("address");
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
-        tokio::spawn(async move {
-            axum::serve(CappedListener::new(tcp, 2, Duration::from_secs(3600)), app).await
-        });
+        let listener = CappedListener::new(tcp, max_connections, idle_timeout);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_and_the_open_ones_served() {
+        let addr = serve(2, Duration::from_secs(3600)).await;
 
         let mut first = TcpStream::connect(addr).await.expect("connect");
         let mut second = TcpStream::connect(addr).await.expect("connect");
@@ -234,13 +239,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_connection_is_closed_and_its_place_freed() {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = tcp.local_addr().expect("address");
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
         // One place; a connection silent for 300 ms loses it.
-        tokio::spawn(async move {
-            axum::serve(CappedListener::new(tcp, 1, Duration::from_millis(300)), app).await
-        });
+        let addr = serve(1, Duration::from_millis(300)).await;
         let mut silent = TcpStream::connect(addr).await.expect("connect");
         // Used once, then held open and silent (a kept-alive connection left idle).
         assert_eq!(get(&mut silent).await, "HTTP/1.1 200 OK");

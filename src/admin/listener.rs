@@ -51,6 +51,14 @@ impl CappedStream {
         let next = tokio::time::Instant::now() + self.idle_timeout;
         self.idle_at.as_mut().reset(next);
     }
+
+    /// A write's outcome, passed through; bytes written count as activity.
+    fn wrote(&mut self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.active();
+        }
+        written
+    }
 }
 
 impl axum::serve::Listener for CappedListener {
@@ -135,10 +143,7 @@ impl AsyncWrite for CappedStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        written
+        this.wrote(written)
     }
 
     fn poll_write_vectored(
@@ -148,10 +153,7 @@ impl AsyncWrite for CappedStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        written
+        this.wrote(written)
     }
 
     fn is_write_vectored(&self) -> bool {

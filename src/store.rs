@@ -34,7 +34,8 @@ pub enum Cf {
     HostedCardRefs,
     /// Hosted programs: pre-registered purchase id → purchase (F15).
     HostedPrereg,
-    /// Hosted programs: master account id → master (F16).
+    /// Hosted programs: master account id → master (F16); master id, a zero byte, card
+    /// id → () for each of its sub-account cards.
     HostedMasters,
 }
 

@@ -363,6 +363,19 @@ async fn recharge_in_steps_never_above_the_maximum() {
     let r = call(&op, "post", &status, json!({"status": "active"})).await;
     assert_eq!(r.body["status"], "active");
 
+    // An authorization still pending: no refund until it completes (or expires), for
+    // its money would come back to a closed card.
+    let auth = env.request(b"0100", PREPAID, "000000", 1_000, Some("1234"));
+    let a = env.call(&auth).await;
+    assert_eq!(code(&a), "00");
+    let refund = format!("/v1/cards/{id}/refund");
+    let r = op.call("post", &refund, None).await.unwrap();
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(env.card(&id).await["status"], "active");
+    let rev = common::reversal_of(&auth, u64::from(env.next_stan()), "1121120500");
+    assert_eq!(code(&env.call(&rev).await), "00");
+    env.drained().await;
+
     // Balance refund closes the card; a closed card cannot pay.
     let r = op
         .call("post", &format!("/v1/cards/{id}/refund"), None)
@@ -790,4 +803,67 @@ async fn every_documented_route_is_served() {
         }
     }
     assert_eq!(seen, cyberswitch::admin::ROUTES.len());
+}
+
+/// Issuing is one step (card, number, account, opening credit), and a number or a master id
+/// asked for twice at once is given once: the second request waits and finds it taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_number_or_master_asked_for_at_once_is_issued_once() {
+    const NUMBER: &str = "6271000000000025";
+    let env = env().await;
+    let issue = json!({"program": "ANON", "denomination": 50_000, "card_number": NUMBER});
+    let master = json!({"id": "division-9"});
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (partner, issue) = (env.api(Some(PARTNER_TOKEN)), issue.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&partner, "post", "/v1/cards", issue).await
+        }));
+        let (op, master) = (env.operator(), master.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&op, "post", "/v1/masters", master).await
+        }));
+    }
+    let mut created = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            201 => created.push(r.body),
+            409 => conflicts += 1,
+            s => panic!("{s}: {:?}", r.body),
+        }
+    }
+    assert_eq!(created.len(), 2, "one card and one master: {created:?}");
+    assert_eq!(conflicts, 10);
+    let card = created
+        .iter()
+        .find(|b| b["card_number"] == "627100******0025")
+        .unwrap();
+    let id = card["id"].as_str().unwrap();
+    let view = env.card(id).await;
+    assert_eq!(view["balance"], 50_000);
+    // The opening credit is the account's only entry.
+    let today = chrono::Local::now().date_naive();
+    let r = env
+        .operator()
+        .call(
+            "get",
+            &format!("/v1/cards/{id}/statement?date={today}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let entries = r.body["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["kind"], "credit");
+    assert_eq!(entries[0]["amount"], 50_000);
+    let op = env.operator();
+    let r = op
+        .call("get", "/v1/masters/division-9", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["available"], 0);
 }

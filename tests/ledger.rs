@@ -251,3 +251,114 @@ async fn recent_history_reads_back_only_what_came_after_and_matches_the_full_his
     assert!(ledger.history_since("A", i64::MAX).unwrap().is_empty());
     assert!(ledger.history_since("nobody", 0).unwrap().is_empty());
 }
+
+/// Accounts opened with an opening credit and the caller's own writes are one step: when any
+/// part is refused, nothing is written, and what was written survives a reopen whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_open_with_their_opening_credit_all_or_nothing() {
+    use cyberswitch::journal::Step;
+    use cyberswitch::ledger::NewAccount;
+    use cyberswitch::store::Cf;
+    let dir = tempfile::tempdir().unwrap();
+    let with_marker = |key: &str| {
+        let mut step = Step::new();
+        step.put(Cf::HostedMasters, key.as_bytes(), b"marker".to_vec());
+        step
+    };
+    {
+        let ledger = open(dir.path(), Duration::from_secs(600));
+        ledger.open_account("A", "KRW").await.unwrap();
+        ledger.credit("A", 1_000, "L-1").await.unwrap();
+        // B's opening leg is taken already (by A's credit): nothing of the step is written.
+        let refused = ledger
+            .open_accounts(
+                with_marker("refused"),
+                &[
+                    NewAccount {
+                        id: "C",
+                        unit: "P",
+                        opening: None,
+                    },
+                    NewAccount {
+                        id: "B",
+                        unit: "KRW",
+                        opening: Some((500, "L-1")),
+                    },
+                ],
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(LedgerError::WrongState { .. })),
+            "{refused:?}"
+        );
+        // An account opened twice in one step, or one that exists: refused likewise.
+        let twice = [
+            NewAccount {
+                id: "D",
+                unit: "KRW",
+                opening: None,
+            },
+            NewAccount {
+                id: "D",
+                unit: "KRW",
+                opening: None,
+            },
+        ];
+        assert!(matches!(
+            ledger.open_accounts(with_marker("twice"), &twice).await,
+            Err(LedgerError::AccountExists(_))
+        ));
+        let exists = [NewAccount {
+            id: "A",
+            unit: "KRW",
+            opening: Some((5, "L-9")),
+        }];
+        assert!(matches!(
+            ledger.open_accounts(with_marker("exists"), &exists).await,
+            Err(LedgerError::AccountExists(_))
+        ));
+        for id in ["B", "C", "D"] {
+            assert_eq!(ledger.balance(id), None, "{id}");
+        }
+        assert_eq!(ledger.balance("A").unwrap().posted, 1_000);
+        let opened = [
+            NewAccount {
+                id: "B",
+                unit: "KRW",
+                opening: Some((500, "open-B")),
+            },
+            NewAccount {
+                id: "C",
+                unit: "P",
+                opening: None,
+            },
+        ];
+        ledger
+            .open_accounts(with_marker("opened"), &opened)
+            .await
+            .unwrap();
+        assert_eq!(ledger.balance("B").unwrap().posted, 500);
+        assert_eq!(ledger.balance("C"), Some(Balance::default()));
+    }
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    assert_eq!(
+        ledger.balance("B").unwrap().posted,
+        500,
+        "derived at reopen"
+    );
+    assert_eq!(ledger.derive("B").unwrap().posted, 500);
+    assert_eq!(ledger.balance("C"), Some(Balance::default()));
+    assert_eq!(ledger.balance("D"), None);
+    drop(ledger);
+    let db = cyberswitch::store::open(dir.path()).unwrap();
+    let journal = Journal::open(db, Sealer::from_card_key(&[3; 32]), 1024).unwrap();
+    for (key, written) in [
+        ("refused", false),
+        ("twice", false),
+        ("exists", false),
+        ("opened", true),
+    ] {
+        let got = journal.get(Cf::HostedMasters, key.as_bytes()).unwrap();
+        assert_eq!(got.is_some(), written, "{key}");
+    }
+}

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{card_account, master_account, storage, wallet_account, Hosted, HostedError};
 use crate::config::{ProgramConfig, ProgramKind};
 use crate::iso8583::Pan;
-use crate::journal::{Entry, EntryKind, Step};
-use crate::ledger::{Balance, EntryType, LedgerEntry};
+use crate::journal::{Entry, EntryKind, Journal, Step};
+use crate::ledger::{Balance, EntryType, LedgerEntry, LedgerError, NewAccount};
 use crate::pin::ClearPin;
 use crate::store::Cf;
 
@@ -237,15 +237,6 @@ impl Hosted {
         }
     }
 
-    pub fn cards(&self) -> Result<Vec<Card>, HostedError> {
-        self.journal
-            .scan(Cf::HostedCards, b"")
-            .map_err(storage)?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(storage))
-            .collect()
-    }
-
     /// Write a card record (and what else the step holds), synced and journaled.
     pub(crate) async fn save_card(
         &self,
@@ -253,6 +244,13 @@ impl Hosted {
         card: &Card,
         what: &str,
     ) -> Result<(), HostedError> {
+        Self::card_writes(&mut step, card, what)?;
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)
+    }
+
+    /// A card record and its journal entry, added to a step.
+    fn card_writes(step: &mut Step, card: &Card, what: &str) -> Result<(), HostedError> {
         step.put(
             Cf::HostedCards,
             card.id.as_bytes(),
@@ -264,8 +262,7 @@ impl Hosted {
             &card.account,
             format!("card {} {what}", card.masked),
         ));
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)
+        Ok(())
     }
 
     /// The card's balance (and points), derived from the ledger.
@@ -278,9 +275,7 @@ impl Hosted {
     }
 
     /// A new card's number: in the program's range, unused, Luhn-valid.
-    fn new_number(&self, program: &ProgramConfig, digits: &str) -> Result<Pan, HostedError> {
-        let pan = Pan::parse(digits.trim().as_bytes())
-            .map_err(|e| HostedError::Invalid(format!("card_number: {e}")))?;
+    fn check_new_number(&self, program: &ProgramConfig, pan: &Pan) -> Result<(), HostedError> {
         if !program.owns(pan.expose()) {
             return Err(HostedError::Invalid(format!(
                 "card_number {} is outside program {}'s BIN range",
@@ -294,16 +289,17 @@ impl Hosted {
                 pan.masked()
             )));
         }
-        if self.card_by_pan(&pan)?.is_some() {
+        if self.card_by_pan(pan)?.is_some() {
             return Err(HostedError::Conflict(format!(
                 "card {} exists already",
                 pan.masked()
             )));
         }
-        Ok(pan)
+        Ok(())
     }
 
-    /// Create a card record with its ledger accounts; returns it with its number (shown once).
+    /// Create a card record with its ledger accounts and opening balance, as one synced
+    /// step; returns it with its number (shown once).
     async fn create_card(
         &self,
         program: &ProgramConfig,
@@ -311,28 +307,47 @@ impl Hosted {
         mut card: Card,
         opening: u64,
     ) -> Result<(Card, Pan), HostedError> {
-        let pan = self.new_number(program, asked)?;
+        let pan = Pan::parse(asked.trim().as_bytes())
+            .map_err(|e| HostedError::Invalid(format!("card_number: {e}")))?;
+        let card_ref = self.card_key.card_ref(&pan);
+        // Two requests for the same number: the second waits, then finds it taken.
+        let number_lock = self.card_lock(&format!("number:{}", hex::encode(card_ref)));
+        let _guard = number_lock.lock().await;
+        self.check_new_number(program, &pan)?;
         card.masked = pan.masked();
-        if card.master.is_none() {
-            self.ledger
-                .open_account(&card.account, &program.unit)
-                .await?;
-        }
-        if let Some(points) = &card.points_account {
-            self.ledger.open_account(points, "P").await?;
-        }
         let mut step = Step::new();
         step.put(
             Cf::HostedCardRefs,
-            self.card_key.card_ref(&pan).to_vec(),
+            card_ref.to_vec(),
             card.id.as_bytes().to_vec(),
         );
-        self.save_card(step, &card, "issued").await?;
-        if opening > 0 {
-            self.ledger
-                .credit(&card.account, opening as i64, &format!("issue:{}", card.id)) // ok: denominations ≤ max_balance
-                .await?;
+        if let Some(master) = &card.master {
+            step.put(Cf::HostedMasters, sub_key(master, &card.id), Vec::new());
         }
+        Self::card_writes(&mut step, &card, "issued")?;
+        let opening_leg = format!("issue:{}", card.id);
+        let mut accounts = Vec::new();
+        if card.master.is_none() {
+            let opening = i64::try_from(opening)
+                .map_err(|_| HostedError::BadAmount("opening amount too large".into()))?;
+            accounts.push(NewAccount {
+                id: &card.account,
+                unit: &program.unit,
+                opening: (opening > 0).then_some((opening, opening_leg.as_str())),
+            });
+        } else if opening > 0 {
+            return Err(HostedError::Invalid(
+                "sub-account cards are funded through their master".into(),
+            ));
+        }
+        if let Some(points) = &card.points_account {
+            accounts.push(NewAccount {
+                id: points,
+                unit: "P",
+                opening: None,
+            });
+        }
+        self.ledger.open_accounts(step, &accounts).await?;
         Ok((card, pan))
     }
 
@@ -521,19 +536,29 @@ impl Hosted {
                 "a sub-account card holds no money of its own".into(),
             ));
         }
-        let available = self
-            .ledger
-            .balance(&card.account)
-            .unwrap_or_default()
-            .available();
-        if available > 0 {
-            self.ledger
-                .debit(&card.account, available, &format!("refund:{}", card.id))
-                .await?;
+        let balance = self.ledger.balance(&card.account).unwrap_or_default();
+        // A hold still pending would come back to a closed card when it is voided or expires,
+        // where nobody could refund it.
+        if balance.pending > 0 {
+            return Err(HostedError::Conflict(format!(
+                "{} is held by authorizations still pending; refund once they complete or expire",
+                balance.pending
+            )));
         }
+        let available = balance.available();
         card.status = CardStatus::Closed;
-        self.save_card(Step::new(), &card, "balance refunded, closed")
-            .await?;
+        let what = "balance refunded, closed";
+        if available > 0 {
+            // The debit and the closing in one step.
+            let mut step = Step::new();
+            Self::card_writes(&mut step, &card, what)?;
+            let leg = format!("refund:{}", card.id);
+            self.ledger
+                .debit_with(step, &card.account, available, &leg)
+                .await?;
+        } else {
+            self.save_card(Step::new(), &card, what).await?;
+        }
         Ok(available.max(0) as u64) // ok: non-negative
     }
 
@@ -647,6 +672,17 @@ impl Hosted {
 
     pub(crate) async fn save_prereg(&self, p: &Prereg, what: &str) -> Result<(), HostedError> {
         let mut step = Step::new();
+        Self::prereg_writes(&mut step, p, what)?;
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)
+    }
+
+    /// A pre-registered purchase's record and its journal entry, added to a step.
+    pub(crate) fn prereg_writes(
+        step: &mut Step,
+        p: &Prereg,
+        what: &str,
+    ) -> Result<(), HostedError> {
         step.put(
             Cf::HostedPrereg,
             p.id.as_bytes(),
@@ -661,8 +697,7 @@ impl Hosted {
                 p.amount, p.merchant_id
             ),
         ));
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)
+        Ok(())
     }
 
     /// F16: a master account.
@@ -691,15 +726,13 @@ impl Hosted {
             return Err(HostedError::Conflict(format!("master {id} exists")));
         }
         let unit = self.subaccount_program()?.unit.clone();
-        self.ledger
-            .open_account(&master_account(&id), &unit)
-            .await?;
         let m = Master {
             id: id.clone(),
             owner,
             unit,
             created_ms: now_ms(),
         };
+        let account = master_account(&id);
         let mut step = Step::new();
         step.put(
             Cf::HostedMasters,
@@ -709,11 +742,25 @@ impl Hosted {
         step.append(Entry::new(
             EntryKind::Ledger,
             &id,
-            &master_account(&id),
+            &account,
             "master account created".into(),
         ));
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
+        // The master and its account in one step; a concurrent twin finds the account
+        // taken under the ledger's lock and is refused.
+        let opened = NewAccount {
+            id: &account,
+            unit: &m.unit,
+            opening: None,
+        };
+        self.ledger
+            .open_accounts(step, &[opened])
+            .await
+            .map_err(|e| match e {
+                LedgerError::AccountExists(_) => {
+                    HostedError::Conflict(format!("master {id} exists"))
+                }
+                e => e.into(),
+            })?;
         Ok(m)
     }
 
@@ -794,14 +841,52 @@ impl Hosted {
             .ok_or_else(|| HostedError::Invalid("no sub-account program is configured".into()))
     }
 
-    /// The sub-account cards of a master.
+    /// The sub-account cards of a master, from its index (not a scan of every card).
     pub fn subs(&self, master_id: &str) -> Result<Vec<Card>, HostedError> {
-        Ok(self
-            .cards()?
+        self.journal
+            .scan(Cf::HostedMasters, &sub_key(master_id, ""))
+            .map_err(storage)?
             .into_iter()
-            .filter(|c| c.master.as_deref() == Some(master_id))
-            .collect())
+            .map(|(k, _)| {
+                let id = k.get(master_id.len() + 1..).unwrap_or_default();
+                self.card(&String::from_utf8_lossy(id))
+            })
+            .collect()
     }
+}
+
+/// The index entry of a sub-account card, next to its master's record: `master \0 card`
+/// (master ids have no zero byte, so no entry is taken for a master).
+fn sub_key(master_id: &str, card_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(master_id.len() + 1 + card_id.len());
+    k.extend_from_slice(master_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(card_id.as_bytes());
+    k
+}
+
+/// Says the sub-account index covers every card (data written before it existed included).
+const SUBS_INDEXED: &[u8] = b"\0subs-indexed";
+
+/// Build the sub-account index from the cards once, for data older than the index. Returns
+/// how many cards it indexed.
+pub(crate) async fn index_subs(journal: &Journal) -> Result<usize, String> {
+    if journal.get(Cf::HostedMasters, SUBS_INDEXED)?.is_some() {
+        return Ok(0);
+    }
+    let mut step = Step::new();
+    let mut indexed = 0;
+    for (_, v) in journal.scan(Cf::HostedCards, b"")? {
+        let card: Card = serde_json::from_slice(&v).map_err(|e| e.to_string())?;
+        if let Some(master) = &card.master {
+            step.put(Cf::HostedMasters, sub_key(master, &card.id), Vec::new());
+            indexed += 1;
+        }
+    }
+    step.put(Cf::HostedMasters, SUBS_INDEXED, Vec::new());
+    step.synced();
+    journal.commit(step).await.map_err(|e| e.to_string())?;
+    Ok(indexed)
 }
 
 /// Hash a PIN off the async threads (Argon2id is slow on purpose).
@@ -823,6 +908,58 @@ mod tests {
         assert!(luhn_valid("4111111111111111"));
         assert!(!luhn_valid("6270000000000019"));
         assert_eq!(luhn_digit("627000000000001"), 8);
+    }
+
+    fn card(id: &str, master: Option<&str>) -> Card {
+        Card {
+            id: id.into(),
+            program: "P".into(),
+            kind: ProgramKind::Subaccount,
+            masked: "627200******0016".into(),
+            status: CardStatus::Active,
+            expiry: "3012".into(),
+            pin_hash: None,
+            pin_failures: 0,
+            account: "acct".into(),
+            points_account: None,
+            owner: None,
+            holder: None,
+            master: master.map(String::from),
+            per_txn_limit: None,
+            daily_limit: None,
+            issued_ms: 0,
+        }
+    }
+
+    /// Data written before the sub-account index existed is indexed once, at open.
+    #[tokio::test]
+    async fn sub_account_cards_written_before_the_index_are_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
+        let journal =
+            Journal::open(db, crate::journal::Sealer::from_card_key(&[7; 32]), 64).unwrap();
+        let mut step = Step::new();
+        for c in [
+            card("s1", Some("m-1")),
+            card("s2", Some("m-2")),
+            card("c3", None),
+        ] {
+            step.put(
+                Cf::HostedCards,
+                c.id.as_bytes(),
+                serde_json::to_vec(&c).unwrap(),
+            );
+        }
+        step.put(Cf::HostedMasters, "m-1", b"{}".to_vec());
+        journal.commit(step).await.unwrap();
+        assert_eq!(index_subs(&journal).await.unwrap(), 2);
+        assert_eq!(index_subs(&journal).await.unwrap(), 0, "once");
+        let of_m1 = journal
+            .scan(Cf::HostedMasters, &sub_key("m-1", ""))
+            .unwrap();
+        assert_eq!(of_m1.len(), 1);
+        assert_eq!(of_m1[0].0, sub_key("m-1", "s1"));
+        assert!(journal.get(Cf::HostedMasters, b"m-1").unwrap().is_some());
     }
 
     #[test]

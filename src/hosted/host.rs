@@ -19,6 +19,7 @@ use super::cards::{Card, CardStatus};
 use super::{wallet_account, Hosted, HostedError};
 use crate::config::ProgramKind;
 use crate::iso8583::{de, AdditionalAmount, Message, OwnedMessage, Spec};
+use crate::journal::Step;
 use crate::ledger::{Balance, LedgerError};
 use crate::net::link::LocalHost;
 use crate::pin::{decrypt_block, verify_pin};
@@ -274,16 +275,19 @@ impl CardHost {
         if card.kind == ProgramKind::Subaccount {
             self.check_limits(&card, amount)?;
         }
-        let prereg = self.check_prereg(&card, msg, amount)?;
-        let balance = if msg.mti().class() == 1 {
-            hosted.ledger.hold(&card.account, amount, leg).await?
-        } else {
-            hosted.ledger.debit(&card.account, amount, leg).await?
-        };
-        if let Some(mut p) = prereg {
+        // The pre-registered purchase is used in the step that takes the money: after a
+        // crash it is either both or neither.
+        let mut step = Step::new();
+        if let Some(mut p) = self.check_prereg(&card, msg, amount)? {
             p.used_by = Some(leg.to_string());
-            hosted.save_prereg(&p, "used").await?;
+            Hosted::prereg_writes(&mut step, &p, "used")?;
         }
+        let ledger = &hosted.ledger;
+        let balance = if msg.mti().class() == 1 {
+            ledger.hold_with(step, &card.account, amount, leg).await?
+        } else {
+            ledger.debit_with(step, &card.account, amount, leg).await?
+        };
         self.accrue_points(&card, amount, leg).await;
         Ok(balance)
     }

@@ -126,13 +126,16 @@ pub struct Hosted {
 }
 
 impl Hosted {
-    pub fn open(
+    pub async fn open(
         journal: Arc<Journal>,
         config: Arc<Config>,
         card_key: CardKey,
     ) -> Result<Arc<Hosted>, String> {
         let ttl = std::time::Duration::from_secs(config.hosted.hold_ttl_s);
         let ledger = Ledger::open(journal.clone(), ttl).map_err(|e| e.to_string())?;
+        cards::index_subs(&journal)
+            .await
+            .map_err(|e| format!("hosted cards: {e}"))?;
         Ok(Arc::new(Hosted {
             ledger,
             journal,

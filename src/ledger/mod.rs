@@ -155,6 +155,14 @@ fn hold_kind() -> EntryType {
     EntryType::Hold
 }
 
+/// An account to open with [`Ledger::open_accounts`].
+pub struct NewAccount<'a> {
+    pub id: &'a str,
+    pub unit: &'a str,
+    /// A credit posted with the opening: amount and leg id.
+    pub opening: Option<(i64, &'a str)>,
+}
+
 pub struct Ledger {
     journal: Arc<Journal>,
     balances: DashMap<String, Balance>,
@@ -249,31 +257,85 @@ impl Ledger {
     }
 
     pub async fn open_account(&self, id: &str, unit: &str) -> Result<(), LedgerError> {
-        let lock = self.lock(id);
-        let _guard = lock.lock().await;
-        if self.balances.contains_key(id) {
-            return Err(LedgerError::AccountExists(id.into()));
-        }
-        let account = Account {
-            id: id.into(),
-            unit: unit.into(),
-            created_ms: now_ms(),
-        };
-        let mut step = Step::new();
-        step.put(
-            Cf::LedgerAccounts,
-            id.as_bytes(),
-            serde_json::to_vec(&account).map_err(storage)?,
-        );
-        step.append(Entry::new(
-            EntryKind::Ledger,
-            "",
+        let account = NewAccount {
             id,
-            format!("account opened ({unit})"),
-        ));
+            unit,
+            opening: None,
+        };
+        self.open_accounts(Step::new(), &[account]).await
+    }
+
+    /// Open accounts, with their opening credits, in one synced step together with the
+    /// caller's own writes (a card record, say): after a crash either all of it is there or
+    /// none, never an account without its card or a card without the money it was sold with.
+    pub async fn open_accounts(
+        &self,
+        mut step: Step,
+        accounts: &[NewAccount<'_>],
+    ) -> Result<(), LedgerError> {
+        let mut ids: Vec<&str> = accounts.iter().map(|a| a.id).collect();
+        ids.sort_unstable();
+        if let Some(twice) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(LedgerError::AccountExists(twice[0].into()));
+        }
+        // Locks taken in one order (sorted), so two openings cannot wait on each other.
+        let mut _guards = Vec::with_capacity(ids.len());
+        for id in &ids {
+            _guards.push(self.lock(id).lock_owned().await);
+        }
+        let mut credits = Vec::new();
+        for a in accounts {
+            if self.balances.contains_key(a.id) {
+                return Err(LedgerError::AccountExists(a.id.into()));
+            }
+            let record = Account {
+                id: a.id.into(),
+                unit: a.unit.into(),
+                created_ms: now_ms(),
+            };
+            step.put(
+                Cf::LedgerAccounts,
+                a.id.as_bytes(),
+                serde_json::to_vec(&record).map_err(storage)?,
+            );
+            step.append(Entry::new(
+                EntryKind::Ledger,
+                "",
+                a.id,
+                format!("account opened ({})", a.unit),
+            ));
+            if let Some((amount, leg_id)) = a.opening {
+                if amount <= 0 {
+                    return Err(LedgerError::BadAmount);
+                }
+                if self.leg(leg_id)?.is_some() {
+                    return Err(LedgerError::WrongState {
+                        leg: leg_id.into(),
+                        state: LegState::Done,
+                        what: "opening",
+                    });
+                }
+                let leg = Leg {
+                    account: a.id.into(),
+                    amount,
+                    state: LegState::Done,
+                    expires_ms: 0,
+                    kind: EntryType::Credit,
+                };
+                let entry = self.write_entry(&mut step, EntryType::Credit, leg_id, &leg)?;
+                credits.push((leg_id, leg, entry));
+            }
+        }
         step.synced();
         self.journal.commit(step).await.map_err(storage)?;
-        self.balances.insert(id.into(), Balance::default());
+        for a in accounts {
+            self.balances.insert(a.id.into(), Balance::default());
+        }
+        for (leg_id, leg, entry) in credits {
+            let mut after = Balance::default();
+            entry.apply_to(&mut after);
+            self.applied(after, leg_id, &leg, entry.kind);
+        }
         Ok(())
     }
 
@@ -288,24 +350,18 @@ impl Ledger {
         }
     }
 
-    /// Write an entry and the leg's new state as one synced step, then apply the entry.
+    /// Write an entry and the leg's new state (with the caller's writes, if any) as one
+    /// synced step, then apply the entry.
     /// Called with the account's lock held.
     async fn record(
         &self,
-        account: &str,
+        mut step: Step,
         kind: EntryType,
-        amount: i64,
         leg_id: &str,
         leg: &Leg,
     ) -> Result<Balance, LedgerError> {
-        let entry = LedgerEntry {
-            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
-            account: account.into(),
-            kind,
-            amount,
-            leg: leg_id.into(),
-            at_ms: now_ms(),
-        };
+        let (account, amount) = (leg.account.as_str(), leg.amount);
+        let entry = self.write_entry(&mut step, kind, leg_id, leg)?;
         let mut after = self.balance(account).unwrap_or_default();
         entry.apply_to(&mut after);
         // The invariant, checked before anything is written.
@@ -314,10 +370,31 @@ impl Ledger {
             "ledger: {kind:?} of {amount} would leave {account} at {}",
             after.available()
         );
-        let mut step = Step::new();
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        self.applied(after, leg_id, leg, kind);
+        Ok(after)
+    }
+
+    /// Add a new entry on the leg's account, and the leg's new state, to a step.
+    fn write_entry(
+        &self,
+        step: &mut Step,
+        kind: EntryType,
+        leg_id: &str,
+        leg: &Leg,
+    ) -> Result<LedgerEntry, LedgerError> {
+        let entry = LedgerEntry {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            account: leg.account.clone(),
+            kind,
+            amount: leg.amount,
+            leg: leg_id.into(),
+            at_ms: now_ms(),
+        };
         step.put(
             Cf::LedgerEntries,
-            crate::store::seq_key(account, entry.seq),
+            crate::store::seq_key(&leg.account, entry.seq),
             serde_json::to_vec(&entry).map_err(storage)?,
         );
         step.put(
@@ -328,12 +405,16 @@ impl Ledger {
         step.append(Entry::new(
             EntryKind::Ledger,
             leg_id,
-            account,
-            format!("{kind:?} {amount}"),
+            &leg.account,
+            format!("{kind:?} {}", leg.amount),
         ));
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
-        self.balances.insert(account.into(), after);
+        Ok(entry)
+    }
+
+    /// What the memory keeps once an entry is durable: the account's balance, the pending
+    /// holds by expiry, the open-holds count.
+    fn applied(&self, after: Balance, leg_id: &str, leg: &Leg, kind: EntryType) {
+        self.balances.insert(leg.account.clone(), after);
         if let Ok(mut pending) = self.pending.lock() {
             let key = (leg.expires_ms, leg_id.to_string());
             if leg.state == LegState::Pending {
@@ -348,7 +429,6 @@ impl Ledger {
             debug_assert!(open >= 0, "ledger: {open} open holds");
             self.open_holds_gauge.set(open as f64);
         }
-        Ok(after)
     }
 
     /// Money in, posted at once (recharge). Idempotent by `leg`.
@@ -358,7 +438,7 @@ impl Ledger {
         amount: i64,
         leg: &str,
     ) -> Result<Balance, LedgerError> {
-        self.immediate(account, amount, leg, EntryType::Credit)
+        self.immediate(Step::new(), account, amount, leg, EntryType::Credit)
             .await
     }
 
@@ -369,18 +449,39 @@ impl Ledger {
         amount: i64,
         leg: &str,
     ) -> Result<Balance, LedgerError> {
-        self.immediate(account, amount, leg, EntryType::Debit).await
+        self.immediate(Step::new(), account, amount, leg, EntryType::Debit)
+            .await
+    }
+
+    /// As [`Ledger::debit`], in one step with the caller's writes (a card closed by the
+    /// refund of its balance, say). A repeat of the leg writes nothing, not even those.
+    pub async fn debit_with(
+        &self,
+        step: Step,
+        account: &str,
+        amount: i64,
+        leg: &str,
+    ) -> Result<Balance, LedgerError> {
+        self.immediate(step, account, amount, leg, EntryType::Debit)
+            .await
     }
 
     async fn immediate(
         &self,
+        step: Step,
         account: &str,
         amount: i64,
         leg_id: &str,
         kind: EntryType,
     ) -> Result<Balance, LedgerError> {
-        self.place(account, amount, leg_id, kind, LegState::Done, 0)
-            .await
+        let leg = Leg {
+            account: account.into(),
+            amount,
+            state: LegState::Done,
+            expires_ms: 0,
+            kind,
+        };
+        self.place(step, leg_id, leg).await
     }
 
     /// Place a pending hold (an authorization). Idempotent by `leg`: a repeat returns the
@@ -391,55 +492,51 @@ impl Ledger {
         amount: i64,
         leg_id: &str,
     ) -> Result<Balance, LedgerError> {
+        self.hold_with(Step::new(), account, amount, leg_id).await
+    }
+
+    /// As [`Ledger::hold`], in one step with the caller's writes. A repeat of the leg writes
+    /// nothing, not even those.
+    pub async fn hold_with(
+        &self,
+        step: Step,
+        account: &str,
+        amount: i64,
+        leg_id: &str,
+    ) -> Result<Balance, LedgerError> {
         let ttl = i64::try_from(self.hold_ttl.as_millis()).unwrap_or(i64::MAX);
         let expires = now_ms().saturating_add(ttl);
-        self.place(
-            account,
+        let leg = Leg {
+            account: account.into(),
             amount,
-            leg_id,
-            EntryType::Hold,
-            LegState::Pending,
-            expires,
-        )
-        .await
+            state: LegState::Pending,
+            expires_ms: expires,
+            kind: EntryType::Hold,
+        };
+        self.place(step, leg_id, leg).await
     }
 
     /// A new leg on an account: checked (amount, account, repeat, funds for what takes money
     /// out) and recorded under the account's lock.
-    async fn place(
-        &self,
-        account: &str,
-        amount: i64,
-        leg_id: &str,
-        kind: EntryType,
-        state: LegState,
-        expires_ms: i64,
-    ) -> Result<Balance, LedgerError> {
-        if amount <= 0 {
+    async fn place(&self, step: Step, leg_id: &str, leg: Leg) -> Result<Balance, LedgerError> {
+        if leg.amount <= 0 {
             return Err(LedgerError::BadAmount);
         }
-        let lock = self.lock(account);
+        let lock = self.lock(&leg.account);
         let _guard = lock.lock().await;
         let current = self
-            .balance(account)
-            .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
+            .balance(&leg.account)
+            .ok_or_else(|| LedgerError::UnknownAccount(leg.account.clone()))?;
         if self.leg(leg_id)?.is_some() {
             return Ok(current); // a repeat: done already
         }
-        let takes_money = matches!(kind, EntryType::Debit | EntryType::Hold);
-        if takes_money && current.available() < amount {
+        let takes_money = matches!(leg.kind, EntryType::Debit | EntryType::Hold);
+        if takes_money && current.available() < leg.amount {
             return Err(LedgerError::Insufficient {
                 available: current.available(),
             });
         }
-        let leg = Leg {
-            account: account.into(),
-            amount,
-            state,
-            expires_ms,
-            kind,
-        };
-        self.record(account, kind, amount, leg_id, &leg).await
+        self.record(step, leg.kind, leg_id, &leg).await
     }
 
     /// Complete a hold. Posting a posted leg again is a no-op.
@@ -497,8 +594,7 @@ impl Ledger {
             }
         };
         leg.state = state;
-        let account = leg.account.clone();
-        self.record(&account, kind, leg.amount, leg_id, &leg).await
+        self.record(Step::new(), kind, leg_id, &leg).await
     }
 
     /// Release every pending hold past its expiry. Returns how many.

@@ -584,7 +584,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             );
         }
     }
-    let hosted = crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone())?;
+    let hosted = crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone()).await?;
     hosted.start_expiry(stop.clone());
     let mut links = local_links(&config, &hosted, &saf)?;
     for lc in &config.links {

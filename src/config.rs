@@ -473,6 +473,11 @@ pub struct Limits {
     /// store-and-forward expiry.
     #[serde(default)]
     pub journal_retention_days: u64,
+    /// With a retention: the journal records past it are first written here (JSON Lines in
+    /// LZ4 frames, one file per purge, synced), and deleted only once written. Unset: deleted
+    /// without a copy.
+    #[serde(default)]
+    pub journal_archive_dir: Option<std::path::PathBuf>,
 }
 
 impl Limits {
@@ -492,6 +497,7 @@ impl Default for Limits {
             saf_expiry_s: default_saf_expiry(),
             journal_batch_max: default_journal_batch(),
             journal_retention_days: 0,
+            journal_archive_dir: None,
         }
     }
 }
@@ -755,6 +761,12 @@ impl Config {
                     "0 (keep for ever) or 1 to 36500 days, and not shorter than duplicate_window_s or saf_expiry_s".into(),
                 ));
             }
+        }
+        if l.journal_archive_dir.is_some() && l.journal_retention_days == 0 {
+            return Err(err(
+                "limits.journal_archive_dir".into(),
+                "archives what the retention deletes: set limits.journal_retention_days too".into(),
+            ));
         }
         if self.card_key.is_none() && self.card_key_env.is_none() && self.card_key_file.is_none() {
             return Err(err(

@@ -616,6 +616,8 @@ hosts = ["127.0.0.1:1"]
         // Shorter than the store-and-forward expiry (7 days by default).
         (format!("{base}[limits]\njournal_retention_days = 3\n"), "conf/bad.toml: limits.journal_retention_days: 0 (keep for ever) or 1 to 36500 days"),
         (format!("{base}[limits]\njournal_retention_days = 99999\n"), "conf/bad.toml: limits.journal_retention_days: "),
+        // An archive of what nothing deletes.
+        (format!("{base}[limits]\njournal_archive_dir = \"/var/archive\"\n"), "conf/bad.toml: limits.journal_archive_dir: archives what the retention deletes"),
     ];
     for (text, expected) in cases {
         let e = Config::from_toml(&text, path).unwrap_err().to_string();

@@ -558,9 +558,19 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         Sealer::from_card_key(&config.card_key_bytes()?),
         config.limits.journal_batch_max,
     )?;
+    let archive = config.limits.journal_archive_dir.clone();
+    if let Some(dir) = &archive {
+        // Found unwritable now, not at the first purge an hour from now.
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "limits.journal_archive_dir: {}: cannot create: {e}",
+                dir.display()
+            )
+        })?;
+    }
     tokio::spawn(crate::journal::retention::housekeeping(
         db.clone(),
-        retention,
+        retention.map(|kept| crate::journal::retention::Retention { kept, archive }),
         Duration::from_secs(30),
         stop.clone(),
     ));

@@ -227,8 +227,19 @@ pub struct AdminConfig {
     /// connections held idle would otherwise keep the places of `max_connections`).
     #[serde(default = "default_admin_idle_timeout")]
     pub idle_timeout_s: u64,
+    /// Requests a second each token may make (its burst is one second's worth); more are
+    /// answered 429 with `Retry-After`. A token may set its own (`rate_per_s`).
+    #[serde(default = "default_admin_rate")]
+    pub rate_per_token_s: u32,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
+}
+
+impl AdminConfig {
+    /// The request rate allowed to a token.
+    pub fn rate_of(&self, token: &TokenConfig) -> u32 {
+        token.rate_per_s.unwrap_or(self.rate_per_token_s)
+    }
 }
 
 fn default_admin_max_connections() -> usize {
@@ -236,6 +247,9 @@ fn default_admin_max_connections() -> usize {
 }
 fn default_admin_idle_timeout() -> u64 {
     60
+}
+fn default_admin_rate() -> u32 {
+    100
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -258,6 +272,8 @@ pub struct TokenConfig {
     /// The issuer id (role issuer) or partner id (role partner).
     pub scope: Option<String>,
     pub token: Secret,
+    /// This token's request rate, instead of `admin.rate_per_token_s`.
+    pub rate_per_s: Option<u32>,
 }
 
 fn default_currency() -> u16 {
@@ -869,8 +885,20 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
+            if admin.rate_per_token_s == 0 {
+                return Err(err(
+                    "admin.rate_per_token_s".into(),
+                    "must be at least 1".into(),
+                ));
+            }
             for (i, t) in admin.tokens.iter().enumerate() {
                 let key = format!("admin.token[{i}]");
+                if t.rate_per_s == Some(0) {
+                    return Err(err(
+                        format!("{key}.rate_per_s"),
+                        "must be at least 1".into(),
+                    ));
+                }
                 let text = t.token.read().map_err(|r| err(format!("{key}.token"), r))?;
                 if text.len() < 16 {
                     return Err(err(

@@ -26,6 +26,7 @@ const PLAIN_CARD: &str = "9410000000000021";
 const EMONEY_TOKEN: &str = "emoney-issuer-token-0123456789";
 const GIFT_TOKEN: &str = "gift-issuer-token-0123456789ab";
 const PARTNER_TOKEN: &str = "partner-mall-token-0123456789a";
+const SLOW_TOKEN: &str = "partner-slow-token-0123456789a";
 
 struct Env {
     demo: Demo,
@@ -64,6 +65,13 @@ name = "mall"
 role = "partner"
 scope = "MALL"
 token = {{ value = "{PARTNER_TOKEN}" }}
+
+[[admin.token]]
+name = "slow"
+role = "partner"
+scope = "SLOW"
+token = {{ value = "{SLOW_TOKEN}" }}
+rate_per_s = 1
 "#
     );
     let demo = demo::start_with(
@@ -866,4 +874,49 @@ async fn the_same_number_or_master_asked_for_at_once_is_issued_once() {
         .unwrap();
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["available"], 0);
+}
+
+/// A token past its request rate gets 429 with `Retry-After`; other tokens are not slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_past_its_rate_is_answered_429_and_the_others_are_not() {
+    let env = env().await;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let slow = env.api(Some(SLOW_TOKEN));
+            tokio::spawn(async move { slow.call("get", "/v1/health", None).await.unwrap() })
+        })
+        .collect();
+    let mut limited = 0;
+    for c in calls {
+        let r = c.await.unwrap();
+        match r.status {
+            200 => {}
+            429 => {
+                limited += 1;
+                assert_eq!(r.error_code(), Some("rate_limited"));
+                assert!(r.retry_after.is_some_and(|s| s >= 1), "{r:?}");
+                let message = r.body["error"]["message"].as_str().unwrap();
+                assert!(message.contains("token slow may make 1 requests a second"));
+            }
+            s => panic!("{s}: {:?}", r.body),
+        }
+    }
+    // One request a second, one at once: whatever this machine's speed, no more passed than
+    // the seconds the calls took allow (and twelve calls take well under twelve seconds).
+    let allowed = 1 + started.elapsed().as_secs() + 1;
+    let passed = 12 - limited;
+    assert!(
+        passed as u64 <= allowed,
+        "{passed} passed in under {allowed} s"
+    );
+    assert!(limited >= 1);
+    for _ in 0..12 {
+        let r = env
+            .operator()
+            .call("get", "/v1/health", None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
 }

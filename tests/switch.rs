@@ -613,6 +613,8 @@ hosts = ["127.0.0.1:1"]
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"issuer\"\nscope = \"NOPE\"\ntoken = {{ value = \"long-enough-token-here\" }}\n"), "conf/bad.toml: admin.token[0].scope: no issuer \"NOPE\""),
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\nmax_connections = 0\n"), "conf/bad.toml: admin.max_connections: must be at least 1"),
         (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\nidle_timeout_s = 0\n"), "conf/bad.toml: admin.idle_timeout_s: must be at least 1"),
+        (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\nrate_per_token_s = 0\n"), "conf/bad.toml: admin.rate_per_token_s: must be at least 1"),
+        (format!("{base}[admin]\naddr = \"127.0.0.1:0\"\n[[admin.token]]\nname = \"a\"\nrole = \"operator\"\ntoken = {{ value = \"long-enough-token-here\" }}\nrate_per_s = 0\n"), "conf/bad.toml: admin.token[0].rate_per_s: must be at least 1"),
         // Shorter than the store-and-forward expiry (7 days by default).
         (format!("{base}[limits]\njournal_retention_days = 3\n"), "conf/bad.toml: limits.journal_retention_days: 0 (keep for ever) or 1 to 36500 days"),
         (format!("{base}[limits]\njournal_retention_days = 99999\n"), "conf/bad.toml: limits.journal_retention_days: "),

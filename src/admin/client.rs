@@ -17,6 +17,8 @@ pub struct ApiClient {
 pub struct ApiResponse {
     pub status: u16,
     pub body: Value,
+    /// `Retry-After` in seconds, when the API asked to wait (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiResponse {
@@ -83,6 +85,11 @@ impl ApiClient {
             .await
             .map_err(|e| format!("HTTP: {e}"))?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let bytes = resp
             .into_body()
             .collect()
@@ -95,6 +102,10 @@ impl ApiClient {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Ok(ApiResponse { status, body })
+        Ok(ApiResponse {
+            status,
+            body,
+            retry_after,
+        })
     }
 }

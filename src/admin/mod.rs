@@ -44,6 +44,10 @@ struct Token {
     name: String,
     role: Role,
     digest: [u8; 32],
+    /// Requests a second, and what is left of them now.
+    rate: u32,
+    limiter: governor::DefaultDirectRateLimiter,
+    limited: metrics::Counter,
 }
 
 #[derive(Clone)]
@@ -61,7 +65,16 @@ impl AppState {
                 .read()
                 .map_err(|e| format!("admin token {}: {e}", t.name))?;
             let scope = t.scope.clone().unwrap_or_default();
+            let rate = admin.rate_of(t);
+            let per_s = std::num::NonZeroU32::new(rate)
+                .ok_or_else(|| format!("admin token {}: a rate of 0", t.name))?;
             tokens.push(Token {
+                rate,
+                limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_s)),
+                limited: metrics::counter!(
+                    "cyberswitch_admin_rate_limited_total",
+                    "token" => t.name.clone()
+                ),
                 name: t.name.clone(),
                 role: match t.role {
                     RoleKind::Operator => Role::Operator,
@@ -84,6 +97,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds, for `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -92,6 +107,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
     pub fn forbidden(what: &str) -> ApiError {
@@ -109,7 +125,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        response
     }
 }
 
@@ -179,6 +199,24 @@ impl FromRequestParts<AppState> for Caller {
             }
         }
         let t = found.ok_or_else(|| unauthorized("unknown token"))?;
+        if let Err(not_until) = t.limiter.check() {
+            t.limited.increment(1);
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "token {} may make {} requests a second; retry in {} ms",
+                    t.name,
+                    t.rate,
+                    wait.as_millis()
+                ),
+            );
+            e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64); // ok: under a second or so
+            return Err(e);
+        }
         Ok(Caller {
             name: t.name.clone(),
             role: t.role.clone(),

@@ -14,6 +14,7 @@ pub mod hosted;
 pub mod iso8583;
 #[cfg(feature = "storage")]
 pub mod journal;
+pub mod keylock;
 #[cfg(feature = "storage")]
 pub mod ledger;
 #[cfg(feature = "storage")]

@@ -311,8 +311,9 @@ impl Hosted {
             .map_err(|e| HostedError::Invalid(format!("card_number: {e}")))?;
         let card_ref = self.card_key.card_ref(&pan);
         // Two requests for the same number: the second waits, then finds it taken.
-        let number_lock = self.card_lock(&format!("number:{}", hex::encode(card_ref)));
-        let _guard = number_lock.lock().await;
+        let _guard = self
+            .lock_card(&format!("number:{}", hex::encode(card_ref)))
+            .await;
         self.check_new_number(program, &pan)?;
         card.masked = pan.masked();
         let mut step = Step::new();
@@ -401,8 +402,7 @@ impl Hosted {
 
     /// Activate an issued card, with its PIN (required where the program asks for PINs).
     pub async fn activate(&self, id: &str, pin: Option<&str>) -> Result<Card, HostedError> {
-        let lock = self.card_lock(id);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_card(id).await;
         let mut card = self.card(id)?;
         if card.status != CardStatus::Issued {
             return Err(HostedError::Status(card.status.as_str()));
@@ -425,8 +425,7 @@ impl Hosted {
 
     /// Suspend, resume or close a card (closing does not refund: see [`Hosted::refund`]).
     pub async fn set_status(&self, id: &str, status: CardStatus) -> Result<Card, HostedError> {
-        let lock = self.card_lock(id);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_card(id).await;
         let mut card = self.card(id)?;
         let allowed = matches!(
             (card.status, status),
@@ -456,8 +455,7 @@ impl Hosted {
                 "expiry {expiry:?} is not YYMM"
             )));
         }
-        let lock = self.card_lock(id);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_card(id).await;
         let mut card = self.card(id)?;
         card.expiry = expiry.to_string();
         self.save_card(Step::new(), &card, &format!("expiry set to {expiry}"))
@@ -467,8 +465,7 @@ impl Hosted {
 
     /// Forget wrong PIN tries (an operator unlocks a card).
     pub async fn reset_pin_tries(&self, id: &str) -> Result<Card, HostedError> {
-        let lock = self.card_lock(id);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_card(id).await;
         let mut card = self.card(id)?;
         card.pin_failures = 0;
         self.save_card(Step::new(), &card, "PIN tries reset")
@@ -479,8 +476,7 @@ impl Hosted {
     /// F9/F14: load money onto an active card, in the program's steps, never above its
     /// maximum balance. Idempotent by `leg`.
     pub async fn recharge(&self, id: &str, amount: u64, leg: &str) -> Result<Balance, HostedError> {
-        let lock = self.card_lock(id);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_card(id).await;
         let card = self.card(id)?;
         self.recharge_locked(&card, amount, leg).await
     }
@@ -525,8 +521,7 @@ impl Hosted {
 
     /// F14: give the holder back what the card holds, and close it.
     pub async fn refund(&self, id: &str) -> Result<u64, HostedError> {
-        let lock = self.card_lock(id);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_card(id).await;
         let mut card = self.card(id)?;
         if card.status == CardStatus::Closed {
             return Err(HostedError::Status(card.status.as_str()));

@@ -236,8 +236,7 @@ impl CardHost {
         leg: &str,
     ) -> Result<Balance, HostedError> {
         let amount = msg.amount().unwrap_or(0);
-        let lock = self.hosted.card_lock(&card.id);
-        let _guard = lock.lock().await;
+        let _guard = self.hosted.lock_card(&card.id).await;
         let card = self.hosted.card(&card.id)?;
         self.hosted.recharge_locked(&card, amount, leg).await
     }
@@ -251,8 +250,7 @@ impl CardHost {
         leg: &str,
     ) -> Result<Balance, HostedError> {
         let hosted = &self.hosted;
-        let lock = hosted.card_lock(&card.id);
-        let _guard = lock.lock().await;
+        let _guard = hosted.lock_card(&card.id).await;
         // Read again under the lock: PIN tries and status may have changed.
         let mut card = hosted.card(&card.id)?;
         let amount = msg

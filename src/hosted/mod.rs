@@ -17,7 +17,7 @@ pub mod host;
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::keylock::{KeyGuard, KeyLocks};
 
 use crate::config::Config;
 use crate::directory::CardKey;
@@ -122,7 +122,7 @@ pub struct Hosted {
     /// key, which never leaves the process.
     pub zone_key: PinKey,
     /// One lock per card: PIN tries and status change one at a time.
-    locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    locks: KeyLocks,
 }
 
 impl Hosted {
@@ -142,12 +142,12 @@ impl Hosted {
             config,
             card_key,
             zone_key: PinKey::random(),
-            locks: DashMap::new(),
+            locks: KeyLocks::new(),
         }))
     }
 
-    pub(crate) fn card_lock(&self, card: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks.entry(card.to_string()).or_default().clone()
+    pub(crate) async fn lock_card(&self, card: &str) -> KeyGuard<'_> {
+        self.locks.lock(card).await
     }
 
     /// Release expired holds now and then, until `stop`.

@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{Entry, EntryKind, Journal, Step};
+use crate::keylock::{KeyGuard, KeyLocks};
 use crate::store::Cf;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,7 +168,7 @@ pub struct Ledger {
     journal: Arc<Journal>,
     balances: DashMap<String, Balance>,
     /// One lock per account: check, commit and apply happen under it.
-    locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    locks: KeyLocks,
     next_seq: AtomicU64,
     hold_ttl: Duration,
     /// Holds placed and not yet posted, voided or expired (derived from the entries at
@@ -228,7 +229,7 @@ impl Ledger {
         Ok(Arc::new(Ledger {
             journal,
             balances,
-            locks: DashMap::new(),
+            locks: KeyLocks::new(),
             next_seq: AtomicU64::new(max_seq + 1),
             hold_ttl,
             open_holds: AtomicI64::new(open_holds),
@@ -252,8 +253,8 @@ impl Ledger {
         self.open_holds.load(Ordering::Relaxed)
     }
 
-    fn lock(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks.entry(account.to_string()).or_default().clone()
+    async fn lock(&self, account: &str) -> KeyGuard<'_> {
+        self.locks.lock(account).await
     }
 
     pub async fn open_account(&self, id: &str, unit: &str) -> Result<(), LedgerError> {
@@ -281,7 +282,7 @@ impl Ledger {
         // Locks taken in one order (sorted), so two openings cannot wait on each other.
         let mut _guards = Vec::with_capacity(ids.len());
         for id in &ids {
-            _guards.push(self.lock(id).lock_owned().await);
+            _guards.push(self.lock(id).await);
         }
         let mut credits = Vec::new();
         for a in accounts {
@@ -522,8 +523,7 @@ impl Ledger {
         if leg.amount <= 0 {
             return Err(LedgerError::BadAmount);
         }
-        let lock = self.lock(&leg.account);
-        let _guard = lock.lock().await;
+        let _guard = self.lock(&leg.account).await;
         let current = self
             .balance(&leg.account)
             .ok_or_else(|| LedgerError::UnknownAccount(leg.account.clone()))?;
@@ -554,8 +554,7 @@ impl Ledger {
         let Some(first) = self.leg(leg_id)? else {
             return Err(LedgerError::UnknownLeg(leg_id.into()));
         };
-        let lock = self.lock(&first.account);
-        let _guard = lock.lock().await;
+        let _guard = self.lock(&first.account).await;
         // Read again under the lock: another task may have settled it meanwhile.
         let mut leg = self
             .leg(leg_id)?

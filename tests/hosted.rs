@@ -373,9 +373,12 @@ async fn recharge_in_steps_never_above_the_maximum() {
 
     // An authorization still pending: no refund until it completes (or expires), for
     // its money would come back to a closed card.
+    let points = env.card(&id).await["points"].clone();
     let auth = env.request(b"0100", PREPAID, "000000", 1_000, Some("1234"));
     let a = env.call(&auth).await;
     assert_eq!(code(&a), "00");
+    // An authorization earns no points: its hold may yet expire.
+    assert_eq!(env.card(&id).await["points"], points);
     let refund = format!("/v1/cards/{id}/refund");
     let r = op.call("post", &refund, None).await.unwrap();
     assert_eq!(r.status, 409, "{:?}", r.body);

@@ -362,3 +362,63 @@ async fn accounts_open_with_their_opening_credit_all_or_nothing() {
         assert_eq!(got.is_some(), written, "{key}");
     }
 }
+
+/// A debit and the credit it earns (points) are one step: refused together, written together,
+/// repeated as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debit_and_the_credit_it_earns_are_both_or_neither() {
+    use cyberswitch::journal::Step;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    ledger.open_account("card", "KRW").await.unwrap();
+    ledger.open_account("points", "P").await.unwrap();
+    ledger.credit("card", 10_000, "load").await.unwrap();
+    // Not enough money: no points either.
+    let r = ledger
+        .debit_crediting(
+            Step::new(),
+            "card",
+            20_000,
+            "buy-1",
+            ("points", 200, "buy-1:p"),
+        )
+        .await;
+    assert!(matches!(r, Err(LedgerError::Insufficient { .. })), "{r:?}");
+    assert_eq!(ledger.balance("points").unwrap(), Balance::default());
+    assert!(ledger.leg_state("buy-1:p").unwrap().is_none());
+    // No such points account: no debit either.
+    let r = ledger
+        .debit_crediting(
+            Step::new(),
+            "card",
+            5_000,
+            "buy-2",
+            ("nowhere", 50, "buy-2:p"),
+        )
+        .await;
+    assert!(matches!(r, Err(LedgerError::UnknownAccount(_))), "{r:?}");
+    assert_eq!(ledger.balance("card").unwrap().posted, 10_000);
+    assert!(ledger.leg_state("buy-2").unwrap().is_none());
+    // Both, once, however often asked.
+    for _ in 0..3 {
+        let b = ledger
+            .debit_crediting(
+                Step::new(),
+                "card",
+                5_000,
+                "buy-3",
+                ("points", 50, "buy-3:p"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(b.posted, 5_000);
+    }
+    assert_eq!(ledger.balance("points").unwrap().posted, 50);
+    assert_eq!(ledger.derive("card").unwrap().posted, 5_000);
+    assert_eq!(ledger.derive("points").unwrap().posted, 50);
+    // Voided apart (a reversal takes the points back on its own).
+    ledger.void("buy-3").await.unwrap();
+    ledger.void("buy-3:p").await.unwrap();
+    assert_eq!(ledger.balance("card").unwrap().posted, 10_000);
+    assert_eq!(ledger.balance("points").unwrap().posted, 0);
+}

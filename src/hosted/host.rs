@@ -241,7 +241,8 @@ impl CardHost {
         self.hosted.recharge_locked(&card, amount, leg).await
     }
 
-    /// A purchase on a hosted card: every check, then the money, then the points.
+    /// A purchase on a hosted card: every check, then the money and the points it earns (one
+    /// step).
     async fn purchase(
         &self,
         card: &Card,
@@ -281,12 +282,21 @@ impl CardHost {
             Hosted::prereg_writes(&mut step, &p, "used")?;
         }
         let ledger = &hosted.ledger;
-        let balance = if msg.mti().class() == 1 {
-            ledger.hold_with(step, &card.account, amount, leg).await?
-        } else {
-            ledger.debit_with(step, &card.account, amount, leg).await?
+        if msg.mti().class() == 1 {
+            // An authorization earns nothing: its hold may yet expire or be voided.
+            return Ok(ledger.hold_with(step, &card.account, amount, leg).await?);
+        }
+        // A completed spend, and the points it earns, in one step.
+        let balance = match self.points_earned(&card, amount) {
+            Some((points_account, points)) => {
+                let points_leg = format!("{leg}:points");
+                let credit = (points_account, points, points_leg.as_str());
+                ledger
+                    .debit_crediting(step, &card.account, amount, leg, credit)
+                    .await?
+            }
+            None => ledger.debit_with(step, &card.account, amount, leg).await?,
         };
-        self.accrue_points(&card, amount, leg).await;
         Ok(balance)
     }
 
@@ -398,25 +408,16 @@ impl CardHost {
         Ok(Some(p))
     }
 
-    async fn accrue_points(&self, card: &Card, amount: i64, leg: &str) {
-        let Some(account) = &card.points_account else {
-            return;
-        };
+    /// The points account and the points a spend of `amount` earns on this card, if any.
+    fn points_earned<'c>(&self, card: &'c Card, amount: i64) -> Option<(&'c str, i64)> {
+        let account = card.points_account.as_deref()?;
         let rate = self
             .hosted
             .program(&card.program)
             .map_or(0, |p| p.points_per_1000);
-        let points = amount.saturating_mul(rate as i64) / 1000;
-        if points > 0 {
-            if let Err(e) = self
-                .hosted
-                .ledger
-                .credit(account, points, &format!("{leg}:points"))
-                .await
-            {
-                tracing::error!(card = %card.id, error = %e, "points not accrued");
-            }
-        }
+        let rate = i64::try_from(rate).unwrap_or(i64::MAX);
+        let points = amount.saturating_mul(rate) / 1000;
+        (points > 0).then_some((account, points))
     }
 
     /// Undo a leg (hold voided, debit refunded, recharge taken back) and its points.

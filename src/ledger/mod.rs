@@ -467,6 +467,34 @@ impl Ledger {
             .await
     }
 
+    /// As [`Ledger::debit_with`], with a credit to another account in the same step (the
+    /// points a purchase earns): both or neither. `credit` is (account, amount, leg).
+    pub async fn debit_crediting(
+        &self,
+        step: Step,
+        account: &str,
+        amount: i64,
+        leg_id: &str,
+        credit: (&str, i64, &str),
+    ) -> Result<Balance, LedgerError> {
+        let (credit_account, credit_amount, credit_leg) = credit;
+        let immediate = |account: &str, amount, kind| Leg {
+            account: account.into(),
+            amount,
+            state: LegState::Done,
+            expires_ms: 0,
+            kind,
+        };
+        let legs = [
+            (leg_id, immediate(account, amount, EntryType::Debit)),
+            (
+                credit_leg,
+                immediate(credit_account, credit_amount, EntryType::Credit),
+            ),
+        ];
+        self.place_all(step, &legs).await
+    }
+
     async fn immediate(
         &self,
         step: Step,
@@ -520,23 +548,81 @@ impl Ledger {
     /// A new leg on an account: checked (amount, account, repeat, funds for what takes money
     /// out) and recorded under the account's lock.
     async fn place(&self, step: Step, leg_id: &str, leg: Leg) -> Result<Balance, LedgerError> {
-        if leg.amount <= 0 {
+        self.place_all(step, &[(leg_id, leg)]).await
+    }
+
+    /// New legs, on one or more accounts, checked as [`Ledger::place`] does and recorded in
+    /// one step under all their accounts' locks: all of them or none. Returns the first
+    /// leg's account balance; when the first leg is a repeat nothing is written (it was
+    /// done, with the others, already).
+    async fn place_all(
+        &self,
+        mut step: Step,
+        legs: &[(&str, Leg)],
+    ) -> Result<Balance, LedgerError> {
+        let Some((first_id, first)) = legs.first() else {
             return Err(LedgerError::BadAmount);
+        };
+        let mut accounts: Vec<&str> = legs.iter().map(|(_, l)| l.account.as_str()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        // Locks taken in one order (sorted), so two placements cannot wait on each other.
+        let mut _guards = Vec::with_capacity(accounts.len());
+        for account in &accounts {
+            _guards.push(self.lock(account).await);
         }
-        let _guard = self.lock(&leg.account).await;
-        let current = self
-            .balance(&leg.account)
-            .ok_or_else(|| LedgerError::UnknownAccount(leg.account.clone()))?;
-        if self.leg(leg_id)?.is_some() {
-            return Ok(current); // a repeat: done already
+        if self.leg(first_id)?.is_some() {
+            return self
+                .balance(&first.account)
+                .ok_or_else(|| LedgerError::UnknownAccount(first.account.clone()));
         }
-        let takes_money = matches!(leg.kind, EntryType::Debit | EntryType::Hold);
-        if takes_money && current.available() < leg.amount {
-            return Err(LedgerError::Insufficient {
-                available: current.available(),
-            });
+        let mut after: HashMap<&str, Balance> = HashMap::new();
+        let mut recorded = Vec::with_capacity(legs.len());
+        for (leg_id, leg) in legs {
+            if leg.amount <= 0 {
+                return Err(LedgerError::BadAmount);
+            }
+            let current = match after.get(leg.account.as_str()) {
+                Some(b) => *b,
+                None => self
+                    .balance(&leg.account)
+                    .ok_or_else(|| LedgerError::UnknownAccount(leg.account.clone()))?,
+            };
+            if self.leg(leg_id)?.is_some() {
+                continue; // done already (by an earlier attempt of its own)
+            }
+            let takes_money = matches!(leg.kind, EntryType::Debit | EntryType::Hold);
+            if takes_money && current.available() < leg.amount {
+                return Err(LedgerError::Insufficient {
+                    available: current.available(),
+                });
+            }
+            let entry = self.write_entry(&mut step, leg.kind, leg_id, leg)?;
+            let mut balance = current;
+            entry.apply_to(&mut balance);
+            // The invariant, checked before anything is written.
+            assert!(
+                balance.available() >= 0 || !takes_money,
+                "ledger: {:?} of {} would leave {} at {}",
+                leg.kind,
+                leg.amount,
+                leg.account,
+                balance.available()
+            );
+            after.insert(leg.account.as_str(), balance);
+            recorded.push((*leg_id, leg));
         }
-        self.record(step, leg.kind, leg_id, &leg).await
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        for (leg_id, leg) in recorded {
+            if let Some(balance) = after.get(leg.account.as_str()) {
+                self.applied(*balance, leg_id, leg, leg.kind);
+            }
+        }
+        Ok(after
+            .get(first.account.as_str())
+            .copied()
+            .unwrap_or_default())
     }
 
     /// Complete a hold. Posting a posted leg again is a no-op.

@@ -176,6 +176,15 @@ impl Env {
     }
 }
 
+/// A card's statement for today (local time), answered 200.
+async fn statement_today(api: &ApiClient, id: &str) -> ApiResponse {
+    let today = chrono::Local::now().date_naive();
+    let path = format!("/v1/cards/{id}/statement?date={today}");
+    let r = api.call("get", &path, None).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r
+}
+
 async fn call(api: &ApiClient, method: &str, path: &str, body: Value) -> ApiResponse {
     api.call(method, path, Some(&body)).await.unwrap()
 }
@@ -497,16 +506,7 @@ async fn anonymous_card_preregistered_purchase_must_match_and_statement_lists_th
     assert_eq!(code(&a), "00");
 
     // Today's statement (yesterday's is the default; a day is asked for by date).
-    let today = chrono::Local::now().date_naive().to_string();
-    let r = partner
-        .call(
-            "get",
-            &format!("/v1/cards/{id}/statement?date={today}"),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = statement_today(&partner, &id).await;
     assert_eq!(r.body["opening"]["posted"], 0);
     assert_eq!(r.body["closing"]["posted"], 40_000);
     assert_eq!(r.body["entries"].as_array().unwrap().len(), 3);
@@ -541,7 +541,7 @@ async fn anonymous_card_preregistered_purchase_must_match_and_statement_lists_th
             "card-statement",
             &id,
             "--date",
-            &today,
+            &chrono::Local::now().date_naive().to_string(),
         ])
         .env("CYBERSWITCH_TOKEN", token)
         .output()
@@ -855,17 +855,7 @@ async fn the_same_number_or_master_asked_for_at_once_is_issued_once() {
     let view = env.card(id).await;
     assert_eq!(view["balance"], 50_000);
     // The opening credit is the account's only entry.
-    let today = chrono::Local::now().date_naive();
-    let r = env
-        .operator()
-        .call(
-            "get",
-            &format!("/v1/cards/{id}/statement?date={today}"),
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = statement_today(&env.operator(), id).await;
     let entries = r.body["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["kind"], "credit");

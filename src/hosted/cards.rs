@@ -871,13 +871,25 @@ pub(crate) async fn index_subs(journal: &Journal) -> Result<usize, String> {
     }
     let mut step = Step::new();
     let mut indexed = 0;
-    for (_, v) in journal.scan(Cf::HostedCards, b"")? {
-        let card: Card = serde_json::from_slice(&v).map_err(|e| e.to_string())?;
-        if let Some(master) = &card.master {
-            step.put(Cf::HostedMasters, sub_key(master, &card.id), Vec::new());
-            indexed += 1;
+    // One card at a time: the cards are not all held in memory at once. A damaged record
+    // is reported and left out (its card's own requests report it too), not a reason to
+    // refuse to start.
+    crate::store::for_each(journal.db(), Cf::HostedCards, b"", |k, v| {
+        match serde_json::from_slice::<Card>(v) {
+            Ok(card) => {
+                if let Some(master) = &card.master {
+                    step.put(Cf::HostedMasters, sub_key(master, &card.id), Vec::new());
+                    indexed += 1;
+                }
+            }
+            Err(e) => tracing::error!(
+                card = %String::from_utf8_lossy(k),
+                error = %e,
+                "card record does not parse: not indexed"
+            ),
         }
-    }
+        std::ops::ControlFlow::Continue(())
+    })?;
     step.put(Cf::HostedMasters, SUBS_INDEXED, Vec::new());
     step.synced();
     journal.commit(step).await.map_err(|e| e.to_string())?;

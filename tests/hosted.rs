@@ -913,3 +913,88 @@ async fn a_token_past_its_rate_is_answered_429_and_the_others_are_not() {
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
 }
+
+/// A completion (0220 naming an authorization by field 90) posts what it names of the hold
+/// and releases the rest, through the store-and-forward queue, once however often it is
+/// repeated; the points come with it; a reversal of the authorization afterwards gives back
+/// what was posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_authorization_completed_for_less_posts_that_and_releases_the_rest() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let auth = env.request(b"0100", PREPAID, "000000", 5_000, Some("1234"));
+    assert_eq!(code(&env.call(&auth).await), "00");
+    let card = env.card(&id).await;
+    assert_eq!(
+        (card["balance"].clone(), card["available"].clone()),
+        (json!(20_000), json!(15_000))
+    );
+    let completion = |of: &OwnedMessage, amount: u64| {
+        let mut c = common::reversal_of(of, u64::from(env.next_stan()), "1121120100");
+        c.set_mti(Mti::new(b"0220").unwrap());
+        c.set_number(4, amount, 12);
+        c
+    };
+
+    let a = env.call(&completion(&auth, 6_000)).await;
+    assert_eq!(a.mti().as_bytes(), b"0230");
+    assert_eq!(code(&a), "13", "more than was authorized");
+    let mut unknown = auth.clone();
+    unknown.set_number(11, 999_999, 6);
+    assert_eq!(code(&env.call(&completion(&unknown, 1_000)).await), "25");
+    let sale = env.request(b"0200", PREPAID, "000000", 1_000, Some("1234"));
+    assert_eq!(code(&env.call(&sale).await), "00");
+    assert_eq!(
+        code(&env.call(&completion(&sale, 1_000)).await),
+        "12",
+        "a sale is complete"
+    );
+
+    let done = completion(&auth, 4_000);
+    assert_eq!(code(&env.call(&done).await), "00");
+    env.drained().await;
+    let card = env.card(&id).await;
+    assert_eq!(
+        card["balance"], 15_000,
+        "20,000 less the sale and the completion"
+    );
+    assert_eq!(card["available"], 15_000, "nothing held any more");
+    assert_eq!(card["points"], 50, "10 for the sale, 40 for the completion");
+    // Repeated (0221): acknowledged, nothing more taken.
+    let mut again = done.clone();
+    again.set_mti(Mti::new(b"0221").unwrap());
+    assert_eq!(code(&env.call(&again).await), "00");
+    env.drained().await;
+    let card = env.card(&id).await;
+    assert_eq!(
+        (card["balance"].clone(), card["points"].clone()),
+        (json!(15_000), json!(50))
+    );
+    let h = env
+        .operator()
+        .call("get", &format!("/v1/cards/{id}/history"), None)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = h.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["credit", "hold", "debit", "post", "release"]);
+
+    // The authorization reversed after its completion: the 4,000 posted come back.
+    let rev = common::reversal_of(&auth, u64::from(env.next_stan()), "1121120500");
+    assert_eq!(code(&env.call(&rev).await), "00");
+    env.drained().await;
+    let card = env.card(&id).await;
+    assert_eq!(
+        (card["balance"].clone(), card["points"].clone()),
+        (json!(19_000), json!(10))
+    );
+    assert_eq!(
+        code(&env.call(&completion(&auth, 4_000)).await),
+        "12",
+        "a reversed authorization is not completed"
+    );
+}

@@ -422,3 +422,50 @@ async fn a_debit_and_the_credit_it_earns_are_both_or_neither() {
     assert_eq!(ledger.balance("card").unwrap().posted, 10_000);
     assert_eq!(ledger.balance("points").unwrap().posted, 0);
 }
+
+/// A completion posts what it names of a hold and releases the rest, in one step; again is a
+/// no-op; a refund then gives back what was posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_posts_part_of_a_hold_and_releases_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = open(dir.path(), Duration::from_secs(600));
+        ledger.open_account("A", "KRW").await.unwrap();
+        ledger.credit("A", 10_000, "load").await.unwrap();
+        ledger.hold("A", 5_000, "auth-1").await.unwrap();
+        assert_eq!(ledger.open_holds(), 1);
+        assert!(matches!(
+            ledger.complete("auth-1", 6_000).await,
+            Err(LedgerError::BadAmount)
+        ));
+        assert!(matches!(
+            ledger.complete("nope", 1).await,
+            Err(LedgerError::UnknownLeg(_))
+        ));
+        let b = ledger.complete("auth-1", 4_000).await.unwrap();
+        assert_eq!(
+            b,
+            Balance {
+                posted: 6_000,
+                pending: 0
+            }
+        );
+        assert_eq!(ledger.open_holds(), 0, "the hold is closed once");
+        assert_eq!(ledger.complete("auth-1", 4_000).await.unwrap(), b);
+        assert_eq!(ledger.derive("A").unwrap(), b);
+        // An expired or voided hold cannot be completed.
+        ledger.hold("A", 1_000, "auth-2").await.unwrap();
+        ledger.void("auth-2").await.unwrap();
+        assert!(matches!(
+            ledger.complete("auth-2", 1_000).await,
+            Err(LedgerError::WrongState { .. })
+        ));
+    }
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    assert_eq!(ledger.open_holds(), 0, "counted the same at replay");
+    assert_eq!(ledger.balance("A").unwrap().available(), 6_000);
+    // Reversed after completion: the posted 4,000 comes back, not the 5,000 held.
+    ledger.void("auth-1").await.unwrap();
+    assert_eq!(ledger.balance("A").unwrap().available(), 10_000);
+    assert_eq!(ledger.derive("A").unwrap().posted, 10_000);
+}

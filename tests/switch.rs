@@ -822,3 +822,55 @@ async fn a_reversal_never_acknowledged_expires_into_the_dead_letter_list() {
     assert_eq!(saf.dead_letters(), 1);
     assert_eq!(saf.depth(), 0);
 }
+
+/// A split-tender authorization completed: the wallet legs were final debits already, so the
+/// completion names their sum plus what the acquirer's authorization is completed for; only
+/// the acquirer gets a completion advice (through the queue), and it is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_tender_authorization_is_completed_at_the_acquirer_only() {
+    let env = env().await;
+    let mut t = env.terminal().await;
+    // gift 50,000 + e-money 30,000 + mileage 5,000 (final) + credit 5,000 (authorized).
+    let auth = request(b"0100", GIFT_CARD, "000000", 90_000, 80);
+    assert_eq!(code(&t.call(&auth, WAIT).await.unwrap()), "00");
+    assert_eq!(env.credit_total(GIFT_CARD), 5_000);
+    let completion = |amount: u64, stan: u64| {
+        let mut c = common::reversal_of(&auth, stan, "1121120100");
+        c.set_mti(Mti::new(b"0220").unwrap());
+        c.set_number(4, amount, 12);
+        c
+    };
+    let queued_before = env.demo.running.switch.saf.queued_total();
+    // Less than the wallets paid, or more than was authorized: 13.
+    for (amount, stan) in [(84_000, 81), (90_001, 82)] {
+        let a = t.call(&completion(amount, stan), WAIT).await.unwrap();
+        assert_eq!(
+            (a.mti().as_str(), code(&a).as_str()),
+            ("0230", "13"),
+            "{amount}"
+        );
+    }
+    let a = t.call(&completion(88_000, 83), WAIT).await.unwrap();
+    assert_eq!(code(&a), "00");
+    env.drained().await;
+    assert_eq!(
+        env.demo.running.switch.saf.queued_total(),
+        queued_before + 1,
+        "one completion, for the acquirer's leg"
+    );
+    assert_eq!(env.balance("GIFT", "G-3001"), 0);
+    assert_eq!(env.balance("EMONEY", "E-1001"), 0);
+    assert_eq!(
+        env.credit_total(GIFT_CARD),
+        5_000,
+        "the authorization counted it already"
+    );
+    // Reversing the authorization now undoes every leg, the completed one included.
+    assert_eq!(
+        code(&t.call(&reversal_of(&auth, 84), WAIT).await.unwrap()),
+        "00"
+    );
+    env.drained().await;
+    assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
+    assert_eq!(env.credit_total(GIFT_CARD), 0);
+}

@@ -619,7 +619,9 @@ impl Hosted {
             .iter()
             .map(|e| match e.kind {
                 EntryType::Hold | EntryType::Debit => e.amount,
-                EntryType::Void | EntryType::Expire | EntryType::Refund => -e.amount,
+                EntryType::Void | EntryType::Expire | EntryType::Refund | EntryType::Release => {
+                    -e.amount
+                }
                 EntryType::Credit | EntryType::Post => 0,
             })
             .sum())

@@ -38,13 +38,18 @@ fn reply(msg: &Message<'_>) -> OwnedMessage {
 /// The leg a request (or, for a reversal, its original in field 90) stands for.
 fn leg_id(prefix: &str, msg: &Message<'_>) -> Option<String> {
     let terminal = msg.terminal_id().unwrap_or_default();
-    let (stan, time) = if msg.mti().class() == 4 {
+    let (stan, time) = if msg.mti().class() == 4 || is_completion(msg) {
         let od = msg.original_data().ok()??;
         (od.stan, od.transmission_time)
     } else {
         (msg.stan()?, msg.transmission_time().unwrap_or(0))
     };
     Some(format!("{prefix}/{}/{stan:06}/{time:010}", terminal.trim()))
+}
+
+/// A completion: an advice (0220/0221) naming its authorization in field 90.
+fn is_completion(msg: &Message<'_>) -> bool {
+    msg.mti().class() == 2 && msg.mti().as_bytes()[2] == b'2' && msg.has(de::ORIGINAL_DATA)
 }
 
 fn set_available(resp: &mut OwnedMessage, msg: &Message<'_>, b: Balance) {
@@ -199,6 +204,7 @@ impl CardHost {
                 let code = self.reverse(&card, &leg).await;
                 return coded(resp, code);
             }
+            (2, Some(0)) if is_completion(msg) => self.complete(&card, msg, &leg).await,
             (1 | 2, Some(31)) => self.inquiry(&card),
             (1 | 2, Some(21)) => self.recharge(&card, msg, &leg).await,
             (1 | 2, Some(0)) => self.purchase(&card, msg, &pan, &leg).await,
@@ -406,6 +412,29 @@ impl CardHost {
             )));
         }
         Ok(Some(p))
+    }
+
+    /// Complete an authorization's hold for the amount in field 4 (at most what it holds):
+    /// posted, the rest released, and the points the completed spend earns, in one step.
+    async fn complete(
+        &self,
+        card: &Card,
+        msg: &Message<'_>,
+        leg: &str,
+    ) -> Result<Balance, HostedError> {
+        let amount = msg
+            .amount()
+            .and_then(|a| i64::try_from(a).ok())
+            .ok_or_else(|| HostedError::BadAmount("no amount".into()))?;
+        let points_leg = format!("{leg}:points");
+        let credit = self
+            .points_earned(card, amount)
+            .map(|(account, points)| (account, points, points_leg.as_str()));
+        Ok(self
+            .hosted
+            .ledger
+            .complete_crediting(leg, amount, credit)
+            .await?)
     }
 
     /// The points account and the points a spend of `amount` earns on this card, if any.

@@ -86,6 +86,9 @@ pub enum EntryType {
     Refund,
     /// Money out at once (balance refund to the holder).
     Debit,
+    /// What a hold kept beyond the amount its completion posted, given back (the hold itself
+    /// is closed by the `Post` beside it).
+    Release,
 }
 
 /// One ledger entry (stored per account, in order).
@@ -106,7 +109,7 @@ impl EntryType {
         match self {
             EntryType::Hold => 1,
             EntryType::Post | EntryType::Void | EntryType::Expire => -1,
-            EntryType::Credit | EntryType::Refund | EntryType::Debit => 0,
+            EntryType::Credit | EntryType::Refund | EntryType::Debit | EntryType::Release => 0,
         }
     }
 }
@@ -122,7 +125,7 @@ impl LedgerEntry {
                 b.pending -= self.amount;
                 b.posted -= self.amount;
             }
-            EntryType::Void | EntryType::Expire => b.pending -= self.amount,
+            EntryType::Void | EntryType::Expire | EntryType::Release => b.pending -= self.amount,
         }
     }
 }
@@ -377,7 +380,8 @@ impl Ledger {
         Ok(after)
     }
 
-    /// Add a new entry on the leg's account, and the leg's new state, to a step.
+    /// Add a new entry on the leg's account (of the leg's amount), and the leg's new state,
+    /// to a step.
     fn write_entry(
         &self,
         step: &mut Step,
@@ -385,11 +389,23 @@ impl Ledger {
         leg_id: &str,
         leg: &Leg,
     ) -> Result<LedgerEntry, LedgerError> {
+        self.write_entry_of(step, kind, leg.amount, leg_id, leg)
+    }
+
+    /// As [`Ledger::write_entry`], of `amount`.
+    fn write_entry_of(
+        &self,
+        step: &mut Step,
+        kind: EntryType,
+        amount: i64,
+        leg_id: &str,
+        leg: &Leg,
+    ) -> Result<LedgerEntry, LedgerError> {
         let entry = LedgerEntry {
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             account: leg.account.clone(),
             kind,
-            amount: leg.amount,
+            amount,
             leg: leg_id.into(),
             at_ms: now_ms(),
         };
@@ -407,7 +423,7 @@ impl Ledger {
             EntryKind::Ledger,
             leg_id,
             &leg.account,
-            format!("{kind:?} {}", leg.amount),
+            format!("{kind:?} {amount}"),
         ));
         Ok(entry)
     }
@@ -628,6 +644,91 @@ impl Ledger {
     /// Complete a hold. Posting a posted leg again is a no-op.
     pub async fn post(&self, leg_id: &str) -> Result<Balance, LedgerError> {
         self.settle(leg_id, EntryType::Post).await
+    }
+
+    /// Complete a hold for `amount` (at most what it holds): that much is posted and the
+    /// rest released, in one step; the leg then stands for the posted amount (what a refund
+    /// gives back). Completing a completed leg again is a no-op.
+    pub async fn complete(&self, leg_id: &str, amount: i64) -> Result<Balance, LedgerError> {
+        self.complete_crediting(leg_id, amount, None).await
+    }
+
+    /// As [`Ledger::complete`], with a credit to another account in the same step (the
+    /// points the completed spend earns): `credit` is (account, amount, leg).
+    pub async fn complete_crediting(
+        &self,
+        leg_id: &str,
+        amount: i64,
+        credit: Option<(&str, i64, &str)>,
+    ) -> Result<Balance, LedgerError> {
+        let Some(first) = self.leg(leg_id)? else {
+            return Err(LedgerError::UnknownLeg(leg_id.into()));
+        };
+        let mut accounts = vec![first.account.as_str()];
+        accounts.extend(credit.map(|(account, _, _)| account));
+        accounts.sort_unstable();
+        accounts.dedup();
+        let mut _guards = Vec::with_capacity(accounts.len());
+        for account in &accounts {
+            _guards.push(self.lock(account).await);
+        }
+        // Read again under the lock: another task may have settled it meanwhile.
+        let mut leg = self
+            .leg(leg_id)?
+            .ok_or_else(|| LedgerError::UnknownLeg(leg_id.into()))?;
+        let current = self.balance(&leg.account).unwrap_or_default();
+        match leg.state {
+            LegState::Pending => {}
+            LegState::Posted => return Ok(current),
+            state => {
+                return Err(LedgerError::WrongState {
+                    leg: leg_id.into(),
+                    state,
+                    what: "completion",
+                })
+            }
+        }
+        if amount <= 0 || amount > leg.amount {
+            return Err(LedgerError::BadAmount);
+        }
+        let released = leg.amount - amount;
+        leg.state = LegState::Posted;
+        leg.amount = amount;
+        let mut step = Step::new();
+        let mut after = current;
+        self.write_entry(&mut step, EntryType::Post, leg_id, &leg)?
+            .apply_to(&mut after);
+        if released > 0 {
+            self.write_entry_of(&mut step, EntryType::Release, released, leg_id, &leg)?
+                .apply_to(&mut after);
+        }
+        assert!(
+            after.available() >= 0,
+            "ledger: completion of {leg_id} below zero"
+        );
+        let mut credited = None;
+        if let Some((account, points, credit_leg)) = credit.filter(|&(_, p, _)| p > 0) {
+            let mut balance = self
+                .balance(account)
+                .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
+            let earned = Leg {
+                account: account.into(),
+                amount: points,
+                state: LegState::Done,
+                expires_ms: 0,
+                kind: EntryType::Credit,
+            };
+            self.write_entry(&mut step, EntryType::Credit, credit_leg, &earned)?
+                .apply_to(&mut balance);
+            credited = Some((balance, credit_leg, earned));
+        }
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        self.applied(after, leg_id, &leg, EntryType::Post);
+        if let Some((balance, credit_leg, earned)) = credited {
+            self.applied(balance, credit_leg, &earned, EntryType::Credit);
+        }
+        Ok(after)
     }
 
     /// Release a hold, refund a posted leg or an immediate debit, take back an immediate

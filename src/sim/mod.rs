@@ -280,6 +280,9 @@ impl Simulator {
         let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
         let code = match msg.mti().class() {
             8 => "00".to_string(),
+            // A completion (0220/0221 naming its authorization): the authorization already
+            // counted the money here; acknowledged.
+            2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) => "00".to_string(),
             1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
             4 => self.reversal(&msg),
             _ => "12".to_string(),

@@ -9,6 +9,7 @@
 //! - [`txn`]: a transaction's durable state (legs, answer) and start-up recovery.
 //! - [`saf`]: compensation of legs through the persistent store-and-forward queue.
 
+pub mod completion;
 pub mod credit;
 pub mod dedup;
 pub mod netmgmt;
@@ -44,6 +45,7 @@ pub mod rc {
     pub const APPROVED: &str = "00";
     pub const PARTIAL: &str = "10";
     pub const INVALID_TRANSACTION: &str = "12";
+    pub const INVALID_AMOUNT: &str = "13";
     pub const INVALID_CARD: &str = "14";
     pub const ORIGINAL_NOT_FOUND: &str = "25";
     pub const FORMAT_ERROR: &str = "30";
@@ -147,6 +149,7 @@ impl Switch {
         match (mti.class(), mti.is_response()) {
             (_, true) => answer(req, rc::INVALID_TRANSACTION),
             (8, _) => netmgmt::handle(req),
+            (2, _) if completion::is_completion(self, req) => completion::handle(self, req).await,
             (1 | 2, _) => self.financial(req, txn).await,
             (4, _) => reversal::handle(self, req).await,
             _ => answer(req, rc::INVALID_TRANSACTION),

@@ -1,13 +1,15 @@
 //! Store-and-forward: reversals of legs that must be undone (credit declined, no answer in
 //! time, a terminal's reversal, an approval that could not be delivered, recovery after a
-//! crash). The queue lives in the journal's database, so it survives restarts:
+//! crash), and completions of authorization legs (see [`super::completion`]). The queue
+//! lives in the journal's database, so it survives restarts:
 //!
 //! - ordered per destination link (key: link, sequence number);
-//! - the first attempt is a 0400, then 0420, then 0421 repeats, with exponential back-off;
+//! - the first attempt is a 0400, then 0420, then 0421 repeats, with exponential back-off
+//!   (a completion: 0220, then 0221 repeats);
 //! - paused while the link is down (attempts are not spent on a link that is not there);
-//! - an item leaves the queue only on an acknowledging answer (00, or 25: the host has
-//!   nothing to reverse), or after the configured expiry into the dead-letter family with an
-//!   alarm metric.
+//! - an item leaves the queue only on an acknowledging answer (00, or for a reversal 25: the
+//!   host has nothing to reverse), or after the configured expiry into the dead-letter family
+//!   with an alarm metric.
 //!
 //! The leg's request is kept sealed (it may hold the card number); it is opened only to build
 //! the reversal.
@@ -50,6 +52,18 @@ struct Item {
     attempts: u32,
     /// Hex of the sealed leg request.
     sealed: String,
+    /// A completion of the leg (an authorization) for this amount, instead of its reversal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    complete: Option<u64>,
+}
+
+impl Item {
+    fn kind(&self) -> &'static str {
+        match self.complete {
+            None => "reversal",
+            Some(_) => "completion",
+        }
+    }
 }
 
 /// Queue timing.
@@ -141,6 +155,33 @@ impl Saf {
         leg: usize,
         sealed: &[u8],
     ) -> Queued {
+        self.queue(step, link, txn, leg, sealed, None)
+    }
+
+    /// As [`Saf::enqueue`], the completion of an authorization leg for `amount` (0220, then
+    /// 0221 repeats; acknowledged by 00 only): it goes in the same lane, so a reversal
+    /// queued after it is sent after it.
+    pub fn enqueue_completion(
+        &self,
+        step: &mut Step,
+        link: &str,
+        txn: &str,
+        leg: usize,
+        sealed: &[u8],
+        amount: u64,
+    ) -> Queued {
+        self.queue(step, link, txn, leg, sealed, Some(amount))
+    }
+
+    fn queue(
+        &self,
+        step: &mut Step,
+        link: &str,
+        txn: &str,
+        leg: usize,
+        sealed: &[u8],
+        complete: Option<u64>,
+    ) -> Queued {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let item = Item {
             txn: txn.to_string(),
@@ -148,6 +189,7 @@ impl Saf {
             queued_ms: now_ms(),
             attempts: 0,
             sealed: hex::encode(sealed),
+            complete,
         };
         let key = crate::store::seq_key(link, seq);
         step.put(Cf::Saf, key.clone(), to_bytes(&item));
@@ -155,7 +197,7 @@ impl Saf {
             EntryKind::Saf,
             txn,
             link,
-            format!("leg {leg} queued for reversal"),
+            format!("leg {leg} queued for {}", item.kind()),
         ));
         Queued {
             link: link.to_string(),
@@ -172,8 +214,10 @@ impl Saf {
         if let Ok(mut lanes) = self.lanes.lock() {
             for q in queued {
                 self.queued.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("cyberswitch_reversals_queued_total", "link" => q.link.clone())
-                    .increment(1);
+                if q.item.complete.is_none() {
+                    metrics::counter!("cyberswitch_reversals_queued_total", "link" => q.link.clone())
+                        .increment(1);
+                }
                 let lane = lanes.entry(q.link.clone()).or_default();
                 lane.insert(q.key, q.item);
                 metrics::gauge!("cyberswitch_saf_depth", "link" => q.link).set(lane.len() as f64);
@@ -233,6 +277,7 @@ impl Item {
             queued_ms: 0,
             attempts: u32::MAX,
             sealed: String::new(),
+            complete: None,
         }
     }
 }
@@ -293,14 +338,32 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
         Ok(m) => m,
         Err(e) => return Attempt::Unsendable(e),
     };
-    // First a reversal, then advices: 0420, and 0421 for every repeat.
-    let mti = match item.attempts {
-        0 => *b"0400",
-        1 => *b"0420",
-        _ => *b"0421",
+    let (message, acknowledged): (_, &[&[u8]]) = match item.complete {
+        // First a reversal, then advices: 0420, and 0421 for every repeat. 25: the host has
+        // nothing to reverse, which is what was asked.
+        None => {
+            let mti = match item.attempts {
+                0 => *b"0400",
+                1 => *b"0420",
+                _ => *b"0421",
+            };
+            (reversal_of(&leg, mti), &[b"00", b"25"])
+        }
+        // A completion advice, 0221 for every repeat. Only 00 will do: anything else leaves
+        // the money untaken, so it is retried and, past the expiry, a dead letter.
+        Some(amount) => {
+            let mti = if item.attempts == 0 {
+                *b"0220"
+            } else {
+                *b"0221"
+            };
+            let mut completion = reversal_of(&leg, mti);
+            completion.set_number(4, amount, 12);
+            (completion, &[b"00"])
+        }
     };
-    match link.request(reversal_of(&leg, mti)).await {
-        Ok(a) if matches!(a.get(39), Some(b"00") | Some(b"25")) => Attempt::Acknowledged,
+    match link.request(message).await {
+        Ok(a) if a.get(39).is_some_and(|c| acknowledged.contains(&c)) => Attempt::Acknowledged,
         _ => Attempt::Refused,
     }
 }
@@ -347,12 +410,16 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
                     EntryKind::Saf,
                     &item.txn,
                     &link_name,
-                    format!("leg {} reversal acknowledged", item.leg),
+                    format!("leg {} {} acknowledged", item.leg, item.kind()),
                 ));
                 if saf.journal.commit(step).await.is_ok() {
                     saf.update(&link_name, &key, None);
                 }
-                metrics::counter!("cyberswitch_reversals_acknowledged_total", "link" => link_name.clone()).increment(1);
+                let acknowledged = match item.complete {
+                    None => "cyberswitch_reversals_acknowledged_total",
+                    Some(_) => "cyberswitch_completions_acknowledged_total",
+                };
+                metrics::counter!(acknowledged, "link" => link_name.clone()).increment(1);
                 backoff = timing.retry_min;
             }
             Attempt::Unsendable(why) => {
@@ -384,7 +451,7 @@ async fn pause(saf: &Saf, stop: &CancellationToken, d: Duration) -> bool {
 }
 
 async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, item: &Item, why: &str) {
-    tracing::error!(link, txn = %item.txn, leg = item.leg, why, "reversal moved to the dead-letter list");
+    tracing::error!(link, txn = %item.txn, leg = item.leg, kind = item.kind(), why, "moved to the dead-letter list");
     let key_for_lane = key.clone();
     let mut step = Step::new();
     step.delete(Cf::Saf, key.clone());

@@ -31,6 +31,9 @@ pub enum LegState {
     Unknown,
     /// Its reversal is in the store-and-forward queue.
     Reversing,
+    /// An authorization whose completion is in the store-and-forward queue (its amount is
+    /// the completed amount): the money is taken, so a reversal must still undo it.
+    Completing,
 }
 
 impl LegState {
@@ -38,7 +41,7 @@ impl LegState {
     pub fn may_hold_money(self) -> bool {
         matches!(
             self,
-            LegState::Sent | LegState::Approved | LegState::Unknown
+            LegState::Sent | LegState::Approved | LegState::Unknown | LegState::Completing
         )
     }
 }
@@ -606,6 +609,83 @@ pub async fn reverse_answered(
     journal.commit(step).await?;
     saf.publish(queued);
     Ok(Some(found))
+}
+
+/// What became of a completion (0220 naming an authorization by field 90).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// No such transaction.
+    Unknown,
+    /// Its legs' completions are queued.
+    Queued,
+    /// It was completed already: nothing more is queued.
+    Repeat,
+    /// Not an approved authorization, or nothing of it can be completed.
+    NotCompletable,
+    /// More than it authorized, or an amount its legs cannot be completed for.
+    BadAmount,
+}
+
+/// Complete an approved authorization (0100) for `amount`: its authorization legs on links
+/// that hold money until completed (`holds`: the acquirers, the hosted card programs) get a
+/// completion through the store-and-forward queue; its other legs (wallet debits) are final
+/// already. With one such leg, the amount is what the wallet legs paid plus up to that
+/// leg's authorized amount; with several, it is the amount authorized in full.
+pub async fn complete_answered(
+    journal: &Journal,
+    saf: &Saf,
+    key: &str,
+    amount: u64,
+    holds: impl Fn(&str) -> bool,
+) -> Result<Completion, JournalError> {
+    let raw = journal
+        .get(Cf::Txns, key.as_bytes())
+        .map_err(JournalError::Write)?;
+    let Some(raw) = raw else {
+        return Ok(Completion::Unknown);
+    };
+    let mut record = TxnRecord::from_bytes(&raw).map_err(JournalError::Write)?;
+    let authorization = record.summary.as_ref().is_some_and(|s| s.mti == "0100");
+    if !record.approved() || !authorization {
+        return Ok(Completion::NotCompletable);
+    }
+    if record.legs.iter().any(|l| l.state == LegState::Completing) {
+        return Ok(Completion::Repeat);
+    }
+    let live = |l: &LegRecord| l.state.may_hold_money();
+    let (held, paid): (Vec<usize>, Vec<usize>) = (0..record.legs.len())
+        .filter(|&i| live(&record.legs[i]))
+        .partition(|&i| holds(&record.legs[i].link));
+    let paid: u64 = paid.iter().map(|&i| record.legs[i].amount).sum();
+    let authorized: u64 = held.iter().map(|&i| record.legs[i].amount).sum();
+    let amounts: Vec<u64> = match held.as_slice() {
+        [] => return Ok(Completion::NotCompletable),
+        [one] => match amount.checked_sub(paid) {
+            Some(rest) if rest > 0 && rest <= record.legs[*one].amount => vec![rest],
+            _ => return Ok(Completion::BadAmount),
+        },
+        _ if amount == paid + authorized => held.iter().map(|&i| record.legs[i].amount).collect(),
+        _ => return Ok(Completion::BadAmount),
+    };
+    let mut step = Step::new();
+    let mut queued = Vec::new();
+    for (&i, amount) in held.iter().zip(amounts) {
+        let leg = &mut record.legs[i];
+        leg.state = LegState::Completing;
+        leg.amount = amount;
+        queued.push(saf.enqueue_completion(&mut step, &leg.link, key, i, &leg.sealed.0, amount));
+    }
+    step.put(Cf::Txns, key.as_bytes(), record.to_bytes());
+    step.append(Entry::new(
+        EntryKind::Txn,
+        key,
+        "",
+        format!("completion of {amount} queued"),
+    ));
+    step.synced();
+    journal.commit(step).await?;
+    saf.publish(queued);
+    Ok(Completion::Queued)
 }
 
 /// Start-up recovery: every transaction still open was never answered; its legs that may hold

@@ -1,0 +1,57 @@
+//! Completing an authorization (SPEC §7: "completion posts it"): a 0220 (0221 when repeated)
+//! naming an approved 0100 by field 90, with the amount to take in field 4. The switch
+//! queues a completion of each of the authorization's legs that holds money until completed
+//! (acquirers, hosted card programs) through the store-and-forward queue, and acknowledges
+//! once that is durable: like a reversal, a completion is an advice the switch must deliver,
+//! not a question it passes on. Unknown originals are answered 25, originals that are not
+//! approved authorizations (or were reversed) 12, an amount the legs cannot take 13; a
+//! repeat is acknowledged again without a second completion.
+
+use crate::config::{LinkKind, HOSTED_CARDS_LINK};
+use crate::iso8583::{Message, OwnedMessage};
+
+use super::txn::{self, Completion};
+use super::{answer, rc, Switch};
+
+/// Is this request a completion (an advice naming its original, for a purchase)?
+pub fn is_completion(sw: &Switch, req: &Message<'_>) -> bool {
+    let advice = req.mti().as_bytes()[2] == b'2';
+    let purchase = req
+        .transaction_type()
+        .is_some_and(|tt| sw.config.processing_codes.purchase.contains(&tt));
+    advice && purchase && req.has(crate::iso8583::de::ORIGINAL_DATA)
+}
+
+pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
+    let (od, amount) = match (req.original_data(), req.amount()) {
+        (Ok(Some(od)), Some(amount)) => (od, amount),
+        _ => return answer(req, rc::FORMAT_ERROR),
+    };
+    let key = txn::txn_key(
+        req.terminal_id().as_deref(),
+        Some(od.stan),
+        Some(od.transmission_time),
+    );
+    // As a reversal does: the original may still be in flight, and a completion and a
+    // reversal of one original go one at a time.
+    sw.processing.finished(&key).await;
+    let _one_at_a_time = sw.reversals.lock(&key).await;
+    let holds = |link: &str| {
+        link == HOSTED_CARDS_LINK
+            || sw
+                .config
+                .links
+                .iter()
+                .any(|l| l.name == link && l.kind == LinkKind::Acquirer)
+    };
+    match txn::complete_answered(&sw.journal, &sw.saf, &key, amount, holds).await {
+        Ok(Completion::Queued | Completion::Repeat) => answer(req, rc::APPROVED),
+        Ok(Completion::Unknown) => answer(req, rc::ORIGINAL_NOT_FOUND),
+        Ok(Completion::NotCompletable) => answer(req, rc::INVALID_TRANSACTION),
+        Ok(Completion::BadAmount) => answer(req, rc::INVALID_AMOUNT),
+        Err(e) => {
+            tracing::error!(error = %e, "completion not recorded");
+            answer(req, rc::SYSTEM_MALFUNCTION)
+        }
+    }
+}

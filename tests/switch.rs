@@ -865,9 +865,21 @@ async fn a_split_tender_authorization_is_completed_at_the_acquirer_only() {
         5_000,
         "the authorization counted it already"
     );
+    // An authorization paid by a wallet alone has nothing left to complete: acknowledged,
+    // nothing queued.
+    let wallet_only = request(b"0100", SMALL_CARD, "000000", 1_000, 85);
+    assert_eq!(code(&t.call(&wallet_only, WAIT).await.unwrap()), "00");
+    let mut c = common::reversal_of(&wallet_only, 86, "1121120100");
+    c.set_mti(Mti::new(b"0220").unwrap());
+    assert_eq!(code(&t.call(&c, WAIT).await.unwrap()), "00");
+    assert_eq!(
+        env.demo.running.switch.saf.queued_total(),
+        queued_before + 1
+    );
+    assert_eq!(env.balance("EMONEY", "E-1002"), 4_000);
     // Reversing the authorization now undoes every leg, the completed one included.
     assert_eq!(
-        code(&t.call(&reversal_of(&auth, 84), WAIT).await.unwrap()),
+        code(&t.call(&reversal_of(&auth, 87), WAIT).await.unwrap()),
         "00"
     );
     env.drained().await;

@@ -45,7 +45,9 @@ pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
                 .any(|l| l.name == link && l.kind == LinkKind::Acquirer)
     };
     match txn::complete_answered(&sw.journal, &sw.saf, &key, amount, holds).await {
-        Ok(Completion::Queued | Completion::Repeat) => answer(req, rc::APPROVED),
+        Ok(Completion::Queued | Completion::Repeat | Completion::Final) => {
+            answer(req, rc::APPROVED)
+        }
         Ok(Completion::Unknown) => answer(req, rc::ORIGINAL_NOT_FOUND),
         Ok(Completion::NotCompletable) => answer(req, rc::INVALID_TRANSACTION),
         Ok(Completion::BadAmount) => answer(req, rc::INVALID_AMOUNT),

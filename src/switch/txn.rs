@@ -620,6 +620,9 @@ pub enum Completion {
     Queued,
     /// It was completed already: nothing more is queued.
     Repeat,
+    /// Every leg of it was final (wallet debits; a partial approval's credit declined):
+    /// completing it for what they took needs nothing.
+    Final,
     /// Not an approved authorization, or nothing of it can be completed.
     NotCompletable,
     /// More than it authorized, or an amount its legs cannot be completed for.
@@ -659,6 +662,7 @@ pub async fn complete_answered(
     let paid: u64 = paid.iter().map(|&i| record.legs[i].amount).sum();
     let authorized: u64 = held.iter().map(|&i| record.legs[i].amount).sum();
     let amounts: Vec<u64> = match held.as_slice() {
+        [] if paid > 0 && amount == paid => return Ok(Completion::Final),
         [] => return Ok(Completion::NotCompletable),
         [one] => match amount.checked_sub(paid) {
             Some(rest) if rest > 0 && rest <= record.legs[*one].amount => vec![rest],

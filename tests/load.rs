@@ -67,6 +67,26 @@ async fn the_default_mix_against_the_demo_is_all_answered_right() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 }
 
+/// Authorizations and their completions (SPEC §7): every 0110 and 0230 checked, and the
+/// completions delivered to the acquirer through the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn authorizations_and_their_completions_are_all_answered_right() {
+    let report = load::run(LoadOptions {
+        demo: true,
+        mix: "auth=1,complete=1".parse().unwrap(),
+        ..options(1500)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors, 0, "{}", report.text());
+    assert_eq!(report.mismatches, 0, "{}", report.text());
+    assert_eq!(report.ok, report.sent, "{}", report.text());
+    for flow in ["auth", "complete"] {
+        let approved = report.codes.get(flow).and_then(|c| c.get("00")).copied();
+        assert!(approved.unwrap_or(0) > 10, "{flow}: {}", report.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_loop_run_sends_at_the_rate_asked() {
     let report = load::run(LoadOptions {

@@ -111,7 +111,7 @@ pub async fn run(cfg: ConnConfig, pacer: Option<Pacer>, live: Arc<Live>) -> Conn
     let _ = stream.set_nodelay(true);
     let (sink, stream) = Framed::new(stream, FrameCodec::new(cfg.framing, 65_535)).split();
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-    let approved: Arc<Mutex<VecDeque<OwnedMessage>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let approved: Arc<Mutex<Approved>> = Arc::default();
     let window = Arc::new(Semaphore::new(match cfg.pace {
         Pace::Window(w) => w,
         Pace::Open => Semaphore::MAX_PERMITS,
@@ -191,7 +191,7 @@ async fn write_loop(
     mut sink: Sink,
     mut pacer: Option<&mut Pacer>,
     pending: Pending,
-    approved: Arc<Mutex<VecDeque<OwnedMessage>>>,
+    approved: Arc<Mutex<Approved>>,
     window: Arc<Semaphore>,
     live: Arc<Live>,
 ) -> Result<u64, (u64, String)> {
@@ -226,17 +226,25 @@ async fn write_loop(
             transmission_time: &time,
         };
         let mut flow = cfg.mix.pick(rng.random_range(0..cfg.mix.total()));
-        let request = if flow == Flow::Reversal {
-            match approved.lock().ok().and_then(|mut a| a.pop_front()) {
-                Some(original) => flows::reversal(&original, &ids),
-                None => {
-                    // Nothing to reverse yet: a chosen-wallet purchase instead.
-                    flow = Flow::Wallet;
-                    flows::request(flow, rng.random_range(0..cfg.cards), amount(&mut rng), &ids)
-                }
+        let original = match flow {
+            Flow::Reversal => approved
+                .lock()
+                .ok()
+                .and_then(|mut a| a.purchases.pop_front()),
+            Flow::Completion => approved
+                .lock()
+                .ok()
+                .and_then(|mut a| a.authorizations.pop_front()),
+            _ => None,
+        };
+        let request = match (flow, original) {
+            (Flow::Reversal, Some(original)) => flows::reversal(&original, &ids),
+            (Flow::Completion, Some(original)) => flows::completion(&original, &ids),
+            _ => {
+                // Nothing to reverse (or complete) yet: what would make one, instead.
+                flow = flow.origin();
+                flows::request(flow, rng.random_range(0..cfg.cards), amount(&mut rng), &ids)
             }
-        } else {
-            flows::request(flow, rng.random_range(0..cfg.cards), amount(&mut rng), &ids)
         };
         let mut buf = BytesMut::new();
         if let Err(e) = cfg.spec.encode(&request, &mut buf) {
@@ -264,6 +272,16 @@ async fn write_loop(
     Ok(sent)
 }
 
+/// Approved requests of this connection that later requests name in field 90 (at most 64 of
+/// each kind are kept).
+#[derive(Default)]
+struct Approved {
+    /// For reversals.
+    purchases: VecDeque<OwnedMessage>,
+    /// For completions.
+    authorizations: VecDeque<OwnedMessage>,
+}
+
 fn amount(rng: &mut SmallRng) -> u64 {
     rng.random_range(1..=500u64) * 100
 }
@@ -278,7 +296,7 @@ async fn read_loop(
     cfg: &ConnConfig,
     incoming: Incoming,
     pending: &Pending,
-    approved: &Mutex<VecDeque<OwnedMessage>>,
+    approved: &Mutex<Approved>,
     window: &Semaphore,
     live: &Live,
     result: &mut ConnResult,
@@ -374,10 +392,15 @@ async fn read_loop(
             result.per_second.push(histogram());
         }
         let _ = result.per_second[second].record(micros);
-        if !echo && matches!(sent.flow, Flow::Wallet | Flow::Auto | Flow::Split) {
+        if !echo {
             if let Ok(mut a) = approved.lock() {
-                if a.len() < 64 {
-                    a.push_back(sent.request);
+                let kept = match sent.flow {
+                    Flow::Wallet | Flow::Auto | Flow::Split => Some(&mut a.purchases),
+                    Flow::Authorization => Some(&mut a.authorizations),
+                    _ => None,
+                };
+                if let Some(kept) = kept.filter(|k| k.len() < 64) {
+                    kept.push_back(sent.request);
                 }
             }
         }

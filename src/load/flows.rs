@@ -21,16 +21,23 @@ pub enum Flow {
     Credit,
     /// F7: 0400 of an earlier approved purchase of the same connection.
     Reversal,
+    /// 0100 purchase authorization on a card without wallets: the acquirer holds the amount.
+    Authorization,
+    /// 0220 completing an earlier approved authorization of the same connection (SPEC §7),
+    /// for its whole amount: a completion advice through the store-and-forward queue.
+    Completion,
 }
 
 impl Flow {
-    pub const ALL: [Flow; 6] = [
+    pub const ALL: [Flow; 8] = [
         Flow::Inquiry,
         Flow::Wallet,
         Flow::Auto,
         Flow::Split,
         Flow::Credit,
         Flow::Reversal,
+        Flow::Authorization,
+        Flow::Completion,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,14 +48,28 @@ impl Flow {
             Flow::Split => "split",
             Flow::Credit => "credit",
             Flow::Reversal => "reversal",
+            Flow::Authorization => "auth",
+            Flow::Completion => "complete",
+        }
+    }
+
+    /// The flow whose approval this one names in field 90 (itself for the others): what is
+    /// sent instead while nothing of that kind is approved yet, and always against the echo
+    /// server, which approves nothing.
+    pub fn origin(self) -> Flow {
+        match self {
+            Flow::Reversal => Flow::Wallet,
+            Flow::Completion => Flow::Authorization,
+            f => f,
         }
     }
 
     /// The answer's MTI and response code when all is well.
     pub fn expected(self) -> (&'static [u8; 4], &'static [u8]) {
         match self {
-            Flow::Inquiry => (b"0110", b"00"),
+            Flow::Inquiry | Flow::Authorization => (b"0110", b"00"),
             Flow::Reversal => (b"0410", b"00"),
+            Flow::Completion => (b"0230", b"00"),
             _ => (b"0210", b"00"),
         }
     }
@@ -87,7 +108,7 @@ impl FromStr for Mix {
                 .into_iter()
                 .find(|f| f.name() == name.trim())
                 .ok_or_else(|| {
-                    format!("mix: unknown flow {name:?} (inquiry, wallet, auto, split, credit, reversal)")
+                    format!("mix: unknown flow {name:?} (inquiry, wallet, auto, split, credit, reversal, auth, complete)")
                 })?;
             let w: u32 = w
                 .trim()
@@ -132,6 +153,7 @@ pub fn request(flow: Flow, card: usize, amount: u64, ids: &RequestIds<'_>) -> Ow
     let (mti, pc, pan) = match flow {
         Flow::Inquiry => (b"0100", "310000", bulk.pan.clone()),
         Flow::Credit => (b"0200", "000000", demo::plain_card(card)),
+        Flow::Authorization => (b"0100", "000000", demo::plain_card(card)),
         _ => (b"0200", "000000", bulk.pan.clone()),
     };
     let mut m = OwnedMessage::new(Mti::new(mti).unwrap_or_else(|| unreachable!("constant MTI")));
@@ -169,8 +191,17 @@ fn header(m: &mut OwnedMessage, ids: &RequestIds<'_>) {
 
 /// The 0400 of an approved `original` (same terminal), with field 90 naming it.
 pub fn reversal(original: &OwnedMessage, ids: &RequestIds<'_>) -> OwnedMessage {
-    let mut r =
-        OwnedMessage::new(Mti::new(b"0400").unwrap_or_else(|| unreachable!("constant MTI")));
+    follow_up(b"0400", original, ids)
+}
+
+/// The 0220 completing an approved authorization (same terminal) for its whole amount.
+pub fn completion(original: &OwnedMessage, ids: &RequestIds<'_>) -> OwnedMessage {
+    follow_up(b"0220", original, ids)
+}
+
+/// A request naming `original` in field 90, with its card, processing code and amount.
+fn follow_up(mti: &[u8; 4], original: &OwnedMessage, ids: &RequestIds<'_>) -> OwnedMessage {
+    let mut r = OwnedMessage::new(Mti::new(mti).unwrap_or_else(|| unreachable!("constant MTI")));
     for n in [2, 3, 4] {
         if let Some(v) = original.get(n) {
             r.set(n, v);

@@ -295,21 +295,10 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
                 spec: spec.clone(),
                 framing,
                 terminal: format!("LD{:06}", i % 1_000_000),
-                mix: if echo
-                    && opts
-                        .mix
-                        .0
-                        .iter()
-                        .any(|(f, w)| *f == Flow::Reversal && *w > 0)
-                {
-                    // The echo server cannot approve anything to reverse.
-                    Mix(opts
-                        .mix
-                        .0
-                        .iter()
-                        .filter(|(f, _)| *f != Flow::Reversal)
-                        .cloned()
-                        .collect())
+                mix: if echo {
+                    // The echo server approves nothing to reverse or complete: the flows
+                    // that would have made one go instead, with their weights.
+                    Mix(opts.mix.0.iter().map(|(f, w)| (f.origin(), *w)).collect())
                 } else {
                     opts.mix.clone()
                 },

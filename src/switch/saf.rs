@@ -412,8 +412,13 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
                     &link_name,
                     format!("leg {} {} acknowledged", item.leg, item.kind()),
                 ));
-                if saf.journal.commit(step).await.is_ok() {
-                    saf.update(&link_name, &key, None);
+                // The next item goes without waiting for this deletion to be written: until
+                // it is, a restart sends the item again, and a host answers a repeated
+                // reversal or completion as the first (delivery is at least once anyway).
+                // Waiting held a lane to one item per journal write.
+                saf.update(&link_name, &key, None);
+                if let Err(e) = saf.journal.submit(step, |_| {}).await {
+                    tracing::error!(link = %link_name, error = %e, "acknowledged item not removed from the store; sent again at the next start");
                 }
                 let acknowledged = match item.complete {
                     None => "cyberswitch_reversals_acknowledged_total",

@@ -165,6 +165,21 @@ impl Env {
         assert_eq!(r.status, 200, "{:?}", r.body);
         r.body["id"].as_str().unwrap().to_string()
     }
+    /// The kinds of a card's ledger entries, oldest first.
+    async fn history_kinds(&self, id: &str) -> Vec<String> {
+        let h = self
+            .operator()
+            .call("get", &format!("/v1/cards/{id}/history"), None)
+            .await
+            .unwrap();
+        h.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     async fn card(&self, id: &str) -> Value {
         let r = self
             .operator()
@@ -247,17 +262,7 @@ async fn prepaid_card_spent_at_a_terminal_with_its_pin_earns_points_and_reverses
     assert_eq!(card["points"], 0);
 
     // History lists every entry; the switch's journal holds no card number in clear.
-    let h = env
-        .operator()
-        .call("get", &format!("/v1/cards/{id}/history"), None)
-        .await
-        .unwrap();
-    let kinds: Vec<&str> = h.body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = env.history_kinds(&id).await;
     assert_eq!(kinds, ["credit", "debit", "refund"]);
     let files =
         common::scan_for_card_numbers(&env.dir.path().join("switch"), &[PREPAID], "").unwrap();
@@ -970,17 +975,7 @@ async fn an_authorization_completed_for_less_posts_that_and_releases_the_rest() 
         (card["balance"].clone(), card["points"].clone()),
         (json!(15_000), json!(50))
     );
-    let h = env
-        .operator()
-        .call("get", &format!("/v1/cards/{id}/history"), None)
-        .await
-        .unwrap();
-    let kinds: Vec<&str> = h.body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = env.history_kinds(&id).await;
     assert_eq!(kinds, ["credit", "hold", "debit", "post", "release"]);
 
     // The authorization reversed after its completion: the 4,000 posted come back.

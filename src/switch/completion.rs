@@ -27,15 +27,9 @@ pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
         (Ok(Some(od)), Some(amount)) => (od, amount),
         _ => return answer(req, rc::FORMAT_ERROR),
     };
-    let key = txn::txn_key(
-        req.terminal_id().as_deref(),
-        Some(od.stan),
-        Some(od.transmission_time),
-    );
     // As a reversal does: the original may still be in flight, and a completion and a
     // reversal of one original go one at a time.
-    sw.processing.finished(&key).await;
-    let _one_at_a_time = sw.reversals.lock(&key).await;
+    let (key, _one_at_a_time) = sw.hold_original(req, &od).await;
     let holds = |link: &str| {
         link == HOSTED_CARDS_LINK
             || sw

@@ -156,6 +156,24 @@ impl Switch {
         }
     }
 
+    /// Wait for the transaction a follow-up names in field 90 (a reversal, a completion) to
+    /// finish if it is still in flight (bounded like it: its legs time out upstream), then
+    /// hold it: follow-ups of one original go one at a time. Returns its key and the hold.
+    async fn hold_original(
+        &self,
+        req: &Message<'_>,
+        od: &crate::iso8583::OriginalData,
+    ) -> (String, tokio::sync::MutexGuard<'_, ()>) {
+        let key = txn::txn_key(
+            req.terminal_id().as_deref(),
+            Some(od.stan),
+            Some(od.transmission_time),
+        );
+        self.processing.finished(&key).await;
+        let held = self.reversals.lock(&key).await;
+        (key, held)
+    }
+
     async fn financial(&self, req: &Message<'_>, txn: &mut Txn) -> OwnedMessage {
         if let Some(missing) = [de::PROCESSING_CODE, de::STAN, de::TERMINAL_ID]
             .into_iter()

@@ -15,14 +15,7 @@ pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
         Ok(Some(od)) => od,
         _ => return answer(req, rc::FORMAT_ERROR),
     };
-    let key = txn::txn_key(
-        req.terminal_id().as_deref(),
-        Some(od.stan),
-        Some(od.transmission_time),
-    );
-    // Bounded like the original itself: its legs time out upstream.
-    sw.processing.finished(&key).await;
-    let _one_at_a_time = sw.reversals.lock(&key).await;
+    let (key, _one_at_a_time) = sw.hold_original(req, &od).await;
     match txn::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
         Ok(None) | Ok(Some(TxnState::Open)) => {
             tracing::info!(stan = od.stan, "reversal of an unknown transaction");

@@ -15,11 +15,12 @@ use super::{answer, rc, Switch};
 
 /// Is this request a completion (an advice naming its original, for a purchase)?
 pub fn is_completion(sw: &Switch, req: &Message<'_>) -> bool {
-    let advice = req.mti().as_bytes()[2] == b'2';
-    let purchase = req
-        .transaction_type()
-        .is_some_and(|tt| sw.config.processing_codes.purchase.contains(&tt));
-    advice && purchase && req.has(crate::iso8583::de::ORIGINAL_DATA)
+    // Cheapest first: every 0200 asks.
+    req.mti().as_bytes()[2] == b'2'
+        && req.has(crate::iso8583::de::ORIGINAL_DATA)
+        && req
+            .transaction_type()
+            .is_some_and(|tt| sw.config.processing_codes.purchase.contains(&tt))
 }
 
 pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {

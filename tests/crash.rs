@@ -2,10 +2,12 @@
 //! concurrent terminal load against the real simulators; it is killed with SIGKILL at random
 //! moments and at named points of the flows (a leg recorded but not sent, between the wallet
 //! legs and the credit leg, between the journal write and the answer, a reversal
-//! acknowledged but not removed), restarted, and finally left to drain its queue. Then:
+//! acknowledged but not removed), restarted, and finally left to drain its queue. A quarter of
+//! the requests are authorizations, completed (0220, repeated as 0221 until acknowledged) for
+//! part of their credit. Then:
 //!
 //! - every approval a terminal received is applied exactly once at the simulators, and its
-//!   legs sum to the amount;
+//!   legs sum to the amount; a completed authorization's credit is what its completion took;
 //! - every transaction a terminal did not see approved has moved no money (the terminals
 //!   reverse what they got no answer to, as terminals do);
 //! - retransmissions of answered requests after the restarts get the same answer and no
@@ -244,17 +246,56 @@ struct Outcome {
     card: usize,
     request: OwnedMessage,
     answer: Option<OwnedMessage>,
+    /// An approved authorization's completion (0220) and its answer, if the terminal sent one.
+    completion: Option<(OwnedMessage, Option<OwnedMessage>)>,
+}
+
+/// What the acquirer's legs of an answer add up to (the credit part of a split tender).
+fn credit_legs(answer: &OwnedMessage) -> i64 {
+    parse_ascii_tlv(answer.get(48).unwrap_or(b""), 2, 3)
+        .unwrap()
+        .iter()
+        .filter(|e| e.tag == b"LG")
+        .map(|e| String::from_utf8_lossy(e.value).into_owned())
+        .filter(|lg| !matches!(lg.split('|').nth(1), Some("EMONEY" | "GIFT" | "MILEAGE")))
+        .map(|lg| lg.split('|').nth(2).unwrap().parse::<i64>().unwrap())
+        .sum()
+}
+
+fn amount_of(m: &OwnedMessage) -> i64 {
+    std::str::from_utf8(m.get(4).unwrap())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A completion of `auth` taking all its wallets paid and part of its credit.
+fn completion_of(auth: &OwnedMessage, taken: i64, stan: u32) -> OwnedMessage {
+    let mut c = common::reversal_of(
+        auth,
+        u64::from(stan),
+        &cyberswitch::clock::transmission_time(),
+    );
+    c.set_mti(Mti::new(b"0220").unwrap());
+    c.set_number(4, taken as u64, 12);
+    c
 }
 
 fn code(m: &OwnedMessage) -> &str {
     std::str::from_utf8(m.get(39).unwrap_or(b"")).unwrap_or("")
 }
 
+/// A purchase (0200), or one time in four an authorization (0100) to be completed.
 fn purchase(w: &World, rng: &mut StdRng, terminal: &str, stan: u32) -> (usize, OwnedMessage) {
     let card = rng.random_range(0..w.cards.len());
     let c = &w.cards[card];
     let amount = rng.random_range(1..=400u64) * 100;
-    let mut m = OwnedMessage::new(Mti::new(b"0200").unwrap());
+    let mti = if rng.random_range(0..4) == 0 {
+        b"0100"
+    } else {
+        b"0200"
+    };
+    let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
     m.set(2, c.pan.as_bytes())
         .set(3, b"000000")
         .set_number(4, amount, 12)
@@ -306,11 +347,28 @@ async fn terminal_load(
             Ok(()) => client.recv(ANSWER_WAIT).await.ok(),
             Err(_) => None,
         };
-        let dead = answer.is_none();
+        let mut dead = answer.is_none();
+        // An approved authorization with credit in it is completed for part of the credit.
+        let credit = answer.as_ref().filter(|a| code(a) == "00").map(credit_legs);
+        let completion = match credit {
+            Some(credit) if request.mti().as_bytes() == b"0100" && credit > 0 => {
+                let taken = amount_of(&request) - credit + rng.random_range(1..=credit);
+                let stan = stans.fetch_add(1, Ordering::Relaxed) % 999_999 + 1;
+                let c = completion_of(&request, taken, stan);
+                let a = match client.send(&c).await {
+                    Ok(()) => client.recv(ANSWER_WAIT).await.ok(),
+                    Err(_) => None,
+                };
+                dead = a.is_none();
+                Some((c, a))
+            }
+            _ => None,
+        };
         outcomes.lock().unwrap().push(Outcome {
             card,
             request,
             answer,
+            completion,
         });
         if dead {
             return;
@@ -383,9 +441,18 @@ async fn crash_rounds(w: &Arc<World>, rounds: usize, seed: u64) -> (Vec<Outcome>
 
 /// After the last restart: terminals reverse what they got no answer to, and repeat some
 /// answered requests (which must get the same answer).
-async fn settle(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
+async fn settle(w: &World, outcomes: &mut [Outcome]) -> Result<(), String> {
     let mut clients: HashMap<String, Client> = HashMap::new();
     let mut stan = 990_000u64;
+    // An advice is repeated until it is acknowledged, as terminals do.
+    let mut client = w.terminal().await.ok_or("no connection")?;
+    for (c, answer) in outcomes.iter_mut().filter_map(|o| o.completion.as_mut()) {
+        if answer.is_none() {
+            let mut again = c.clone();
+            again.set_mti(Mti::new(b"0221").unwrap());
+            *answer = Some(client.call(&again, ANSWER_WAIT).await?);
+        }
+    }
     for o in outcomes.iter().filter(|o| o.answer.is_none()) {
         let terminal = String::from_utf8_lossy(o.request.get(41).unwrap()).into_owned();
         if !clients.contains_key(&terminal) {
@@ -401,7 +468,6 @@ async fn settle(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
         }
     }
     let answered: Vec<&Outcome> = outcomes.iter().filter(|o| o.answer.is_some()).collect();
-    let mut client = w.terminal().await.ok_or("no connection")?;
     for o in answered.iter().step_by((answered.len() / 40).max(1)) {
         let again = client.call(&o.request, ANSWER_WAIT).await?;
         let first = o.answer.as_ref().unwrap();
@@ -441,10 +507,16 @@ fn check_money(w: &World, outcomes: &[Outcome]) -> Result<(), String> {
             continue;
         }
         let c = &w.cards[o.card];
-        let amount: i64 = std::str::from_utf8(o.request.get(4).unwrap())
-            .unwrap()
-            .parse()
-            .unwrap();
+        let amount = amount_of(&o.request);
+        // A completed authorization leaves at the acquirer only what the completion took.
+        if let Some((completion, answer)) = &o.completion {
+            match answer.as_ref().map(code) {
+                Some("00") => {
+                    *credit.entry(o.card).or_default() -= amount - amount_of(completion);
+                }
+                other => return Err(format!("completion answered {other:?}")),
+            }
+        }
         let mut legs_total = 0;
         for e in parse_ascii_tlv(a.get(48).unwrap_or(b""), 2, 3).unwrap() {
             if e.tag != b"LG" {
@@ -541,7 +613,7 @@ fn seed() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
     let w = Arc::new(world(60).await);
-    let (outcomes, reached) = crash_rounds(&w, 25, seed()).await;
+    let (mut outcomes, reached) = crash_rounds(&w, 25, seed()).await;
     let count = |p: &str| reached.iter().filter(|r| r.starts_with(p)).count();
     eprintln!(
         "{} requests, {} approved, {} unanswered; crash points reached: {reached:?}",
@@ -552,6 +624,9 @@ async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
             .count(),
         outcomes.iter().filter(|o| o.answer.is_none()).count()
     );
+    let completions = outcomes.iter().filter(|o| o.completion.is_some()).count();
+    eprintln!("{completions} authorizations completed");
+    assert!(completions >= 1, "no authorization was completed");
     assert!(
         count("wallet-credit") >= 1,
         "never killed between wallet and credit legs"
@@ -567,7 +642,7 @@ async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
 
     let started = std::time::Instant::now();
     let last = w.start_switch(None, false).await;
-    settle(&w, &outcomes).await.unwrap();
+    settle(&w, &mut outcomes).await.unwrap();
     eprintln!("settled at {:?}", started.elapsed());
     drain(&w).await.unwrap();
     eprintln!("drained at {:?}", started.elapsed());
@@ -631,10 +706,10 @@ async fn without_recovery_the_harness_finds_money_moved() {
     for t in load {
         let _ = t.await;
     }
-    let outcomes = outcomes.lock().unwrap().clone();
+    let mut outcomes = outcomes.lock().unwrap().clone();
 
     let last = w.start_switch(None, true).await;
-    settle(&w, &outcomes).await.unwrap();
+    settle(&w, &mut outcomes).await.unwrap();
     let _ = drain(&w).await;
     last.kill().await;
     let money = check_money(&w, &outcomes);

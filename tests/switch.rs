@@ -862,9 +862,19 @@ async fn a_split_tender_authorization_is_completed_at_the_acquirer_only() {
     assert_eq!(env.balance("EMONEY", "E-1001"), 0);
     assert_eq!(
         env.credit_total(GIFT_CARD),
-        5_000,
-        "the authorization counted it already"
+        3_000,
+        "the acquirer took 3,000 of the 5,000 authorized"
     );
+    // Repeated (0221): acknowledged, nothing more queued or taken.
+    let mut again = completion(88_000, 83);
+    again.set_mti(Mti::new(b"0221").unwrap());
+    assert_eq!(code(&t.call(&again, WAIT).await.unwrap()), "00");
+    env.drained().await;
+    assert_eq!(
+        env.demo.running.switch.saf.queued_total(),
+        queued_before + 1
+    );
+    assert_eq!(env.credit_total(GIFT_CARD), 3_000);
     // An authorization paid by a wallet alone has nothing left to complete: acknowledged,
     // nothing queued.
     let wallet_only = request(b"0100", SMALL_CARD, "000000", 1_000, 85);

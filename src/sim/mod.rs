@@ -280,9 +280,7 @@ impl Simulator {
         let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
         let code = match msg.mti().class() {
             8 => "00".to_string(),
-            // A completion (0220/0221 naming its authorization): the authorization already
-            // counted the money here; acknowledged.
-            2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) => "00".to_string(),
+            2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) => self.completion(&msg),
             1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
             4 => self.reversal(&msg),
             _ => "12".to_string(),
@@ -385,17 +383,54 @@ impl Simulator {
         "00".into()
     }
 
-    /// 0400/0420/0421: undo the leg named in field 90. Unknown: 25; already reversed: 00.
-    fn reversal(&self, msg: &Message<'_>) -> String {
-        let Ok(Some(od)) = msg.original_data() else {
+    /// 0220/0221: take the amount of field 4 for the authorization named in field 90 and
+    /// give back the rest; the leg's effect becomes the completed amount (what a later
+    /// reversal undoes). Unknown: 25; reversed or declined: 12; more than authorized: 13;
+    /// already completed: 00 again, nothing moved.
+    fn completion(&self, msg: &Message<'_>) -> String {
+        let Some(key) = original_leg_key(msg) else {
             return "30".into();
         };
-        let key = format!(
-            "leg/{}/{:06}/{:010}",
-            msg.str(41).unwrap_or_default().trim(),
-            od.stan,
-            od.transmission_time
-        );
+        let Some(target) = self.leg(&key).map(|l| l.target) else {
+            return "25".into();
+        };
+        let account = self.account_or_new(&target);
+        let mut account = lock(&account);
+        let Some(mut leg) = self.leg(&key) else {
+            return "96".into();
+        };
+        let done = format!("done/{key}");
+        match self.db.get(&done) {
+            Ok(Some(_)) => return "00".into(),
+            Ok(None) => {}
+            Err(_) => return "96".into(),
+        }
+        if leg.reversed || leg.response_code != "00" {
+            return "12".into();
+        }
+        let completed = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
+        if completed <= 0 || completed > leg.delta.abs() {
+            return "13".into();
+        }
+        let delta = completed * leg.delta.signum();
+        let after = *account - leg.delta + delta;
+        leg.delta = delta;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(account_key(&leg.target), after.to_be_bytes());
+        batch.put(&key, leg.to_bytes());
+        batch.put(&done, completed.to_be_bytes());
+        if self.db.write(batch).is_err() {
+            return "96".into();
+        }
+        *account = after;
+        "00".into()
+    }
+
+    /// 0400/0420/0421: undo the leg named in field 90. Unknown: 25; already reversed: 00.
+    fn reversal(&self, msg: &Message<'_>) -> String {
+        let Some(key) = original_leg_key(msg) else {
+            return "30".into();
+        };
         let Some(target) = self.leg(&key).map(|l| l.target) else {
             return "25".into();
         };
@@ -518,6 +553,12 @@ fn lock(account: &Mutex<i64>) -> std::sync::MutexGuard<'_, i64> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The key of the leg a reversal or completion names in field 90.
+fn original_leg_key(msg: &Message<'_>) -> Option<String> {
+    let od = msg.original_data().ok().flatten()?;
+    Some(leg_key_of(msg, od.stan.into(), od.transmission_time))
+}
+
 fn account_key(id: &str) -> Vec<u8> {
     format!("acct/{id}").into_bytes()
 }
@@ -529,11 +570,18 @@ fn card_target(pan: &str) -> String {
 }
 
 fn leg_key(msg: &Message<'_>) -> String {
+    leg_key_of(
+        msg,
+        msg.stan().unwrap_or(0).into(),
+        msg.transmission_time().unwrap_or(0),
+    )
+}
+
+/// A leg is known by its terminal, STAN and transmission time.
+fn leg_key_of(msg: &Message<'_>, stan: u64, transmission_time: u64) -> String {
     format!(
-        "leg/{}/{:06}/{:010}",
+        "leg/{}/{stan:06}/{transmission_time:010}",
         msg.str(41).unwrap_or_default().trim(),
-        msg.stan().unwrap_or(0),
-        msg.transmission_time().unwrap_or(0)
     )
 }
 

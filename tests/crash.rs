@@ -2,9 +2,10 @@
 //! concurrent terminal load against the real simulators; it is killed with SIGKILL at random
 //! moments and at named points of the flows (a leg recorded but not sent, between the wallet
 //! legs and the credit leg, between the journal write and the answer, a reversal
-//! acknowledged but not removed), restarted, and finally left to drain its queue. A quarter of
-//! the requests are authorizations, completed (0220, repeated as 0221 until acknowledged) for
-//! part of their credit. Then:
+//! acknowledged but not removed, a completion queued but not acknowledged to its terminal),
+//! restarted, and finally left to drain its queue. A quarter of the requests are
+//! authorizations, completed (0220, repeated as 0221 until acknowledged) for part of their
+//! credit. Then:
 //!
 //! - every approval a terminal received is applied exactly once at the simulators, and its
 //!   legs sum to the amount; a completed authorization's credit is what its completion took;
@@ -384,9 +385,11 @@ fn crash_plan(round: usize, rng: &mut StdRng) -> Option<String> {
         ("wallet-credit", 40),
         ("journal-answer", 40),
         ("saf-acked", 4),
+        // About one request in eight is a completion (an authorization with credit in it).
+        ("completion-queued", 6),
     ];
-    match round % 5 {
-        4 => None,
+    match round % (points.len() + 1) {
+        i if i == points.len() => None,
         i => Some(format!(
             "{}:{}",
             points[i].0,
@@ -613,7 +616,7 @@ fn seed() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
     let w = Arc::new(world(60).await);
-    let (mut outcomes, reached) = crash_rounds(&w, 25, seed()).await;
+    let (mut outcomes, reached) = crash_rounds(&w, 30, seed()).await;
     let count = |p: &str| reached.iter().filter(|r| r.starts_with(p)).count();
     eprintln!(
         "{} requests, {} approved, {} unanswered; crash points reached: {reached:?}",
@@ -638,6 +641,10 @@ async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
     assert!(
         count("leg-sent") >= 1,
         "never killed between recording a leg and sending it"
+    );
+    assert!(
+        count("completion-queued") >= 1,
+        "never killed between queueing a completion and acknowledging it"
     );
 
     let started = std::time::Instant::now();

@@ -10,6 +10,7 @@
 use crate::config::{LinkKind, HOSTED_CARDS_LINK};
 use crate::iso8583::{Message, OwnedMessage};
 
+use super::testhooks::crash_point;
 use super::txn::{self, Completion};
 use super::{answer, rc, Switch};
 
@@ -40,9 +41,13 @@ pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
                 .any(|l| l.name == link && l.kind == LinkKind::Acquirer)
     };
     match txn::complete_answered(&sw.journal, &sw.saf, &key, amount, holds).await {
-        Ok(Completion::Queued | Completion::Repeat | Completion::Final) => {
+        Ok(Completion::Queued) => {
+            // The completions are durable and queued; the terminal has not heard yet, and will
+            // repeat its advice (0221) after a crash here.
+            crash_point("completion-queued").await;
             answer(req, rc::APPROVED)
         }
+        Ok(Completion::Repeat | Completion::Final) => answer(req, rc::APPROVED),
         Ok(Completion::Unknown) => answer(req, rc::ORIGINAL_NOT_FOUND),
         Ok(Completion::NotCompletable) => answer(req, rc::INVALID_TRANSACTION),
         Ok(Completion::BadAmount) => answer(req, rc::INVALID_AMOUNT),

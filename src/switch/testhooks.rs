@@ -6,7 +6,9 @@
 //!   there (it never continues), so the harness can `kill -9` the process at exactly that
 //!   point. Points: `leg-sent` (a leg recorded, its request not sent), `wallet-credit`
 //!   (wallet legs approved, the credit leg not asked), `journal-answer` (the answer recorded,
-//!   not sent), `saf-acked` (a reversal acknowledged upstream, not yet removed from the queue).
+//!   not sent), `saf-acked` (a reversal or completion acknowledged upstream, not yet removed
+//!   from the queue), `completion-queued` (a terminal's completion queued durably, not yet
+//!   acknowledged to it).
 //! - `CYBERSWITCH_TESTONLY_SKIP_RECOVERY=1` — start without recovery, to prove the harness
 //!   notices.
 

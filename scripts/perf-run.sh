@@ -58,18 +58,19 @@ metric() {
     $1 ~ "^"name"([{]|$)" && index($1, sel) { s += $NF } END { printf "%.0f\n", s }'
 }
 
-# Journal activity around a run: synced steps and fsyncs (synced groups) per transaction.
-journal_mark() {
-  SYNCED0=$(metric cyberswitch_journal_commit_seconds_count 'mode="synced"')
-  FSYNC0=$(metric cyberswitch_journal_write_seconds_count 'mode="synced"')
-  TXNS0=$(metric cyberswitch_transactions_total "")
+# Journal activity so far: synced steps, fsyncs (synced groups), transactions.
+journal_counts() {
+  echo "$(metric cyberswitch_journal_commit_seconds_count 'mode="synced"')" \
+    "$(metric cyberswitch_journal_write_seconds_count 'mode="synced"')" \
+    "$(metric cyberswitch_transactions_total "")"
 }
+journal_mark() { MARK=$(journal_counts); }
+# What the run since journal_mark cost the journal, per transaction and per fsync.
 journal_delta() {
-  local synced fsync txns
-  synced=$(( $(metric cyberswitch_journal_commit_seconds_count 'mode="synced"') - SYNCED0 ))
-  fsync=$(( $(metric cyberswitch_journal_write_seconds_count 'mode="synced"') - FSYNC0 ))
-  txns=$(( $(metric cyberswitch_transactions_total "") - TXNS0 ))
-  echo "$1: $txns transactions, $synced synced steps ($(awk -v a="$synced" -v b="$txns" 'BEGIN{printf "%.2f", b ? a/b : 0}') per transaction), $fsync fsyncs ($(awk -v a="$synced" -v b="$fsync" 'BEGIN{printf "%.1f", b ? a/b : 0}') steps per fsync)" | tee -a "$OUT/journal.txt"
+  echo "$MARK $(journal_counts)" | awk -v run="$1" '{
+    synced = $4 - $1; fsync = $5 - $2; txns = $6 - $3
+    printf "%s: %d transactions, %d synced steps (%.2f per transaction), %d fsyncs (%.1f steps per fsync)\n",
+      run, txns, synced, txns ? synced / txns : 0, fsync, fsync ? synced / fsync : 0 }' | tee -a "$OUT/journal.txt"
 }
 
 # CPU seconds (user + system) the demo process has used so far.

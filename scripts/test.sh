@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo test --locked --all-targets
+cargo fmt --check
+cargo test --locked --all-targets --features fault-injection

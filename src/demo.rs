@@ -315,7 +315,7 @@ token = {{ file = "{token}" }}
 
 /// A running demo.
 pub struct Demo {
-    pub running: crate::switch::Running,
+    pub running: crate::daemon::Running,
     pub sims: Vec<std::sync::Arc<Simulator>>,
     pub metrics: Option<SocketAddr>,
     pub dir: PathBuf,
@@ -413,7 +413,7 @@ pub async fn start_with(
     let config_path = dir.join("cyberswitch.toml");
     std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| e.to_string())?;
-    let running = crate::switch::start(config, stop.clone()).await?;
+    let running = crate::daemon::start(config, stop.clone()).await?;
     if fresh {
         for (card, issuer, account, priority, label) in DEMO_LINKS {
             let pan = Pan::parse(card.as_bytes()).map_err(|e| e.to_string())?;

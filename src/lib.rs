@@ -6,6 +6,8 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "storage")]
+pub mod daemon;
+#[cfg(feature = "storage")]
 pub mod demo;
 #[cfg(feature = "storage")]
 pub mod directory;

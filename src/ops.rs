@@ -38,12 +38,12 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     if let Some(addr) = config.metrics_addr {
         cyberswitch::observe::serve_metrics(addr, stop.clone()).await?;
     }
-    let running = cyberswitch::switch::start(config, stop.clone()).await?;
+    let running = cyberswitch::daemon::start(config, stop.clone()).await?;
     for (name, addr) in &running.addrs {
         println!("listener {name} on {addr}");
     }
     println!("cyberswitch ready");
-    let _ = tokio::signal::ctrl_c().await;
+    cyberswitch::daemon::shutdown_signal().await;
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
@@ -92,7 +92,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
         println!("simulator {} on {}", s.name, s.addr);
     }
     println!("cyberswitch ready");
-    let _ = tokio::signal::ctrl_c().await;
+    cyberswitch::daemon::shutdown_signal().await;
     println!("stopping");
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;

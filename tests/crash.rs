@@ -19,6 +19,8 @@
 //! A second test starts the last run with recovery disabled (test-only switch) and checks that
 //! the same invariant check then fails.
 
+#![cfg(feature = "fault-injection")]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

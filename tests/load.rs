@@ -143,7 +143,8 @@ impl Service for Wrong {
     fn call(&self, request: Bytes, _peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
         let spec = Spec::resolve("iso87-ascii").unwrap();
         let msg = spec.decode(&request).unwrap();
-        let mut answer = cyberswitch::switch::answer(&msg, "00");
+        let mut answer =
+            cyberswitch::iso8583::answer(&msg, cyberswitch::iso8583::ResponseCode::Approved);
         (self.0)(&mut answer);
         let mut out = BytesMut::new();
         spec.encode(&answer, &mut out).unwrap();

@@ -18,21 +18,16 @@ use futures::future::BoxFuture;
 use super::cards::{Card, CardStatus};
 use super::{wallet_account, Hosted, HostedError};
 use crate::config::ProgramKind;
-use crate::iso8583::{de, AdditionalAmount, Message, OwnedMessage, Spec};
+use crate::iso8583::response;
+use crate::iso8583::{de, AdditionalAmount, Message, OwnedMessage, ResponseCode, Spec};
 use crate::journal::Step;
 use crate::ledger::{Balance, LedgerError};
 use crate::net::link::LocalHost;
 use crate::pin::{decrypt_block, verify_pin};
 
-/// Fields an answer echoes (as a remote host does).
-const ECHOED: [u16; 13] = [2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49, 90, 102];
-
+/// An answer echoes what a remote host's does.
 fn reply(msg: &Message<'_>) -> OwnedMessage {
-    let mut resp = OwnedMessage::new(msg.mti().response());
-    for n in ECHOED {
-        resp.copy_from(msg, n);
-    }
-    resp
+    response::reply(msg, &response::HOST_ECHOED)
 }
 
 /// The leg a request (or, for a reversal, its original in field 90) stands for.
@@ -84,10 +79,10 @@ fn decode<'a>(spec: &'a Spec, frame: &'a [u8]) -> Option<Message<'a>> {
     }
 }
 
-fn reversal_code(result: Result<Balance, LedgerError>) -> &'static str {
+fn reversal_code(result: Result<Balance, LedgerError>) -> ResponseCode {
     match result {
-        Ok(_) => "00",
-        Err(LedgerError::UnknownLeg(_)) => "25",
+        Ok(_) => ResponseCode::Approved,
+        Err(LedgerError::UnknownLeg(_)) => ResponseCode::OriginalNotFound,
         Err(e) => HostedError::from(e).response_code(),
     }
 }
@@ -118,42 +113,42 @@ impl WalletHost {
         );
         let ledger = &self.hosted.ledger;
         let code = match (msg.mti().class(), msg.transaction_type()) {
-            (8, _) => "00",
+            (8, _) => ResponseCode::Approved,
             (1 | 2, Some(31)) => match ledger.balance(&account) {
                 Some(b) => {
                     set_available(&mut resp, msg, b);
-                    "00"
+                    ResponseCode::Approved
                 }
-                None => "14",
+                None => ResponseCode::InvalidCard,
             },
             (1 | 2, Some(0)) => {
                 let (Some(units), Some(leg)) = (msg.amount(), leg_id(&self.issuer, msg)) else {
-                    return coded(resp, "30");
+                    return coded(resp, ResponseCode::FormatError);
                 };
                 let Ok(units) = i64::try_from(units) else {
-                    return coded(resp, "13");
+                    return coded(resp, ResponseCode::InvalidAmount);
                 };
                 match ledger.debit(&account, units, &leg).await {
                     Ok(b) => {
                         resp.set(de::AUTH_CODE, self.auth.next().as_bytes());
                         set_available(&mut resp, msg, b);
-                        "00"
+                        ResponseCode::Approved
                     }
                     Err(e) => HostedError::from(e).response_code(),
                 }
             }
             (4, _) => match leg_id(&self.issuer, msg) {
                 Some(leg) => reversal_code(ledger.void(&leg).await),
-                None => "30",
+                None => ResponseCode::FormatError,
             },
-            _ => "12",
+            _ => ResponseCode::InvalidTransaction,
         };
         coded(resp, code)
     }
 }
 
-fn coded(mut resp: OwnedMessage, code: &str) -> OwnedMessage {
-    resp.set(de::RESPONSE_CODE, code.as_bytes());
+fn coded(mut resp: OwnedMessage, code: ResponseCode) -> OwnedMessage {
+    resp.set_code(code);
     resp
 }
 
@@ -185,19 +180,19 @@ impl CardHost {
     async fn answer(&self, msg: &Message<'_>) -> OwnedMessage {
         let resp = reply(msg);
         if msg.mti().class() == 8 {
-            return coded(resp, "00");
+            return coded(resp, ResponseCode::Approved);
         }
         let pan = match msg.pan() {
             Ok(Some(p)) => p,
-            _ => return coded(resp, "30"),
+            _ => return coded(resp, ResponseCode::FormatError),
         };
         let card = match self.hosted.card_by_pan(&pan) {
             Ok(Some(c)) => c,
-            Ok(None) => return coded(resp, "14"),
+            Ok(None) => return coded(resp, ResponseCode::InvalidCard),
             Err(e) => return coded(resp, e.response_code()),
         };
         let Some(leg) = leg_id(&card.id, msg) else {
-            return coded(resp, "30");
+            return coded(resp, ResponseCode::FormatError);
         };
         let outcome = match (msg.mti().class(), msg.transaction_type()) {
             (4, _) => {
@@ -212,7 +207,7 @@ impl CardHost {
         };
         match outcome {
             Ok(balance) => {
-                let mut resp = coded(resp, "00");
+                let mut resp = coded(resp, ResponseCode::Approved);
                 resp.set(de::AUTH_CODE, self.auth.next().as_bytes());
                 set_available(&mut resp, msg, balance);
                 resp
@@ -450,10 +445,10 @@ impl CardHost {
     }
 
     /// Undo a leg (hold voided, debit refunded, recharge taken back) and its points.
-    async fn reverse(&self, card: &Card, leg: &str) -> &'static str {
+    async fn reverse(&self, card: &Card, leg: &str) -> ResponseCode {
         let ledger = &self.hosted.ledger;
         let code = reversal_code(ledger.void(leg).await);
-        if code == "00" && card.points_account.is_some() {
+        if code == ResponseCode::Approved && card.points_account.is_some() {
             match ledger.void(&format!("{leg}:points")).await {
                 Ok(_) | Err(LedgerError::UnknownLeg(_)) => {}
                 Err(e) => {

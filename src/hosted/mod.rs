@@ -21,6 +21,7 @@ use crate::keylock::{KeyGuard, KeyLocks};
 
 use crate::config::Config;
 use crate::directory::CardKey;
+use crate::iso8583::ResponseCode;
 use crate::journal::Journal;
 use crate::ledger::{Ledger, LedgerError};
 use crate::pin::PinKey;
@@ -58,20 +59,20 @@ pub enum HostedError {
 
 impl HostedError {
     /// The ISO 8583 response code a terminal gets.
-    pub fn response_code(&self) -> &'static str {
+    pub fn response_code(&self) -> ResponseCode {
         match self {
-            HostedError::NotFound(_) => "14",
-            HostedError::Status(s) if *s == "closed" => "14",
-            HostedError::Status(_) => "62",
-            HostedError::Expired => "54",
-            HostedError::WrongPin => "55",
-            HostedError::PinTriesExceeded => "75",
-            HostedError::Limit(_) => "61",
-            HostedError::BadAmount(_) => "13",
-            HostedError::Prereg(_) => "12",
-            HostedError::Insufficient(_) => "51",
-            HostedError::Invalid(_) | HostedError::Conflict(_) => "12",
-            HostedError::Storage(_) => "96",
+            HostedError::NotFound(_) => ResponseCode::InvalidCard,
+            HostedError::Status(s) if *s == "closed" => ResponseCode::InvalidCard,
+            HostedError::Status(_) => ResponseCode::RestrictedCard,
+            HostedError::Expired => ResponseCode::ExpiredCard,
+            HostedError::WrongPin => ResponseCode::IncorrectPin,
+            HostedError::PinTriesExceeded => ResponseCode::PinTriesExceeded,
+            HostedError::Limit(_) => ResponseCode::ExceedsLimit,
+            HostedError::BadAmount(_) => ResponseCode::InvalidAmount,
+            HostedError::Prereg(_) => ResponseCode::InvalidTransaction,
+            HostedError::Insufficient(_) => ResponseCode::InsufficientFunds,
+            HostedError::Invalid(_) | HostedError::Conflict(_) => ResponseCode::InvalidTransaction,
+            HostedError::Storage(_) => ResponseCode::SystemMalfunction,
         }
     }
 

@@ -66,12 +66,13 @@ impl Flow {
 
     /// The answer's MTI and response code when all is well.
     pub fn expected(self) -> (&'static [u8; 4], &'static [u8]) {
-        match self {
-            Flow::Inquiry | Flow::Authorization => (b"0110", b"00"),
-            Flow::Reversal => (b"0410", b"00"),
-            Flow::Completion => (b"0230", b"00"),
-            _ => (b"0210", b"00"),
-        }
+        let mti = match self {
+            Flow::Inquiry | Flow::Authorization => b"0110",
+            Flow::Reversal => b"0410",
+            Flow::Completion => b"0230",
+            _ => b"0210",
+        };
+        (mti, crate::iso8583::ResponseCode::Approved.as_bytes())
     }
 }
 

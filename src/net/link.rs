@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{send_batch, Frame, FrameCodec};
 use crate::config::{LinkConfig, Profile};
-use crate::iso8583::{Message, Mti, OwnedMessage};
+use crate::iso8583::{Message, Mti, OwnedMessage, ResponseCode};
 use crate::observe::{Direction, MessageCounters};
 
 /// Why a request got no answer.
@@ -356,7 +356,7 @@ impl Link {
         for n in [7, 11, 41, 70] {
             answer.copy_from(msg, n);
         }
-        answer.set(39, b"00");
+        answer.set_code(ResponseCode::Approved);
         let mut buf = BytesMut::new();
         if self.profile.spec.encode(&answer, &mut buf).is_ok() {
             let _ = reply.try_send(Frame::message(buf.freeze()));
@@ -523,7 +523,7 @@ async fn serve_connection(
 /// Send 0800 with the given network code on this session; true when answered 00.
 async fn network_exchange(link: &Link, session: &Session, code: &str) -> bool {
     let msg = link.network_message(code);
-    matches!(link.send_on(session, msg).await, Ok(a) if a.get(39) == Some(b"00"))
+    matches!(link.send_on(session, msg).await, Ok(a) if a.code() == Some(ResponseCode::Approved))
 }
 
 /// Forget timed-out requests after a while: an answer later than that is merely unmatched.

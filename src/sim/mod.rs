@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{default_framing, default_spec, profile};
-use crate::iso8583::{AdditionalAmount, Message, OwnedMessage, Spec};
+use crate::iso8583::{de, response, AdditionalAmount, Message, OwnedMessage, ResponseCode, Spec};
 use crate::net::server::{self, BoxFuture, ServerLimits, Service};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,10 +264,7 @@ impl Simulator {
                 return (None, Behaviour::default());
             }
         };
-        let mut resp = OwnedMessage::new(msg.mti().response());
-        for n in [2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49, 70, 90, 102] {
-            resp.copy_from(&msg, n);
-        }
+        let mut resp = response::reply(&msg, &response::HOST_ECHOED);
         let target = match self.kind {
             SimKind::Issuer => msg.str(102).map(|s| s.into_owned()).unwrap_or_default(),
             SimKind::Acquirer => msg
@@ -279,13 +276,13 @@ impl Simulator {
         };
         let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
         let code = match msg.mti().class() {
-            8 => "00".to_string(),
+            8 => code(ResponseCode::Approved),
             2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) => self.completion(&msg),
             1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
             4 => self.reversal(&msg),
-            _ => "12".to_string(),
+            _ => code(ResponseCode::InvalidTransaction),
         };
-        resp.set(39, code.as_bytes());
+        resp.set(de::RESPONSE_CODE, code.as_bytes());
         (Some(resp), behaviour)
     }
 
@@ -309,7 +306,7 @@ impl Simulator {
         let account = match self.kind {
             SimKind::Issuer => match self.account(&target_key) {
                 Some(a) => a,
-                None => return "14".into(),
+                None => return code(ResponseCode::InvalidCard),
             },
             SimKind::Acquirer => self.account_or_new(&target_key),
         };
@@ -332,21 +329,21 @@ impl Simulator {
             SimKind::Issuer => {
                 if inquiry {
                     set_balance(resp, msg, *account);
-                    return "00".into();
+                    return code(ResponseCode::Approved);
                 }
                 let delta = match pc {
                     0 => -amount,
                     20 | 21 => amount,
-                    _ => return "12".into(),
+                    _ => return code(ResponseCode::InvalidTransaction),
                 };
                 if *account + delta < 0 {
-                    return "51".into();
+                    return code(ResponseCode::InsufficientFunds);
                 }
                 delta
             }
             SimKind::Acquirer => {
                 if self.approve_limit.is_some_and(|l| amount as u64 > l) {
-                    return "51".into();
+                    return code(ResponseCode::InsufficientFunds);
                 }
                 if pc == 20 {
                     -amount
@@ -366,21 +363,21 @@ impl Simulator {
             target: target_key.clone(),
             delta,
             reversed: false,
-            response_code: "00".into(),
+            response_code: code(ResponseCode::Approved),
             auth_code: auth.clone(),
         };
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&target_key), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
         if self.db.write(batch).is_err() {
-            return "96".into();
+            return code(ResponseCode::SystemMalfunction);
         }
         *account = after;
         resp.set(38, auth.as_bytes());
         if self.kind == SimKind::Issuer {
             set_balance(resp, msg, after);
         }
-        "00".into()
+        code(ResponseCode::Approved)
     }
 
     /// 0220/0221: take the amount of field 4 for the authorization named in field 90 and
@@ -389,28 +386,28 @@ impl Simulator {
     /// already completed: 00 again, nothing moved.
     fn completion(&self, msg: &Message<'_>) -> String {
         let Some(key) = original_leg_key(msg) else {
-            return "30".into();
+            return code(ResponseCode::FormatError);
         };
         let Some(target) = self.leg(&key).map(|l| l.target) else {
-            return "25".into();
+            return code(ResponseCode::OriginalNotFound);
         };
         let account = self.account_or_new(&target);
         let mut account = lock(&account);
         let Some(mut leg) = self.leg(&key) else {
-            return "96".into();
+            return code(ResponseCode::SystemMalfunction);
         };
         let done = format!("done/{key}");
         match self.db.get(&done) {
-            Ok(Some(_)) => return "00".into(),
+            Ok(Some(_)) => return code(ResponseCode::Approved),
             Ok(None) => {}
-            Err(_) => return "96".into(),
+            Err(_) => return code(ResponseCode::SystemMalfunction),
         }
-        if leg.reversed || leg.response_code != "00" {
-            return "12".into();
+        if leg.reversed || leg.response_code != ResponseCode::Approved.as_str() {
+            return code(ResponseCode::InvalidTransaction);
         }
         let completed = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
         if completed <= 0 || completed > leg.delta.abs() {
-            return "13".into();
+            return code(ResponseCode::InvalidAmount);
         }
         let delta = completed * leg.delta.signum();
         let after = *account - leg.delta + delta;
@@ -420,29 +417,29 @@ impl Simulator {
         batch.put(&key, leg.to_bytes());
         batch.put(&done, completed.to_be_bytes());
         if self.db.write(batch).is_err() {
-            return "96".into();
+            return code(ResponseCode::SystemMalfunction);
         }
         *account = after;
-        "00".into()
+        code(ResponseCode::Approved)
     }
 
     /// 0400/0420/0421: undo the leg named in field 90. Unknown: 25; already reversed: 00.
     fn reversal(&self, msg: &Message<'_>) -> String {
         let Some(key) = original_leg_key(msg) else {
-            return "30".into();
+            return code(ResponseCode::FormatError);
         };
         let Some(target) = self.leg(&key).map(|l| l.target) else {
-            return "25".into();
+            return code(ResponseCode::OriginalNotFound);
         };
         // Read the leg again with its account held: a concurrent repeat of this reversal
         // finds it reversed.
         let account = self.account_or_new(&target);
         let mut account = lock(&account);
         let Some(mut leg) = self.leg(&key) else {
-            return "96".into();
+            return code(ResponseCode::SystemMalfunction);
         };
-        if leg.reversed || leg.response_code != "00" {
-            return "00".into();
+        if leg.reversed || leg.response_code != ResponseCode::Approved.as_str() {
+            return code(ResponseCode::Approved);
         }
         leg.reversed = true;
         let after = *account - leg.delta;
@@ -450,10 +447,10 @@ impl Simulator {
         batch.put(account_key(&leg.target), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
         if self.db.write(batch).is_err() {
-            return "96".into();
+            return code(ResponseCode::SystemMalfunction);
         }
         *account = after;
-        "00".into()
+        code(ResponseCode::Approved)
     }
 
     fn leg(&self, key: &str) -> Option<Leg> {
@@ -601,6 +598,11 @@ pub async fn run_from_file(path: &Path, kind: SimKind) -> Result<(), String> {
     let _ = tokio::signal::ctrl_c().await;
     stop.cancel();
     Ok(())
+}
+
+/// A response code as the simulator keeps it (a configured decline may be any code).
+fn code(c: ResponseCode) -> String {
+    c.as_str().to_string()
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@
 use crate::config::{LinkKind, HOSTED_CARDS_LINK};
 use crate::iso8583::{Message, OwnedMessage};
 
+use super::followup::{self, Completion};
 use super::testhooks::crash_point;
-use super::txn::{self, Completion};
-use super::{answer, rc, Switch};
+use super::Switch;
+use crate::iso8583::{answer, ResponseCode};
 
 /// Is this request a completion (an advice naming its original, for a purchase)?
 pub fn is_completion(sw: &Switch, req: &Message<'_>) -> bool {
@@ -24,14 +25,14 @@ pub fn is_completion(sw: &Switch, req: &Message<'_>) -> bool {
             .is_some_and(|tt| sw.config.processing_codes.purchase.contains(&tt))
 }
 
-pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
+pub async fn handle(sw: &Switch, req: &Message<'_>, listener: &str) -> OwnedMessage {
     let (od, amount) = match (req.original_data(), req.amount()) {
         (Ok(Some(od)), Some(amount)) => (od, amount),
-        _ => return answer(req, rc::FORMAT_ERROR),
+        _ => return answer(req, ResponseCode::FormatError),
     };
     // As a reversal does: the original may still be in flight, and a completion and a
     // reversal of one original go one at a time.
-    let (key, _one_at_a_time) = sw.hold_original(req, &od).await;
+    let (key, _one_at_a_time) = sw.hold_original(listener, req, &od).await;
     let holds = |link: &str| {
         link == HOSTED_CARDS_LINK
             || sw
@@ -40,20 +41,20 @@ pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
                 .iter()
                 .any(|l| l.name == link && l.kind == LinkKind::Acquirer)
     };
-    match txn::complete_answered(&sw.journal, &sw.saf, &key, amount, holds).await {
+    match followup::complete_answered(&sw.journal, &sw.saf, &key, amount, holds).await {
         Ok(Completion::Queued) => {
             // The completions are durable and queued; the terminal has not heard yet, and will
             // repeat its advice (0221) after a crash here.
             crash_point("completion-queued").await;
-            answer(req, rc::APPROVED)
+            answer(req, ResponseCode::Approved)
         }
-        Ok(Completion::Repeat | Completion::Final) => answer(req, rc::APPROVED),
-        Ok(Completion::Unknown) => answer(req, rc::ORIGINAL_NOT_FOUND),
-        Ok(Completion::NotCompletable) => answer(req, rc::INVALID_TRANSACTION),
-        Ok(Completion::BadAmount) => answer(req, rc::INVALID_AMOUNT),
+        Ok(Completion::Repeat | Completion::Final) => answer(req, ResponseCode::Approved),
+        Ok(Completion::Unknown) => answer(req, ResponseCode::OriginalNotFound),
+        Ok(Completion::NotCompletable) => answer(req, ResponseCode::InvalidTransaction),
+        Ok(Completion::BadAmount) => answer(req, ResponseCode::InvalidAmount),
         Err(e) => {
             tracing::error!(error = %e, "completion not recorded");
-            answer(req, rc::SYSTEM_MALFUNCTION)
+            answer(req, ResponseCode::SystemMalfunction)
         }
     }
 }

@@ -4,7 +4,9 @@
 use crate::iso8583::{de, Message, Mti, OwnedMessage, Pan};
 
 use super::txn::{LegOutcome, Txn};
-use super::{answer, rc, Switch};
+use super::Switch;
+use crate::iso8583::response::answer_relaying;
+use crate::iso8583::{answer, ResponseCode};
 
 /// Card and merchant fields relayed to the acquirer (the PIN block, field 52, is translated).
 const RELAYED: [u16; 15] = [2, 3, 12, 13, 14, 18, 22, 23, 25, 35, 41, 42, 43, 49, 55];
@@ -53,7 +55,7 @@ pub async fn credit_leg(
             Ok(b) => msg.set(de::PIN_BLOCK, &b),
             Err(e) => {
                 tracing::info!(error = %e, "PIN block does not decrypt under the terminal key");
-                return CreditOutcome::Declined(rc::WRONG_PIN.into());
+                return CreditOutcome::Declined(ResponseCode::IncorrectPin.as_str().into());
             }
         };
     }
@@ -73,7 +75,7 @@ pub async fn credit_leg(
         LegOutcome::Declined(Some(a)) => {
             let code = a
                 .get(de::RESPONSE_CODE)
-                .unwrap_or(rc::SYSTEM_MALFUNCTION.as_bytes());
+                .unwrap_or(ResponseCode::SystemMalfunction.as_bytes());
             CreditOutcome::Declined(String::from_utf8_lossy(code).into_owned())
         }
         LegOutcome::Declined(None) | LegOutcome::Unanswered | LegOutcome::NotRecorded => {
@@ -109,7 +111,7 @@ pub async fn pass_through(
     let amount = req.amount().unwrap_or(0);
     match credit_leg(sw, req, txn, pan, amount).await {
         CreditOutcome::Approved { response, .. } => {
-            let mut resp = answer(req, rc::APPROVED);
+            let mut resp = answer(req, ResponseCode::Approved);
             for n in [de::AUTH_CODE, de::ADDITIONAL_AMOUNTS] {
                 if let Some(v) = response.get(n) {
                     resp.set(n, v);
@@ -117,8 +119,8 @@ pub async fn pass_through(
             }
             resp
         }
-        CreditOutcome::Declined(code) => answer(req, &code),
-        CreditOutcome::Unanswered => answer(req, rc::ISSUER_INOPERATIVE),
-        CreditOutcome::NoRoute => answer(req, rc::INVALID_CARD),
+        CreditOutcome::Declined(code) => answer_relaying(req, code.as_bytes()),
+        CreditOutcome::Unanswered => answer(req, ResponseCode::IssuerInoperative),
+        CreditOutcome::NoRoute => answer(req, ResponseCode::InvalidCard),
     }
 }

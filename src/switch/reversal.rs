@@ -7,24 +7,26 @@
 
 use crate::iso8583::{Message, OwnedMessage};
 
-use super::txn::{self, TxnState};
-use super::{answer, rc, Switch};
+use super::followup;
+use super::txn::TxnState;
+use super::Switch;
+use crate::iso8583::{answer, ResponseCode};
 
-pub async fn handle(sw: &Switch, req: &Message<'_>) -> OwnedMessage {
+pub async fn handle(sw: &Switch, req: &Message<'_>, listener: &str) -> OwnedMessage {
     let od = match req.original_data() {
         Ok(Some(od)) => od,
-        _ => return answer(req, rc::FORMAT_ERROR),
+        _ => return answer(req, ResponseCode::FormatError),
     };
-    let (key, _one_at_a_time) = sw.hold_original(req, &od).await;
-    match txn::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
+    let (key, _one_at_a_time) = sw.hold_original(listener, req, &od).await;
+    match followup::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
         Ok(None) | Ok(Some(TxnState::Open)) => {
             tracing::info!(stan = od.stan, "reversal of an unknown transaction");
-            answer(req, rc::ORIGINAL_NOT_FOUND)
+            answer(req, ResponseCode::OriginalNotFound)
         }
-        Ok(Some(_)) => answer(req, rc::APPROVED),
+        Ok(Some(_)) => answer(req, ResponseCode::Approved),
         Err(e) => {
             tracing::error!(error = %e, "reversal not recorded");
-            answer(req, rc::SYSTEM_MALFUNCTION)
+            answer(req, ResponseCode::SystemMalfunction)
         }
     }
 }

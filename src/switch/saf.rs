@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::iso8583::{Mti, OriginalData, OwnedMessage};
+use crate::iso8583::{Mti, OriginalData, OwnedMessage, ResponseCode};
 use crate::journal::{Entry, EntryKind, Journal, Step};
 use crate::net::link::{LateAnswers, Link};
 use crate::store::Cf;
@@ -338,7 +338,7 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
         Ok(m) => m,
         Err(e) => return Attempt::Unsendable(e),
     };
-    let (message, acknowledged): (_, &[&[u8]]) = match item.complete {
+    let (message, acknowledged): (_, &[ResponseCode]) = match item.complete {
         // First a reversal, then advices: 0420, and 0421 for every repeat. 25: the host has
         // nothing to reverse, which is what was asked.
         None => {
@@ -347,7 +347,10 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
                 1 => *b"0420",
                 _ => *b"0421",
             };
-            (reversal_of(&leg, mti), &[b"00", b"25"])
+            (
+                reversal_of(&leg, mti),
+                &[ResponseCode::Approved, ResponseCode::OriginalNotFound],
+            )
         }
         // A completion advice, 0221 for every repeat. Only 00 will do: anything else leaves
         // the money untaken, so it is retried and, past the expiry, a dead letter.
@@ -359,11 +362,11 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
             };
             let mut completion = reversal_of(&leg, mti);
             completion.set_number(4, amount, 12);
-            (completion, &[b"00"])
+            (completion, &[ResponseCode::Approved])
         }
     };
     match link.request(message).await {
-        Ok(a) if a.get(39).is_some_and(|c| acknowledged.contains(&c)) => Attempt::Acknowledged,
+        Ok(a) if a.code().is_some_and(|c| acknowledged.contains(&c)) => Attempt::Acknowledged,
         _ => Attempt::Refused,
     }
 }
@@ -481,7 +484,7 @@ impl LateAnswers for Saf {
     fn late_answer(&self, link: &str, request: OwnedMessage, answer: OwnedMessage) {
         let money = matches!(request.mti().class(), 1 | 2)
             && request.get(3).is_some_and(|pc| !pc.starts_with(b"31"));
-        if money && answer.get(39) == Some(b"00") {
+        if money && answer.code() == Some(ResponseCode::Approved) {
             tracing::warn!(
                 link,
                 "late approval: its reversal was queued at the timeout"

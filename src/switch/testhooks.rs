@@ -1,5 +1,7 @@
-//! Test-only fault injection, used by the crash harness (`tests/crash.rs`). Both hooks are
-//! off unless their environment variable is set, and the switch says so loudly at start.
+//! Test-only fault injection, used by the crash harness (`tests/crash.rs`). Compiled only
+//! with the `fault-injection` cargo feature (which `scripts/test.sh` turns on); without it
+//! every hook is an empty function and the binary holds no trace of them. With it, both hooks
+//! are off unless their environment variable is set, and the switch says so loudly at start.
 //!
 //! - `CYBERSWITCH_TESTONLY_CRASH_POINT=name:n` — the n-th time a flow reaches the named
 //!   point, the switch prints `crash point <name> reached` on stderr and that flow stops
@@ -12,53 +14,76 @@
 //! - `CYBERSWITCH_TESTONLY_SKIP_RECOVERY=1` — start without recovery, to prove the harness
 //!   notices.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+#[cfg(feature = "fault-injection")]
+pub use armed::*;
 
-pub const CRASH_POINT_VAR: &str = "CYBERSWITCH_TESTONLY_CRASH_POINT";
-pub const SKIP_RECOVERY_VAR: &str = "CYBERSWITCH_TESTONLY_SKIP_RECOVERY";
+#[cfg(not(feature = "fault-injection"))]
+mod disarmed {
+    /// Without the `fault-injection` feature: nothing.
+    #[inline(always)]
+    pub async fn crash_point(_name: &str) {}
 
-struct Armed {
-    name: String,
-    countdown: AtomicU64,
+    #[inline(always)]
+    pub fn skip_recovery() -> bool {
+        false
+    }
+
+    #[inline(always)]
+    pub fn warn_if_armed() {}
 }
+#[cfg(not(feature = "fault-injection"))]
+pub use disarmed::*;
 
-fn armed() -> Option<&'static Armed> {
-    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let value = std::env::var(CRASH_POINT_VAR).ok()?;
-            let (name, n) = value.split_once(':').unwrap_or((value.as_str(), "1"));
-            Some(Armed {
-                name: name.to_string(),
-                countdown: AtomicU64::new(n.parse().unwrap_or(1)),
+#[cfg(feature = "fault-injection")]
+mod armed {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    pub const CRASH_POINT_VAR: &str = "CYBERSWITCH_TESTONLY_CRASH_POINT";
+    pub const SKIP_RECOVERY_VAR: &str = "CYBERSWITCH_TESTONLY_SKIP_RECOVERY";
+
+    struct Armed {
+        name: String,
+        countdown: AtomicU64,
+    }
+
+    fn armed() -> Option<&'static Armed> {
+        static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+        ARMED
+            .get_or_init(|| {
+                let value = std::env::var(CRASH_POINT_VAR).ok()?;
+                let (name, n) = value.split_once(':').unwrap_or((value.as_str(), "1"));
+                Some(Armed {
+                    name: name.to_string(),
+                    countdown: AtomicU64::new(n.parse().unwrap_or(1)),
+                })
             })
-        })
-        .as_ref()
-}
-
-/// Stop this flow here forever when the armed point is reached.
-pub async fn crash_point(name: &str) {
-    let Some(a) = armed() else { return };
-    if a.name != name {
-        return;
+            .as_ref()
     }
-    if a.countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
-        eprintln!("crash point {name} reached");
-        std::future::pending::<()>().await;
-    }
-}
 
-pub fn skip_recovery() -> bool {
-    std::env::var(SKIP_RECOVERY_VAR).is_ok_and(|v| v == "1")
-}
-
-/// Warn when a hook is set: a production switch must never run with them.
-pub fn warn_if_armed() {
-    if let Ok(v) = std::env::var(CRASH_POINT_VAR) {
-        tracing::warn!(point = %v, "TEST-ONLY crash point armed");
+    /// Stop this flow here forever when the armed point is reached.
+    pub async fn crash_point(name: &str) {
+        let Some(a) = armed() else { return };
+        if a.name != name {
+            return;
+        }
+        if a.countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+            eprintln!("crash point {name} reached");
+            std::future::pending::<()>().await;
+        }
     }
-    if skip_recovery() {
-        tracing::warn!("TEST-ONLY: start-up recovery is disabled");
+
+    pub fn skip_recovery() -> bool {
+        std::env::var(SKIP_RECOVERY_VAR).is_ok_and(|v| v == "1")
+    }
+
+    /// Warn when a hook is set: a production switch must never run with them.
+    pub fn warn_if_armed() {
+        if let Ok(v) = std::env::var(CRASH_POINT_VAR) {
+            tracing::warn!(point = %v, "TEST-ONLY crash point armed");
+        }
+        if skip_recovery() {
+            tracing::warn!("TEST-ONLY: start-up recovery is disabled");
+        }
     }
 }

@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::iso8583::{de, Message, OwnedMessage};
+use crate::clock::Clock;
+use crate::iso8583::{de, Message, OwnedMessage, ResponseCode};
 use crate::journal::{stored, Entry, EntryKind, Journal, JournalError, Step};
 use crate::store::Cf;
 
@@ -104,7 +104,8 @@ pub struct TxnSummary {
 
 impl TxnRecord {
     pub fn approved(&self) -> bool {
-        self.state == TxnState::Answered && matches!(self.code.as_str(), "00" | "10")
+        self.state == TxnState::Answered
+            && ResponseCode::parse(self.code.as_bytes()).is_some_and(ResponseCode::is_approval)
     }
 
     /// A stored record: binary with sealed requests as bytes (version byte
@@ -167,86 +168,6 @@ pub fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> St
     )
 }
 
-/// Changes to answered transactions (terminal reversals, undelivered approvals) are made one
-/// at a time per transaction: each reads the record, queues reversals and writes it back in a
-/// synced step. A lock per stripe of transaction keys; one lock for all of them was held
-/// across each reversal's sync, so reversals went one fsync at a time (3,500 transactions/s
-/// for a mix of purchases and their reversals, against 12,700/s for the purchases alone).
-pub struct AnsweredLocks {
-    stripes: Vec<tokio::sync::Mutex<()>>,
-    hasher: std::hash::RandomState,
-}
-
-impl AnsweredLocks {
-    const STRIPES: usize = 64;
-
-    pub fn new() -> AnsweredLocks {
-        AnsweredLocks {
-            stripes: (0..Self::STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-            hasher: std::hash::RandomState::new(),
-        }
-    }
-
-    /// Hold the transaction `key` (and the others of its stripe).
-    pub async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::BuildHasher;
-        let stripe = (self.hasher.hash_one(key) % Self::STRIPES as u64) as usize;
-        self.stripes[stripe].lock().await
-    }
-}
-
-impl Default for AnsweredLocks {
-    fn default() -> Self {
-        AnsweredLocks::new()
-    }
-}
-
-/// Transactions being processed, by key: what a terminal's reversal of one of them waits for
-/// (its outcome decides what there is to reverse).
-#[derive(Default)]
-pub struct Processing(dashmap::DashMap<String, tokio::sync::watch::Receiver<()>>);
-
-/// A transaction's place in [`Processing`], given up when its processing ends however it
-/// ends (answered, failed, or its task dropped).
-pub struct ProcessingGuard<'a> {
-    registry: &'a Processing,
-    key: String,
-    done: tokio::sync::watch::Sender<()>,
-}
-
-impl Processing {
-    /// Register a transaction being processed (a second registration of the same key, a
-    /// request repeated while its original runs, takes the place of the first).
-    pub fn start(&self, key: &str) -> ProcessingGuard<'_> {
-        let (done, watch) = tokio::sync::watch::channel(());
-        self.0.insert(key.to_string(), watch);
-        ProcessingGuard {
-            registry: self,
-            key: key.to_string(),
-            done,
-        }
-    }
-
-    /// Wait until the transaction `key` is no longer being processed (at once if it is not).
-    pub async fn finished(&self, key: &str) {
-        let Some(mut watch) = self.0.get(key).map(|w| w.value().clone()) else {
-            return;
-        };
-        // Resolves when the guard's sender is dropped; nothing is ever sent.
-        while watch.changed().await.is_ok() {}
-    }
-}
-
-impl Drop for ProcessingGuard<'_> {
-    fn drop(&mut self) {
-        self.registry
-            .0
-            .remove_if(&self.key, |_, w| w.same_channel(&self.done.subscribe()));
-    }
-}
-
 /// How a leg sent upstream ended.
 pub enum LegOutcome {
     /// Approved (39 = 00): the leg's index and the host's answer.
@@ -277,7 +198,13 @@ pub struct Txn {
 
 impl Txn {
     /// Start a transaction for a request from a terminal; its arrival is journaled.
-    pub fn begin(journal: Arc<Journal>, saf: Arc<Saf>, listener: &str, req: &Message<'_>) -> Txn {
+    pub fn begin(
+        journal: Arc<Journal>,
+        saf: Arc<Saf>,
+        clock: &dyn Clock,
+        listener: &str,
+        req: &Message<'_>,
+    ) -> Txn {
         let key = matches!(req.mti().class(), 1 | 2 | 4).then(|| {
             txn_key(
                 req.terminal_id().as_deref(),
@@ -307,7 +234,7 @@ impl Txn {
                     terminal: req.terminal_id().unwrap_or_default().trim().to_string(),
                     merchant: req.merchant_id().unwrap_or_default().trim().to_string(),
                     rrn: String::new(),
-                    at_ms: chrono::Utc::now().timestamp_millis(),
+                    at_ms: clock.now_ms(),
                 }),
             },
             step: Step::new(),
@@ -413,7 +340,7 @@ impl Txn {
         };
         super::testhooks::crash_point("leg-sent").await;
         match link.request(request).await {
-            Ok(a) if a.get(de::RESPONSE_CODE) == Some(b"00") => {
+            Ok(a) if a.code() == Some(ResponseCode::Approved) => {
                 self.leg_answered(index, LegState::Approved, Some(&a));
                 LegOutcome::Approved { index, answer: a }
             }
@@ -474,13 +401,6 @@ impl Txn {
         self.put_record();
     }
 
-    /// Undo every leg that may have moved money.
-    pub fn reverse_all(&mut self) {
-        for i in 0..self.record.legs.len() {
-            self.reverse_leg(i);
-        }
-    }
-
     pub fn has_legs(&self) -> bool {
         !self.record.legs.is_empty()
     }
@@ -495,8 +415,7 @@ impl Txn {
     pub async fn finish(
         &mut self,
         answer: &OwnedMessage,
-        encoded: Option<&Bytes>,
-        dedup_key: Option<&[u8]>,
+        index: Option<(Vec<u8>, Vec<u8>)>,
         landed: impl FnOnce() + Send + 'static,
     ) -> Result<(), JournalError> {
         let code = answer
@@ -505,8 +424,8 @@ impl Txn {
             .unwrap_or_default();
         let listener = self.listener.clone();
         self.note(EntryKind::Out, &listener, answer);
-        if let (Some(k), Some(bytes)) = (dedup_key, encoded) {
-            self.step.put(Cf::Dedup, k, dedup_value(bytes));
+        if let Some((key, value)) = index {
+            self.step.put(Cf::Dedup, key, value);
         }
         if let Some(key) = self.key.clone() {
             if self.has_legs() {
@@ -554,180 +473,6 @@ impl Txn {
         }
         std::mem::take(&mut self.step)
     }
-}
-
-/// A remembered answer: when it was given, then its bytes.
-fn dedup_value(answer: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + answer.len());
-    v.extend_from_slice(&chrono::Utc::now().timestamp_millis().to_be_bytes());
-    v.extend_from_slice(answer);
-    v
-}
-
-/// A remembered answer still inside the duplicate window.
-pub fn dedup_answer(raw: &[u8], window_ms: i64) -> Option<Bytes> {
-    let (at, answer) = raw.split_first_chunk::<8>()?;
-    let age = chrono::Utc::now().timestamp_millis() - i64::from_be_bytes(*at);
-    (age <= window_ms).then(|| Bytes::copy_from_slice(answer))
-}
-
-/// Reverse every leg of an answered transaction that may hold money (a terminal's reversal,
-/// or an approval that could not be delivered). Returns the state found, `None` when the
-/// transaction is unknown. An open transaction is left to its flow (or to recovery).
-pub async fn reverse_answered(
-    journal: &Journal,
-    saf: &Saf,
-    key: &str,
-    reason: &str,
-) -> Result<Option<TxnState>, JournalError> {
-    let raw = journal
-        .get(Cf::Txns, key.as_bytes())
-        .map_err(JournalError::Write)?;
-    let Some(raw) = raw else { return Ok(None) };
-    let mut record = TxnRecord::from_bytes(&raw).map_err(JournalError::Write)?;
-    let found = record.state;
-    if found != TxnState::Answered {
-        return Ok(Some(found));
-    }
-    let mut step = Step::new();
-    let mut queued = Vec::new();
-    for (i, leg) in record.legs.iter_mut().enumerate() {
-        if leg.state.may_hold_money() {
-            leg.state = LegState::Reversing;
-            queued.push(saf.enqueue(&mut step, &leg.link, key, i, &leg.sealed.0));
-        }
-    }
-    record.state = TxnState::Reversed;
-    step.put(Cf::Txns, key.as_bytes(), record.to_bytes());
-    step.append(Entry::new(
-        EntryKind::Txn,
-        key,
-        "",
-        format!("reversed: {reason}"),
-    ));
-    step.synced();
-    journal.commit(step).await?;
-    saf.publish(queued);
-    Ok(Some(found))
-}
-
-/// What became of a completion (0220 naming an authorization by field 90).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completion {
-    /// No such transaction.
-    Unknown,
-    /// Its legs' completions are queued.
-    Queued,
-    /// It was completed already: nothing more is queued.
-    Repeat,
-    /// Every leg of it was final (wallet debits; a partial approval's credit declined):
-    /// completing it for what they took needs nothing.
-    Final,
-    /// Not an approved authorization, or nothing of it can be completed.
-    NotCompletable,
-    /// More than it authorized, or an amount its legs cannot be completed for.
-    BadAmount,
-}
-
-/// Complete an approved authorization (0100) for `amount`: its authorization legs on links
-/// that hold money until completed (`holds`: the acquirers, the hosted card programs) get a
-/// completion through the store-and-forward queue; its other legs (wallet debits) are final
-/// already. With one such leg, the amount is what the wallet legs paid plus up to that
-/// leg's authorized amount; with several, it is the amount authorized in full.
-pub async fn complete_answered(
-    journal: &Journal,
-    saf: &Saf,
-    key: &str,
-    amount: u64,
-    holds: impl Fn(&str) -> bool,
-) -> Result<Completion, JournalError> {
-    let raw = journal
-        .get(Cf::Txns, key.as_bytes())
-        .map_err(JournalError::Write)?;
-    let Some(raw) = raw else {
-        return Ok(Completion::Unknown);
-    };
-    let mut record = TxnRecord::from_bytes(&raw).map_err(JournalError::Write)?;
-    let authorization = record.summary.as_ref().is_some_and(|s| s.mti == "0100");
-    if !record.approved() || !authorization {
-        return Ok(Completion::NotCompletable);
-    }
-    if record.legs.iter().any(|l| l.state == LegState::Completing) {
-        return Ok(Completion::Repeat);
-    }
-    let live = |l: &LegRecord| l.state.may_hold_money();
-    let (held, paid): (Vec<usize>, Vec<usize>) = (0..record.legs.len())
-        .filter(|&i| live(&record.legs[i]))
-        .partition(|&i| holds(&record.legs[i].link));
-    let paid: u64 = paid.iter().map(|&i| record.legs[i].amount).sum();
-    let authorized: u64 = held.iter().map(|&i| record.legs[i].amount).sum();
-    let amounts: Vec<u64> = match held.as_slice() {
-        [] if paid > 0 && amount == paid => return Ok(Completion::Final),
-        [] => return Ok(Completion::NotCompletable),
-        [one] => match amount.checked_sub(paid) {
-            Some(rest) if rest > 0 && rest <= record.legs[*one].amount => vec![rest],
-            _ => return Ok(Completion::BadAmount),
-        },
-        _ if amount == paid + authorized => held.iter().map(|&i| record.legs[i].amount).collect(),
-        _ => return Ok(Completion::BadAmount),
-    };
-    let mut step = Step::new();
-    let mut queued = Vec::new();
-    for (&i, amount) in held.iter().zip(amounts) {
-        let leg = &mut record.legs[i];
-        leg.state = LegState::Completing;
-        leg.amount = amount;
-        queued.push(saf.enqueue_completion(&mut step, &leg.link, key, i, &leg.sealed.0, amount));
-    }
-    step.put(Cf::Txns, key.as_bytes(), record.to_bytes());
-    step.append(Entry::new(
-        EntryKind::Txn,
-        key,
-        "",
-        format!("completion of {amount} queued"),
-    ));
-    step.synced();
-    journal.commit(step).await?;
-    saf.publish(queued);
-    Ok(Completion::Queued)
-}
-
-/// Start-up recovery: every transaction still open was never answered; its legs that may hold
-/// money are reversed through the queue. Returns how many transactions were recovered.
-pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
-    let open = journal.scan(Cf::OpenTxns, b"")?;
-    let mut step = Step::new();
-    let mut queued = Vec::new();
-    for (key, _) in &open {
-        let text_key = String::from_utf8_lossy(key).into_owned();
-        step.delete(Cf::OpenTxns, key.clone());
-        let Some(raw) = journal.get(Cf::Txns, key)? else {
-            continue;
-        };
-        let mut record = TxnRecord::from_bytes(&raw)?;
-        let mut reversed = 0;
-        for (i, leg) in record.legs.iter_mut().enumerate() {
-            if leg.state.may_hold_money() {
-                leg.state = LegState::Reversing;
-                queued.push(saf.enqueue(&mut step, &leg.link, &text_key, i, &leg.sealed.0));
-                reversed += 1;
-            }
-        }
-        record.state = TxnState::Recovered;
-        step.put(Cf::Txns, key.clone(), record.to_bytes());
-        step.append(Entry::new(
-            EntryKind::Recovery,
-            &text_key,
-            "",
-            format!("open at start-up: {reversed} leg(s) queued for reversal"),
-        ));
-        tracing::warn!(txn = %text_key, reversed, "recovered an unanswered transaction");
-    }
-    step.synced();
-    journal.commit(step).await.map_err(|e| e.to_string())?;
-    saf.publish(queued);
-    metrics::counter!("cyberswitch_recovered_transactions_total").increment(open.len() as u64);
-    Ok(open.len())
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use crate::iso8583::{de, AdditionalAmount, Message, Mti, OwnedMessage, Pan};
 use super::credit::{self, CreditOutcome};
 use super::testhooks::crash_point;
 use super::txn::{LegOutcome, Txn};
-use super::{answer, rc, Switch};
+use super::Switch;
+use crate::iso8583::response::answer_relaying;
+use crate::iso8583::{answer, ResponseCode};
 
 /// At most this many wallets are reported in field 54 (SPEC §4.3).
 const FIELD54_BLOCKS: usize = 6;
@@ -128,7 +130,7 @@ async fn balance(
     let resp = link.request(msg.clone()).await.ok();
     let balance = resp
         .as_ref()
-        .filter(|r| r.get(de::RESPONSE_CODE) == Some(b"00"))
+        .filter(|r| r.code() == Some(ResponseCode::Approved))
         .and_then(|r| AdditionalAmount::parse_all(r.get(de::ADDITIONAL_AMOUNTS)?).ok())
         .and_then(|blocks| {
             blocks
@@ -180,7 +182,7 @@ pub async fn inquiry(
             blocks.push(available(sw, value_of(*u, rate) as i64));
         }
     }
-    let mut resp = answer(req, rc::APPROVED);
+    let mut resp = answer(req, ResponseCode::Approved);
     attach(&mut resp, &data, &blocks);
     resp
 }
@@ -321,9 +323,7 @@ async fn debit<'a>(
                 .and_then(|b| AdditionalAmount::parse_all(b).ok())
                 .and_then(|b| b.first().map(|x| x.amount)),
         }),
-        LegOutcome::Declined(Some(a))
-            if a.get(de::RESPONSE_CODE) == Some(rc::INSUFFICIENT_FUNDS.as_bytes()) =>
-        {
+        LegOutcome::Declined(Some(a)) if a.code() == Some(ResponseCode::InsufficientFunds) => {
             Debit::Insufficient
         }
         _ => Debit::Failed,
@@ -339,13 +339,13 @@ pub async fn purchase(
     links: &[WalletLink],
 ) -> OwnedMessage {
     let Some(amount) = req.amount() else {
-        return answer(req, rc::FORMAT_ERROR);
+        return answer(req, ResponseCode::FormatError);
     };
     let tender = match tender(req) {
         Ok(t) => t,
         Err(why) => {
             tracing::info!(why, "bad tender data");
-            return answer(req, rc::FORMAT_ERROR);
+            return answer(req, ResponseCode::FormatError);
         }
     };
     let wallets = resolve(sw, links);
@@ -353,7 +353,7 @@ pub async fn purchase(
         Ok(o) => o,
         Err(why) => {
             tracing::info!(%why, "bad wallet selection");
-            return answer(req, rc::FORMAT_ERROR);
+            return answer(req, ResponseCode::FormatError);
         }
     };
     let mut legs: Vec<WalletLeg<'_>> = Vec::new();
@@ -408,12 +408,13 @@ pub async fn purchase(
             for leg in &legs {
                 txn.reverse_leg(leg.index);
             }
-            let code = match outcome {
-                CreditOutcome::Declined(code) => code,
-                CreditOutcome::NoRoute if wallet_total == 0 => rc::INSUFFICIENT_FUNDS.to_string(),
-                _ => rc::ISSUER_INOPERATIVE.to_string(),
-            };
-            answer(req, &code)
+            match outcome {
+                CreditOutcome::Declined(code) => answer_relaying(req, code.as_bytes()),
+                CreditOutcome::NoRoute if wallet_total == 0 => {
+                    answer(req, ResponseCode::InsufficientFunds)
+                }
+                _ => answer(req, ResponseCode::IssuerInoperative),
+            }
         }
     }
 }
@@ -465,7 +466,14 @@ fn settle(
         partial || approved == requested,
         "legs must sum to the amount"
     );
-    let mut resp = answer(req, if partial { rc::PARTIAL } else { rc::APPROVED });
+    let mut resp = answer(
+        req,
+        if partial {
+            ResponseCode::PartialApproval
+        } else {
+            ResponseCode::Approved
+        },
+    );
     if partial {
         resp.set_number(de::AMOUNT, approved, 12);
         blocks.push(AdditionalAmount {

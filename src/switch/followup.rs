@@ -1,0 +1,211 @@
+//! Changes to a transaction after its flow has ended, all through one path: a terminal's
+//! reversal (F7), an approval that could not be delivered, a completion (0220), and start-up
+//! recovery of transactions left open by a crash (SPEC §9).
+//!
+//! Each reads the stored record, marks the legs it acts on, queues their reversals or
+//! completions through store-and-forward, and writes the record back with a journal line in
+//! one synced step; the queue hears of the items only once that step is on disk. The caller
+//! holds the transaction (see [`super::registry::Registry::hold`]) so that follow-ups of
+//! one transaction go one at a time.
+
+use crate::journal::{Entry, EntryKind, Journal, JournalError, Step};
+use crate::store::Cf;
+
+use super::saf::{Queued, Saf};
+use super::txn::{LegRecord, LegState, TxnRecord, TxnState};
+
+/// One synced step changing stored transactions.
+struct Amendment<'a> {
+    saf: &'a Saf,
+    step: Step,
+    queued: Vec<Queued>,
+}
+
+impl<'a> Amendment<'a> {
+    fn new(saf: &'a Saf) -> Amendment<'a> {
+        Amendment {
+            saf,
+            step: Step::new(),
+            queued: Vec::new(),
+        }
+    }
+
+    /// Queue the reversal of every leg of `record` that may hold money; returns how many.
+    fn reverse_live_legs(&mut self, key: &str, record: &mut TxnRecord) -> usize {
+        let mut reversed = 0;
+        for (i, leg) in record.legs.iter_mut().enumerate() {
+            if leg.state.may_hold_money() {
+                leg.state = LegState::Reversing;
+                let q = self
+                    .saf
+                    .enqueue(&mut self.step, &leg.link, key, i, &leg.sealed.0);
+                self.queued.push(q);
+                reversed += 1;
+            }
+        }
+        reversed
+    }
+
+    /// Queue the completion of leg `i` for `amount` (what the leg then stands for).
+    fn complete_leg(&mut self, key: &str, record: &mut TxnRecord, i: usize, amount: u64) {
+        let Some(leg) = record.legs.get_mut(i) else {
+            return;
+        };
+        leg.state = LegState::Completing;
+        leg.amount = amount;
+        let q =
+            self.saf
+                .enqueue_completion(&mut self.step, &leg.link, key, i, &leg.sealed.0, amount);
+        self.queued.push(q);
+    }
+
+    /// The record as it now stands, and a journal line saying why.
+    fn write(&mut self, key: &str, record: &TxnRecord, kind: EntryKind, why: String) {
+        self.step.put(Cf::Txns, key.as_bytes(), record.to_bytes());
+        self.step.append(Entry::new(kind, key, "", why));
+    }
+
+    /// Commit, synced; then the queue may send what was queued.
+    async fn commit(mut self, journal: &Journal) -> Result<(), JournalError> {
+        self.step.synced();
+        journal.commit(self.step).await?;
+        self.saf.publish(self.queued);
+        Ok(())
+    }
+}
+
+/// The stored record of transaction `key`, if any.
+fn load(journal: &Journal, key: &str) -> Result<Option<TxnRecord>, JournalError> {
+    let raw = journal
+        .get(Cf::Txns, key.as_bytes())
+        .map_err(JournalError::Write)?;
+    raw.map(|r| TxnRecord::from_bytes(&r))
+        .transpose()
+        .map_err(JournalError::Write)
+}
+
+/// Reverse every leg of an answered transaction that may hold money (a terminal's reversal,
+/// or an approval that could not be delivered). Returns the state found, `None` when the
+/// transaction is unknown. An open transaction is left to its flow (or to recovery).
+pub async fn reverse_answered(
+    journal: &Journal,
+    saf: &Saf,
+    key: &str,
+    reason: &str,
+) -> Result<Option<TxnState>, JournalError> {
+    let Some(mut record) = load(journal, key)? else {
+        return Ok(None);
+    };
+    let found = record.state;
+    if found != TxnState::Answered {
+        return Ok(Some(found));
+    }
+    let mut change = Amendment::new(saf);
+    change.reverse_live_legs(key, &mut record);
+    record.state = TxnState::Reversed;
+    change.write(key, &record, EntryKind::Txn, format!("reversed: {reason}"));
+    change.commit(journal).await?;
+    Ok(Some(found))
+}
+
+/// What became of a completion (0220 naming an authorization by field 90).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// No such transaction.
+    Unknown,
+    /// Its legs' completions are queued.
+    Queued,
+    /// It was completed already: nothing more is queued.
+    Repeat,
+    /// Every leg of it was final (wallet debits; a partial approval's credit declined):
+    /// completing it for what they took needs nothing.
+    Final,
+    /// Not an approved authorization, or nothing of it can be completed.
+    NotCompletable,
+    /// More than it authorized, or an amount its legs cannot be completed for.
+    BadAmount,
+}
+
+/// Complete an approved authorization (0100) for `amount`: its authorization legs on links
+/// that hold money until completed (`holds`: the acquirers, the hosted card programs) get a
+/// completion through the store-and-forward queue; its other legs (wallet debits) are final
+/// already. With one such leg, the amount is what the wallet legs paid plus up to that
+/// leg's authorized amount; with several, it is the amount authorized in full.
+pub async fn complete_answered(
+    journal: &Journal,
+    saf: &Saf,
+    key: &str,
+    amount: u64,
+    holds: impl Fn(&str) -> bool,
+) -> Result<Completion, JournalError> {
+    let Some(mut record) = load(journal, key)? else {
+        return Ok(Completion::Unknown);
+    };
+    let authorization = record.summary.as_ref().is_some_and(|s| s.mti == "0100");
+    if !record.approved() || !authorization {
+        return Ok(Completion::NotCompletable);
+    }
+    if record.legs.iter().any(|l| l.state == LegState::Completing) {
+        return Ok(Completion::Repeat);
+    }
+    let plan = match completion_plan(&record.legs, amount, holds) {
+        Ok(plan) => plan,
+        Err(outcome) => return Ok(outcome),
+    };
+    let mut change = Amendment::new(saf);
+    for (i, leg_amount) in plan {
+        change.complete_leg(key, &mut record, i, leg_amount);
+    }
+    let why = format!("completion of {amount} queued");
+    change.write(key, &record, EntryKind::Txn, why);
+    change.commit(journal).await?;
+    Ok(Completion::Queued)
+}
+
+/// Which legs a completion of `amount` completes, and for how much each; or why none.
+fn completion_plan(
+    legs: &[LegRecord],
+    amount: u64,
+    holds: impl Fn(&str) -> bool,
+) -> Result<Vec<(usize, u64)>, Completion> {
+    let live = |l: &LegRecord| l.state.may_hold_money();
+    let (held, paid): (Vec<usize>, Vec<usize>) = (0..legs.len())
+        .filter(|&i| live(&legs[i]))
+        .partition(|&i| holds(&legs[i].link));
+    let paid: u64 = paid.iter().map(|&i| legs[i].amount).sum();
+    let authorized: u64 = held.iter().map(|&i| legs[i].amount).sum();
+    match held.as_slice() {
+        [] if paid > 0 && amount == paid => Err(Completion::Final),
+        [] => Err(Completion::NotCompletable),
+        [one] => match amount.checked_sub(paid) {
+            Some(rest) if rest > 0 && rest <= legs[*one].amount => Ok(vec![(*one, rest)]),
+            _ => Err(Completion::BadAmount),
+        },
+        _ if Some(amount) == paid.checked_add(authorized) => {
+            Ok(held.iter().map(|&i| (i, legs[i].amount)).collect())
+        }
+        _ => Err(Completion::BadAmount),
+    }
+}
+
+/// Start-up recovery: every transaction still open was never answered; its legs that may hold
+/// money are reversed through the queue. Returns how many transactions were recovered.
+pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
+    let open = journal.scan(Cf::OpenTxns, b"")?;
+    let mut change = Amendment::new(saf);
+    for (key, _) in &open {
+        let text_key = String::from_utf8_lossy(key).into_owned();
+        change.step.delete(Cf::OpenTxns, key.clone());
+        let Some(mut record) = load(journal, &text_key).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let reversed = change.reverse_live_legs(&text_key, &mut record);
+        record.state = TxnState::Recovered;
+        let why = format!("open at start-up: {reversed} leg(s) queued for reversal");
+        change.write(&text_key, &record, EntryKind::Recovery, why);
+        tracing::warn!(txn = %text_key, reversed, "recovered an unanswered transaction");
+    }
+    change.commit(journal).await.map_err(|e| e.to_string())?;
+    metrics::counter!("cyberswitch_recovered_transactions_total").increment(open.len() as u64);
+    Ok(open.len())
+}

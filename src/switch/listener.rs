@@ -1,0 +1,265 @@
+//! A terminal listener's face of the switch: frame → decode → duplicate check → handle →
+//! journal → encode → answer, with the listener's metrics. An approval that cannot be
+//! delivered is undone here too (SPEC F7).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tracing::Instrument;
+
+use crate::config::Profile;
+use crate::iso8583::{de, Message, Mti, OwnedMessage, Spec};
+use crate::net::server::{BoxFuture, Service};
+use crate::observe::{Direction, Family, MessageCounters};
+
+use super::registry::{Claim, TxnId};
+use super::txn::{self, Txn};
+use super::{testhooks, Switch};
+use crate::iso8583::{answer, ResponseCode};
+
+/// One listener's face of the switch: its layout, and the name duplicates are keyed by.
+pub struct ListenerService {
+    pub switch: Arc<Switch>,
+    pub name: Arc<str>,
+    pub profile: Profile,
+    metrics: Arc<ListenerMetrics>,
+}
+
+/// A listener's metric handles, registered once (see [`crate::observe::Family`]).
+struct ListenerMetrics {
+    messages: MessageCounters,
+    duration: metrics::Histogram,
+    transactions: Family<(Mti, [u8; 2]), metrics::Counter>,
+    flow_duration: Family<Mti, metrics::Histogram>,
+}
+
+impl ListenerMetrics {
+    fn new(name: &Arc<str>) -> ListenerMetrics {
+        ListenerMetrics {
+            messages: MessageCounters::new(name.clone()),
+            duration: metrics::histogram!("cyberswitch_request_duration_seconds", "listener" => name.to_string()),
+            transactions: Family::new(),
+            flow_duration: Family::new(),
+        }
+    }
+
+    /// A transaction answered with `code` (`cyberswitch_transactions_total`) and how long
+    /// its flow took.
+    fn answered(&self, mti: Mti, code: &[u8], flow: Duration) {
+        let code = <[u8; 2]>::try_from(code).unwrap_or(*b"??");
+        self.transactions
+            .get((mti, code), |(mti, code)| {
+                metrics::counter!("cyberswitch_transactions_total", "mti" => mti.to_string(), "code" => String::from_utf8_lossy(&code).into_owned())
+            })
+            .increment(1);
+        self.flow_duration
+            .get(mti, |mti| {
+                metrics::histogram!("cyberswitch_flow_duration_seconds", "mti" => mti.to_string())
+            })
+            .record(flow.as_secs_f64());
+    }
+}
+
+impl Service for ListenerService {
+    fn call(&self, request: Bytes, peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
+        let switch = self.switch.clone();
+        let spec = self.profile.spec.clone();
+        let name = self.name.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let answer = process(&switch, &spec, &name, &metrics, &request, &peer).await;
+            metrics.duration.record(started.elapsed().as_secs_f64());
+            answer.into_iter().collect()
+        })
+    }
+
+    fn undelivered(&self, answer: Bytes) {
+        self.reverse_undelivered(&answer);
+    }
+}
+
+impl ListenerService {
+    pub fn new(switch: Arc<Switch>, name: &str, profile: Profile) -> ListenerService {
+        let name: Arc<str> = name.into();
+        ListenerService {
+            switch,
+            metrics: Arc::new(ListenerMetrics::new(&name)),
+            name,
+            profile,
+        }
+    }
+
+    /// SPEC F7: an approval the terminal never received is undone, every leg of it.
+    fn reverse_undelivered(&self, answer: &[u8]) {
+        let Ok(msg) = self.profile.spec.decode(answer) else {
+            return;
+        };
+        let approved = msg.code().is_some_and(ResponseCode::is_approval);
+        if !approved || !matches!(msg.mti().class(), 1 | 2) {
+            return;
+        }
+        let Some(id) = TxnId::of(&self.name, &msg) else {
+            return;
+        };
+        let key = id.record_key();
+        let switch = self.switch.clone();
+        let listener = self.name.to_string();
+        tokio::spawn(async move {
+            let _one_at_a_time = switch.registry.hold(&id).await;
+            match super::followup::reverse_answered(
+                &switch.journal,
+                &switch.saf,
+                &key,
+                "approval not delivered",
+            )
+            .await
+            {
+                Ok(Some(txn::TxnState::Answered)) => {
+                    metrics::counter!("cyberswitch_undelivered_reversals_total", "listener" => listener).increment(1);
+                    tracing::warn!(txn = %key, "approval not delivered: its legs are reversed");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(txn = %key, error = %e, "undelivered approval: reversal not recorded")
+                }
+            }
+        });
+    }
+}
+
+/// frame → decode → duplicate check → handle → encode.
+async fn process(
+    switch: &Switch,
+    spec: &Spec,
+    listener: &str,
+    metrics: &ListenerMetrics,
+    request: &[u8],
+    peer: &str,
+) -> Option<Bytes> {
+    let msg = match spec.decode(request) {
+        Ok(m) => m,
+        Err(e) => return malformed(spec, listener, request, peer, e),
+    };
+    metrics.messages.count(Direction::In, msg.mti());
+    // Everything logged while this request is handled carries its terminal and STAN. The
+    // span is attached to the future, not entered: a guard held across `.await` would leak
+    // into whatever else the thread runs meanwhile.
+    let span = tracing::info_span!(
+        "txn",
+        terminal = msg.terminal_id().unwrap_or_default().trim(),
+        stan = msg.stan().unwrap_or(0),
+        mti = %msg.mti()
+    );
+    respond(switch, spec, listener, metrics, msg)
+        .instrument(span)
+        .await
+}
+
+/// duplicate check → handle → journal → encode, for a decoded request.
+async fn respond(
+    switch: &Switch,
+    spec: &Spec,
+    listener: &str,
+    metrics: &ListenerMetrics,
+    msg: Message<'_>,
+) -> Option<Bytes> {
+    // While this ticket is held, repeats wait for its answer and follow-ups for its outcome.
+    let ticket = match TxnId::of(listener, &msg).map(|id| switch.registry.claim(id)) {
+        Some(Claim::Answered(bytes)) => return Some(duplicate(listener, bytes)),
+        Some(Claim::InFlight(original)) => {
+            return original.answer().await.map(|b| duplicate(listener, b))
+        }
+        Some(Claim::Fresh(ticket)) => Some(ticket),
+        None => None,
+    };
+
+    let flow_started = Instant::now();
+    let mut txn = Txn::begin(
+        switch.journal.clone(),
+        switch.saf.clone(),
+        switch.clock.as_ref(),
+        listener,
+        &msg,
+    );
+    let mut resp = switch.handle(&msg, &mut txn).await;
+    if resp.get(de::RRN).is_none() && matches!(msg.mti().class(), 1 | 2 | 4) {
+        resp.set(de::RRN, switch.next_rrn().as_bytes());
+    }
+    let mut encoded = encode_answer(spec, &msg, &resp);
+    let (index, on_indexed) = match (&ticket, &encoded) {
+        (Some(t), Some(bytes)) => (
+            Some((t.id().to_bytes(), switch.registry.index_value(bytes))),
+            Some(t.on_indexed(&switch.registry)),
+        ),
+        _ => (None, None),
+    };
+    let landed = move || {
+        if let Some(f) = on_indexed {
+            f()
+        }
+    };
+    if let Err(e) = txn.finish(&resp, index, landed).await {
+        // The answer is not on disk: it must not approve anything. What legs were recorded
+        // are reversed by recovery at the next start.
+        tracing::error!(error = %e, "journal unavailable: answering 96");
+        resp = answer(&msg, ResponseCode::SystemMalfunction);
+        encoded = encode_answer(spec, &msg, &resp);
+    }
+    testhooks::crash_point("journal-answer").await;
+    let code = resp.get(de::RESPONSE_CODE).unwrap_or_default();
+    metrics.answered(msg.mti(), code, flow_started.elapsed());
+    // One line per transaction would be the busiest log of all: the journal has them.
+    tracing::debug!(code = %String::from_utf8_lossy(code), "answered");
+
+    if let Some(ticket) = ticket {
+        ticket.answered(encoded.clone(), false);
+    }
+    metrics.messages.count(Direction::Out, resp.mti());
+    encoded
+}
+
+fn duplicate(listener: &str, answer: Bytes) -> Bytes {
+    metrics::counter!("cyberswitch_duplicates_total", "listener" => listener.to_string())
+        .increment(1);
+    tracing::info!("duplicate: original answer repeated");
+    answer
+}
+
+/// Encode an answer; one that does not fit the layout becomes a plain 96.
+fn encode_answer(spec: &Spec, req: &Message<'_>, resp: &OwnedMessage) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    match spec.encode(resp, &mut out) {
+        Ok(()) => Some(out.freeze()),
+        Err(e) => {
+            tracing::error!(error = %e, "answer does not encode");
+            let mut fallback = BytesMut::new();
+            spec.encode(&answer(req, ResponseCode::SystemMalfunction), &mut fallback)
+                .ok()
+                .map(|_| fallback.freeze())
+        }
+    }
+}
+
+/// A request that does not fit the layout: answered 30 when the MTI and bitmap were readable
+/// (SPEC §4.2), otherwise only logged and counted. Never logs field content.
+fn malformed(
+    spec: &Spec,
+    listener: &str,
+    request: &[u8],
+    peer: &str,
+    e: crate::iso8583::DecodeError,
+) -> Option<Bytes> {
+    metrics::counter!("cyberswitch_decode_errors_total", "link" => listener.to_string(), "reason" => e.label()).increment(1);
+    tracing::warn!(listener, peer, error = %e, "undecodable request");
+    let (partial, _) = spec.decode_partial(request);
+    let msg = partial?;
+    if msg.mti().is_response() {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    spec.encode(&answer(&msg, ResponseCode::FormatError), &mut out)
+        .ok()?;
+    Some(out.freeze())
+}

@@ -6,7 +6,7 @@
 use super::ebcdic_tables::{
     CP1047_FROM_LATIN1, CP1047_TO_LATIN1, CP500_FROM_LATIN1, CP500_TO_LATIN1,
 };
-use super::spec::{CodePage, Encoding, FieldCodec, Format, PrefixEncoding};
+use super::field::{CodePage, Encoding, FieldCodec, Format, PrefixEncoding};
 
 // ---- Character classes (on ASCII/Latin-1 text) ------------------------------------------------
 

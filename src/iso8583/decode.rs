@@ -8,9 +8,10 @@ use nom::{IResult, Parser};
 use smallvec::SmallVec;
 
 use super::error::{DecodeError, Place, Reason};
-use super::message::{Bitmap, Message, Mti, Span};
+use super::field::{Bitmap, BitmapEncoding, Encoding, FieldCodec, Format, MtiEncoding};
+use super::layout::Spec;
+use super::message::{Message, Mti, Span};
 use super::plan::Kind;
-use super::spec::{BitmapEncoding, Encoding, FieldCodec, Format, MtiEncoding, Spec};
 use super::wire;
 
 /// A nom error that knows where (the input left when it failed) and why.

@@ -6,11 +6,10 @@
 use bytes::BytesMut;
 
 use super::error::{EncodeError, EncodeReason, Place};
+use super::field::{BitmapEncoding, Encoding, FieldCodec, Format, MtiEncoding, Pad, PrefixCounts};
+use super::layout::Spec;
 use super::message::OwnedMessage;
 use super::plan::{Kind, Plan};
-use super::spec::{
-    BitmapEncoding, Encoding, FieldCodec, Format, MtiEncoding, Pad, PrefixCounts, Spec,
-};
 use super::wire;
 
 /// Writes into a slice sized in advance.

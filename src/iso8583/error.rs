@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::spec::Format;
+use super::field::Format;
 
 /// The part of the message an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

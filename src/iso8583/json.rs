@@ -3,9 +3,10 @@
 
 use serde_json::{Map, Value};
 
+use super::field::Format;
+use super::layout::Spec;
 use super::message::{Message, Mti, OwnedMessage};
 use super::pan::mask_digits;
-use super::spec::{Format, Spec};
 use super::wire;
 
 /// Fields that carry card data, and how the table view shows them.

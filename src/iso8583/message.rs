@@ -6,7 +6,8 @@ use std::fmt;
 
 use smallvec::SmallVec;
 
-use super::spec::{Encoding, FieldCodec, Format, Spec};
+use super::field::{Bitmap, Encoding, FieldCodec, Format};
+use super::layout::Spec;
 use super::wire;
 
 /// Message type indicator: four ASCII digits, whatever its wire encoding.
@@ -56,59 +57,6 @@ impl fmt::Display for Mti {
 impl fmt::Debug for Mti {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Mti({})", self.as_str())
-    }
-}
-
-/// Presence bits for fields 1–192, most significant bit first as on the wire.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub struct Bitmap(pub(crate) [u64; 3]);
-
-impl Bitmap {
-    #[inline]
-    pub fn has(&self, n: u16) -> bool {
-        let i = usize::from(n).wrapping_sub(1);
-        i < 192 && self.0[i / 64] & (1u64 << 63 >> (i % 64)) != 0
-    }
-    #[inline]
-    pub fn set(&mut self, n: u16) {
-        let i = usize::from(n) - 1;
-        self.0[i / 64] |= 1u64 << 63 >> (i % 64);
-    }
-    #[inline]
-    pub(crate) fn clear(&mut self, n: u16) {
-        let i = usize::from(n) - 1;
-        self.0[i / 64] &= !(1u64 << 63 >> (i % 64));
-    }
-    /// How many fields are present.
-    #[inline]
-    pub(crate) fn count(&self) -> usize {
-        self.0.iter().map(|w| w.count_ones() as usize).sum()
-    }
-    /// Whether every field present here is present in `other` too.
-    #[inline]
-    pub(crate) fn is_subset_of(&self, other: &Bitmap) -> bool {
-        self.0.iter().zip(&other.0).all(|(a, b)| a & !b == 0)
-    }
-    /// How many set bits come before field `n`.
-    #[inline]
-    fn rank(&self, n: u16) -> usize {
-        let i = usize::from(n) - 1;
-        let (w, b) = (i / 64, i % 64);
-        let below: u32 = self.0[..w].iter().map(|x| x.count_ones()).sum();
-        (below + (self.0[w] & !(u64::MAX >> b)).count_ones()) as usize
-    }
-    /// Set field numbers in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        self.0.iter().enumerate().flat_map(|(w, &word)| {
-            let mut rest = word;
-            std::iter::from_fn(move || {
-                (rest != 0).then(|| {
-                    let lz = rest.leading_zeros();
-                    rest &= !(1u64 << 63 >> lz);
-                    (w as u16) * 64 + lz as u16 + 1 // ok: w < 3, lz < 64
-                })
-            })
-        })
     }
 }
 
@@ -465,26 +413,6 @@ impl fmt::Debug for OwnedMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bitmap_rank_and_iter() {
-        let mut b = Bitmap::default();
-        for n in [2, 3, 64, 65, 100, 128, 129, 192] {
-            b.set(n);
-        }
-        assert_eq!(
-            b.iter().collect::<Vec<_>>(),
-            vec![2, 3, 64, 65, 100, 128, 129, 192]
-        );
-        assert_eq!(b.rank(2), 0);
-        assert_eq!(b.rank(64), 2);
-        assert_eq!(b.rank(65), 3);
-        assert_eq!(b.rank(192), 7);
-        b.clear(65);
-        assert!(!b.has(65));
-        assert!(!b.has(0));
-        assert!(!b.has(193));
-    }
 
     #[test]
     fn mti_response() {

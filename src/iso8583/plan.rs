@@ -6,7 +6,7 @@
 //! encoding matches, so the decoder and encoder read a [`Plan`] first and only fall back to
 //! the general field code for everything else (BCD, EBCDIC, hex, `x+n`, padding).
 
-use super::spec::{Encoding, FieldCodec, Format, PrefixEncoding};
+use super::field::{Encoding, FieldCodec, Format, PrefixEncoding};
 
 /// How the fast paths treat a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -1,9 +1,9 @@
-//! Message layouts as data: the spec file model, its validation, and the compiled form the codec
-//! runs on.
+//! Message layouts as data: the spec file model and its validation, compiled into a [`Spec`].
 //!
 //! A spec file (TOML, see `specs/README.md`) is read into [`SpecFile`], checked field by field, and
-//! compiled into a [`Spec`]: a flat table indexed by field number whose entries are small `Copy`
-//! values, so the decoder's per-field work is one table read and a `match`.
+//! handed to [`Spec`]'s constructor, which builds the tables the codec runs on. The words of a
+//! layout live in `field.rs` and the compiled type in `layout.rs`; they are re-exported here
+//! so that `iso8583::spec` stays the one place to name them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,325 +11,19 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::message::Bitmap;
-use super::plan::Plan;
+pub use super::field::{
+    BitmapEncoding, CodePage, Encoding, FieldCodec, FieldDef, Format, MtiEncoding, Pad,
+    PrefixCounts, PrefixEncoding, SubfieldDef, Subfields, MAX_FIELD,
+};
+use super::layout::Header;
+pub use super::layout::Spec;
 
-/// Highest field number a layout can define (tertiary bitmap).
-pub const MAX_FIELD: u16 = 192;
 /// Largest length prefix: LLLLLL.
 const MAX_PREFIX_DIGITS: u8 = 6;
 
-/// The content class of a field, as the standard names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Format {
-    /// Digits.
-    #[serde(rename = "n")]
-    N,
-    /// Letters (and space, used as padding).
-    #[serde(rename = "a")]
-    A,
-    /// Letters and digits (and space, used as padding).
-    #[serde(rename = "an")]
-    An,
-    /// Letters, digits and specials: any printable byte.
-    #[serde(rename = "ans")]
-    Ans,
-    /// Binary; lengths count bytes.
-    #[serde(rename = "b")]
-    B,
-    /// Track 2/3 data: digits and the `=` separator (`D` is accepted as a separator in ASCII).
-    #[serde(rename = "z")]
-    Z,
-    /// `C` (credit) or `D` (debit) followed by digits; the length counts the digits.
-    #[serde(rename = "x+n")]
-    XN,
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Format::N => "n",
-            Format::A => "a",
-            Format::An => "an",
-            Format::Ans => "ans",
-            Format::B => "b",
-            Format::Z => "z",
-            Format::XN => "x+n",
-        })
-    }
-}
-
-/// EBCDIC code page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodePage {
-    Cp500,
-    Cp1047,
-}
-
-/// How a field's characters or digits are written on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Encoding {
-    /// One ASCII byte per character.
-    #[serde(rename = "ascii")]
-    Ascii,
-    /// One EBCDIC byte per character, code page 1047.
-    #[serde(rename = "ebcdic", alias = "ebcdic-1047")]
-    Ebcdic1047,
-    /// One EBCDIC byte per character, code page 500.
-    #[serde(rename = "ebcdic-500")]
-    Ebcdic500,
-    /// Packed BCD, two digits a byte; an odd count is padded with a `0` nibble on the left.
-    #[serde(rename = "bcd", alias = "bcd-left")]
-    BcdLeft,
-    /// Packed BCD, padded with an `F` nibble on the right.
-    #[serde(rename = "bcd-right")]
-    BcdRight,
-    /// Raw bytes (binary fields only).
-    #[serde(rename = "binary")]
-    Binary,
-    /// Binary data written as two upper-case hex characters a byte (either case read).
-    #[serde(rename = "hex")]
-    Hex,
-}
-
-impl Encoding {
-    pub(crate) fn code_page(self) -> Option<CodePage> {
-        match self {
-            Encoding::Ebcdic1047 => Some(CodePage::Cp1047),
-            Encoding::Ebcdic500 => Some(CodePage::Cp500),
-            _ => None,
-        }
-    }
-    pub(crate) fn is_bcd(self) -> bool {
-        matches!(self, Encoding::BcdLeft | Encoding::BcdRight)
-    }
-}
-
-impl fmt::Display for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Encoding::Ascii => "ascii",
-            Encoding::Ebcdic1047 => "ebcdic-1047",
-            Encoding::Ebcdic500 => "ebcdic-500",
-            Encoding::BcdLeft => "bcd",
-            Encoding::BcdRight => "bcd-right",
-            Encoding::Binary => "binary",
-            Encoding::Hex => "hex",
-        })
-    }
-}
-
-/// How a length prefix is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum PrefixEncoding {
-    /// ASCII decimal digits, one byte each.
-    #[serde(rename = "ascii")]
-    Ascii,
-    /// EBCDIC decimal digits (the digits are the same in cp500 and cp1047).
-    #[serde(rename = "ebcdic")]
-    Ebcdic,
-    /// Packed BCD: LL is one byte, LLL and LLLL two, up to LLLLLL in three.
-    #[serde(rename = "bcd")]
-    Bcd,
-    /// Big-endian binary in as many bytes as the BCD form would take.
-    #[serde(rename = "binary")]
-    Binary,
-}
-
-/// What a length prefix counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum PrefixCounts {
-    /// The field's own unit: digits, characters, or bytes of binary data (jPOS's convention).
-    #[default]
-    #[serde(rename = "units")]
-    Units,
-    /// The bytes of the field on the wire (packed BCD bytes, hex characters).
-    #[serde(rename = "wire-bytes")]
-    WireBytes,
-}
-
-/// Padding of a fixed field whose value is shorter than the field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pad {
-    /// The value must have the exact length.
-    None,
-    Left(u8),
-    Right(u8),
-}
-
-/// Bitmap encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum BitmapEncoding {
-    /// 16 hex characters per bitmap (upper case written, either case read).
-    #[serde(rename = "hex")]
-    Hex,
-    /// 8 raw bytes per bitmap.
-    #[serde(rename = "binary")]
-    Binary,
-}
-
-/// MTI encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum MtiEncoding {
-    #[serde(rename = "ascii")]
-    Ascii,
-    #[serde(rename = "ebcdic")]
-    Ebcdic,
-    /// Two bytes of packed BCD.
-    #[serde(rename = "bcd")]
-    Bcd,
-}
-
-/// Structure inside a field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subfields {
-    None,
-    /// Fixed-position parts, in order; with `repeat` the group repeats to the end of the field.
-    Fixed {
-        parts: Vec<SubfieldDef>,
-        repeat: bool,
-    },
-    /// BER-TLV (EMV data in DE 55).
-    BerTlv,
-    /// ASCII tag-length-value: a tag of `tag_length` characters, a decimal length of
-    /// `length_digits` digits, then the value (the switch's field 48, SPEC §4.3).
-    AsciiTlv {
-        tag_length: u8,
-        length_digits: u8,
-    },
-}
-
-/// One fixed-position subfield.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubfieldDef {
-    pub name: String,
-    pub length: usize,
-}
-
-/// One field of a compiled layout.
-#[derive(Debug, Clone)]
-pub struct FieldDef {
-    pub number: u16,
-    pub name: String,
-    pub codec: FieldCodec,
-    pub subfields: Subfields,
-}
-
-/// The part of a field definition the codec's inner loop reads: small and `Copy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FieldCodec {
-    pub format: Format,
-    pub encoding: Encoding,
-    /// Number of prefix digits; 0 for a fixed-length field.
-    pub prefix_digits: u8,
-    pub prefix_encoding: PrefixEncoding,
-    pub prefix_counts: PrefixCounts,
-    /// Exact length of a fixed field, maximum length of a variable one, in the field's unit.
-    pub max: usize,
-    /// Minimum length of a variable field.
-    pub min: usize,
-    /// Padding of a short value of a fixed field, when encoding.
-    pub pad: Pad,
-}
-
-impl FieldCodec {
-    pub fn is_fixed(&self) -> bool {
-        self.prefix_digits == 0
-    }
-
-    /// Bytes on the wire of a value of `len` units (without the prefix).
-    #[inline]
-    pub fn wire_len(&self, len: usize) -> usize {
-        let sign = usize::from(self.format == Format::XN);
-        match self.encoding {
-            Encoding::BcdLeft | Encoding::BcdRight => sign + len.div_ceil(2),
-            Encoding::Hex => len * 2,
-            _ => sign + len,
-        }
-    }
-
-    /// The value's length in units from what its prefix counted.
-    #[inline]
-    pub(crate) fn units_from_prefix(&self, counted: usize) -> Option<usize> {
-        match self.prefix_counts {
-            PrefixCounts::Units => Some(counted),
-            PrefixCounts::WireBytes => match self.encoding {
-                Encoding::Hex => counted.is_multiple_of(2).then_some(counted / 2),
-                // The spec loader refuses wire-byte counts for BCD, so this is one byte a unit.
-                _ => counted.checked_sub(usize::from(self.format == Format::XN)),
-            },
-        }
-    }
-
-    /// Bytes taken by the length prefix.
-    #[inline]
-    pub fn prefix_len(&self) -> usize {
-        match self.prefix_encoding {
-            PrefixEncoding::Ascii | PrefixEncoding::Ebcdic => usize::from(self.prefix_digits),
-            PrefixEncoding::Bcd | PrefixEncoding::Binary => {
-                usize::from(self.prefix_digits).div_ceil(2)
-            }
-        }
-    }
-
-    /// Largest number the prefix can hold.
-    fn prefix_capacity(&self) -> usize {
-        match self.prefix_encoding {
-            PrefixEncoding::Binary => (1usize << (8 * self.prefix_len())) - 1,
-            _ => 10usize.pow(u32::from(self.prefix_digits)) - 1,
-        }
-    }
-}
-
-/// A compiled message layout.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    pub name: String,
-    pub description: String,
-    pub mti: MtiEncoding,
-    pub bitmap: BitmapEncoding,
-    /// Bit 65 announces a third bitmap (fields 129–192) instead of being a data field.
-    pub tertiary: bool,
-    /// Indexed by field number; `None` for undefined fields (and 0, 1).
-    pub(crate) codecs: Vec<Option<FieldCodec>>,
-    /// The same table in its hot-path form (see [`Plan`]).
-    pub(crate) plans: Vec<Plan>,
-    /// The data fields the layout defines.
-    pub(crate) defined: Bitmap,
-    fields: BTreeMap<u16, FieldDef>,
-}
-
+// Loading lives here, not beside the type in `layout.rs`, so that the compiled layout the codec
+// runs on does not depend on the file format.
 impl Spec {
-    /// The definition of field `n`, if the layout has one.
-    pub fn field(&self, n: u16) -> Option<&FieldDef> {
-        self.fields.get(&n)
-    }
-
-    /// All defined fields, in number order.
-    pub fn fields(&self) -> impl Iterator<Item = &FieldDef> {
-        self.fields.values()
-    }
-
-    #[inline]
-    pub(crate) fn plan(&self, n: u16) -> Plan {
-        self.plans.get(usize::from(n)).copied().unwrap_or_default()
-    }
-
-    #[inline]
-    pub(crate) fn codec(&self, n: u16) -> Option<&FieldCodec> {
-        self.codecs.get(usize::from(n)).and_then(Option::as_ref)
-    }
-
-    /// Highest field number a message of this layout can carry.
-    pub fn max_field(&self) -> u16 {
-        if self.tertiary {
-            MAX_FIELD
-        } else {
-            128
-        }
-    }
-
     /// Load a spec file from disk.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
@@ -512,7 +206,6 @@ impl SpecFile {
         }
         let max_field = if self.bitmap.tertiary { MAX_FIELD } else { 128 };
         let mut fields = BTreeMap::new();
-        let mut codecs = vec![None; usize::from(MAX_FIELD) + 1];
         for (key, file) in self.fields {
             let number: u16 = key
                 .parse()
@@ -526,25 +219,16 @@ impl SpecFile {
                         .into(),
                 ));
             }
-            codecs[usize::from(number)] = Some(def.codec);
             fields.insert(number, def);
         }
-        let plans = codecs.iter().map(|c| Plan::of(c.as_ref())).collect();
-        let mut defined = Bitmap::default();
-        for &n in fields.keys() {
-            defined.set(n);
-        }
-        Ok(Spec {
+        let header = Header {
             name: self.name,
             description: self.description,
             mti: self.mti.encoding,
             bitmap: self.bitmap.encoding,
             tertiary: self.bitmap.tertiary,
-            codecs,
-            plans,
-            defined,
-            fields,
-        })
+        };
+        Ok(Spec::compiled(header, fields))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::spec::{SubfieldDef, Subfields};
+use super::field::{SubfieldDef, Subfields};
 
 /// A malformed inner structure: where (offset within the field) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,8 @@
 //! - [`WalletHost`]: a hosted wallet issuer (`hosted = true`): 0100/31 balance, 0200/00 debit
 //!   of the account in field 102, 0400/0420/0421 reversal — what a remote issuer answers.
 //! - [`CardHost`]: the card programs' own cards (routed here by BIN): balance, purchase with
-//!   PIN, expiry, limits and pre-registered purchases checked, recharge (processing code 21),
+//!   PIN, expiry, limits and pre-registered purchases checked, completion of an
+//!   authorization (0220/0221 naming it in field 90), recharge (processing code 21),
 //!   reversal; points accrued on spending.
 //!
 //! Every leg is idempotent by its id: the link's terminal, STAN and transmission time (what a

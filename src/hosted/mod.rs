@@ -2,7 +2,7 @@
 //!
 //! - [`cards`]: hosted cards and what partners do with them through the admin API — issue,
 //!   activate, recharge, refund, suspend, history and statements; pre-registered purchases;
-//!   master accounts and their sub-account cards.
+//!   master accounts and their sub-account cards (one file per concern under `cards/`).
 //! - [`host`]: the ISO 8583 face. Hosted wallet issuers and the card programs answer the
 //!   switch through in-process links ([`crate::net::link::LocalHost`]), so the flows reach
 //!   them exactly as they reach remote hosts — with the same journal, store-and-forward
@@ -122,7 +122,8 @@ pub struct Hosted {
     /// The zone PIN key of the in-process card host: PIN blocks reach it translated to this
     /// key, which never leaves the process.
     pub zone_key: PinKey,
-    /// One lock per card: PIN tries and status change one at a time.
+    /// One lock per card (PIN tries and status change one at a time), and one per card
+    /// number while it is being issued (two requests for one number cannot both take it).
     locks: KeyLocks,
 }
 

@@ -1,0 +1,197 @@
+//! The write path every operation shares: take the accounts' locks (in sorted order, so
+//! two operations never wait on each other), check the leg, add its entry and new state to
+//! one step, check the invariant, commit the step synced, and only then update what memory
+//! keeps (balances, pending holds by expiry, the open-holds count).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::{now_ms, storage, Balance, EntryType, Ledger, LedgerEntry, LedgerError, Leg, LegState};
+use crate::journal::{Entry, EntryKind, Step};
+use crate::keylock::KeyGuard;
+use crate::store::Cf;
+
+impl Ledger {
+    pub(super) async fn lock(&self, account: &str) -> KeyGuard<'_> {
+        self.locks.lock(account).await
+    }
+
+    /// A new leg on an account: checked (amount, account, repeat, funds for what takes money
+    /// out) and recorded under the account's lock.
+    pub(super) async fn place(
+        &self,
+        step: Step,
+        leg_id: &str,
+        leg: Leg,
+    ) -> Result<Balance, LedgerError> {
+        self.place_all(step, &[(leg_id, leg)]).await
+    }
+
+    /// New legs, on one or more accounts, checked as [`Ledger::place`] does and recorded in
+    /// one step under all their accounts' locks: all of them or none. Returns the first
+    /// leg's account balance; when the first leg is a repeat nothing is written (it was
+    /// done, with the others, already).
+    pub(super) async fn place_all(
+        &self,
+        mut step: Step,
+        legs: &[(&str, Leg)],
+    ) -> Result<Balance, LedgerError> {
+        let Some((first_id, first)) = legs.first() else {
+            return Err(LedgerError::BadAmount);
+        };
+        let mut accounts: Vec<&str> = legs.iter().map(|(_, l)| l.account.as_str()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        // Locks taken in one order (sorted), so two placements cannot wait on each other.
+        let mut _guards = Vec::with_capacity(accounts.len());
+        for account in &accounts {
+            _guards.push(self.lock(account).await);
+        }
+        if self.leg(first_id)?.is_some() {
+            return self
+                .balance(&first.account)
+                .ok_or_else(|| LedgerError::UnknownAccount(first.account.clone()));
+        }
+        let mut after: HashMap<&str, Balance> = HashMap::new();
+        let mut recorded = Vec::with_capacity(legs.len());
+        for (leg_id, leg) in legs {
+            if leg.amount <= 0 {
+                return Err(LedgerError::BadAmount);
+            }
+            let current = match after.get(leg.account.as_str()) {
+                Some(b) => *b,
+                None => self
+                    .balance(&leg.account)
+                    .ok_or_else(|| LedgerError::UnknownAccount(leg.account.clone()))?,
+            };
+            if self.leg(leg_id)?.is_some() {
+                continue; // done already (by an earlier attempt of its own)
+            }
+            let takes_money = matches!(leg.kind, EntryType::Debit | EntryType::Hold);
+            if takes_money && current.available() < leg.amount {
+                return Err(LedgerError::Insufficient {
+                    available: current.available(),
+                });
+            }
+            let entry = self.write_entry(&mut step, leg.kind, leg_id, leg)?;
+            let mut balance = current;
+            entry.apply_to(&mut balance);
+            // The invariant, checked before anything is written.
+            assert!(
+                balance.available() >= 0 || !takes_money,
+                "ledger: {:?} of {} would leave {} at {}",
+                leg.kind,
+                leg.amount,
+                leg.account,
+                balance.available()
+            );
+            after.insert(leg.account.as_str(), balance);
+            recorded.push((*leg_id, leg));
+        }
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        for (leg_id, leg) in recorded {
+            if let Some(balance) = after.get(leg.account.as_str()) {
+                self.applied(*balance, leg_id, leg, leg.kind);
+            }
+        }
+        Ok(after
+            .get(first.account.as_str())
+            .copied()
+            .unwrap_or_default())
+    }
+
+    /// Write an entry and the leg's new state (with the caller's writes, if any) as one
+    /// synced step, then apply the entry.
+    /// Called with the account's lock held.
+    pub(super) async fn record(
+        &self,
+        mut step: Step,
+        kind: EntryType,
+        leg_id: &str,
+        leg: &Leg,
+    ) -> Result<Balance, LedgerError> {
+        let (account, amount) = (leg.account.as_str(), leg.amount);
+        let entry = self.write_entry(&mut step, kind, leg_id, leg)?;
+        let mut after = self.balance(account).unwrap_or_default();
+        entry.apply_to(&mut after);
+        // The invariant, checked before anything is written.
+        assert!(
+            after.available() >= 0 || matches!(kind, EntryType::Credit | EntryType::Refund),
+            "ledger: {kind:?} of {amount} would leave {account} at {}",
+            after.available()
+        );
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        self.applied(after, leg_id, leg, kind);
+        Ok(after)
+    }
+
+    /// Add a new entry on the leg's account (of the leg's amount), and the leg's new state,
+    /// to a step.
+    pub(super) fn write_entry(
+        &self,
+        step: &mut Step,
+        kind: EntryType,
+        leg_id: &str,
+        leg: &Leg,
+    ) -> Result<LedgerEntry, LedgerError> {
+        self.write_entry_of(step, kind, leg.amount, leg_id, leg)
+    }
+
+    /// As [`Ledger::write_entry`], of `amount`.
+    pub(super) fn write_entry_of(
+        &self,
+        step: &mut Step,
+        kind: EntryType,
+        amount: i64,
+        leg_id: &str,
+        leg: &Leg,
+    ) -> Result<LedgerEntry, LedgerError> {
+        let entry = LedgerEntry {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            account: leg.account.clone(),
+            kind,
+            amount,
+            leg: leg_id.into(),
+            at_ms: now_ms(),
+        };
+        step.put(
+            Cf::LedgerEntries,
+            crate::store::seq_key(&leg.account, entry.seq),
+            serde_json::to_vec(&entry).map_err(storage)?,
+        );
+        step.put(
+            Cf::LedgerLegs,
+            leg_id.as_bytes(),
+            serde_json::to_vec(leg).map_err(storage)?,
+        );
+        step.append(Entry::new(
+            EntryKind::Ledger,
+            leg_id,
+            &leg.account,
+            format!("{kind:?} {amount}"),
+        ));
+        Ok(entry)
+    }
+
+    /// What the memory keeps once an entry is durable: the account's balance, the pending
+    /// holds by expiry, the open-holds count.
+    pub(super) fn applied(&self, after: Balance, leg_id: &str, leg: &Leg, kind: EntryType) {
+        self.balances.insert(leg.account.clone(), after);
+        if let Ok(mut pending) = self.pending.lock() {
+            let key = (leg.expires_ms, leg_id.to_string());
+            if leg.state == LegState::Pending {
+                pending.insert(key);
+            } else {
+                pending.remove(&key);
+            }
+        }
+        let delta = kind.open_holds_delta();
+        if delta != 0 {
+            let open = self.open_holds.fetch_add(delta, Ordering::Relaxed) + delta;
+            debug_assert!(open >= 0, "ledger: {open} open holds");
+            self.open_holds_gauge.set(open as f64);
+        }
+    }
+}

@@ -99,14 +99,15 @@ fn bench(c: &mut Criterion) {
 
     // Raw RocksDB: the same two writes per batch, WAL synced, written by one thread.
     let raw_dir = tempfile::tempdir().expect("tempdir");
-    let db = cyberswitch::store::open(raw_dir.path()).expect("open");
+    let opened = cyberswitch::store::open(raw_dir.path()).expect("open");
+    let db = opened.rocks().expect("a RocksDB store");
     let mut g = c.benchmark_group("rocksdb");
     g.throughput(Throughput::Elements(1));
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(8));
     g.bench_function("raw-synced-batch/1-writer", |b| {
-        let journal_cf = cyberswitch::store::handle(&db, Cf::Journal).expect("cf");
-        let txns_cf = cyberswitch::store::handle(&db, Cf::Txns).expect("cf");
+        let journal_cf = cyberswitch::store::handle(db, Cf::Journal).expect("cf");
+        let txns_cf = cyberswitch::store::handle(db, Cf::Txns).expect("cf");
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
         let entry = vec![b'e'; 200];

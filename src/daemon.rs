@@ -32,7 +32,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     testhooks::warn_if_armed();
     tokio::spawn(crate::observe::watch_runtime_lag(stop.clone()));
     let journal = open_journal(&config, &stop)?;
-    let directory = Directory::new(journal.db().clone(), key.clone());
+    let directory = Directory::new(journal.store().clone(), key.clone());
     let saf = Saf::open(
         journal.clone(),
         SafTiming {

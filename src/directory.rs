@@ -4,12 +4,11 @@
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
-use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::iso8583::Pan;
-use crate::store::{self, Cf};
+use crate::store::{Cf, Store};
 
 /// The keyed hash that stands for a card number at rest.
 #[derive(Clone)]
@@ -51,16 +50,16 @@ pub struct WalletLink {
 }
 
 pub struct Directory {
-    db: Arc<DB>,
+    store: Store,
     key: CardKey,
     /// Link and unlink read, change and write a card's list: one at a time.
     write: Mutex<()>,
 }
 
 impl Directory {
-    pub fn new(db: Arc<DB>, key: CardKey) -> Directory {
+    pub fn new(store: Store, key: CardKey) -> Directory {
         Directory {
-            db,
+            store,
             key,
             write: Mutex::new(()),
         }
@@ -72,23 +71,30 @@ impl Directory {
     }
 
     fn read(&self, card: &[u8; 32]) -> Result<Vec<WalletLink>, String> {
-        let cf = store::handle(&self.db, Cf::CardLinks)?;
-        match self.db.get_pinned_cf(cf, card).map_err(|e| e.to_string())? {
-            None => Ok(Vec::new()),
+        let decode = |v: &[u8]| {
             // Binary since this version; directories written before hold JSON.
-            Some(v) => crate::journal::stored::from_bytes(&v)
-                .unwrap_or_else(|| serde_json::from_slice(&v).map_err(|e| e.to_string()))
-                .map_err(|e| format!("corrupt card link record: {e}")),
-        }
+            crate::journal::stored::from_bytes(v)
+                .unwrap_or_else(|| serde_json::from_slice(v).map_err(|e| e.to_string()))
+                .map_err(|e| format!("corrupt card link record: {e}"))
+        };
+        self.store
+            .get_with(Cf::CardLinks, card, decode)?
+            .unwrap_or(Ok(Vec::new()))
     }
 
     fn write(&self, card: &[u8; 32], links: &[WalletLink]) -> Result<(), String> {
-        let cf = store::handle(&self.db, Cf::CardLinks)?;
+        // The card's whole list in one write, not synced (as a plain RocksDB put).
+        let mut batch = self.store.batch();
         if links.is_empty() {
-            return self.db.delete_cf(cf, card).map_err(|e| e.to_string());
+            batch.delete(Cf::CardLinks, card)?;
+        } else {
+            batch.put(
+                Cf::CardLinks,
+                card,
+                &crate::journal::stored::to_bytes(links),
+            )?;
         }
-        let value = crate::journal::stored::to_bytes(links);
-        self.db.put_cf(cf, card, value).map_err(|e| e.to_string())
+        self.store.write(batch, false)
     }
 
     /// Link a wallet (replacing a link to the same issuer account).
@@ -130,7 +136,7 @@ mod tests {
     #[test]
     fn links_read_back_by_priority_and_json_records_of_earlier_versions_still_read() {
         let dir = tempfile::tempdir().unwrap();
-        let db = store::open(dir.path()).unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
         let d = Directory::new(db.clone(), CardKey::new(b"k".to_vec()));
         let pan = Pan::parse(b"9410000000000013").unwrap();
         d.link(&pan, link("GIFT", "G-1", 2)).unwrap();
@@ -147,8 +153,11 @@ mod tests {
 
         let old = Pan::parse(b"9410000000000039").unwrap();
         let json = serde_json::to_vec(&[link("MILEAGE", "M-1", 3)]).unwrap();
-        let cf = store::handle(&db, Cf::CardLinks).unwrap();
-        db.put_cf(cf, d.key.card_ref(&old), json).unwrap();
+        let mut batch = db.batch();
+        batch
+            .put(Cf::CardLinks, &d.key.card_ref(&old), &json)
+            .unwrap();
+        db.write(batch, false).unwrap();
         assert_eq!(d.wallets(&old).unwrap(), vec![link("MILEAGE", "M-1", 3)]);
 
         // HMAC-SHA-256 as before (references in existing directories still resolve).
@@ -163,5 +172,39 @@ mod tests {
             CardKey::new(b"k".to_vec()).card_ref(&pan)
         );
         assert_ne!(d.key.card_ref(&pan), other.card_ref(&pan));
+    }
+
+    /// The flows' tests run on a memory store: linking, looking up and unlinking there
+    /// behave as on disk.
+    #[test]
+    fn a_directory_in_memory_links_looks_up_and_unlinks() {
+        let store = Store::memory();
+        let d = Directory::new(store.clone(), CardKey::new(b"k".to_vec()));
+        let pan = Pan::parse(b"9410000000000013").unwrap();
+        let other = Pan::parse(b"9410000000000039").unwrap();
+        assert_eq!(d.wallets(&pan).unwrap(), Vec::new());
+        d.link(&pan, link("GIFT", "G-1", 2)).unwrap();
+        d.link(&pan, link("EMONEY", "E-1", 1)).unwrap();
+        // Linking the same account again replaces its link.
+        d.link(&pan, link("GIFT", "G-1", 0)).unwrap();
+        assert_eq!(
+            d.wallets(&pan).unwrap(),
+            vec![link("GIFT", "G-1", 0), link("EMONEY", "E-1", 1)]
+        );
+        assert_eq!(d.wallets(&other).unwrap(), Vec::new());
+        // Stored under the card's keyed hash, never its number.
+        let stored = store.scan(Cf::CardLinks, b"").unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].0, d.key.card_ref(&pan));
+        assert!(!d.unlink(&pan, "GIFT", "G-2").unwrap());
+        assert!(d.unlink(&pan, "GIFT", "G-1").unwrap());
+        assert!(d.unlink(&pan, "EMONEY", "E-1").unwrap());
+        assert_eq!(d.wallets(&pan).unwrap(), Vec::new());
+        // The last unlink deletes the card's record.
+        assert!(store.scan(Cf::CardLinks, b"").unwrap().is_empty());
+        // A second directory on the same store sees what the first wrote.
+        d.link(&pan, link("GIFT", "G-1", 2)).unwrap();
+        let again = Directory::new(store, CardKey::new(b"k".to_vec()));
+        assert_eq!(again.wallets(&pan).unwrap(), vec![link("GIFT", "G-1", 2)]);
     }
 }

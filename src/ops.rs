@@ -355,7 +355,7 @@ pub struct JournalSource {
 }
 
 impl JournalSource {
-    fn open(&self) -> Result<rocksdb::DB, String> {
+    fn open(&self) -> Result<cyberswitch::store::Store, String> {
         let dir = match &self.data_dir {
             Some(d) => d.clone(),
             None => {

@@ -778,7 +778,7 @@ async fn no_card_number_is_written_to_the_data_directory() {
     let files = common::scan_for_card_numbers(&env.demo.dir.join("switch"), &pans, "").unwrap();
     assert!(files > 3, "scanned {files} files only");
     // The journal has what happened, masked.
-    let db = env.demo.running.switch.journal.db();
+    let db = env.demo.running.switch.journal.store();
     let entries = cyberswitch::journal::read::from(db, 0, 10_000).unwrap();
     assert!(entries
         .iter()

@@ -551,7 +551,7 @@ async fn transactions(
         None => None,
     };
     let limit = q.limit.unwrap_or(100).min(1000);
-    let db = s.switch.journal.db().clone();
+    let db = s.switch.journal.store().clone();
     // Off the runtime's threads (a search reads records by the million on a busy switch),
     // one record at a time (never the whole column family in memory).
     let (found, truncated) = tokio::task::spawn_blocking(move || {
@@ -569,7 +569,7 @@ async fn transactions(
 const SEARCH_MAX_EXAMINED: usize = 5_000_000;
 
 fn search_transactions(
-    db: &rocksdb::DB,
+    db: &crate::store::Store,
     q: &TxnQuery,
     bounds: Option<(i64, i64)>,
     limit: usize,
@@ -618,8 +618,9 @@ mod tests {
     fn a_search_reads_records_one_at_a_time_up_to_its_bound() {
         use crate::switch::txn::{TxnRecord, TxnState, TxnSummary};
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::store::open(dir.path()).unwrap();
-        let cf = crate::store::handle(&db, super::Cf::Txns).unwrap();
+        let opened = crate::store::open(dir.path()).unwrap();
+        let db = opened.rocks().unwrap();
+        let cf = crate::store::handle(db, super::Cf::Txns).unwrap();
         for i in 0..5u32 {
             let record: TxnRecord = TxnRecord {
                 state: TxnState::Answered,
@@ -640,11 +641,13 @@ mod tests {
             date: None,
             limit: None,
         };
-        let (found, truncated) = super::search_transactions(&db, &q("RRN4"), None, 10, 10).unwrap();
+        let (found, truncated) =
+            super::search_transactions(&opened, &q("RRN4"), None, 10, 10).unwrap();
         assert_eq!((found.len(), truncated), (1, false));
         assert_eq!(found[0]["stan"], 4);
         // The last record is past the bound: not found, and the answer says so.
-        let (found, truncated) = super::search_transactions(&db, &q("RRN4"), None, 10, 3).unwrap();
+        let (found, truncated) =
+            super::search_transactions(&opened, &q("RRN4"), None, 10, 3).unwrap();
         assert_eq!((found.len(), truncated), (0, true));
         // The limit stops the search early without truncating it.
         let all = super::TxnQuery {
@@ -653,7 +656,7 @@ mod tests {
             date: None,
             limit: None,
         };
-        let (found, truncated) = super::search_transactions(&db, &all, None, 2, 10).unwrap();
+        let (found, truncated) = super::search_transactions(&opened, &all, None, 2, 10).unwrap();
         assert_eq!((found.len(), truncated), (2, false));
     }
 

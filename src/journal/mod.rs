@@ -5,7 +5,10 @@
 //! `WriteBatch`. Steps that decide money are *synced* (the WAL is fsynced before the step is
 //! reported done). Syncing costs one fsync, so steps are group-committed: one writer thread
 //! takes every step waiting, writes them all as one batch with one sync, then releases every
-//! waiter. Under concurrency many transactions share each fsync.
+//! waiter. Under concurrency many transactions share each fsync. On a memory store
+//! ([`crate::store::Store::memory`], for tests) there is nothing to sync: each step is
+//! written by the task committing it, at once, so that it is visible (and a submitted step's
+//! callback has run) by the time the call returns.
 //!
 //! - [`entry`]: journal entries (append-only, masked card data) and how they print.
 //! - [`read`]: reading it back for people.
@@ -19,16 +22,18 @@ pub mod retention;
 pub mod seal;
 pub mod stored;
 
-use std::sync::{mpsc, Arc};
+#[cfg(test)]
+mod on_memory;
+
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
-use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::oneshot;
 
 pub use entry::{Entry, EntryKind};
 pub use seal::Sealer;
 
-use crate::store::Cf;
+use crate::store::{Batch, Cf, Store};
 
 /// One write of a step.
 enum Op {
@@ -97,7 +102,8 @@ enum Done {
     /// A task waiting for it ([`Journal::commit`]).
     Wake(oneshot::Sender<Result<(), JournalError>>),
     /// Nobody waits ([`Journal::submit`]): this runs on the writer thread once the step is
-    /// written, so it must be short and must not block.
+    /// written (on a memory store, on the submitting task), so it must be short and must not
+    /// block.
     Then(Box<dyn FnOnce(Result<(), JournalError>) + Send>),
 }
 
@@ -114,10 +120,8 @@ impl Done {
 
 /// The journal's writer. Cheap to share (`Arc`).
 pub struct Journal {
-    db: Arc<DB>,
-    /// `None` only while dropping.
-    queue: Option<mpsc::Sender<Pending>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    store: Store,
+    writer: Writer,
     sealer: Sealer,
     /// Places for steps handed over and not waited for ([`Journal::submit`]): past
     /// [`MAX_UNAWAITED`], submitting waits, so a writer held up (a slow disk) cannot make
@@ -130,32 +134,57 @@ pub struct Journal {
 /// At most this many steps submitted and not yet written (a few kilobytes each).
 pub const MAX_UNAWAITED: usize = 4096;
 
+/// Who writes the steps.
+enum Writer {
+    /// RocksDB: the group-commit thread, fed through `queue` (`None` only while dropping).
+    Thread {
+        queue: Option<mpsc::Sender<Pending>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    /// A memory store: the committing task, one step at a time (nothing to sync, so
+    /// nothing to gain from groups; written at once, so tests are deterministic).
+    Inline { next_seq: Mutex<u64> },
+}
+
 impl Drop for Journal {
     /// Close the queue and wait for the writer to finish its last group, so that the
     /// database is closed (and its lock released) when the journal is gone.
     fn drop(&mut self) {
-        self.queue.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        if let Writer::Thread { queue, thread } = &mut self.writer {
+            queue.take();
+            if let Some(w) = thread.take() {
+                let _ = w.join();
+            }
         }
     }
 }
 
 impl Journal {
-    /// Start the group-commit writer over `db`. `batch_max` bounds how many steps share one
-    /// write (and so how long the first waiter of a group can be held up).
-    pub fn open(db: Arc<DB>, sealer: Sealer, batch_max: usize) -> Result<Arc<Journal>, String> {
-        let next_seq = last_seq(&db)?.map_or(0, |s| s + 1);
-        let (queue, rx) = mpsc::channel();
-        let writer_db = db.clone();
-        let writer = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer(writer_db, rx, next_seq, batch_max.max(1)))
-            .map_err(|e| format!("cannot start the journal writer: {e}"))?;
+    /// Start the group-commit writer over `store` (on a memory store, steps are written
+    /// by their callers). `batch_max` bounds how many steps share one write (and so how long
+    /// the first waiter of a group can be held up).
+    pub fn open(store: Store, sealer: Sealer, batch_max: usize) -> Result<Arc<Journal>, String> {
+        let next_seq = last_seq(&store)?.map_or(0, |s| s + 1);
+        let writer = match &store {
+            Store::Memory(_) => Writer::Inline {
+                next_seq: Mutex::new(next_seq),
+            },
+            Store::Rocks(_) => {
+                let (queue, rx) = mpsc::channel();
+                let writer_store = store.clone();
+                let thread = std::thread::Builder::new()
+                    .name("journal-writer".into())
+                    .spawn(move || writer(writer_store, rx, next_seq, batch_max.max(1)))
+                    .map_err(|e| format!("cannot start the journal writer: {e}"))?;
+                Writer::Thread {
+                    queue: Some(queue),
+                    thread: Some(thread),
+                }
+            }
+        };
         Ok(Arc::new(Journal {
-            db,
-            queue: Some(queue),
-            writer: Some(writer),
+            store,
+            writer,
             sealer,
             unawaited: Arc::new(tokio::sync::Semaphore::new(MAX_UNAWAITED)),
             wait_synced: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "synced"),
@@ -163,8 +192,8 @@ impl Journal {
         }))
     }
 
-    pub fn db(&self) -> &Arc<DB> {
-        &self.db
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn sealer(&self) -> &Sealer {
@@ -188,8 +217,9 @@ impl Journal {
     }
 
     /// Hand a step to the writer without waiting for it to be written: `landed` runs once,
-    /// with the outcome — on the writer thread once the step is written, or at once when it
-    /// cannot be queued (that error is also returned). For steps nobody has to wait for:
+    /// with the outcome — on the writer thread once the step is written (on a memory store,
+    /// before this returns), or at once when it cannot be queued (that error is also
+    /// returned). For steps nobody has to wait for:
     /// buffered steps that decide no money. Waits only while [`MAX_UNAWAITED`] steps are
     /// outstanding.
     pub async fn submit(
@@ -219,19 +249,34 @@ impl Journal {
         )
     }
 
-    /// Queue a step for the writer; when it cannot be queued, `done` hears so at once.
+    /// Queue a step for the writer (or, on a memory store, write it now); when it cannot
+    /// be queued, `done` hears so at once.
     fn enqueue(&self, step: Step, done: Done) -> Result<(), JournalError> {
         let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
         let pending = Pending { record, step, done };
-        let refused = match &self.queue {
-            Some(queue) => match queue.send(pending) {
+        let refused = match &self.writer {
+            Writer::Thread {
+                queue: Some(queue), ..
+            } => match queue.send(pending) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::SendError(p)) => p,
             },
-            None => pending,
+            Writer::Thread { queue: None, .. } => pending,
+            Writer::Inline { next_seq } => return self.write_now(next_seq, pending),
         };
         refused.done.send(Err(JournalError::Stopped));
         Err(JournalError::Stopped)
+    }
+
+    /// Write one step on the caller's thread; `done` hears the outcome once the sequence
+    /// lock is released (so that what it runs may commit again).
+    fn write_now(&self, next_seq: &Mutex<u64>, pending: Pending) -> Result<(), JournalError> {
+        let result = match next_seq.lock() {
+            Ok(mut seq) => write_group(&self.store, std::slice::from_ref(&pending), &mut seq),
+            Err(_) => Err(JournalError::Write("journal sequence lock poisoned".into())),
+        };
+        pending.done.send(result);
+        Ok(())
     }
 
     fn wait_histogram(&self, synced: bool) -> &metrics::Histogram {
@@ -244,30 +289,26 @@ impl Journal {
 
     /// Read one value.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let handle = crate::store::handle(&self.db, cf)?;
-        self.db.get_cf(handle, key).map_err(|e| e.to_string())
+        self.store.get(cf, key)
     }
 
     /// Every (key, value) of a column family whose key starts with `prefix`, in key order.
     pub fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<crate::store::KeyValue>, String> {
-        crate::store::scan(&self.db, cf, prefix)
+        self.store.scan(cf, prefix)
     }
 }
 
 /// The last journal sequence number written, if any.
-fn last_seq(db: &DB) -> Result<Option<u64>, String> {
-    let handle = crate::store::handle(db, Cf::Journal)?;
-    let mut it = db.raw_iterator_cf(handle);
-    it.seek_to_last();
-    Ok(it
-        .key()
+fn last_seq(store: &Store) -> Result<Option<u64>, String> {
+    Ok(store
+        .last_key(Cf::Journal)?
         .and_then(|k| <[u8; 8]>::try_from(k).ok())
         .map(u64::from_be_bytes))
 }
 
 /// Group commit: take a step, then every step already waiting (up to `batch_max`), write them
 /// as one batch, sync once if any of them asked for it, release them all.
-fn writer(db: Arc<DB>, rx: mpsc::Receiver<Pending>, mut next_seq: u64, batch_max: usize) {
+fn writer(store: Store, rx: mpsc::Receiver<Pending>, mut next_seq: u64, batch_max: usize) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < batch_max {
@@ -276,49 +317,55 @@ fn writer(db: Arc<DB>, rx: mpsc::Receiver<Pending>, mut next_seq: u64, batch_max
                 Err(_) => break,
             }
         }
-        let sync = group.iter().any(|p| p.step.sync);
-        let started = Instant::now();
-        let mut seq = next_seq;
-        let result = build(&db, &group, &mut seq).and_then(|batch| {
-            let mut opts = WriteOptions::default();
-            opts.set_sync(sync);
-            db.write_opt(batch, &opts)
-                .map_err(|e| JournalError::Write(e.to_string()))
-        });
-        match &result {
-            Ok(()) => next_seq = seq,
-            // The batch did not land: its sequence numbers are given again.
-            Err(e) => tracing::error!(error = %e, "journal write failed"),
-        }
-        let mode = if sync { "synced" } else { "buffered" };
-        metrics::histogram!("cyberswitch_journal_write_seconds", "mode" => mode)
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("cyberswitch_journal_batch_steps").record(group.len() as f64);
+        let result = write_group(&store, &group, &mut next_seq);
         for p in group {
             p.done.send(result.clone());
         }
     }
 }
 
-fn build(db: &DB, group: &[Pending], next_seq: &mut u64) -> Result<WriteBatch, JournalError> {
-    let mut batch = WriteBatch::default();
+/// Write the steps as one batch, synced if any of them asked for it; on success `next_seq`
+/// goes past the records written.
+fn write_group(store: &Store, group: &[Pending], next_seq: &mut u64) -> Result<(), JournalError> {
+    let sync = group.iter().any(|p| p.step.sync);
+    let started = Instant::now();
+    let mut seq = *next_seq;
+    let result = build(store, group, &mut seq)
+        .and_then(|batch| store.write(batch, sync).map_err(JournalError::Write));
+    match &result {
+        Ok(()) => *next_seq = seq,
+        // The batch did not land: its sequence numbers are given again.
+        Err(e) => tracing::error!(error = %e, "journal write failed"),
+    }
+    let mode = if sync { "synced" } else { "buffered" };
+    metrics::histogram!("cyberswitch_journal_write_seconds", "mode" => mode)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("cyberswitch_journal_batch_steps").record(group.len() as f64);
+    result
+}
+
+fn build<'s>(
+    store: &'s Store,
+    group: &[Pending],
+    next_seq: &mut u64,
+) -> Result<Batch<'s>, JournalError> {
+    let mut batch = store.batch();
     for pending in group {
         for op in &pending.step.ops {
             match op {
-                Op::Put(cf, k, v) => batch.put_cf(handle(db, *cf)?, k, v),
-                Op::Delete(cf, k) => batch.delete_cf(handle(db, *cf)?, k),
+                Op::Put(cf, k, v) => batch.put(*cf, k, v),
+                Op::Delete(cf, k) => batch.delete(*cf, k),
             }
+            .map_err(JournalError::Write)?;
         }
         if let Some(record) = &pending.record {
-            batch.put_cf(handle(db, Cf::Journal)?, next_seq.to_be_bytes(), record);
+            batch
+                .put(Cf::Journal, &next_seq.to_be_bytes(), record)
+                .map_err(JournalError::Write)?;
             *next_seq += 1;
         }
     }
     Ok(batch)
-}
-
-fn handle(db: &DB, cf: Cf) -> Result<&rocksdb::ColumnFamily, JournalError> {
-    crate::store::handle(db, cf).map_err(JournalError::Write)
 }
 
 #[cfg(test)]
@@ -361,8 +408,11 @@ mod tests {
         let mut j = journal(dir.path());
         // Stop the writer as dropping does.
         let inner = Arc::get_mut(&mut j).unwrap();
-        inner.queue.take();
-        if let Some(w) = inner.writer.take() {
+        let Writer::Thread { queue, thread } = &mut inner.writer else {
+            panic!("a RocksDB journal writes on its thread");
+        };
+        queue.take();
+        if let Some(w) = thread.take() {
             w.join().unwrap();
         }
         let (tx, rx) = std::sync::mpsc::channel();

@@ -9,6 +9,9 @@
 //! archive directory the range is first written there, and deleted only once the file is
 //! on disk. Answered transaction records expire in compactions (see
 //! [`crate::store::Expiry`]); the hosted ledger is never deleted (balances derive from it).
+//!
+//! All of this is RocksDB's (range deletes, compactions, size properties): on a memory store
+//! ([`crate::store::Store::memory`], for tests) housekeeping does nothing.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use std::time::Duration;
 use rocksdb::DB;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, Cf};
+use crate::store::{self, Cf, Store};
 
 /// How long the journal is kept, and where what goes is copied first.
 #[derive(Debug, Clone)]
@@ -178,13 +181,17 @@ fn record_time(raw: &[u8]) -> Option<i64> {
 
 /// Every `every`: publish the store's size per column family
 /// (`cyberswitch_store_bytes{cf}`: table files plus memtables); with a retention, delete the
-/// journal past it once an hour (`cyberswitch_journal_purged_records_total`).
+/// journal past it once an hour (`cyberswitch_journal_purged_records_total`). On a memory
+/// store there is nothing to measure or purge: returns at once.
 pub async fn housekeeping(
-    db: std::sync::Arc<DB>,
+    store: Store,
     retention: Option<Retention>,
     every: Duration,
     stop: CancellationToken,
 ) {
+    let Store::Rocks(db) = store else {
+        return;
+    };
     let purge_every = Duration::from_secs(3600);
     let mut last_purge: Option<std::time::Instant> = None;
     loop {
@@ -253,8 +260,8 @@ mod tests {
         .unwrap();
     }
 
-    fn seqs(db: &DB) -> Vec<u64> {
-        store::scan(db, Cf::Journal, b"")
+    fn seqs(store: &Store) -> Vec<u64> {
+        store::scan(store, Cf::Journal, b"")
             .unwrap()
             .into_iter()
             .map(|(k, _)| u64::from_be_bytes(k.try_into().unwrap()))
@@ -264,7 +271,8 @@ mod tests {
     #[test]
     fn records_older_than_the_cutoff_go_and_the_rest_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let db = store::open(dir.path()).unwrap();
+        let opened = store::open(dir.path()).unwrap();
+        let db = opened.rocks().unwrap().clone();
         assert_eq!(purge_before(&db, 1_000, None).unwrap(), 0, "empty journal");
         // Sequences 0..100 at times 0, 10, 20, …; a gap 40..50 (an earlier purge or batch).
         for seq in (0..100).filter(|s| !(40..50).contains(s)) {
@@ -272,13 +280,13 @@ mod tests {
         }
         // Everything before time 555 (sequence 55.5) goes.
         assert_eq!(purge_before(&db, 555, None).unwrap(), 56);
-        assert_eq!(seqs(&db), (56..100).collect::<Vec<_>>());
+        assert_eq!(seqs(&opened), (56..100).collect::<Vec<_>>());
         // Nothing older: nothing goes.
         assert_eq!(purge_before(&db, 555, None).unwrap(), 0);
         assert_eq!(purge_before(&db, 10, None).unwrap(), 0);
         // Everything old: the last record stays (sequence numbers go on from it).
         assert_eq!(purge_before(&db, i64::MAX, None).unwrap(), 43);
-        assert_eq!(seqs(&db), vec![99]);
+        assert_eq!(seqs(&opened), vec![99]);
     }
 
     fn archived(path: &Path) -> Vec<serde_json::Value> {
@@ -293,7 +301,8 @@ mod tests {
     #[test]
     fn with_an_archive_what_goes_is_written_there_first_and_nothing_goes_if_it_cannot_be() {
         let dir = tempfile::tempdir().unwrap();
-        let db = store::open(&dir.path().join("db")).unwrap();
+        let opened = store::open(&dir.path().join("db")).unwrap();
+        let db = opened.rocks().unwrap().clone();
         for seq in 0..20 {
             put_record(&db, seq, seq as i64 * 10);
         }
@@ -304,12 +313,12 @@ mod tests {
         let missing = dir.path().join("missing");
         let refused = purge_before(&db, 105, Some(&missing));
         assert!(refused.unwrap_err().contains("cannot create"));
-        assert_eq!(seqs(&db), (0..20).collect::<Vec<_>>());
+        assert_eq!(seqs(&opened), (0..20).collect::<Vec<_>>());
 
         let archive = dir.path().join("archive");
         std::fs::create_dir(&archive).unwrap();
         assert_eq!(purge_before(&db, 105, Some(&archive)).unwrap(), 11);
-        assert_eq!(seqs(&db), (11..20).collect::<Vec<_>>());
+        assert_eq!(seqs(&opened), (11..20).collect::<Vec<_>>());
         let files: Vec<_> = std::fs::read_dir(&archive)
             .unwrap()
             .map(|f| f.unwrap().file_name().into_string().unwrap())

@@ -25,24 +25,27 @@ impl Ledger {
         account: &str,
         since_ms: i64,
     ) -> Result<Vec<LedgerEntry>, LedgerError> {
-        let handle = crate::store::handle(self.journal.db(), Cf::LedgerEntries).map_err(storage)?;
         let mut prefix = account.as_bytes().to_vec();
         prefix.push(0);
-        let mut it = self.journal.db().raw_iterator_cf(handle);
-        it.seek_for_prev(crate::store::seq_key(account, u64::MAX));
         let mut recent = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let e: LedgerEntry = serde_json::from_slice(v).map_err(storage)?;
-            if e.at_ms < since_ms {
-                break;
-            }
-            recent.push(e);
-            it.prev();
+        let mut damaged = None;
+        let store = self.journal.store();
+        store
+            .for_each_rev(Cf::LedgerEntries, &prefix, |_, v| {
+                match serde_json::from_slice::<LedgerEntry>(v) {
+                    Ok(e) if e.at_ms >= since_ms => {
+                        recent.push(e);
+                        return std::ops::ControlFlow::Continue(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => damaged = Some(e),
+                }
+                std::ops::ControlFlow::Break(())
+            })
+            .map_err(storage)?;
+        if let Some(e) = damaged {
+            return Err(storage(e));
         }
-        it.status().map_err(storage)?;
         recent.reverse();
         Ok(recent)
     }

@@ -535,7 +535,7 @@ mod tests {
     fn compactions_drop_answered_transactions_past_retention_and_keep_open_ones() {
         let dir = tempfile::tempdir().unwrap();
         let day = Duration::from_secs(86_400);
-        let db = store::open_with(
+        let opened = store::open_with(
             dir.path(),
             Expiry {
                 dedup_window: None,
@@ -543,9 +543,10 @@ mod tests {
             },
         )
         .unwrap();
+        let db = opened.rocks().unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         let two_days_ago = now - 2 * 86_400_000;
-        let cf = store::handle(&db, Cf::Txns).unwrap();
+        let cf = store::handle(db, Cf::Txns).unwrap();
         db.put_cf(
             cf,
             b"old-answered",
@@ -564,7 +565,7 @@ mod tests {
             .unwrap();
         db.put_cf(cf, b"unreadable", b"\x09?").unwrap();
         db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
-        let mut left: Vec<String> = store::scan(&db, Cf::Txns, b"")
+        let mut left: Vec<String> = store::scan(&opened, Cf::Txns, b"")
             .unwrap()
             .into_iter()
             .map(|(k, _)| String::from_utf8(k).unwrap())

@@ -212,7 +212,7 @@ pub(crate) async fn index_subs(journal: &Journal) -> Result<usize, String> {
     // One card at a time: the cards are not all held in memory at once. A damaged record
     // is reported and left out (its card's own requests report it too), not a reason to
     // refuse to start.
-    crate::store::for_each(journal.db(), Cf::HostedCards, b"", |k, v| {
+    crate::store::for_each(journal.store(), Cf::HostedCards, b"", |k, v| {
         match serde_json::from_slice::<Card>(v) {
             Ok(card) => {
                 if let Some(master) = &card.master {

@@ -1,9 +1,22 @@
-//! The switch's RocksDB database: one DB per data directory, one column family per concept.
+//! The switch's storage: one RocksDB database per data directory, one column family per
+//! concept; or the same column families as ordered maps in memory, for tests.
+//!
+//! - [`backend`]: [`Store`], the one handle everything reads and writes through, and
+//!   [`Batch`], the writes that land together.
+//! - [`memory`]: the memory backend.
+
+mod backend;
+mod memory;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+pub use backend::{Batch, Store};
+pub use memory::MemoryStore;
 
 /// The column families, one per concept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +70,11 @@ impl Cf {
         Cf::HostedMasters,
     ];
 
+    /// The column family's place in [`Cf::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cf::Journal => "journal",
@@ -92,12 +110,12 @@ pub struct Expiry {
 }
 
 /// Open (creating if needed) the database under `dir`.
-pub fn open(dir: &Path) -> Result<Arc<DB>, String> {
+pub fn open(dir: &Path) -> Result<Store, String> {
     open_with(dir, Expiry::default())
 }
 
 /// As [`open`], with records dropped by compactions once past their time.
-pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Arc<DB>, String> {
+pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -159,7 +177,7 @@ pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Arc<DB>, String> {
         ColumnFamilyDescriptor::new(cf.name(), o)
     });
     DB::open_cf_descriptors(&opts, dir, cfs)
-        .map(Arc::new)
+        .map(|db| Store::Rocks(Arc::new(db)))
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
 }
 
@@ -194,11 +212,12 @@ pub fn point_lookup_filters(o: &mut Options) {
 }
 
 /// Open an existing database read-only (for `journal` commands next to a running switch, use
-/// a copy or stop it first: RocksDB allows one writer).
-pub fn open_read_only(dir: &Path) -> Result<DB, String> {
+/// a copy or stop it first: RocksDB allows one writer). Writing to it fails.
+pub fn open_read_only(dir: &Path) -> Result<Store, String> {
     let opts = Options::default();
     let names = Cf::ALL.iter().map(|cf| cf.name());
     DB::open_cf_for_read_only(&opts, dir, names, false)
+        .map(|db| Store::Rocks(Arc::new(db)))
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
 }
 
@@ -221,31 +240,17 @@ pub fn seq_key(name: &str, seq: u64) -> Vec<u8> {
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Visit every (key, value) of a column family whose key starts with `prefix`, in key
-/// order, until `visit` says stop: for column families too large to hold in memory at once.
+/// order, until `visit` says stop (see [`Store::for_each`]).
 pub fn for_each(
-    db: &DB,
+    store: &Store,
     cf: Cf,
     prefix: &[u8],
-    mut visit: impl FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>,
+    visit: impl FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>,
 ) -> Result<(), String> {
-    let handle = handle(db, cf)?;
-    let mut it = db.raw_iterator_cf(handle);
-    it.seek(prefix);
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if !k.starts_with(prefix) || visit(k, v).is_break() {
-            break;
-        }
-        it.next();
-    }
-    it.status().map_err(|e| e.to_string())
+    store.for_each(cf, prefix, visit)
 }
 
 /// Every (key, value) of a column family whose key starts with `prefix`, in key order.
-pub fn scan(db: &DB, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
-    let mut out = Vec::new();
-    for_each(db, cf, prefix, |k, v| {
-        out.push((k.to_vec(), v.to_vec()));
-        std::ops::ControlFlow::Continue(())
-    })?;
-    Ok(out)
+pub fn scan(store: &Store, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
+    store.scan(cf, prefix)
 }

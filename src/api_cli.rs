@@ -31,7 +31,7 @@ pub enum ApiCommand {
         issuer: String,
         #[arg(long)]
         account: String,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = cyberswitch::directory::DEFAULT_PRIORITY)]
         priority: u32,
         #[arg(long, default_value = "")]
         label: String,

@@ -36,6 +36,10 @@ impl std::fmt::Debug for CardKey {
     }
 }
 
+/// The priority of a link made without one, on every path (admin API, `cyberswitch link
+/// add`, `cyberswitch api link-add`): first in line, ties broken by the order of linking.
+pub const DEFAULT_PRIORITY: u32 = 1;
+
 /// One wallet linked to a card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletLink {

@@ -135,7 +135,7 @@ pub enum LinkCommand {
         issuer: String,
         #[arg(long)]
         account: String,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = cyberswitch::directory::DEFAULT_PRIORITY)]
         priority: u32,
         #[arg(long, default_value = "")]
         label: String,

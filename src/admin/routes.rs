@@ -102,14 +102,14 @@ struct LinkBody {
     card_number: String,
     issuer: String,
     account: String,
-    #[serde(default = "one")]
+    #[serde(default = "default_priority")]
     priority: u32,
     #[serde(default)]
     label: String,
 }
 
-fn one() -> u32 {
-    1
+fn default_priority() -> u32 {
+    crate::directory::DEFAULT_PRIORITY
 }
 
 #[derive(Deserialize)]

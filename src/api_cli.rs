@@ -19,10 +19,63 @@ pub struct ApiArgs {
     command: ApiCommand,
 }
 
+/// `cyberswitch saf …`: the store-and-forward dead letters of a running daemon.
+#[derive(Args)]
+pub struct SafArgs {
+    /// The admin API (`http://host:port`).
+    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    url: String,
+    /// Bearer token of an operator.
+    #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: SafCommand,
+}
+
+#[derive(Subcommand)]
+pub enum SafCommand {
+    /// Items the hosts refused or never acknowledged: link, transaction, leg, amount, age, why.
+    List,
+    /// Put a dead letter back in its queue (after fixing what made the host refuse it).
+    Retry { id: String },
+    /// Close a dead letter settled outside the switch; the note says how.
+    Resolve {
+        id: String,
+        #[arg(long)]
+        note: String,
+    },
+}
+
+pub async fn saf(args: SafArgs) -> Result<(), String> {
+    let command = match args.command {
+        SafCommand::List => ApiCommand::SafList,
+        SafCommand::Retry { id } => ApiCommand::SafRetry { id },
+        SafCommand::Resolve { id, note } => ApiCommand::SafResolve { id, note },
+    };
+    api(ApiArgs {
+        url: args.url,
+        token: args.token,
+        command,
+    })
+    .await
+}
+
 #[derive(Subcommand)]
 pub enum ApiCommand {
     /// Is the API up (and the token good)?
     Health,
+    /// Store-and-forward dead letters (also `cyberswitch saf list`).
+    SafList,
+    /// Re-queue a dead letter (also `cyberswitch saf retry`).
+    SafRetry {
+        id: String,
+    },
+    /// Resolve a dead letter (also `cyberswitch saf resolve`).
+    SafResolve {
+        id: String,
+        #[arg(long)]
+        note: String,
+    },
     /// F12: link a wallet to a card.
     LinkAdd {
         #[arg(long)]
@@ -197,6 +250,17 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
     use ApiCommand::*;
     match cmd {
+        SafList => ("get", "/v1/saf/dead-letters".into(), None),
+        SafRetry { id } => (
+            "post",
+            format!("/v1/saf/dead-letters/{}/retry", seg(&id)),
+            None,
+        ),
+        SafResolve { id, note } => (
+            "post",
+            format!("/v1/saf/dead-letters/{}/resolve", seg(&id)),
+            Some(json!({ "note": note })),
+        ),
         Health => ("get", "/v1/health".into(), None),
         LinkAdd {
             card,

@@ -39,6 +39,8 @@ enum Command {
     /// Call the admin API of a running switch (links, look-ups, hosted cards, masters,
     /// transaction search).
     Api(api_cli::ApiArgs),
+    /// Store-and-forward dead letters of a running switch: list, retry, resolve.
+    Saf(api_cli::SafArgs),
     /// Link, unlink and list wallets of a card (against the switch's data directory).
     Link {
         #[command(subcommand)]
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => cli::decode(args),
         Command::Encode(args) => cli::encode(args),
         Command::Api(args) => ops::block_on(api_cli::api(args)),
+        Command::Saf(args) => ops::block_on(api_cli::saf(args)),
         Command::Run(args) => ops::block_on(ops::run(args)),
         Command::Demo(args) => ops::block_on(ops::demo(args)),
         Command::Sim { command } => ops::block_on(ops::sim(command)),

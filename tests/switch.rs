@@ -790,7 +790,8 @@ async fn no_card_number_is_written_to_the_data_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reversal_never_acknowledged_expires_into_the_dead_letter_list() {
-    let limits = "\n[limits]\nsaf_retry_min_ms = 50\nsaf_retry_max_ms = 100\nsaf_expiry_s = 2\n";
+    // Attempts: what the back-off makes in saf_expiry_s (here one).
+    let limits = "\n[limits]\nsaf_retry_min_ms = 1000\nsaf_retry_max_ms = 1000\nsaf_expiry_s = 1\n";
     let env = env_configured(
         ephemeral(),
         |sims| {

@@ -12,6 +12,7 @@
 pub mod client;
 mod listener;
 mod routes;
+mod saf_routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

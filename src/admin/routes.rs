@@ -41,6 +41,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/masters/{id}/fund"),
     ("post", "/v1/masters/{id}/subs"),
     ("get", "/v1/transactions"),
+    ("get", "/v1/saf/dead-letters"),
+    ("post", "/v1/saf/dead-letters/{id}/retry"),
+    ("post", "/v1/saf/dead-letters/{id}/resolve"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -67,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/masters/{id}/fund", post(master_fund))
         .route("/v1/masters/{id}/subs", post(master_add_sub))
         .route("/v1/transactions", get(transactions))
+        .merge(super::saf_routes::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

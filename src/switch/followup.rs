@@ -36,9 +36,13 @@ impl<'a> Amendment<'a> {
         for (i, leg) in record.legs.iter_mut().enumerate() {
             if leg.state.may_hold_money() {
                 leg.state = LegState::Reversing;
-                let q = self
-                    .saf
-                    .enqueue(&mut self.step, &leg.link, key, i, &leg.sealed.0);
+                let q = self.saf.enqueue(
+                    &mut self.step,
+                    &leg.link,
+                    key,
+                    (i, leg.amount),
+                    &leg.sealed.0,
+                );
                 self.queued.push(q);
                 reversed += 1;
             }

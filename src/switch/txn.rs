@@ -388,10 +388,10 @@ impl Txn {
         }
         leg.state = LegState::Reversing;
         let link = leg.link.clone();
-        let sealed = leg.sealed.clone();
+        let (sealed, amount) = (leg.sealed.clone(), leg.amount);
         let queued = self
             .saf
-            .enqueue(&mut self.step, &link, &key, index, &sealed.0);
+            .enqueue(&mut self.step, &link, &key, (index, amount), &sealed.0);
         self.queued.push(queued);
         self.note_state(
             EntryKind::Leg,

@@ -1,0 +1,87 @@
+//! The store-and-forward dead letters, for operators: list them, put one back in its queue
+//! (after fixing what made the host refuse it), or close one settled outside the switch. Every
+//! change is a synced journal step naming who made it.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState, Body, Caller};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/saf/dead-letters", get(list))
+        .route("/v1/saf/dead-letters/{id}/retry", post(retry))
+        .route("/v1/saf/dead-letters/{id}/resolve", post(resolve))
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn storage(e: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e)
+}
+
+fn no_such(id: &str) -> ApiError {
+    // The id is hex of the queue key: safe to name back.
+    let id: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(80)
+        .collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no dead letter {id}"),
+    )
+}
+
+async fn list(caller: Caller, State(s): State<AppState>) -> ApiResult {
+    caller.operator("list dead letters")?;
+    let list = s.switch.saf.dead_letter_list().map_err(storage)?;
+    Ok(Json(json!({ "dead_letters": list })))
+}
+
+async fn retry(caller: Caller, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    caller.operator("re-queue dead letters")?;
+    let who = format!("operator {}", caller.name);
+    match s.switch.saf.retry_dead_letter(&id, &who).await {
+        Ok(true) => Ok(Json(json!({ "id": id, "status": "queued" }))),
+        Ok(false) => Err(no_such(&id)),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolution {
+    /// How it was settled (a reference an auditor can follow).
+    note: String,
+}
+
+async fn resolve(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(b): Body<Resolution>,
+) -> ApiResult {
+    caller.operator("resolve dead letters")?;
+    if b.note.trim().is_empty() || b.note.len() > 500 {
+        return Err(ApiError::bad_request(
+            "note: say how it was settled (1 to 500 characters)",
+        ));
+    }
+    let who = format!("operator {}", caller.name);
+    match s
+        .switch
+        .saf
+        .resolve_dead_letter(&id, &who, b.note.trim())
+        .await
+    {
+        Ok(true) => Ok(Json(json!({ "id": id, "status": "resolved" }))),
+        Ok(false) => Err(no_such(&id)),
+        Err(e) => Err(storage(e)),
+    }
+}

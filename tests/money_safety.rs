@@ -1,0 +1,281 @@
+//! Money safety under faults (issue 20): the demo's real switch, hosted ledger and
+//! simulators over real TCP and HTTP, RocksDB in a temp dir.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cyberswitch::admin::client::ApiClient;
+use cyberswitch::demo::{self, Demo, DemoPorts, DEMO_PREPAID};
+use cyberswitch::iso8583::{Mti, OwnedMessage, Spec};
+use cyberswitch::net::client::Client;
+use cyberswitch::pin::{encrypt_block, ClearPin, PinKey};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+const PREPAID: &str = DEMO_PREPAID.0;
+const PIN: &str = DEMO_PREPAID.1;
+
+struct Env {
+    demo: Demo,
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+    spec: Arc<Spec>,
+    pin_key: PinKey,
+    stan: std::sync::atomic::AtomicU32,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let demo = demo::start(dir.path(), DemoPorts::ephemeral(), stop.clone())
+        .await
+        .unwrap();
+    let pin_key = PinKey::from_hex(&demo::secret(dir.path(), "terminal-pin.key").unwrap()).unwrap();
+    Env {
+        demo,
+        stop,
+        dir,
+        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        pin_key,
+        stan: std::sync::atomic::AtomicU32::new(300),
+    }
+}
+
+impl Env {
+    fn operator(&self) -> ApiClient {
+        let url = format!("http://{}", self.demo.running.admin.unwrap());
+        let token = demo::secret(self.dir.path(), "operator.token").unwrap();
+        ApiClient::new(&url, Some(token)).unwrap()
+    }
+
+    fn request(&self, mti: &[u8; 4], card: &str, pc: &str, amount: u64, pin: bool) -> OwnedMessage {
+        let stan = self.stan.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
+        m.set(2, card.as_bytes())
+            .set(3, pc.as_bytes())
+            .set_number(4, amount, 12)
+            .set(7, b"1206120000")
+            .set_number(11, u64::from(stan), 6)
+            .set(12, b"120000")
+            .set(13, b"1206")
+            .set(41, b"TERMSAF1")
+            .set(42, b"MERCHANT0000001")
+            .set(49, b"410");
+        if pin {
+            let block = encrypt_block(&self.pin_key, &ClearPin::new(PIN).unwrap(), card).unwrap();
+            m.set(52, &block);
+        }
+        m
+    }
+
+    async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
+        let mut t = Client::connect(
+            &self.demo.switch_addr().to_string(),
+            self.spec.clone(),
+            "binary2".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        t.call(m, WAIT).await.unwrap()
+    }
+
+    fn reversal(&self, original: &OwnedMessage) -> OwnedMessage {
+        let stan = self.stan.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        common::reversal_of(original, u64::from(stan), "1206120500")
+    }
+
+    /// Until the queue is empty (dead letters are not in it).
+    async fn drained(&self) {
+        for _ in 0..200 {
+            if self.demo.running.switch.saf.depth() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("store-and-forward queue did not drain");
+    }
+
+    async fn balance(&self) -> i64 {
+        let api = self.operator();
+        let r = api
+            .call(
+                "post",
+                "/v1/cards/lookup",
+                Some(&json!({"card_number": PREPAID})),
+            )
+            .await
+            .unwrap();
+        r.body["balance"].as_i64().unwrap()
+    }
+}
+
+fn code(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.get(39).unwrap_or_default()).into_owned()
+}
+
+/// The issue's walk-through: a recharge reversed after its money was spent is refused by the
+/// hosted ledger (51). That refusal is final: the item goes to the dead letters at once, with
+/// its reason and amount, and the purchase reversed after it on the same card (same queue
+/// lane) is not held up behind it. An operator lists it and resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_reversal_goes_to_the_dead_letters_and_does_not_block_its_lane() {
+    let env = env().await;
+    assert_eq!(env.balance().await, 20_000);
+    let recharge = env.request(b"0200", PREPAID, "210000", 10_000, false);
+    let a = env.call(&recharge).await;
+    assert_eq!(code(&a), "00", "{a:?}");
+    let spend = env.request(b"0200", PREPAID, "000000", 30_000, true);
+    assert_eq!(code(&env.call(&spend).await), "00");
+    assert_eq!(env.balance().await, 0);
+
+    // The terminal reverses the recharge: acknowledged to it, but the ledger cannot take
+    // back money already spent.
+    assert_eq!(code(&env.call(&env.reversal(&recharge)).await), "00");
+    let saf = &env.demo.running.switch.saf;
+    for _ in 0..200 {
+        if saf.dead_letters() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        saf.dead_letters(),
+        1,
+        "a definite refusal is a dead letter at once"
+    );
+
+    // Money comes back by the operator; a purchase and its reversal go through the same lane.
+    let op = env.operator();
+    let id = op
+        .call(
+            "post",
+            "/v1/cards/lookup",
+            Some(&json!({"card_number": PREPAID})),
+        )
+        .await
+        .unwrap()
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = op
+        .call(
+            "post",
+            &format!("/v1/cards/{id}/recharge"),
+            Some(&json!({"amount": 10_000, "reference": "saf-test"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let purchase = env.request(b"0200", PREPAID, "000000", 4_000, true);
+    assert_eq!(code(&env.call(&purchase).await), "00");
+    assert_eq!(env.balance().await, 6_000);
+    assert_eq!(code(&env.call(&env.reversal(&purchase)).await), "00");
+    env.drained().await;
+    assert_eq!(env.balance().await, 10_000, "the purchase's reversal ran");
+
+    // The operator sees the dead letter (amount, reason; no card number) and resolves it.
+    let list = op.call("get", "/v1/saf/dead-letters", None).await.unwrap();
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let dead = list.body["dead_letters"].as_array().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["amount"], 10_000);
+    assert_eq!(dead[0]["kind"], "reversal");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("51"),
+        "{:?}",
+        dead[0]
+    );
+    assert!(!list.body.to_string().contains(PREPAID));
+    let id = dead[0]["id"].as_str().unwrap();
+    let r = op
+        .call(
+            "post",
+            &format!("/v1/saf/dead-letters/{id}/resolve"),
+            Some(&json!({"note": "recharge taken back by hand, ticket 42"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(saf.dead_letters(), 0);
+    let again = op
+        .call(
+            "post",
+            &format!("/v1/saf/dead-letters/{id}/resolve"),
+            Some(&json!({"note": "twice"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 404);
+}
+
+/// A dead letter re-queued by an operator is tried again (and, the host still refusing, comes
+/// back to the list with its reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_can_be_requeued_by_an_operator() {
+    let env = env().await;
+    let recharge = env.request(b"0200", PREPAID, "210000", 10_000, false);
+    assert_eq!(code(&env.call(&recharge).await), "00");
+    let spend = env.request(b"0200", PREPAID, "000000", 30_000, true);
+    assert_eq!(code(&env.call(&spend).await), "00");
+    assert_eq!(code(&env.call(&env.reversal(&recharge)).await), "00");
+    let saf = &env.demo.running.switch.saf;
+    let op = env.operator();
+    let mut id = String::new();
+    for _ in 0..200 {
+        let list = op.call("get", "/v1/saf/dead-letters", None).await.unwrap();
+        if let Some(d) = list.body["dead_letters"].as_array().and_then(|a| a.first()) {
+            id = d["id"].as_str().unwrap().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!id.is_empty(), "the refused reversal became a dead letter");
+    // A partner or issuer may not touch the queue; nor may anyone without a token.
+    let anonymous =
+        ApiClient::new(&format!("http://{}", env.demo.running.admin.unwrap()), None).unwrap();
+    let r = anonymous
+        .call("get", "/v1/saf/dead-letters", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    // The card is topped up outside the switch's queue; the re-queued reversal now succeeds.
+    let card = op
+        .call(
+            "post",
+            "/v1/cards/lookup",
+            Some(&json!({"card_number": PREPAID})),
+        )
+        .await
+        .unwrap()
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    op.call(
+        "post",
+        &format!("/v1/cards/{card}/recharge"),
+        Some(&json!({"amount": 10_000, "reference": "top-up"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(env.balance().await, 10_000);
+    let r = op
+        .call("post", &format!("/v1/saf/dead-letters/{id}/retry"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    env.drained().await;
+    assert_eq!(saf.dead_letters(), 0);
+    assert_eq!(env.balance().await, 0, "the recharge is taken back at last");
+}

@@ -28,7 +28,7 @@ pub struct Running {
 /// Open the data directory, start links and listeners; serve until `stop`.
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, String> {
     let config = Arc::new(config);
-    let key = CardKey::new(config.card_key_bytes()?);
+    let key = CardKey::new(config.card_key.expose().to_vec());
     testhooks::warn_if_armed();
     tokio::spawn(crate::observe::watch_runtime_lag(stop.clone()));
     let journal = open_journal(&config, &stop)?;
@@ -96,7 +96,7 @@ fn open_journal(config: &Config, stop: &CancellationToken) -> Result<Arc<Journal
     )?;
     let journal = Journal::open(
         db.clone(),
-        Sealer::from_card_key(&config.card_key_bytes()?),
+        Sealer::from_card_key(config.card_key.expose()),
         config.limits.journal_batch_max,
     )?;
     let archive = config.limits.journal_archive_dir.clone();
@@ -143,12 +143,10 @@ fn start_links(
     saf: &Arc<Saf>,
     stop: &CancellationToken,
 ) -> Result<HashMap<String, Arc<Link>>, String> {
-    let mut links = local_links(config, hosted, saf)?;
+    let mut links = local_links(config, hosted, saf);
     for lc in &config.links {
-        let profile = crate::config::profile(&lc.spec, &lc.framing, lc.max_frame)
-            .map_err(|(k, r)| format!("link {}: {k}: {r}", lc.name))?;
         let terminal = format!("CSW{:>05}", lc.name.len() % 100000);
-        let link = Link::start(lc.clone(), profile, terminal, saf.clone(), stop.clone());
+        let link = Link::start(lc.clone(), terminal, saf.clone(), stop.clone());
         links.insert(lc.name.clone(), link);
     }
     Ok(links)
@@ -160,14 +158,9 @@ fn local_links(
     config: &Config,
     hosted: &Arc<crate::hosted::Hosted>,
     saf: &Arc<Saf>,
-) -> Result<HashMap<String, Arc<Link>>, String> {
+) -> HashMap<String, Arc<Link>> {
     use crate::hosted::host::{CardHost, WalletHost};
-    let profile = crate::config::profile(
-        &crate::config::default_spec(),
-        &crate::config::default_framing(),
-        crate::net::framing::DEFAULT_MAX_FRAME,
-    )
-    .map_err(|(k, r)| format!("hosted links: {k}: {r}"))?;
+    let profile = &config.local_profile;
     let mut links = HashMap::new();
     for iss in config.issuers.iter().filter(|i| i.hosted) {
         let host = Arc::new(WalletHost::new(
@@ -186,7 +179,7 @@ fn local_links(
             Link::local(name, profile.clone(), host, saf.clone()),
         );
     }
-    Ok(links)
+    links
 }
 
 /// The terminal listeners, each bound and serving; returns where each listens.
@@ -197,8 +190,7 @@ async fn start_listeners(
 ) -> Result<Vec<(String, std::net::SocketAddr)>, String> {
     let mut addrs = Vec::new();
     for lc in &config.listeners {
-        let profile = crate::config::profile(&lc.spec, &lc.framing, lc.max_frame)
-            .map_err(|(k, r)| format!("listener {}: {k}: {r}", lc.name))?;
+        let profile = lc.profile.clone();
         let listener = tokio::net::TcpListener::bind(lc.addr)
             .await
             .map_err(|e| format!("listener {}: bind {}: {e}", lc.name, lc.addr))?;

@@ -169,7 +169,7 @@ pub struct LinkTarget {
 
 fn open_directory(target: &LinkTarget) -> Result<(Directory, Pan), String> {
     let config = Config::load(&target.config).map_err(|e| e.to_string())?;
-    let key = CardKey::new(config.card_key_bytes()?);
+    let key = CardKey::new(config.card_key.expose().to_vec());
     let db = cyberswitch::store::open(&config.data_dir)?;
     let pan = Pan::parse(target.card.trim().as_bytes()).map_err(|e| e.to_string())?;
     Ok((Directory::new(db, key), pan))

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AdminConfig, RoleKind};
+use crate::config::{AdminConfig, RoleKind, TokenConfig};
 use crate::hosted::HostedError;
 use crate::switch::Switch;
 
@@ -58,37 +58,34 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(switch: Arc<Switch>, admin: &AdminConfig) -> Result<AppState, String> {
-        let mut tokens = Vec::new();
-        for t in &admin.tokens {
-            let text = t
-                .token
-                .read()
-                .map_err(|e| format!("admin token {}: {e}", t.name))?;
-            let scope = t.scope.clone().unwrap_or_default();
-            let rate = admin.rate_of(t);
-            let per_s = std::num::NonZeroU32::new(rate)
-                .ok_or_else(|| format!("admin token {}: a rate of 0", t.name))?;
-            tokens.push(Token {
-                rate,
-                limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_s)),
-                limited: metrics::counter!(
-                    "cyberswitch_admin_rate_limited_total",
-                    "token" => t.name.clone()
-                ),
-                name: t.name.clone(),
-                role: match t.role {
-                    RoleKind::Operator => Role::Operator,
-                    RoleKind::Issuer => Role::Issuer(scope),
-                    RoleKind::Partner => Role::Partner(scope),
-                },
-                digest: Sha256::digest(text.as_bytes()).into(),
-            });
-        }
-        Ok(AppState {
+    pub fn new(switch: Arc<Switch>, admin: &AdminConfig) -> AppState {
+        let tokens = admin.tokens.iter().map(Token::new).collect();
+        AppState {
             switch,
             tokens: Arc::new(tokens),
-        })
+        }
+    }
+}
+
+impl Token {
+    /// A configured token, kept as its digest with its rate limiter.
+    fn new(t: &TokenConfig) -> Token {
+        let scope = t.scope.clone().unwrap_or_default();
+        Token {
+            rate: t.rate_per_s.get(),
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(t.rate_per_s)),
+            limited: metrics::counter!(
+                "cyberswitch_admin_rate_limited_total",
+                "token" => t.name.clone()
+            ),
+            name: t.name.clone(),
+            role: match t.role {
+                RoleKind::Operator => Role::Operator,
+                RoleKind::Issuer => Role::Issuer(scope),
+                RoleKind::Partner => Role::Partner(scope),
+            },
+            digest: Sha256::digest(t.token.expose().as_bytes()).into(),
+        }
     }
 }
 
@@ -263,7 +260,7 @@ pub async fn serve(
     switch: Arc<Switch>,
     stop: CancellationToken,
 ) -> Result<SocketAddr, String> {
-    let state = AppState::new(switch, admin)?;
+    let state = AppState::new(switch, admin);
     let listener = tokio::net::TcpListener::bind(admin.addr)
         .await
         .map_err(|e| format!("admin API: bind {}: {e}", admin.addr))?;

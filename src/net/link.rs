@@ -18,7 +18,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{send_batch, Frame, FrameCodec};
-use crate::config::{LinkConfig, Profile};
+use crate::config::{LinkConfig, MatchField, Profile};
 use crate::iso8583::{Message, Mti, OwnedMessage, ResponseCode};
 use crate::observe::{Direction, MessageCounters};
 
@@ -65,8 +65,8 @@ struct Pending {
 /// One upstream link.
 pub struct Link {
     pub name: Arc<str>,
+    /// The link's settings, its wire profile among them.
     config: LinkConfig,
-    profile: Profile,
     sessions: Vec<Arc<Session>>,
     next_session: AtomicUsize,
     in_flight: Arc<Semaphore>,
@@ -104,7 +104,6 @@ impl Link {
     /// Create the link and start its session tasks.
     pub fn start(
         config: LinkConfig,
-        profile: Profile,
         terminal_id: String,
         late: Arc<dyn LateAnswers>,
         stop: CancellationToken,
@@ -117,14 +116,7 @@ impl Link {
                 })
             })
             .collect();
-        let link = Arc::new(Link::build(
-            config,
-            profile,
-            sessions,
-            late,
-            terminal_id,
-            None,
-        ));
+        let link = Arc::new(Link::build(config, sessions, late, terminal_id, None));
         for (i, s) in link.sessions.iter().enumerate() {
             tokio::spawn(run_session(link.clone(), s.clone(), i, stop.clone()));
         }
@@ -140,8 +132,7 @@ impl Link {
         late: Arc<dyn LateAnswers>,
     ) -> Arc<Link> {
         Arc::new(Link::build(
-            LinkConfig::local(name),
-            profile,
+            LinkConfig::local(name, profile),
             Vec::new(),
             late,
             String::new(),
@@ -151,7 +142,6 @@ impl Link {
 
     fn build(
         config: LinkConfig,
-        profile: Profile,
         sessions: Vec<Arc<Session>>,
         late: Arc<dyn LateAnswers>,
         terminal_id: String,
@@ -163,7 +153,6 @@ impl Link {
             name,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
-            profile,
             sessions,
             next_session: AtomicUsize::new(0),
             pending: DashMap::new(),
@@ -178,7 +167,7 @@ impl Link {
     }
 
     pub fn spec(&self) -> &crate::iso8583::Spec {
-        &self.profile.spec
+        &self.config.profile.spec
     }
 
     pub fn is_up(&self) -> bool {
@@ -225,10 +214,14 @@ impl Link {
 
     fn encode(&self, msg: &OwnedMessage) -> Result<BytesMut, LinkError> {
         let mut buf = BytesMut::new();
-        self.profile.spec.encode(msg, &mut buf).map_err(|e| {
-            tracing::error!(link = %self.name, error = %e, "request does not encode");
-            LinkError::Encode
-        })?;
+        self.config
+            .profile
+            .spec
+            .encode(msg, &mut buf)
+            .map_err(|e| {
+                tracing::error!(link = %self.name, error = %e, "request does not encode");
+                LinkError::Encode
+            })?;
         Ok(buf)
     }
 
@@ -300,9 +293,9 @@ impl Link {
         self.config
             .match_key
             .iter()
-            .map(|k| match k.as_str() {
-                "mti_class" => vec![class],
-                n => n.parse::<u16>().ok().and_then(&field).unwrap_or_default(),
+            .map(|k| match *k {
+                MatchField::MtiClass => vec![class],
+                MatchField::Field(n) => field(n).unwrap_or_default(),
             })
             .collect()
     }
@@ -318,7 +311,7 @@ impl Link {
     /// An answer (or a request from upstream) arrived on a session.
     fn on_message(&self, bytes: &[u8], reply: &mpsc::Sender<Frame>) {
         self.touch();
-        let msg = match self.profile.spec.decode(bytes) {
+        let msg = match self.config.profile.spec.decode(bytes) {
             Ok(m) => m,
             Err(e) => {
                 metrics::counter!("cyberswitch_decode_errors_total", "link" => self.name.to_string(), "reason" => e.label()).increment(1);
@@ -358,7 +351,7 @@ impl Link {
         }
         answer.set_code(ResponseCode::Approved);
         let mut buf = BytesMut::new();
-        if self.profile.spec.encode(&answer, &mut buf).is_ok() {
+        if self.config.profile.spec.encode(&answer, &mut buf).is_ok() {
             let _ = reply.try_send(Frame::message(buf.freeze()));
         }
     }
@@ -434,7 +427,7 @@ async fn serve_connection(
     stream: TcpStream,
     stop: &CancellationToken,
 ) {
-    let codec = FrameCodec::new(link.profile.framing, link.profile.max_frame);
+    let codec = FrameCodec::new(link.config.profile.framing, link.config.profile.max_frame);
     let (mut sink, mut frames) = Framed::new(stream, codec).split();
     let (tx, mut rx) = mpsc::channel::<Frame>(link.config.max_in_flight.max(16));
     if let Ok(mut s) = session.sender.lock() {

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{default_framing, default_spec, profile};
+use crate::config::{default_framing, default_spec, Profile};
 use crate::iso8583::{de, response, AdditionalAmount, Message, OwnedMessage, ResponseCode, Spec};
 use crate::net::server::{self, BoxFuture, ServerLimits, Service};
 
@@ -145,7 +145,7 @@ impl Simulator {
         config: SimConfig,
         stop: CancellationToken,
     ) -> Result<Arc<Simulator>, String> {
-        let prof = profile(&config.spec, &config.framing, 65_535)
+        let prof = Profile::resolve(&config.spec, &config.framing, 65_535)
             .map_err(|(k, r)| format!("simulator {}: {k}: {r}", config.name))?;
         let fresh = !config.data_dir.join("CURRENT").exists();
         let mut opts = rocksdb::Options::default();

@@ -7,6 +7,7 @@
 //! - [`wallets`]: F2 balance inquiry, F3/F4 wallet legs, F5 split tender with the credit leg.
 //! - [`credit`]: F6 plain credit pass-through, and the credit leg of a split tender.
 //! - [`reversal`]: F7 terminal reversals.
+//! - [`routing`]: which acquirer link or hosted program a card goes to.
 //! - [`registry`]: F10 duplicates and retransmissions; follow-ups of one transaction one at
 //!   a time.
 //! - [`txn`]: a transaction's durable state (legs, answer) and start-up recovery.
@@ -19,6 +20,7 @@ pub mod listener;
 pub mod netmgmt;
 pub mod registry;
 pub mod reversal;
+pub mod routing;
 pub mod saf;
 pub mod testhooks;
 pub mod txn;
@@ -38,6 +40,7 @@ use crate::iso8583::{answer, de, Message, OwnedMessage, Pan, ResponseCode};
 use crate::journal::Journal;
 use crate::net::link::Link;
 use registry::{Hold, Registry, TxnId};
+use routing::Routing;
 use saf::Saf;
 use txn::Txn;
 
@@ -52,6 +55,7 @@ pub struct Switch {
     pub hosted: Arc<crate::hosted::Hosted>,
     /// PIN keys of listeners (terminal keys) and links (zone keys), by name.
     pin_keys: HashMap<String, crate::pin::PinKey>,
+    routing: Routing,
     /// Transactions in memory: duplicates, follow-ups one at a time.
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
@@ -80,7 +84,8 @@ impl Switch {
             hosted,
             clock,
         } = parts;
-        let pin_keys = pin_keys(&config, &hosted)?;
+        let pin_keys = pin_keys(&config, &hosted);
+        let routing = Routing::new(&config);
         // Memory holds requests in flight only; answered ones are in the journal's index.
         let window = Duration::from_secs(config.limits.duplicate_window_s.min(60));
         let registry = Arc::new(Registry::new(
@@ -96,6 +101,7 @@ impl Switch {
             saf,
             hosted,
             pin_keys,
+            routing,
             registry,
             clock,
             rrn_seq: AtomicU64::new(0),
@@ -176,7 +182,7 @@ impl Switch {
             }
         };
         // A hosted card with no wallets is asked for its own balance (F14).
-        let own_balance = wallets.is_empty() && self.config.program_for(pan.expose()).is_some();
+        let own_balance = wallets.is_empty() && self.routing.program_for(pan.expose()).is_some();
         if codes.inquiry.contains(&tt) && !own_balance {
             return wallets::inquiry(self, req, txn, &wallets).await;
         }
@@ -192,7 +198,7 @@ impl Switch {
 
     /// The acquirer link for a card.
     fn acquirer(&self, pan: &Pan) -> Option<&Arc<Link>> {
-        self.config
+        self.routing
             .acquirer_for(pan.expose())
             .and_then(|name| self.links.get(name))
     }
@@ -203,29 +209,16 @@ impl Switch {
 fn pin_keys(
     config: &Config,
     hosted: &crate::hosted::Hosted,
-) -> Result<HashMap<String, crate::pin::PinKey>, String> {
-    let mut keys = HashMap::new();
-    for l in &config.listeners {
-        if let Some(k) = &l.pin_key {
-            keys.insert(
-                l.name.clone(),
-                k.pin_key()
-                    .map_err(|e| format!("listener {}: pin_key: {e}", l.name))?,
-            );
-        }
-    }
-    for l in &config.links {
-        if let Some(k) = &l.pin_key {
-            keys.insert(
-                l.name.clone(),
-                k.pin_key()
-                    .map_err(|e| format!("link {}: pin_key: {e}", l.name))?,
-            );
-        }
-    }
+) -> HashMap<String, crate::pin::PinKey> {
+    let listeners = config.listeners.iter().map(|l| (&l.name, &l.pin_key));
+    let links = config.links.iter().map(|l| (&l.name, &l.pin_key));
+    let mut keys: HashMap<_, _> = listeners
+        .chain(links)
+        .filter_map(|(name, key)| Some((name.clone(), key.clone()?)))
+        .collect();
     keys.insert(
         crate::config::HOSTED_CARDS_LINK.to_string(),
         hosted.zone_key.clone(),
     );
-    Ok(keys)
+    keys
 }

@@ -1,0 +1,198 @@
+//! From the file as written to the configuration the switch runs with: specs loaded (each
+//! once, however many listeners and links name it), framings and match keys parsed, PIN keys,
+//! admin tokens and the card key read. Errors name the key, as the checks' do.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::checks::Origin;
+use super::schema::{self, AdminToml, ConfigToml, LinkToml, ListenerToml};
+use super::{
+    AdminConfig, Config, ConfigError, LinkConfig, ListenerConfig, MatchField, Profile, Secret,
+    SecretBytes, SecretText, TokenConfig,
+};
+use crate::iso8583::Spec;
+use crate::net::framing::DEFAULT_MAX_FRAME;
+use crate::pin::PinKey;
+
+/// Resolve a checked file.
+pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigError> {
+    let mut r = Resolver {
+        at: Origin(origin),
+        specs: HashMap::new(),
+    };
+    let mut listeners = Vec::with_capacity(file.listeners.len());
+    for (i, l) in file.listeners.into_iter().enumerate() {
+        listeners.push(r.listener(&format!("listener[{i}]"), l)?);
+    }
+    let mut links = Vec::with_capacity(file.links.len());
+    for (i, l) in file.links.into_iter().enumerate() {
+        links.push(r.link(&format!("link[{i}]"), l)?);
+    }
+    let local_profile = r
+        .profile(
+            &schema::default_spec(),
+            &schema::default_framing(),
+            DEFAULT_MAX_FRAME,
+        )
+        .map_err(|(k, reason)| r.at.err("", format!("in-process links: {k}: {reason}")))?;
+    let admin = match file.admin {
+        Some(a) => Some(r.admin(a)?),
+        None => None,
+    };
+    let card_key = Secret {
+        value: file.card_key,
+        env: file.card_key_env,
+        file: file.card_key_file,
+    };
+    let card_key = card_key_bytes(&card_key).map_err(|reason| r.at.err("card_key", reason))?;
+    Ok(Config {
+        data_dir: file.data_dir,
+        metrics_addr: file.metrics_addr,
+        card_key,
+        currency: file.currency,
+        institution_id: file.institution_id,
+        listeners,
+        links,
+        local_profile,
+        issuers: file.issuers,
+        routing: file.routing,
+        processing_codes: file.processing_codes,
+        limits: file.limits,
+        hosted: file.hosted,
+        admin,
+    })
+}
+
+struct Resolver<'a> {
+    at: Origin<'a>,
+    /// Specs loaded so far, by the name (or path) they were given as.
+    specs: HashMap<String, Arc<Spec>>,
+}
+
+impl Resolver<'_> {
+    fn profile(
+        &mut self,
+        spec: &str,
+        framing: &str,
+        max_frame: usize,
+    ) -> Result<Profile, (&'static str, String)> {
+        let loaded = match self.specs.get(spec) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Spec::resolve(spec).map_err(|e| ("spec", e.to_string()))?);
+                self.specs.insert(spec.to_string(), s.clone());
+                s
+            }
+        };
+        Profile::with_spec(loaded, framing, max_frame)
+    }
+
+    fn listener(&mut self, key: &str, l: ListenerToml) -> Result<ListenerConfig, ConfigError> {
+        let profile = self
+            .profile(&l.spec, &l.framing, l.max_frame)
+            .map_err(|(k, reason)| self.at.err(format!("{key}.{k}"), reason))?;
+        Ok(ListenerConfig {
+            pin_key: self.pin_key(key, l.pin_key.as_ref())?,
+            name: l.name,
+            addr: l.addr,
+            profile,
+            max_connections: l.max_connections,
+            max_in_flight: l.max_in_flight,
+            idle_timeout_ms: l.idle_timeout_ms,
+        })
+    }
+
+    fn link(&mut self, key: &str, l: LinkToml) -> Result<LinkConfig, ConfigError> {
+        let profile = self
+            .profile(&l.spec, &l.framing, l.max_frame)
+            .map_err(|(k, reason)| self.at.err(format!("{key}.{k}"), reason))?;
+        let mut match_key = Vec::with_capacity(l.match_key.len());
+        for f in &l.match_key {
+            match_key.push(MatchField::parse(f).ok_or_else(|| {
+                self.at.err(
+                    format!("{key}.match_key"),
+                    format!("{f:?} is neither mti_class nor a field number"),
+                )
+            })?);
+        }
+        Ok(LinkConfig {
+            pin_key: self.pin_key(key, l.pin_key.as_ref())?,
+            name: l.name,
+            kind: l.kind,
+            hosts: l.hosts,
+            sessions: l.sessions,
+            profile,
+            timeout_ms: l.timeout_ms,
+            echo_interval_ms: l.echo_interval_ms,
+            echo_failures: l.echo_failures,
+            sign_on: l.sign_on,
+            match_key,
+            max_in_flight: l.max_in_flight,
+            reconnect_min_ms: l.reconnect_min_ms,
+            reconnect_max_ms: l.reconnect_max_ms,
+        })
+    }
+
+    /// A listener's or link's PIN key, read now rather than at the first transaction.
+    fn pin_key(&self, key: &str, secret: Option<&Secret>) -> Result<Option<PinKey>, ConfigError> {
+        secret
+            .map(|s| {
+                s.pin_key()
+                    .map_err(|reason| self.at.err(format!("{key}.pin_key"), reason))
+            })
+            .transpose()
+    }
+
+    fn admin(&self, a: AdminToml) -> Result<AdminConfig, ConfigError> {
+        let mut tokens = Vec::with_capacity(a.tokens.len());
+        for (i, t) in a.tokens.into_iter().enumerate() {
+            let key = format!("admin.token[{i}]");
+            let text = t
+                .token
+                .read()
+                .map_err(|reason| self.at.err(format!("{key}.token"), reason))?;
+            if text.len() < 16 {
+                return Err(self.at.err(
+                    format!("{key}.token"),
+                    "tokens must be at least 16 characters",
+                ));
+            }
+            let rate = t.rate_per_s.unwrap_or(a.rate_per_token_s);
+            let rate_per_s = NonZeroU32::new(rate).ok_or_else(|| {
+                self.at
+                    .err(format!("{key}.rate_per_s"), "must be at least 1")
+            })?;
+            tokens.push(TokenConfig {
+                name: t.name,
+                role: t.role,
+                scope: t.scope,
+                token: SecretText::new(text),
+                rate_per_s,
+            });
+        }
+        Ok(AdminConfig {
+            addr: a.addr,
+            max_connections: a.max_connections,
+            idle_timeout_s: a.idle_timeout_s,
+            tokens,
+        })
+    }
+}
+
+/// The card look-up key, from the environment variable if named, else from the file, else
+/// inline: hex, at least 32 bytes.
+fn card_key_bytes(secret: &Secret) -> Result<SecretBytes, String> {
+    let (text, origin) = secret.read_with_origin()?;
+    let origin = origin.unwrap_or_else(|| "card_key".into());
+    let key = hex::decode(text.trim()).map_err(|e| format!("{origin}: not hex: {e}"))?;
+    if key.len() < 32 {
+        return Err(format!(
+            "{origin}: the key must be at least 32 bytes, got {}",
+            key.len()
+        ));
+    }
+    Ok(SecretBytes::new(key))
+}

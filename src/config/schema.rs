@@ -1,0 +1,435 @@
+//! The configuration as written in the TOML file (`config/cyberswitch.toml` documents every
+//! key): what serde reads, before anything is checked or resolved. Tables whose keys are all
+//! optional take their defaults from their `Default`; tables with required keys (a name, an
+//! address) cannot — a struct-level default would make those keys optional too — so their
+//! optional keys name a default function, mostly [`n_usize`], [`n_u64`] and [`n_u32`] with
+//! the value in the attribute.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::secret::Secret;
+use crate::net::framing::DEFAULT_MAX_FRAME;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigToml {
+    /// Where the switch keeps its RocksDB data.
+    pub data_dir: PathBuf,
+    /// Prometheus `/metrics` address; absent: no metrics endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    /// HMAC-SHA-256 key for card look-ups, as hex (at least 32 bytes). Prefer `card_key_env`.
+    pub card_key: Option<String>,
+    /// Name of the environment variable holding the card key (hex).
+    pub card_key_env: Option<String>,
+    /// A file holding the card key (hex), e.g. the one the demo generates.
+    pub card_key_file: Option<PathBuf>,
+    /// Transaction currency (ISO 4217 numeric) the switch works in.
+    #[serde(default = "default_currency")]
+    pub currency: u16,
+    /// The switch's institution id, used in field 32 and as the terminal id of its own
+    /// upstream network management.
+    #[serde(default = "default_institution")]
+    pub institution_id: String,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerToml>,
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkToml>,
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub processing_codes: ProcessingCodes,
+    #[serde(default)]
+    pub limits: Limits,
+    /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
+    #[serde(default)]
+    pub hosted: HostedConfig,
+    /// The admin API (SPEC §8); absent: no API.
+    pub admin: Option<AdminToml>,
+}
+
+/// A `[[listener]]`: where terminals connect.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerToml {
+    pub name: String,
+    pub addr: SocketAddr,
+    #[serde(default = "default_spec")]
+    pub spec: String,
+    #[serde(default = "default_framing")]
+    pub framing: String,
+    #[serde(default = "n_usize::<DEFAULT_MAX_FRAME>")]
+    pub max_frame: usize,
+    #[serde(default = "n_usize::<10_000>")]
+    pub max_connections: usize,
+    /// The terminals' PIN key (double-length TDES): PIN blocks in field 52 are encrypted
+    /// under it.
+    pub pin_key: Option<Secret>,
+    /// Requests of one connection being processed at once; reading pauses beyond it.
+    #[serde(default = "n_usize::<64>")]
+    pub max_in_flight: usize,
+    /// A connection that sends nothing (not even a keep-alive) for this long is closed.
+    #[serde(default = "n_u64::<300_000>")]
+    pub idle_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    Issuer,
+    Acquirer,
+}
+
+/// Answer timeout of a link, the configured ones' default and the in-process ones'.
+pub const LINK_TIMEOUT_MS: u64 = 2_000;
+/// Requests awaiting an answer on a link, the configured ones' default and the in-process
+/// ones'.
+pub const LINK_MAX_IN_FLIGHT: usize = 1_024;
+
+/// A `[[link]]`: an upstream host the switch connects to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkToml {
+    pub name: String,
+    pub kind: LinkKind,
+    /// Hosts in failover order.
+    pub hosts: Vec<String>,
+    /// TCP sessions kept open (requests are spread over them).
+    #[serde(default = "n_usize::<1>")]
+    pub sessions: usize,
+    #[serde(default = "default_spec")]
+    pub spec: String,
+    #[serde(default = "default_framing")]
+    pub framing: String,
+    #[serde(default = "n_usize::<DEFAULT_MAX_FRAME>")]
+    pub max_frame: usize,
+    /// Per-request answer timeout.
+    #[serde(default = "n_u64::<LINK_TIMEOUT_MS>")]
+    pub timeout_ms: u64,
+    /// Echo (0800/301) after this much idle time.
+    #[serde(default = "n_u64::<30_000>")]
+    pub echo_interval_ms: u64,
+    /// Consecutive failed echoes after which the session is dropped and reconnected.
+    #[serde(default = "n_u32::<3>")]
+    pub echo_failures: u32,
+    /// Sign on (0800/001) when a session connects.
+    #[serde(default = "yes")]
+    pub sign_on: bool,
+    /// Fields that match an answer to its request: `mti_class` and field numbers.
+    #[serde(default = "default_match_key")]
+    pub match_key: Vec<String>,
+    /// Requests awaiting an answer on the whole link; more wait for a slot.
+    #[serde(default = "n_usize::<LINK_MAX_IN_FLIGHT>")]
+    pub max_in_flight: usize,
+    /// The zone PIN key shared with this host: PIN blocks are translated to it.
+    pub pin_key: Option<Secret>,
+    #[serde(default = "n_u64::<100>")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "n_u64::<10_000>")]
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalletKind {
+    Giftcert,
+    Emoney,
+    Points,
+}
+
+impl WalletKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalletKind::Giftcert => "giftcert",
+            WalletKind::Emoney => "emoney",
+            WalletKind::Points => "points",
+        }
+    }
+    /// Automatic tender drains gift certificates first, then e-money, then points (SPEC F4).
+    pub fn tender_rank(self) -> u8 {
+        match self {
+            WalletKind::Giftcert => 0,
+            WalletKind::Emoney => 1,
+            WalletKind::Points => 2,
+        }
+    }
+}
+
+/// An `[[issuer]]`: whose wallets cards can be linked to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub id: String,
+    pub kind: WalletKind,
+    /// The wallet's unit, as shown to terminals (`KRW`, `P`).
+    pub unit: String,
+    /// Wallet units per currency minor unit (points: e.g. 2).
+    #[serde(default = "n_u64::<1>")]
+    pub units_per_currency_unit: u64,
+    /// The upstream link this issuer is reached through (remote issuers).
+    pub link: Option<String>,
+    /// The switch is the issuer: accounts live on the hosted ledger, reached through an
+    /// in-process link named after the issuer.
+    #[serde(default)]
+    pub hosted: bool,
+}
+
+impl IssuerConfig {
+    /// The link requests to this issuer go through.
+    pub fn link_name(&self) -> &str {
+        match (&self.link, self.hosted) {
+            (Some(l), false) => l,
+            _ => &self.id,
+        }
+    }
+}
+
+/// `[routing]`: which acquirer link a card's credit goes to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub default_acquirer: Option<String>,
+    #[serde(rename = "bin")]
+    pub bins: Vec<BinRoute>,
+}
+
+/// Card numbers whose leading digits fall in `from..=to` (compared on the shorter length)
+/// go to `acquirer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinRoute {
+    pub from: String,
+    pub to: String,
+    pub acquirer: String,
+}
+
+/// Whether a card number's leading digits (as many as `from` has) fall in `from..=to`.
+pub fn in_bin_range(pan_digits: &str, from: &str, to: &str) -> bool {
+    let head = pan_digits.get(..from.len()).unwrap_or("");
+    head >= from && head <= to
+}
+
+/// Which processing codes (first two digits) mean what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessingCodes {
+    pub inquiry: Vec<u8>,
+    pub purchase: Vec<u8>,
+    pub refund: Vec<u8>,
+    pub load: Vec<u8>,
+}
+
+impl Default for ProcessingCodes {
+    fn default() -> Self {
+        ProcessingCodes {
+            inquiry: vec![31],
+            purchase: vec![0],
+            refund: vec![20],
+            load: vec![21],
+        }
+    }
+}
+
+/// Limits that are not per listener or link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// How long a request key is remembered for duplicate detection.
+    pub duplicate_window_s: u64,
+    /// Store-and-forward: first retry delay and its ceiling.
+    pub saf_retry_min_ms: u64,
+    pub saf_retry_max_ms: u64,
+    /// Store-and-forward: an item unacknowledged this long goes to the dead-letter list.
+    pub saf_expiry_s: u64,
+    /// Journal group commit: at most this many steps share one write and one sync.
+    pub journal_batch_max: usize,
+    /// Journal records and answered transaction records older than this many days are
+    /// deleted (0: kept for ever). At least as long as the duplicate window and the
+    /// store-and-forward expiry.
+    pub journal_retention_days: u64,
+    /// With a retention: the journal records past it are first written here (JSON Lines in
+    /// LZ4 frames, one file per purge, synced), and deleted only once written. Unset: deleted
+    /// without a copy.
+    pub journal_archive_dir: Option<PathBuf>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            duplicate_window_s: 86_400,
+            saf_retry_min_ms: 200,
+            saf_retry_max_ms: 30_000,
+            saf_expiry_s: 7 * 86_400,
+            journal_batch_max: 1024,
+            journal_retention_days: 0,
+            journal_archive_dir: None,
+        }
+    }
+}
+
+impl Limits {
+    /// How long journal and transaction records are kept; `None`: for ever.
+    pub fn journal_retention(&self) -> Option<std::time::Duration> {
+        (self.journal_retention_days > 0)
+            .then(|| std::time::Duration::from_secs(self.journal_retention_days * 86_400))
+    }
+}
+
+/// `[hosted]`: the switch as an issuer (SPEC §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostedConfig {
+    /// A pending hold not completed in this time is released.
+    pub hold_ttl_s: u64,
+    /// Wrong PINs in a row after which a card answers 75 until an operator resets it.
+    pub pin_tries: u32,
+    #[serde(rename = "program")]
+    pub programs: Vec<ProgramConfig>,
+}
+
+impl Default for HostedConfig {
+    fn default() -> Self {
+        HostedConfig {
+            hold_ttl_s: 7 * 86_400,
+            pin_tries: 3,
+            programs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgramKind {
+    /// F14: multi-function prepaid cards (PIN, recharge, refund, points).
+    Prepaid,
+    /// F15: anonymous cards, no personal data; pre-registered purchases.
+    Anonymous,
+    /// F16: sub-account cards drawing on a master account.
+    Subaccount,
+}
+
+/// A hosted card program: the cards whose numbers fall in its BIN range are its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramConfig {
+    pub id: String,
+    pub kind: ProgramKind,
+    /// Leading digits of the program's card numbers (compared on their length).
+    pub bin_from: String,
+    pub bin_to: String,
+    #[serde(default = "default_unit")]
+    pub unit: String,
+    /// Face values cards are issued in (prepaid, anonymous).
+    #[serde(default = "default_denominations")]
+    pub denominations: Vec<u64>,
+    /// Recharges come in multiples of this.
+    #[serde(default = "n_u64::<10_000>")]
+    pub recharge_step: u64,
+    /// The balance never goes above this.
+    #[serde(default = "n_u64::<1_000_000>")]
+    pub max_balance: u64,
+    /// Cards expire this many months after issue.
+    #[serde(default = "n_u32::<60>")]
+    pub validity_months: u32,
+    /// Authorizations must carry a PIN block (field 52).
+    #[serde(default)]
+    pub pin_required: bool,
+    /// Points accrued per 1,000 spent, into the card's account at `points_issuer`.
+    #[serde(default)]
+    pub points_per_1000: u64,
+    /// A hosted issuer of kind `points` that keeps the cards' points.
+    pub points_issuer: Option<String>,
+}
+
+impl ProgramConfig {
+    pub fn owns(&self, pan_digits: &str) -> bool {
+        in_bin_range(pan_digits, &self.bin_from, &self.bin_to)
+    }
+}
+
+/// `[admin]`: the admin API (SPEC §8).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToml {
+    pub addr: SocketAddr,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    #[serde(default = "n_usize::<64>")]
+    pub max_connections: usize,
+    /// A connection with no byte in either direction this long is closed (kept-alive
+    /// connections held idle would otherwise keep the places of `max_connections`).
+    #[serde(default = "n_u64::<60>")]
+    pub idle_timeout_s: u64,
+    /// Requests a second each token may make (its burst is one second's worth); more are
+    /// answered 429 with `Retry-After`. A token may set its own (`rate_per_s`).
+    #[serde(default = "n_u32::<100>")]
+    pub rate_per_token_s: u32,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenToml>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    /// Everything.
+    Operator,
+    /// One issuer: look-ups of its own accounts only.
+    Issuer,
+    /// One partner: links, and the hosted cards it issued.
+    Partner,
+}
+
+/// An `[[admin.token]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenToml {
+    /// For logs only.
+    pub name: String,
+    pub role: RoleKind,
+    /// The issuer id (role issuer) or partner id (role partner).
+    pub scope: Option<String>,
+    pub token: Secret,
+    /// This token's request rate, instead of `admin.rate_per_token_s`.
+    pub rate_per_s: Option<u32>,
+}
+
+// Defaults of keys in tables that also have required keys.
+fn n_usize<const N: usize>() -> usize {
+    N
+}
+fn n_u64<const N: u64>() -> u64 {
+    N
+}
+fn n_u32<const N: u32>() -> u32 {
+    N
+}
+fn yes() -> bool {
+    true
+}
+fn default_currency() -> u16 {
+    410
+}
+fn default_institution() -> String {
+    "00000000001".into()
+}
+/// The spec of listeners and links that name none, and of the in-process links.
+pub(crate) fn default_spec() -> String {
+    "iso87-ascii".into()
+}
+/// The framing of listeners and links that name none, and of the in-process links.
+pub(crate) fn default_framing() -> String {
+    "binary2".into()
+}
+pub(crate) fn default_match_key() -> Vec<String> {
+    vec!["mti_class".into(), "11".into(), "41".into()]
+}
+fn default_unit() -> String {
+    "KRW".into()
+}
+fn default_denominations() -> Vec<u64> {
+    vec![5_000, 10_000, 30_000, 50_000, 100_000]
+}

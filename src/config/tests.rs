@@ -1,0 +1,155 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+
+const CARD_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const PIN_KEY: &str = "0123456789ABCDEFFEDCBA9876543210";
+
+fn base() -> String {
+    format!(
+        "data_dir = \"x\"\ncard_key = \"{CARD_KEY}\"\n\
+         [[link]]\nname = \"acq1\"\nkind = \"acquirer\"\nhosts = [\"127.0.0.1:1\"]\n"
+    )
+}
+
+fn load(extra: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(&format!("{}{extra}", base()), Path::new("conf/t.toml"))
+}
+
+fn refusal(extra: &str) -> String {
+    match load(extra) {
+        Ok(_) => panic!("accepted: {extra}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_listener_carries_the_profile_its_spec_and_framing_name() {
+    let c = load(
+        "[[listener]]\nname = \"a\"\naddr = \"127.0.0.1:0\"\nspec = \"iso93-ascii\"\n\
+         framing = \"ascii4\"\nmax_frame = 4096\n\
+         [[listener]]\nname = \"b\"\naddr = \"127.0.0.1:0\"\nspec = \"iso93-ascii\"\n",
+    )
+    .unwrap();
+    let (a, b) = (&c.listeners[0].profile, &c.listeners[1].profile);
+    assert_eq!(a.spec.name, "iso93-ascii");
+    assert_eq!(a.framing, "ascii4".parse().unwrap());
+    assert_eq!(a.max_frame, 4096);
+    // Unnamed: the defaults.
+    assert_eq!(b.framing, "binary2".parse().unwrap());
+    assert_eq!(b.max_frame, crate::net::framing::DEFAULT_MAX_FRAME);
+    // Loaded once for both.
+    assert!(Arc::ptr_eq(&a.spec, &b.spec));
+}
+
+#[test]
+fn links_and_in_process_links_carry_their_profiles() {
+    let c = load("").unwrap();
+    let link = &c.links[0];
+    assert_eq!(link.profile.spec.name, "iso87-ascii");
+    assert_eq!(link.profile.framing, "binary2".parse().unwrap());
+    assert_eq!(
+        link.match_key,
+        [
+            MatchField::MtiClass,
+            MatchField::Field(11),
+            MatchField::Field(41)
+        ]
+    );
+    assert_eq!(c.local_profile.spec.name, "iso87-ascii");
+    assert!(Arc::ptr_eq(&link.profile.spec, &c.local_profile.spec));
+    let local = LinkConfig::local("H", c.local_profile.clone());
+    assert_eq!(local.match_key, link.match_key);
+    assert_eq!(local.timeout_ms, link.timeout_ms);
+    assert_eq!(local.max_in_flight, link.max_in_flight);
+}
+
+#[test]
+fn keys_are_read_at_load_and_never_printed() {
+    let c = load(&format!(
+        "[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\npin_key = {{ value = \"{PIN_KEY}\" }}\n\
+         [admin]\naddr = \"127.0.0.1:0\"\nrate_per_token_s = 7\n\
+         [[admin.token]]\nname = \"ops\"\nrole = \"operator\"\n\
+         token = {{ value = \"a-token-long-enough\" }}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.card_key.expose(), hex::decode(CARD_KEY).unwrap());
+    assert!(c.listeners[0].pin_key.is_some());
+    let admin = c.admin.as_ref().unwrap();
+    assert_eq!(admin.tokens[0].token.expose(), "a-token-long-enough");
+    assert_eq!(admin.tokens[0].rate_per_s.get(), 7);
+    let printed = format!("{c:?}");
+    for secret in [CARD_KEY, "000102030405", PIN_KEY, "a-token-long-enough"] {
+        assert!(!printed.contains(secret), "{secret} printed");
+    }
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_with_their_key() {
+    let listener = "[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\n";
+    let cases = [
+        (format!("{listener}max_in_flight = 0\n"), "listener[0].max_in_flight: must be at least 1"),
+        (format!("{listener}max_connections = 0\n"), "listener[0].max_connections: must be at least 1"),
+        (format!("{listener}max_connections = 5000000\n"), "listener[0].max_connections: must be at most 1000000"),
+        (format!("{listener}idle_timeout_ms = 0\n"), "listener[0].idle_timeout_ms: must be at least 1"),
+        (format!("{listener}max_frame = 0\n"), "listener[0].max_frame: must be at least 1"),
+        ("[processing_codes]\ninquiry = [31, 100]\n".into(), "processing_codes.inquiry: must be at most 99"),
+        ("[hosted]\npin_tries = 0\n".into(), "hosted.pin_tries: must be at least 1"),
+        ("[hosted]\nhold_ttl_s = 0\n".into(), "hosted.hold_ttl_s: must be at least 1"),
+        ("[[hosted.program]]\nid = \"P\"\nkind = \"prepaid\"\nbin_from = \"627\"\nbin_to = \"627\"\nvalidity_months = 0\n".into(), "hosted.program[0].validity_months: must be at least 1"),
+        ("[admin]\naddr = \"127.0.0.1:0\"\nidle_timeout_s = 99999999999\n".into(), "admin.idle_timeout_s: must be at most 86400"),
+        ("[limits]\njournal_batch_max = 0\n".into(), "limits: saf_expiry_s, journal_batch_max and duplicate_window_s must be at least 1"),
+    ];
+    for (extra, expected) in cases {
+        let e = refusal(&extra);
+        assert!(e.starts_with("conf/t.toml: "), "{e}");
+        assert!(e.contains(expected), "{e:?} does not contain {expected:?}");
+    }
+    let currency = format!("currency = 4100\n{}", base());
+    let e = Config::from_toml(&currency, Path::new("conf/t.toml")).unwrap_err();
+    assert_eq!(e.to_string(), "conf/t.toml: currency: must be at most 999");
+}
+
+#[test]
+fn link_settings_out_of_range_are_refused_with_their_key() {
+    let link = |setting: &str| {
+        format!("[[link]]\nname = \"l\"\nkind = \"issuer\"\nhosts = [\"127.0.0.1:2\"]\n{setting}\n")
+    };
+    let cases = [
+        ("sessions = 0", "link[1].sessions: must be at least 1"),
+        (
+            "max_in_flight = 0",
+            "link[1].max_in_flight: must be at least 1",
+        ),
+        (
+            "max_in_flight = 99999999999",
+            "link[1].max_in_flight: must be at most 1000000",
+        ),
+        ("timeout_ms = 0", "link[1].timeout_ms: must be at least 1"),
+        (
+            "echo_interval_ms = 0",
+            "link[1].echo_interval_ms: must be at least 1",
+        ),
+        (
+            "echo_failures = 0",
+            "link[1].echo_failures: must be at least 1",
+        ),
+        (
+            "reconnect_min_ms = 0",
+            "link[1].reconnect_min_ms: must be at least 1",
+        ),
+        (
+            "reconnect_min_ms = 500\nreconnect_max_ms = 400",
+            "link[1].reconnect_max_ms: must be at least 500",
+        ),
+        (
+            "match_key = [\"mti_class\", \"1\"]",
+            "link[1].match_key: \"1\" is neither mti_class nor a field number",
+        ),
+    ];
+    for (setting, expected) in cases {
+        let e = refusal(&link(setting));
+        assert!(e.contains(expected), "{e:?} does not contain {expected:?}");
+    }
+}

@@ -279,3 +279,29 @@ async fn a_dead_letter_can_be_requeued_by_an_operator() {
     assert_eq!(saf.dead_letters(), 0);
     assert_eq!(env.balance().await, 0, "the recharge is taken back at last");
 }
+
+/// A 0200 without field 4 on the plain-credit path was approved (the acquirer was asked for
+/// nothing); now every path checks one table before routing: 30, and nothing relayed. A
+/// purchase for no money is 13.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purchase_without_an_amount_is_refused_on_every_path() {
+    let env = env().await;
+    let acquirer = env.demo.sim("ACQ1").unwrap();
+    let gift = env.demo.sim("GIFT").unwrap();
+    for card in ["9410000000000021", "9410000000000013", PREPAID] {
+        let mut m = env.request(b"0200", card, "000000", 1, false);
+        m.remove(4);
+        assert_eq!(code(&env.call(&m).await), "30", "card {}", &card[12..]);
+        let zero = env.request(b"0200", card, "000000", 0, false);
+        assert_eq!(code(&env.call(&zero).await), "13", "card {}", &card[12..]);
+    }
+    for card in ["9410000000000021", "9410000000000013"] {
+        assert!(acquirer.card_legs(card).is_empty(), "nothing was relayed");
+    }
+    assert_eq!(
+        gift.balance("G-3001"),
+        Some(50_000),
+        "no wallet was touched"
+    );
+    assert_eq!(env.balance().await, 20_000);
+}

@@ -17,6 +17,7 @@ pub mod completion;
 pub mod credit;
 pub mod followup;
 pub mod listener;
+pub mod mandatory;
 pub mod netmgmt;
 pub mod registry;
 pub mod reversal;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::iso8583::{answer, de, Message, OwnedMessage, Pan, ResponseCode};
+use crate::iso8583::{answer, Message, OwnedMessage, Pan, ResponseCode};
 use crate::journal::Journal;
 use crate::net::link::Link;
 use registry::{Hold, Registry, TxnId};
@@ -130,12 +131,18 @@ impl Switch {
     /// Handle one decoded request; the answer is not encoded yet.
     async fn handle(&self, req: &Message<'_>, txn: &mut Txn) -> OwnedMessage {
         let mti = req.mti();
+        if mti.is_response() {
+            return answer(req, ResponseCode::InvalidTransaction);
+        }
+        let completion = mti.class() == 2 && completion::is_completion(self, req);
+        if let Err(refusal) = mandatory::check(req, completion) {
+            tracing::info!(reason = %refusal.reason, "request refused before routing");
+            return answer(req, refusal.code);
+        }
         match (mti.class(), mti.is_response()) {
             (_, true) => answer(req, ResponseCode::InvalidTransaction),
             (8, _) => netmgmt::handle(req),
-            (2, _) if completion::is_completion(self, req) => {
-                completion::handle(self, req, txn.listener()).await
-            }
+            (2, _) if completion => completion::handle(self, req, txn.listener()).await,
             (1 | 2, _) => self.financial(req, txn).await,
             (4, _) => reversal::handle(self, req, txn.listener()).await,
             _ => answer(req, ResponseCode::InvalidTransaction),
@@ -157,13 +164,6 @@ impl Switch {
     }
 
     async fn financial(&self, req: &Message<'_>, txn: &mut Txn) -> OwnedMessage {
-        if let Some(missing) = [de::PROCESSING_CODE, de::STAN, de::TERMINAL_ID]
-            .into_iter()
-            .find(|&n| !req.has(n))
-        {
-            tracing::info!(field = missing, "mandatory field missing");
-            return answer(req, ResponseCode::FormatError);
-        }
         let pan = match req.pan() {
             Ok(Some(p)) => p,
             Ok(None) => return answer(req, ResponseCode::FormatError),
@@ -187,9 +187,6 @@ impl Switch {
             return wallets::inquiry(self, req, txn, &wallets).await;
         }
         if codes.purchase.contains(&tt) && !wallets.is_empty() {
-            if !req.has(de::AMOUNT) {
-                return answer(req, ResponseCode::FormatError);
-            }
             return wallets::purchase(self, req, txn, &pan, &wallets).await;
         }
         // A card with no wallets, or a processing code the switch does not own: relay (F6).

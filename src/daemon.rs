@@ -1,7 +1,9 @@
 //! Start-up and shutdown of a switch daemon: the stores, the links (remote and in-process),
 //! store-and-forward, start-up recovery, the terminal listeners and the admin API, in that
 //! order. `run` and `demo` both go through [`start`]; the flows themselves live in
-//! [`crate::switch`], which knows nothing of how it was started.
+//! [`crate::switch`], which knows nothing of how it was started. [`assemble`] is the part
+//! that needs neither a disk nor a socket: the deterministic flow tests build their switch
+//! with it, on a memory store and with in-process hosts for the upstream links.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,10 +11,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::{CardKey, Directory};
 use crate::journal::{Journal, Sealer};
-use crate::net::link::Link;
+use crate::net::link::{Link, LocalHost};
+use crate::store::Store;
 use crate::switch::listener::ListenerService;
 use crate::switch::saf::{Saf, SafTiming};
 use crate::switch::{testhooks, txn, Parts, Switch};
@@ -25,13 +29,48 @@ pub struct Running {
     pub admin: Option<std::net::SocketAddr>,
 }
 
+/// In-process hosts answering for configured upstream links, by link name: such a link is
+/// not connected, its requests go to the host (see [`Link::in_process`]).
+pub type StandIns = HashMap<String, Arc<dyn LocalHost>>;
+
 /// Open the data directory, start links and listeners; serve until `stop`.
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, String> {
     let config = Arc::new(config);
-    let key = CardKey::new(config.card_key.expose().to_vec());
     testhooks::warn_if_armed();
     tokio::spawn(crate::observe::watch_runtime_lag(stop.clone()));
-    let journal = open_journal(&config, &stop)?;
+    let store = open_store(&config)?;
+    let clock = Arc::new(crate::clock::SystemClock);
+    let switch = assemble(config.clone(), store, clock, StandIns::new(), &stop).await?;
+    start_housekeeping(&config, switch.journal.store(), &stop);
+    let addrs = start_listeners(&config, &switch, &stop).await?;
+    let admin = match &config.admin {
+        Some(a) => Some(crate::admin::serve(a, switch.clone(), stop.clone()).await?),
+        None => None,
+    };
+    Ok(Running {
+        switch,
+        addrs,
+        admin,
+    })
+}
+
+/// The switch over `store`, recovered and with its links up, binding nothing: the journal,
+/// the card directory, store-and-forward, start-up recovery, the hosted programs and the
+/// links — each configured link connected, or answered in-process by its host in
+/// `stand_ins`. Serves until `stop`.
+pub async fn assemble(
+    config: Arc<Config>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    stand_ins: StandIns,
+    stop: &CancellationToken,
+) -> Result<Arc<Switch>, String> {
+    let journal = Journal::open(
+        store,
+        Sealer::from_card_key(config.card_key.expose()),
+        config.limits.journal_batch_max,
+    )?;
+    let key = CardKey::new(config.card_key.expose().to_vec());
     let directory = Directory::new(journal.store().clone(), key.clone());
     let saf = Saf::open(
         journal.clone(),
@@ -44,28 +83,18 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     recover(&journal, &saf).await?;
     let hosted = crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone()).await?;
     hosted.start_expiry(stop.clone());
-    let links = start_links(&config, &hosted, &saf, &stop)?;
+    let links = start_links(&config, &hosted, &saf, stand_ins, stop)?;
     saf.start(links.clone(), stop.clone());
     let parts = Parts {
-        config: config.clone(),
+        config,
         directory,
         links,
         journal,
         saf,
         hosted,
-        clock: Arc::new(crate::clock::SystemClock),
+        clock,
     };
-    let switch = Switch::new(parts, stop.clone())?;
-    let addrs = start_listeners(&config, &switch, &stop).await?;
-    let admin = match &config.admin {
-        Some(a) => Some(crate::admin::serve(a, switch.clone(), stop.clone()).await?),
-        None => None,
-    };
-    Ok(Running {
-        switch,
-        addrs,
-        admin,
-    })
+    Switch::new(parts, stop.clone())
 }
 
 /// Wait for the operator's stop: Ctrl-C (SIGINT) or SIGTERM (systemd, containers).
@@ -84,23 +113,17 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The switch's database and its journal, with retention housekeeping running.
-fn open_journal(config: &Config, stop: &CancellationToken) -> Result<Arc<Journal>, String> {
+/// The switch's database, with what compactions may drop.
+fn open_store(config: &Config) -> Result<Store, String> {
     let retention = config.limits.journal_retention();
-    let db = crate::store::open_with(
+    let store = crate::store::open_with(
         &config.data_dir,
         crate::store::Expiry {
             dedup_window: Some(Duration::from_secs(config.limits.duplicate_window_s)),
             txns: retention.map(|kept| (kept, txn::ended_at_ms as crate::store::EndedAt)),
         },
     )?;
-    let journal = Journal::open(
-        db.clone(),
-        Sealer::from_card_key(config.card_key.expose()),
-        config.limits.journal_batch_max,
-    )?;
-    let archive = config.limits.journal_archive_dir.clone();
-    if let Some(dir) = &archive {
+    if let Some(dir) = &config.limits.journal_archive_dir {
         // Found unwritable now, not at the first purge an hour from now.
         std::fs::create_dir_all(dir).map_err(|e| {
             format!(
@@ -109,13 +132,21 @@ fn open_journal(config: &Config, stop: &CancellationToken) -> Result<Arc<Journal
             )
         })?;
     }
+    Ok(store)
+}
+
+/// Retention housekeeping of the database, until `stop`.
+fn start_housekeeping(config: &Config, store: &Store, stop: &CancellationToken) {
+    let archive = config.limits.journal_archive_dir.clone();
     tokio::spawn(crate::journal::retention::housekeeping(
-        db,
-        retention.map(|kept| crate::journal::retention::Retention { kept, archive }),
+        store.clone(),
+        config
+            .limits
+            .journal_retention()
+            .map(|kept| crate::journal::retention::Retention { kept, archive }),
         Duration::from_secs(30),
         stop.clone(),
     ));
-    Ok(journal)
 }
 
 /// SPEC §9: transactions left open by a crash have their legs reversed before anything new
@@ -136,17 +167,32 @@ async fn recover(journal: &Journal, saf: &Saf) -> Result<(), String> {
 }
 
 /// Every link by name: the in-process ones of the hosted programs, then the configured
-/// upstream links, each started (signing on, echoing).
+/// upstream links, each started (signing on, echoing) or, when `stand_ins` has a host for
+/// it, answered by that host.
 fn start_links(
     config: &Config,
     hosted: &Arc<crate::hosted::Hosted>,
     saf: &Arc<Saf>,
+    mut stand_ins: StandIns,
     stop: &CancellationToken,
 ) -> Result<HashMap<String, Arc<Link>>, String> {
+    if let Some(name) = stand_ins
+        .keys()
+        .find(|name| !config.links.iter().any(|l| &l.name == *name))
+    {
+        return Err(format!(
+            "in-process host for {name:?}: no such link is configured"
+        ));
+    }
     let mut links = local_links(config, hosted, saf);
     for lc in &config.links {
-        let terminal = format!("CSW{:>05}", lc.name.len() % 100000);
-        let link = Link::start(lc.clone(), terminal, saf.clone(), stop.clone());
+        let link = match stand_ins.remove(&lc.name) {
+            Some(host) => Link::in_process(lc.clone(), host, saf.clone()),
+            None => {
+                let terminal = format!("CSW{:>05}", lc.name.len() % 100000);
+                Link::start(lc.clone(), terminal, saf.clone(), stop.clone())
+            }
+        };
         links.insert(lc.name.clone(), link);
     }
     Ok(links)

@@ -50,6 +50,23 @@ pub trait LocalHost: Send + Sync + 'static {
         -> futures::future::BoxFuture<'_, Option<OwnedMessage>>;
 }
 
+/// An in-process host and how long its answers are waited for.
+struct Local {
+    host: Arc<dyn LocalHost>,
+    wait: LocalWait,
+}
+
+#[derive(Clone, Copy)]
+enum LocalWait {
+    /// The hosted ledger: its answer is waited for however long its journal write takes.
+    /// Timing it out would race the leg's reversal against the leg's own write: a void that
+    /// lands first finds nothing to void, and the debit then stands.
+    ToTheEnd,
+    /// A stand-in for a configured remote host (the deterministic tests' scripted hosts):
+    /// the link's timeout applies and a later answer goes to [`LateAnswers`], as on a socket.
+    LikeRemote,
+}
+
 /// Matching key: the values of the configured fields (and the MTI class).
 type MatchKey = Vec<Vec<u8>>;
 
@@ -79,7 +96,7 @@ pub struct Link {
     late: Arc<dyn LateAnswers>,
     terminal_id: String,
     /// Set for an in-process host: requests are answered by it, never sent.
-    local: Option<Arc<dyn LocalHost>>,
+    local: Option<Local>,
     metrics: LinkMetrics,
 }
 
@@ -124,19 +141,46 @@ impl Link {
         link
     }
 
-    /// A link to an in-process host (always up, no sessions).
+    /// A link to an in-process host of the switch's own (the hosted ledger): always up, no
+    /// sessions, and its answers are waited for to the end (see [`LocalWait::ToTheEnd`]).
     pub fn local(
         name: &str,
         profile: Profile,
         host: Arc<dyn LocalHost>,
         late: Arc<dyn LateAnswers>,
     ) -> Arc<Link> {
+        let local = Local {
+            host,
+            wait: LocalWait::ToTheEnd,
+        };
         Arc::new(Link::build(
             LinkConfig::local(name, profile),
             Vec::new(),
             late,
             String::new(),
-            Some(host),
+            Some(local),
+        ))
+    }
+
+    /// A configured upstream link whose far end is in-process instead of across a socket
+    /// (the deterministic tests' scripted hosts): always up, no sessions, but otherwise as
+    /// the flows see a remote link: the configured timeout bounds each answer, and an
+    /// answer that comes later is handed to `late`.
+    pub fn in_process(
+        config: LinkConfig,
+        host: Arc<dyn LocalHost>,
+        late: Arc<dyn LateAnswers>,
+    ) -> Arc<Link> {
+        let local = Local {
+            host,
+            wait: LocalWait::LikeRemote,
+        };
+        Arc::new(Link::build(
+            config,
+            Vec::new(),
+            late,
+            String::new(),
+            Some(local),
         ))
     }
 
@@ -145,7 +189,7 @@ impl Link {
         sessions: Vec<Arc<Session>>,
         late: Arc<dyn LateAnswers>,
         terminal_id: String,
-        local: Option<Arc<dyn LocalHost>>,
+        local: Option<Local>,
     ) -> Link {
         let name: Arc<str> = config.name.clone().into();
         Link {
@@ -190,8 +234,8 @@ impl Link {
             .acquire()
             .await
             .map_err(|_| LinkError::Down)?;
-        if let Some(host) = &self.local {
-            return self.ask_local(host.as_ref(), msg).await;
+        if let Some(local) = &self.local {
+            return self.ask_local(local, msg).await;
         }
         let session = self.pick_session().ok_or(LinkError::Down)?;
         self.send_on(&session, msg).await
@@ -199,17 +243,60 @@ impl Link {
 
     /// An in-process host gets the request encoded under the link's layout, as a remote host
     /// would: what it reads is what went on the wire.
-    async fn ask_local(
-        &self,
-        host: &dyn LocalHost,
-        msg: OwnedMessage,
-    ) -> Result<OwnedMessage, LinkError> {
-        let buf = self.encode(&msg)?;
+    async fn ask_local(&self, local: &Local, msg: OwnedMessage) -> Result<OwnedMessage, LinkError> {
+        let buf = self.encode(&msg)?.freeze();
         self.metrics.messages.count(Direction::Out, msg.mti());
         let started = Instant::now();
-        let answer = host.handle(buf.freeze()).await.ok_or(LinkError::Timeout)?;
+        let answer = match local.wait {
+            // `None`: the host chose not to answer (a request it cannot read).
+            LocalWait::ToTheEnd => local.host.handle(buf).await.ok_or(LinkError::Timeout)?,
+            LocalWait::LikeRemote => self.ask_like_remote(&local.host, buf, msg).await?,
+        };
         self.metrics.latency.record(started.elapsed().as_secs_f64());
         Ok(answer)
+    }
+
+    /// Wait for an in-process host's answer no longer than the link's timeout. A host that
+    /// answers nothing is waited for until the timeout, as a silent remote host is. When the
+    /// timeout comes first, the host is left to finish on its own task and what it answers
+    /// then is a late answer, as one arriving on a session after its request timed out.
+    async fn ask_like_remote(
+        &self,
+        host: &Arc<dyn LocalHost>,
+        request: bytes::Bytes,
+        msg: OwnedMessage,
+    ) -> Result<OwnedMessage, LinkError> {
+        let deadline = tokio::time::Instant::now() + self.config.timeout();
+        let host = host.clone();
+        let mut answer: futures::future::BoxFuture<'static, Option<OwnedMessage>> =
+            Box::pin(async move { host.handle(request).await });
+        match tokio::time::timeout_at(deadline, &mut answer).await {
+            Ok(Some(answer)) => return Ok(answer),
+            Ok(None) => tokio::time::sleep_until(deadline).await,
+            Err(_) => {
+                let late = self.late.clone();
+                let link = self.name.clone();
+                // Past this, a remote link has forgotten the request too (`sweep_timed_out`).
+                let remembered = self.remembered_after_timeout();
+                tokio::spawn(async move {
+                    if let Ok(Some(answer)) = tokio::time::timeout(remembered, answer).await {
+                        report_late(late.as_ref(), &link, msg, answer);
+                    }
+                });
+            }
+        }
+        self.count_timeout();
+        Err(LinkError::Timeout)
+    }
+
+    fn count_timeout(&self) {
+        metrics::counter!("cyberswitch_upstream_timeouts_total", "link" => self.name.to_string())
+            .increment(1);
+    }
+
+    /// How long a timed-out request is remembered, so that its late answer is recognised.
+    fn remembered_after_timeout(&self) -> Duration {
+        self.config.timeout() * 30 + Duration::from_secs(60)
     }
 
     fn encode(&self, msg: &OwnedMessage) -> Result<BytesMut, LinkError> {
@@ -225,9 +312,12 @@ impl Link {
         Ok(buf)
     }
 
-    /// Served in-process (the hosted ledger)?
+    /// Served by the switch's own hosted ledger? (A stand-in for a remote host is served
+    /// in-process too, but the flows must treat it as the remote host it stands for.)
     pub fn is_local(&self) -> bool {
-        self.local.is_some()
+        self.local
+            .as_ref()
+            .is_some_and(|l| matches!(l.wait, LocalWait::ToTheEnd))
     }
 
     fn pick_session(&self) -> Option<Arc<Session>> {
@@ -272,7 +362,7 @@ impl Link {
             _ => {
                 self.pending.remove(&key);
                 self.timed_out.insert(key, (msg, Instant::now()));
-                metrics::counter!("cyberswitch_upstream_timeouts_total", "link" => self.name.to_string()).increment(1);
+                self.count_timeout();
                 Err(LinkError::Timeout)
             }
         }
@@ -328,11 +418,12 @@ impl Link {
         if let Some((_, p)) = self.pending.remove(&key) {
             let _ = p.reply.send(msg.to_owned_message());
         } else if let Some((_, (request, _))) = self.timed_out.remove(&key) {
-            metrics::counter!("cyberswitch_late_answers_total", "link" => self.name.to_string())
-                .increment(1);
-            tracing::warn!(link = %self.name, mti = %msg.mti(), stan = ?msg.stan(), "answer after timeout");
-            self.late
-                .late_answer(&self.name, request, msg.to_owned_message());
+            report_late(
+                self.late.as_ref(),
+                &self.name,
+                request,
+                msg.to_owned_message(),
+            );
         } else {
             metrics::counter!("cyberswitch_unmatched_answers_total", "link" => self.name.to_string()).increment(1);
             tracing::warn!(link = %self.name, mti = %msg.mti(), stan = ?msg.stan(), "answer matches no request");
@@ -365,6 +456,18 @@ impl Link {
             .set(70, code.as_bytes());
         m
     }
+}
+
+/// An answer that came after its request timed out: counted, logged, and handed to the
+/// link's [`LateAnswers`].
+fn report_late(late: &dyn LateAnswers, link: &str, request: OwnedMessage, answer: OwnedMessage) {
+    metrics::counter!("cyberswitch_late_answers_total", "link" => link.to_string()).increment(1);
+    let stan = answer
+        .get(11)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse::<u32>().ok());
+    tracing::warn!(link, mti = %answer.mti(), stan = ?stan, "answer after timeout");
+    late.late_answer(link, request, answer);
 }
 
 /// Keep one session connected: connect (hosts in order, back-off with jitter), sign on, echo
@@ -521,7 +624,7 @@ async fn network_exchange(link: &Link, session: &Session, code: &str) -> bool {
 
 /// Forget timed-out requests after a while: an answer later than that is merely unmatched.
 async fn sweep_timed_out(link: Arc<Link>, stop: CancellationToken) {
-    let keep = link.config.timeout() * 30 + Duration::from_secs(60);
+    let keep = link.remembered_after_timeout();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

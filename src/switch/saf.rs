@@ -63,9 +63,10 @@ struct Item {
     /// A completion of the leg (an authorization) for this amount, instead of its reversal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     complete: Option<u64>,
-    /// Not before this time (ms since the epoch): its back-off.
-    #[serde(default)]
-    next_ms: i64,
+    /// Not before this moment (its back-off). Kept in memory only, on the runtime's clock
+    /// (which tests can pause): after a restart every item is due at once.
+    #[serde(skip)]
+    next: Option<tokio::time::Instant>,
     /// The leg's amount in currency (what an operator weighs a dead letter by).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     amount: Option<u64>,
@@ -238,7 +239,7 @@ impl Saf {
             attempts: 0,
             sealed: hex::encode(sealed),
             complete,
-            next_ms: 0,
+            next: None,
             amount: Some(amount),
             reason: None,
         };
@@ -313,7 +314,7 @@ impl Saf {
         };
         let link = lane_of(&key);
         item.attempts = 0;
-        item.next_ms = 0;
+        item.next = None;
         item.reason = None;
         let mut step = Step::new();
         step.delete(Cf::SafDead, key.clone());
@@ -394,22 +395,26 @@ impl Saf {
         }
     }
 
-    /// The next item of a link's lane to try at `now_ms`: the first in queueing order that
-    /// is due and not behind an earlier item of the same leg. Otherwise, when the next one
-    /// falls due (`Err(Some(ms))`), or nothing is queued (`Err(None)`).
-    fn next_due(&self, link: &str, now_ms: i64) -> Result<(Vec<u8>, Item), Option<i64>> {
+    /// The next item of a link's lane to try at `now`: the first in queueing order that is
+    /// due and not behind an earlier item of the same leg. Otherwise, when the next one falls
+    /// due (`Err(Some(at))`), or nothing is queued (`Err(None)`).
+    fn next_due(
+        &self,
+        link: &str,
+        now: tokio::time::Instant,
+    ) -> Result<(Vec<u8>, Item), Option<tokio::time::Instant>> {
         let lanes = self.lanes.lock().map_err(|_| None)?;
         let lane = lanes.get(link).ok_or(None)?;
         let mut legs_seen = std::collections::HashSet::new();
-        let mut soonest: Option<i64> = None;
+        let mut soonest: Option<tokio::time::Instant> = None;
         for (k, item) in lane {
             if !legs_seen.insert((item.txn.as_str(), item.leg)) {
                 continue; // behind an earlier item of its leg
             }
-            if item.next_ms <= now_ms {
-                return Ok((k.clone(), item.clone()));
+            match item.next {
+                Some(at) if at > now => soonest = Some(soonest.map_or(at, |s| s.min(at))),
+                _ => return Ok((k.clone(), item.clone())),
             }
-            soonest = Some(soonest.map_or(item.next_ms, |s| s.min(item.next_ms)));
         }
         Err(soonest)
     }
@@ -490,7 +495,7 @@ impl Item {
             attempts: u32::MAX,
             sealed: String::new(),
             complete: None,
-            next_ms: 0,
+            next: None,
             amount: None,
             reason: None,
         }
@@ -605,16 +610,14 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
     let timing = saf.timing;
     let max_attempts = timing.max_attempts();
     loop {
-        let now = now_ms();
         metrics::gauge!("cyberswitch_saf_oldest_age_seconds", "link" => link_name.clone())
-            .set(saf.oldest_age_s(&link_name, now));
+            .set(saf.oldest_age_s(&link_name, now_ms()));
+        let now = tokio::time::Instant::now();
         let (key, item) = match saf.next_due(&link_name, now) {
             Ok(due) => due,
             Err(soonest) => {
                 // Nothing due: sleep until the next one is (or something new is queued).
-                let wait = soonest.map_or(Duration::from_secs(1), |at| {
-                    Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
-                });
+                let wait = soonest.map_or(Duration::from_secs(1), |at| at - now);
                 if !pause(&saf, &stop, wait.min(Duration::from_secs(1))).await {
                     return;
                 }
@@ -646,8 +649,7 @@ async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
                     continue;
                 }
                 let backoff = timing.backoff(item.attempts - 1);
-                item.next_ms =
-                    now_ms().saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX));
+                item.next = Some(tokio::time::Instant::now() + backoff);
                 let mut step = Step::new();
                 step.put(Cf::Saf, key.clone(), to_bytes(&item));
                 if saf.journal.commit(step).await.is_ok() {

@@ -507,6 +507,38 @@ async fn a_late_approval_applied_after_its_reversal_was_acknowledged_is_reversed
     );
 }
 
+/// An approval whose answer cannot be encoded (here: so many wallet legs that field 48's `LG`
+/// elements pass 999 bytes) went out as 96 while its legs stood. Now the answer is 96 and
+/// every leg is reversed: the terminal saw no approval, so no money stays taken.
+#[tokio::test(start_paused = true)]
+async fn an_approval_that_cannot_be_encoded_is_answered_96_and_every_leg_reversed() {
+    let f = flows().await;
+    let card = "9410000000000021"; // no wallets in the demo
+    let pan = Pan::parse(card.as_bytes()).unwrap();
+    for i in 0..30 {
+        let account = format!("G-9{i:03}");
+        f.gift.open_account(&account, 10);
+        let link = WalletLink {
+            issuer: "GIFT".into(),
+            account,
+            priority: 1,
+            label: String::new(),
+        };
+        f.switch.directory.link(&pan, link).unwrap();
+    }
+    let a = f.call(&purchase(card, 300, 70)).await;
+    assert_eq!(code(&a), "96", "{a:?}");
+    f.drained().await;
+    for i in 0..30 {
+        assert_eq!(
+            f.gift.balance(&format!("G-9{i:03}")),
+            10,
+            "wallet {i} restored"
+        );
+    }
+    assert_eq!(f.acquirer.balance(card), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_retransmission_gets_the_same_answer_and_no_second_debit() {
     let f = flows().await;

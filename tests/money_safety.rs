@@ -305,3 +305,24 @@ async fn a_purchase_without_an_amount_is_refused_on_every_path() {
     );
     assert_eq!(env.balance().await, 20_000);
 }
+
+/// A reversal that arrives before its original has started was answered 25 and forgotten;
+/// the original then approved, and nobody reversed it. Now the reversal is remembered and the
+/// original, arriving after it, is declined (12) without moving money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_original_arriving_after_its_reversal_is_declined() {
+    let env = env().await;
+    let purchase = env.request(b"0200", "9410000000000021", "000000", 7_000, false);
+    let reversal = env.reversal(&purchase);
+    assert_eq!(code(&env.call(&reversal).await), "25");
+    let a = env.call(&purchase).await;
+    assert_eq!(code(&a), "12", "{a:?}");
+    let acquirer = env.demo.sim("ACQ1").unwrap();
+    assert!(
+        acquirer.card_legs("9410000000000021").is_empty(),
+        "nothing relayed"
+    );
+    // A purchase of its own (another STAN) goes through as usual.
+    let other = env.request(b"0200", "9410000000000021", "000000", 7_000, false);
+    assert_eq!(code(&env.call(&other).await), "00");
+}

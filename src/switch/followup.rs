@@ -112,6 +112,43 @@ pub async fn reverse_answered(
     Ok(Some(found))
 }
 
+/// A reversal named a transaction never seen: remember it as reversed (no legs), so that the
+/// original, arriving late, is declined rather than approved with nobody to reverse it.
+/// Kept like any transaction record (retention ages it out).
+pub async fn remember_reversed_unseen(
+    journal: &Journal,
+    key: &str,
+    now_ms: i64,
+) -> Result<(), JournalError> {
+    let record = TxnRecord {
+        state: TxnState::Reversed,
+        code: String::new(),
+        legs: Vec::new(),
+        summary: Some(super::txn::TxnSummary {
+            at_ms: now_ms,
+            ..Default::default()
+        }),
+    };
+    let mut step = Step::new();
+    step.put(Cf::Txns, key.as_bytes(), record.to_bytes());
+    step.append(Entry::new(
+        EntryKind::Txn,
+        key,
+        "",
+        "reversed before it was seen".to_string(),
+    ));
+    step.synced();
+    journal.commit(step).await
+}
+
+/// Was the transaction `key` reversed before it arrived (see [`remember_reversed_unseen`])?
+pub fn reversed_before_seen(journal: &Journal, key: &str) -> bool {
+    matches!(
+        load(journal, key),
+        Ok(Some(r)) if r.state == TxnState::Reversed && r.legs.is_empty()
+    )
+}
+
 /// What became of a completion (0220 naming an authorization by field 90).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {

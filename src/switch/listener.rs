@@ -187,7 +187,21 @@ async fn respond(
     if resp.get(de::RRN).is_none() && matches!(msg.mti().class(), 1 | 2 | 4) {
         resp.set(de::RRN, switch.next_rrn().as_bytes());
     }
-    let mut encoded = encode_answer(spec, &msg, &resp);
+    let mut encoded = match encode(spec, &resp) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            // An answer that cannot be sent approves nothing: whatever legs it decided are
+            // undone, and the terminal gets 96 (the record says so too).
+            tracing::error!(error = %e, "answer does not encode: 96, its legs reversed");
+            txn.reverse_live_legs();
+            let rrn = resp.get(de::RRN).map(<[u8]>::to_vec);
+            resp = answer(&msg, ResponseCode::SystemMalfunction);
+            if let Some(rrn) = rrn {
+                resp.set(de::RRN, &rrn);
+            }
+            encode(spec, &resp).ok()
+        }
+    };
     let (index, on_indexed) = match (&ticket, &encoded) {
         (Some(t), Some(bytes)) => (
             Some((t.id().to_bytes(), switch.registry.index_value(bytes))),
@@ -205,7 +219,7 @@ async fn respond(
         // are reversed by recovery at the next start.
         tracing::error!(error = %e, "journal unavailable: answering 96");
         resp = answer(&msg, ResponseCode::SystemMalfunction);
-        encoded = encode_answer(spec, &msg, &resp);
+        encoded = encode(spec, &resp).ok();
     }
     testhooks::crash_point("journal-answer").await;
     let code = resp.get(de::RESPONSE_CODE).unwrap_or_default();
@@ -227,19 +241,11 @@ fn duplicate(listener: &str, answer: Bytes) -> Bytes {
     answer
 }
 
-/// Encode an answer; one that does not fit the layout becomes a plain 96.
-fn encode_answer(spec: &Spec, req: &Message<'_>, resp: &OwnedMessage) -> Option<Bytes> {
+/// Encode an answer.
+fn encode(spec: &Spec, resp: &OwnedMessage) -> Result<Bytes, crate::iso8583::EncodeError> {
     let mut out = BytesMut::new();
-    match spec.encode(resp, &mut out) {
-        Ok(()) => Some(out.freeze()),
-        Err(e) => {
-            tracing::error!(error = %e, "answer does not encode");
-            let mut fallback = BytesMut::new();
-            spec.encode(&answer(req, ResponseCode::SystemMalfunction), &mut fallback)
-                .ok()
-                .map(|_| fallback.freeze())
-        }
-    }
+    spec.encode(resp, &mut out)?;
+    Ok(out.freeze())
 }
 
 /// A request that does not fit the layout: answered 30 when the MTI and bitmap were readable

@@ -143,6 +143,14 @@ impl Switch {
             (_, true) => answer(req, ResponseCode::InvalidTransaction),
             (8, _) => netmgmt::handle(req),
             (2, _) if completion => completion::handle(self, req, txn.listener()).await,
+            (1 | 2, _)
+                if txn
+                    .key()
+                    .is_some_and(|k| followup::reversed_before_seen(&self.journal, k)) =>
+            {
+                tracing::warn!("reversed before it arrived: declined");
+                answer(req, ResponseCode::InvalidTransaction)
+            }
             (1 | 2, _) => self.financial(req, txn).await,
             (4, _) => reversal::handle(self, req, txn.listener()).await,
             _ => answer(req, ResponseCode::InvalidTransaction),

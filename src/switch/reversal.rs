@@ -4,6 +4,8 @@
 //! error storm. An original still being processed is waited for: a terminal reverses what it
 //! gave up waiting on, and the original may yet be approved; answering 25 then would leave
 //! its money taken (a terminal need not repeat a reversal answered "no such original").
+//! A reversal of a transaction never seen is answered 25 and remembered: the original, should
+//! it arrive after its own reversal, is declined (12) without moving money.
 
 use crate::iso8583::{Message, OwnedMessage};
 
@@ -19,8 +21,19 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, listener: &str) -> OwnedMess
     };
     let (key, _one_at_a_time) = sw.hold_original(listener, req, &od).await;
     match followup::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
-        Ok(None) | Ok(Some(TxnState::Open)) => {
+        Ok(None) => {
+            // Maybe not arrived yet (the terminal gave up before its request reached us): it
+            // is remembered, and the original, if it comes, is declined.
             tracing::info!(stan = od.stan, "reversal of an unknown transaction");
+            if let Err(e) =
+                followup::remember_reversed_unseen(&sw.journal, &key, sw.clock.now_ms()).await
+            {
+                tracing::error!(error = %e, "reversal of an unseen transaction not remembered");
+            }
+            answer(req, ResponseCode::OriginalNotFound)
+        }
+        Ok(Some(TxnState::Open)) => {
+            tracing::info!(stan = od.stan, "reversal of an unanswered transaction");
             answer(req, ResponseCode::OriginalNotFound)
         }
         Ok(Some(_)) => answer(req, ResponseCode::Approved),

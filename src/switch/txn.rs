@@ -401,6 +401,13 @@ impl Txn {
         self.put_record();
     }
 
+    /// Undo every leg that may have moved money (an approval that cannot be answered).
+    pub fn reverse_live_legs(&mut self) {
+        for i in 0..self.record.legs.len() {
+            self.reverse_leg(i);
+        }
+    }
+
     pub fn has_legs(&self) -> bool {
         !self.record.legs.is_empty()
     }

@@ -132,6 +132,11 @@ impl ScriptedHost {
         self.lock().behaviours.insert(target.to_string(), behaviour);
     }
 
+    /// Open (or set) an issuer account with this balance in units.
+    pub fn open_account(&self, account: &str, balance: i64) {
+        self.lock().balances.insert(account.to_string(), balance);
+    }
+
     /// An issuer account's balance in units; an acquirer card's net approved amount.
     pub fn balance(&self, target: &str) -> i64 {
         self.lock().balances.get(target).copied().unwrap_or(0)

@@ -1,0 +1,201 @@
+//! The queue's workers: one per link, trying each due item in turn (reversal 0400 → 0420 →
+//! 0421, completion 0220 → 0221), with its own back-off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::dead_letters::dead_letter;
+use super::{now_ms, to_bytes, Item, Saf};
+use crate::iso8583::{Mti, OriginalData, OwnedMessage, ResponseCode};
+use crate::journal::{Entry, EntryKind, Step};
+use crate::net::link::Link;
+use crate::store::Cf;
+
+/// Build the reversal of a leg: the leg's own fields, a fresh transmission time, and field 90
+/// naming the leg (MTI, STAN, transmission time). The STAN is the leg's, so the host matches
+/// the answer by the same key.
+fn reversal_of(leg: &OwnedMessage, mti: [u8; 4]) -> OwnedMessage {
+    let mut rev = OwnedMessage::new(Mti(mti));
+    for (n, v) in leg.fields() {
+        if n != 7 {
+            rev.set(n, v);
+        }
+    }
+    let num = |n: u16| {
+        leg.get(n)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    rev.set(7, crate::clock::transmission_time().as_bytes());
+    rev.set_original_data(&OriginalData {
+        mti: leg.mti(),
+        stan: num(11) as u32, // ok: six digits
+        transmission_time: num(7),
+        acquirer_id: 0,
+        forwarder_id: 0,
+    });
+    rev
+}
+
+enum Attempt {
+    Acknowledged,
+    /// No answer, or an answer that says "not now" (91, 96): try again after the back-off.
+    Later,
+    /// A definite answer that is not an acknowledgement: repeating it cannot help.
+    Refused(String),
+    /// The item cannot be sent at all (its sealed request does not open).
+    Unsendable(String),
+}
+
+async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
+    let sealed = match hex::decode(&item.sealed) {
+        Ok(s) => s,
+        Err(e) => return Attempt::Unsendable(format!("sealed request is not hex: {e}")),
+    };
+    let leg = match saf
+        .journal
+        .sealer()
+        .open(&sealed, item.txn.as_bytes())
+        .and_then(|plain| OwnedMessage::unpack(&plain))
+    {
+        Ok(m) => m,
+        Err(e) => return Attempt::Unsendable(e),
+    };
+    let (message, acknowledged): (_, &[ResponseCode]) = match item.complete {
+        // First a reversal, then advices: 0420, and 0421 for every repeat. 25: the host has
+        // nothing to reverse, which is what was asked.
+        None => {
+            let mti = match item.attempts {
+                0 => *b"0400",
+                1 => *b"0420",
+                _ => *b"0421",
+            };
+            (
+                reversal_of(&leg, mti),
+                &[ResponseCode::Approved, ResponseCode::OriginalNotFound],
+            )
+        }
+        // A completion advice, 0221 for every repeat. Only 00 will do: anything else leaves
+        // the money untaken, so it is retried and, past the expiry, a dead letter.
+        Some(amount) => {
+            let mti = if item.attempts == 0 {
+                *b"0220"
+            } else {
+                *b"0221"
+            };
+            let mut completion = reversal_of(&leg, mti);
+            completion.set_number(4, amount, 12);
+            (completion, &[ResponseCode::Approved])
+        }
+    };
+    match link.request(message).await {
+        Ok(a) if a.code().is_some_and(|c| acknowledged.contains(&c)) => Attempt::Acknowledged,
+        Ok(a) => match a.code() {
+            Some(ResponseCode::IssuerInoperative | ResponseCode::SystemMalfunction) => {
+                Attempt::Later
+            }
+            _ => {
+                let code = a.get(39).map(String::from_utf8_lossy).unwrap_or_default();
+                Attempt::Refused(format!("refused by the host with {code}"))
+            }
+        },
+        Err(_) => Attempt::Later,
+    }
+}
+
+pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationToken) {
+    let Some(link) = saf.links.get().and_then(|l| l.get(&link_name)).cloned() else {
+        return;
+    };
+    let timing = saf.timing;
+    let max_attempts = timing.max_attempts();
+    loop {
+        metrics::gauge!("cyberswitch_saf_oldest_age_seconds", "link" => link_name.clone())
+            .set(saf.oldest_age_s(&link_name, now_ms()));
+        let now = tokio::time::Instant::now();
+        let (key, item) = match saf.next_due(&link_name, now) {
+            Ok(due) => due,
+            Err(soonest) => {
+                // Nothing due: sleep until the next one is (or something new is queued).
+                let wait = soonest.map_or(Duration::from_secs(1), |at| at - now);
+                if !pause(&saf, &stop, wait.min(Duration::from_secs(1))).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if item.attempts == u32::MAX {
+            dead_letter(&saf, &link_name, key, item, "unreadable item").await;
+            continue;
+        }
+        if !link.is_up() {
+            // Paused: the link is down; no attempt is spent and nothing ages.
+            if !pause(&saf, &stop, timing.retry_min).await {
+                return;
+            }
+            continue;
+        }
+        match attempt(&saf, &link, &item).await {
+            Attempt::Acknowledged => acknowledged(&saf, &link_name, key, &item).await,
+            Attempt::Unsendable(why) | Attempt::Refused(why) => {
+                dead_letter(&saf, &link_name, key, item, &why).await;
+            }
+            Attempt::Later => {
+                let mut item = item;
+                item.attempts = item.attempts.saturating_add(1);
+                if item.attempts >= max_attempts {
+                    let why = format!("unacknowledged after {} attempts", item.attempts);
+                    dead_letter(&saf, &link_name, key, item, &why).await;
+                    continue;
+                }
+                let backoff = timing.backoff(item.attempts - 1);
+                item.next = Some(tokio::time::Instant::now() + backoff);
+                let mut step = Step::new();
+                step.put(Cf::Saf, key.clone(), to_bytes(&item));
+                if saf.journal.commit(step).await.is_ok() {
+                    saf.update(&link_name, &key, Some(&item));
+                } else if !pause(&saf, &stop, backoff).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// An item the host acknowledged leaves the queue.
+async fn acknowledged(saf: &Saf, link_name: &str, key: Vec<u8>, item: &Item) {
+    crate::switch::testhooks::crash_point("saf-acked").await;
+    let mut step = Step::new();
+    step.delete(Cf::Saf, key.clone());
+    step.append(Entry::new(
+        EntryKind::Saf,
+        &item.txn,
+        link_name,
+        format!("leg {} {} acknowledged", item.leg, item.kind()),
+    ));
+    // The next item goes without waiting for this deletion to be written: until it is, a
+    // restart sends the item again, and a host answers a repeated reversal or completion as
+    // the first (delivery is at least once anyway). Waiting held a lane to one item per
+    // journal write.
+    saf.update(link_name, &key, None);
+    if let Err(e) = saf.journal.submit(step, |_| {}).await {
+        tracing::error!(link = %link_name, error = %e, "acknowledged item not removed from the store; sent again at the next start");
+    }
+    let acknowledged = match item.complete {
+        None => "cyberswitch_reversals_acknowledged_total",
+        Some(_) => "cyberswitch_completions_acknowledged_total",
+    };
+    metrics::counter!(acknowledged, "link" => link_name.to_string()).increment(1);
+}
+
+/// Wait `d` (or until woken). False when the switch is stopping.
+async fn pause(saf: &Saf, stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = saf.wake.notified() => true,
+        _ = tokio::time::sleep(d) => true,
+    }
+}

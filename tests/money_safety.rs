@@ -326,3 +326,28 @@ async fn an_original_arriving_after_its_reversal_is_declined() {
     let other = env.request(b"0200", "9410000000000021", "000000", 7_000, false);
     assert_eq!(code(&env.call(&other).await), "00");
 }
+
+/// Ledger balances added without a check: funding a master twice with i64::MAX wrapped the
+/// balance around. Now the second funding is refused (422 bad_amount) and the balance stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_balance_that_would_overflow_is_refused() {
+    let env = env().await;
+    let op = env.operator();
+    let r = op
+        .call("post", "/v1/masters", Some(&json!({"id": "overflow-1"})))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let body = |reference: &str| json!({"amount": i64::MAX as u64, "reference": reference});
+    let path = "/v1/masters/overflow-1/fund";
+    let first = op.call("post", path, Some(&body("f1"))).await.unwrap();
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let second = op.call("post", path, Some(&body("f2"))).await.unwrap();
+    assert_eq!(second.status, 422, "{:?}", second.body);
+    assert_eq!(second.error_code(), Some("bad_amount"));
+    let shown = op
+        .call("get", "/v1/masters/overflow-1", None)
+        .await
+        .unwrap();
+    assert_eq!(shown.body["balance"], json!(i64::MAX), "{:?}", shown.body);
+}

@@ -102,6 +102,7 @@ impl From<LedgerError> for HostedError {
             LedgerError::UnknownAccount(a) => HostedError::NotFound(format!("account {a}")),
             LedgerError::AccountExists(a) => HostedError::Conflict(format!("account {a} exists")),
             LedgerError::BadAmount => HostedError::BadAmount("amounts must be positive".into()),
+            e @ LedgerError::OutOfRange => HostedError::BadAmount(e.to_string()),
             LedgerError::UnknownLeg(l) => HostedError::NotFound(format!("leg {l}")),
             e @ LedgerError::WrongState { .. } => HostedError::Conflict(e.to_string()),
             LedgerError::Storage(s) => HostedError::Storage(s),

@@ -115,7 +115,7 @@ impl Ledger {
         }
         for (leg_id, leg, entry) in credits {
             let mut after = Balance::default();
-            entry.apply_to(&mut after);
+            entry.apply_to(&mut after)?;
             self.applied(after, leg_id, &leg, entry.kind);
         }
         Ok(())

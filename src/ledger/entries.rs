@@ -16,7 +16,7 @@ pub struct Balance {
 
 impl Balance {
     pub fn available(&self) -> i64 {
-        self.posted - self.pending
+        self.posted.saturating_sub(self.pending)
     }
 }
 
@@ -67,17 +67,25 @@ impl EntryType {
 }
 
 impl LedgerEntry {
-    /// The entry's effect on a balance.
-    pub fn apply_to(&self, b: &mut Balance) {
-        match self.kind {
-            EntryType::Credit | EntryType::Refund => b.posted += self.amount,
-            EntryType::Debit => b.posted -= self.amount,
-            EntryType::Hold => b.pending += self.amount,
-            EntryType::Post => {
-                b.pending -= self.amount;
-                b.posted -= self.amount;
+    /// The entry's effect on a balance; `Err` (the balance unchanged) when a sum would leave
+    /// the range of its type: a ledger that wrapped around would create money.
+    pub fn apply_to(&self, b: &mut Balance) -> Result<(), super::LedgerError> {
+        let a = self.amount;
+        let (posted, pending) = match self.kind {
+            EntryType::Credit | EntryType::Refund => (b.posted.checked_add(a), Some(b.pending)),
+            EntryType::Debit => (b.posted.checked_sub(a), Some(b.pending)),
+            EntryType::Hold => (Some(b.posted), b.pending.checked_add(a)),
+            EntryType::Post => (b.posted.checked_sub(a), b.pending.checked_sub(a)),
+            EntryType::Void | EntryType::Expire | EntryType::Release => {
+                (Some(b.posted), b.pending.checked_sub(a))
             }
-            EntryType::Void | EntryType::Expire | EntryType::Release => b.pending -= self.amount,
+        };
+        match (posted, pending) {
+            (Some(posted), Some(pending)) if posted.checked_sub(pending).is_some() => {
+                *b = Balance { posted, pending };
+                Ok(())
+            }
+            _ => Err(super::LedgerError::OutOfRange),
         }
     }
 }

@@ -55,7 +55,7 @@ impl Ledger {
     pub fn derive(&self, account: &str) -> Result<Balance, LedgerError> {
         let mut b = Balance::default();
         for e in self.history(account)? {
-            e.apply_to(&mut b);
+            e.apply_to(&mut b)?;
         }
         Ok(b)
     }

@@ -97,10 +97,10 @@ impl Ledger {
         let mut step = Step::new();
         let mut after = current;
         self.write_entry(&mut step, EntryType::Post, leg_id, &leg)?
-            .apply_to(&mut after);
+            .apply_to(&mut after)?;
         if released > 0 {
             self.write_entry_of(&mut step, EntryType::Release, released, leg_id, &leg)?
-                .apply_to(&mut after);
+                .apply_to(&mut after)?;
         }
         assert!(
             after.available() >= 0,
@@ -119,7 +119,7 @@ impl Ledger {
                 kind: EntryType::Credit,
             };
             self.write_entry(&mut step, EntryType::Credit, credit_leg, &earned)?
-                .apply_to(&mut balance);
+                .apply_to(&mut balance)?;
             credited = Some((balance, credit_leg, earned));
         }
         step.synced();

@@ -64,6 +64,8 @@ pub enum LedgerError {
     },
     #[error("amounts must be positive")]
     BadAmount,
+    #[error("the balance would leave the range the ledger can hold")]
+    OutOfRange,
     #[error("ledger storage: {0}")]
     Storage(String),
 }
@@ -108,7 +110,9 @@ impl Ledger {
             max_seq = max_seq.max(e.seq);
             open_holds += e.kind.open_holds_delta();
             let mut b = balances.entry(e.account.clone()).or_default();
-            e.apply_to(&mut b);
+            if e.apply_to(&mut b).is_err() {
+                tracing::error!(account = %e.account, seq = e.seq, "ledger replay: entry out of range, skipped");
+            }
             if b.available() < 0 {
                 tracing::error!(account = %e.account, "ledger replay: available below zero");
             }

@@ -75,7 +75,7 @@ impl Ledger {
             }
             let entry = self.write_entry(&mut step, leg.kind, leg_id, leg)?;
             let mut balance = current;
-            entry.apply_to(&mut balance);
+            entry.apply_to(&mut balance)?;
             // The invariant, checked before anything is written.
             assert!(
                 balance.available() >= 0 || !takes_money,
@@ -114,7 +114,7 @@ impl Ledger {
         let (account, amount) = (leg.account.as_str(), leg.amount);
         let entry = self.write_entry(&mut step, kind, leg_id, leg)?;
         let mut after = self.balance(account).unwrap_or_default();
-        entry.apply_to(&mut after);
+        entry.apply_to(&mut after)?;
         // The invariant, checked before anything is written.
         assert!(
             after.available() >= 0 || matches!(kind, EntryType::Credit | EntryType::Refund),

@@ -56,14 +56,14 @@ impl Hosted {
         let mut entries = Vec::new();
         for e in self.history(card)? {
             if e.at_ms < start {
-                e.apply_to(&mut opening);
+                e.apply_to(&mut opening)?;
             } else if e.at_ms < end {
                 entries.push(e);
             }
         }
         let mut closing = opening;
         for e in &entries {
-            e.apply_to(&mut closing);
+            e.apply_to(&mut closing)?;
         }
         Ok(Statement {
             card: card.id.clone(),

@@ -104,9 +104,10 @@ impl Env {
         panic!("store-and-forward queue did not drain");
     }
 
-    async fn balance(&self) -> i64 {
-        let api = self.operator();
-        let r = api
+    /// The prepaid card as the admin API shows it.
+    async fn card(&self) -> serde_json::Value {
+        let r = self
+            .operator()
             .call(
                 "post",
                 "/v1/cards/lookup",
@@ -114,7 +115,15 @@ impl Env {
             )
             .await
             .unwrap();
-        r.body["balance"].as_i64().unwrap()
+        r.body
+    }
+
+    async fn balance(&self) -> i64 {
+        self.card().await["balance"].as_i64().unwrap()
+    }
+
+    async fn card_id(&self) -> String {
+        self.card().await["id"].as_str().unwrap().to_string()
     }
 }
 
@@ -155,18 +164,7 @@ async fn a_refused_reversal_goes_to_the_dead_letters_and_does_not_block_its_lane
 
     // Money comes back by the operator; a purchase and its reversal go through the same lane.
     let op = env.operator();
-    let id = op
-        .call(
-            "post",
-            "/v1/cards/lookup",
-            Some(&json!({"card_number": PREPAID})),
-        )
-        .await
-        .unwrap()
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.card_id().await;
     let r = op
         .call(
             "post",
@@ -250,18 +248,7 @@ async fn a_dead_letter_can_be_requeued_by_an_operator() {
     assert_eq!(r.status, 401);
 
     // The card is topped up outside the switch's queue; the re-queued reversal now succeeds.
-    let card = op
-        .call(
-            "post",
-            "/v1/cards/lookup",
-            Some(&json!({"card_number": PREPAID})),
-        )
-        .await
-        .unwrap()
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let card = env.card_id().await;
     op.call(
         "post",
         &format!("/v1/cards/{card}/recharge"),

@@ -13,8 +13,7 @@ use crate::directory::WalletLink;
 use crate::hosted::cards::{IssueRequest, SubRequest};
 use crate::hosted::{Card, CardStatus};
 use crate::iso8583::Pan;
-use crate::store::Cf;
-use crate::switch::txn::TxnRecord;
+use crate::switch::search::{Search, SEARCH_MAX_EXAMINED};
 
 /// Every route (method, path): what `docs/openapi.json` must describe, no more, no less.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -554,115 +553,26 @@ async fn transactions(
         })?)),
         None => None,
     };
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let db = s.switch.journal.store().clone();
-    // Off the runtime's threads (a search reads records by the million on a busy switch),
-    // one record at a time (never the whole column family in memory).
-    let (found, truncated) = tokio::task::spawn_blocking(move || {
-        search_transactions(&db, &q, bounds, limit, SEARCH_MAX_EXAMINED)
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
-    Ok(Json(json!({"transactions": found, "truncated": truncated})))
-}
-
-/// A search reads at most this many transaction records (transaction keys are not in time
-/// order, so every search reads from the start); past it the answer says `truncated`:
-/// matches may be missing.
-const SEARCH_MAX_EXAMINED: usize = 5_000_000;
-
-fn search_transactions(
-    db: &crate::store::Store,
-    q: &TxnQuery,
-    bounds: Option<(i64, i64)>,
-    limit: usize,
-    max_examined: usize,
-) -> Result<(Vec<Value>, bool), String> {
-    let mut found = Vec::new();
-    let mut examined = 0;
-    crate::store::for_each(db, Cf::Txns, b"", |key, raw| {
-        examined += 1;
-        if examined > max_examined {
-            return std::ops::ControlFlow::Break(());
-        }
-        let Ok(record) = TxnRecord::from_bytes(raw) else {
-            return std::ops::ControlFlow::Continue(());
-        };
-        let Some(sum) = &record.summary else {
-            return std::ops::ControlFlow::Continue(());
-        };
-        let matches = q.rrn.as_ref().is_none_or(|r| sum.rrn == r.trim())
-            && q.stan.is_none_or(|st| sum.stan == Some(st))
-            && bounds.is_none_or(|(a, b)| sum.at_ms >= a && sum.at_ms < b);
-        if matches {
-            found.push(json!({
-                "key": String::from_utf8_lossy(key),
-                "state": record.state,
-                "code": record.code,
-                "mti": sum.mti, "card_number": sum.card, "amount": sum.amount, "stan": sum.stan,
-                "terminal": sum.terminal, "merchant": sum.merchant, "rrn": sum.rrn, "at_ms": sum.at_ms,
-                "legs": record.legs.iter().map(|l| json!({"link": l.link, "state": l.state, "amount": l.amount})).collect::<Vec<_>>(),
-            }));
-        }
-        if found.len() >= limit {
-            std::ops::ControlFlow::Break(())
-        } else {
-            std::ops::ControlFlow::Continue(())
-        }
-    })?;
-    Ok((found, examined > max_examined))
+    let search = Search {
+        rrn: q.rrn.map(|r| r.trim().to_string()),
+        stan: q.stan,
+        between_ms: bounds,
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    let store = s.switch.journal.store().clone();
+    // Off the runtime's threads: a search reads records by the million on a busy switch.
+    let found = tokio::task::spawn_blocking(move || search.run(&store, SEARCH_MAX_EXAMINED))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(Json(
+        json!({"transactions": found.transactions, "truncated": found.truncated}),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-
-    #[test]
-    fn a_search_reads_records_one_at_a_time_up_to_its_bound() {
-        use crate::switch::txn::{TxnRecord, TxnState, TxnSummary};
-        let dir = tempfile::tempdir().unwrap();
-        let opened = crate::store::open(dir.path()).unwrap();
-        let db = opened.rocks().unwrap();
-        let cf = crate::store::handle(db, super::Cf::Txns).unwrap();
-        for i in 0..5u32 {
-            let record: TxnRecord = TxnRecord {
-                state: TxnState::Answered,
-                code: "00".into(),
-                legs: Vec::new(),
-                summary: Some(TxnSummary {
-                    rrn: format!("RRN{i}"),
-                    stan: Some(i),
-                    ..TxnSummary::default()
-                }),
-            };
-            let key = format!("T|{i:06}|0000000001");
-            db.put_cf(cf, key, record.to_bytes()).unwrap();
-        }
-        let q = |rrn: &str| super::TxnQuery {
-            rrn: Some(rrn.into()),
-            stan: None,
-            date: None,
-            limit: None,
-        };
-        let (found, truncated) =
-            super::search_transactions(&opened, &q("RRN4"), None, 10, 10).unwrap();
-        assert_eq!((found.len(), truncated), (1, false));
-        assert_eq!(found[0]["stan"], 4);
-        // The last record is past the bound: not found, and the answer says so.
-        let (found, truncated) =
-            super::search_transactions(&opened, &q("RRN4"), None, 10, 3).unwrap();
-        assert_eq!((found.len(), truncated), (0, true));
-        // The limit stops the search early without truncating it.
-        let all = super::TxnQuery {
-            rrn: None,
-            stan: None,
-            date: None,
-            limit: None,
-        };
-        let (found, truncated) = super::search_transactions(&opened, &all, None, 2, 10).unwrap();
-        assert_eq!((found.len(), truncated), (2, false));
-    }
 
     #[test]
     fn openapi_describes_exactly_the_routes() {

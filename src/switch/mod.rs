@@ -23,6 +23,7 @@ pub mod registry;
 pub mod reversal;
 pub mod routing;
 pub mod saf;
+pub mod search;
 pub mod testhooks;
 pub mod txn;
 pub mod wallets;

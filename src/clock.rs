@@ -53,9 +53,13 @@ impl Clock for ManualClock {
     }
 }
 
-/// Field 7: MMDDhhmmss.
+/// Field 7: MMDDhhmmss, now.
 pub fn transmission_time() -> String {
-    let now = Utc::now();
+    transmission_time_at(&Utc::now())
+}
+
+/// Field 7 at `now`.
+pub fn transmission_time_at(now: &DateTime<Utc>) -> String {
     two_digits(&[
         now.month(),
         now.day(),
@@ -65,15 +69,24 @@ pub fn transmission_time() -> String {
     ])
 }
 
-/// Field 12 (1987): hhmmss.
+/// Field 12 (1987): hhmmss, now.
 pub fn local_time() -> String {
-    let now = Utc::now();
+    local_time_at(&Utc::now())
+}
+
+/// Field 12 at `now`.
+pub fn local_time_at(now: &DateTime<Utc>) -> String {
     two_digits(&[now.hour(), now.minute(), now.second()])
 }
 
-/// Field 13: MMDD.
+/// Field 13: MMDD, now.
 pub fn local_date() -> String {
     month_day(&Utc::now())
+}
+
+/// Field 13 at `now`.
+pub fn local_date_at(now: &DateTime<Utc>) -> String {
+    month_day(now)
 }
 
 /// Today as YYMMDD, for keys that must change with the business day.

@@ -74,6 +74,7 @@ pub async fn assemble(
     let directory = Directory::new(journal.store().clone(), key.clone());
     let saf = Saf::open(
         journal.clone(),
+        clock.clone(),
         SafTiming {
             retry_min: Duration::from_millis(config.limits.saf_retry_min_ms),
             retry_max: Duration::from_millis(config.limits.saf_retry_max_ms),
@@ -81,7 +82,9 @@ pub async fn assemble(
         },
     )?;
     recover(&journal, &saf).await?;
-    let hosted = crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone()).await?;
+    let hosted =
+        crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone(), clock.clone())
+            .await?;
     hosted.start_expiry(stop.clone());
     let links = start_links(&config, &hosted, &saf, stand_ins, stop)?;
     saf.start(links.clone(), stop.clone());

@@ -133,9 +133,11 @@ impl Hosted {
         journal: Arc<Journal>,
         config: Arc<Config>,
         card_key: CardKey,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<Arc<Hosted>, String> {
         let ttl = std::time::Duration::from_secs(config.hosted.hold_ttl_s);
-        let ledger = Ledger::open(journal.clone(), ttl).map_err(|e| e.to_string())?;
+        let ledger =
+            Ledger::open_with_clock(journal.clone(), ttl, clock).map_err(|e| e.to_string())?;
         cards::index_subs(&journal)
             .await
             .map_err(|e| format!("hosted cards: {e}"))?;

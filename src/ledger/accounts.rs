@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, storage, Balance, EntryType, Ledger, LedgerError, Leg, LegState};
+use super::{storage, Balance, EntryType, Ledger, LedgerError, Leg, LegState};
 use crate::journal::{Entry, EntryKind, Step};
 use crate::store::Cf;
 
@@ -73,7 +73,7 @@ impl Ledger {
             let record = Account {
                 id: a.id.into(),
                 unit: a.unit.into(),
-                created_ms: now_ms(),
+                created_ms: self.now_ms(),
             };
             step.put(
                 Cf::LedgerAccounts,

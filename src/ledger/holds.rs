@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{now_ms, storage, Balance, EntryType, Ledger, LedgerError, Leg, LegState};
+use super::{storage, Balance, EntryType, Ledger, LedgerError, Leg, LegState};
 use crate::journal::Step;
 
 impl Ledger {
@@ -30,7 +30,7 @@ impl Ledger {
         leg_id: &str,
     ) -> Result<Balance, LedgerError> {
         let ttl = i64::try_from(self.hold_ttl.as_millis()).unwrap_or(i64::MAX);
-        let expires = now_ms().saturating_add(ttl);
+        let expires = self.now_ms().saturating_add(ttl);
         let leg = Leg {
             account: account.into(),
             amount,
@@ -185,7 +185,7 @@ impl Ledger {
 
     /// Release every pending hold past its expiry. Returns how many.
     pub async fn expire_holds(&self) -> Result<usize, LedgerError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let due: Vec<String> = match self.pending.lock() {
             Ok(pending) => pending
                 .iter()

@@ -85,10 +85,8 @@ pub struct Ledger {
     pending: std::sync::Mutex<BTreeSet<(i64, String)>>,
     open_holds_gauge: metrics::Gauge,
     holds_expired: metrics::Counter,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    /// Entry times and hold expiries come from here (tests set it).
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
@@ -96,9 +94,23 @@ fn storage(e: impl std::fmt::Display) -> LedgerError {
 }
 
 impl Ledger {
+    /// Now, in ms since the epoch, by the ledger's clock.
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Open the ledger over the journal's database: every account's balance is derived by
     /// replaying its entries.
     pub fn open(journal: Arc<Journal>, hold_ttl: Duration) -> Result<Arc<Ledger>, LedgerError> {
+        Ledger::open_with_clock(journal, hold_ttl, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// As [`Ledger::open`], reading the time from `clock`.
+    pub fn open_with_clock(
+        journal: Arc<Journal>,
+        hold_ttl: Duration,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Arc<Ledger>, LedgerError> {
         let balances = DashMap::new();
         for (k, _) in journal.scan(Cf::LedgerAccounts, b"").map_err(storage)? {
             balances.insert(String::from_utf8_lossy(&k).into_owned(), Balance::default());
@@ -135,6 +147,7 @@ impl Ledger {
         let open_holds_gauge = metrics::gauge!("cyberswitch_ledger_open_holds");
         open_holds_gauge.set(open_holds as f64);
         Ok(Arc::new(Ledger {
+            clock,
             journal,
             balances,
             locks: KeyLocks::new(),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::{now_ms, storage, Balance, EntryType, Ledger, LedgerEntry, LedgerError, Leg, LegState};
+use super::{storage, Balance, EntryType, Ledger, LedgerEntry, LedgerError, Leg, LegState};
 use crate::journal::{Entry, EntryKind, Step};
 use crate::keylock::KeyGuard;
 use crate::store::Cf;
@@ -154,7 +154,7 @@ impl Ledger {
             kind,
             amount,
             leg: leg_id.into(),
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
         };
         step.put(
             Cf::LedgerEntries,

@@ -62,7 +62,7 @@ pub async fn credit_leg(
     msg.set_number(de::AMOUNT, amount, 12)
         .set(
             de::TRANSMISSION_TIME,
-            crate::clock::transmission_time().as_bytes(),
+            crate::clock::transmission_time_at(&sw.clock.now()).as_bytes(),
         )
         .set_number(de::STAN, u64::from(link.next_stan()), 6)
         .set(de::RRN, sw.next_rrn().as_bytes());

@@ -69,16 +69,17 @@ fn issuer_request(
     account: &str,
     units: u64,
 ) -> OwnedMessage {
+    let now = sw.clock.now();
     let mut m = OwnedMessage::new(Mti(*mti));
     m.set(de::PROCESSING_CODE, pc.as_bytes())
         .set_number(de::AMOUNT, units, 12)
         .set(
             de::TRANSMISSION_TIME,
-            crate::clock::transmission_time().as_bytes(),
+            crate::clock::transmission_time_at(&now).as_bytes(),
         )
         .set_number(de::STAN, u64::from(stan), 6)
-        .set(de::LOCAL_TIME, crate::clock::local_time().as_bytes())
-        .set(de::LOCAL_DATE, crate::clock::local_date().as_bytes())
+        .set(de::LOCAL_TIME, crate::clock::local_time_at(&now).as_bytes())
+        .set(de::LOCAL_DATE, crate::clock::local_date_at(&now).as_bytes())
         .copy_from(req, de::TERMINAL_ID)
         .copy_from(req, de::MERCHANT_ID)
         .set_number(de::CURRENCY, u64::from(sw.config.currency), 3)

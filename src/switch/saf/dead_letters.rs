@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{lane_of, now_ms, to_bytes, Item, Queued, Saf};
+use super::{lane_of, to_bytes, Item, Queued, Saf};
 use crate::journal::{Entry, EntryKind, Step};
 use crate::store::Cf;
 
 impl Saf {
     /// The dead-letter list, oldest first by link.
     pub fn dead_letter_list(&self) -> Result<Vec<DeadLetter>, String> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         Ok(self
             .journal
             .scan(Cf::SafDead, b"")?

@@ -141,6 +141,8 @@ type Lanes = HashMap<String, BTreeMap<Vec<u8>, Item>>;
 pub struct Saf {
     /// Itself, for the tasks it spawns (a late approval's reversal).
     me: std::sync::Weak<Saf>,
+    /// Queueing times, ages and reversals' field 7 come from here (tests set it).
+    clock: Arc<dyn crate::clock::Clock>,
     journal: Arc<Journal>,
     links: OnceLock<HashMap<String, Arc<Link>>>,
     wake: Notify,
@@ -152,7 +154,11 @@ pub struct Saf {
 
 impl Saf {
     /// Open the queue over the journal's database (items left by an earlier run included).
-    pub fn open(journal: Arc<Journal>, timing: SafTiming) -> Result<Arc<Saf>, String> {
+    pub fn open(
+        journal: Arc<Journal>,
+        clock: Arc<dyn crate::clock::Clock>,
+        timing: SafTiming,
+    ) -> Result<Arc<Saf>, String> {
         let existing = journal.scan(Cf::Saf, b"")?;
         let mut lanes = Lanes::new();
         let mut max_seq = 0;
@@ -178,6 +184,7 @@ impl Saf {
         }
         Ok(Arc::new_cyclic(|me| Saf {
             me: me.clone(),
+            clock,
             journal,
             links: OnceLock::new(),
             wake: Notify::new(),
@@ -241,7 +248,7 @@ impl Saf {
         let item = Item {
             txn: txn.to_string(),
             leg,
-            queued_ms: now_ms(),
+            queued_ms: self.clock.now_ms(),
             attempts: 0,
             sealed: hex::encode(sealed),
             complete,
@@ -378,10 +385,6 @@ impl Item {
 
 fn to_bytes(item: &Item) -> Vec<u8> {
     serde_json::to_vec(item).unwrap_or_default()
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::dead_letters::dead_letter;
-use super::{now_ms, to_bytes, Item, Saf};
+use super::{to_bytes, Item, Saf};
 use crate::iso8583::{Mti, OriginalData, OwnedMessage, ResponseCode};
 use crate::journal::{Entry, EntryKind, Step};
 use crate::net::link::Link;
@@ -16,7 +16,11 @@ use crate::store::Cf;
 /// Build the reversal of a leg: the leg's own fields, a fresh transmission time, and field 90
 /// naming the leg (MTI, STAN, transmission time). The STAN is the leg's, so the host matches
 /// the answer by the same key.
-fn reversal_of(leg: &OwnedMessage, mti: [u8; 4]) -> OwnedMessage {
+fn reversal_of(
+    leg: &OwnedMessage,
+    mti: [u8; 4],
+    now: chrono::DateTime<chrono::Utc>,
+) -> OwnedMessage {
     let mut rev = OwnedMessage::new(Mti(mti));
     for (n, v) in leg.fields() {
         if n != 7 {
@@ -29,7 +33,7 @@ fn reversal_of(leg: &OwnedMessage, mti: [u8; 4]) -> OwnedMessage {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    rev.set(7, crate::clock::transmission_time().as_bytes());
+    rev.set(7, crate::clock::transmission_time_at(&now).as_bytes());
     rev.set_original_data(&OriginalData {
         mti: leg.mti(),
         stan: num(11) as u32, // ok: six digits
@@ -74,7 +78,7 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
                 _ => *b"0421",
             };
             (
-                reversal_of(&leg, mti),
+                reversal_of(&leg, mti, saf.clock.now()),
                 &[ResponseCode::Approved, ResponseCode::OriginalNotFound],
             )
         }
@@ -86,7 +90,7 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
             } else {
                 *b"0221"
             };
-            let mut completion = reversal_of(&leg, mti);
+            let mut completion = reversal_of(&leg, mti, saf.clock.now());
             completion.set_number(4, amount, 12);
             (completion, &[ResponseCode::Approved])
         }
@@ -114,7 +118,7 @@ pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationT
     let max_attempts = timing.max_attempts();
     loop {
         metrics::gauge!("cyberswitch_saf_oldest_age_seconds", "link" => link_name.clone())
-            .set(saf.oldest_age_s(&link_name, now_ms()));
+            .set(saf.oldest_age_s(&link_name, saf.clock.now_ms()));
         let now = tokio::time::Instant::now();
         let (key, item) = match saf.next_due(&link_name, now) {
             Ok(due) => due,

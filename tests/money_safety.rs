@@ -338,3 +338,38 @@ async fn a_balance_that_would_overflow_is_refused() {
         .unwrap();
     assert_eq!(shown.body["balance"], json!(i64::MAX), "{:?}", shown.body);
 }
+
+/// The transaction key left out the MTI class: a 0100 and a 0200 with the same terminal,
+/// STAN and time shared one record, the second overwriting the first, and a reversal of the
+/// 0200 undid the 0100's legs instead. Now they are two transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_authorization_and_a_purchase_with_the_same_stan_are_two_transactions() {
+    let env = env().await;
+    let card = "9410000000000013";
+    let with_ws = |mut m: OwnedMessage, wallet: &str| {
+        let tag = format!("WS{:03}{wallet}", wallet.len());
+        m.set(48, tag.as_bytes());
+        m
+    };
+    let purchase = with_ws(
+        env.request(b"0200", card, "000000", 10_000, false),
+        "E-1001",
+    );
+    let mut authorization = with_ws(env.request(b"0100", card, "000000", 5_000, false), "G-3001");
+    authorization.set(11, purchase.get(11).unwrap());
+    assert_eq!(code(&env.call(&purchase).await), "00");
+    assert_eq!(code(&env.call(&authorization).await), "00");
+    let emoney = env.demo.sim("EMONEY").unwrap();
+    let gift = env.demo.sim("GIFT").unwrap();
+    assert_eq!(emoney.balance("E-1001"), Some(20_000));
+    assert_eq!(gift.balance("G-3001"), Some(45_000));
+    // Reversing the purchase gives back the purchase's money, and only that.
+    assert_eq!(code(&env.call(&env.reversal(&purchase)).await), "00");
+    env.drained().await;
+    assert_eq!(emoney.balance("E-1001"), Some(30_000));
+    assert_eq!(
+        gift.balance("G-3001"),
+        Some(45_000),
+        "the authorization stands"
+    );
+}

@@ -77,13 +77,11 @@ impl TxnId {
         .into_bytes()
     }
 
-    /// The key of the transaction's stored record (terminal, STAN, transmission time).
+    /// The key of the transaction's stored record: the same as the duplicate index's, so
+    /// that a 0100 and a 0200 (or two listeners) with the same terminal, STAN and time are
+    /// two transactions, never one record overwriting the other.
     pub fn record_key(&self) -> String {
-        super::txn::txn_key(
-            Some(&self.terminal),
-            Some(self.stan),
-            Some(self.transmission_time),
-        )
+        String::from_utf8_lossy(&self.to_bytes()).into_owned()
     }
 }
 

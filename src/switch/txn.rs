@@ -17,6 +17,7 @@ use crate::iso8583::{de, Message, OwnedMessage, ResponseCode};
 use crate::journal::{stored, Entry, EntryKind, Journal, JournalError, Step};
 use crate::store::Cf;
 
+use super::registry::TxnId;
 use super::saf::{self, Saf};
 
 /// Where a leg stands.
@@ -157,17 +158,6 @@ pub fn ended_at_ms(raw: &[u8]) -> Option<i64> {
     record.summary.map(|s| s.at_ms)
 }
 
-/// A transaction's key: terminal, STAN, transmission time (what a terminal's reversal names
-/// in field 90).
-pub fn txn_key(terminal: Option<&str>, stan: Option<u32>, f7: Option<u64>) -> String {
-    format!(
-        "{}|{:06}|{:010}",
-        terminal.unwrap_or("").trim(),
-        stan.unwrap_or(0),
-        f7.unwrap_or(0)
-    )
-}
-
 /// How a leg sent upstream ended.
 pub enum LegOutcome {
     /// Approved (39 = 00): the leg's index and the host's answer.
@@ -205,13 +195,9 @@ impl Txn {
         listener: &str,
         req: &Message<'_>,
     ) -> Txn {
-        let key = matches!(req.mti().class(), 1 | 2 | 4).then(|| {
-            txn_key(
-                req.terminal_id().as_deref(),
-                req.stan(),
-                req.transmission_time(),
-            )
-        });
+        let key = TxnId::of(listener, req)
+            .filter(|_| matches!(req.mti().class(), 1 | 2 | 4))
+            .map(|id| id.record_key());
         let mut txn = Txn {
             journal,
             saf,

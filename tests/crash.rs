@@ -70,6 +70,11 @@ impl Drop for World {
     }
 }
 
+/// The tests of this harness run one at a time: each picks free ports for a switch it
+/// starts later as a child process, and another test's simulators, binding port 0
+/// meanwhile, could be handed the same port (seen: "metrics: Address already in use").
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -617,6 +622,7 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let w = Arc::new(world(60).await);
     let (mut outcomes, reached) = crash_rounds(&w, 30, seed()).await;
     let count = |p: &str| reached.iter().filter(|r| r.starts_with(p)).count();
@@ -688,6 +694,7 @@ async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_recovery_the_harness_finds_money_moved() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let w = Arc::new(world(10).await);
     // Kill between the wallet legs and the credit leg: a wallet debit is approved upstream,
     // the terminal never hears of it.

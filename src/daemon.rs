@@ -88,6 +88,7 @@ pub async fn assemble(
     hosted.start_expiry(stop.clone());
     let links = start_links(&config, &hosted, &saf, stand_ins, stop)?;
     saf.start(links.clone(), stop.clone());
+    let rrns = crate::switch::rrn::Rrns::open(journal.clone()).await?;
     let parts = Parts {
         config,
         directory,
@@ -96,6 +97,7 @@ pub async fn assemble(
         saf,
         hosted,
         clock,
+        rrns,
     };
     Switch::new(parts, stop.clone())
 }

@@ -50,10 +50,12 @@ pub enum Cf {
     /// Hosted programs: master account id → master (F16); master id, a zero byte, card
     /// id → () for each of its sub-account cards.
     HostedMasters,
+    /// The switch's own counters that must never go back (the RRN watermark): name → value.
+    Meta,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 14] = [
+    pub const ALL: [Cf; 15] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -68,6 +70,7 @@ impl Cf {
         Cf::HostedCardRefs,
         Cf::HostedPrereg,
         Cf::HostedMasters,
+        Cf::Meta,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -91,6 +94,7 @@ impl Cf {
             Cf::HostedCardRefs => "hosted_card_refs",
             Cf::HostedPrereg => "hosted_prereg",
             Cf::HostedMasters => "hosted_masters",
+            Cf::Meta => "meta",
         }
     }
 }

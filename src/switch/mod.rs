@@ -22,6 +22,7 @@ pub mod netmgmt;
 pub mod registry;
 pub mod reversal;
 pub mod routing;
+pub mod rrn;
 pub mod saf;
 pub mod search;
 pub mod testhooks;
@@ -29,7 +30,6 @@ pub mod txn;
 pub mod wallets;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ pub struct Switch {
     /// Transactions in memory: duplicates, follow-ups one at a time.
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
-    rrn_seq: AtomicU64,
+    rrns: Arc<rrn::Rrns>,
 }
 
 /// What a switch is made of; [`crate::daemon`] assembles it, tests may too.
@@ -73,6 +73,7 @@ pub struct Parts {
     pub saf: Arc<Saf>,
     pub hosted: Arc<crate::hosted::Hosted>,
     pub clock: Arc<dyn Clock>,
+    pub rrns: Arc<rrn::Rrns>,
 }
 
 impl Switch {
@@ -85,6 +86,7 @@ impl Switch {
             saf,
             hosted,
             clock,
+            rrns,
         } = parts;
         let pin_keys = pin_keys(&config, &hosted);
         let routing = Routing::new(&config);
@@ -106,7 +108,7 @@ impl Switch {
             routing,
             registry,
             clock,
-            rrn_seq: AtomicU64::new(0),
+            rrns,
         });
         tokio::spawn(registry::sweeper(switch.registry.clone(), window, stop));
         Ok(switch)
@@ -117,16 +119,10 @@ impl Switch {
         self.pin_keys.get(name)
     }
 
-    /// A retrieval reference number for requests that came without one: day of year, hour,
-    /// and a sequence (12 digits).
+    /// A retrieval reference number for requests that came without one (and for every
+    /// upstream leg): 12 digits, unique across restarts (see [`rrn`]).
     pub fn next_rrn(&self) -> String {
-        let seq = self.rrn_seq.fetch_add(1, Ordering::Relaxed) % 10_000_000;
-        let now = self.clock.now();
-        format!(
-            "{:03}{:02}{seq:07}",
-            chrono::Datelike::ordinal(&now),
-            chrono::Timelike::hour(&now)
-        )
+        self.rrns.next()
     }
 
     /// Handle one decoded request; the answer is not encoded yet.

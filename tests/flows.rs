@@ -8,6 +8,8 @@
 //! reversed is back where it started.
 
 mod common;
+
+use common::{code, tags, with_tags};
 #[path = "flows/scripted.rs"]
 mod scripted;
 
@@ -20,7 +22,6 @@ use cyberswitch::config::Config;
 use cyberswitch::daemon::{self, StandIns};
 use cyberswitch::demo::{self, DemoPorts};
 use cyberswitch::directory::WalletLink;
-use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
 use cyberswitch::iso8583::{AdditionalAmount, Mti, OwnedMessage, Pan, Spec};
 use cyberswitch::net::link::LocalHost;
 use cyberswitch::net::server::Service;
@@ -187,28 +188,6 @@ fn request(mti: &[u8; 4], card: &str, pc: &str, amount: u64, stan: u32) -> Owned
 
 fn purchase(card: &str, amount: u64, stan: u32) -> OwnedMessage {
     request(b"0200", card, "000000", amount, stan)
-}
-
-fn with_tags(mut m: OwnedMessage, tags: &[(&str, &str)]) -> OwnedMessage {
-    let mut sd = SwitchData::new();
-    for (t, v) in tags {
-        sd.push(t, v.as_bytes());
-    }
-    m.set(48, sd.as_bytes());
-    m
-}
-
-fn code(m: &OwnedMessage) -> String {
-    String::from_utf8_lossy(m.get(39).unwrap_or(b"")).into_owned()
-}
-
-fn tags(m: &OwnedMessage, tag: &str) -> Vec<String> {
-    parse_ascii_tlv(m.get(48).unwrap_or(b""), 2, 3)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.tag == tag.as_bytes())
-        .map(|e| String::from_utf8_lossy(e.value).into_owned())
-        .collect()
 }
 
 /// Field 54's amounts of one type.

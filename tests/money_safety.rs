@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::code;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,10 +127,6 @@ impl Env {
     async fn card_id(&self) -> String {
         self.card().await["id"].as_str().unwrap().to_string()
     }
-}
-
-fn code(m: &OwnedMessage) -> String {
-    String::from_utf8_lossy(m.get(39).unwrap_or_default()).into_owned()
 }
 
 /// The walk-through: a recharge reversed after its money was spent is refused by the

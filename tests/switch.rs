@@ -4,12 +4,13 @@
 
 mod common;
 
+use common::{code, tags, with_tags};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cyberswitch::demo::{self, Demo, DemoPorts};
-use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
 use cyberswitch::iso8583::{AdditionalAmount, Mti, OwnedMessage, Spec};
 use cyberswitch::net::client::Client;
 use cyberswitch::sim::{Behaviour, SimConfig};
@@ -106,28 +107,6 @@ fn request(mti: &[u8; 4], card: &str, pc: &str, amount: u64, stan: u32) -> Owned
         .set(42, b"MERCHANT0000001")
         .set(49, b"410");
     m
-}
-
-fn with_tags(mut m: OwnedMessage, tags: &[(&str, &str)]) -> OwnedMessage {
-    let mut sd = SwitchData::new();
-    for (t, v) in tags {
-        sd.push(t, v.as_bytes());
-    }
-    m.set(48, sd.as_bytes());
-    m
-}
-
-fn code(m: &OwnedMessage) -> String {
-    String::from_utf8_lossy(m.get(39).unwrap_or(b"")).into_owned()
-}
-
-fn tags(m: &OwnedMessage, tag: &str) -> Vec<String> {
-    parse_ascii_tlv(m.get(48).unwrap_or(b""), 2, 3)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.tag == tag.as_bytes())
-        .map(|e| String::from_utf8_lossy(e.value).into_owned())
-        .collect()
 }
 
 fn reversal_of(original: &OwnedMessage, stan: u32) -> OwnedMessage {

@@ -1,4 +1,6 @@
 //! Helpers shared by the integration test binaries.
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -30,6 +32,31 @@ pub fn reversal_of(original: &OwnedMessage, stan: u64, transmission_time: &str) 
         forwarder_id: 0,
     });
     r
+}
+
+/// `m` with field 48 holding these switch-data elements (SPEC §4.3).
+pub fn with_tags(mut m: OwnedMessage, tags: &[(&str, &str)]) -> OwnedMessage {
+    let mut sd = cyberswitch::iso8583::tlv::SwitchData::new();
+    for (t, v) in tags {
+        sd.push(t, v.as_bytes());
+    }
+    m.set(48, sd.as_bytes());
+    m
+}
+
+/// Field 39 as text (empty when absent).
+pub fn code(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.get(39).unwrap_or(b"")).into_owned()
+}
+
+/// The values of one field 48 tag, in order.
+pub fn tags(m: &OwnedMessage, tag: &str) -> Vec<String> {
+    cyberswitch::iso8583::tlv::parse_ascii_tlv(m.get(48).unwrap_or(b""), 2, 3)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.tag == tag.as_bytes())
+        .map(|e| String::from_utf8_lossy(e.value).into_owned())
+        .collect()
 }
 
 /// No file under `dir`, and no log line, holds a card number in ASCII or packed BCD.

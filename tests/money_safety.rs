@@ -371,3 +371,21 @@ async fn an_authorization_and_a_purchase_with_the_same_stan_are_two_transactions
         "the authorization stands"
     );
 }
+
+/// A follow-up naming itself in field 90 waited for its own answer for ever (and every
+/// repeat of it too). It is a format error now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follow_up_naming_itself_is_refused_not_left_waiting() {
+    let env = env().await;
+    let reversal = env.request(b"0400", "9410000000000021", "000000", 1_000, false);
+    let mut itself = reversal.clone();
+    let stan = std::str::from_utf8(reversal.get(11).unwrap())
+        .unwrap()
+        .to_string();
+    itself.set(
+        90,
+        format!("0400{stan}1206120000{}", "0".repeat(22)).as_bytes(),
+    );
+    assert_eq!(code(&env.call(&itself).await), "30");
+    assert_eq!(code(&env.call(&itself).await), "30", "its repeat too");
+}

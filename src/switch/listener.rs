@@ -166,7 +166,11 @@ async fn respond(
     msg: Message<'_>,
 ) -> Option<Bytes> {
     // While this ticket is held, repeats wait for its answer and follow-ups for its outcome.
-    let ticket = match TxnId::of(listener, &msg).map(|id| switch.registry.claim(id)) {
+    let claim = match TxnId::of(listener, &msg) {
+        Some(id) => Some(switch.registry.claim(id).await),
+        None => None,
+    };
+    let ticket = match claim {
         Some(Claim::Answered(bytes)) => return Some(duplicate(listener, bytes)),
         Some(Claim::InFlight(original)) => {
             return original.answer().await.map(|b| duplicate(listener, b))

@@ -6,7 +6,7 @@
 use crate::iso8583::{de, Message, ResponseCode};
 
 /// Every request of these classes: what names it (duplicates, follow-ups) and what it is.
-const NETWORK: &[u16] = &[de::TRANSMISSION_TIME, de::STAN, de::NETWORK_CODE];
+const NETWORK: &[u16] = &[de::NETWORK_CODE];
 const FINANCIAL: &[u16] = &[
     de::PROCESSING_CODE,
     de::TRANSMISSION_TIME,
@@ -44,6 +44,7 @@ fn missing(field: u16) -> Refusal {
 /// or a completion).
 pub fn check(req: &Message<'_>, follow_up: bool) -> Result<(), Refusal> {
     let class = req.mti().class();
+    let follow_up = follow_up || class == 4;
     let fields = match class {
         8 => NETWORK,
         4 => FOLLOW_UP,
@@ -55,10 +56,13 @@ pub fn check(req: &Message<'_>, follow_up: bool) -> Result<(), Refusal> {
     if let Some(&field) = fields.iter().find(|&&n| !req.has(n)) {
         return Err(missing(field));
     }
+    if follow_up {
+        return original_named(req);
+    }
     if !matches!(class, 1 | 2) {
         return Ok(());
     }
-    if !follow_up && !req.has(de::PAN) && !req.has(de::TRACK2) {
+    if !req.has(de::PAN) && !req.has(de::TRACK2) {
         return Err(missing(de::PAN));
     }
     let money = follow_up || req.transaction_type().is_some_and(|tt| MONEY.contains(&tt));
@@ -73,6 +77,33 @@ pub fn check(req: &Message<'_>, follow_up: bool) -> Result<(), Refusal> {
             }
             Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// A follow-up names, in field 90, an authorization or financial request (class 1 or 2)
+/// that is not itself: one naming itself would wait for its own answer for ever.
+fn original_named(req: &Message<'_>) -> Result<(), Refusal> {
+    let refuse = |reason: &str| Refusal {
+        code: ResponseCode::FormatError,
+        reason: reason.to_string(),
+    };
+    let od = match req.original_data() {
+        Ok(Some(od)) => od,
+        _ => return Err(refuse("field 90 unreadable")),
+    };
+    if !matches!(od.mti.class(), 1 | 2) {
+        return Err(refuse("field 90 names no financial request"));
+    }
+    let itself = od.mti.class() == req.mti().class()
+        && Some(od.stan) == req.stan()
+        && Some(od.transmission_time) == req.transmission_time();
+    if itself {
+        return Err(refuse("field 90 names the request itself"));
+    }
+    let amount = req.amount();
+    if req.mti().class() == 2 && amount.is_none() {
+        return Err(missing(de::AMOUNT));
     }
     Ok(())
 }
@@ -132,5 +163,6 @@ mod tests {
         assert_eq!(check_of(b"0400", &f, false), Err(missing(90)));
         let net = [(7, "1206120000"), (11, "000001")];
         assert_eq!(check_of(b"0800", &net, false), Err(missing(70)));
+        assert_eq!(check_of(b"0800", &[(70, "301")], false), Ok(()));
     }
 }

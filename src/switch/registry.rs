@@ -177,28 +177,31 @@ impl Registry {
         }
     }
 
-    /// A request arrives: is it new, answered, or in flight?
-    pub fn claim(&self, id: TxnId) -> Claim<'_> {
-        let entry = {
-            let mut slot = self
-                .entries
-                .entry(id.clone())
-                .or_insert_with(|| Entry::new(Stage::Idle));
-            let entry = slot.value_mut();
-            let stage = entry.stage.borrow().clone();
-            match stage {
-                Stage::InFlight => return Claim::InFlight(Pending(entry.stage.subscribe())),
-                Stage::Answered(Some(bytes)) => return Claim::Answered(bytes),
-                Stage::Answered(None) | Stage::Idle => {
-                    entry.stage.send_replace(Stage::InFlight);
-                    entry.in_index.store(false, Ordering::Release);
-                    if let Ok(mut at) = entry.since.lock() {
-                        *at = Instant::now();
-                    }
-                    entry.clone()
+    /// A request arrives: is it new, answered, or in flight? A request whose key a
+    /// follow-up holds (a reversal that arrived before it) waits until the follow-up is done:
+    /// what the follow-up decided (e.g. "reversed before it was seen") must be on disk before
+    /// the request is processed.
+    pub async fn claim(&self, id: TxnId) -> Claim<'_> {
+        let entry = self
+            .entries
+            .entry(id.clone())
+            .or_insert_with(|| Entry::new(Stage::Idle))
+            .clone();
+        // A stage becomes in flight only under the follow-up lock, so a follow-up holding it
+        // never sees its transaction start meanwhile (see [`Registry::hold`]).
+        let _no_follow_up = entry.follow_ups.clone().lock_owned().await;
+        let stage = entry.stage.borrow().clone();
+        match stage {
+            Stage::InFlight => return Claim::InFlight(Pending(entry.stage.subscribe())),
+            Stage::Answered(Some(bytes)) => return Claim::Answered(bytes),
+            Stage::Answered(None) | Stage::Idle => {
+                entry.stage.send_replace(Stage::InFlight);
+                entry.in_index.store(false, Ordering::Release);
+                if let Ok(mut at) = entry.since.lock() {
+                    *at = Instant::now();
                 }
             }
-        };
+        }
         let ticket = Ticket {
             registry: self,
             id,
@@ -222,9 +225,15 @@ impl Registry {
             .entry(id.clone())
             .or_insert_with(|| Entry::new(Stage::Idle))
             .clone();
-        let mut stage = entry.stage.subscribe();
-        let _ = stage.wait_for(|s| !matches!(s, Stage::InFlight)).await;
-        let guard = entry.follow_ups.clone().lock_owned().await;
+        let guard = loop {
+            let mut stage = entry.stage.subscribe();
+            let _ = stage.wait_for(|s| !matches!(s, Stage::InFlight)).await;
+            let guard = entry.follow_ups.clone().lock_owned().await;
+            // It may have started again before the lock was ours; under the lock it cannot.
+            if !matches!(*entry.stage.borrow(), Stage::InFlight) {
+                break guard;
+            }
+        };
         Hold {
             registry: self,
             id: id.clone(),
@@ -395,8 +404,8 @@ mod tests {
         (dir, Arc::new(registry))
     }
 
-    fn fresh(r: &Registry, id: TxnId) -> Ticket<'_> {
-        match r.claim(id) {
+    async fn fresh(r: &Registry, id: TxnId) -> Ticket<'_> {
+        match r.claim(id).await {
             Claim::Fresh(t) => t,
             _ => panic!("expected a fresh claim"),
         }
@@ -405,15 +414,15 @@ mod tests {
     #[tokio::test]
     async fn a_repeat_waits_for_the_original_then_memory_answers_until_the_index_does() {
         let (_dir, r) = registry();
-        let ticket = fresh(&r, id(1));
-        let Claim::InFlight(waiting) = r.claim(id(1)) else {
+        let ticket = fresh(&r, id(1)).await;
+        let Claim::InFlight(waiting) = r.claim(id(1)).await else {
             panic!("expected in flight");
         };
         let indexed = ticket.on_indexed(&r);
         ticket.answered(Some(Bytes::from_static(b"0210 answer")), false);
         assert_eq!(waiting.answer().await.as_deref(), Some(&b"0210 answer"[..]));
         // Not in the journal's index yet: memory answers.
-        match r.claim(id(1)) {
+        match r.claim(id(1)).await {
             Claim::Answered(b) => assert_eq!(&b[..], b"0210 answer"),
             _ => panic!("a repeat before the write landed must get the original answer"),
         }
@@ -424,20 +433,20 @@ mod tests {
     #[tokio::test]
     async fn an_original_that_ends_without_an_answer_lets_its_repeat_be_processed() {
         let (_dir, r) = registry();
-        let ticket = fresh(&r, id(2));
-        let Claim::InFlight(waiting) = r.claim(id(2)) else {
+        let ticket = fresh(&r, id(2)).await;
+        let Claim::InFlight(waiting) = r.claim(id(2)).await else {
             panic!("expected in flight");
         };
         drop(ticket);
         assert_eq!(waiting.answer().await, None);
-        drop(fresh(&r, id(2)));
+        drop(fresh(&r, id(2)).await);
         assert!(r.is_empty());
     }
 
     #[tokio::test]
     async fn a_follow_up_waits_for_the_original_and_follow_ups_go_one_at_a_time() {
         let (_dir, r) = registry();
-        let ticket = fresh(&r, id(3));
+        let ticket = fresh(&r, id(3)).await;
         let r2 = r.clone();
         let follow_up = tokio::spawn(async move {
             let _held = r2.hold(&id(3)).await;
@@ -461,9 +470,9 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_never_drops_a_request_in_flight() {
         let (_dir, r) = registry();
-        let ticket = fresh(&r, id(4));
+        let ticket = fresh(&r, id(4)).await;
         r.sweep(Duration::ZERO);
-        assert!(matches!(r.claim(id(4)), Claim::InFlight(_)));
+        assert!(matches!(r.claim(id(4)).await, Claim::InFlight(_)));
         drop(ticket);
     }
 

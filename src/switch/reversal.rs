@@ -25,12 +25,15 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, listener: &str) -> OwnedMess
             // Maybe not arrived yet (the terminal gave up before its request reached us): it
             // is remembered, and the original, if it comes, is declined.
             tracing::info!(stan = od.stan, "reversal of an unknown transaction");
-            if let Err(e) =
-                followup::remember_reversed_unseen(&sw.journal, &key, sw.clock.now_ms()).await
-            {
-                tracing::error!(error = %e, "reversal of an unseen transaction not remembered");
+            let now = sw.clock.now_ms();
+            match followup::remember_reversed_unseen(&sw.journal, &key, now).await {
+                Ok(()) => answer(req, ResponseCode::OriginalNotFound),
+                Err(e) => {
+                    // Not remembered: the terminal must try again.
+                    tracing::error!(error = %e, "reversal of an unseen transaction not remembered");
+                    answer(req, ResponseCode::SystemMalfunction)
+                }
             }
-            answer(req, ResponseCode::OriginalNotFound)
         }
         Ok(Some(TxnState::Open)) => {
             tracing::info!(stan = od.stan, "reversal of an unanswered transaction");

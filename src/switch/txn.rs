@@ -403,8 +403,9 @@ impl Txn {
     /// this returns once it is on disk. A step that decides no money (an inquiry, a
     /// decline before any leg) is handed to the writer and not waited for — nothing is
     /// lost if it never lands but its journal lines — so its answer leaves at once.
-    /// `landed` runs once the step is written either way (or failed): until then the
-    /// answer is not in the duplicate index.
+    /// `landed` runs once the step is written, either way; not if it failed: then the
+    /// answer is not in the duplicate index, and memory keeps answering repeats with it
+    /// for the duplicate window (a repeat must never be processed a second time).
     pub async fn finish(
         &mut self,
         answer: &OwnedMessage,
@@ -434,16 +435,20 @@ impl Txn {
         }
         if self.step.is_synced() || !self.queued.is_empty() {
             let result = self.commit().await;
-            landed();
+            if result.is_ok() {
+                landed();
+            }
             return result;
         }
         let step = self.take_step();
         let id = self.id().to_string();
         self.journal.submit(step, move |result| {
-            if let Err(e) = result {
-                tracing::error!(txn = %id, error = %e, "journal write failed: the answer's journal lines are lost");
+            match result {
+                Ok(()) => landed(),
+                Err(e) => {
+                    tracing::error!(txn = %id, error = %e, "journal write failed: the answer's journal lines are lost")
+                }
             }
-            landed();
         })
         .await
     }

@@ -157,9 +157,14 @@ pub(super) async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, mut item: I
         format!("leg {} dead letter: {why}", item.leg),
     ));
     step.synced();
-    if saf.journal.commit(step).await.is_ok() {
-        saf.update(link, &key_for_lane, None);
+    if saf.journal.commit(step).await.is_err() {
+        // Still queued; not tried again at once (the journal is failing): after a back-off.
+        item.reason = None;
+        item.next = Some(tokio::time::Instant::now() + saf.timing.retry_max);
+        saf.update(link, &key_for_lane, Some(&item));
+        return;
     }
+    saf.update(link, &key_for_lane, None);
     metrics::counter!("cyberswitch_saf_dead_letters_total", "link" => link.to_string())
         .increment(1);
     saf.refresh_dead_letter_metrics();

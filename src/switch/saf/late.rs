@@ -12,7 +12,12 @@ impl LateAnswers for Saf {
     /// own. A host answers a repeated reversal as the first, so if the first one did undo the
     /// leg this one changes nothing.
     fn late_answer(&self, link: &str, request: OwnedMessage, answer: OwnedMessage) {
+        // Requests (function digit 0) only: an advice that is late (the queue's own
+        // completion, 0220/0221) is repeated by the queue until acknowledged, and a late
+        // acknowledgement of it has taken exactly what the advice said.
+        let request_not_advice = request.mti().as_bytes()[2] == b'0';
         let money = matches!(request.mti().class(), 1 | 2)
+            && request_not_advice
             && request.get(3).is_some_and(|pc| !pc.starts_with(b"31"));
         if !money || answer.code() != Some(ResponseCode::Approved) {
             return;

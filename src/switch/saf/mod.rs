@@ -160,6 +160,14 @@ impl Saf {
         timing: SafTiming,
     ) -> Result<Arc<Saf>, String> {
         let existing = journal.scan(Cf::Saf, b"")?;
+        // Dead letters keep their queue keys (a retry puts them back under them): new items
+        // are numbered past them too.
+        let dead_max = journal
+            .scan(Cf::SafDead, b"")?
+            .iter()
+            .filter_map(|(k, _)| k.last_chunk::<8>().map(|s| u64::from_be_bytes(*s)))
+            .max()
+            .unwrap_or(0);
         let mut lanes = Lanes::new();
         let mut max_seq = 0;
         for (k, v) in existing {
@@ -188,7 +196,7 @@ impl Saf {
             journal,
             links: OnceLock::new(),
             wake: Notify::new(),
-            next_seq: AtomicU64::new(max_seq + 1),
+            next_seq: AtomicU64::new(max_seq.max(dead_max) + 1),
             timing,
             lanes: Mutex::new(lanes),
             queued: AtomicU64::new(0),

@@ -53,6 +53,15 @@ impl DemoPorts {
             admin: any,
         }
     }
+
+    /// As [`DemoPorts::ephemeral`], with metrics served too (`cyberswitch demo
+    /// --ephemeral-ports`: a process has one metrics recorder, and this one is the demo's).
+    pub fn ephemeral_with_metrics() -> DemoPorts {
+        DemoPorts {
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..DemoPorts::ephemeral()
+        }
+    }
 }
 
 /// The demo's wallets: (card, issuer, account, priority, label).

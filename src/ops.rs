@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use cyberswitch::config::Config;
+use cyberswitch::demo::DemoPorts;
 use cyberswitch::directory::{CardKey, Directory, WalletLink};
 use cyberswitch::iso8583::json::{display_value, from_json, masked_value};
 use cyberswitch::iso8583::tlv::SwitchData;
@@ -58,18 +59,23 @@ pub struct DemoArgs {
     /// 9430000000000000… without wallets), for `cyberswitch load`. Fresh directories only.
     #[arg(long, default_value_t = 0)]
     load_cards: usize,
+    /// Listen on ports the system picks (switch, admin API, metrics, simulators; all printed)
+    /// instead of the fixed ones: several demos side by side, and tests.
+    #[arg(long)]
+    ephemeral_ports: bool,
 }
 
 pub async fn demo(args: DemoArgs) -> Result<(), String> {
     cyberswitch::observe::init_logs();
     let stop = CancellationToken::new();
-    let demo = cyberswitch::demo::start_for_load(
-        &args.data_dir,
-        Default::default(),
-        stop.clone(),
-        args.load_cards,
-    )
-    .await?;
+    let ports = if args.ephemeral_ports {
+        DemoPorts::ephemeral_with_metrics()
+    } else {
+        DemoPorts::default()
+    };
+    let demo =
+        cyberswitch::demo::start_for_load(&args.data_dir, ports, stop.clone(), args.load_cards)
+            .await?;
     println!(
         "switch on {} (iso87-ascii, 2-byte length)",
         demo.switch_addr()

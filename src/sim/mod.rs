@@ -1,7 +1,12 @@
 //! Simulators of the upstream hosts (SPEC §6): a wallet issuer and a card acquirer, real TCP
 //! servers speaking the same ISO 8583 contract as the real hosts, with balances that persist
 //! in their own RocksDB directory and per-account (issuer) or per-card (acquirer) behaviours:
-//! decline with a code, delay, never answer, answer twice.
+//! decline with a code, delay, never answer, answer twice. A money request is answered only
+//! once its change has reached the operating system (`wal`), so a simulator killed with the
+//! switch keeps everything it acknowledged.
+
+mod requests;
+mod wal;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,13 +18,14 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{default_framing, default_spec, Profile};
-use crate::iso8583::{de, response, AdditionalAmount, Message, OwnedMessage, ResponseCode, Spec};
+use crate::iso8583::Spec;
 use crate::net::server::{self, BoxFuture, ServerLimits, Service};
+use requests::{account_key, card_target, lock, Leg};
+use wal::WalBarrier;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,33 +98,6 @@ impl SimConfig {
     }
 }
 
-/// A money movement the simulator recorded, for reversals and duplicate requests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Leg {
-    /// Issuer: the account; acquirer: SHA-256 of the card number.
-    target: String,
-    /// Signed effect on the target: negative for a debit.
-    delta: i64,
-    reversed: bool,
-    /// The answer given, replayed for a retransmission.
-    response_code: String,
-    auth_code: String,
-}
-
-impl Leg {
-    /// Stored like the switch's records (a version byte, then postcard); simulator data from
-    /// earlier versions holds JSON.
-    fn to_bytes(&self) -> Vec<u8> {
-        crate::journal::stored::to_bytes(self)
-    }
-
-    fn from_bytes(raw: &[u8]) -> Option<Leg> {
-        crate::journal::stored::from_bytes(raw)
-            .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
-            .ok()
-    }
-}
-
 /// A running simulator.
 pub struct Simulator {
     pub name: String,
@@ -137,6 +116,8 @@ pub struct Simulator {
     /// Reading memory spares a database look-up per request.
     balances: DashMap<String, Arc<Mutex<i64>>>,
     auth_counter: std::sync::atomic::AtomicU32,
+    /// Answers to money requests wait here until their change is in the operating system.
+    wal: Arc<WalBarrier>,
 }
 
 impl Simulator {
@@ -157,17 +138,15 @@ impl Simulator {
         opts.set_wal_bytes_per_sync(1 << 20);
         // Every money request looks its leg up (retransmissions), and almost never finds it.
         crate::store::point_lookup_filters(&mut opts);
-        // A simulator stands for a host elsewhere: its writes go to the operating system in
-        // batches (see `flush_log`) rather than one system call per request, which on a
-        // machine shared with the switch would be charged to the switch's figures.
+        // Writes go to the operating system in groups (see `wal`) rather than one system call
+        // per request, which on a machine shared with the switch would be charged to the
+        // switch's figures.
         opts.set_manual_wal_flush(true);
         let db = DB::open(&opts, &config.data_dir)
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
         if fresh {
-            for a in &config.accounts {
-                db.put(account_key(&a.id), a.balance.to_be_bytes())
-                    .map_err(|e| e.to_string())?;
-            }
+            seed_accounts(&db, &config.accounts)
+                .map_err(|e| format!("{}: seeding: {e}", config.data_dir.display()))?;
         }
         let balances = load_balances(&db)?;
         let listener = TcpListener::bind(config.listen)
@@ -188,6 +167,7 @@ impl Simulator {
             approve_limit: config.approve_limit,
             balances,
             auth_counter: std::sync::atomic::AtomicU32::new(1),
+            wal: Arc::new(WalBarrier::new()),
         });
         let limits = ServerLimits {
             framing: prof.framing,
@@ -203,7 +183,7 @@ impl Simulator {
             sim.clone() as Arc<dyn Service>,
             stop.clone(),
         ));
-        tokio::spawn(flush_log(sim.clone(), stop));
+        tokio::spawn(wal::run_flusher(sim.clone(), stop));
         tracing::info!(simulator = %sim.name, addr = %sim.addr, kind = ?sim.kind, "simulator listening");
         Ok(sim)
     }
@@ -255,226 +235,32 @@ impl Simulator {
             })
             .collect()
     }
-
-    fn answer(&self, request: &[u8]) -> (Option<OwnedMessage>, Behaviour) {
-        let msg = match self.spec.decode(request) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(simulator = %self.name, error = %e, "undecodable request");
-                return (None, Behaviour::default());
-            }
-        };
-        let mut resp = response::reply(&msg, &response::HOST_ECHOED);
-        let target = match self.kind {
-            SimKind::Issuer => msg.str(102).map(|s| s.into_owned()).unwrap_or_default(),
-            SimKind::Acquirer => msg
-                .pan()
-                .ok()
-                .flatten()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default(),
-        };
-        let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
-        let code = match msg.mti().class() {
-            8 => code(ResponseCode::Approved),
-            2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) => self.completion(&msg),
-            1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
-            4 => self.reversal(&msg),
-            _ => code(ResponseCode::InvalidTransaction),
-        };
-        resp.set(de::RESPONSE_CODE, code.as_bytes());
-        (Some(resp), behaviour)
-    }
-
-    /// Inquiry, debit, credit or (acquirer) authorization.
-    fn money(
-        &self,
-        msg: &Message<'_>,
-        target: &str,
-        b: &Behaviour,
-        resp: &mut OwnedMessage,
-    ) -> String {
-        let pc = msg.transaction_type().unwrap_or(99);
-        let amount = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
-        let target_key = match self.kind {
-            SimKind::Issuer => target.to_string(),
-            SimKind::Acquirer => card_target(target),
-        };
-        // The account is held until its leg is written: requests on one account, and
-        // retransmissions of one leg (which name the same account), are applied one at a
-        // time; requests on other accounts go on meanwhile.
-        let account = match self.kind {
-            SimKind::Issuer => match self.account(&target_key) {
-                Some(a) => a,
-                None => return code(ResponseCode::InvalidCard),
-            },
-            SimKind::Acquirer => self.account_or_new(&target_key),
-        };
-        let mut account = lock(&account);
-        let key = leg_key(msg);
-        if let Some(leg) = self.leg(&key) {
-            // A retransmission: the same answer, no second effect.
-            resp.set(38, leg.auth_code.as_bytes());
-            return leg.response_code;
-        }
-        let inquiry = pc == 31;
-        if let Some(code) = &b.decline {
-            let applies = (!inquiry || b.inquiries)
-                && b.decline_above.is_none_or(|limit| amount as u64 > limit);
-            if applies {
-                return code.clone();
-            }
-        }
-        let delta = match self.kind {
-            SimKind::Issuer => {
-                if inquiry {
-                    set_balance(resp, msg, *account);
-                    return code(ResponseCode::Approved);
-                }
-                let delta = match pc {
-                    0 => -amount,
-                    20 | 21 => amount,
-                    _ => return code(ResponseCode::InvalidTransaction),
-                };
-                if *account + delta < 0 {
-                    return code(ResponseCode::InsufficientFunds);
-                }
-                delta
-            }
-            SimKind::Acquirer => {
-                if self.approve_limit.is_some_and(|l| amount as u64 > l) {
-                    return code(ResponseCode::InsufficientFunds);
-                }
-                if pc == 20 {
-                    -amount
-                } else {
-                    amount
-                }
-            }
-        };
-        let auth = format!(
-            "{:06}",
-            self.auth_counter
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % 1_000_000
-        );
-        let after = *account + delta;
-        let leg = Leg {
-            target: target_key.clone(),
-            delta,
-            reversed: false,
-            response_code: code(ResponseCode::Approved),
-            auth_code: auth.clone(),
-        };
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put(account_key(&target_key), after.to_be_bytes());
-        batch.put(&key, leg.to_bytes());
-        if self.db.write(batch).is_err() {
-            return code(ResponseCode::SystemMalfunction);
-        }
-        *account = after;
-        resp.set(38, auth.as_bytes());
-        if self.kind == SimKind::Issuer {
-            set_balance(resp, msg, after);
-        }
-        code(ResponseCode::Approved)
-    }
-
-    /// 0220/0221: take the amount of field 4 for the authorization named in field 90 and
-    /// give back the rest; the leg's effect becomes the completed amount (what a later
-    /// reversal undoes). Unknown: 25; reversed or declined: 12; more than authorized: 13;
-    /// already completed: 00 again, nothing moved.
-    fn completion(&self, msg: &Message<'_>) -> String {
-        let Some(key) = original_leg_key(msg) else {
-            return code(ResponseCode::FormatError);
-        };
-        let Some(target) = self.leg(&key).map(|l| l.target) else {
-            return code(ResponseCode::OriginalNotFound);
-        };
-        let account = self.account_or_new(&target);
-        let mut account = lock(&account);
-        let Some(mut leg) = self.leg(&key) else {
-            return code(ResponseCode::SystemMalfunction);
-        };
-        let done = format!("done/{key}");
-        match self.db.get(&done) {
-            Ok(Some(_)) => return code(ResponseCode::Approved),
-            Ok(None) => {}
-            Err(_) => return code(ResponseCode::SystemMalfunction),
-        }
-        if leg.reversed || leg.response_code != ResponseCode::Approved.as_str() {
-            return code(ResponseCode::InvalidTransaction);
-        }
-        let completed = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
-        if completed <= 0 || completed > leg.delta.abs() {
-            return code(ResponseCode::InvalidAmount);
-        }
-        let delta = completed * leg.delta.signum();
-        let after = *account - leg.delta + delta;
-        leg.delta = delta;
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put(account_key(&leg.target), after.to_be_bytes());
-        batch.put(&key, leg.to_bytes());
-        batch.put(&done, completed.to_be_bytes());
-        if self.db.write(batch).is_err() {
-            return code(ResponseCode::SystemMalfunction);
-        }
-        *account = after;
-        code(ResponseCode::Approved)
-    }
-
-    /// 0400/0420/0421: undo the leg named in field 90. Unknown: 25; already reversed: 00.
-    fn reversal(&self, msg: &Message<'_>) -> String {
-        let Some(key) = original_leg_key(msg) else {
-            return code(ResponseCode::FormatError);
-        };
-        let Some(target) = self.leg(&key).map(|l| l.target) else {
-            return code(ResponseCode::OriginalNotFound);
-        };
-        // Read the leg again with its account held: a concurrent repeat of this reversal
-        // finds it reversed.
-        let account = self.account_or_new(&target);
-        let mut account = lock(&account);
-        let Some(mut leg) = self.leg(&key) else {
-            return code(ResponseCode::SystemMalfunction);
-        };
-        if leg.reversed || leg.response_code != ResponseCode::Approved.as_str() {
-            return code(ResponseCode::Approved);
-        }
-        leg.reversed = true;
-        let after = *account - leg.delta;
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put(account_key(&leg.target), after.to_be_bytes());
-        batch.put(&key, leg.to_bytes());
-        if self.db.write(batch).is_err() {
-            return code(ResponseCode::SystemMalfunction);
-        }
-        *account = after;
-        code(ResponseCode::Approved)
-    }
-
-    fn leg(&self, key: &str) -> Option<Leg> {
-        self.db
-            .get(key)
-            .ok()
-            .flatten()
-            .and_then(|raw| Leg::from_bytes(&raw))
-    }
 }
 
 impl Service for Simulator {
     fn call(&self, request: Bytes, _peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
-        let (answer, behaviour) = self.answer(&request);
-        let encoded = answer.and_then(|a| {
+        let answered = self.answer(&request);
+        // Taken once the request's write (or the read of the record it replays) is done.
+        let ticket = answered.changes_money.then(|| self.wal.ticket());
+        let encoded = answered.message.and_then(|a| {
             let mut buf = BytesMut::new();
             self.spec.encode(&a, &mut buf).ok().map(|_| buf.freeze())
         });
+        let behaviour = answered.behaviour;
+        let wal = self.wal.clone();
         Box::pin(async move {
             let Some(bytes) = encoded else {
                 return Vec::new();
             };
             if behaviour.silent {
                 return Vec::new();
+            }
+            if let Some(ticket) = ticket {
+                if !wal.flushed(ticket).await {
+                    // Not in the log: no answer, as if lost; the switch reverses what it
+                    // does not hear about.
+                    return Vec::new();
+                }
             }
             if behaviour.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(behaviour.delay_ms)).await;
@@ -488,40 +274,21 @@ impl Service for Simulator {
     }
 }
 
-/// Hand the simulator's buffered writes to the operating system every few milliseconds, and
-/// once more when it stops: a crash of the process loses at most that much of the
-/// simulator's own record (never the switch's, which syncs its journal itself).
-async fn flush_log(sim: Arc<Simulator>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(LOG_FLUSH_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = sim.db.flush_wal(false) {
-            tracing::warn!(simulator = %sim.name, error = %e, "log flush failed");
-        }
-    }
-    let _ = sim.db.flush_wal(false);
-}
-
-const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
-
 impl Drop for Simulator {
     fn drop(&mut self) {
         let _ = self.db.flush_wal(false);
     }
 }
 
-/// Field 54 with the available balance (amount type 02) in the account's units.
-fn set_balance(resp: &mut OwnedMessage, msg: &Message<'_>, balance: i64) {
-    let block = AdditionalAmount {
-        account_type: *b"60",
-        amount_type: *b"02",
-        currency: msg.currency().unwrap_or(410),
-        amount: balance,
-    };
-    resp.set(54, &AdditionalAmount::encode_all(&[block]));
+/// A fresh directory's accounts, in one write handed to the operating system at once: a
+/// directory that exists is never seeded again, so its accounts must not be lost to a crash.
+fn seed_accounts(db: &DB, accounts: &[SimAccount]) -> Result<(), rocksdb::Error> {
+    let mut batch = rocksdb::WriteBatch::default();
+    for a in accounts {
+        batch.put(account_key(&a.id), a.balance.to_be_bytes());
+    }
+    db.write(batch)?;
+    db.flush_wal(true)
 }
 
 /// Every balance stored (`acct/<id>` → i64 big-endian).
@@ -542,46 +309,6 @@ fn load_balances(db: &DB) -> Result<DashMap<String, Arc<Mutex<i64>>>, String> {
     Ok(balances)
 }
 
-/// A balance's lock. A thread that panicked holding it left the balance as it was before its
-/// write (the balance is set only after the database write succeeded), so it is still right.
-fn lock(account: &Mutex<i64>) -> std::sync::MutexGuard<'_, i64> {
-    account
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The key of the leg a reversal or completion names in field 90.
-fn original_leg_key(msg: &Message<'_>) -> Option<String> {
-    let od = msg.original_data().ok().flatten()?;
-    Some(leg_key_of(msg, od.stan.into(), od.transmission_time))
-}
-
-fn account_key(id: &str) -> Vec<u8> {
-    format!("acct/{id}").into_bytes()
-}
-
-/// The acquirer keeps card totals under a hash of the card number, never the number.
-fn card_target(pan: &str) -> String {
-    let digest = Sha256::digest(pan.as_bytes());
-    format!("card-{}", hex::encode(&digest[..12]))
-}
-
-fn leg_key(msg: &Message<'_>) -> String {
-    leg_key_of(
-        msg,
-        msg.stan().unwrap_or(0).into(),
-        msg.transmission_time().unwrap_or(0),
-    )
-}
-
-/// A leg is known by its terminal, STAN and transmission time.
-fn leg_key_of(msg: &Message<'_>, stan: u64, transmission_time: u64) -> String {
-    format!(
-        "leg/{}/{stan:06}/{transmission_time:010}",
-        msg.str(41).unwrap_or_default().trim(),
-    )
-}
-
 /// `cyberswitch sim issuer|acquirer --config F`.
 pub async fn run_from_file(path: &Path, kind: SimKind) -> Result<(), String> {
     let config = SimConfig::load(path)?;
@@ -600,15 +327,10 @@ pub async fn run_from_file(path: &Path, kind: SimKind) -> Result<(), String> {
     Ok(())
 }
 
-/// A response code as the simulator keeps it (a configured decline may be any code).
-fn code(c: ResponseCode) -> String {
-    c.as_str().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iso8583::Mti;
+    use crate::iso8583::{Mti, OwnedMessage};
 
     fn config(dir: &Path) -> SimConfig {
         SimConfig {
@@ -645,8 +367,8 @@ mod tests {
     }
 
     fn code(sim: &Simulator, request: Bytes) -> String {
-        let (answer, _) = sim.answer(&request);
-        String::from_utf8(answer.unwrap().get(39).unwrap().to_vec()).unwrap()
+        let answered = sim.answer(&request);
+        String::from_utf8(answered.message.unwrap().get(39).unwrap().to_vec()).unwrap()
     }
 
     /// Stop a simulator and wait until nothing holds it any more (its database is closed).
@@ -681,6 +403,63 @@ mod tests {
         let reversal = request(&sim, b"0400", 2, Some(&original));
         assert_eq!(code(&sim, reversal), "00", "the leg was kept");
         assert_eq!(sim.balance("E-1"), Some(10_000));
+        stop(sim, token).await;
+    }
+
+    /// The answer as the network gets it: after the flush barrier.
+    async fn call_code(sim: &Simulator, request: Bytes) -> Option<String> {
+        let answers = sim.call(request, "test".into()).await;
+        let first = answers.first()?;
+        let msg = sim.spec.decode(first).unwrap();
+        msg.str(39).map(|c| c.into_owned())
+    }
+
+    /// Copy a data directory as it is on disk now (what a process killed now leaves).
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+
+    /// An answered money request is already in the operating system's hands, with the
+    /// simulator still running (nothing flushed at a stop), and concurrent requests shared
+    /// their flushes.
+    #[tokio::test]
+    async fn an_answer_leaves_after_its_change_reached_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = CancellationToken::new();
+        let sim = Simulator::start(config(dir.path()), token.clone())
+            .await
+            .unwrap();
+        let debits: Vec<_> = (1..=5)
+            .map(|stan| call_code(&sim, request(&sim, b"0200", stan, None)))
+            .collect();
+        let codes = futures::future::join_all(debits).await;
+        let approved = codes.iter().filter(|c| c.as_deref() == Some("00")).count();
+        assert_eq!(approved, 4, "{codes:?}");
+        let (tickets, flushes) = sim.wal.counts();
+        assert_eq!(tickets, 5);
+        assert!(flushes < tickets, "{flushes} flushes for {tickets} answers");
+
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let copy_token = CancellationToken::new();
+        let copied = Simulator::start(config(copy.path()), copy_token.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            copied.balance("E-1"),
+            Some(0),
+            "every answered debit is on disk"
+        );
+        let original = format!("0200{:06}1121120000{:022}", 3, 0);
+        let reversal = request(&copied, b"0400", 9, Some(&original));
+        assert_eq!(call_code(&copied, reversal).await.as_deref(), Some("00"));
+        assert_eq!(copied.balance("E-1"), Some(2_500), "its leg too");
+        stop(copied, copy_token).await;
         stop(sim, token).await;
     }
 }

@@ -1,0 +1,334 @@
+//! How a simulator answers (SPEC §6): inquiries, debits and credits (issuer), authorizations
+//! and refunds (acquirer), completions and reversals, each request applied with its account
+//! held, and a retransmitted leg answered as it was the first time.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Behaviour, SimKind, Simulator};
+use crate::iso8583::{de, response, AdditionalAmount, Message, OwnedMessage, ResponseCode};
+
+/// A money movement the simulator recorded, for reversals and duplicate requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Leg {
+    /// Issuer: the account; acquirer: SHA-256 of the card number.
+    pub(super) target: String,
+    /// Signed effect on the target: negative for a debit.
+    pub(super) delta: i64,
+    pub(super) reversed: bool,
+    /// The answer given, replayed for a retransmission.
+    response_code: String,
+    auth_code: String,
+}
+
+impl Leg {
+    /// Stored like the switch's records (a version byte, then postcard); simulator data from
+    /// earlier versions holds JSON.
+    fn to_bytes(&self) -> Vec<u8> {
+        crate::journal::stored::to_bytes(self)
+    }
+
+    pub(super) fn from_bytes(raw: &[u8]) -> Option<Leg> {
+        crate::journal::stored::from_bytes(raw)
+            .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
+            .ok()
+    }
+}
+
+/// What a request produced.
+pub(super) struct Answered {
+    /// None for a request that cannot be decoded.
+    pub(super) message: Option<OwnedMessage>,
+    /// How the request's account or card is treated (delay, silence, twice).
+    pub(super) behaviour: Behaviour,
+    /// A money request (debit, credit, authorization, completion, reversal): its answer,
+    /// whatever it says, leaves only once the records it rests on are in the log.
+    /// Inquiries and network management read nothing that must survive.
+    pub(super) changes_money: bool,
+}
+
+impl Simulator {
+    pub(super) fn answer(&self, request: &[u8]) -> Answered {
+        let msg = match self.spec.decode(request) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(simulator = %self.name, error = %e, "undecodable request");
+                return Answered {
+                    message: None,
+                    behaviour: Behaviour::default(),
+                    changes_money: false,
+                };
+            }
+        };
+        let mut resp = response::reply(&msg, &response::HOST_ECHOED);
+        let target = match self.kind {
+            SimKind::Issuer => msg.str(102).map(|s| s.into_owned()).unwrap_or_default(),
+            SimKind::Acquirer => msg
+                .pan()
+                .ok()
+                .flatten()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        };
+        let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
+        let code = match msg.mti().class() {
+            8 => code(ResponseCode::Approved),
+            2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) => self.completion(&msg),
+            1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
+            4 => self.reversal(&msg),
+            _ => code(ResponseCode::InvalidTransaction),
+        };
+        resp.set(de::RESPONSE_CODE, code.as_bytes());
+        Answered {
+            message: Some(resp),
+            behaviour,
+            changes_money: changes_money(&msg),
+        }
+    }
+
+    /// Inquiry, debit, credit or (acquirer) authorization.
+    fn money(
+        &self,
+        msg: &Message<'_>,
+        target: &str,
+        b: &Behaviour,
+        resp: &mut OwnedMessage,
+    ) -> String {
+        let pc = msg.transaction_type().unwrap_or(99);
+        let amount = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
+        let target_key = match self.kind {
+            SimKind::Issuer => target.to_string(),
+            SimKind::Acquirer => card_target(target),
+        };
+        // The account is held until its leg is written: requests on one account, and
+        // retransmissions of one leg (which name the same account), are applied one at a
+        // time; requests on other accounts go on meanwhile.
+        let account = match self.kind {
+            SimKind::Issuer => match self.account(&target_key) {
+                Some(a) => a,
+                None => return code(ResponseCode::InvalidCard),
+            },
+            SimKind::Acquirer => self.account_or_new(&target_key),
+        };
+        let mut account = lock(&account);
+        let key = leg_key(msg);
+        if let Some(leg) = self.leg(&key) {
+            // A retransmission: the same answer, no second effect.
+            resp.set(38, leg.auth_code.as_bytes());
+            return leg.response_code;
+        }
+        let inquiry = pc == INQUIRY;
+        if let Some(code) = &b.decline {
+            let applies = (!inquiry || b.inquiries)
+                && b.decline_above.is_none_or(|limit| amount as u64 > limit);
+            if applies {
+                return code.clone();
+            }
+        }
+        let delta = match self.kind {
+            SimKind::Issuer => {
+                if inquiry {
+                    set_balance(resp, msg, *account);
+                    return code(ResponseCode::Approved);
+                }
+                let delta = match pc {
+                    0 => -amount,
+                    20 | 21 => amount,
+                    _ => return code(ResponseCode::InvalidTransaction),
+                };
+                if *account + delta < 0 {
+                    return code(ResponseCode::InsufficientFunds);
+                }
+                delta
+            }
+            SimKind::Acquirer => {
+                if self.approve_limit.is_some_and(|l| amount as u64 > l) {
+                    return code(ResponseCode::InsufficientFunds);
+                }
+                if pc == 20 {
+                    -amount
+                } else {
+                    amount
+                }
+            }
+        };
+        let auth = format!(
+            "{:06}",
+            self.auth_counter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % 1_000_000
+        );
+        let after = *account + delta;
+        let leg = Leg {
+            target: target_key.clone(),
+            delta,
+            reversed: false,
+            response_code: code(ResponseCode::Approved),
+            auth_code: auth.clone(),
+        };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(account_key(&target_key), after.to_be_bytes());
+        batch.put(&key, leg.to_bytes());
+        if self.db.write(batch).is_err() {
+            return code(ResponseCode::SystemMalfunction);
+        }
+        *account = after;
+        resp.set(38, auth.as_bytes());
+        if self.kind == SimKind::Issuer {
+            set_balance(resp, msg, after);
+        }
+        code(ResponseCode::Approved)
+    }
+
+    /// 0220/0221: take the amount of field 4 for the authorization named in field 90 and
+    /// give back the rest; the leg's effect becomes the completed amount (what a later
+    /// reversal undoes). Unknown: 25; reversed or declined: 12; more than authorized: 13;
+    /// already completed: 00 again, nothing moved.
+    fn completion(&self, msg: &Message<'_>) -> String {
+        let Some(key) = original_leg_key(msg) else {
+            return code(ResponseCode::FormatError);
+        };
+        let Some(target) = self.leg(&key).map(|l| l.target) else {
+            return code(ResponseCode::OriginalNotFound);
+        };
+        let account = self.account_or_new(&target);
+        let mut account = lock(&account);
+        let Some(mut leg) = self.leg(&key) else {
+            return code(ResponseCode::SystemMalfunction);
+        };
+        let done = format!("done/{key}");
+        match self.db.get(&done) {
+            Ok(Some(_)) => return code(ResponseCode::Approved),
+            Ok(None) => {}
+            Err(_) => return code(ResponseCode::SystemMalfunction),
+        }
+        if leg.reversed || leg.response_code != ResponseCode::Approved.as_str() {
+            return code(ResponseCode::InvalidTransaction);
+        }
+        let completed = msg.amount().unwrap_or(0) as i64; // ok: 12 digits fit
+        if completed <= 0 || completed > leg.delta.abs() {
+            return code(ResponseCode::InvalidAmount);
+        }
+        let delta = completed * leg.delta.signum();
+        let after = *account - leg.delta + delta;
+        leg.delta = delta;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(account_key(&leg.target), after.to_be_bytes());
+        batch.put(&key, leg.to_bytes());
+        batch.put(&done, completed.to_be_bytes());
+        if self.db.write(batch).is_err() {
+            return code(ResponseCode::SystemMalfunction);
+        }
+        *account = after;
+        code(ResponseCode::Approved)
+    }
+
+    /// 0400/0420/0421: undo the leg named in field 90. Unknown: 25; already reversed: 00.
+    fn reversal(&self, msg: &Message<'_>) -> String {
+        let Some(key) = original_leg_key(msg) else {
+            return code(ResponseCode::FormatError);
+        };
+        let Some(target) = self.leg(&key).map(|l| l.target) else {
+            return code(ResponseCode::OriginalNotFound);
+        };
+        // Read the leg again with its account held: a concurrent repeat of this reversal
+        // finds it reversed.
+        let account = self.account_or_new(&target);
+        let mut account = lock(&account);
+        let Some(mut leg) = self.leg(&key) else {
+            return code(ResponseCode::SystemMalfunction);
+        };
+        if leg.reversed || leg.response_code != ResponseCode::Approved.as_str() {
+            return code(ResponseCode::Approved);
+        }
+        leg.reversed = true;
+        let after = *account - leg.delta;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(account_key(&leg.target), after.to_be_bytes());
+        batch.put(&key, leg.to_bytes());
+        if self.db.write(batch).is_err() {
+            return code(ResponseCode::SystemMalfunction);
+        }
+        *account = after;
+        code(ResponseCode::Approved)
+    }
+
+    pub(super) fn leg(&self, key: &str) -> Option<Leg> {
+        self.db
+            .get(key)
+            .ok()
+            .flatten()
+            .and_then(|raw| Leg::from_bytes(&raw))
+    }
+}
+
+/// Whether a request moves money (or repeats a request that did): everything but network
+/// management and balance inquiries.
+fn changes_money(msg: &Message<'_>) -> bool {
+    match msg.mti().class() {
+        1 | 2 => msg.transaction_type() != Some(INQUIRY),
+        4 => true,
+        _ => false,
+    }
+}
+
+/// Processing code 31xxxx: balance inquiry.
+const INQUIRY: u8 = 31;
+
+/// Field 54 with the available balance (amount type 02) in the account's units.
+fn set_balance(resp: &mut OwnedMessage, msg: &Message<'_>, balance: i64) {
+    let block = AdditionalAmount {
+        account_type: *b"60",
+        amount_type: *b"02",
+        currency: msg.currency().unwrap_or(410),
+        amount: balance,
+    };
+    resp.set(54, &AdditionalAmount::encode_all(&[block]));
+}
+
+/// A balance's lock. A thread that panicked holding it left the balance as it was before its
+/// write (the balance is set only after the database write succeeded), so it is still right.
+pub(super) fn lock(account: &Mutex<i64>) -> std::sync::MutexGuard<'_, i64> {
+    account
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The key of the leg a reversal or completion names in field 90.
+fn original_leg_key(msg: &Message<'_>) -> Option<String> {
+    let od = msg.original_data().ok().flatten()?;
+    Some(leg_key_of(msg, od.stan.into(), od.transmission_time))
+}
+
+pub(super) fn account_key(id: &str) -> Vec<u8> {
+    format!("acct/{id}").into_bytes()
+}
+
+/// The acquirer keeps card totals under a hash of the card number, never the number.
+pub(super) fn card_target(pan: &str) -> String {
+    let digest = Sha256::digest(pan.as_bytes());
+    format!("card-{}", hex::encode(&digest[..12]))
+}
+
+fn leg_key(msg: &Message<'_>) -> String {
+    leg_key_of(
+        msg,
+        msg.stan().unwrap_or(0).into(),
+        msg.transmission_time().unwrap_or(0),
+    )
+}
+
+/// A leg is known by its terminal, STAN and transmission time.
+fn leg_key_of(msg: &Message<'_>, stan: u64, transmission_time: u64) -> String {
+    format!(
+        "leg/{}/{stan:06}/{transmission_time:010}",
+        msg.str(41).unwrap_or_default().trim(),
+    )
+}
+
+/// A response code as the simulator keeps it (a configured decline may be any code).
+fn code(c: ResponseCode) -> String {
+    c.as_str().to_string()
+}

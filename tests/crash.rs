@@ -31,6 +31,8 @@ use std::time::Duration;
 
 mod common;
 
+use common::{amount_of, completion_of, seed};
+
 use cyberswitch::demo::{self, BulkCard, DemoPorts};
 use cyberswitch::directory::{CardKey, Directory};
 use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
@@ -268,25 +270,6 @@ fn credit_legs(answer: &OwnedMessage) -> i64 {
         .filter(|lg| !matches!(lg.split('|').nth(1), Some("EMONEY" | "GIFT" | "MILEAGE")))
         .map(|lg| lg.split('|').nth(2).unwrap().parse::<i64>().unwrap())
         .sum()
-}
-
-fn amount_of(m: &OwnedMessage) -> i64 {
-    std::str::from_utf8(m.get(4).unwrap())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// A completion of `auth` taking all its wallets paid and part of its credit.
-fn completion_of(auth: &OwnedMessage, taken: i64, stan: u32) -> OwnedMessage {
-    let mut c = common::reversal_of(
-        auth,
-        u64::from(stan),
-        &cyberswitch::clock::transmission_time(),
-    );
-    c.set_mti(Mti::new(b"0220").unwrap());
-    c.set_number(4, taken as u64, 12);
-    c
 }
 
 fn code(m: &OwnedMessage) -> &str {
@@ -609,15 +592,6 @@ fn check_journal(w: &World) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("crash harness seed {s} (CRASH_SEED={s} repeats it)");
-    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

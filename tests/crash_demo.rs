@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::{amount_of, completion_of, seed};
+
 use cyberswitch::demo::{self, BulkCard, DemoPorts, LOAD_BALANCE};
 use cyberswitch::iso8583::tlv::{parse_ascii_tlv, SwitchData};
 use cyberswitch::iso8583::{Mti, OwnedMessage, Spec};
@@ -189,13 +191,6 @@ fn code(m: &OwnedMessage) -> &str {
     std::str::from_utf8(m.get(39).unwrap_or(b"")).unwrap_or("")
 }
 
-fn amount_of(m: &OwnedMessage) -> i64 {
-    std::str::from_utf8(m.get(4).unwrap())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// An approval's legs (field 48, `LG` = id|issuer|amount|units|…) as (issuer, amount, units).
 fn legs(answer: &OwnedMessage) -> Vec<(String, i64, i64)> {
     parse_ascii_tlv(answer.get(48).unwrap_or(b""), 2, 3)
@@ -266,18 +261,6 @@ fn purchase(
         m.set(48, sd.as_bytes());
     }
     (card, m)
-}
-
-/// A completion (0220) of `auth` for `taken`.
-fn completion_of(auth: &OwnedMessage, taken: i64, stan: u32) -> OwnedMessage {
-    let mut c = common::reversal_of(
-        auth,
-        u64::from(stan),
-        &cyberswitch::clock::transmission_time(),
-    );
-    c.set_mti(Mti::new(b"0220").unwrap());
-    c.set_number(4, taken as u64, 12);
-    c
 }
 
 fn next_stan(stans: &AtomicU32) -> u32 {
@@ -535,15 +518,6 @@ async fn check_simulators(h: &Harness, approved: &Approved) -> Result<(), String
             wrong.join("\n")
         ))
     }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("crash harness seed {s} (CRASH_SEED={s} repeats it)");
-    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

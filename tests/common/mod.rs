@@ -34,6 +34,36 @@ pub fn reversal_of(original: &OwnedMessage, stan: u64, transmission_time: &str) 
     r
 }
 
+/// A completion (0220) of `auth` for `taken`, naming it in field 90.
+pub fn completion_of(auth: &OwnedMessage, taken: i64, stan: u32) -> OwnedMessage {
+    let mut c = reversal_of(
+        auth,
+        u64::from(stan),
+        &cyberswitch::clock::transmission_time(),
+    );
+    c.set_mti(Mti::new(b"0220").unwrap());
+    c.set_number(4, taken as u64, 12);
+    c
+}
+
+/// Field 4 as a number.
+pub fn amount_of(m: &OwnedMessage) -> i64 {
+    std::str::from_utf8(m.get(4).unwrap())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The crash harnesses' random seed: `CRASH_SEED` when set (to repeat a run), else random.
+pub fn seed() -> u64 {
+    let s = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash harness seed {s} (CRASH_SEED={s} repeats it)");
+    s
+}
+
 /// `m` with field 48 holding these switch-data elements (SPEC §4.3).
 pub fn with_tags(mut m: OwnedMessage, tags: &[(&str, &str)]) -> OwnedMessage {
     let mut sd = cyberswitch::iso8583::tlv::SwitchData::new();

@@ -145,6 +145,9 @@ fn issuers(at: &Origin, file: &ConfigToml) -> Result<(), ConfigError> {
             return Err(at.err(key("id"), format!("duplicate issuer id {:?}", iss.id)));
         }
         at.positive(key("units_per_currency_unit"), iss.units_per_currency_unit)?;
+        if let Some(p) = iss.refund_priority {
+            at.within(key("refund_priority"), p, 0, 9)?;
+        }
         match (&iss.link, iss.hosted) {
             (Some(_), true) => {
                 return Err(at.err(

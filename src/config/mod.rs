@@ -30,7 +30,7 @@ use crate::pin::PinKey;
 pub(crate) use schema::{default_framing, default_spec};
 pub use schema::{
     in_bin_range, BinRoute, HostedConfig, IssuerConfig, Limits, LinkKind, ProcessingCodes,
-    ProgramConfig, ProgramKind, RoleKind, RoutingConfig, WalletKind,
+    ProgramConfig, ProgramKind, RefundOrder, RefundsConfig, RoleKind, RoutingConfig, WalletKind,
 };
 pub use secret::{Secret, SecretBytes, SecretText};
 
@@ -77,6 +77,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub processing_codes: ProcessingCodes,
     pub limits: Limits,
+    pub refunds: RefundsConfig,
     /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
     pub hosted: HostedConfig,
     /// The admin API (SPEC §8); absent: no API.

@@ -61,6 +61,7 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         routing: file.routing,
         processing_codes: file.processing_codes,
         limits: file.limits,
+        refunds: file.refunds,
         hosted: file.hosted,
         admin,
     })

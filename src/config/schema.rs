@@ -46,11 +46,34 @@ pub struct ConfigToml {
     pub processing_codes: ProcessingCodes,
     #[serde(default)]
     pub limits: Limits,
+    /// How refunds (F8) give money back.
+    #[serde(default)]
+    pub refunds: RefundsConfig,
     /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
     #[serde(default)]
     pub hosted: HostedConfig,
     /// The admin API (SPEC §8); absent: no API.
     pub admin: Option<AdminToml>,
+}
+
+/// `[refunds]`: the order in which a partial refund gives money back (SPEC F8). A full
+/// refund gives every leg back whatever the order.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundsConfig {
+    #[serde(default)]
+    pub order: RefundOrder,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefundOrder {
+    /// The credit leg first, then the wallets in reverse drain order (the last drained is
+    /// the first refilled).
+    #[default]
+    CreditFirst,
+    /// The wallets first (reverse drain order), then the credit leg.
+    WalletsFirst,
 }
 
 /// A `[[listener]]`: where terminals connect.
@@ -177,6 +200,10 @@ pub struct IssuerConfig {
     /// in-process link named after the issuer.
     #[serde(default)]
     pub hosted: bool,
+    /// Where this issuer's wallets come in a partial refund's order (0–9, lower first);
+    /// absent: the order of `[refunds]`.
+    #[serde(default)]
+    pub refund_priority: Option<u8>,
 }
 
 impl IssuerConfig {

@@ -25,6 +25,9 @@ const V2: u8 = 2;
 /// byte of its own because postcard cannot tell the two layouts apart.
 pub const V3_TXN: u8 = 3;
 
+/// The first byte of a transaction record with refunds (F8) and business dates (F13).
+pub const V4_TXN: u8 = 4;
+
 /// The largest record a reader inflates: a damaged length must not make it allocate
 /// gigabytes (a journal record is a few kilobytes).
 const MAX_INFLATED: usize = 16 << 20;

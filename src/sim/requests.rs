@@ -75,7 +75,11 @@ impl Simulator {
         let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
         let code = match msg.mti().class() {
             8 => code(ResponseCode::Approved),
-            2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) => self.completion(&msg),
+            // An advice naming an authorization completes it; a refund's advice (20xxxx) is
+            // the refund itself, repeated.
+            2 if msg.mti().as_bytes()[2] == b'2' && msg.has(90) && !is_refund(&msg) => {
+                self.completion(&msg)
+            }
             1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
             4 => self.reversal(&msg),
             _ => code(ResponseCode::InvalidTransaction),
@@ -160,6 +164,10 @@ impl Simulator {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 % 1_000_000
         );
+        let refunded = match self.refund_room(msg, &target_key, amount) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
         let after = *account + delta;
         let leg = Leg {
             target: target_key.clone(),
@@ -171,6 +179,10 @@ impl Simulator {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&target_key), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
+        if let Some((original, total)) = refunded {
+            batch.put(refunded_key(&original), total.to_be_bytes());
+            batch.put(refund_leg_key(&key), original.as_bytes());
+        }
         if self.db.write(batch).is_err() {
             return code(ResponseCode::SystemMalfunction);
         }
@@ -180,6 +192,44 @@ impl Simulator {
             set_balance(resp, msg, after);
         }
         code(ResponseCode::Approved)
+    }
+
+    /// A refund (20xxxx) naming the leg it refunds in field 90, as a real host checks it:
+    /// the leg must be this target's, approved and not reversed (12; unknown 25), and refunds
+    /// of it together never above what it moved (13). Returns the leg's key and its refunded
+    /// total with this one, to be written with the refund; `None` for a credit naming no leg.
+    fn refund_room(
+        &self,
+        msg: &Message<'_>,
+        target: &str,
+        amount: i64,
+    ) -> Result<Option<(String, i64)>, String> {
+        if !is_refund(msg) || !msg.has(90) {
+            return Ok(None);
+        }
+        let original = original_leg_key(msg).ok_or_else(|| code(ResponseCode::FormatError))?;
+        let leg = self
+            .leg(&original)
+            .ok_or_else(|| code(ResponseCode::OriginalNotFound))?;
+        let approved = leg.response_code == ResponseCode::Approved.as_str();
+        if leg.target != target || leg.reversed || !approved {
+            return Err(code(ResponseCode::InvalidTransaction));
+        }
+        let before = self.refunded(&original)?;
+        let total = before.saturating_add(amount);
+        if total > leg.delta.saturating_abs() {
+            return Err(code(ResponseCode::InvalidAmount));
+        }
+        Ok(Some((original, total)))
+    }
+
+    /// What refunds gave back of a leg so far.
+    fn refunded(&self, original: &str) -> Result<i64, String> {
+        match self.db.get(refunded_key(original)) {
+            Ok(Some(raw)) => Ok(raw.first_chunk::<8>().map_or(0, |b| i64::from_be_bytes(*b))),
+            Ok(None) => Ok(0),
+            Err(_) => Err(code(ResponseCode::SystemMalfunction)),
+        }
     }
 
     /// 0220/0221: take the amount of field 4 for the authorization named in field 90 and
@@ -248,6 +298,15 @@ impl Simulator {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&leg.target), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
+        // A reversed refund may be refunded again.
+        if let Ok(Some(original)) = self.db.get(refund_leg_key(&key)) {
+            let original = String::from_utf8_lossy(&original).into_owned();
+            let Ok(before) = self.refunded(&original) else {
+                return code(ResponseCode::SystemMalfunction);
+            };
+            let left = before.saturating_sub(leg.delta.saturating_abs()).max(0);
+            batch.put(refunded_key(&original), left.to_be_bytes());
+        }
         if self.db.write(batch).is_err() {
             return code(ResponseCode::SystemMalfunction);
         }
@@ -276,6 +335,20 @@ fn changes_money(msg: &Message<'_>) -> bool {
 
 /// Processing code 31xxxx: balance inquiry.
 const INQUIRY: u8 = 31;
+
+/// Processing code 20xxxx: a refund (credit back to the card or account).
+fn is_refund(msg: &Message<'_>) -> bool {
+    msg.transaction_type() == Some(20)
+}
+
+fn refunded_key(original: &str) -> Vec<u8> {
+    format!("refunded/{original}").into_bytes()
+}
+
+/// A refund leg → the leg it refunded.
+fn refund_leg_key(refund: &str) -> Vec<u8> {
+    format!("refund-of/{refund}").into_bytes()
+}
 
 /// Field 54 with the available balance (amount type 02) in the account's units.
 fn set_balance(resp: &mut OwnedMessage, msg: &Message<'_>, balance: i64) {

@@ -52,10 +52,13 @@ pub enum Cf {
     HostedMasters,
     /// The switch's own counters that must never go back (the RRN watermark): name → value.
     Meta,
+    /// What a refund may name its purchase by (F8): `rrn/terminal/RRN` and
+    /// `auth/terminal/code/YYMMDD` → when (ms, 8 bytes big-endian) and the transaction key.
+    TxnRefs,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 15] = [
+    pub const ALL: [Cf; 16] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -71,6 +74,7 @@ impl Cf {
         Cf::HostedPrereg,
         Cf::HostedMasters,
         Cf::Meta,
+        Cf::TxnRefs,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -95,6 +99,7 @@ impl Cf {
             Cf::HostedPrereg => "hosted_prereg",
             Cf::HostedMasters => "hosted_masters",
             Cf::Meta => "meta",
+            Cf::TxnRefs => "txn_refs",
         }
     }
 }
@@ -177,6 +182,13 @@ pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
         }
         if let (Cf::Txns, Some((kept, ended_at))) = (cf, expiry.txns) {
             expire_by_age(&mut o, "txns-retention", kept, ended_at);
+        }
+        if let (Cf::TxnRefs, Some((kept, _))) = (cf, expiry.txns) {
+            // A reference outlives its transaction by at most the time a compaction takes:
+            // a refund naming it then finds no transaction (25).
+            expire_by_age(&mut o, "txn-refs-retention", kept, |value| {
+                value.first_chunk::<8>().map(|b| i64::from_be_bytes(*b))
+            });
         }
         ColumnFamilyDescriptor::new(cf.name(), o)
     });

@@ -79,7 +79,7 @@ impl<'a> Amendment<'a> {
 }
 
 /// The stored record of transaction `key`, if any.
-fn load(journal: &Journal, key: &str) -> Result<Option<TxnRecord>, JournalError> {
+pub(super) fn load(journal: &Journal, key: &str) -> Result<Option<TxnRecord>, JournalError> {
     let raw = journal
         .get(Cf::Txns, key.as_bytes())
         .map_err(JournalError::Write)?;
@@ -105,11 +105,52 @@ pub async fn reverse_answered(
         return Ok(Some(found));
     }
     let mut change = Amendment::new(saf);
+    let live: Vec<usize> = (0..record.legs.len())
+        .filter(|&i| record.legs[i].state.may_hold_money())
+        .collect();
     change.reverse_live_legs(key, &mut record);
     record.state = TxnState::Reversed;
+    if let Some(original) = record.refund_of.clone() {
+        restore_refundable(journal, &mut change, &original, &record, &live)?;
+    }
     change.write(key, &record, EntryKind::Txn, format!("reversed: {reason}"));
     change.commit(journal).await?;
     Ok(Some(found))
+}
+
+/// A refund being reversed takes back what it gave: the original's legs may give it back
+/// again to a later refund. Written in the same step as the reversal.
+fn restore_refundable(
+    journal: &Journal,
+    change: &mut Amendment<'_>,
+    original: &str,
+    refund: &TxnRecord,
+    reversed: &[usize],
+) -> Result<(), JournalError> {
+    let Some(mut purchase) = load(journal, original)? else {
+        return Ok(());
+    };
+    for &i in reversed {
+        let leg = &refund.legs[i];
+        let of = leg.refunds_leg.and_then(|j| usize::try_from(j).ok());
+        if let Some(taken) = of.and_then(|j| purchase.legs.get_mut(j)) {
+            taken.refunded = taken.refunded.saturating_sub(leg.amount);
+        }
+    }
+    let why = "a refund of it was reversed".to_string();
+    change.write(original, &purchase, EntryKind::Txn, why);
+    Ok(())
+}
+
+/// Has any refund given back part of transaction `key`? Then a reversal, which undoes
+/// whole legs upstream, would give that part back twice: it is refused.
+pub fn refunded(journal: &Journal, key: &str) -> bool {
+    matches!(load(journal, key), Ok(Some(r)) if r.legs.iter().any(|l| l.refunded > 0))
+}
+
+/// The stored record of `key` (what a reversal's answer lists the legs of).
+pub fn record(journal: &Journal, key: &str) -> Option<TxnRecord> {
+    load(journal, key).ok().flatten()
 }
 
 /// A reversal named a transaction never seen: remember it as reversed (no legs), so that the
@@ -128,6 +169,7 @@ pub async fn remember_reversed_unseen(
             at_ms: now_ms,
             ..Default::default()
         }),
+        refund_of: None,
     };
     let mut step = Step::new();
     step.put(Cf::Txns, key.as_bytes(), record.to_bytes());

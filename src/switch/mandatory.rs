@@ -3,6 +3,7 @@
 //! 30; a money request for no money, 13). Checked once, before any flow, so no path — wallet,
 //! credit relay, hosted — can approve what it could not have read.
 
+use crate::config::ProcessingCodes;
 use crate::iso8583::{de, Message, ResponseCode};
 
 /// Every request of these classes: what names it (duplicates, follow-ups) and what it is.
@@ -21,9 +22,17 @@ const FOLLOW_UP: &[u16] = &[
     de::ORIGINAL_DATA,
 ];
 
-/// Processing codes (first two digits) that move money: they need an amount above zero.
-/// Balance inquiries (31) need neither amount nor more than the card.
-const MONEY: &[u8] = &[0, 20, 21];
+/// What a request is, as far as its mandatory fields go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A request standing on its own: it needs its card.
+    Request,
+    /// A reversal or a completion: it names its original in field 90.
+    FollowUp,
+    /// A refund (F8): an amount, and its original named by field 90, or tag `OR` or `OA`
+    /// of field 48; no card (the original's legs know it).
+    Refund,
+}
 
 /// Why a request may not be routed: the code to answer, and what was wrong (for the log,
 /// never a field's value).
@@ -40,11 +49,15 @@ fn missing(field: u16) -> Refusal {
     }
 }
 
-/// Check `req` against the table; `follow_up`: it names an original in field 90 (a reversal,
-/// or a completion).
-pub fn check(req: &Message<'_>, follow_up: bool) -> Result<(), Refusal> {
+/// Check `req` against the table. Money requests (the configured purchase, refund and load
+/// processing codes) need an amount above zero; balance inquiries need neither amount nor
+/// more than the card.
+pub fn check(req: &Message<'_>, shape: Shape, codes: &ProcessingCodes) -> Result<(), Refusal> {
     let class = req.mti().class();
-    let follow_up = follow_up || class == 4;
+    if shape == Shape::Refund && matches!(class, 1 | 2) {
+        return refund(req);
+    }
+    let follow_up = shape == Shape::FollowUp || class == 4;
     let fields = match class {
         8 => NETWORK,
         4 => FOLLOW_UP,
@@ -65,20 +78,51 @@ pub fn check(req: &Message<'_>, follow_up: bool) -> Result<(), Refusal> {
     if !req.has(de::PAN) && !req.has(de::TRACK2) {
         return Err(missing(de::PAN));
     }
-    let money = follow_up || req.transaction_type().is_some_and(|tt| MONEY.contains(&tt));
+    let money = req.transaction_type().is_some_and(|tt| {
+        codes.purchase.contains(&tt) || codes.refund.contains(&tt) || codes.load.contains(&tt)
+    });
     if money {
-        match req.amount() {
-            None => return Err(missing(de::AMOUNT)),
-            Some(0) => {
-                return Err(Refusal {
-                    code: ResponseCode::InvalidAmount,
-                    reason: "a money request for no money".into(),
-                })
-            }
-            Some(_) => {}
-        }
+        amount_above_zero(req)?;
     }
     Ok(())
+}
+
+fn amount_above_zero(req: &Message<'_>) -> Result<(), Refusal> {
+    match req.amount() {
+        None => Err(missing(de::AMOUNT)),
+        Some(0) => Err(Refusal {
+            code: ResponseCode::InvalidAmount,
+            reason: "a money request for no money".into(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A refund: the fields of any financial request, an amount, and its original named.
+fn refund(req: &Message<'_>) -> Result<(), Refusal> {
+    if let Some(&field) = FINANCIAL.iter().find(|&&n| !req.has(n)) {
+        return Err(missing(field));
+    }
+    amount_above_zero(req)?;
+    if req.has(de::ORIGINAL_DATA) {
+        return original_named(req);
+    }
+    let tagged = req
+        .switch_data()
+        .map_err(|_| Refusal {
+            code: ResponseCode::FormatError,
+            reason: "field 48 is malformed".into(),
+        })?
+        .iter()
+        .any(|(tag, _)| tag == "OR" || tag == "OA");
+    if tagged {
+        Ok(())
+    } else {
+        Err(Refusal {
+            code: ResponseCode::FormatError,
+            reason: "a refund names no original (field 90, or tag OR or OA)".into(),
+        })
+    }
 }
 
 /// A follow-up names, in field 90, an authorization or financial request (class 1 or 2)
@@ -114,6 +158,15 @@ mod tests {
     use crate::iso8583::{Mti, OwnedMessage, Spec};
 
     fn check_of(mti: &[u8; 4], fields: &[(u16, &str)], follow_up: bool) -> Result<(), Refusal> {
+        let shape = if follow_up {
+            Shape::FollowUp
+        } else {
+            Shape::Request
+        };
+        check_shaped(mti, fields, shape)
+    }
+
+    fn check_shaped(mti: &[u8; 4], fields: &[(u16, &str)], shape: Shape) -> Result<(), Refusal> {
         let spec = Spec::resolve("iso87-ascii").unwrap();
         let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
         for (n, v) in fields {
@@ -122,7 +175,24 @@ mod tests {
         let mut buf = bytes::BytesMut::new();
         spec.encode(&m, &mut buf).unwrap();
         let decoded = spec.decode(&buf).unwrap();
-        check(&decoded, follow_up)
+        check(&decoded, shape, &ProcessingCodes::default())
+    }
+
+    #[test]
+    fn a_refund_needs_an_amount_and_its_original_but_no_card() {
+        let mut f: Vec<(u16, &str)> = BASE[1..].to_vec();
+        f.push((3, "200000"));
+        assert_eq!(check_shaped(b"0200", &f, Shape::Refund), Err(missing(4)));
+        f.push((4, "000000001000"));
+        let refused = check_shaped(b"0200", &f, Shape::Refund).unwrap_err();
+        assert_eq!(refused.code, ResponseCode::FormatError);
+        assert!(refused.reason.contains("names no original"), "{refused:?}");
+        let mut by_rrn = f.clone();
+        by_rrn.push((48, "OR012123456789012"));
+        assert_eq!(check_shaped(b"0200", &by_rrn, Shape::Refund), Ok(()));
+        let mut by_90 = f.clone();
+        by_90.push((90, "020000000212061200000000000000000000000000"));
+        assert_eq!(check_shaped(b"0200", &by_90, Shape::Refund), Ok(()));
     }
 
     const BASE: [(u16, &str); 5] = [

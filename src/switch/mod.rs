@@ -19,6 +19,7 @@ pub mod followup;
 pub mod listener;
 pub mod mandatory;
 pub mod netmgmt;
+pub mod refund;
 pub mod registry;
 pub mod reversal;
 pub mod routing;
@@ -131,8 +132,18 @@ impl Switch {
         if mti.is_response() {
             return answer(req, ResponseCode::InvalidTransaction);
         }
-        let completion = mti.class() == 2 && completion::is_completion(self, req);
-        if let Err(refusal) = mandatory::check(req, completion) {
+        let codes = &self.config.processing_codes;
+        let refund = matches!(mti.class(), 1 | 2)
+            && req
+                .transaction_type()
+                .is_some_and(|tt| codes.refund.contains(&tt));
+        let completion = !refund && mti.class() == 2 && completion::is_completion(self, req);
+        let shape = match (refund, completion) {
+            (true, _) => mandatory::Shape::Refund,
+            (_, true) => mandatory::Shape::FollowUp,
+            _ => mandatory::Shape::Request,
+        };
+        if let Err(refusal) = mandatory::check(req, shape, codes) {
             tracing::info!(reason = %refusal.reason, "request refused before routing");
             return answer(req, refusal.code);
         }
@@ -148,6 +159,7 @@ impl Switch {
                 tracing::warn!("reversed before it arrived: declined");
                 answer(req, ResponseCode::InvalidTransaction)
             }
+            (1 | 2, _) if refund => refund::handle(self, req, txn).await,
             (1 | 2, _) => self.financial(req, txn).await,
             (4, _) => reversal::handle(self, req, txn.listener()).await,
             _ => answer(req, ResponseCode::InvalidTransaction),

@@ -63,6 +63,22 @@ impl TxnId {
         }
     }
 
+    /// The id a stored record's key stands for (see [`TxnId::record_key`]): listener names
+    /// hold no `|`; a terminal id might, so it is what is left between STAN and time.
+    pub fn from_record_key(key: &str) -> Option<TxnId> {
+        let mut head = key.splitn(4, '|');
+        let (listener, class, stan, rest) =
+            (head.next()?, head.next()?, head.next()?, head.next()?);
+        let (terminal, time) = rest.rsplit_once('|')?;
+        Some(TxnId {
+            listener: listener.into(),
+            class: class.parse().ok()?,
+            stan: stan.parse().ok()?,
+            terminal: terminal.to_string(),
+            transmission_time: time.parse().ok()?,
+        })
+    }
+
     /// The key of an answer the switch gave (for undoing an undelivered one).
     pub fn of_answer(listener: &str, msg: &Message<'_>) -> Option<TxnId> {
         TxnId::of(listener, msg)

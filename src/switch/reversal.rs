@@ -6,6 +6,9 @@
 //! its money taken (a terminal need not repeat a reversal answered "no such original").
 //! A reversal of a transaction never seen is answered 25 and remembered: the original, should
 //! it arrive after its own reversal, is declined (12) without moving money.
+//! The 0410 lists every leg undone in `LG` (SPEC §4.3). A purchase that refunds gave part of
+//! back is not reversed (12): a reversal undoes whole legs upstream, and would give that part
+//! back twice; a reversed refund makes what it gave refundable again.
 
 use crate::iso8583::{Message, OwnedMessage};
 
@@ -20,6 +23,22 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, listener: &str) -> OwnedMess
         _ => return answer(req, ResponseCode::FormatError),
     };
     let (key, _one_at_a_time) = sw.hold_original(listener, req, &od).await;
+    if followup::refunded(&sw.journal, &key) {
+        tracing::info!(
+            stan = od.stan,
+            "reversal of a purchase refunds gave back part of"
+        );
+        return answer(req, ResponseCode::InvalidTransaction);
+    }
+    // Reversing a refund gives the purchase back what the refund took from it: the purchase
+    // is held too, so that no refund of it runs meanwhile.
+    let purchase = followup::record(&sw.journal, &key)
+        .and_then(|r| r.refund_of)
+        .and_then(|k| super::registry::TxnId::from_record_key(&k));
+    let _purchase_held = match &purchase {
+        Some(id) => Some(sw.registry.hold(id).await),
+        None => None,
+    };
     match followup::reverse_answered(&sw.journal, &sw.saf, &key, "terminal reversal").await {
         Ok(None) => {
             // Maybe not arrived yet (the terminal gave up before its request reached us): it
@@ -39,7 +58,16 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, listener: &str) -> OwnedMess
             tracing::info!(stan = od.stan, "reversal of an unanswered transaction");
             answer(req, ResponseCode::OriginalNotFound)
         }
-        Ok(Some(_)) => answer(req, ResponseCode::Approved),
+        Ok(Some(_)) => {
+            let mut resp = answer(req, ResponseCode::Approved);
+            if let Some(record) = followup::record(&sw.journal, &key) {
+                let legs = super::refund::reversed_legs(sw, &record);
+                if !legs.is_empty() {
+                    resp.set(crate::iso8583::de::SWITCH_DATA, legs.as_bytes());
+                }
+            }
+            resp
+        }
         Err(e) => {
             tracing::error!(error = %e, "reversal not recorded");
             answer(req, ResponseCode::SystemMalfunction)

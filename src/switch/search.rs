@@ -137,6 +137,7 @@ mod tests {
                     stan: Some(i),
                     ..TxnSummary::default()
                 }),
+                refund_of: None,
             };
             step.put(Cf::Txns, format!("T|{i:06}|0000000001"), record.to_bytes());
         }

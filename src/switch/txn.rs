@@ -52,17 +52,47 @@ impl LegState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
-/// A leg; `S` is how its sealed request is held (as [`Sealed`] bytes, or as hex in records
-/// of earlier versions).
+/// Which way a leg moves money.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegRole {
+    /// A debit or an authorization: takes money from a wallet or a card.
+    #[default]
+    Take,
+    /// A refund leg (F8): gives money back to a wallet or a card.
+    Give,
+}
+
+/// A leg.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LegRecord<S = Sealed> {
+pub struct LegRecord {
     /// Upstream link.
     pub link: String,
     pub state: LegState,
     /// Amount in currency.
     pub amount: u64,
     /// The leg's request (the fields a reversal needs), sealed: it may hold the card number.
-    pub sealed: S,
+    pub sealed: Sealed,
+    #[serde(default)]
+    pub role: LegRole,
+    /// Of a taking leg: how much of its amount refunds have given back (never above it).
+    #[serde(default)]
+    pub refunded: u64,
+    /// Of a giving leg: the leg of the original purchase it gives back to.
+    #[serde(default)]
+    pub refunds_leg: Option<u32>,
+}
+
+impl LegRecord {
+    /// What refunds may still give back of this leg: a taking leg whose money is taken and
+    /// not being undone.
+    pub fn refundable(&self) -> u64 {
+        let taken = matches!(self.state, LegState::Approved | LegState::Completing);
+        if self.role != LegRole::Take || !taken {
+            return 0;
+        }
+        self.amount.saturating_sub(self.refunded)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,15 +109,18 @@ pub enum TxnState {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TxnRecord<S = Sealed> {
+pub struct TxnRecord {
     pub state: TxnState,
     /// The response code answered (empty while open).
     #[serde(default)]
     pub code: String,
-    pub legs: Vec<LegRecord<S>>,
+    pub legs: Vec<LegRecord>,
     /// What disputes search by (card masked).
     #[serde(default)]
     pub summary: Option<TxnSummary>,
+    /// Of a refund (F8): the key of the purchase it refunds.
+    #[serde(default)]
+    pub refund_of: Option<String>,
 }
 
 /// The searchable face of a transaction: never a card number in clear.
@@ -101,6 +134,15 @@ pub struct TxnSummary {
     pub merchant: String,
     pub rrn: String,
     pub at_ms: i64,
+    /// The first two digits of field 3 (what the request asked: 00 purchase, 20 refund …).
+    #[serde(default)]
+    pub transaction_type: Option<u8>,
+    /// The approval code answered (field 38), what a refund by `OA` names.
+    #[serde(default)]
+    pub auth: String,
+    /// The business date (F13) the transaction belongs to, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub business_date: String,
 }
 
 impl TxnRecord {
@@ -109,42 +151,131 @@ impl TxnRecord {
             && ResponseCode::parse(self.code.as_bytes()).is_some_and(ResponseCode::is_approval)
     }
 
-    /// A stored record: binary with sealed requests as bytes (version byte
-    /// [`stored::V3_TXN`]); records of earlier versions (binary or JSON, sealed requests
-    /// as hex) are still read.
+    /// A stored record: binary (version byte [`stored::V4_TXN`]); records of earlier
+    /// versions (see [`legacy`]) are still read.
     pub fn from_bytes(raw: &[u8]) -> Result<TxnRecord, String> {
-        let read = match stored::from_bytes_of(stored::V3_TXN, raw) {
+        let read = match stored::from_bytes_of(stored::V4_TXN, raw) {
             Some(record) => record,
-            None => stored::from_bytes::<TxnRecord<String>>(raw)
-                .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
-                .and_then(TxnRecord::from_hex_seals),
+            None => legacy::read(raw),
         };
         read.map_err(|e| format!("corrupt transaction record: {e}"))
     }
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        stored::to_bytes_of(stored::V3_TXN, self)
+        stored::to_bytes_of(stored::V4_TXN, self)
     }
 
-    fn from_hex_seals(old: TxnRecord<String>) -> Result<TxnRecord, String> {
-        let legs = old
-            .legs
-            .into_iter()
-            .map(|l| {
-                Ok(LegRecord {
-                    sealed: Sealed(hex::decode(&l.sealed).map_err(|e| e.to_string())?),
+    /// Is this a purchase a refund may name: approved, taking money, not a refund itself?
+    pub fn is_refundable_purchase(&self) -> bool {
+        // A financial request (0200), or an authorization once completed: an authorization
+        // still only held is undone by its reversal, not refunded.
+        let financial = self
+            .summary
+            .as_ref()
+            .is_some_and(|s| s.mti.starts_with("02"));
+        let completed = self.legs.iter().any(|l| l.state == LegState::Completing);
+        self.approved()
+            && self.refund_of.is_none()
+            && (financial || completed)
+            && self.legs.iter().any(|l| l.role == LegRole::Take)
+    }
+}
+
+/// Transaction records as earlier versions wrote them: without refunds and business dates
+/// (postcard is positional, so each layout is a type of its own).
+mod legacy {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Leg<S> {
+        pub(super) link: String,
+        pub(super) state: LegState,
+        pub(super) amount: u64,
+        pub(super) sealed: S,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Summary {
+        pub(super) mti: String,
+        pub(super) card: String,
+        pub(super) amount: Option<u64>,
+        pub(super) stan: Option<u32>,
+        pub(super) terminal: String,
+        pub(super) merchant: String,
+        pub(super) rrn: String,
+        pub(super) at_ms: i64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Record<S> {
+        pub(super) state: TxnState,
+        #[serde(default)]
+        pub(super) code: String,
+        pub(super) legs: Vec<Leg<S>>,
+        #[serde(default)]
+        pub(super) summary: Option<Summary>,
+    }
+
+    /// `V3_TXN` (seals as bytes), or `V1` binary and JSON (seals as hex).
+    pub(super) fn read(raw: &[u8]) -> Result<TxnRecord, String> {
+        match stored::from_bytes_of::<Record<Sealed>>(stored::V3_TXN, raw) {
+            Some(record) => record.map(convert),
+            None => stored::from_bytes::<Record<String>>(raw)
+                .unwrap_or_else(|| serde_json::from_slice(raw).map_err(|e| e.to_string()))
+                .and_then(|old| {
+                    let legs = old
+                        .legs
+                        .into_iter()
+                        .map(|l| {
+                            let seal = hex::decode(&l.sealed).map_err(|e| e.to_string())?;
+                            Ok(Leg {
+                                sealed: Sealed(seal),
+                                link: l.link,
+                                state: l.state,
+                                amount: l.amount,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?;
+                    Ok(convert(Record {
+                        state: old.state,
+                        code: old.code,
+                        legs,
+                        summary: old.summary,
+                    }))
+                }),
+        }
+    }
+
+    fn convert(old: Record<Sealed>) -> TxnRecord {
+        TxnRecord {
+            state: old.state,
+            code: old.code,
+            legs: old
+                .legs
+                .into_iter()
+                .map(|l| LegRecord {
                     link: l.link,
                     state: l.state,
                     amount: l.amount,
+                    sealed: l.sealed,
+                    role: LegRole::Take,
+                    refunded: 0,
+                    refunds_leg: None,
                 })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(TxnRecord {
-            state: old.state,
-            code: old.code,
-            legs,
-            summary: old.summary,
-        })
+                .collect(),
+            summary: old.summary.map(|s| TxnSummary {
+                mti: s.mti,
+                card: s.card,
+                amount: s.amount,
+                stan: s.stan,
+                terminal: s.terminal,
+                merchant: s.merchant,
+                rrn: s.rrn,
+                at_ms: s.at_ms,
+                ..TxnSummary::default()
+            }),
+            refund_of: None,
+        }
     }
 }
 
@@ -184,6 +315,8 @@ pub struct Txn {
     record_changed: bool,
     /// Reversals queued in `step`: handed to the queue once it is committed.
     queued: Vec<saf::Queued>,
+    /// The request's local date (field 13, MMDD): what a refund by `OA` names it by.
+    local_date: Option<u32>,
 }
 
 impl Txn {
@@ -221,11 +354,16 @@ impl Txn {
                     merchant: req.merchant_id().unwrap_or_default().trim().to_string(),
                     rrn: String::new(),
                     at_ms: clock.now_ms(),
+                    transaction_type: req.transaction_type(),
+                    auth: String::new(),
+                    business_date: String::new(),
                 }),
+                refund_of: None,
             },
             step: Step::new(),
             record_changed: false,
             queued: Vec::new(),
+            local_date: req.str(de::LOCAL_DATE).and_then(|d| d.trim().parse().ok()),
         };
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
@@ -285,6 +423,18 @@ impl Txn {
         request: &OwnedMessage,
         amount: u64,
     ) -> Result<usize, JournalError> {
+        self.record_leg(link, request, amount, LegRole::Take, None)
+            .await
+    }
+
+    async fn record_leg(
+        &mut self,
+        link: &str,
+        request: &OwnedMessage,
+        amount: u64,
+        role: LegRole,
+        refunds_leg: Option<u32>,
+    ) -> Result<usize, JournalError> {
         let Some(key) = self.key.clone() else {
             return Err(JournalError::Write("a leg outside a transaction".into()));
         };
@@ -297,6 +447,9 @@ impl Txn {
             state: LegState::Sent,
             amount,
             sealed: Sealed(sealed),
+            role,
+            refunded: 0,
+            refunds_leg,
         });
         let index = self.record.legs.len() - 1;
         self.put_record();
@@ -317,7 +470,35 @@ impl Txn {
         request: OwnedMessage,
         amount: u64,
     ) -> LegOutcome {
-        let index = match self.leg_sent(&link.name, &request, amount).await {
+        self.send(link, request, amount, LegRole::Take, None).await
+    }
+
+    /// A refund leg (F8) giving `amount` back for leg `of_leg` of the original: as
+    /// [`Txn::send_leg`], but one that gets no answer in time is not reversed: it is pushed
+    /// through as an advice (0220, then 0221 repeats) until the host acknowledges it.
+    pub async fn send_refund_leg(
+        &mut self,
+        link: &crate::net::link::Link,
+        request: OwnedMessage,
+        amount: u64,
+        of_leg: u32,
+    ) -> LegOutcome {
+        self.send(link, request, amount, LegRole::Give, Some(of_leg))
+            .await
+    }
+
+    async fn send(
+        &mut self,
+        link: &crate::net::link::Link,
+        request: OwnedMessage,
+        amount: u64,
+        role: LegRole,
+        refunds_leg: Option<u32>,
+    ) -> LegOutcome {
+        let recorded = self
+            .record_leg(&link.name, &request, amount, role, refunds_leg)
+            .await;
+        let index = match recorded {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %e, "journal unavailable: leg not sent");
@@ -336,7 +517,10 @@ impl Txn {
             }
             Err(crate::net::link::LinkError::Timeout) => {
                 self.leg_answered(index, LegState::Unknown, None);
-                self.reverse_leg(index);
+                match role {
+                    LegRole::Take => self.reverse_leg(index),
+                    LegRole::Give => self.advise_leg(index),
+                }
                 LegOutcome::Unanswered
             }
             // Nothing was sent.
@@ -387,11 +571,44 @@ impl Txn {
         self.put_record();
     }
 
+    /// Push a refund leg that got no answer through the store-and-forward queue as an advice:
+    /// the money is owed to the card, so it is delivered, not undone. The leg then stands
+    /// as given (`Completing`: queued, and a later reversal must still undo it).
+    fn advise_leg(&mut self, index: usize) {
+        let Some(key) = self.key.clone() else { return };
+        let Some(leg) = self.record.legs.get_mut(index) else {
+            return;
+        };
+        leg.state = LegState::Completing;
+        let link = leg.link.clone();
+        let (sealed, amount) = (leg.sealed.clone(), leg.amount);
+        let queued =
+            self.saf
+                .enqueue_advice(&mut self.step, &link, &key, (index, amount), &sealed.0);
+        self.queued.push(queued);
+        self.note_state(EntryKind::Leg, &link, format!("leg {index} advice queued"));
+        self.put_record();
+    }
+
+    /// This transaction refunds `original` (its key), whose record, with what this refund
+    /// gives back counted in its legs, is written with this transaction's answer: the
+    /// refund and the original's refunded amounts land in one step, or neither does.
+    pub fn refunds(&mut self, original: &str, record: &TxnRecord) {
+        self.record.refund_of = Some(original.to_string());
+        self.step
+            .put(Cf::Txns, original.as_bytes(), record.to_bytes());
+        self.put_record();
+    }
+
     /// Undo every leg that may have moved money (an approval that cannot be answered).
     pub fn reverse_live_legs(&mut self) {
         for i in 0..self.record.legs.len() {
             self.reverse_leg(i);
         }
+    }
+
+    pub fn leg_count(&self) -> usize {
+        self.record.legs.len()
     }
 
     pub fn has_legs(&self) -> bool {
@@ -425,9 +642,16 @@ impl Txn {
             if self.has_legs() {
                 self.record.state = TxnState::Answered;
                 self.record.code = code;
-                if let (Some(s), Some(rrn)) = (self.record.summary.as_mut(), answer.get(de::RRN)) {
-                    s.rrn = String::from_utf8_lossy(rrn).into_owned();
+                if let Some(s) = self.record.summary.as_mut() {
+                    let text = |n| {
+                        answer
+                            .get(n)
+                            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+                    };
+                    s.rrn = text(de::RRN).unwrap_or_default();
+                    s.auth = text(de::AUTH_CODE).unwrap_or_default();
                 }
+                self.index_references(&key);
                 self.put_record();
                 self.step.delete(Cf::OpenTxns, key.as_bytes());
                 self.step.synced();
@@ -451,6 +675,27 @@ impl Txn {
             }
         })
         .await
+    }
+
+    /// An approved purchase can be named by a refund (F8) by its RRN or its approval code and
+    /// date, from the terminal it was made at: those references go with the answer's step.
+    fn index_references(&mut self, key: &str) {
+        if !self.record.is_refundable_purchase() {
+            return;
+        }
+        let Some(s) = &self.record.summary else {
+            return;
+        };
+        let mut refs = vec![format!("rrn/{}/{}", s.terminal, s.rrn)];
+        if let (false, Some(mmdd)) = (s.auth.is_empty(), self.local_date) {
+            let date = super::refund::yymmdd(s.at_ms, mmdd);
+            refs.push(format!("auth/{}/{}/{date}", s.terminal, s.auth));
+        }
+        let mut value = s.at_ms.to_be_bytes().to_vec();
+        value.extend_from_slice(key.as_bytes());
+        for r in refs {
+            self.step.put(Cf::TxnRefs, r.into_bytes(), value.clone());
+        }
     }
 
     /// Commit the writes gathered so far.
@@ -488,43 +733,48 @@ mod tests {
                 at_ms,
                 ..TxnSummary::default()
             }),
+            refund_of: None,
         }
         .to_bytes()
     }
 
     #[test]
-    fn records_with_hex_seals_of_earlier_versions_still_read_and_new_ones_are_smaller() {
+    fn records_of_earlier_versions_still_read_and_new_ones_keep_refunds() {
         let seal = vec![0x00, 0x9f, 0xff, 0x42, 0x17];
-        fn leg<S>(sealed: S) -> LegRecord<S> {
-            LegRecord {
+        fn leg<S>(sealed: S) -> legacy::Leg<S> {
+            legacy::Leg {
                 link: "gift".into(),
                 state: LegState::Approved,
                 amount: 500,
                 sealed,
             }
         }
-        let old = TxnRecord {
-            state: TxnState::Answered,
-            code: "00".into(),
-            legs: vec![leg(hex::encode(&seal))],
-            summary: None,
-        };
-        let new: TxnRecord = TxnRecord {
-            state: TxnState::Answered,
-            code: "00".into(),
-            legs: vec![leg(Sealed(seal.clone()))],
-            summary: None,
-        };
-        let old_binary = stored::to_bytes(&old);
-        let old_json = serde_json::to_vec(&old).unwrap();
-        for raw in [&old_binary, &old_json, &new.to_bytes()] {
+        fn old<S>(sealed: S) -> legacy::Record<S> {
+            legacy::Record {
+                state: TxnState::Answered,
+                code: "00".into(),
+                legs: vec![leg(sealed)],
+                summary: None,
+            }
+        }
+        let hex_seals = old(hex::encode(&seal));
+        let old_binary = stored::to_bytes(&hex_seals);
+        let old_json = serde_json::to_vec(&hex_seals).unwrap();
+        let v3 = stored::to_bytes_of(stored::V3_TXN, &old(Sealed(seal.clone())));
+        let mut new = TxnRecord::from_bytes(&v3).unwrap();
+        new.legs[0].refunded = 200;
+        new.refund_of = None;
+        for raw in [&old_binary, &old_json, &v3, &new.to_bytes()] {
             let read = TxnRecord::from_bytes(raw).unwrap();
             assert_eq!(read.legs[0].sealed, Sealed(seal.clone()));
             assert_eq!((read.legs[0].amount, read.code.as_str()), (500, "00"));
+            assert_eq!(read.legs[0].role, LegRole::Take);
         }
-        assert!(new.to_bytes().len() < old_binary.len());
+        let read = TxnRecord::from_bytes(&new.to_bytes()).unwrap();
+        assert_eq!(read.legs[0].refunded, 200);
+        assert_eq!(read.legs[0].refundable(), 300);
         // A damaged hex seal is an error, not a wrong seal.
-        let mut bad = old;
+        let mut bad = hex_seals;
         bad.legs[0].sealed = "zz".into();
         assert!(TxnRecord::from_bytes(&stored::to_bytes(&bad)).is_err());
     }

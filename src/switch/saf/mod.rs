@@ -42,8 +42,9 @@ mod worker;
 
 pub use dead_letters::DeadLetter;
 
-/// Fields of a leg's request carried into its reversal (never track data, CVV or PIN block).
-const CARRIED: [u16; 14] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 41, 42, 49, 102];
+/// Fields of a leg's request carried into its reversal (never track data, CVV or PIN block);
+/// a refund leg's advice is the leg itself, so the original it names (90) goes too.
+const CARRIED: [u16; 16] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 49, 90, 102];
 
 /// The part of a leg's request that is kept: what its reversal needs.
 pub fn leg_fields(request: &OwnedMessage) -> OwnedMessage {
@@ -79,13 +80,18 @@ struct Item {
     /// Why it is a dead letter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// A refund leg that got no answer, pushed through as an advice (0220, 0221 repeats)
+    /// instead of being reversed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    advice: bool,
 }
 
 impl Item {
     fn kind(&self) -> &'static str {
-        match self.complete {
-            None => "reversal",
-            Some(_) => "completion",
+        match (self.complete, self.advice) {
+            (_, true) => "refund advice",
+            (None, false) => "reversal",
+            (Some(_), false) => "completion",
         }
     }
 }
@@ -225,7 +231,7 @@ impl Saf {
         leg: (usize, u64),
         sealed: &[u8],
     ) -> Queued {
-        self.queue(step, link, txn, leg, sealed, None)
+        self.queue(step, link, txn, leg, sealed, (None, false))
     }
 
     /// As [`Saf::enqueue`], the completion of an authorization leg for `amount` (0220, then
@@ -240,7 +246,27 @@ impl Saf {
         sealed: &[u8],
         amount: u64,
     ) -> Queued {
-        self.queue(step, link, txn, (leg, amount), sealed, Some(amount))
+        self.queue(
+            step,
+            link,
+            txn,
+            (leg, amount),
+            sealed,
+            (Some(amount), false),
+        )
+    }
+
+    /// As [`Saf::enqueue`], a refund leg's advice: the leg's request again as 0220 (0221
+    /// repeats) until the host acknowledges it with 00 (see [`super::refund`]).
+    pub fn enqueue_advice(
+        &self,
+        step: &mut Step,
+        link: &str,
+        txn: &str,
+        leg: (usize, u64),
+        sealed: &[u8],
+    ) -> Queued {
+        self.queue(step, link, txn, leg, sealed, (None, true))
     }
 
     fn queue(
@@ -250,7 +276,7 @@ impl Saf {
         txn: &str,
         (leg, amount): (usize, u64),
         sealed: &[u8],
-        complete: Option<u64>,
+        (complete, advice): (Option<u64>, bool),
     ) -> Queued {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let item = Item {
@@ -263,6 +289,7 @@ impl Saf {
             next: None,
             amount: Some(amount),
             reason: None,
+            advice,
         };
         let key = crate::store::seq_key(link, seq);
         step.put(Cf::Saf, key.clone(), to_bytes(&item));
@@ -287,7 +314,7 @@ impl Saf {
         if let Ok(mut lanes) = self.lanes.lock() {
             for q in queued {
                 self.queued.fetch_add(1, Ordering::Relaxed);
-                if q.item.complete.is_none() {
+                if q.item.kind() == "reversal" {
                     metrics::counter!("cyberswitch_reversals_queued_total", "link" => q.link.clone())
                         .increment(1);
                 }
@@ -387,6 +414,7 @@ impl Item {
             next: None,
             amount: None,
             reason: None,
+            advice: false,
         }
     }
 }

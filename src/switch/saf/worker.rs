@@ -69,6 +69,17 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
         Err(e) => return Attempt::Unsendable(e),
     };
     let (message, acknowledged): (_, &[ResponseCode]) = match item.complete {
+        // A refund leg's advice: the leg itself (same STAN and transmission time, so the
+        // host knows it if the request did arrive), as 0220 then 0221. Only 00 will do.
+        None if item.advice => {
+            let mut advice = leg.clone();
+            advice.set_mti(Mti(if item.attempts == 0 {
+                *b"0220"
+            } else {
+                *b"0221"
+            }));
+            (advice, &[ResponseCode::Approved])
+        }
         // First a reversal, then advices: 0420, and 0421 for every repeat. 25: the host has
         // nothing to reverse, which is what was asked.
         None => {
@@ -188,9 +199,10 @@ async fn acknowledged(saf: &Saf, link_name: &str, key: Vec<u8>, item: &Item) {
     if let Err(e) = saf.journal.submit(step, |_| {}).await {
         tracing::error!(link = %link_name, error = %e, "acknowledged item not removed from the store; sent again at the next start");
     }
-    let acknowledged = match item.complete {
-        None => "cyberswitch_reversals_acknowledged_total",
-        Some(_) => "cyberswitch_completions_acknowledged_total",
+    let acknowledged = match item.kind() {
+        "reversal" => "cyberswitch_reversals_acknowledged_total",
+        "completion" => "cyberswitch_completions_acknowledged_total",
+        _ => "cyberswitch_refund_advices_acknowledged_total",
     };
     metrics::counter!(acknowledged, "link" => link_name.to_string()).increment(1);
 }

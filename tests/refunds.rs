@@ -1,0 +1,337 @@
+//! F8 refunds and 0410 leg lists (issue 22): the demo's real switch and simulators over real
+//! TCP, RocksDB in a temp dir. Every test checks the money where it lives: the issuer
+//! simulators' accounts and the acquirer simulator's card totals.
+
+mod common;
+
+use common::{code, tags, with_tags};
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cyberswitch::demo::{self, Demo, DemoPorts};
+use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
+use cyberswitch::net::client::Client;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Linked to e-money E-1002 (5,000); the rest goes to the acquirer as credit.
+const SPLIT_CARD: &str = "9410000000000039";
+/// Linked to gift G-3001, e-money E-1001 and mileage M-2001 (2 points per won).
+const THREE_WALLETS: &str = "9410000000000013";
+
+struct Env {
+    demo: Demo,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+    spec: Arc<Spec>,
+    stan: AtomicU32,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn env() -> Env {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let demo = demo::start(dir.path(), DemoPorts::ephemeral(), stop.clone())
+        .await
+        .unwrap();
+    Env {
+        demo,
+        stop,
+        _dir: dir,
+        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        stan: AtomicU32::new(100),
+    }
+}
+
+impl Env {
+    fn message(&self, mti: &[u8; 4], pc: &str, amount: u64) -> OwnedMessage {
+        let stan = self.stan.fetch_add(1, Ordering::Relaxed);
+        let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
+        m.set(3, pc.as_bytes())
+            .set_number(4, amount, 12)
+            .set(7, cyberswitch::clock::transmission_time().as_bytes())
+            .set_number(11, u64::from(stan), 6)
+            .set(12, b"120000")
+            .set(13, b"1206")
+            .set(41, b"TERMREF1")
+            .set(42, b"MERCHANT0000001")
+            .set(49, b"410");
+        m
+    }
+
+    fn purchase(&self, card: &str, amount: u64) -> OwnedMessage {
+        let mut m = self.message(b"0200", "000000", amount);
+        m.set(2, card.as_bytes());
+        m
+    }
+
+    /// A refund naming `original` in field 90.
+    fn refund_by_90(&self, original: &OwnedMessage, amount: u64) -> OwnedMessage {
+        let mut m = self.message(b"0200", "200000", amount);
+        m.set_original_data(&OriginalData {
+            mti: original.mti(),
+            stan: number(original, 11) as u32,
+            transmission_time: number(original, 7),
+            acquirer_id: 0,
+            forwarder_id: 0,
+        });
+        m
+    }
+
+    /// A refund naming its original by RRN (`OR`).
+    fn refund_by_rrn(&self, rrn: &str, amount: u64) -> OwnedMessage {
+        with_tags(self.message(b"0200", "200000", amount), &[("OR", rrn)])
+    }
+
+    /// A refund naming its original by approval code and date (`OA`).
+    fn refund_by_approval(&self, answer: &OwnedMessage, amount: u64) -> OwnedMessage {
+        let auth = String::from_utf8_lossy(answer.get(38).unwrap())
+            .trim()
+            .to_string();
+        let oa = format!("{auth}|261206");
+        with_tags(self.message(b"0200", "200000", amount), &[("OA", &oa)])
+    }
+
+    async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
+        let mut t = Client::connect(
+            &self.demo.switch_addr().to_string(),
+            self.spec.clone(),
+            "binary2".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        t.call(m, WAIT).await.unwrap()
+    }
+
+    fn wallet(&self, issuer: &str, account: &str) -> i64 {
+        self.demo.sim(issuer).unwrap().balance(account).unwrap()
+    }
+
+    fn credit(&self, card: &str) -> i64 {
+        self.demo.sim("ACQ1").unwrap().card_total(card)
+    }
+
+    /// Until the store-and-forward queue is empty.
+    async fn drained(&self) {
+        for _ in 0..200 {
+            if self.demo.running.switch.saf.depth() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("store-and-forward queue did not drain");
+    }
+}
+
+fn number(m: &OwnedMessage, n: u16) -> u64 {
+    std::str::from_utf8(m.get(n).unwrap())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn rrn(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.get(37).unwrap())
+        .trim()
+        .to_string()
+}
+
+/// The issue's walk-through: a split purchase of 12,000 (5,000 e-money, 7,000 credit)
+/// refunded whole by field 90 gives each part back where it came from, lists both legs, and
+/// cannot be refunded a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_refund_restores_wallet_and_credit_exactly() {
+    let e = env().await;
+    let purchase = e.purchase(SPLIT_CARD, 12_000);
+    let paid = e.call(&purchase).await;
+    assert_eq!(code(&paid), "00");
+    assert_eq!(e.wallet("EMONEY", "E-1002"), 0);
+    assert_eq!(e.credit(SPLIT_CARD), 7_000);
+
+    let refund = e.call(&e.refund_by_90(&purchase, 12_000)).await;
+    assert_eq!(code(&refund), "00");
+    assert_eq!(refund.mti().as_bytes(), b"0210");
+    let legs = tags(&refund, "LG");
+    assert_eq!(legs.len(), 2, "{legs:?}");
+    assert!(legs[0].starts_with("credit|acq1|7000|7000|"), "{legs:?}");
+    assert!(legs[1].starts_with("emoney|EMONEY|5000|5000|"), "{legs:?}");
+    assert_eq!(e.wallet("EMONEY", "E-1002"), 5_000);
+    assert_eq!(e.credit(SPLIT_CARD), 0);
+
+    // Nothing is left to give back.
+    let again = e.call(&e.refund_by_90(&purchase, 1)).await;
+    assert_eq!(code(&again), "13");
+    assert_eq!(e.wallet("EMONEY", "E-1002"), 5_000);
+    assert_eq!(e.credit(SPLIT_CARD), 0);
+}
+
+/// Partial refunds by RRN and by approval code add up, credit first then the wallet, and
+/// are refused (13) beyond what the purchase has left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_refunds_add_up_and_never_pass_what_each_leg_took() {
+    let e = env().await;
+    let paid = e.call(&e.purchase(SPLIT_CARD, 12_000)).await;
+    assert_eq!(code(&paid), "00");
+
+    let first = e.call(&e.refund_by_rrn(&rrn(&paid), 4_000)).await;
+    assert_eq!(code(&first), "00");
+    assert_eq!(tags(&first, "LG").len(), 1);
+    assert_eq!(
+        (e.credit(SPLIT_CARD), e.wallet("EMONEY", "E-1002")),
+        (3_000, 0)
+    );
+
+    let second = e.call(&e.refund_by_approval(&paid, 4_000)).await;
+    assert_eq!(code(&second), "00");
+    assert_eq!(tags(&second, "LG").len(), 2, "{:?}", tags(&second, "LG"));
+    assert_eq!(
+        (e.credit(SPLIT_CARD), e.wallet("EMONEY", "E-1002")),
+        (0, 1_000)
+    );
+
+    let too_much = e.call(&e.refund_by_rrn(&rrn(&paid), 4_001)).await;
+    assert_eq!(code(&too_much), "13");
+    assert_eq!(
+        (e.credit(SPLIT_CARD), e.wallet("EMONEY", "E-1002")),
+        (0, 1_000)
+    );
+
+    let rest = e.call(&e.refund_by_rrn(&rrn(&paid), 4_000)).await;
+    assert_eq!(code(&rest), "00");
+    assert_eq!(
+        (e.credit(SPLIT_CARD), e.wallet("EMONEY", "E-1002")),
+        (0, 5_000)
+    );
+    let past = e.call(&e.refund_by_rrn(&rrn(&paid), 1)).await;
+    assert_eq!(code(&past), "13");
+}
+
+/// A refund naming nothing this switch approved is answered 25 and never relayed: the
+/// acquirer sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_original_is_answered_25_and_never_relayed() {
+    let e = env().await;
+    let plain_card = demo::plain_card(0);
+    let plain_card = plain_card.as_str();
+    let before = e.demo.sim("ACQ1").unwrap().card_legs(plain_card).len();
+    let mut by_rrn = e.refund_by_rrn("999999999999", 1_000);
+    by_rrn.set(2, plain_card.as_bytes());
+    assert_eq!(code(&e.call(&by_rrn).await), "25");
+    let never_sent = e.purchase(plain_card, 1_000);
+    let mut by_90 = e.refund_by_90(&never_sent, 1_000);
+    by_90.set(2, plain_card.as_bytes());
+    assert_eq!(code(&e.call(&by_90).await), "25");
+    let bad_oa = with_tags(
+        e.message(b"0200", "200000", 1_000),
+        &[("OA", "ABC123|261206")],
+    );
+    assert_eq!(code(&e.call(&bad_oa).await), "25");
+    assert_eq!(
+        e.demo.sim("ACQ1").unwrap().card_legs(plain_card).len(),
+        before
+    );
+    assert_eq!(e.credit(plain_card), 0);
+}
+
+/// A reversed purchase cannot be refunded (12); the 0410 of its reversal lists the legs
+/// it undid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reversed_purchase_is_not_refunded_and_its_0410_lists_the_legs() {
+    let e = env().await;
+    let purchase = e.purchase(SPLIT_CARD, 6_000);
+    assert_eq!(code(&e.call(&purchase).await), "00");
+    let stan = e.stan.fetch_add(1, Ordering::Relaxed);
+    let reversal = common::reversal_of(
+        &purchase,
+        u64::from(stan),
+        &cyberswitch::clock::transmission_time(),
+    );
+    let reversed = e.call(&reversal).await;
+    assert_eq!(
+        (reversed.mti().as_bytes(), code(&reversed).as_str()),
+        (b"0410", "00")
+    );
+    let legs = tags(&reversed, "LG");
+    assert_eq!(legs.len(), 2, "{legs:?}");
+    assert!(legs
+        .iter()
+        .any(|l| l.starts_with("emoney|EMONEY|5000|5000|")));
+    assert!(legs.iter().any(|l| l.starts_with("credit|acq1|1000|1000|")));
+    e.drained().await;
+    assert_eq!(
+        (e.credit(SPLIT_CARD), e.wallet("EMONEY", "E-1002")),
+        (0, 5_000)
+    );
+
+    assert_eq!(code(&e.call(&e.refund_by_90(&purchase, 1_000)).await), "12");
+    assert_eq!(
+        (e.credit(SPLIT_CARD), e.wallet("EMONEY", "E-1002")),
+        (0, 5_000)
+    );
+}
+
+/// Points go back as points (2 per won here), and a plain credit purchase is refunded
+/// through its acquirer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn points_go_back_as_points_and_plain_credit_through_the_acquirer() {
+    let e = env().await;
+    let purchase = with_tags(e.purchase(THREE_WALLETS, 1_500), &[("WS", "M-2001")]);
+    assert_eq!(code(&e.call(&purchase).await), "00");
+    assert_eq!(e.wallet("MILEAGE", "M-2001"), 10_000 - 3_000);
+    let refund = e.call(&e.refund_by_90(&purchase, 500)).await;
+    assert_eq!(code(&refund), "00");
+    assert!(tags(&refund, "LG")[0].starts_with("points|MILEAGE|500|1000|"));
+    assert_eq!(e.wallet("MILEAGE", "M-2001"), 10_000 - 2_000);
+
+    let plain_card = demo::plain_card(0);
+    let plain = e.purchase(&plain_card, 3_000);
+    assert_eq!(code(&e.call(&plain).await), "00");
+    assert_eq!(e.credit(&plain_card), 3_000);
+    let refund = e.call(&e.refund_by_90(&plain, 3_000)).await;
+    assert_eq!(code(&refund), "00");
+    assert_eq!(e.credit(&plain_card), 0);
+}
+
+/// A purchase refunds gave part of back is not reversed (the reversal would give that part
+/// twice); a refund reversed makes what it gave refundable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reversals_and_refunds_never_give_the_same_money_twice() {
+    let e = env().await;
+    let purchase = e.purchase(SPLIT_CARD, 12_000);
+    assert_eq!(code(&e.call(&purchase).await), "00");
+    let refund = e.refund_by_90(&purchase, 7_000);
+    assert_eq!(code(&e.call(&refund).await), "00");
+    assert_eq!(e.credit(SPLIT_CARD), 0);
+
+    let stan = u64::from(e.stan.fetch_add(1, Ordering::Relaxed));
+    let now = cyberswitch::clock::transmission_time();
+    let reverse_purchase = common::reversal_of(&purchase, stan, &now);
+    assert_eq!(code(&e.call(&reverse_purchase).await), "12");
+
+    let stan = u64::from(e.stan.fetch_add(1, Ordering::Relaxed));
+    let reverse_refund = common::reversal_of(&refund, stan, &now);
+    assert_eq!(code(&e.call(&reverse_refund).await), "00");
+    e.drained().await;
+    assert_eq!(e.credit(SPLIT_CARD), 7_000);
+    // The whole purchase is refundable again.
+    assert_eq!(
+        code(&e.call(&e.refund_by_90(&purchase, 12_000)).await),
+        "00"
+    );
+    assert_eq!(
+        (e.credit(SPLIT_CARD), e.wallet("EMONEY", "E-1002")),
+        (0, 5_000)
+    );
+}

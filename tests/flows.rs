@@ -570,3 +570,87 @@ async fn a_terminal_reversal_restores_every_leg_once() {
         .await;
     assert_eq!(code(&a), "25");
 }
+
+/// A refund naming `original` in field 90, for `amount`.
+fn refund_of(original: &OwnedMessage, amount: u64, stan: u32) -> OwnedMessage {
+    let mut r = request(b"0200", SMALL_CARD, "200000", amount, stan);
+    r.remove(2);
+    let original_stan = std::str::from_utf8(original.get(11).unwrap())
+        .unwrap()
+        .parse::<u32>()
+        .unwrap();
+    r.set_original_data(&cyberswitch::iso8583::OriginalData {
+        mti: original.mti(),
+        stan: original_stan,
+        transmission_time: 109_070_503,
+        acquirer_id: 0,
+        forwarder_id: 0,
+    });
+    r
+}
+
+/// A refund leg that gets no answer is not undone: it goes through as an advice (0220, then
+/// 0221 repeats) until acknowledged, and gives the money back once.
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_refund_leg_is_pushed_through_as_an_advice_and_gives_once() {
+    let f = flows().await;
+    let p = purchase(SMALL_CARD, 8_000, 60);
+    assert_eq!(code(&f.call(&p).await), "00");
+    assert_eq!(f.emoney.balance("E-1002"), 0);
+    assert_eq!(f.acquirer.balance(SMALL_CARD), 3_000);
+
+    f.emoney.behave("E-1002", Behaviour::Silent);
+    let r = f.call(&refund_of(&p, 8_000, 61)).await;
+    assert_eq!(
+        code(&r),
+        "00",
+        "the e-money part is owed and pushed through"
+    );
+    assert_eq!(tags(&r, "LG").len(), 2, "{:?}", tags(&r, "LG"));
+    let emoney = &f.emoney;
+    until("the refund leg is repeated as 0221", || {
+        emoney.seen().iter().any(|s| s.mti == "0221")
+    })
+    .await;
+    emoney.behave("E-1002", Behaviour::Approve);
+    f.drained().await;
+    assert_eq!(f.emoney.balance("E-1002"), SMALL, "given back once");
+    assert_eq!(f.acquirer.balance(SMALL_CARD), 0);
+    // The refund leg and its advices: each names the purchase's debit in field 90.
+    let refunds: Vec<_> = requests(emoney, "E-1002")
+        .into_iter()
+        .filter(|(.., original)| original.is_some())
+        .collect();
+    assert!(refunds.len() >= 3, "{refunds:?}");
+    assert!(
+        refunds.iter().all(|(_, _, stan, _)| *stan == refunds[0].2),
+        "the advices are the refund leg itself: {refunds:?}"
+    );
+    // Nothing is left to refund.
+    assert_eq!(code(&f.call(&refund_of(&p, 1, 62)).await), "13");
+}
+
+/// A refund leg that is declined takes back the refund legs given before it: the terminal
+/// gets the decline and the purchase keeps all it had left.
+#[tokio::test(start_paused = true)]
+async fn a_declined_refund_leg_takes_back_the_legs_given_before_it() {
+    let f = flows().await;
+    let p = purchase(SMALL_CARD, 8_000, 70);
+    assert_eq!(code(&f.call(&p).await), "00");
+    // Credit first: the acquirer gives its 3,000 back, then the e-money issuer refuses.
+    f.emoney.behave("E-1002", Behaviour::Decline("05"));
+    let r = f.call(&refund_of(&p, 8_000, 71)).await;
+    assert_eq!(code(&r), "05");
+    f.drained().await;
+    assert_eq!(
+        f.acquirer.balance(SMALL_CARD),
+        3_000,
+        "the credit refund was reversed"
+    );
+    assert_eq!(f.emoney.balance("E-1002"), 0);
+    // The purchase can still be refunded whole once the issuer accepts.
+    f.emoney.behave("E-1002", Behaviour::Approve);
+    assert_eq!(code(&f.call(&refund_of(&p, 8_000, 72)).await), "00");
+    assert_eq!(f.acquirer.balance(SMALL_CARD), 0);
+    assert_eq!(f.emoney.balance("E-1002"), SMALL);
+}

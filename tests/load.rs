@@ -87,6 +87,27 @@ async fn authorizations_and_their_completions_are_all_answered_right() {
     }
 }
 
+/// Purchases and their refunds (F8): every refund of a whole purchase answered 00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purchases_and_their_refunds_are_all_answered_right() {
+    let report = load::run(LoadOptions {
+        demo: true,
+        mix: "wallet=1,refund=1".parse().unwrap(),
+        ..options(1500)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors, 0, "{}", report.text());
+    assert_eq!(report.mismatches, 0, "{}", report.text());
+    assert_eq!(report.ok, report.sent, "{}", report.text());
+    let refunded = report
+        .codes
+        .get("refund")
+        .and_then(|c| c.get("00"))
+        .copied();
+    assert!(refunded.unwrap_or(0) > 10, "{}", report.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_loop_run_sends_at_the_rate_asked() {
     let report = load::run(LoadOptions {

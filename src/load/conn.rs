@@ -227,7 +227,7 @@ async fn write_loop(
         };
         let mut flow = cfg.mix.pick(rng.random_range(0..cfg.mix.total()));
         let original = match flow {
-            Flow::Reversal => approved
+            Flow::Reversal | Flow::Refund => approved
                 .lock()
                 .ok()
                 .and_then(|mut a| a.purchases.pop_front()),
@@ -240,6 +240,7 @@ async fn write_loop(
         let request = match (flow, original) {
             (Flow::Reversal, Some(original)) => flows::reversal(&original, &ids),
             (Flow::Completion, Some(original)) => flows::completion(&original, &ids),
+            (Flow::Refund, Some(original)) => flows::refund(&original, &ids),
             _ => {
                 // Nothing to reverse (or complete) yet: what would make one, instead.
                 flow = flow.origin();

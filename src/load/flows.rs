@@ -26,10 +26,13 @@ pub enum Flow {
     /// 0220 completing an earlier approved authorization of the same connection (SPEC §7),
     /// for its whole amount: a completion advice through the store-and-forward queue.
     Completion,
+    /// F8: 0200/20 refunding an earlier approved purchase of the same connection whole,
+    /// naming it in field 90: each of its legs given back.
+    Refund,
 }
 
 impl Flow {
-    pub const ALL: [Flow; 8] = [
+    pub const ALL: [Flow; 9] = [
         Flow::Inquiry,
         Flow::Wallet,
         Flow::Auto,
@@ -38,6 +41,7 @@ impl Flow {
         Flow::Reversal,
         Flow::Authorization,
         Flow::Completion,
+        Flow::Refund,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Flow {
             Flow::Reversal => "reversal",
             Flow::Authorization => "auth",
             Flow::Completion => "complete",
+            Flow::Refund => "refund",
         }
     }
 
@@ -58,7 +63,7 @@ impl Flow {
     /// server, which approves nothing.
     pub fn origin(self) -> Flow {
         match self {
-            Flow::Reversal => Flow::Wallet,
+            Flow::Reversal | Flow::Refund => Flow::Wallet,
             Flow::Completion => Flow::Authorization,
             f => f,
         }
@@ -109,7 +114,7 @@ impl FromStr for Mix {
                 .into_iter()
                 .find(|f| f.name() == name.trim())
                 .ok_or_else(|| {
-                    format!("mix: unknown flow {name:?} (inquiry, wallet, auto, split, credit, reversal, auth, complete)")
+                    format!("mix: unknown flow {name:?} (inquiry, wallet, auto, split, credit, reversal, auth, complete, refund)")
                 })?;
             let w: u32 = w
                 .trim()
@@ -198,6 +203,13 @@ pub fn reversal(original: &OwnedMessage, ids: &RequestIds<'_>) -> OwnedMessage {
 /// The 0220 completing an approved authorization (same terminal) for its whole amount.
 pub fn completion(original: &OwnedMessage, ids: &RequestIds<'_>) -> OwnedMessage {
     follow_up(b"0220", original, ids)
+}
+
+/// The 0200/20 refunding an approved purchase (same terminal) whole, naming it in field 90.
+pub fn refund(original: &OwnedMessage, ids: &RequestIds<'_>) -> OwnedMessage {
+    let mut r = follow_up(b"0200", original, ids);
+    r.set(3, b"200000");
+    r
 }
 
 /// A request naming `original` in field 90, with its card, processing code and amount.

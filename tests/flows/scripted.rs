@@ -250,6 +250,12 @@ impl ScriptedHost {
             return answer;
         }
         let amount = msg.amount().unwrap_or(0) as i64;
+        // A refund (20xxxx) gives back what a debit or an authorization takes.
+        let amount = if msg.transaction_type() == Some(20) {
+            -amount
+        } else {
+            amount
+        };
         let delta = match self.kind {
             Kind::Issuer => -amount,
             Kind::Acquirer => amount,

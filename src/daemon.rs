@@ -36,6 +36,7 @@ pub type StandIns = HashMap<String, Arc<dyn LocalHost>>;
 /// Open the data directory, start links and listeners; serve until `stop`.
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, String> {
     let config = Arc::new(config);
+    crate::fds::ensure(&config)?;
     testhooks::warn_if_armed();
     tokio::spawn(crate::observe::watch_runtime_lag(stop.clone()));
     let store = open_store(&config)?;

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 #[cfg(feature = "storage")]
 pub mod directory;
+pub mod fds;
 #[cfg(feature = "storage")]
 pub mod hosted;
 pub mod iso8583;

@@ -555,6 +555,35 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     out
 }
 
+/// Connection caps that do not fit under the file descriptor limit are refused at start with
+/// the figures, not found out when RocksDB or a link cannot open a file under load.
+#[tokio::test]
+async fn connection_caps_beyond_the_file_descriptor_limit_are_refused_at_start() {
+    use cyberswitch::config::Config;
+    let dir = tempfile::tempdir().unwrap();
+    // Four listeners of a million each: past any kernel's per-process maximum (nr_open is
+    // 1,048,576 by default).
+    let mut text = format!(
+        "data_dir = \"{}\"\ncard_key = \"{}\"\n",
+        dir.path().join("data").display(),
+        "00".repeat(32)
+    );
+    for i in 0..4 {
+        text.push_str(&format!(
+            "[[listener]]\nname = \"t{i}\"\naddr = \"127.0.0.1:0\"\nmax_connections = 1000000\n"
+        ));
+    }
+    let config = Config::from_toml(&text, &dir.path().join("c.toml")).unwrap();
+    let needed = cyberswitch::fds::needed(&config);
+    assert!(needed > 4_000_000);
+    let e = match cyberswitch::daemon::start(config, CancellationToken::new()).await {
+        Ok(_) => panic!("started with {needed} descriptors needed"),
+        Err(e) => e,
+    };
+    assert!(e.contains("file descriptors"), "{e}");
+    assert!(e.contains(&needed.to_string()), "{e}");
+}
+
 #[test]
 fn a_bad_configuration_names_the_file_the_key_and_the_reason() {
     use cyberswitch::config::Config;

@@ -143,6 +143,10 @@ pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
     // flush alive (hundreds of megabytes under load, none of them recycled): past this total
     // its memtable is flushed and the old logs go.
     opts.set_max_total_wal_size(128 << 20);
+    // Table files open at once are bounded: descriptors are budgeted against the process's
+    // limit with the connections (`crate::fds`), and an unbounded table cache could take
+    // the one a WAL rotation needs.
+    opts.set_max_open_files(i32::try_from(crate::fds::ROCKSDB_OPEN_FILES).unwrap_or(512));
     // Table files written by flushes and compactions go to disk a megabyte at a time rather
     // than as a burst when the kernel's dirty-page timer fires: a burst of hundreds of
     // megabytes holds the disk, and the journal's next sync, for tens of milliseconds.

@@ -60,6 +60,121 @@ pub async fn saf(args: SafArgs) -> Result<(), String> {
     .await
 }
 
+/// `cyberswitch cutover`: close the business day of a running daemon (F13).
+#[derive(Args)]
+pub struct CutoverArgs {
+    /// The admin API (`http://host:port`).
+    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    url: String,
+    /// Bearer token of an operator.
+    #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the closing records as JSON (default: one line per upstream link).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `cyberswitch report …`: reports of a running daemon.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The admin API (`http://host:port`).
+    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    url: String,
+    /// Bearer token of an operator.
+    #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: ReportCommand,
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// Settlement per issuer, acquirer, merchant and terminal for a business date (default:
+    /// the open one), as JSON (default) or CSV.
+    Settlement {
+        /// `YYYY-MM-DD`.
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+/// One call, its JSON answer or the error it ended with.
+async fn call_json(
+    url: &str,
+    token: Option<String>,
+    method: &str,
+    path: &str,
+) -> Result<Value, String> {
+    let client = ApiClient::new(url, token)?;
+    let resp = client.call(method, path, None).await?;
+    if resp.ok() {
+        return Ok(resp.body);
+    }
+    Err(format!(
+        "{} {}: {}",
+        resp.status,
+        resp.error_code().unwrap_or("error"),
+        resp.body["error"]["message"].as_str().unwrap_or("")
+    ))
+}
+
+pub async fn cutover(args: CutoverArgs) -> Result<(), String> {
+    let body = call_json(&args.url, args.token, "post", "/v1/books/cutover").await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let closed: Vec<cyberswitch::books::cutover::Closing> =
+        serde_json::from_value(body["closed"].clone()).map_err(|e| e.to_string())?;
+    let mut mismatched = 0;
+    for day in &closed {
+        println!("business date {} closed", day.business_date);
+        for l in &day.links {
+            let theirs = l.theirs.map_or("-".to_string(), |t| t.net().to_string());
+            println!(
+                "  {:<12} {:<10} ours: net {} ({} debits, {} credits)  theirs: net {theirs}  {}",
+                l.link,
+                format!("{:?}", l.status).to_lowercase(),
+                l.ours.net(),
+                l.ours.debits,
+                l.ours.credits,
+                l.note
+            );
+            if l.status != cyberswitch::books::cutover::Status::Matched {
+                mismatched += 1;
+            }
+        }
+    }
+    if mismatched > 0 {
+        return Err(format!("{mismatched} link(s) mismatched"));
+    }
+    Ok(())
+}
+
+pub async fn report(args: ReportArgs) -> Result<(), String> {
+    let ReportCommand::Settlement { date, json: _, csv } = args.command;
+    let path = format!("/v1/reports/settlement{}", query(&[("date", date)]));
+    let body = call_json(&args.url, args.token, "get", &path).await?;
+    if csv {
+        let report: cyberswitch::books::report::Settlement =
+            serde_json::from_value(body).map_err(|e| e.to_string())?;
+        print!("{}", report.to_csv());
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 pub enum ApiCommand {
     /// Is the API up (and the token good)?

@@ -73,9 +73,11 @@ pub async fn assemble(
     )?;
     let key = CardKey::new(config.card_key.expose().to_vec());
     let directory = Directory::new(journal.store().clone(), key.clone());
+    let books = crate::books::Books::open(journal.clone(), clock.clone(), &config).await?;
     let saf = Saf::open(
         journal.clone(),
         clock.clone(),
+        books.clone(),
         SafTiming {
             retry_min: Duration::from_millis(config.limits.saf_retry_min_ms),
             retry_max: Duration::from_millis(config.limits.saf_retry_max_ms),
@@ -89,6 +91,11 @@ pub async fn assemble(
     hosted.start_expiry(stop.clone());
     let links = start_links(&config, &hosted, &saf, stand_ins, stop)?;
     saf.start(links.clone(), stop.clone());
+    tokio::spawn(crate::books::cutover::automatic(
+        books.clone(),
+        links.clone(),
+        stop.clone(),
+    ));
     let rrns = crate::switch::rrn::Rrns::open(journal.clone()).await?;
     let parts = Parts {
         config,
@@ -99,6 +106,7 @@ pub async fn assemble(
         hosted,
         clock,
         rrns,
+        books,
     };
     Switch::new(parts, stop.clone())
 }

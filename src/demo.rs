@@ -90,6 +90,7 @@ pub fn sim_configs(dir: &Path, ports: &DemoPorts) -> Vec<SimConfig> {
             })
             .collect(),
         behaviours: Vec::new(),
+        reconciliation_skew: 0,
     };
     let decline = |card: &str, code: &str| Behaviour {
         target: card.into(),
@@ -117,6 +118,7 @@ pub fn sim_configs(dir: &Path, ports: &DemoPorts) -> Vec<SimConfig> {
                 decline("9410000000000047", "05"),
                 decline("9410000000000054", "51"),
             ],
+            reconciliation_skew: 0,
         },
     ]
 }

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "storage")]
 pub mod admin;
+#[cfg(feature = "storage")]
+pub mod books;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "storage")]

@@ -41,6 +41,10 @@ enum Command {
     Api(api_cli::ApiArgs),
     /// Store-and-forward dead letters of a running switch: list, retry, resolve.
     Saf(api_cli::SafArgs),
+    /// Close the business day of a running switch and reconcile every upstream link (0500).
+    Cutover(api_cli::CutoverArgs),
+    /// Reports of a running switch: `report settlement [--date D] [--json|--csv]`.
+    Report(api_cli::ReportArgs),
     /// Link, unlink and list wallets of a card (against the switch's data directory).
     Link {
         #[command(subcommand)]
@@ -74,6 +78,8 @@ fn main() -> ExitCode {
         Command::Encode(args) => cli::encode(args),
         Command::Api(args) => ops::block_on(api_cli::api(args)),
         Command::Saf(args) => ops::block_on(api_cli::saf(args)),
+        Command::Cutover(args) => ops::block_on(api_cli::cutover(args)),
+        Command::Report(args) => ops::block_on(api_cli::report(args)),
         Command::Run(args) => ops::block_on(ops::run(args)),
         Command::Demo(args) => ops::block_on(ops::demo(args)),
         Command::Sim { command } => ops::block_on(ops::sim(command)),

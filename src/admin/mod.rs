@@ -9,6 +9,7 @@
 //!   back masked (first six, last four) — always.
 //! - `docs/openapi.json` describes exactly [`ROUTES`] (tested).
 
+mod books_routes;
 pub mod client;
 mod listener;
 mod routes;

@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/masters/{id}/subs", post(master_add_sub))
         .route("/v1/transactions", get(transactions))
         .merge(super::saf_routes::router())
+        .merge(super::books_routes::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -78,6 +78,10 @@ pub(super) fn check(file: &ConfigToml, origin: &Path) -> Result<(), ConfigError>
     issuers(&at, file)?;
     routing(&at, file)?;
     at.within("currency", file.currency, 1, 999)?;
+    at.within("books.drain_s", file.books.drain_s, 0, 3_600)?;
+    for (name, bp) in &file.books.fees_bp {
+        at.within(format!("books.fees_bp.{name}"), *bp, 0, 10_000)?;
+    }
     let codes = &file.processing_codes;
     for (name, list) in [
         ("inquiry", &codes.inquiry),

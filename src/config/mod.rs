@@ -29,8 +29,9 @@ use crate::pin::PinKey;
 
 pub(crate) use schema::{default_framing, default_spec};
 pub use schema::{
-    in_bin_range, BinRoute, HostedConfig, IssuerConfig, Limits, LinkKind, ProcessingCodes,
-    ProgramConfig, ProgramKind, RefundOrder, RefundsConfig, RoleKind, RoutingConfig, WalletKind,
+    in_bin_range, BinRoute, BooksToml, HostedConfig, IssuerConfig, Limits, LinkKind,
+    ProcessingCodes, ProgramConfig, ProgramKind, RefundOrder, RefundsConfig, RoleKind,
+    RoutingConfig, WalletKind,
 };
 pub use secret::{Secret, SecretBytes, SecretText};
 
@@ -78,10 +79,55 @@ pub struct Config {
     pub processing_codes: ProcessingCodes,
     pub limits: Limits,
     pub refunds: RefundsConfig,
+    /// Business days, cut-over and fees (F13), resolved.
+    pub books: BooksConfig,
     /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
     pub hosted: HostedConfig,
     /// The admin API (SPEC §8); absent: no API.
     pub admin: Option<AdminConfig>,
+}
+
+/// `[books]` resolved: the cut-over time parsed, the time zone found.
+#[derive(Debug, Clone)]
+pub struct BooksConfig {
+    pub cutover: chrono::NaiveTime,
+    pub time_zone: chrono_tz::Tz,
+    pub automatic: bool,
+    pub drain: std::time::Duration,
+    pub fees_bp: std::collections::BTreeMap<String, u32>,
+}
+
+impl BooksConfig {
+    /// What `[books]` says when it is absent.
+    pub fn resolve(t: &BooksToml) -> Result<BooksConfig, (&'static str, String)> {
+        let cutover = chrono::NaiveTime::parse_from_str(&t.cutover, "%H:%M")
+            .map_err(|e| ("cutover", format!("{:?} is not HH:MM: {e}", t.cutover)))?;
+        let time_zone = t.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            (
+                "time_zone",
+                format!("{:?} is not an IANA time zone", t.time_zone),
+            )
+        })?;
+        Ok(BooksConfig {
+            cutover,
+            time_zone,
+            automatic: t.automatic,
+            drain: std::time::Duration::from_secs(t.drain_s),
+            fees_bp: t.fees_bp.clone(),
+        })
+    }
+}
+
+impl Default for BooksConfig {
+    fn default() -> Self {
+        BooksConfig {
+            cutover: chrono::NaiveTime::from_hms_opt(23, 30, 0).unwrap_or_default(),
+            time_zone: chrono_tz::Asia::Seoul,
+            automatic: true,
+            drain: std::time::Duration::from_secs(10),
+            fees_bp: Default::default(),
+        }
+    }
 }
 
 /// A listener or link's wire profile, resolved: the loaded spec and the parsed framing.

@@ -42,6 +42,8 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         Some(a) => Some(r.admin(a)?),
         None => None,
     };
+    let books = super::BooksConfig::resolve(&file.books)
+        .map_err(|(k, reason)| r.at.err(format!("books.{k}"), reason))?;
     let card_key = Secret {
         value: file.card_key,
         env: file.card_key_env,
@@ -62,6 +64,7 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         processing_codes: file.processing_codes,
         limits: file.limits,
         refunds: file.refunds,
+        books,
         hosted: file.hosted,
         admin,
     })

@@ -49,6 +49,9 @@ pub struct ConfigToml {
     /// How refunds (F8) give money back.
     #[serde(default)]
     pub refunds: RefundsConfig,
+    /// Business days, cut-over and the merchant fee schedule (F13).
+    #[serde(default)]
+    pub books: BooksToml,
     /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
     #[serde(default)]
     pub hosted: HostedConfig,
@@ -74,6 +77,38 @@ pub enum RefundOrder {
     CreditFirst,
     /// The wallets first (reverse drain order), then the credit leg.
     WalletsFirst,
+}
+
+/// `[books]`: the business day (F13) and the fee schedule of the settlement report.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BooksToml {
+    /// The local time (`HH:MM`) at which a business day closes. From noon on (23:30), the
+    /// day that closes is named after the next calendar day: from 23:30 on the 6th,
+    /// transactions belong to the 7th. Before noon (01:00), after the previous one: until
+    /// 01:00 on the 7th, transactions belong to the 6th.
+    pub cutover: String,
+    /// The IANA time zone the cut-over time is in.
+    pub time_zone: String,
+    /// Cut over by itself at the cut-over time (otherwise only on demand).
+    pub automatic: bool,
+    /// How long a cut-over waits for the closing day's transactions still in flight.
+    pub drain_s: u64,
+    /// Merchant fees in basis points, by an issuer's or link's name, or by kind:
+    /// `emoney`, `giftcert`, `points`, `prepaid` (hosted cards), `credit` (acquirers).
+    pub fees_bp: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for BooksToml {
+    fn default() -> Self {
+        BooksToml {
+            cutover: "23:30".into(),
+            time_zone: "Asia/Seoul".into(),
+            automatic: true,
+            drain_s: 10,
+            fees_bp: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// A `[[listener]]`: where terminals connect.

@@ -17,6 +17,8 @@ pub mod de {
     pub const LOCAL_TIME: u16 = 12;
     pub const LOCAL_DATE: u16 = 13;
     pub const EXPIRY: u16 = 14;
+    /// The business date a message belongs to (F13), MMDD.
+    pub const SETTLEMENT_DATE: u16 = 15;
     pub const MERCHANT_TYPE: u16 = 18;
     pub const POS_ENTRY_MODE: u16 = 22;
     pub const CARD_SEQUENCE: u16 = 23;
@@ -226,6 +228,15 @@ impl OriginalData {
 }
 
 impl OwnedMessage {
+    /// Field 4 as a number (0 when absent or not digits): what a leg asked the host for, in
+    /// the host's units.
+    pub fn amount_units(&self) -> u64 {
+        self.get(de::AMOUNT)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Set field 90 from its parts.
     pub fn set_original_data(&mut self, od: &OriginalData) -> &mut Self {
         self.set(de::ORIGINAL_DATA, od.to_field().as_bytes())

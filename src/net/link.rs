@@ -449,11 +449,19 @@ impl Link {
 
     /// 0800 network management request (001 sign-on, 301 echo).
     fn network_message(&self, code: &str) -> OwnedMessage {
-        let mut m = OwnedMessage::new(Mti(*b"0800"));
+        let mut m = self.own_message(*b"0800");
+        m.set(70, code.as_bytes());
+        m
+    }
+
+    /// A request of the switch's own to this host (network management, reconciliation):
+    /// transmission time, a STAN of this link's and the switch's terminal id, which are what
+    /// answers are matched by.
+    pub fn own_message(&self, mti: [u8; 4]) -> OwnedMessage {
+        let mut m = OwnedMessage::new(Mti(mti));
         m.set(7, crate::clock::transmission_time().as_bytes())
             .set_number(11, u64::from(self.next_stan()), 6)
-            .set(41, self.terminal_id.as_bytes())
-            .set(70, code.as_bytes());
+            .set(41, self.terminal_id.as_bytes());
         m
     }
 }

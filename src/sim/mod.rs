@@ -54,6 +54,10 @@ pub struct SimConfig {
     pub accounts: Vec<SimAccount>,
     #[serde(default, rename = "behaviour")]
     pub behaviours: Vec<Behaviour>,
+    /// A deliberately faulty host: added to the debit amount it reports in 0510, so that
+    /// cut-overs find it mismatched (tests, demonstrations).
+    #[serde(default)]
+    pub reconciliation_skew: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +120,8 @@ pub struct Simulator {
     /// Reading memory spares a database look-up per request.
     balances: DashMap<String, Arc<Mutex<i64>>>,
     auth_counter: std::sync::atomic::AtomicU32,
+    /// See [`SimConfig::reconciliation_skew`].
+    skew: std::sync::atomic::AtomicI64,
     /// Answers to money requests wait here until their change is in the operating system.
     wal: Arc<WalBarrier>,
 }
@@ -167,6 +173,7 @@ impl Simulator {
             approve_limit: config.approve_limit,
             balances,
             auth_counter: std::sync::atomic::AtomicU32::new(1),
+            skew: std::sync::atomic::AtomicI64::new(config.reconciliation_skew),
             wal: Arc::new(WalBarrier::new()),
         });
         let limits = ServerLimits {
@@ -208,6 +215,18 @@ impl Simulator {
             .or_default()
             .value()
             .clone()
+    }
+
+    /// Every account's balance summed (issuer: what its cardholders hold; acquirer: what its
+    /// cards owe): what the books' net for this host must explain.
+    pub fn total_balance(&self) -> i64 {
+        let accounts: Vec<_> = self.balances.iter().map(|a| a.value().clone()).collect();
+        accounts.iter().map(|a| *lock(a)).sum()
+    }
+
+    /// Make this host report its debit amount off by `by` in every 0510 from now on.
+    pub fn skew_reconciliation(&self, by: i64) {
+        self.skew.store(by, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Acquirer: the net amount approved and not reversed for a card.

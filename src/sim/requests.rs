@@ -82,6 +82,7 @@ impl Simulator {
             }
             1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
             4 => self.reversal(&msg),
+            5 => self.reconcile(&msg, &mut resp),
             _ => code(ResponseCode::InvalidTransaction),
         };
         resp.set(de::RESPONSE_CODE, code.as_bytes());
@@ -179,6 +180,8 @@ impl Simulator {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(account_key(&target_key), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
+        let tag = if self.takes(delta) { "D" } else { "C" };
+        batch.put(event_key(msg, &key, tag), amount.to_be_bytes());
         if let Some((original, total)) = refunded {
             batch.put(refunded_key(&original), total.to_be_bytes());
             batch.put(refund_leg_key(&key), original.as_bytes());
@@ -263,8 +266,13 @@ impl Simulator {
         }
         let delta = completed * leg.delta.signum();
         let after = *account - leg.delta + delta;
+        let given_back = leg.delta.abs() - completed;
         leg.delta = delta;
         let mut batch = rocksdb::WriteBatch::default();
+        if given_back > 0 {
+            // A completion for less gives the rest back: a partial reversal in the day's totals.
+            batch.put(event_key(msg, &key, "p"), given_back.to_be_bytes());
+        }
         batch.put(account_key(&leg.target), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
         batch.put(&done, completed.to_be_bytes());
@@ -296,6 +304,8 @@ impl Simulator {
         leg.reversed = true;
         let after = *account - leg.delta;
         let mut batch = rocksdb::WriteBatch::default();
+        let tag = if self.takes(leg.delta) { "d" } else { "c" };
+        batch.put(event_key(msg, &key, tag), leg.delta.abs().to_be_bytes());
         batch.put(account_key(&leg.target), after.to_be_bytes());
         batch.put(&key, leg.to_bytes());
         // A reversed refund may be refunded again.
@@ -312,6 +322,53 @@ impl Simulator {
         }
         *account = after;
         code(ResponseCode::Approved)
+    }
+
+    /// Does a leg with this effect take the cardholder's money? An issuer's debit lowers the
+    /// account; an acquirer's charge raises what the card owes.
+    fn takes(&self, delta: i64) -> bool {
+        match self.kind {
+            SimKind::Issuer => delta < 0,
+            SimKind::Acquirer => delta > 0,
+        }
+    }
+
+    /// 0500: the switch's totals for a business date (field 15) against this host's own,
+    /// summed from the events it wrote with each change. 00 when they agree; 95 (reconcile
+    /// error) when not. Either way the answer carries this host's figures.
+    fn reconcile(&self, msg: &Message<'_>, resp: &mut OwnedMessage) -> String {
+        let date = msg.str(de::SETTLEMENT_DATE).unwrap_or_default();
+        let prefix = format!("ev/{}/", date.trim());
+        let mut ours = crate::books::Totals::default();
+        for item in self.db.prefix_iterator(prefix.as_bytes()) {
+            let Ok((k, v)) = item else {
+                return code(ResponseCode::SystemMalfunction);
+            };
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let amount = v
+                .first_chunk::<8>()
+                .map_or(0, |b| i64::from_be_bytes(*b).unsigned_abs());
+            let kind = match k.last() {
+                Some(b'D') => crate::books::EventKind::Debit,
+                Some(b'C') => crate::books::EventKind::Credit,
+                Some(b'd' | b'p') => crate::books::EventKind::DebitReversal,
+                Some(b'c') => crate::books::EventKind::CreditReversal,
+                _ => continue,
+            };
+            ours.add(kind, amount);
+        }
+        let skew = self.skew.load(std::sync::atomic::Ordering::Relaxed);
+        ours.debits_amount = ours.debits_amount.saturating_add_signed(skew);
+        ours.set_fields(resp);
+        resp.set(de::SETTLEMENT_DATE, date.trim().as_bytes());
+        let theirs = crate::books::Totals::from_fields(|f| msg.str(f).map(|v| v.into_owned()));
+        if theirs == Some(ours) {
+            code(ResponseCode::Approved)
+        } else {
+            RECONCILE_ERROR.to_string()
+        }
     }
 
     pub(super) fn leg(&self, key: &str) -> Option<Leg> {
@@ -331,6 +388,17 @@ fn changes_money(msg: &Message<'_>) -> bool {
         4 => true,
         _ => false,
     }
+}
+
+/// ISO 8583:1987 response code 95: reconcile error.
+const RECONCILE_ERROR: &str = "95";
+
+/// A money event of the business date the request carries (field 15, MMDD): `D`/`C` a debit
+/// or credit, `d`/`c` their reversals, `p` what a completion gave back. Written with the
+/// change itself, so the day's totals are what was applied.
+fn event_key(msg: &Message<'_>, leg: &str, tag: &str) -> Vec<u8> {
+    let date = msg.str(de::SETTLEMENT_DATE).unwrap_or_default();
+    format!("ev/{}/{leg}/{tag}", date.trim()).into_bytes()
 }
 
 /// Processing code 31xxxx: balance inquiry.

@@ -55,10 +55,14 @@ pub enum Cf {
     /// What a refund may name its purchase by (F8): `rrn/terminal/RRN` and
     /// `auth/terminal/code/YYMMDD` → when (ms, 8 bytes big-endian) and the transaction key.
     TxnRefs,
+    /// The books (F13), derived from the journal's steps and written with them: money
+    /// events by business date (`e/DATE/LINK/TXN/LEG/KIND`), what each leg has booked
+    /// (`l/LINK/TXN/LEG/KIND`), the open business date and each closed day's reconciliation.
+    Books,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 16] = [
+    pub const ALL: [Cf; 17] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -75,6 +79,7 @@ impl Cf {
         Cf::HostedMasters,
         Cf::Meta,
         Cf::TxnRefs,
+        Cf::Books,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -100,6 +105,7 @@ impl Cf {
             Cf::HostedMasters => "hosted_masters",
             Cf::Meta => "meta",
             Cf::TxnRefs => "txn_refs",
+            Cf::Books => "books",
         }
     }
 }

@@ -188,6 +188,12 @@ async fn respond(
         &msg,
     );
     let mut resp = switch.handle(&msg, &mut txn).await;
+    if let Some(date) = txn.business_date() {
+        resp.set(
+            de::SETTLEMENT_DATE,
+            crate::books::day::mmdd(date).as_bytes(),
+        );
+    }
     if resp.get(de::RRN).is_none() && matches!(msg.mti().class(), 1 | 2 | 4) {
         resp.set(de::RRN, switch.next_rrn().as_bytes());
     }

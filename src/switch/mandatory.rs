@@ -14,6 +14,9 @@ const FINANCIAL: &[u16] = &[
     de::STAN,
     de::TERMINAL_ID,
 ];
+/// Reconciliation (0500): what its answer is matched by; who it is about (41 or 32) is the
+/// books' to check.
+const RECONCILIATION: &[u16] = &[de::TRANSMISSION_TIME, de::STAN];
 /// Reversals (0400/0420/0421) and completions (0220/0221 naming their original).
 const FOLLOW_UP: &[u16] = &[
     de::TRANSMISSION_TIME,
@@ -60,6 +63,7 @@ pub fn check(req: &Message<'_>, shape: Shape, codes: &ProcessingCodes) -> Result
     let follow_up = shape == Shape::FollowUp || class == 4;
     let fields = match class {
         8 => NETWORK,
+        5 => RECONCILIATION,
         4 => FOLLOW_UP,
         1 | 2 if follow_up => FOLLOW_UP,
         1 | 2 => FINANCIAL,

@@ -63,6 +63,8 @@ pub struct Switch {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     rrns: Arc<rrn::Rrns>,
+    /// Business days, cut-over, settlement (F13).
+    pub books: Arc<crate::books::Books>,
 }
 
 /// What a switch is made of; [`crate::daemon`] assembles it, tests may too.
@@ -75,6 +77,7 @@ pub struct Parts {
     pub hosted: Arc<crate::hosted::Hosted>,
     pub clock: Arc<dyn Clock>,
     pub rrns: Arc<rrn::Rrns>,
+    pub books: Arc<crate::books::Books>,
 }
 
 impl Switch {
@@ -88,6 +91,7 @@ impl Switch {
             hosted,
             clock,
             rrns,
+            books,
         } = parts;
         let pin_keys = pin_keys(&config, &hosted);
         let routing = Routing::new(&config);
@@ -110,6 +114,7 @@ impl Switch {
             registry,
             clock,
             rrns,
+            books,
         });
         tokio::spawn(registry::sweeper(switch.registry.clone(), window, stop));
         Ok(switch)
@@ -150,6 +155,7 @@ impl Switch {
         match (mti.class(), mti.is_response()) {
             (_, true) => answer(req, ResponseCode::InvalidTransaction),
             (8, _) => netmgmt::handle(req),
+            (5, _) => crate::books::terminal::reconcile(&self.books, req),
             (2, _) if completion => completion::handle(self, req, txn.listener()).await,
             (1 | 2, _)
                 if txn

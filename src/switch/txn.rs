@@ -317,6 +317,9 @@ pub struct Txn {
     queued: Vec<saf::Queued>,
     /// The request's local date (field 13, MMDD): what a refund by `OA` names it by.
     local_date: Option<u32>,
+    /// The business date the transaction holds (F13): its events are booked on it, and the
+    /// cut-over that closes it waits for this transaction to end.
+    day: Option<crate::books::DayTicket>,
 }
 
 impl Txn {
@@ -331,6 +334,11 @@ impl Txn {
         let key = TxnId::of(listener, req)
             .filter(|_| matches!(req.mti().class(), 1 | 2 | 4))
             .map(|id| id.record_key());
+        let day = key.as_ref().map(|_| saf.books().ticket());
+        let business_date = day
+            .as_ref()
+            .map(|d| crate::books::day::iso(d.date))
+            .unwrap_or_default();
         let mut txn = Txn {
             journal,
             saf,
@@ -356,7 +364,7 @@ impl Txn {
                     at_ms: clock.now_ms(),
                     transaction_type: req.transaction_type(),
                     auth: String::new(),
-                    business_date: String::new(),
+                    business_date,
                 }),
                 refund_of: None,
             },
@@ -364,6 +372,7 @@ impl Txn {
             record_changed: false,
             queued: Vec::new(),
             local_date: req.str(de::LOCAL_DATE).and_then(|d| d.trim().parse().ok()),
+            day,
         };
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
@@ -374,6 +383,11 @@ impl Txn {
     /// are not transactions.
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref()
+    }
+
+    /// The business date the transaction belongs to (what field 15 of its answer says).
+    pub fn business_date(&self) -> Option<chrono::NaiveDate> {
+        self.day.as_ref().map(|d| d.date)
     }
 
     /// The listener the request came in on.
@@ -490,11 +504,19 @@ impl Txn {
     async fn send(
         &mut self,
         link: &crate::net::link::Link,
-        request: OwnedMessage,
+        mut request: OwnedMessage,
         amount: u64,
         role: LegRole,
         refunds_leg: Option<u32>,
     ) -> LegOutcome {
+        // The host books the leg on the date it is told (F13), as the switch does.
+        if let Some(date) = self.business_date() {
+            request.set(
+                de::SETTLEMENT_DATE,
+                crate::books::day::mmdd(date).as_bytes(),
+            );
+        }
+        let units = request.amount_units();
         let recorded = self
             .record_leg(&link.name, &request, amount, role, refunds_leg)
             .await;
@@ -509,6 +531,7 @@ impl Txn {
         match link.request(request).await {
             Ok(a) if a.code() == Some(ResponseCode::Approved) => {
                 self.leg_answered(index, LegState::Approved, Some(&a));
+                self.book_leg(index, role, units, amount);
                 LegOutcome::Approved { index, answer: a }
             }
             Ok(a) => {
@@ -529,6 +552,42 @@ impl Txn {
                 LegOutcome::Declined(None)
             }
         }
+    }
+
+    /// An approved leg's money in the books, with the step that records its approval.
+    fn book_leg(&mut self, index: usize, role: LegRole, units: u64, amount: u64) {
+        use crate::books::{Event, EventKind, LegAt, Standing};
+        let (Some(key), Some(date)) = (self.key.as_deref(), self.business_date()) else {
+            return;
+        };
+        let Some(leg) = self.record.legs.get(index) else {
+            return;
+        };
+        let (kind, tag) = match role {
+            LegRole::Take => (EventKind::Debit, 'D'),
+            LegRole::Give => (EventKind::Credit, 'C'),
+        };
+        let summary = self.record.summary.as_ref();
+        let event = Event {
+            kind,
+            units,
+            amount,
+            merchant: summary.map(|s| s.merchant.clone()).unwrap_or_default(),
+            terminal: summary.map(|s| s.terminal.clone()).unwrap_or_default(),
+        };
+        let at = LegAt {
+            link: &leg.link,
+            txn: key,
+            leg: index,
+        };
+        let standing = Standing {
+            kind,
+            units,
+            amount,
+        };
+        self.saf
+            .books()
+            .book(&mut self.step, date, at, tag, &event, Some(standing));
     }
 
     /// A leg's outcome (committed with the next step).

@@ -150,6 +150,8 @@ pub struct Saf {
     /// Queueing times, ages and reversals' field 7 come from here (tests set it).
     clock: Arc<dyn crate::clock::Clock>,
     journal: Arc<Journal>,
+    /// Acknowledged items are booked (F13); each attempt carries the open business date.
+    books: Arc<crate::books::Books>,
     links: OnceLock<HashMap<String, Arc<Link>>>,
     wake: Notify,
     next_seq: AtomicU64,
@@ -163,6 +165,7 @@ impl Saf {
     pub fn open(
         journal: Arc<Journal>,
         clock: Arc<dyn crate::clock::Clock>,
+        books: Arc<crate::books::Books>,
         timing: SafTiming,
     ) -> Result<Arc<Saf>, String> {
         let existing = journal.scan(Cf::Saf, b"")?;
@@ -200,6 +203,7 @@ impl Saf {
             me: me.clone(),
             clock,
             journal,
+            books,
             links: OnceLock::new(),
             wake: Notify::new(),
             next_seq: AtomicU64::new(max_seq.max(dead_max) + 1),
@@ -207,6 +211,11 @@ impl Saf {
             lanes: Mutex::new(lanes),
             queued: AtomicU64::new(0),
         }))
+    }
+
+    /// The books the queue's acknowledged items are booked in.
+    pub fn books(&self) -> &Arc<crate::books::Books> {
+        &self.books
     }
 
     /// Attach the links (created after the queue, which they report late answers to) and

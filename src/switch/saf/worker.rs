@@ -45,13 +45,26 @@ fn reversal_of(
 }
 
 enum Attempt {
-    Acknowledged,
+    /// Acknowledged with this code; what it moved is booked on the attempt's business date.
+    Acknowledged(Acknowledgement),
     /// No answer, or an answer that says "not now" (91, 96): try again after the back-off.
     Later,
     /// A definite answer that is not an acknowledgement: repeating it cannot help.
     Refused(String),
     /// The item cannot be sent at all (its sealed request does not open).
     Unsendable(String),
+}
+
+/// What an acknowledged attempt needs to be booked (F13).
+struct Acknowledgement {
+    code: ResponseCode,
+    /// The leg's own amount in the host's units (field 4 of its request).
+    leg_units: u64,
+    merchant: String,
+    terminal: String,
+    /// The business date the attempt carried, held until its booking is handed to the
+    /// journal (a cut-over waits for it).
+    day: crate::books::DayTicket,
 }
 
 async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
@@ -106,8 +119,27 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
             (completion, &[ResponseCode::Approved])
         }
     };
+    let mut message = message;
+    let day = saf.books.ticket();
+    message.set(
+        crate::iso8583::de::SETTLEMENT_DATE,
+        crate::books::day::mmdd(day.date).as_bytes(),
+    );
+    let text = |n| {
+        leg.get(n)
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .unwrap_or_default()
+    };
     match link.request(message).await {
-        Ok(a) if a.code().is_some_and(|c| acknowledged.contains(&c)) => Attempt::Acknowledged,
+        Ok(a) if a.code().is_some_and(|c| acknowledged.contains(&c)) => {
+            Attempt::Acknowledged(Acknowledgement {
+                code: a.code().unwrap_or(ResponseCode::Approved),
+                leg_units: leg.amount_units(),
+                merchant: text(42),
+                terminal: text(41),
+                day,
+            })
+        }
         Ok(a) => match a.code() {
             Some(ResponseCode::IssuerInoperative | ResponseCode::SystemMalfunction) => {
                 Attempt::Later
@@ -154,7 +186,7 @@ pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationT
             continue;
         }
         match attempt(&saf, &link, &item).await {
-            Attempt::Acknowledged => acknowledged(&saf, &link_name, key, &item).await,
+            Attempt::Acknowledged(ack) => acknowledged(&saf, &link_name, key, &item, ack).await,
             Attempt::Unsendable(why) | Attempt::Refused(why) => {
                 dead_letter(&saf, &link_name, key, item, &why).await;
             }
@@ -180,10 +212,11 @@ pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationT
     }
 }
 
-/// An item the host acknowledged leaves the queue.
-async fn acknowledged(saf: &Saf, link_name: &str, key: Vec<u8>, item: &Item) {
+/// An item the host acknowledged leaves the queue, what it moved booked in the same step.
+async fn acknowledged(saf: &Saf, link_name: &str, key: Vec<u8>, item: &Item, ack: Acknowledgement) {
     crate::switch::testhooks::crash_point("saf-acked").await;
     let mut step = Step::new();
+    book(saf, &mut step, link_name, item, &ack);
     step.delete(Cf::Saf, key.clone());
     step.append(Entry::new(
         EntryKind::Saf,
@@ -205,6 +238,70 @@ async fn acknowledged(saf: &Saf, link_name: &str, key: Vec<u8>, item: &Item) {
         _ => "cyberswitch_refund_advices_acknowledged_total",
     };
     metrics::counter!(acknowledged, "link" => link_name.to_string()).increment(1);
+}
+
+/// Book what an acknowledged item moved (see [`crate::books`]): a reversal undoes what its
+/// leg booked — or, answered 00 for a leg never booked (approved after its timeout), books
+/// the leg and its undoing both; a refund advice gives; a completion for less gives back the
+/// difference. A reversal answered 25 moved nothing.
+fn book(saf: &Saf, step: &mut Step, link: &str, item: &Item, ack: &Acknowledgement) {
+    use crate::books::{Event, EventKind, LegAt, Standing};
+    if ack.code != ResponseCode::Approved {
+        return;
+    }
+    let books = &saf.books;
+    let at = LegAt {
+        link,
+        txn: &item.txn,
+        leg: item.leg,
+    };
+    let standing = books.standing(at);
+    let amount = item.amount.unwrap_or(ack.leg_units);
+    let event = |kind, units, amount| Event {
+        kind,
+        units,
+        amount,
+        merchant: ack.merchant.clone(),
+        terminal: ack.terminal.clone(),
+    };
+    let date = ack.day.date;
+    match (item.complete, item.advice, standing) {
+        (None, false, Some(s)) => {
+            let kind = match s.kind {
+                EventKind::Credit => EventKind::CreditReversal,
+                _ => EventKind::DebitReversal,
+            };
+            books.book(step, date, at, 'R', &event(kind, s.units, s.amount), None);
+        }
+        (None, false, None) => {
+            let taken = event(EventKind::Debit, ack.leg_units, amount);
+            books.book(step, date, at, 'D', &taken, None);
+            let undone = event(EventKind::DebitReversal, ack.leg_units, amount);
+            books.book(step, date, at, 'R', &undone, None);
+        }
+        (None, true, None) => {
+            let given = Standing {
+                kind: EventKind::Credit,
+                units: ack.leg_units,
+                amount,
+            };
+            let credit = event(EventKind::Credit, ack.leg_units, amount);
+            books.book(step, date, at, 'C', &credit, Some(given));
+        }
+        (Some(completed), _, Some(s)) if s.units > completed => {
+            let back_units = s.units - completed;
+            let back = s.amount.saturating_sub(completed);
+            let rest = Standing {
+                kind: s.kind,
+                units: completed,
+                amount: completed,
+            };
+            let partial = event(EventKind::DebitReversal, back_units, back);
+            books.book(step, date, at, 'P', &partial, Some(rest));
+        }
+        // An advice already booked, a completion of the whole amount: nothing moves.
+        _ => {}
+    }
 }
 
 /// Wait `d` (or until woken). False when the switch is stopping.

@@ -1,0 +1,256 @@
+//! Settlement reports (F13): a business date's events summed per issuer, acquirer, merchant
+//! (field 42: gross, fees by the configured schedule, net payable) and terminal. Nothing is
+//! stored but the events themselves, and nothing is booked on a closed date, so the report
+//! of a closed day is the same every time it is asked for.
+//!
+//! Signs: `net` of an issuer or acquirer is what the day took from its cardholders (debits
+//! less their reversals, less credits plus theirs) — what it owes for the day. A merchant's
+//! `gross` is the same sum over its transactions, `fees` that sum's share at each leg's rate
+//! (a reversal or refund gives its fee back), `net` what it is paid.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::cutover::LinkReconciliation;
+use super::{day, Books, EventKind, Role, Totals};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settlement {
+    pub business_date: String,
+    /// Closed: the figures are final.
+    pub closed: bool,
+    /// ISO 4217 numeric; amounts are in its minor units.
+    pub currency: u16,
+    pub issuers: Vec<PartyLine>,
+    pub acquirers: Vec<PartyLine>,
+    pub merchants: Vec<MerchantLine>,
+    pub terminals: Vec<TerminalLine>,
+    /// The cut-over's comparison with each upstream link (closed days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciliation: Option<Vec<LinkReconciliation>>,
+}
+
+/// An issuer's or acquirer's day, in currency, and in the units exchanged with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartyLine {
+    pub id: String,
+    pub kind: String,
+    /// Debits and credits (their reversals are counted apart).
+    pub count: u64,
+    pub debits: u64,
+    pub credits: u64,
+    pub reversals: u64,
+    pub credit_reversals: u64,
+    pub net: i64,
+    pub units: Figures,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Figures {
+    pub debits: u64,
+    pub credits: u64,
+    pub reversals: u64,
+    pub credit_reversals: u64,
+    pub net: i64,
+}
+
+impl Figures {
+    fn of(t: &Totals) -> Figures {
+        Figures {
+            debits: t.debits_amount,
+            credits: t.credits_amount,
+            reversals: t.debit_reversals_amount,
+            credit_reversals: t.credit_reversals_amount,
+            net: clamp(t.net()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MerchantLine {
+    pub id: String,
+    /// Transactions with money moved on this day.
+    pub count: u64,
+    pub gross: i64,
+    pub fees: i64,
+    pub net: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TerminalLine {
+    pub id: String,
+    pub count: u64,
+    pub gross: i64,
+}
+
+/// The settlement report of `date`.
+pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settlement, String> {
+    let events = books.events(date)?;
+    // Every counterparty has its line, a quiet one too: an operator settles with each.
+    let mut in_currency: BTreeMap<&str, Totals> = books
+        .parties()
+        .keys()
+        .map(|k| (k.as_str(), Totals::default()))
+        .collect();
+    let mut in_units: BTreeMap<&str, Totals> = BTreeMap::new();
+    let mut merchants: BTreeMap<&str, (MerchantLine, BTreeSet<&str>)> = BTreeMap::new();
+    let mut terminals: BTreeMap<&str, (TerminalLine, BTreeSet<&str>)> = BTreeMap::new();
+    for (link, txn, e) in &events {
+        in_currency.entry(link).or_default().add(e.kind, e.amount);
+        in_units.entry(link).or_default().add(e.kind, e.units);
+        let signed = signed(e.kind, e.amount);
+        let fee_bp = books.party(link).map_or(0, |p| p.fee_bp);
+        let (m, txns) = merchants.entry(&e.merchant).or_default();
+        m.gross += signed;
+        m.fees += fee(signed, fee_bp);
+        txns.insert(txn);
+        let (t, txns) = terminals.entry(&e.terminal).or_default();
+        t.gross += signed;
+        txns.insert(txn);
+    }
+    let (mut issuers, mut acquirers) = (Vec::new(), Vec::new());
+    for (link, t) in &in_currency {
+        let party = books.party(link);
+        let line = PartyLine {
+            id: link.to_string(),
+            kind: party.map_or_else(|| "unknown".into(), |p| p.kind.clone()),
+            count: t.debits + t.credits,
+            debits: t.debits_amount,
+            credits: t.credits_amount,
+            reversals: t.debit_reversals_amount,
+            credit_reversals: t.credit_reversals_amount,
+            net: clamp(t.net()),
+            units: in_units.get(link).map(Figures::of).unwrap_or_default(),
+        };
+        match party.map(|p| p.role) {
+            Some(Role::Acquirer) => acquirers.push(line),
+            _ => issuers.push(line),
+        }
+    }
+    let merchants = merchants
+        .into_iter()
+        .map(|(id, (m, txns))| MerchantLine {
+            id: id.to_string(),
+            count: txns.len() as u64,
+            net: m.gross - m.fees,
+            ..m
+        })
+        .collect();
+    let terminals = terminals
+        .into_iter()
+        .map(|(id, (t, txns))| TerminalLine {
+            id: id.to_string(),
+            count: txns.len() as u64,
+            gross: t.gross,
+        })
+        .collect();
+    let closed = date <= books.closed_through();
+    let reconciliation = books.closing(date)?.map(|c| c.links);
+    Ok(Settlement {
+        business_date: day::iso(date),
+        closed,
+        currency,
+        issuers,
+        acquirers,
+        merchants,
+        terminals,
+        reconciliation,
+    })
+}
+
+impl Settlement {
+    /// One row per issuer, acquirer, merchant and terminal, the section first.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "business_date,section,id,kind,count,debits,credits,reversals,credit_reversals,gross,fees,net\n",
+        );
+        let d = &self.business_date;
+        for (section, lines) in [("issuer", &self.issuers), ("acquirer", &self.acquirers)] {
+            for l in lines {
+                out.push_str(&format!(
+                    "{d},{section},{},{},{},{},{},{},{},,,{}\n",
+                    csv(&l.id),
+                    csv(&l.kind),
+                    l.count,
+                    l.debits,
+                    l.credits,
+                    l.reversals,
+                    l.credit_reversals,
+                    l.net
+                ));
+            }
+        }
+        for m in &self.merchants {
+            out.push_str(&format!(
+                "{d},merchant,{},,{},,,,,{},{},{}\n",
+                csv(&m.id),
+                m.count,
+                m.gross,
+                m.fees,
+                m.net
+            ));
+        }
+        for t in &self.terminals {
+            out.push_str(&format!(
+                "{d},terminal,{},,{},,,,,{},,\n",
+                csv(&t.id),
+                t.count,
+                t.gross
+            ));
+        }
+        out
+    }
+}
+
+/// A field as CSV: quoted when it holds a comma, a quote or a line break.
+fn csv(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// What an event did to the cardholders' side of the day: taken positive.
+fn signed(kind: EventKind, amount: u64) -> i64 {
+    let a = i64::try_from(amount).unwrap_or(i64::MAX);
+    match kind {
+        EventKind::Debit | EventKind::CreditReversal => a,
+        EventKind::Credit | EventKind::DebitReversal => -a,
+    }
+}
+
+/// `bp` basis points of `amount`, rounded half away from zero (so a reversal gives back
+/// exactly the fee its debit took).
+fn fee(amount: i64, bp: u32) -> i64 {
+    let product = i128::from(amount) * i128::from(bp);
+    let rounded = (product.abs() + 5_000) / 10_000;
+    clamp(if product < 0 { -rounded } else { rounded })
+}
+
+fn clamp(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reversal_gives_back_exactly_the_fee_its_debit_took() {
+        for amount in [1, 49, 50, 12_345, 99_999] {
+            assert_eq!(fee(amount, 230) + fee(-amount, 230), 0);
+        }
+        assert_eq!(fee(10_000, 230), 230);
+        assert_eq!(fee(50, 100), 1);
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        assert_eq!(csv("MERCHANT 1"), "MERCHANT 1");
+        assert_eq!(csv("A,B"), "\"A,B\"");
+        assert_eq!(csv("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

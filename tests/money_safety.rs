@@ -389,3 +389,44 @@ async fn a_follow_up_naming_itself_is_refused_not_left_waiting() {
     assert_eq!(code(&env.call(&itself).await), "30");
     assert_eq!(code(&env.call(&itself).await), "30", "its repeat too");
 }
+
+/// A journal write failure while answering (issue 20): the answer step never lands, so the
+/// approval must not leave. The terminal gets 96; in the background the 96 and the reversal
+/// of every leg are written, retried until they land (here the first retries fail too).
+/// Meanwhile a repeat gets the same 96, and a reversal waits for the write and is answered
+/// 00. Every wallet and the acquirer end where they began.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_journal_failure_while_answering_answers_96_and_undoes_every_leg() {
+    const CARD: &str = "9410000000000013"; // GIFT G-3001, EMONEY E-1001, MILEAGE M-2001
+    let env = env().await;
+    let gift = env.demo.sim("GIFT").unwrap();
+    let acquirer = env.demo.sim("ACQ1").unwrap();
+    let (gift_before, credit_before) = (gift.balance("G-3001").unwrap(), acquirer.card_total(CARD));
+    let journal = &env.demo.running.switch.journal;
+    journal.inject_fault("answer", 1);
+    journal.inject_fault("answer-retry", 3);
+
+    // 3,000 from the gift wallet, the rest by credit.
+    let purchase = common::with_tags(
+        env.request(b"0200", CARD, "000000", 8_000, false),
+        &[("WS", "G-3001"), ("WC", "3000")],
+    );
+    let a = env.call(&purchase).await;
+    assert_eq!(code(&a), "96", "{a:?}");
+    assert!(a.get(38).is_none(), "no approval code on a 96");
+    // A repeat gets the same answer, and is not processed again.
+    let mut repeat = purchase.clone();
+    repeat.set_mti(Mti::new(b"0201").unwrap());
+    let again = env.call(&repeat).await;
+    assert_eq!((code(&again), again.get(37)), (code(&a), a.get(37)));
+    // The terminal's reversal waits for the 96 to be written, then finds its legs undone.
+    let r = env.call(&env.reversal(&purchase)).await;
+    assert_eq!(code(&r), "00", "{r:?}");
+    env.drained().await;
+    assert_eq!(gift.balance("G-3001"), Some(gift_before));
+    assert_eq!(acquirer.card_total(CARD), credit_before);
+    // Written: the duplicate index answers the 96 from now on too.
+    let again = env.call(&repeat).await;
+    assert_eq!(code(&again), "96");
+}

@@ -283,6 +283,13 @@ pub struct Limits {
     /// LZ4 frames, one file per purge, synced), and deleted only once written. Unset: deleted
     /// without a copy.
     pub journal_archive_dir: Option<PathBuf>,
+    /// SIGTERM / Ctrl-C: how long in-flight requests are given to finish and their answers
+    /// to be written before the switch stops without them (they are left for recovery).
+    pub shutdown_drain_s: u64,
+    /// After a crash, an approval journaled but not marked delivered is reversed at start
+    /// only when it was answered at least this long before the switch's last sign of life;
+    /// younger ones may have reached their terminal and are left to it (docs/decisions.md).
+    pub delivery_doubt_s: u64,
 }
 
 impl Default for Limits {
@@ -295,6 +302,8 @@ impl Default for Limits {
             journal_batch_max: 1024,
             journal_retention_days: 0,
             journal_archive_dir: None,
+            shutdown_drain_s: 10,
+            delivery_doubt_s: 60,
         }
     }
 }
@@ -304,6 +313,11 @@ impl Limits {
     pub fn journal_retention(&self) -> Option<std::time::Duration> {
         (self.journal_retention_days > 0)
             .then(|| std::time::Duration::from_secs(self.journal_retention_days * 86_400))
+    }
+
+    /// How long a graceful stop waits for in-flight work.
+    pub fn shutdown_drain(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_drain_s)
     }
 }
 

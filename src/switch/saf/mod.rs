@@ -306,6 +306,18 @@ impl Saf {
         }
     }
 
+    /// Add an item queued in a step that did not land to another step (the same key and
+    /// item: published once that one is committed).
+    pub fn restage(&self, step: &mut Step, q: &Queued) {
+        step.put(Cf::Saf, q.key.clone(), to_bytes(&q.item));
+        step.append(Entry::new(
+            EntryKind::Saf,
+            &q.item.txn,
+            &q.link,
+            format!("leg {} queued for {}", q.item.leg, q.item.kind()),
+        ));
+    }
+
     /// Reversals whose step is committed: the workers may send them.
     pub fn publish(&self, queued: Vec<Queued>) {
         if queued.is_empty() {

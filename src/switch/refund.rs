@@ -242,7 +242,16 @@ async fn give_back(
         }
     };
     let units = amount.saturating_mul(rate_of(sw, &leg.link));
-    let request = refund_request(sw, req, link.next_stan(), &taken, units);
+    let mut request = refund_request(sw, req, link.next_stan(), &taken, units);
+    if link.is_local() {
+        // The hosted ledger knows a leg by its RRN (unique for ever); field 90 names it only
+        // by STAN and time, which repeat.
+        if let Some(rrn) = taken.get(de::RRN) {
+            let mut sd = SwitchData::new();
+            sd.push("OR", rrn);
+            request.set(de::SWITCH_DATA, sd.as_bytes());
+        }
+    }
     let of_leg = u32::try_from(of).unwrap_or(u32::MAX);
     match txn.send_refund_leg(link, request, amount, of_leg).await {
         LegOutcome::Approved { index, answer } => Ok(Given {

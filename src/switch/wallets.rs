@@ -84,6 +84,11 @@ fn issuer_request(
         .copy_from(req, de::MERCHANT_ID)
         .set_number(de::CURRENCY, u64::from(sw.config.currency), 3)
         .set(de::ACCOUNT_1, account.as_bytes());
+    if mti == b"0200" {
+        // Every leg has an RRN of its own, unique for ever: what a hosted issuer knows the
+        // leg by (and its reversal carries).
+        m.set(de::RRN, sw.next_rrn().as_bytes());
+    }
     m
 }
 

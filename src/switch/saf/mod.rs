@@ -43,8 +43,11 @@ mod worker;
 pub use dead_letters::DeadLetter;
 
 /// Fields of a leg's request carried into its reversal (never track data, CVV or PIN block);
-/// a refund leg's advice is the leg itself, so the original it names (90) goes too.
-const CARRIED: [u16; 16] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 49, 90, 102];
+/// a refund leg's advice is the leg itself, so the original it names (90, and 48 on the
+/// hosted links: the original leg's RRN) goes too.
+const CARRIED: [u16; 17] = [
+    2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 48, 49, 90, 102,
+];
 
 /// The part of a leg's request that is kept: what its reversal needs.
 pub fn leg_fields(request: &OwnedMessage) -> OwnedMessage {

@@ -290,6 +290,9 @@ pub struct Limits {
     /// only when it was answered at least this long before the switch's last sign of life;
     /// younger ones may have reached their terminal and are left to it (docs/decisions.md).
     pub delivery_doubt_s: u64,
+    /// At most this many legs (upstream requests that move money) per transaction; a
+    /// request that would need more is declined.
+    pub max_legs: usize,
 }
 
 impl Default for Limits {
@@ -304,6 +307,7 @@ impl Default for Limits {
             journal_archive_dir: None,
             shutdown_drain_s: 10,
             delivery_doubt_s: 60,
+            max_legs: 16,
         }
     }
 }

@@ -193,7 +193,8 @@ async fn respond(
         switch.clock.clone(),
         listener,
         &msg,
-    );
+    )
+    .with_max_legs(switch.config.limits.max_legs);
     let mut resp = switch.handle(&msg, &mut txn).await;
     if resp.get(de::RRN).is_none() && matches!(msg.mti().class(), 1 | 2 | 4) {
         resp.set(de::RRN, switch.next_rrn().as_bytes());

@@ -260,7 +260,7 @@ async fn give_back(
             link: leg.link.clone(),
             amount,
             units,
-            auth: text(&answer, de::AUTH_CODE),
+            auth: super::credit::auth_of(&answer),
             balance_after: crate::iso8583::AdditionalAmount::parse_all(
                 answer.get(de::ADDITIONAL_AMOUNTS).unwrap_or_default(),
             )
@@ -281,6 +281,7 @@ async fn give_back(
         LegOutcome::Declined(Some(a)) => Err(text(&a, de::RESPONSE_CODE)),
         LegOutcome::Declined(None) => Err(ResponseCode::IssuerInoperative.as_str().into()),
         LegOutcome::NotRecorded => Err(malfunction()),
+        LegOutcome::TooManyLegs => Err(ResponseCode::NotPermitted.as_str().into()),
     }
 }
 
@@ -357,9 +358,7 @@ fn approved(sw: &Switch, req: &Message<'_>, given: &[Given]) -> OwnedMessage {
     }
     let mut resp = answer(req, ResponseCode::Approved);
     if let Some(auth) = given.iter().rev().map(|g| &g.auth).find(|a| !a.is_empty()) {
-        let mut a = auth.clone().into_bytes();
-        a.resize(6, b' ');
-        resp.set(de::AUTH_CODE, &a[..6]);
+        resp.set(de::AUTH_CODE, &super::credit::padded_auth(auth));
     }
     if !data.is_empty() {
         resp.set(de::SWITCH_DATA, data.as_bytes());

@@ -299,6 +299,8 @@ pub enum LegOutcome {
     Unanswered,
     /// The leg could not be recorded, so it was not sent.
     NotRecorded,
+    /// Not sent: the transaction has as many legs as it may (`limits.max_legs`).
+    TooManyLegs,
 }
 
 /// The transaction being processed, with the writes of its current step.
@@ -321,6 +323,8 @@ pub struct Txn {
     /// Its answer is an approval kept `delivering` until written (see
     /// [`super::delivery`]).
     awaits_delivery: bool,
+    /// At most this many legs (`limits.max_legs`).
+    max_legs: usize,
 }
 
 impl Txn {
@@ -370,10 +374,22 @@ impl Txn {
             local_date: req.str(de::LOCAL_DATE).and_then(|d| d.trim().parse().ok()),
             clock,
             awaits_delivery: false,
+            max_legs: usize::MAX,
         };
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
         txn
+    }
+
+    /// At most `n` legs: one more is not sent ([`LegOutcome::TooManyLegs`]).
+    pub fn with_max_legs(mut self, n: usize) -> Txn {
+        self.max_legs = n;
+        self
+    }
+
+    /// May no more legs be sent?
+    pub fn at_leg_limit(&self) -> bool {
+        self.record.legs.len() >= self.max_legs
     }
 
     /// The transaction's key (terminal, STAN, transmission time); `None` for messages that
@@ -501,6 +517,13 @@ impl Txn {
         role: LegRole,
         refunds_leg: Option<u32>,
     ) -> LegOutcome {
+        if self.at_leg_limit() {
+            tracing::warn!(
+                legs = self.record.legs.len(),
+                "leg limit reached: leg not sent"
+            );
+            return LegOutcome::TooManyLegs;
+        }
         let recorded = self
             .record_leg(&link.name, &request, amount, role, refunds_leg)
             .await;

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::directory::{CardKey, Directory};
 use crate::journal::{Journal, Sealer};
 use crate::net::link::{Link, LocalHost};
+use crate::net::server::Drain;
 use crate::store::Store;
 use crate::switch::listener::ListenerService;
 use crate::switch::saf::{Saf, SafTiming};
@@ -27,7 +28,80 @@ pub struct Running {
     pub addrs: Vec<(String, std::net::SocketAddr)>,
     /// Where the admin API listens, when configured.
     pub admin: Option<std::net::SocketAddr>,
+    /// The terminal listeners' part in a graceful stop.
+    drain: Drain,
 }
+
+/// How a graceful stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Every request in flight was answered and every answer written within the drain.
+    pub drained: bool,
+    /// Requests and connections still going when the drain was given up.
+    pub abandoned: usize,
+}
+
+impl Running {
+    /// A graceful stop (SIGTERM, Ctrl-C; SPEC §10): the listeners accept nothing more and
+    /// read no new request; requests in flight are answered and their answers written, for at
+    /// most `limits.shutdown_drain_s`. Past that, no answer is journaled any more (those
+    /// transactions stay open: recovery reverses them at the next start), and answers not
+    /// written are undelivered: their approvals are reversed through the queue before this
+    /// returns. Then `stop` ends the rest (links, queue workers, admin API) and the journal
+    /// is synced: every step, delivery markers included, is on disk.
+    pub async fn shutdown(self, stop: &CancellationToken) -> Stopped {
+        let config = &self.switch.config;
+        let deadline = tokio::time::Instant::now() + config.limits.shutdown_drain();
+        tracing::info!(
+            drain_s = config.limits.shutdown_drain_s,
+            "stopping: no new connection or request; draining what is in flight"
+        );
+        self.drain.draining.cancel();
+        let work = &self.drain.work;
+        let drained = tokio::time::timeout_at(deadline, work.idle()).await.is_ok();
+        let abandoned = work.count();
+        if !drained {
+            tracing::warn!(
+                abandoned,
+                "drain time is up: requests still in flight are left to recovery"
+            );
+        }
+        // Nothing more is journaled; what is being journaled lands first.
+        self.switch.close().await;
+        // Connections write no new batch; what they still hold is undelivered.
+        self.drain.abandon.cancel();
+        let _ = tokio::time::timeout(SETTLE, work.idle()).await;
+        // Undelivered approvals: their reversals recorded (queued, sent at the next start if
+        // not before).
+        let reversals = &self.switch.deliveries.reversals;
+        if tokio::time::timeout(SETTLE, reversals.idle())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left = reversals.count(),
+                "undelivered approvals whose reversal was not recorded: recovery decides"
+            );
+        }
+        stop.cancel();
+        if let Err(e) = self.switch.journal.sync().await {
+            tracing::error!(error = %e, "journal not synced at stop");
+        }
+        let in_transit = self.switch.deliveries.in_transit();
+        if in_transit > 0 {
+            tracing::warn!(
+                in_transit,
+                "answers still being written at stop: in doubt at the next start"
+            );
+        }
+        tracing::info!(drained, abandoned, "stopped");
+        Stopped { drained, abandoned }
+    }
+}
+
+/// How long a stop waits, past the drain, for what it has already set going (a batch being
+/// written, reversals being recorded).
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// In-process hosts answering for configured upstream links, by link name: such a link is
 /// not connected, its requests go to the host (see [`Link::in_process`]).
@@ -41,9 +115,15 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     tokio::spawn(crate::observe::watch_runtime_lag(stop.clone()));
     let store = open_store(&config)?;
     let clock = Arc::new(crate::clock::SystemClock);
-    let switch = assemble(config.clone(), store, clock, StandIns::new(), &stop).await?;
+    let switch = assemble(config.clone(), store, clock.clone(), StandIns::new(), &stop).await?;
     start_housekeeping(&config, switch.journal.store(), &stop);
-    let addrs = start_listeners(&config, &switch, &stop).await?;
+    tokio::spawn(crate::switch::delivery::heartbeat(
+        switch.journal.clone(),
+        clock,
+        stop.clone(),
+    ));
+    let drain = Drain::default();
+    let addrs = start_listeners(&config, &switch, &stop, &drain).await?;
     let admin = match &config.admin {
         Some(a) => Some(crate::admin::serve(a, switch.clone(), stop.clone()).await?),
         None => None,
@@ -52,6 +132,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         switch,
         addrs,
         admin,
+        drain,
     })
 }
 
@@ -84,7 +165,7 @@ pub async fn assemble(
             expiry: Duration::from_secs(config.limits.saf_expiry_s),
         },
     )?;
-    recover(&journal, &saf).await?;
+    recover(&config, &journal, &saf).await?;
     let hosted =
         crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone(), clock.clone())
             .await?;
@@ -165,16 +246,29 @@ fn start_housekeeping(config: &Config, store: &Store, stop: &CancellationToken) 
 
 /// SPEC §9: transactions left open by a crash have their legs reversed before anything new
 /// is accepted.
-async fn recover(journal: &Journal, saf: &Saf) -> Result<(), String> {
+async fn recover(config: &Config, journal: &Journal, saf: &Saf) -> Result<(), String> {
     if testhooks::skip_recovery() {
         tracing::warn!("recovery skipped (test-only switch)");
         return Ok(());
     }
-    let recovered = crate::switch::followup::recover(journal, saf).await?;
-    if recovered > 0 {
+    // A repeat of an undelivered approval, once reversed, gets it withdrawn (96), encoded
+    // under its listener's layout.
+    let withdraw = |listener: &str, answer: &[u8]| {
+        let l = config.listeners.iter().find(|l| l.name == listener)?;
+        crate::switch::delivery::withdrawn(&l.profile.spec, answer)
+    };
+    let policy = crate::switch::followup::Recovery {
+        doubt_ms: i64::try_from(config.limits.delivery_doubt_s.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+        withdraw: &withdraw,
+    };
+    let done = crate::switch::followup::recover(journal, saf, &policy).await?;
+    if done != Default::default() {
         tracing::warn!(
-            recovered,
-            "start-up recovery: unanswered transactions reversed"
+            unanswered = done.open,
+            undelivered = done.undelivered,
+            in_doubt = done.in_doubt,
+            "start-up recovery: unanswered transactions and undelivered approvals reversed"
         );
     }
     Ok(())
@@ -247,6 +341,7 @@ async fn start_listeners(
     config: &Config,
     switch: &Arc<Switch>,
     stop: &CancellationToken,
+    drain: &Drain,
 ) -> Result<Vec<(String, std::net::SocketAddr)>, String> {
     let mut addrs = Vec::new();
     for lc in &config.listeners {
@@ -263,12 +358,13 @@ async fn start_listeners(
             idle_timeout: lc.idle_timeout(),
         };
         let service = Arc::new(ListenerService::new(switch.clone(), &lc.name, profile));
-        tokio::spawn(crate::net::server::serve(
+        tokio::spawn(crate::net::server::serve_draining(
             lc.name.clone().into(),
             listener,
             limits,
             service,
             stop.clone(),
+            drain.clone(),
         ));
         tracing::info!(listener = %lc.name, %addr, "listening");
         addrs.push((lc.name.clone(), addr));

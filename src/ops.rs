@@ -45,8 +45,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     }
     println!("cyberswitch ready");
     cyberswitch::daemon::shutdown_signal().await;
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    println!("stopping");
+    running.shutdown(&stop).await;
     Ok(())
 }
 
@@ -100,8 +100,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     println!("cyberswitch ready");
     cyberswitch::daemon::shutdown_signal().await;
     println!("stopping");
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    demo.running.shutdown(&stop).await;
     Ok(())
 }
 

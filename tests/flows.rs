@@ -68,9 +68,17 @@ impl Drop for Flows {
 }
 
 async fn flows() -> Flows {
+    flows_with("").await
+}
+
+/// As [`flows`], with TOML appended to the demo configuration (a `[limits]` table).
+async fn flows_with(extra_toml: &str) -> Flows {
     let secrets = tempfile::tempdir().unwrap();
     demo::write_secrets(secrets.path()).unwrap();
-    let text = demo::switch_config_toml(secrets.path(), &DemoPorts::ephemeral());
+    let text = format!(
+        "{}{extra_toml}",
+        demo::switch_config_toml(secrets.path(), &DemoPorts::ephemeral())
+    );
     let config = Arc::new(Config::from_toml(&text, &secrets.path().join("switch.toml")).unwrap());
     let spec = Arc::new(Spec::resolve("iso87-ascii").unwrap());
     let gift = ScriptedHost::issuer(spec.clone(), &[("G-3001", GIFT)]);
@@ -487,11 +495,12 @@ async fn a_late_approval_applied_after_its_reversal_was_acknowledged_is_reversed
 }
 
 /// An approval whose answer cannot be encoded (here: so many wallet legs that field 48's `LG`
-/// elements pass 999 bytes) went out as 96 while its legs stood. Now the answer is 96 and
-/// every leg is reversed: the terminal saw no approval, so no money stays taken.
+/// elements pass 999 bytes, with the leg bound raised to its maximum — at the default bound
+/// of 16 legs `LG` cannot overflow) went out as 96 while its legs stood. Now the answer is
+/// 96 and every leg is reversed: the terminal saw no approval, so no money stays taken.
 #[tokio::test(start_paused = true)]
 async fn an_approval_that_cannot_be_encoded_is_answered_96_and_every_leg_reversed() {
-    let f = flows().await;
+    let f = flows_with("\n[limits]\nmax_legs = 64\n").await;
     let card = "9410000000000021"; // no wallets in the demo
     let pan = Pan::parse(card.as_bytes()).unwrap();
     for i in 0..30 {
@@ -653,4 +662,33 @@ async fn a_declined_refund_leg_takes_back_the_legs_given_before_it() {
     assert_eq!(code(&f.call(&refund_of(&p, 8_000, 72)).await), "00");
     assert_eq!(f.acquirer.balance(SMALL_CARD), 0);
     assert_eq!(f.emoney.balance("E-1002"), SMALL);
+}
+
+/// An acquirer's fields are checked before they are echoed to the terminal (issue 20): a
+/// field 54 that is not additional-amount blocks (and longer than the terminal's layout
+/// holds) and an approval code with characters field 38 cannot carry are dropped, and the
+/// approval goes out — not a 96 with the money given back. Well-formed blocks are relayed.
+#[tokio::test(start_paused = true)]
+async fn an_acquirers_malformed_fields_are_not_echoed_and_do_not_spoil_the_approval() {
+    const PLAIN: &str = "9410000000000021";
+    const LONG_54: &[u8] = b"these are not additional amounts, and they are longer than the one hundred and twenty characters a terminal's field 54 holds";
+    let f = flows().await;
+    f.acquirer.behave(
+        PLAIN,
+        Behaviour::ApproveWith(&[(54, LONG_54), (38, b"A-1|x")]),
+    );
+    let a = f.call(&purchase(PLAIN, 7_000, 801)).await;
+    assert_eq!(code(&a), "00", "{a:?}");
+    assert!(a.get(54).is_none() && a.get(38).is_none(), "{a:?}");
+    assert_eq!(f.acquirer.balance(PLAIN), 7_000, "the approval stands");
+
+    const BLOCK: &[u8] = b"6002410C000000012345";
+    f.acquirer.behave(
+        PLAIN,
+        Behaviour::ApproveWith(&[(54, BLOCK), (38, b"OK123 ")]),
+    );
+    let a = f.call(&purchase(PLAIN, 1_000, 802)).await;
+    assert_eq!(code(&a), "00", "{a:?}");
+    assert_eq!(a.get(54), Some(BLOCK));
+    assert_eq!(a.get(38), Some(&b"OK123 "[..]));
 }

@@ -993,3 +993,89 @@ async fn an_authorization_completed_for_less_posts_that_and_releases_the_rest() 
         "a reversed authorization is not completed"
     );
 }
+
+/// Hosted leg ids are the legs' RRNs, unique for ever (issue 20). Two purchases that share
+/// terminal, STAN and transmission time — what ids were made of, which repeat yearly and
+/// after restarts — are two legs and both take their money; a repeat of a leg is answered
+/// as the first time and takes nothing more; another request under an RRN already used is
+/// refused 94, never answered 00 without moving money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosted_leg_ids_never_repeat_and_a_colliding_one_is_refused() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let switch = &env.demo.running.switch;
+    let link = switch.links.get("hosted").unwrap();
+    let block = encrypt_block(
+        &switch.hosted.zone_key,
+        &ClearPin::new("1234").unwrap(),
+        PREPAID,
+    )
+    .unwrap();
+    // What the switch sends the hosted card link for a purchase leg.
+    let leg = |rrn: &str, amount: u64| {
+        let mut m = env.request(b"0200", PREPAID, "000000", amount, None);
+        m.set(11, b"000777").set(37, rrn.as_bytes()).set(52, &block);
+        m
+    };
+    let a = link.request(leg("000000000901", 1_000)).await.unwrap();
+    assert_eq!(code(&a), "00", "{a:?}");
+    let b = link.request(leg("000000000902", 2_000)).await.unwrap();
+    assert_eq!(code(&b), "00", "{b:?}");
+    assert_eq!(env.card(&id).await["balance"], 17_000, "both legs took");
+    let again = link.request(leg("000000000901", 1_000)).await.unwrap();
+    assert_eq!(code(&again), "00", "a repeat answers as the first");
+    let other = link.request(leg("000000000901", 3_000)).await.unwrap();
+    assert_eq!(code(&other), "94", "{other:?}");
+    assert_eq!(env.card(&id).await["balance"], 17_000, "nothing more moved");
+}
+
+/// Reversing a hosted purchase after the points it earned were spent (issue 20): the money
+/// always goes back, and the points are taken back too, leaving a recorded debt on the
+/// points account (negative in its balance and history) that refuses spending and that
+/// later earnings pay down. No points are created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reversing_a_purchase_whose_points_were_spent_takes_them_back_as_a_debt() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let purchase = env.request(b"0200", PREPAID, "000000", 20_000, Some("1234"));
+    assert_eq!(code(&env.call(&purchase).await), "00");
+    assert_eq!(env.card(&id).await["points"], 200);
+    // The points are spent, through a plain card the points account is linked to.
+    let op = env.operator();
+    let r = call(&op, "post", "/v1/links", json!({"card_number": PLAIN_CARD, "issuer": "CYBERPOINTS", "account": id, "priority": 1, "label": "points"})).await;
+    assert_eq!(r.status, 201);
+    let spend = with_tag(
+        env.request(b"0200", PLAIN_CARD, "000000", 200, None),
+        "WS",
+        &id,
+    );
+    assert_eq!(code(&env.call(&spend).await), "00");
+    assert_eq!(env.card(&id).await["points"], 0);
+
+    let rev = common::reversal_of(&purchase, u64::from(env.next_stan()), "1121120500");
+    assert_eq!(code(&env.call(&rev).await), "00");
+    env.drained().await;
+    let card = env.card(&id).await;
+    assert_eq!(card["balance"], 20_000, "the money went back");
+    assert_eq!(card["points"], -200, "the spent points are owed");
+    let ledger = &switch_ledger(&env);
+    let points_account = format!("CYBERPOINTS:{id}");
+    assert_eq!(
+        ledger.derive(&points_account).unwrap(),
+        ledger.balance(&points_account).unwrap(),
+        "the debt is what the entries say"
+    );
+    // While in debt the points cannot be spent.
+    assert!(ledger
+        .debit(&points_account, 1, "test/spend-in-debt")
+        .await
+        .is_err());
+    // Later earnings pay it down.
+    let purchase = env.request(b"0200", PREPAID, "000000", 10_000, Some("1234"));
+    assert_eq!(code(&env.call(&purchase).await), "00");
+    assert_eq!(env.card(&id).await["points"], -100);
+}
+
+fn switch_ledger(env: &Env) -> std::sync::Arc<cyberswitch::ledger::Ledger> {
+    env.demo.running.switch.hosted.ledger.clone()
+}

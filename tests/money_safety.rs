@@ -389,3 +389,105 @@ async fn a_follow_up_naming_itself_is_refused_not_left_waiting() {
     assert_eq!(code(&env.call(&itself).await), "30");
     assert_eq!(code(&env.call(&itself).await), "30", "its repeat too");
 }
+
+/// A journal write failure while answering (issue 20): the answer step never lands, so the
+/// approval must not leave. The terminal gets 96; in the background the 96 and the reversal
+/// of every leg are written, retried until they land (here the first retries fail too).
+/// Meanwhile a repeat gets the same 96, and a reversal waits for the write and is answered
+/// 00. Every wallet and the acquirer end where they began.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_journal_failure_while_answering_answers_96_and_undoes_every_leg() {
+    const CARD: &str = "9410000000000013"; // GIFT G-3001, EMONEY E-1001, MILEAGE M-2001
+    let env = env().await;
+    let gift = env.demo.sim("GIFT").unwrap();
+    let acquirer = env.demo.sim("ACQ1").unwrap();
+    let (gift_before, credit_before) = (gift.balance("G-3001").unwrap(), acquirer.card_total(CARD));
+    let journal = &env.demo.running.switch.journal;
+    journal.inject_fault("answer", 1);
+    journal.inject_fault("answer-retry", 3);
+
+    // 3,000 from the gift wallet, the rest by credit.
+    let purchase = common::with_tags(
+        env.request(b"0200", CARD, "000000", 8_000, false),
+        &[("WS", "G-3001"), ("WC", "3000")],
+    );
+    let a = env.call(&purchase).await;
+    assert_eq!(code(&a), "96", "{a:?}");
+    assert!(a.get(38).is_none(), "no approval code on a 96");
+    // A repeat gets the same answer, and is not processed again.
+    let mut repeat = purchase.clone();
+    repeat.set_mti(Mti::new(b"0201").unwrap());
+    let again = env.call(&repeat).await;
+    assert_eq!((code(&again), again.get(37)), (code(&a), a.get(37)));
+    // The terminal's reversal waits for the 96 to be written, then finds its legs undone.
+    let r = env.call(&env.reversal(&purchase)).await;
+    assert_eq!(code(&r), "00", "{r:?}");
+    env.drained().await;
+    assert_eq!(gift.balance("G-3001"), Some(gift_before));
+    assert_eq!(acquirer.card_total(CARD), credit_before);
+    // Written: the duplicate index answers the 96 from now on too.
+    let again = env.call(&repeat).await;
+    assert_eq!(code(&again), "96");
+}
+
+/// A bounded number of legs per transaction (issue 20, `limits.max_legs`): here two. A
+/// selection of more wallets than that is refused (57) before anything is sent; a purchase
+/// whose wallet ran short (a declined debit, then a smaller one) and would need a credit leg
+/// as a third is declined 57, the wallet leg it took given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_needing_more_legs_than_allowed_is_declined_cleanly() {
+    const THREE_WALLETS: &str = "9410000000000013"; // GIFT G-3001, EMONEY E-1001, MILEAGE M-2001
+    const SMALL: &str = "9410000000000039"; // EMONEY E-1002 (5,000)
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let demo = demo::start_with(
+        dir.path(),
+        DemoPorts::ephemeral(),
+        stop.clone(),
+        |_| {},
+        "\n[limits]\nmax_legs = 2\n",
+    )
+    .await
+    .unwrap();
+    let env = Env {
+        pin_key: PinKey::from_hex(&demo::secret(dir.path(), "terminal-pin.key").unwrap()).unwrap(),
+        demo,
+        stop,
+        dir,
+        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        stan: std::sync::atomic::AtomicU32::new(600),
+    };
+    let emoney = env.demo.sim("EMONEY").unwrap();
+    let acquirer = env.demo.sim("ACQ1").unwrap();
+    let before = (
+        emoney.balance("E-1002").unwrap(),
+        acquirer.card_total(SMALL),
+    );
+
+    let three = common::with_tags(
+        env.request(b"0200", THREE_WALLETS, "000000", 1_000, false),
+        &[("WS", "G-3001,E-1001,M-2001")],
+    );
+    assert_eq!(code(&env.call(&three).await), "57");
+
+    // 51 for the whole 12,000, then 5,000 (two legs): the credit leg would be a third.
+    let a = env
+        .call(&env.request(b"0200", SMALL, "000000", 12_000, false))
+        .await;
+    assert_eq!(code(&a), "57", "{a:?}");
+    env.drained().await;
+    assert_eq!(
+        (
+            emoney.balance("E-1002").unwrap(),
+            acquirer.card_total(SMALL)
+        ),
+        before,
+        "nothing taken"
+    );
+    // Within the bound, the same card pays as before.
+    let a = env
+        .call(&env.request(b"0200", SMALL, "000000", 3_000, false))
+        .await;
+    assert_eq!(code(&a), "00", "{a:?}");
+}

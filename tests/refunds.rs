@@ -335,3 +335,71 @@ async fn reversals_and_refunds_never_give_the_same_money_twice() {
         (0, 5_000)
     );
 }
+
+/// Issue 22, hosted card refund: a refund of a purchase paid with a hosted prepaid card
+/// credits the card back exactly (a refund entry on the hosted ledger, no acquirer), partial
+/// refunds add up and never pass what the purchase took (13), and the points the purchase
+/// earned are taken back in proportion (the rule of a reversed purchase: kept points are what
+/// the rest of the spend earns, rounded down). Reversing a refund takes its money back and
+/// gives its points back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosted_card_refund_credits_the_card_back_exactly_and_takes_points_back_in_proportion() {
+    use cyberswitch::iso8583::Pan;
+    use cyberswitch::pin::{encrypt_block, ClearPin, PinKey};
+    let (card, pin) = (demo::DEMO_PREPAID.0, demo::DEMO_PREPAID.1);
+    let env = env().await;
+    let pin_key =
+        PinKey::from_hex(&demo::secret(env._dir.path(), "terminal-pin.key").unwrap()).unwrap();
+    let hosted = &env.demo.running.switch.hosted;
+    let found = hosted
+        .card_by_pan(&Pan::parse(card.as_bytes()).unwrap())
+        .unwrap()
+        .unwrap();
+    let points_account = found.points_account.clone().unwrap();
+    let money = || hosted.ledger.balance(&found.account).unwrap().available();
+    let points = || hosted.ledger.balance(&points_account).unwrap().available();
+    let (opening, credit_before) = (money(), env.credit(card));
+
+    let mut purchase = env.purchase(card, 10_000);
+    let block = encrypt_block(&pin_key, &ClearPin::new(pin).unwrap(), card).unwrap();
+    purchase.set(52, &block);
+    let a = env.call(&purchase).await;
+    assert_eq!(code(&a), "00", "{a:?}");
+    assert_eq!((money(), points()), (opening - 10_000, 100));
+    let rrn = String::from_utf8_lossy(a.get(37).unwrap()).into_owned();
+
+    let r = env.call(&env.refund_by_rrn(&rrn, 4_000)).await;
+    assert_eq!(code(&r), "00", "{r:?}");
+    assert_eq!(tags(&r, "LG").len(), 1, "{r:?}");
+    assert_eq!((money(), points()), (opening - 6_000, 60));
+
+    let too_much = env.call(&env.refund_by_90(&purchase, 7_000)).await;
+    assert_eq!(code(&too_much), "13");
+    assert_eq!((money(), points()), (opening - 6_000, 60));
+
+    let rest = env.refund_by_approval(&a, 6_000);
+    let r = env.call(&rest).await;
+    assert_eq!(code(&r), "00", "{r:?}");
+    assert_eq!((money(), points()), (opening, 0));
+    assert_eq!(code(&env.call(&env.refund_by_rrn(&rrn, 1)).await), "13");
+
+    // The last refund reversed: its money taken back, its points given back.
+    let stan = env.stan.fetch_add(1, Ordering::Relaxed);
+    let rev = common::reversal_of(
+        &rest,
+        u64::from(stan),
+        &cyberswitch::clock::transmission_time(),
+    );
+    assert_eq!(code(&env.call(&rev).await), "00");
+    env.drained().await;
+    assert_eq!((money(), points()), (opening - 6_000, 60));
+
+    // The ledger's balances are what its entries say; no acquirer saw any of it.
+    for account in [&found.account, &points_account] {
+        assert_eq!(
+            hosted.ledger.derive(account).unwrap(),
+            hosted.ledger.balance(account).unwrap()
+        );
+    }
+    assert_eq!(env.credit(card), credit_before);
+}

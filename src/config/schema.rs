@@ -318,6 +318,16 @@ pub struct Limits {
     /// LZ4 frames, one file per purge, synced), and deleted only once written. Unset: deleted
     /// without a copy.
     pub journal_archive_dir: Option<PathBuf>,
+    /// SIGTERM / Ctrl-C: how long in-flight requests are given to finish and their answers
+    /// to be written before the switch stops without them (they are left for recovery).
+    pub shutdown_drain_s: u64,
+    /// After a crash, an approval journaled but not marked delivered is reversed at start
+    /// only when it was answered at least this long before the switch's last sign of life;
+    /// younger ones may have reached their terminal and are left to it (docs/decisions.md).
+    pub delivery_doubt_s: u64,
+    /// At most this many legs (upstream requests that move money) per transaction; a
+    /// request that would need more is declined.
+    pub max_legs: usize,
 }
 
 impl Default for Limits {
@@ -330,6 +340,9 @@ impl Default for Limits {
             journal_batch_max: 1024,
             journal_retention_days: 0,
             journal_archive_dir: None,
+            shutdown_drain_s: 10,
+            delivery_doubt_s: 60,
+            max_legs: 16,
         }
     }
 }
@@ -339,6 +352,11 @@ impl Limits {
     pub fn journal_retention(&self) -> Option<std::time::Duration> {
         (self.journal_retention_days > 0)
             .then(|| std::time::Duration::from_secs(self.journal_retention_days * 86_400))
+    }
+
+    /// How long a graceful stop waits for in-flight work.
+    pub fn shutdown_drain(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_drain_s)
     }
 }
 

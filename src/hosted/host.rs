@@ -7,8 +7,13 @@
 //!   authorization (0220/0221 naming it in field 90), recharge (processing code 21),
 //!   reversal; points accrued on spending.
 //!
-//! Every leg is idempotent by its id: the link's terminal, STAN and transmission time (what a
-//! reversal names in field 90), prefixed by the issuer or the card.
+//! Every leg is idempotent by its id: the issuer or the card, then the leg's RRN (field 37:
+//! the switch gives every leg a fresh one, unique across restarts, and carries it into the
+//! leg's reversal, completion and advice). An id once placed is never placed again by
+//! another request (another account, kind or amount): that is refused 94, never answered
+//! 00 without moving money. Legs placed before ids were RRNs (terminal, STAN and
+//! transmission time, which repeat yearly and after restarts) are still found by the
+//! reversals and completions that name them in field 90.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use crate::config::ProgramKind;
 use crate::iso8583::response;
 use crate::iso8583::{de, AdditionalAmount, Message, OwnedMessage, ResponseCode, Spec};
 use crate::journal::Step;
-use crate::ledger::{Balance, LedgerError};
+use crate::ledger::{Balance, EntryType, LedgerError};
 use crate::net::link::LocalHost;
 use crate::pin::{decrypt_block, verify_pin};
 
@@ -31,8 +36,46 @@ fn reply(msg: &Message<'_>) -> OwnedMessage {
     response::reply(msg, &response::HOST_ECHOED)
 }
 
-/// The leg a request (or, for a reversal, its original in field 90) stands for.
+/// The RRN of a request, if it has one.
+fn rrn_of(msg: &Message<'_>) -> Option<String> {
+    let rrn = msg.str(de::RRN)?;
+    let rrn = rrn.trim();
+    (!rrn.is_empty()).then(|| rrn.to_string())
+}
+
+/// The id of the leg a request places: by its RRN; without one, as before RRNs.
 fn leg_id(prefix: &str, msg: &Message<'_>) -> Option<String> {
+    match rrn_of(msg) {
+        Some(rrn) => Some(format!("{prefix}/rrn/{rrn}")),
+        None => legacy_leg_id(prefix, msg),
+    }
+}
+
+/// The id of the leg a follow-up (reversal, completion) names: by the RRN it carries (the
+/// leg's own) when the ledger knows that leg; else as a leg placed before ids were RRNs.
+fn named_leg(ledger: &crate::ledger::Ledger, prefix: &str, msg: &Message<'_>) -> Option<String> {
+    let by_rrn = rrn_of(msg).map(|rrn| format!("{prefix}/rrn/{rrn}"));
+    if let Some(id) = &by_rrn {
+        if matches!(ledger.leg_state(id), Ok(Some(_))) {
+            return by_rrn;
+        }
+    }
+    legacy_leg_id(prefix, msg).or(by_rrn)
+}
+
+/// The leg a refund (0200/20) gives back to: named by tag `OR` (the original leg's RRN)
+/// in field 48, else by field 90 as a leg placed before ids were RRNs.
+fn refunded_leg(prefix: &str, msg: &Message<'_>) -> Option<String> {
+    let elements = msg.switch_data().ok()?;
+    match elements.iter().find(|(t, _)| t == "OR") {
+        Some((_, rrn)) if !rrn.trim().is_empty() => Some(format!("{prefix}/rrn/{}", rrn.trim())),
+        _ => legacy_leg_id(prefix, msg),
+    }
+}
+
+/// The leg a request (or, for a reversal, its original in field 90) stands for, as ids were
+/// before RRNs: terminal, STAN and transmission time.
+fn legacy_leg_id(prefix: &str, msg: &Message<'_>) -> Option<String> {
     let terminal = msg.terminal_id().unwrap_or_default();
     let (stan, time) = if msg.mti().class() == 4 || is_completion(msg) {
         let od = msg.original_data().ok()??;
@@ -122,7 +165,7 @@ impl WalletHost {
                 }
                 None => ResponseCode::InvalidCard,
             },
-            (1 | 2, Some(0)) => {
+            (1 | 2, Some(0)) if !is_completion(msg) => {
                 let (Some(units), Some(leg)) = (msg.amount(), leg_id(&self.issuer, msg)) else {
                     return coded(resp, ResponseCode::FormatError);
                 };
@@ -138,13 +181,41 @@ impl WalletHost {
                     Err(e) => HostedError::from(e).response_code(),
                 }
             }
-            (4, _) => match leg_id(&self.issuer, msg) {
+            // F8: points (or any hosted wallet's units) go back to the leg they came from.
+            (1 | 2, Some(20)) => {
+                let (Some(units), Some(leg), Some(of)) = (
+                    msg.amount().and_then(|u| i64::try_from(u).ok()),
+                    leg_id(&self.issuer, msg),
+                    refunded_leg(&self.issuer, msg),
+                ) else {
+                    return coded(resp, ResponseCode::FormatError);
+                };
+                match ledger.refund_leg(&of, &leg, units, None).await {
+                    Ok(b) => {
+                        resp.set(de::AUTH_CODE, self.auth.next().as_bytes());
+                        set_available(&mut resp, msg, b);
+                        ResponseCode::Approved
+                    }
+                    Err(e) => refund_code(e),
+                }
+            }
+            (4, _) => match named_leg(ledger, &self.issuer, msg) {
                 Some(leg) => reversal_code(ledger.void(&leg).await),
                 None => ResponseCode::FormatError,
             },
             _ => ResponseCode::InvalidTransaction,
         };
         coded(resp, code)
+    }
+}
+
+/// A refused refund: the leg unknown 25, not one that kept money 12, more than it has
+/// left 13, the rest as any ledger refusal.
+fn refund_code(e: LedgerError) -> ResponseCode {
+    match e {
+        LedgerError::UnknownLeg(_) => ResponseCode::OriginalNotFound,
+        LedgerError::WrongState { .. } => ResponseCode::InvalidTransaction,
+        e => HostedError::from(e).response_code(),
     }
 }
 
@@ -192,7 +263,13 @@ impl CardHost {
             Ok(None) => return coded(resp, ResponseCode::InvalidCard),
             Err(e) => return coded(resp, e.response_code()),
         };
-        let Some(leg) = leg_id(&card.id, msg) else {
+        let ledger = &self.hosted.ledger;
+        let follow_up = msg.mti().class() == 4 || is_completion(msg);
+        let leg = match follow_up && msg.transaction_type() != Some(20) {
+            true => named_leg(ledger, &card.id, msg),
+            false => leg_id(&card.id, msg),
+        };
+        let Some(leg) = leg else {
             return coded(resp, ResponseCode::FormatError);
         };
         let outcome = match (msg.mti().class(), msg.transaction_type()) {
@@ -204,6 +281,10 @@ impl CardHost {
             (1 | 2, Some(31)) => self.inquiry(&card),
             (1 | 2, Some(21)) => self.recharge(&card, msg, &leg).await,
             (1 | 2, Some(0)) => self.purchase(&card, msg, &pan, &leg).await,
+            (1 | 2, Some(20)) => match self.refund(&card, msg, &leg).await {
+                Ok(balance) => Ok(balance),
+                Err(code) => return coded(resp, code),
+            },
             _ => Err(HostedError::Invalid("processing code not served".into())),
         };
         match outcome {
@@ -262,8 +343,18 @@ impl CardHost {
             .ok_or_else(|| HostedError::BadAmount("no amount".into()))?;
         let amount =
             i64::try_from(amount).map_err(|_| HostedError::BadAmount("amount too large".into()))?;
-        // A repeat of a leg already placed answers as the first time did.
-        if hosted.ledger.leg_state(leg)?.is_some() {
+        // A repeat of a leg already placed answers as the first time did; another request
+        // under the same id is refused (94), never answered 00 without moving money.
+        if let Some(placed) = hosted.ledger.leg_state(leg)? {
+            let kind = if msg.mti().class() == 1 {
+                EntryType::Hold
+            } else {
+                EntryType::Debit
+            };
+            let asked = crate::ledger::Leg::immediate(&card.account, amount, kind);
+            if !placed.repeated_by(&asked) {
+                return Err(LedgerError::LegCollision(leg.to_string()).into());
+            }
             return Ok(hosted.ledger.balance(&card.account).unwrap_or_default());
         }
         if card.status != CardStatus::Active {
@@ -445,19 +536,46 @@ impl CardHost {
         (points > 0).then_some((account, points))
     }
 
-    /// Undo a leg (hold voided, debit refunded, recharge taken back) and its points.
+    /// Undo a leg (hold voided, debit refunded, recharge taken back, refund taken back) and
+    /// the points it earned, in one step: the money always goes back, the points are taken
+    /// back even when spent (a recorded debt on the points account, see
+    /// [`crate::ledger::Ledger::void_clawing_back`]).
     async fn reverse(&self, card: &Card, leg: &str) -> ResponseCode {
         let ledger = &self.hosted.ledger;
-        let code = reversal_code(ledger.void(leg).await);
-        if code == ResponseCode::Approved && card.points_account.is_some() {
-            match ledger.void(&format!("{leg}:points")).await {
-                Ok(_) | Err(LedgerError::UnknownLeg(_)) => {}
-                Err(e) => {
-                    tracing::warn!(card = %card.id, error = %e, "points of a reversed purchase kept")
-                }
+        let result = match card.points_account {
+            Some(_) => {
+                ledger
+                    .void_clawing_back(leg, &format!("{leg}:points"))
+                    .await
             }
+            None => ledger.void(leg).await,
+        };
+        reversal_code(result)
+    }
+
+    /// F8: give back field 4 of the purchase leg the refund names (tag `OR`, or field 90),
+    /// as the refund leg `leg`, with the points it earned taken back in proportion. `Err`
+    /// is the code the refund is refused with.
+    async fn refund(
+        &self,
+        card: &Card,
+        msg: &Message<'_>,
+        leg: &str,
+    ) -> Result<Balance, ResponseCode> {
+        if card.status == CardStatus::Closed {
+            return Err(ResponseCode::InvalidCard);
         }
-        code
+        let amount = msg
+            .amount()
+            .and_then(|a| i64::try_from(a).ok())
+            .ok_or(ResponseCode::InvalidAmount)?;
+        let of = refunded_leg(&card.id, msg).ok_or(ResponseCode::FormatError)?;
+        let points = card.points_account.as_ref().map(|_| format!("{of}:points"));
+        self.hosted
+            .ledger
+            .refund_leg(&of, leg, amount, points.as_deref())
+            .await
+            .map_err(refund_code)
     }
 }
 

@@ -53,6 +53,9 @@ pub enum HostedError {
     Insufficient(i64),
     #[error("{0}")]
     Conflict(String),
+    /// An operation id (a leg id) used already by another operation.
+    #[error("{0}")]
+    Duplicate(String),
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -73,6 +76,7 @@ impl HostedError {
             HostedError::Insufficient(_) => ResponseCode::InsufficientFunds,
             HostedError::Invalid(_) | HostedError::Conflict(_) => ResponseCode::InvalidTransaction,
             HostedError::Storage(_) => ResponseCode::SystemMalfunction,
+            HostedError::Duplicate(_) => ResponseCode::Duplicate,
         }
     }
 
@@ -90,6 +94,7 @@ impl HostedError {
             HostedError::Prereg(_) => "preregistration_mismatch",
             HostedError::Insufficient(_) => "insufficient_funds",
             HostedError::Conflict(_) => "conflict",
+            HostedError::Duplicate(_) => "duplicate",
             HostedError::Storage(_) => "storage",
         }
     }
@@ -106,6 +111,7 @@ impl From<LedgerError> for HostedError {
             LedgerError::UnknownLeg(l) => HostedError::NotFound(format!("leg {l}")),
             e @ LedgerError::WrongState { .. } => HostedError::Conflict(e.to_string()),
             LedgerError::Storage(s) => HostedError::Storage(s),
+            e @ LedgerError::LegCollision(_) => HostedError::Duplicate(e.to_string()),
         }
     }
 }

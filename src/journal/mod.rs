@@ -36,6 +36,7 @@ pub use seal::Sealer;
 use crate::store::{Batch, Cf, Store};
 
 /// One write of a step.
+#[derive(Clone)]
 enum Op {
     Put(Cf, Vec<u8>, Vec<u8>),
     Delete(Cf, Vec<u8>),
@@ -44,7 +45,7 @@ enum Op {
 /// Writes that land together or not at all. The step's journal entries become one journal
 /// record (one key, given at commit, so the journal's order is the commit order): a
 /// transaction's messages of one step cost one insert, not one each.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Step {
     ops: Vec<Op>,
     entries: Vec<Entry>,
@@ -129,10 +130,20 @@ pub struct Journal {
     unawaited: Arc<tokio::sync::Semaphore>,
     wait_synced: metrics::Histogram,
     wait_buffered: metrics::Histogram,
+    /// Test-only write failures by point name: how many times each is still to fail.
+    #[cfg(feature = "fault-injection")]
+    faults: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// At most this many steps submitted and not yet written (a few kilobytes each).
 pub const MAX_UNAWAITED: usize = 4096;
+
+/// `meta` key: when the last [`Journal::sync`] was asked for (ms since the epoch).
+const SYNCED_AT: &[u8] = b"synced_at";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// Who writes the steps.
 enum Writer {
@@ -189,7 +200,32 @@ impl Journal {
             unawaited: Arc::new(tokio::sync::Semaphore::new(MAX_UNAWAITED)),
             wait_synced: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "synced"),
             wait_buffered: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "buffered"),
+            #[cfg(feature = "fault-injection")]
+            faults: Mutex::default(),
         }))
+    }
+
+    /// Test-only (`fault-injection`): the next `count` writes at the named point fail as if
+    /// the disk refused them (points: `answer`, a transaction's answer step; `answer-retry`,
+    /// its retries in the background).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_fault(&self, point: &str, count: u32) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.insert(point.to_string(), count);
+        }
+    }
+
+    /// Does the write at this point fail (test-only; always `Ok` without `fault-injection`)?
+    pub fn fault(&self, point: &str) -> Result<(), JournalError> {
+        #[cfg(feature = "fault-injection")]
+        if let Ok(mut f) = self.faults.lock() {
+            if let Some(left) = f.get_mut(point).filter(|n| **n > 0) {
+                *left -= 1;
+                return Err(JournalError::Write(format!("injected fault at {point}")));
+            }
+        }
+        let _ = point;
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -247,6 +283,33 @@ impl Journal {
                 landed(result);
             })),
         )
+    }
+
+    /// Hand a step to the writer at once, never waiting for a place and never told how it
+    /// went: for tiny steps whose place in the writer's order matters more than their fate
+    /// (a delivery marker must be queued before any step made after its answer was written,
+    /// see [`crate::switch::delivery`]). Losing one costs only a doubt at the next start.
+    pub fn submit_now(&self, step: Step) {
+        if step.is_empty() {
+            return;
+        }
+        let _ = self.enqueue(
+            step,
+            Done::Then(Box::new(|result| {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "journal: a buffered step did not land");
+                }
+            })),
+        );
+    }
+
+    /// Everything handed to the writer before this call is on disk once it returns (a
+    /// synced step written after them: the writer keeps their order).
+    pub async fn sync(&self) -> Result<(), JournalError> {
+        let mut step = Step::new();
+        step.put(Cf::Meta, SYNCED_AT, now_ms().to_be_bytes().to_vec());
+        step.synced();
+        self.commit(step).await
     }
 
     /// Queue a step for the writer (or, on a memory store, write it now); when it cannot

@@ -97,13 +97,7 @@ impl Ledger {
                         what: "opening",
                     });
                 }
-                let leg = Leg {
-                    account: a.id.into(),
-                    amount,
-                    state: LegState::Done,
-                    expires_ms: 0,
-                    kind: EntryType::Credit,
-                };
+                let leg = Leg::immediate(a.id, amount, EntryType::Credit);
                 let entry = self.write_entry(&mut step, EntryType::Credit, leg_id, &leg)?;
                 credits.push((leg_id, leg, entry));
             }

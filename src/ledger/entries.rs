@@ -41,6 +41,10 @@ pub enum EntryType {
     /// What a hold kept beyond the amount its completion posted, given back (the hold itself
     /// is closed by the `Post` beside it).
     Release,
+    /// Earned points taken back (their purchase reversed or refunded), whether or not they
+    /// are still there: the balance may go below zero, a debt that later earnings pay down
+    /// and that refuses spending meanwhile.
+    Clawback,
 }
 
 /// One ledger entry (stored per account, in order).
@@ -61,8 +65,17 @@ impl EntryType {
         match self {
             EntryType::Hold => 1,
             EntryType::Post | EntryType::Void | EntryType::Expire => -1,
-            EntryType::Credit | EntryType::Refund | EntryType::Debit | EntryType::Release => 0,
+            EntryType::Credit
+            | EntryType::Refund
+            | EntryType::Debit
+            | EntryType::Release
+            | EntryType::Clawback => 0,
         }
+    }
+
+    /// Does the entry take money that must be there (checked against what is available)?
+    pub fn takes_money(self) -> bool {
+        matches!(self, EntryType::Debit | EntryType::Hold)
     }
 }
 
@@ -73,7 +86,7 @@ impl LedgerEntry {
         let a = self.amount;
         let (posted, pending) = match self.kind {
             EntryType::Credit | EntryType::Refund => (b.posted.checked_add(a), Some(b.pending)),
-            EntryType::Debit => (b.posted.checked_sub(a), Some(b.pending)),
+            EntryType::Debit | EntryType::Clawback => (b.posted.checked_sub(a), Some(b.pending)),
             EntryType::Hold => (Some(b.posted), b.pending.checked_add(a)),
             EntryType::Post => (b.posted.checked_sub(a), b.pending.checked_sub(a)),
             EntryType::Void | EntryType::Expire | EntryType::Release => {

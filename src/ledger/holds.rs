@@ -37,6 +37,8 @@ impl Ledger {
             state: LegState::Pending,
             expires_ms: expires,
             kind: EntryType::Hold,
+            refunded: 0,
+            of: None,
         };
         self.place(step, leg_id, leg).await
     }
@@ -111,13 +113,7 @@ impl Ledger {
             let mut balance = self
                 .balance(account)
                 .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
-            let earned = Leg {
-                account: account.into(),
-                amount: points,
-                state: LegState::Done,
-                expires_ms: 0,
-                kind: EntryType::Credit,
-            };
+            let earned = Leg::immediate(account, points, EntryType::Credit);
             self.write_entry(&mut step, EntryType::Credit, credit_leg, &earned)?
                 .apply_to(&mut balance)?;
             credited = Some((balance, credit_leg, earned));
@@ -141,46 +137,91 @@ impl Ledger {
         let Some(first) = self.leg(leg_id)? else {
             return Err(LedgerError::UnknownLeg(leg_id.into()));
         };
+        if want == EntryType::Void && first.of.is_some() {
+            // A refund leg: undoing it touches the leg it gave back to.
+            return self.unrefund(leg_id).await;
+        }
         let _guard = self.lock(&first.account).await;
         // Read again under the lock: another task may have settled it meanwhile.
         let mut leg = self
             .leg(leg_id)?
             .ok_or_else(|| LedgerError::UnknownLeg(leg_id.into()))?;
         let current = self.balance(&leg.account).unwrap_or_default();
-        let (kind, state) = match (want, leg.state) {
-            (EntryType::Post, LegState::Pending) => (EntryType::Post, LegState::Posted),
-            (EntryType::Post, LegState::Posted) => return Ok(current),
-            (EntryType::Void, LegState::Pending) => (EntryType::Void, LegState::Voided),
-            (EntryType::Void, LegState::Posted) => (EntryType::Refund, LegState::Refunded),
-            (EntryType::Void, LegState::Voided | LegState::Refunded | LegState::Expired) => {
-                return Ok(current)
-            }
-            (EntryType::Void, LegState::Done) if leg.kind == EntryType::Debit => {
-                (EntryType::Refund, LegState::Refunded)
-            }
-            (EntryType::Void, LegState::Done) if leg.kind == EntryType::Credit => {
-                if current.available() < leg.amount {
-                    return Err(LedgerError::Insufficient {
-                        available: current.available(),
-                    });
-                }
-                (EntryType::Debit, LegState::Refunded)
-            }
-            (EntryType::Expire, LegState::Pending) => (EntryType::Expire, LegState::Expired),
-            (_, state) => {
-                return Err(LedgerError::WrongState {
-                    leg: leg_id.into(),
-                    state,
-                    what: match want {
-                        EntryType::Post => "posting",
-                        EntryType::Expire => "expiry",
-                        _ => "voiding",
-                    },
-                })
-            }
+        let Some((kind, amount, state)) = transition(leg_id, &leg, current, want)? else {
+            return Ok(current);
         };
         leg.state = state;
-        self.record(Step::new(), kind, leg_id, &leg).await
+        self.record_amount(Step::new(), kind, amount, leg_id, &leg)
+            .await
+    }
+
+    /// Undo a purchase's leg (as [`Ledger::void`]) and take back the points it earned
+    /// (`points`, the leg of their credit), in one step. The money always goes back; the
+    /// points are taken back whether or not they are still there: spent, they leave a
+    /// recorded debt on the points account (a negative balance, shown in its balance and
+    /// history, paid down by later earnings, refusing spending meanwhile). Points given back
+    /// already (a partial refund) are not taken twice.
+    pub async fn void_clawing_back(
+        &self,
+        leg_id: &str,
+        points: &str,
+    ) -> Result<Balance, LedgerError> {
+        let Some(first) = self.leg(leg_id)? else {
+            return Err(LedgerError::UnknownLeg(leg_id.into()));
+        };
+        if first.of.is_some() {
+            return self.unrefund(leg_id).await;
+        }
+        let Some(earned) = self.leg(points)? else {
+            return self.void(leg_id).await;
+        };
+        let mut accounts = [first.account.as_str(), earned.account.as_str()];
+        accounts.sort_unstable();
+        let _first = self.lock(accounts[0]).await;
+        let _second = if accounts[1] != accounts[0] {
+            Some(self.lock(accounts[1]).await)
+        } else {
+            None
+        };
+        let mut leg = self
+            .leg(leg_id)?
+            .ok_or_else(|| LedgerError::UnknownLeg(leg_id.into()))?;
+        let mut earned = self
+            .leg(points)?
+            .ok_or_else(|| LedgerError::UnknownLeg(points.into()))?;
+        let current = self.balance(&leg.account).unwrap_or_default();
+        let mut step = Step::new();
+        let mut after = current;
+        let moved = transition(leg_id, &leg, current, EntryType::Void)?;
+        if let Some((kind, amount, state)) = moved {
+            leg.state = state;
+            self.write_entry_of(&mut step, kind, amount, leg_id, &leg)?
+                .apply_to(&mut after)?;
+        }
+        let claw = earned.amount.saturating_sub(earned.refunded);
+        let clawing = earned.kind == EntryType::Credit
+            && earned.state == LegState::Done
+            && claw > 0
+            && earned.account != leg.account;
+        let mut points_after = self.balance(&earned.account).unwrap_or_default();
+        if clawing {
+            earned.state = LegState::Refunded;
+            earned.refunded = earned.amount;
+            self.write_entry_of(&mut step, EntryType::Clawback, claw, points, &earned)?
+                .apply_to(&mut points_after)?;
+        }
+        if moved.is_none() && !clawing {
+            return Ok(current);
+        }
+        step.synced();
+        self.journal.commit(step).await.map_err(storage)?;
+        if let Some((kind, _, _)) = moved {
+            self.applied(after, leg_id, &leg, kind);
+        }
+        if clawing {
+            self.applied(points_after, points, &earned, EntryType::Clawback);
+        }
+        Ok(after)
     }
 
     /// Release every pending hold past its expiry. Returns how many.
@@ -212,5 +253,48 @@ impl Ledger {
     /// Holds placed and not yet posted, voided or expired.
     pub fn open_holds(&self) -> i64 {
         self.open_holds.load(Ordering::Relaxed)
+    }
+}
+
+/// What settling `leg` as `want` (post, void, expire) writes: the entry, its amount and the
+/// leg's new state; `None` when it is settled that way already. A void gives back what
+/// refunds have not.
+fn transition(
+    leg_id: &str,
+    leg: &Leg,
+    current: Balance,
+    want: EntryType,
+) -> Result<Option<(EntryType, i64, LegState)>, LedgerError> {
+    let left = leg.amount.saturating_sub(leg.refunded).max(0);
+    let to = |kind, amount, state| Ok(Some((kind, amount, state)));
+    match (want, leg.state) {
+        (EntryType::Post, LegState::Pending) => to(EntryType::Post, leg.amount, LegState::Posted),
+        (EntryType::Post, LegState::Posted) => Ok(None),
+        (EntryType::Void, LegState::Pending) => to(EntryType::Void, leg.amount, LegState::Voided),
+        (EntryType::Void, LegState::Posted) => to(EntryType::Refund, left, LegState::Refunded),
+        (EntryType::Void, LegState::Voided | LegState::Refunded | LegState::Expired) => Ok(None),
+        (EntryType::Void, LegState::Done) if leg.kind == EntryType::Debit => {
+            to(EntryType::Refund, left, LegState::Refunded)
+        }
+        (EntryType::Void, LegState::Done) if leg.kind == EntryType::Credit => {
+            if current.available() < leg.amount {
+                return Err(LedgerError::Insufficient {
+                    available: current.available(),
+                });
+            }
+            to(EntryType::Debit, leg.amount, LegState::Refunded)
+        }
+        (EntryType::Expire, LegState::Pending) => {
+            to(EntryType::Expire, leg.amount, LegState::Expired)
+        }
+        (_, state) => Err(LedgerError::WrongState {
+            leg: leg_id.into(),
+            state,
+            what: match want {
+                EntryType::Post => "posting",
+                EntryType::Expire => "expiry",
+                _ => "voiding",
+            },
+        }),
     }
 }

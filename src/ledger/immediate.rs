@@ -2,7 +2,7 @@
 //! (recharges, balance refunds, a wallet's debit and the points it earns). Each is a leg
 //! in state `Done`, which a void can still reverse.
 
-use super::{Balance, EntryType, Ledger, LedgerError, Leg, LegState};
+use super::{Balance, EntryType, Ledger, LedgerError, Leg};
 use crate::journal::Step;
 
 impl Ledger {
@@ -52,18 +52,11 @@ impl Ledger {
         credit: (&str, i64, &str),
     ) -> Result<Balance, LedgerError> {
         let (credit_account, credit_amount, credit_leg) = credit;
-        let immediate = |account: &str, amount, kind| Leg {
-            account: account.into(),
-            amount,
-            state: LegState::Done,
-            expires_ms: 0,
-            kind,
-        };
         let legs = [
-            (leg_id, immediate(account, amount, EntryType::Debit)),
+            (leg_id, Leg::immediate(account, amount, EntryType::Debit)),
             (
                 credit_leg,
-                immediate(credit_account, credit_amount, EntryType::Credit),
+                Leg::immediate(credit_account, credit_amount, EntryType::Credit),
             ),
         ];
         self.place_all(step, &legs).await
@@ -77,13 +70,7 @@ impl Ledger {
         leg_id: &str,
         kind: EntryType,
     ) -> Result<Balance, LedgerError> {
-        let leg = Leg {
-            account: account.into(),
-            amount,
-            state: LegState::Done,
-            expires_ms: 0,
-            kind,
-        };
-        self.place(step, leg_id, leg).await
+        self.place(step, leg_id, Leg::immediate(account, amount, kind))
+            .await
     }
 }

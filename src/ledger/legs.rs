@@ -30,6 +30,40 @@ pub struct Leg {
     /// What placed the leg: a hold, or an immediate credit or debit.
     #[serde(default = "hold_kind")]
     pub kind: EntryType,
+    /// Of a leg that took money: how much refunds have given back of it; of earned points
+    /// (a credit beside a purchase): how many have been taken back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refunded: i64,
+    /// Of a refund leg: the leg it gives money back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl Leg {
+    /// A leg placed at once (no hold): a credit or debit, final.
+    pub fn immediate(account: &str, amount: i64, kind: EntryType) -> Leg {
+        Leg {
+            account: account.into(),
+            amount,
+            state: LegState::Done,
+            expires_ms: 0,
+            kind,
+            refunded: 0,
+            of: None,
+        }
+    }
+
+    /// Is `new`, asked under this leg's id, a repeat of it (the same account, kind and
+    /// amount — a completed hold stands for less than it held)? Otherwise the id collides.
+    pub fn repeated_by(&self, new: &Leg) -> bool {
+        let amount = self.amount == new.amount
+            || (self.state == LegState::Posted && self.amount <= new.amount);
+        self.account == new.account && self.kind == new.kind && amount
+    }
 }
 
 fn hold_kind() -> EntryType {

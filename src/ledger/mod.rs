@@ -29,6 +29,7 @@ mod history;
 mod holds;
 mod immediate;
 mod legs;
+mod refunds;
 mod write;
 
 pub use accounts::{Account, NewAccount};
@@ -66,6 +67,10 @@ pub enum LedgerError {
     BadAmount,
     #[error("the balance would leave the range the ledger can hold")]
     OutOfRange,
+    /// A leg id already placed by another operation (another account, kind or amount): a
+    /// refusal, never a silent repeat.
+    #[error("leg {0} exists for another operation")]
+    LegCollision(String),
     #[error("ledger storage: {0}")]
     Storage(String),
 }
@@ -125,7 +130,9 @@ impl Ledger {
             if e.apply_to(&mut b).is_err() {
                 tracing::error!(account = %e.account, seq = e.seq, "ledger replay: entry out of range, skipped");
             }
-            if b.available() < 0 {
+            // Only an entry that takes money must leave something available: a clawback of
+            // earned points may leave a recorded debt (see `holds`).
+            if b.available() < 0 && e.kind.takes_money() {
                 tracing::error!(account = %e.account, "ledger replay: available below zero");
             }
         }

@@ -47,7 +47,10 @@ impl Ledger {
         for account in &accounts {
             _guards.push(self.lock(account).await);
         }
-        if self.leg(first_id)?.is_some() {
+        if let Some(placed) = self.leg(first_id)? {
+            if !placed.repeated_by(first) {
+                return Err(LedgerError::LegCollision((*first_id).to_string()));
+            }
             return self
                 .balance(&first.account)
                 .ok_or_else(|| LedgerError::UnknownAccount(first.account.clone()));
@@ -64,7 +67,10 @@ impl Ledger {
                     .balance(&leg.account)
                     .ok_or_else(|| LedgerError::UnknownAccount(leg.account.clone()))?,
             };
-            if self.leg(leg_id)?.is_some() {
+            if let Some(placed) = self.leg(leg_id)? {
+                if !placed.repeated_by(leg) {
+                    return Err(LedgerError::LegCollision((*leg_id).to_string()));
+                }
                 continue; // done already (by an earlier attempt of its own)
             }
             let takes_money = matches!(leg.kind, EntryType::Debit | EntryType::Hold);
@@ -101,23 +107,32 @@ impl Ledger {
             .unwrap_or_default())
     }
 
-    /// Write an entry and the leg's new state (with the caller's writes, if any) as one
-    /// synced step, then apply the entry.
-    /// Called with the account's lock held.
-    pub(super) async fn record(
+    /// Write an entry of `amount` and the leg's new state (with the caller's writes, if
+    /// any) as one synced step, then apply it; of nothing (a leg refunds gave all of back,
+    /// voided), only the leg's new state. Called with the account's lock held.
+    pub(super) async fn record_amount(
         &self,
         mut step: Step,
         kind: EntryType,
+        amount: i64,
         leg_id: &str,
         leg: &Leg,
     ) -> Result<Balance, LedgerError> {
-        let (account, amount) = (leg.account.as_str(), leg.amount);
-        let entry = self.write_entry(&mut step, kind, leg_id, leg)?;
+        let account = leg.account.as_str();
         let mut after = self.balance(account).unwrap_or_default();
-        entry.apply_to(&mut after)?;
+        if amount == 0 {
+            self.put_leg(&mut step, leg_id, leg)?;
+        } else {
+            self.write_entry_of(&mut step, kind, amount, leg_id, leg)?
+                .apply_to(&mut after)?;
+        }
         // The invariant, checked before anything is written.
         assert!(
-            after.available() >= 0 || matches!(kind, EntryType::Credit | EntryType::Refund),
+            after.available() >= 0
+                || matches!(
+                    kind,
+                    EntryType::Credit | EntryType::Refund | EntryType::Clawback
+                ),
             "ledger: {kind:?} of {amount} would leave {account} at {}",
             after.available()
         );
@@ -125,6 +140,21 @@ impl Ledger {
         self.journal.commit(step).await.map_err(storage)?;
         self.applied(after, leg_id, leg, kind);
         Ok(after)
+    }
+
+    /// A leg's new state (no entry), to a step.
+    pub(super) fn put_leg(
+        &self,
+        step: &mut Step,
+        leg_id: &str,
+        leg: &Leg,
+    ) -> Result<(), LedgerError> {
+        step.put(
+            Cf::LedgerLegs,
+            leg_id.as_bytes(),
+            serde_json::to_vec(leg).map_err(storage)?,
+        );
+        Ok(())
     }
 
     /// Add a new entry on the leg's account (of the leg's amount), and the leg's new state,

@@ -477,19 +477,20 @@ const MAX_BATCH: usize = 64;
 
 /// Write `first` and every frame already waiting in `queue` (up to [`MAX_BATCH`]) with one
 /// flush: a burst of answers costs one write system call instead of one each, and a lone
-/// frame is written at once, as before. On error, `unsent` holds the messages of the batch:
-/// none of them is known to have reached the peer.
+/// frame is written at once, as before. `batch` holds the messages of the batch (not
+/// keep-alives): written, on success; on error, none of them is known to have reached the
+/// peer.
 pub async fn send_batch<S>(
     sink: &mut S,
     queue: &mut tokio::sync::mpsc::Receiver<Frame>,
     first: Frame,
-    unsent: &mut Vec<Bytes>,
+    batch: &mut Vec<Bytes>,
 ) -> Result<(), FrameError>
 where
     S: futures::Sink<Frame, Error = FrameError> + Unpin,
 {
     use futures::SinkExt;
-    unsent.clear();
+    batch.clear();
     // Under load, other tasks are about to produce frames for this connection: let them run
     // first, so that one write carries them all (a write to a socket costs far more than a
     // frame's bytes).
@@ -497,15 +498,18 @@ where
         tokio::task::yield_now().await;
     }
     let mut next = Some(first);
+    let mut frames = 0;
     while let Some(frame) = next.take() {
-        unsent.push(frame.message.clone());
+        frames += 1;
+        if !frame.is_keep_alive() {
+            batch.push(frame.message.clone());
+        }
         sink.feed(frame).await?;
-        if unsent.len() < MAX_BATCH {
+        if frames < MAX_BATCH {
             next = queue.try_recv().ok();
         }
     }
     sink.flush().await?;
-    unsent.clear();
     Ok(())
 }
 

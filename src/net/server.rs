@@ -5,13 +5,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -22,11 +23,73 @@ use super::framing::{send_batch, Frame, FrameCodec, Framing};
 pub trait Service: Send + Sync + 'static {
     fn call(&self, request: Bytes, peer: Arc<str>) -> BoxFuture<Vec<Bytes>>;
 
-    /// An answer that could not be delivered: the peer had gone, or the write failed.
+    /// An answer that could not be delivered: the peer had gone, the write failed, or the
+    /// server stopped before writing it.
     fn undelivered(&self, _answer: Bytes) {}
+
+    /// Answers written to the peer's socket (the write returned), one call per write.
+    fn delivered(&self, _answers: &[Bytes]) {}
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Work in progress (connections, requests, follow-ups) that a graceful stop waits for.
+#[derive(Clone, Default)]
+pub struct WorkCount(Arc<WorkInner>);
+
+#[derive(Default)]
+struct WorkInner {
+    n: AtomicUsize,
+    idle: Notify,
+}
+
+/// One piece of work in progress; dropping it says it is done.
+pub struct WorkGuard(Arc<WorkInner>);
+
+impl WorkCount {
+    pub fn enter(&self) -> WorkGuard {
+        self.0.n.fetch_add(1, Ordering::SeqCst);
+        WorkGuard(self.0.clone())
+    }
+
+    /// How much is in progress now.
+    pub fn count(&self) -> usize {
+        self.0.n.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once nothing is in progress.
+    pub async fn idle(&self) {
+        loop {
+            let idle = self.0.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A listener's part in a graceful stop (SIGTERM, Ctrl-C): once `draining`, it accepts no
+/// connection and its connections read no new request, but requests in flight are answered
+/// and their answers written; once `abandon`ed (the drain's time is up), connections write
+/// nothing more and hand what they still hold to [`Service::undelivered`]. `work` counts the
+/// connections and requests still going.
+#[derive(Clone, Default)]
+pub struct Drain {
+    pub draining: CancellationToken,
+    pub abandon: CancellationToken,
+    pub work: WorkCount,
+}
 
 /// Listener limits.
 #[derive(Debug, Clone)]
@@ -46,10 +109,23 @@ pub async fn serve(
     service: Arc<dyn Service>,
     stop: CancellationToken,
 ) {
+    serve_draining(name, listener, limits, service, stop, Drain::default()).await
+}
+
+/// As [`serve`], until `drain` begins too (a graceful stop: see [`Drain`]).
+pub async fn serve_draining(
+    name: Arc<str>,
+    listener: TcpListener,
+    limits: ServerLimits,
+    service: Arc<dyn Service>,
+    stop: CancellationToken,
+    drain: Drain,
+) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = drain.draining.cancelled() => return,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -69,18 +145,37 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (name, limits, service, stop) =
-            (name.clone(), limits.clone(), service.clone(), stop.clone());
+        let (name, limits, service, stop, drain) = (
+            name.clone(),
+            limits.clone(),
+            service.clone(),
+            stop.clone(),
+            drain.clone(),
+        );
+        let working = drain.work.enter();
         tokio::spawn(async move {
+            let _working = working;
             let peer: Arc<str> = peer.to_string().into();
             metrics::gauge!("cyberswitch_connections", "listener" => name.to_string())
                 .increment(1.0);
-            connection(&name, stream, peer, &limits, service, stop).await;
+            connection(&name, stream, peer, &limits, service, stop, drain).await;
             metrics::gauge!("cyberswitch_connections", "listener" => name.to_string())
                 .decrement(1.0);
             drop(permit);
         });
     }
+}
+
+/// Why a connection stopped reading.
+#[derive(PartialEq)]
+enum Ended {
+    /// The peer closed, a framing error, an idle timeout: answers still to come are
+    /// undelivered.
+    Peer,
+    /// The server stops at once.
+    Stop,
+    /// A graceful stop: answers still to come are written.
+    Drain,
 }
 
 async fn connection(
@@ -90,6 +185,7 @@ async fn connection(
     limits: &ServerLimits,
     service: Arc<dyn Service>,
     stop: CancellationToken,
+    drain: Drain,
 ) {
     let codec = FrameCodec::new(limits.framing, limits.max_frame);
     // A small first read buffer: most connections are idle most of the time, and the buffer
@@ -101,31 +197,47 @@ async fn connection(
     // Set when the peer has gone: answers produced after that count as undelivered.
     let gone = CancellationToken::new();
     let writer_service = service.clone();
+    let abandon = drain.abandon.clone();
     let writer = tokio::spawn(async move {
-        let mut unsent = Vec::new();
-        while let Some(frame) = rx.recv().await {
-            if let Err(e) = send_batch(&mut sink, &mut rx, frame, &mut unsent).await {
-                tracing::debug!(error = %e, "write failed; closing");
-                for answer in unsent.drain(..) {
-                    writer_service.undelivered(answer);
+        let mut batch = Vec::new();
+        loop {
+            // A batch being written is finished; once abandoned, no new one begins.
+            let next = tokio::select! {
+                biased;
+                _ = abandon.cancelled() => None,
+                f = rx.recv() => f,
+            };
+            let Some(frame) = next else { break };
+            match send_batch(&mut sink, &mut rx, frame, &mut batch).await {
+                Ok(()) => writer_service.delivered(&batch),
+                Err(e) => {
+                    tracing::debug!(error = %e, "write failed; closing");
+                    for answer in batch.drain(..) {
+                        writer_service.undelivered(answer);
+                    }
+                    break;
                 }
-                rx.close();
-                while let Some(rest) = rx.recv().await {
-                    writer_service.undelivered(rest.message);
-                }
-                break;
+            }
+        }
+        // Whatever is still queued will never be written.
+        rx.close();
+        while let Some(rest) = rx.recv().await {
+            if !rest.is_keep_alive() {
+                writer_service.undelivered(rest.message);
             }
         }
     });
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
-    loop {
+    let ended = loop {
         // Back-pressure: no new request is read while this connection has too many open.
         let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.cancelled() => break Ended::Stop,
+            _ = drain.draining.cancelled() => break Ended::Drain,
+            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Ended::Stop },
         };
         let next = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => break Ended::Stop,
+            _ = drain.draining.cancelled() => break Ended::Drain,
             n = tokio::time::timeout(limits.idle_timeout, frames.next()) => n,
         };
         let frame = match next {
@@ -133,25 +245,27 @@ async fn connection(
                 metrics::counter!("cyberswitch_idle_timeouts_total", "listener" => name.to_string())
                     .increment(1);
                 tracing::info!(listener = name, %peer, "idle timeout; closing");
-                break;
+                break Ended::Peer;
             }
-            Ok(None) => break,
+            Ok(None) => break Ended::Peer,
             Ok(Some(Err(e))) => {
                 metrics::counter!("cyberswitch_frame_errors_total", "link" => name.to_string(), "reason" => e.label())
                     .increment(1);
                 tracing::warn!(listener = name, %peer, error = %e, "framing error; closing");
-                break;
+                break Ended::Peer;
             }
             Ok(Some(Ok(frame))) => frame,
         };
         if frame.is_keep_alive() {
             if tx.send(Frame::keep_alive()).await.is_err() {
-                break;
+                break Ended::Peer;
             }
             continue;
         }
         let (service, tx, peer, gone) = (service.clone(), tx.clone(), peer.clone(), gone.clone());
+        let working = drain.work.enter();
         tokio::spawn(async move {
+            let _working = working;
             let answers = service.call(frame.message.clone(), peer).await;
             for answer in answers {
                 if gone.is_cancelled() {
@@ -162,9 +276,15 @@ async fn connection(
             }
             drop(permit);
         });
+    };
+    drop(tx);
+    if ended == Ended::Drain {
+        // Requests in flight are answered and their answers written; the writer ends once
+        // they are all done (or the drain is abandoned), then the connection closes.
+        let _ = writer.await;
+        return;
     }
     gone.cancel();
-    drop(tx);
     // Let answers already computed go out, then close.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }

@@ -365,6 +365,7 @@ mod tests {
                 balance: 10_000,
             }],
             behaviours: Vec::new(),
+            reconciliation_skew: 0,
         }
     }
 

@@ -78,6 +78,10 @@ pub async fn credit_leg(
                 .unwrap_or(ResponseCode::SystemMalfunction.as_bytes());
             CreditOutcome::Declined(String::from_utf8_lossy(code).into_owned())
         }
+        // A transaction needing more legs than it may have is declined (nothing sent).
+        LegOutcome::TooManyLegs => {
+            CreditOutcome::Declined(ResponseCode::NotPermitted.as_str().into())
+        }
         LegOutcome::Declined(None) | LegOutcome::Unanswered | LegOutcome::NotRecorded => {
             CreditOutcome::Unanswered
         }
@@ -112,9 +116,18 @@ pub async fn pass_through(
     match credit_leg(sw, req, txn, pan, amount).await {
         CreditOutcome::Approved { response, .. } => {
             let mut resp = answer(req, ResponseCode::Approved);
-            for n in [de::AUTH_CODE, de::ADDITIONAL_AMOUNTS] {
-                if let Some(v) = response.get(n) {
-                    resp.set(n, v);
+            // Only what the terminal's layout can carry: a host's malformed field must not
+            // turn an approval into an answer that cannot be sent.
+            let auth = auth_of(&response);
+            if !auth.is_empty() {
+                resp.set(de::AUTH_CODE, &padded_auth(&auth));
+            }
+            if let Some(v) = response.get(de::ADDITIONAL_AMOUNTS) {
+                match additional_amounts(v) {
+                    Some(blocks) => {
+                        resp.set(de::ADDITIONAL_AMOUNTS, &blocks);
+                    }
+                    None => tracing::warn!("acquirer's field 54 is malformed: not relayed"),
                 }
             }
             resp
@@ -123,4 +136,43 @@ pub async fn pass_through(
         CreditOutcome::Unanswered => answer(req, ResponseCode::IssuerInoperative),
         CreditOutcome::NoRoute => answer(req, ResponseCode::InvalidCard),
     }
+}
+
+/// A host's approval code (field 38) as a terminal may be given it, trimmed: one to six
+/// letters, digits or spaces. Anything else is not echoed (empty; logged): a host's
+/// malformed field must not make an approval fail to encode, nor break an `LG` element.
+pub(super) fn auth_of(answer: &OwnedMessage) -> String {
+    let Some(v) = answer.get(de::AUTH_CODE) else {
+        return String::new();
+    };
+    let ok =
+        !v.is_empty() && v.len() <= 6 && v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ');
+    if !ok {
+        tracing::warn!(
+            len = v.len(),
+            "a host's approval code is malformed: not relayed"
+        );
+        return String::new();
+    }
+    String::from_utf8_lossy(v).trim().to_string()
+}
+
+/// An approval code padded to field 38's six characters.
+pub(super) fn padded_auth(auth: &str) -> Vec<u8> {
+    let mut a = auth.as_bytes().to_vec();
+    a.resize(6, b' ');
+    a.truncate(6);
+    a
+}
+
+/// A host's field 54 as the terminal's layout holds it: its blocks parsed and written again
+/// (at most six); `None` when they do not parse.
+pub(super) fn additional_amounts(v: &[u8]) -> Option<Vec<u8>> {
+    let blocks = crate::iso8583::AdditionalAmount::parse_all(v).ok()?;
+    if blocks.is_empty() {
+        return None;
+    }
+    Some(crate::iso8583::AdditionalAmount::encode_all(
+        &blocks[..blocks.len().min(6)],
+    ))
 }

@@ -97,6 +97,19 @@ pub async fn reverse_answered(
     key: &str,
     reason: &str,
 ) -> Result<Option<TxnState>, JournalError> {
+    reverse_answered_with(journal, saf, key, reason, None).await
+}
+
+/// As [`reverse_answered`]; `index`, when given, replaces the transaction's answer in the
+/// duplicate index in the same step (an undelivered approval withdrawn: a repeat of its
+/// request must not be told it was approved).
+pub async fn reverse_answered_with(
+    journal: &Journal,
+    saf: &Saf,
+    key: &str,
+    reason: &str,
+    index: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<Option<TxnState>, JournalError> {
     let Some(mut record) = load(journal, key)? else {
         return Ok(None);
     };
@@ -105,6 +118,11 @@ pub async fn reverse_answered(
         return Ok(Some(found));
     }
     let mut change = Amendment::new(saf);
+    // No longer waiting to be known delivered (see [`super::delivery`]).
+    change.step.delete(Cf::OpenTxns, key.as_bytes());
+    if let Some((k, v)) = index {
+        change.step.put(Cf::Dedup, k, v);
+    }
     let live: Vec<usize> = (0..record.legs.len())
         .filter(|&i| record.legs[i].state.may_hold_money())
         .collect();
@@ -236,6 +254,8 @@ pub async fn complete_answered(
         Err(outcome) => return Ok(outcome),
     };
     let mut change = Amendment::new(saf);
+    // Its terminal completes it: it had the approval.
+    change.step.delete(Cf::OpenTxns, key.as_bytes());
     for (i, leg_amount) in plan {
         change.complete_leg(key, &mut record, i, leg_amount);
     }
@@ -271,24 +291,103 @@ fn completion_plan(
     }
 }
 
-/// Start-up recovery: every transaction still open was never answered; its legs that may hold
-/// money are reversed through the queue. Returns how many transactions were recovered.
-pub async fn recover(journal: &Journal, saf: &Saf) -> Result<usize, String> {
+/// How start-up recovery treats approvals not known to be delivered (see
+/// [`super::delivery`]).
+pub struct Recovery<'a> {
+    /// An approval answered at least this long before the last sign of life was not
+    /// delivered; a younger one is in doubt.
+    pub doubt_ms: i64,
+    /// The answer a repeat gets once an undelivered approval is reversed: from the
+    /// listener's name and the approval as it was encoded.
+    pub withdraw: &'a Withdraw<'a>,
+}
+
+/// Makes the answer a repeat of a withdrawn approval gets: from its listener's name and the
+/// approval as it was encoded.
+pub type Withdraw<'a> = dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + Sync + 'a;
+
+/// What start-up recovery did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Transactions left open (never answered): their legs reversed.
+    pub open: usize,
+    /// Approvals journaled and never written to their terminal: reversed.
+    pub undelivered: usize,
+    /// Approvals that may have reached their terminal in the last moments: left to it.
+    pub in_doubt: usize,
+}
+
+/// Start-up recovery: every transaction still open was never answered; its legs that may
+/// hold money are reversed through the queue. An approval still `delivering` is reversed
+/// too when it was answered long enough before the last sign of life (it was never written
+/// to its terminal), and left in doubt otherwise (see [`super::delivery`]).
+pub async fn recover(
+    journal: &Journal,
+    saf: &Saf,
+    policy: &Recovery<'_>,
+) -> Result<Recovered, String> {
     let open = journal.scan(Cf::OpenTxns, b"")?;
+    let alive = super::delivery::last_alive(journal);
+    let mut done = Recovered::default();
     let mut change = Amendment::new(saf);
-    for (key, _) in &open {
+    for (key, value) in &open {
         let text_key = String::from_utf8_lossy(key).into_owned();
         change.step.delete(Cf::OpenTxns, key.clone());
         let Some(mut record) = load(journal, &text_key).map_err(|e| e.to_string())? else {
             continue;
         };
-        let reversed = change.reverse_live_legs(&text_key, &mut record);
-        record.state = TxnState::Recovered;
-        let why = format!("open at start-up: {reversed} leg(s) queued for reversal");
-        change.write(&text_key, &record, EntryKind::Recovery, why);
-        tracing::warn!(txn = %text_key, reversed, "recovered an unanswered transaction");
+        match (record.state, super::delivery::delivering_since(value)) {
+            (TxnState::Open, _) => {
+                let reversed = change.reverse_live_legs(&text_key, &mut record);
+                record.state = TxnState::Recovered;
+                let why = format!("open at start-up: {reversed} leg(s) queued for reversal");
+                change.write(&text_key, &record, EntryKind::Recovery, why);
+                tracing::warn!(txn = %text_key, reversed, "recovered an unanswered transaction");
+                done.open += 1;
+            }
+            (TxnState::Answered, Some(answered)) if record.approved() => {
+                let undelivered =
+                    alive.is_some_and(|alive| answered <= alive.saturating_sub(policy.doubt_ms));
+                if !undelivered {
+                    let why = "approval not known delivered when the switch stopped: in doubt, left to its terminal".to_string();
+                    change
+                        .step
+                        .append(Entry::new(EntryKind::Recovery, &text_key, "", why));
+                    tracing::warn!(txn = %text_key, "recovery: an approval may not have reached its terminal (in doubt; its repeat gets the approval, its reversal undoes it)");
+                    done.in_doubt += 1;
+                    continue;
+                }
+                let reversed = change.reverse_live_legs(&text_key, &mut record);
+                record.state = TxnState::Reversed;
+                if let Some(withdrawn) = withdrawn_answer(journal, &text_key, policy) {
+                    change.step.put(Cf::Dedup, key.clone(), withdrawn);
+                }
+                let why = format!(
+                    "reversed at start-up: approval never written to its terminal; {reversed} leg(s) queued for reversal"
+                );
+                change.write(&text_key, &record, EntryKind::Recovery, why);
+                tracing::warn!(txn = %text_key, reversed, "recovery: an undelivered approval is reversed");
+                done.undelivered += 1;
+            }
+            // Reversed or declined since: nothing to do.
+            _ => {}
+        }
     }
     change.commit(journal).await.map_err(|e| e.to_string())?;
-    metrics::counter!("cyberswitch_recovered_transactions_total").increment(open.len() as u64);
-    Ok(open.len())
+    metrics::counter!("cyberswitch_recovered_transactions_total").increment(done.open as u64);
+    metrics::counter!("cyberswitch_recovered_undelivered_total").increment(done.undelivered as u64);
+    metrics::counter!("cyberswitch_recovery_in_doubt_total").increment(done.in_doubt as u64);
+    Ok(done)
+}
+
+/// The duplicate index's value for `key` once its approval is withdrawn (same time, the
+/// answer as [`Recovery::withdraw`] makes it), if the index holds its answer.
+fn withdrawn_answer(journal: &Journal, key: &str, policy: &Recovery<'_>) -> Option<Vec<u8>> {
+    let raw = journal.get(Cf::Dedup, key.as_bytes()).ok().flatten()?;
+    let (at, answer) = raw.split_first_chunk::<8>()?;
+    let listener = super::registry::TxnId::from_record_key(key)?;
+    let withdrawn = (policy.withdraw)(listener.listener(), answer)?;
+    let mut value = at.to_vec();
+    value.extend_from_slice(&withdrawn);
+    Some(value)
 }

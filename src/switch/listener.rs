@@ -78,6 +78,10 @@ impl Service for ListenerService {
     fn undelivered(&self, answer: Bytes) {
         self.reverse_undelivered(&answer);
     }
+
+    fn delivered(&self, answers: &[Bytes]) {
+        self.switch.deliveries.delivered(answers);
+    }
 }
 
 impl ListenerService {
@@ -91,28 +95,31 @@ impl ListenerService {
         }
     }
 
-    /// SPEC F7: an approval the terminal never received is undone, every leg of it.
-    fn reverse_undelivered(&self, answer: &[u8]) {
-        let Ok(msg) = self.profile.spec.decode(answer) else {
+    /// SPEC F7: an approval the terminal never received is undone, every leg of it, and a
+    /// repeat of its request is answered 96 from then on. Only approvals on their way count
+    /// (a repeat's copy of an answer that reached its terminal first does not).
+    fn reverse_undelivered(&self, answer: &Bytes) {
+        let Some(undelivered) = self.switch.deliveries.undelivered(answer) else {
             return;
         };
-        let approved = msg.code().is_some_and(ResponseCode::is_approval);
-        if !approved || !matches!(msg.mti().class(), 1 | 2) {
-            return;
-        }
-        let Some(id) = TxnId::of(&self.name, &msg) else {
-            return;
-        };
-        let key = id.record_key();
         let switch = self.switch.clone();
         let listener = self.name.to_string();
+        // A graceful stop waits for this to be recorded.
+        let working = switch.deliveries.reversals.enter();
         tokio::spawn(async move {
+            let _working = working;
+            let id = undelivered.id;
+            let key = id.record_key();
             let _one_at_a_time = switch.registry.hold(&id).await;
-            match super::followup::reverse_answered(
+            let index = undelivered
+                .withdrawn
+                .map(|a| (id.to_bytes(), switch.registry.index_value(&a)));
+            match super::followup::reverse_answered_with(
                 &switch.journal,
                 &switch.saf,
                 &key,
                 "approval not delivered",
+                index,
             )
             .await
             {
@@ -132,7 +139,7 @@ impl ListenerService {
 /// frame → decode → duplicate check → handle → encode.
 async fn process(
     switch: &Switch,
-    spec: &Spec,
+    spec: &Arc<Spec>,
     listener: &str,
     metrics: &ListenerMetrics,
     request: &[u8],
@@ -160,7 +167,7 @@ async fn process(
 /// duplicate check → handle → journal → encode, for a decoded request.
 async fn respond(
     switch: &Switch,
-    spec: &Spec,
+    spec: &Arc<Spec>,
     listener: &str,
     metrics: &ListenerMetrics,
     msg: Message<'_>,
@@ -183,10 +190,11 @@ async fn respond(
     let mut txn = Txn::begin(
         switch.journal.clone(),
         switch.saf.clone(),
-        switch.clock.as_ref(),
+        switch.clock.clone(),
         listener,
         &msg,
-    );
+    )
+    .with_max_legs(switch.config.limits.max_legs);
     let mut resp = switch.handle(&msg, &mut txn).await;
     if let Some(date) = txn.business_date() {
         resp.set(
@@ -224,12 +232,56 @@ async fn respond(
             f()
         }
     };
+    // Past a graceful stop's drain nothing more is journaled or sent: the transaction stays
+    // open, and recovery reverses its legs at the next start.
+    let Some(_passing) = switch.gate.pass() else {
+        tracing::warn!("stopping: answer dropped, its transaction left to recovery");
+        return None;
+    };
+    let mut ticket = ticket;
+    let mut awaits_delivery = false;
     if let Err(e) = txn.finish(&resp, index, landed).await {
-        // The answer is not on disk: it must not approve anything. What legs were recorded
-        // are reversed by recovery at the next start.
-        tracing::error!(error = %e, "journal unavailable: answering 96");
+        // The answer is not on disk: it must not approve anything. The terminal gets 96;
+        // in the background, that 96 and the reversal of every leg are written, retried
+        // until they land. Meanwhile repeats get the 96 from memory and a reversal of it
+        // waits for them.
+        tracing::error!(error = %e, "journal unavailable: answering 96, its legs to be reversed");
+        let rrn = resp.get(de::RRN).map(<[u8]>::to_vec);
         resp = answer(&msg, ResponseCode::SystemMalfunction);
+        if let Some(rrn) = rrn {
+            resp.set(de::RRN, &rrn);
+        }
         encoded = encode(spec, &resp).ok();
+        if txn.has_legs() {
+            let pinned = match &ticket {
+                Some(t) => Some(t.pin().await),
+                None => None,
+            };
+            let index = match (&ticket, &encoded) {
+                (Some(t), Some(bytes)) => {
+                    Some((t.id().to_bytes(), switch.registry.index_value(bytes)))
+                }
+                _ => None,
+            };
+            let on_indexed = ticket.as_ref().map(|t| t.on_indexed(&switch.registry));
+            txn.withdraw(&resp, index);
+            let stop = switch.stop.clone();
+            tokio::spawn(async move {
+                let _pinned = pinned;
+                let mut txn = txn;
+                if txn.commit_retrying(&stop).await {
+                    tracing::warn!("journal write landed: answered 96, legs reversed");
+                    if let Some(f) = on_indexed {
+                        f();
+                    }
+                }
+            });
+            if let Some(t) = ticket.take() {
+                t.answered(encoded.clone(), false);
+            }
+        }
+    } else {
+        awaits_delivery = txn.awaits_delivery();
     }
     testhooks::crash_point("journal-answer").await;
     let code = resp.get(de::RESPONSE_CODE).unwrap_or_default();
@@ -237,6 +289,11 @@ async fn respond(
     // One line per transaction would be the busiest log of all: the journal has them.
     tracing::debug!(code = %String::from_utf8_lossy(code), "answered");
 
+    if let (Some(ticket), Some(bytes), true) = (&ticket, &encoded, awaits_delivery) {
+        switch
+            .deliveries
+            .expect(bytes, ticket.id().clone(), spec.clone());
+    }
     if let Some(ticket) = ticket {
         ticket.answered(encoded.clone(), false);
     }

@@ -15,6 +15,7 @@
 
 pub mod completion;
 pub mod credit;
+pub mod delivery;
 pub mod followup;
 pub mod listener;
 pub mod mandatory;
@@ -65,6 +66,36 @@ pub struct Switch {
     rrns: Arc<rrn::Rrns>,
     /// Business days, cut-over, settlement (F13).
     pub books: Arc<crate::books::Books>,
+    /// Approvals on their way to their terminals (see [`delivery`]).
+    pub deliveries: Arc<delivery::Deliveries>,
+    /// Closed at the end of a graceful stop's drain: no answer is journaled after.
+    gate: Gate,
+    /// Cancelled when the switch stops (background retries give up: recovery takes over).
+    stop: CancellationToken,
+}
+
+/// What answers pass once they are decided: closed when a graceful stop gives up waiting,
+/// so that no approval is journaled that nobody would deliver (its transaction stays open
+/// for recovery instead).
+#[derive(Default)]
+struct Gate {
+    closed: std::sync::atomic::AtomicBool,
+    passing: crate::net::server::WorkCount,
+}
+
+impl Gate {
+    /// Pass, unless closed; the guard is held while the answer is journaled.
+    fn pass(&self) -> Option<crate::net::server::WorkGuard> {
+        use std::sync::atomic::Ordering;
+        // Counted before the check: [`Gate::close`] then waits for whoever got through.
+        let guard = self.passing.enter();
+        (!self.closed.load(Ordering::SeqCst)).then_some(guard)
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.passing.idle().await;
+    }
 }
 
 /// What a switch is made of; [`crate::daemon`] assembles it, tests may too.
@@ -102,7 +133,11 @@ impl Switch {
             clock.clone(),
             Duration::from_secs(config.limits.duplicate_window_s),
         ));
+        let deliveries = Arc::new(delivery::Deliveries::new(journal.clone()));
         let switch = Arc::new(Switch {
+            deliveries,
+            gate: Gate::default(),
+            stop: stop.clone(),
             config,
             directory,
             links,
@@ -118,6 +153,12 @@ impl Switch {
         });
         tokio::spawn(registry::sweeper(switch.registry.clone(), window, stop));
         Ok(switch)
+    }
+
+    /// The end of a graceful stop's drain: from now on no answer is journaled (nor sent);
+    /// returns once the answers being journaled have been.
+    pub async fn close(&self) {
+        self.gate.close().await;
     }
 
     /// The PIN key of a listener or link, if it has one.

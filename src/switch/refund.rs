@@ -242,7 +242,16 @@ async fn give_back(
         }
     };
     let units = amount.saturating_mul(rate_of(sw, &leg.link));
-    let request = refund_request(sw, req, link.next_stan(), &taken, units);
+    let mut request = refund_request(sw, req, link.next_stan(), &taken, units);
+    if link.is_local() {
+        // The hosted ledger knows a leg by its RRN (unique for ever); field 90 names it only
+        // by STAN and time, which repeat.
+        if let Some(rrn) = taken.get(de::RRN) {
+            let mut sd = SwitchData::new();
+            sd.push("OR", rrn);
+            request.set(de::SWITCH_DATA, sd.as_bytes());
+        }
+    }
     let of_leg = u32::try_from(of).unwrap_or(u32::MAX);
     match txn.send_refund_leg(link, request, amount, of_leg).await {
         LegOutcome::Approved { index, answer } => Ok(Given {
@@ -251,7 +260,7 @@ async fn give_back(
             link: leg.link.clone(),
             amount,
             units,
-            auth: text(&answer, de::AUTH_CODE),
+            auth: super::credit::auth_of(&answer),
             balance_after: crate::iso8583::AdditionalAmount::parse_all(
                 answer.get(de::ADDITIONAL_AMOUNTS).unwrap_or_default(),
             )
@@ -272,6 +281,7 @@ async fn give_back(
         LegOutcome::Declined(Some(a)) => Err(text(&a, de::RESPONSE_CODE)),
         LegOutcome::Declined(None) => Err(ResponseCode::IssuerInoperative.as_str().into()),
         LegOutcome::NotRecorded => Err(malfunction()),
+        LegOutcome::TooManyLegs => Err(ResponseCode::NotPermitted.as_str().into()),
     }
 }
 
@@ -348,9 +358,7 @@ fn approved(sw: &Switch, req: &Message<'_>, given: &[Given]) -> OwnedMessage {
     }
     let mut resp = answer(req, ResponseCode::Approved);
     if let Some(auth) = given.iter().rev().map(|g| &g.auth).find(|a| !a.is_empty()) {
-        let mut a = auth.clone().into_bytes();
-        a.resize(6, b' ');
-        resp.set(de::AUTH_CODE, &a[..6]);
+        resp.set(de::AUTH_CODE, &super::credit::padded_auth(auth));
     }
     if !data.is_empty() {
         resp.set(de::SWITCH_DATA, data.as_bytes());

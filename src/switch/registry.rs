@@ -84,6 +84,11 @@ impl TxnId {
         TxnId::of(listener, msg)
     }
 
+    /// The listener the request came in on.
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
     /// The key as stored in the journal's duplicate index.
     pub fn to_bytes(&self) -> Vec<u8> {
         format!(
@@ -203,6 +208,12 @@ impl Registry {
             .entry(id.clone())
             .or_insert_with(|| Entry::new(Stage::Idle))
             .clone();
+        // Answered and remembered in memory: a repeat gets it at once, even while a
+        // follow-up holds the transaction (an answer whose journal write is being retried
+        // in the background, see [`Ticket::pin`]).
+        if let Stage::Answered(Some(bytes)) = &*entry.stage.borrow() {
+            return Claim::Answered(bytes.clone());
+        }
         // A stage becomes in flight only under the follow-up lock, so a follow-up holding it
         // never sees its transaction start meanwhile (see [`Registry::hold`]).
         let _no_follow_up = entry.follow_ups.clone().lock_owned().await;
@@ -290,11 +301,10 @@ impl Registry {
     /// Forget settled entries older than `max_age` that nobody holds (a safety net: they go
     /// as soon as they settle). In-flight ones stay, however old.
     fn sweep(&self, max_age: Duration) {
-        self.entries.retain(|_, e| {
-            Arc::strong_count(e) > 1
-                || matches!(*e.stage.borrow(), Stage::InFlight)
-                || e.age() < max_age
-        });
+        // An answer not in the journal's index yet (its write is being retried) is what
+        // answers repeats meanwhile: kept however old.
+        self.entries
+            .retain(|_, e| Arc::strong_count(e) > 1 || !e.settled() || e.age() < max_age);
     }
 
     pub fn len(&self) -> usize {
@@ -333,6 +343,21 @@ impl Ticket<'_> {
         }
     }
 
+    /// Hold the transaction against follow-ups (a reversal waits) from before its answer is
+    /// published until the returned guard goes, while repeats get the answer at once: for an
+    /// answer whose journal write is retried in the background.
+    pub async fn pin(&self) -> Pinned {
+        let entry = self.entry.clone();
+        let guard = match &entry {
+            Some(e) => Some(e.follow_ups.clone().lock_owned().await),
+            None => None,
+        };
+        Pinned {
+            _guard: guard,
+            _entry: entry,
+        }
+    }
+
     /// The transaction is answered with these bytes: repeats waiting get them. `indexed`:
     /// the answer is in the journal's duplicate index already.
     pub fn answered(mut self, answer: Option<Bytes>, indexed: bool) {
@@ -359,6 +384,14 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         self.publish(None, false);
     }
+}
+
+/// A transaction held against follow-ups by its own request (see [`Ticket::pin`]). The
+/// entry is kept while it is held (a new entry would have a lock of its own); it goes at
+/// its next release or sweep.
+pub struct Pinned {
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _entry: Option<Arc<Entry>>,
 }
 
 /// A follow-up's hold on a transaction (see [`Registry::hold`]).

@@ -299,6 +299,8 @@ pub enum LegOutcome {
     Unanswered,
     /// The leg could not be recorded, so it was not sent.
     NotRecorded,
+    /// Not sent: the transaction has as many legs as it may (`limits.max_legs`).
+    TooManyLegs,
 }
 
 /// The transaction being processed, with the writes of its current step.
@@ -320,6 +322,12 @@ pub struct Txn {
     /// The business date the transaction holds (F13): its events are booked on it, and the
     /// cut-over that closes it waits for this transaction to end.
     day: Option<crate::books::DayTicket>,
+    clock: Arc<dyn Clock>,
+    /// Its answer is an approval kept `delivering` until written (see
+    /// [`super::delivery`]).
+    awaits_delivery: bool,
+    /// At most this many legs (`limits.max_legs`).
+    max_legs: usize,
 }
 
 impl Txn {
@@ -327,7 +335,7 @@ impl Txn {
     pub fn begin(
         journal: Arc<Journal>,
         saf: Arc<Saf>,
-        clock: &dyn Clock,
+        clock: Arc<dyn Clock>,
         listener: &str,
         req: &Message<'_>,
     ) -> Txn {
@@ -373,10 +381,24 @@ impl Txn {
             queued: Vec::new(),
             local_date: req.str(de::LOCAL_DATE).and_then(|d| d.trim().parse().ok()),
             day,
+            clock,
+            awaits_delivery: false,
+            max_legs: usize::MAX,
         };
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
         txn
+    }
+
+    /// At most `n` legs: one more is not sent ([`LegOutcome::TooManyLegs`]).
+    pub fn with_max_legs(mut self, n: usize) -> Txn {
+        self.max_legs = n;
+        self
+    }
+
+    /// May no more legs be sent?
+    pub fn at_leg_limit(&self) -> bool {
+        self.record.legs.len() >= self.max_legs
     }
 
     /// The transaction's key (terminal, STAN, transmission time); `None` for messages that
@@ -509,6 +531,13 @@ impl Txn {
         role: LegRole,
         refunds_leg: Option<u32>,
     ) -> LegOutcome {
+        if self.at_leg_limit() {
+            tracing::warn!(
+                legs = self.record.legs.len(),
+                "leg limit reached: leg not sent"
+            );
+            return LegOutcome::TooManyLegs;
+        }
         // The host books the leg on the date it is told (F13), as the switch does.
         if let Some(date) = self.business_date() {
             request.set(
@@ -666,6 +695,11 @@ impl Txn {
         }
     }
 
+    /// Its answer, once journaled, is an approval that must be known delivered.
+    pub fn awaits_delivery(&self) -> bool {
+        self.awaits_delivery
+    }
+
     pub fn leg_count(&self) -> usize {
         self.record.legs.len()
     }
@@ -712,11 +746,23 @@ impl Txn {
                 }
                 self.index_references(&key);
                 self.put_record();
-                self.step.delete(Cf::OpenTxns, key.as_bytes());
+                // An approval stays in `open_txns` until it is known delivered (removed
+                // once written to its socket, see [`super::delivery`]); anything else leaves.
+                let approved = self.record.approved();
+                let class = self.record.summary.as_ref().and_then(|s| s.mti.get(1..2));
+                if approved && matches!(class, Some("1" | "2")) {
+                    let now = self.clock.now_ms();
+                    let marker = super::delivery::delivering(now);
+                    self.step.put(Cf::OpenTxns, key.as_bytes(), marker);
+                    self.awaits_delivery = true;
+                } else {
+                    self.step.delete(Cf::OpenTxns, key.as_bytes());
+                }
                 self.step.synced();
             }
         }
         if self.step.is_synced() || !self.queued.is_empty() {
+            self.journal.fault("answer")?;
             let result = self.commit().await;
             if result.is_ok() {
                 landed();
@@ -734,6 +780,70 @@ impl Txn {
             }
         })
         .await
+    }
+
+    /// The answer step did not land (a journal write failure): nothing of it is on disk, so
+    /// it must not approve anything. The transaction is answered `answer` (96) instead:
+    /// every leg that may hold money is reversed, the reversals queued by the lost step are
+    /// queued again, `index` puts the 96 in the duplicate index, and a refund no longer
+    /// counts against its purchase (that write was lost with the step). Then
+    /// [`Txn::commit_retrying`] writes it.
+    pub fn withdraw(&mut self, answer: &OwnedMessage, index: Option<(Vec<u8>, Vec<u8>)>) {
+        self.step = Step::new();
+        for q in &self.queued {
+            self.saf.restage(&mut self.step, q);
+        }
+        self.reverse_live_legs();
+        self.record.state = TxnState::Answered;
+        self.record.code = answer
+            .get(de::RESPONSE_CODE)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        self.record.refund_of = None;
+        self.awaits_delivery = false;
+        let listener = self.listener.clone();
+        self.note(EntryKind::Out, &listener, answer);
+        self.note_state(
+            EntryKind::Txn,
+            "",
+            "the answer's journal write failed: answered 96, its legs reversed".into(),
+        );
+        if let Some((k, v)) = index {
+            self.step.put(Cf::Dedup, k, v);
+        }
+        if let Some(key) = &self.key {
+            self.step.delete(Cf::OpenTxns, key.as_bytes());
+        }
+        self.put_record();
+        self.step.synced();
+    }
+
+    /// Commit the gathered step, retrying with a back-off (100 ms doubling to 5 s) until it
+    /// lands or `stop` (then recovery at the next start finds the transaction open and
+    /// reverses its legs).
+    pub async fn commit_retrying(&mut self, stop: &tokio_util::sync::CancellationToken) -> bool {
+        let step = self.take_step();
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            let tried = match self.journal.fault("answer-retry") {
+                Ok(()) => self.journal.commit(step.clone()).await,
+                Err(e) => Err(e),
+            };
+            match tried {
+                Ok(()) => {
+                    self.saf.publish(std::mem::take(&mut self.queued));
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(txn = %self.id(), error = %e, retry_in = ?wait, "journal write failed again");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        }
     }
 
     /// An approved purchase can be named by a refund (F8) by its RRN or its approval code and

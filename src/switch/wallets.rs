@@ -84,6 +84,11 @@ fn issuer_request(
         .copy_from(req, de::MERCHANT_ID)
         .set_number(de::CURRENCY, u64::from(sw.config.currency), 3)
         .set(de::ACCOUNT_1, account.as_bytes());
+    if mti == b"0200" {
+        // Every leg has an RRN of its own, unique for ever: what a hosted issuer knows the
+        // leg by (and its reversal carries).
+        m.set(de::RRN, sw.next_rrn().as_bytes());
+    }
     m
 }
 
@@ -315,10 +320,7 @@ async fn debit<'a>(
             index,
             amount,
             units,
-            auth: answer
-                .get(de::AUTH_CODE)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .unwrap_or_default(),
+            auth: credit::auth_of(&answer),
             balance_after: answer
                 .get(de::ADDITIONAL_AMOUNTS)
                 .and_then(|b| AdditionalAmount::parse_all(b).ok())
@@ -349,6 +351,17 @@ pub async fn purchase(
             return answer(req, ResponseCode::FormatError);
         }
     };
+    // A selection that may need more legs than a transaction may have is refused before
+    // any is sent (each wallet is at least one leg).
+    let max_legs = sw.config.limits.max_legs;
+    if tender
+        .selection
+        .as_ref()
+        .is_some_and(|s| s.len() > max_legs)
+    {
+        tracing::info!(max_legs, "more wallets selected than legs allowed");
+        return answer(req, ResponseCode::NotPermitted);
+    }
     let wallets = resolve(sw, links);
     let order = match drain_order(&wallets, &tender.selection) {
         Ok(o) => o,
@@ -452,10 +465,7 @@ fn settle(
     let wallet_total: u64 = legs.iter().map(|l| l.amount).sum();
     let mut auth = legs.last().map(|l| l.auth.clone()).unwrap_or_default();
     if let Some((link, response, amount)) = &credit {
-        let code = response
-            .get(de::AUTH_CODE)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .unwrap_or_default();
+        let code = credit::auth_of(response);
         data.push(
             "LG",
             format!("credit|{link}|{amount}|{amount}|{code}|00|").as_bytes(),
@@ -485,9 +495,7 @@ fn settle(
         });
     }
     if !auth.is_empty() {
-        let mut a = auth.into_bytes();
-        a.resize(6, b' ');
-        resp.set(de::AUTH_CODE, &a[..6]);
+        resp.set(de::AUTH_CODE, &credit::padded_auth(&auth));
     }
     attach(&mut resp, &data, &blocks);
     resp

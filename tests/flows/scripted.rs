@@ -36,6 +36,9 @@ pub enum Behaviour {
     /// A slow host: a money request is applied only after this long, then answered; a
     /// reversal arriving meanwhile finds nothing to reverse (25).
     SlowApply(Duration),
+    /// Approve, with these fields set in the approval as given (a host sending what the
+    /// terminal's layout cannot carry).
+    ApproveWith(&'static [(u16, &'static [u8])]),
 }
 
 /// Whose balances the host keeps.
@@ -273,6 +276,11 @@ impl ScriptedHost {
         answer.set(de::AUTH_CODE, format!("A{:05}", state.next_auth).as_bytes());
         if self.kind == Kind::Issuer {
             set_balance(&mut answer, msg, after);
+        }
+        if let Behaviour::ApproveWith(fields) = behaviour {
+            for (n, v) in fields {
+                answer.set(*n, v);
+            }
         }
         state.legs.insert(
             key,

@@ -85,7 +85,7 @@ impl Hosted {
                 EntryType::Void | EntryType::Expire | EntryType::Refund | EntryType::Release => {
                     -e.amount
                 }
-                EntryType::Credit | EntryType::Post => 0,
+                EntryType::Credit | EntryType::Post | EntryType::Clawback => 0,
             })
             .sum())
     }

@@ -43,8 +43,11 @@ mod worker;
 pub use dead_letters::DeadLetter;
 
 /// Fields of a leg's request carried into its reversal (never track data, CVV or PIN block);
-/// a refund leg's advice is the leg itself, so the original it names (90) goes too.
-const CARRIED: [u16; 16] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 49, 90, 102];
+/// a refund leg's advice is the leg itself, so the original it names (90, and 48 on the
+/// hosted links: the original leg's RRN) goes too.
+const CARRIED: [u16; 17] = [
+    2, 3, 4, 7, 11, 12, 13, 14, 22, 25, 37, 41, 42, 48, 49, 90, 102,
+];
 
 /// The part of a leg's request that is kept: what its reversal needs.
 pub fn leg_fields(request: &OwnedMessage) -> OwnedMessage {
@@ -313,6 +316,18 @@ impl Saf {
             key,
             item,
         }
+    }
+
+    /// Add an item queued in a step that did not land to another step (the same key and
+    /// item: published once that one is committed).
+    pub fn restage(&self, step: &mut Step, q: &Queued) {
+        step.put(Cf::Saf, q.key.clone(), to_bytes(&q.item));
+        step.append(Entry::new(
+            EntryKind::Saf,
+            &q.item.txn,
+            &q.link,
+            format!("leg {} queued for {}", q.item.leg, q.item.kind()),
+        ));
     }
 
     /// Reversals whose step is committed: the workers may send them.

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "storage")]
 pub mod admin;
+pub mod admin_bodies;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "storage")]
@@ -25,6 +26,7 @@ pub mod load;
 pub mod net;
 pub mod observe;
 pub mod pin;
+pub mod records;
 #[cfg(feature = "storage")]
 pub mod sim;
 #[cfg(feature = "storage")]

@@ -226,6 +226,9 @@ async fn respond(
         encoded = encode(spec, &resp).ok();
     }
     testhooks::crash_point("journal-answer").await;
+    if txn.is_refund() {
+        testhooks::crash_point("refund-answered").await;
+    }
     let code = resp.get(de::RESPONSE_CODE).unwrap_or_default();
     metrics.answered(msg.mti(), code, flow_started.elapsed());
     // One line per transaction would be the busiest log of all: the journal has them.

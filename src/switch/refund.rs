@@ -16,7 +16,12 @@
 //!   answer; the original is held meanwhile, so refunds and reversals of one purchase go one
 //!   at a time. An unknown original is answered 25 and never relayed as a plain credit; a
 //!   reversed one (or one that is not an approved purchase) 12. The 0210 lists every leg
-//!   given back in `LG`.
+//!   given back in `LG`;
+//! - `OR` and `OA` may name several transactions (approval codes repeat across hosts): the
+//!   refund's card, if it carries one, picks among them; otherwise it is answered 25, never
+//!   given to a guess;
+//! - a refund leg's approval that comes after its timeout stands (its advice says the same):
+//!   it is not reversed as a late debit is (`saf/late.rs`).
 
 use crate::config::RefundOrder;
 use crate::iso8583::tags::{reference, Reference};

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "storage")]
 pub mod admin;
+pub mod admin_bodies;
 #[cfg(feature = "storage")]
 pub mod books;
 pub mod clock;
@@ -27,6 +28,7 @@ pub mod load;
 pub mod net;
 pub mod observe;
 pub mod pin;
+pub mod records;
 #[cfg(feature = "storage")]
 pub mod sim;
 #[cfg(feature = "storage")]

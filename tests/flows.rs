@@ -692,3 +692,32 @@ async fn an_acquirers_malformed_fields_are_not_echoed_and_do_not_spoil_the_appro
     assert_eq!(a.get(54), Some(BLOCK));
     assert_eq!(a.get(38), Some(&b"OK123 "[..]));
 }
+
+/// A refund leg answered after its timeout is pushed through as an advice; its approval, when
+/// it comes late, is that refund arriving. It was reversed like a late debit (found by the
+/// crash harness: refunds approved to the terminal, then taken back from the card).
+#[tokio::test(start_paused = true)]
+async fn a_refund_leg_approved_late_stands_and_gives_once() {
+    let f = flows().await;
+    let p = purchase(SMALL_CARD, 8_000, 80);
+    assert_eq!(code(&f.call(&p).await), "00");
+    assert_eq!(f.emoney.balance("E-1002"), 0);
+    f.emoney.behave("E-1002", Behaviour::Late(LINK_TIMEOUT * 2));
+    let r = f.call(&refund_of(&p, 8_000, 81)).await;
+    assert_eq!(
+        code(&r),
+        "00",
+        "the e-money part is owed and pushed through"
+    );
+    // The late approval of the refund leg arrives (the paused clock runs past it).
+    tokio::time::sleep(LINK_TIMEOUT * 3).await;
+    f.emoney.behave("E-1002", Behaviour::Approve);
+    f.drained().await;
+    assert_eq!(f.emoney.balance("E-1002"), SMALL, "given back, and kept");
+    assert_eq!(f.acquirer.balance(SMALL_CARD), 0);
+    assert!(
+        !f.emoney.seen_for("E-1002").iter().any(|s| s.is_reversal()),
+        "nothing reversed: {:?}",
+        f.emoney.seen_for("E-1002")
+    );
+}

@@ -403,3 +403,61 @@ async fn hosted_card_refund_credits_the_card_back_exactly_and_takes_points_back_
     }
     assert_eq!(env.credit(card), credit_before);
 }
+
+/// Approval codes repeat: every host numbers its own. The acquirer's first approval (the
+/// credit part of a split purchase) and the gift issuer's first (a purchase the gift wallet
+/// pays alone) carry the same code, at one terminal on one day. A refund naming that code is
+/// given to neither (25) unless its card picks one; before, it went to the later purchase
+/// (found by the crash harness: money given back on a purchase the merchant did not name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_code_two_purchases_share_is_never_guessed() {
+    let e = env().await;
+    let split = e.purchase(SPLIT_CARD, 12_000);
+    let a1 = e.call(&split).await;
+    let gift = with_tags(e.purchase(THREE_WALLETS, 1_000), &[("WS", "G-3001")]);
+    let a2 = e.call(&gift).await;
+    assert_eq!((code(&a1), code(&a2)), ("00".to_string(), "00".to_string()));
+    assert_eq!(
+        a1.get(38),
+        a2.get(38),
+        "both answered with one approval code"
+    );
+    let r = e.call(&e.refund_by_approval(&a1, 1_000)).await;
+    assert_eq!(code(&r), "25", "the code names two purchases");
+    assert_eq!(e.wallet("GIFT", "G-3001"), 49_000, "nothing given back");
+    assert_eq!(e.wallet("EMONEY", "E-1002"), 0);
+    assert_eq!(e.credit(SPLIT_CARD), 7_000);
+    // With the card, the refund names the split purchase: credit first, then the e-money.
+    let mut with_card = e.refund_by_approval(&a1, 12_000);
+    with_card.set(2, SPLIT_CARD.as_bytes());
+    assert_eq!(code(&e.call(&with_card).await), "00");
+    e.drained().await;
+    assert_eq!(e.credit(SPLIT_CARD), 0);
+    assert_eq!(e.wallet("EMONEY", "E-1002"), 5_000);
+    assert_eq!(e.wallet("GIFT", "G-3001"), 49_000);
+}
+
+/// An authorization once completed is refundable by its RRN and approval code, as a purchase
+/// is; before, only field 90 found it (found by the crash harness: 25).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completed_authorization_is_refundable_by_its_references() {
+    let e = env().await;
+    let mut auth = e.message(b"0100", "000000", 12_000);
+    auth.set(2, SPLIT_CARD.as_bytes());
+    let a = e.call(&auth).await;
+    assert_eq!(code(&a), "00");
+    // Completed for 10,000: the e-money's 5,000 and 5,000 of the credit's 7,000.
+    let stan = e.stan.fetch_add(1, Ordering::Relaxed);
+    let completion = common::completion_of(&auth, 10_000, stan);
+    assert_eq!(code(&e.call(&completion).await), "00");
+    e.drained().await;
+    assert_eq!(e.credit(SPLIT_CARD), 5_000);
+    let r = e.call(&e.refund_by_rrn(&rrn(&a), 4_000)).await;
+    assert_eq!(code(&r), "00", "by RRN");
+    let r = e.call(&e.refund_by_approval(&a, 6_000)).await;
+    assert_eq!(code(&r), "00", "by approval code");
+    e.drained().await;
+    assert_eq!(e.credit(SPLIT_CARD), 0);
+    assert_eq!(e.wallet("EMONEY", "E-1002"), 5_000);
+    assert_eq!(code(&e.call(&e.refund_by_rrn(&rrn(&a), 1)).await), "13");
+}

@@ -9,8 +9,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState, Body, Caller, Params};
+use crate::admin_bodies::{
+    ActivateBody, AmountBody, CardNumber, DateQuery, ExpiryBody, IssueRequest, LinkBody, LinkKey,
+    MasterBody, PreregBody, SubRequest, TxnQuery,
+};
 use crate::directory::WalletLink;
-use crate::hosted::cards::{IssueRequest, SubRequest};
 use crate::hosted::{Card, CardStatus};
 use crate::iso8583::Pan;
 use crate::switch::search::{Search, SEARCH_MAX_EXAMINED};
@@ -86,8 +89,7 @@ type ApiResult = Result<Json<Value>, ApiError>;
 type Created = Result<(StatusCode, Json<Value>), ApiError>;
 
 fn pan(text: &str) -> Result<Pan, ApiError> {
-    Pan::parse(text.trim().as_bytes())
-        .map_err(|e| ApiError::bad_request(format!("card_number: {e}")))
+    crate::admin_bodies::card_number(text).map_err(ApiError::bad_request)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -100,36 +102,6 @@ async fn health(_caller: Caller) -> ApiResult {
 
 // --- Links (F12) and issuer look-up (F11) ---
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkBody {
-    card_number: String,
-    issuer: String,
-    account: String,
-    #[serde(default = "default_priority")]
-    priority: u32,
-    #[serde(default)]
-    label: String,
-}
-
-fn default_priority() -> u32 {
-    crate::directory::DEFAULT_PRIORITY
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkKey {
-    card_number: String,
-    issuer: String,
-    account: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CardNumber {
-    card_number: String,
-}
-
 fn link_view(l: &WalletLink) -> Value {
     json!({"issuer": l.issuer, "account": l.account, "priority": l.priority, "label": l.label})
 }
@@ -140,12 +112,10 @@ async fn link_add(caller: Caller, State(s): State<AppState>, Body(b): Body<LinkB
     if s.switch.config.issuer(&b.issuer).is_none() {
         return Err(ApiError::bad_request(format!("no issuer {:?}", b.issuer)));
     }
-    if b.account.trim().is_empty() {
-        return Err(ApiError::bad_request("account is empty"));
-    }
+    let account = b.account().map_err(ApiError::bad_request)?.to_string();
     let link = WalletLink {
         issuer: b.issuer,
-        account: b.account.trim().to_string(),
+        account,
         priority: b.priority,
         label: b.label,
     };
@@ -269,12 +239,6 @@ async fn card_show(caller: Caller, State(s): State<AppState>, Path(id): Path<Str
     Ok(Json(s.switch.hosted.view(&card)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ActivateBody {
-    pin: Option<String>,
-}
-
 async fn card_activate(
     caller: Caller,
     State(s): State<AppState>,
@@ -286,22 +250,6 @@ async fn card_activate(
     Ok(Json(s.switch.hosted.view(&card)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AmountBody {
-    amount: u64,
-    /// The caller's reference: a repeat with the same reference has no second effect.
-    reference: String,
-}
-
-fn reference(r: &str) -> Result<String, ApiError> {
-    let r = r.trim();
-    if r.is_empty() || r.len() > 64 {
-        return Err(ApiError::bad_request("reference must be 1–64 characters"));
-    }
-    Ok(format!("api:{r}"))
-}
-
 async fn card_recharge(
     caller: Caller,
     State(s): State<AppState>,
@@ -309,7 +257,7 @@ async fn card_recharge(
     Body(b): Body<AmountBody>,
 ) -> ApiResult {
     card_for(&s, &caller, &id)?;
-    let leg = format!("{}:{id}", reference(&b.reference)?);
+    let leg = b.leg(&id).map_err(ApiError::bad_request)?;
     s.switch.hosted.recharge(&id, b.amount, &leg).await?;
     let card = s.switch.hosted.card(&id)?;
     Ok(Json(s.switch.hosted.view(&card)))
@@ -355,13 +303,6 @@ async fn card_reset_pin(
     Ok(Json(s.switch.hosted.view(&card)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExpiryBody {
-    /// `YYMM`.
-    expiry: String,
-}
-
 async fn card_expiry(
     caller: Caller,
     State(s): State<AppState>,
@@ -383,24 +324,6 @@ async fn card_history(
     Ok(Json(json!({"card": card.id, "entries": entries})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DateQuery {
-    /// `YYYY-MM-DD`; default: yesterday.
-    date: Option<String>,
-}
-
-fn day(q: &DateQuery) -> Result<chrono::NaiveDate, ApiError> {
-    match &q.date {
-        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .map_err(|e| ApiError::bad_request(format!("date {d:?}: {e}"))),
-        None => {
-            let today = chrono::Local::now().date_naive();
-            Ok(today.pred_opt().unwrap_or(today))
-        }
-    }
-}
-
 async fn card_statement(
     caller: Caller,
     State(s): State<AppState>,
@@ -408,21 +331,12 @@ async fn card_statement(
     Params(q): Params<DateQuery>,
 ) -> ApiResult {
     let card = card_for(&s, &caller, &id)?;
-    let st = s.switch.hosted.statement(&card, day(&q)?)?;
+    let day = q.day().map_err(ApiError::bad_request)?;
+    let st = s.switch.hosted.statement(&card, day)?;
     Ok(Json(serde_json::to_value(st).map_err(internal)?))
 }
 
 // --- Pre-registered purchases (F15) ---
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PreregBody {
-    card_id: String,
-    merchant_id: String,
-    amount: u64,
-    /// RFC 3339.
-    valid_until: String,
-}
 
 async fn prereg_add(
     caller: Caller,
@@ -431,18 +345,11 @@ async fn prereg_add(
 ) -> Created {
     let owner = caller.manager("pre-register purchases")?;
     card_for(&s, &caller, &b.card_id)?;
-    let until = chrono::DateTime::parse_from_rfc3339(&b.valid_until)
-        .map_err(|e| ApiError::bad_request(format!("valid_until: {e}")))?;
+    let until = b.valid_until_ms().map_err(ApiError::bad_request)?;
     let p = s
         .switch
         .hosted
-        .preregister(
-            &b.card_id,
-            &b.merchant_id,
-            b.amount,
-            until.timestamp_millis(),
-            owner,
-        )
+        .preregister(&b.card_id, &b.merchant_id, b.amount, until, owner)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -461,12 +368,6 @@ async fn prereg_show(
 }
 
 // --- Masters and sub-accounts (F16) ---
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct MasterBody {
-    id: Option<String>,
-}
 
 fn master_view(s: &AppState, id: &str) -> Result<Value, ApiError> {
     let hosted = &s.switch.hosted;
@@ -513,7 +414,7 @@ async fn master_fund(
     Body(b): Body<AmountBody>,
 ) -> ApiResult {
     master_for(&s, &caller, &id)?;
-    let leg = format!("{}:{id}", reference(&b.reference)?);
+    let leg = b.leg(&id).map_err(ApiError::bad_request)?;
     s.switch.hosted.fund_master(&id, b.amount, &leg).await?;
     Ok(Json(master_view(&s, &id)?))
 }
@@ -532,33 +433,21 @@ async fn master_add_sub(
 
 // --- Transactions (disputes) ---
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TxnQuery {
-    rrn: Option<String>,
-    stan: Option<u32>,
-    /// `YYYY-MM-DD` (local).
-    date: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn transactions(
     caller: Caller,
     State(s): State<AppState>,
     Params(q): Params<TxnQuery>,
 ) -> ApiResult {
     caller.operator("search transactions")?;
-    let bounds = match &q.date {
-        Some(_) => Some(crate::hosted::cards::day_bounds(day(&DateQuery {
-            date: q.date.clone(),
-        })?)),
-        None => None,
-    };
+    let bounds = q
+        .day()
+        .map_err(ApiError::bad_request)?
+        .map(crate::hosted::cards::day_bounds);
     let search = Search {
+        limit: q.limit(),
         rrn: q.rrn.map(|r| r.trim().to_string()),
         stan: q.stan,
         between_ms: bounds,
-        limit: q.limit.unwrap_or(100).min(1000),
     };
     let store = s.switch.journal.store().clone();
     // Off the runtime's threads: a search reads records by the million on a busy switch.

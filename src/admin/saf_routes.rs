@@ -2,11 +2,11 @@
 //! (after fixing what made the host refuse it), or close one settled outside the switch. Every
 //! change is a synced journal step naming who made it.
 
+use crate::admin_bodies::Resolution;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState, Body, Caller};
@@ -54,13 +54,6 @@ async fn retry(caller: Caller, State(s): State<AppState>, Path(id): Path<String>
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Resolution {
-    /// How it was settled (a reference an auditor can follow).
-    note: String,
-}
-
 async fn resolve(
     caller: Caller,
     State(s): State<AppState>,
@@ -68,18 +61,9 @@ async fn resolve(
     Body(b): Body<Resolution>,
 ) -> ApiResult {
     caller.operator("resolve dead letters")?;
-    if b.note.trim().is_empty() || b.note.len() > 500 {
-        return Err(ApiError::bad_request(
-            "note: say how it was settled (1 to 500 characters)",
-        ));
-    }
+    let note = b.note().map_err(ApiError::bad_request)?;
     let who = format!("operator {}", caller.name);
-    match s
-        .switch
-        .saf
-        .resolve_dead_letter(&id, &who, b.note.trim())
-        .await
-    {
+    match s.switch.saf.resolve_dead_letter(&id, &who, note).await {
         Ok(true) => Ok(Json(json!({ "id": id, "status": "resolved" }))),
         Ok(false) => Err(no_such(&id)),
         Err(e) => Err(storage(e)),

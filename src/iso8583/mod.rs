@@ -23,6 +23,7 @@ pub mod pan;
 mod plan;
 pub mod response;
 pub mod spec;
+pub mod tags;
 pub mod tlv;
 mod typed;
 mod wire;

@@ -16,11 +16,12 @@
 //! - [`seal`]: AEAD for the card data that must be kept (the PAN of a pending acquirer reversal).
 //! - [`stored`]: the binary form of the switch's records.
 
-pub mod entry;
+// Entries and the stored form are records: readable without the store (see `crate::records`).
+pub use crate::records::entry;
 pub mod read;
 pub mod retention;
 pub mod seal;
-pub mod stored;
+pub use crate::records::stored;
 
 #[cfg(test)]
 mod on_memory;

@@ -91,6 +91,29 @@ pub struct Behaviour {
     /// Apply the behaviour to balance inquiries too (default: money requests only).
     #[serde(default)]
     pub inquiries: bool,
+    /// Apply the behaviour only to requests whose processing code (field 3) starts with these
+    /// digits (`"20"`: refunds only), so that one account can be slow to refund and quick to
+    /// pay.
+    #[serde(default)]
+    pub processing_code: Option<String>,
+    /// Apply the behaviour only to first requests (x100, x200), not to advices (x220, x221)
+    /// or reversals: a host slow to answer a request may still acknowledge its advice at once.
+    #[serde(default)]
+    pub requests_only: bool,
+}
+
+impl Behaviour {
+    /// Does this behaviour apply to `msg`?
+    pub(crate) fn applies_to(&self, msg: &crate::iso8583::Message<'_>) -> bool {
+        let code = self
+            .processing_code
+            .as_deref()
+            .is_none_or(|p| msg.str(3).is_some_and(|pc| pc.starts_with(p)));
+        let mti = msg.mti();
+        let request =
+            !self.requests_only || (matches!(mti.class(), 1 | 2) && mti.as_bytes()[2] == b'0');
+        code && request
+    }
 }
 
 impl SimConfig {

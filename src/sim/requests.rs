@@ -72,7 +72,12 @@ impl Simulator {
                 .map(|p| p.expose().to_string())
                 .unwrap_or_default(),
         };
-        let behaviour = self.behaviours.get(&target).cloned().unwrap_or_default();
+        let behaviour = self
+            .behaviours
+            .get(&target)
+            .filter(|b| b.applies_to(&msg))
+            .cloned()
+            .unwrap_or_default();
         let code = match msg.mti().class() {
             8 => code(ResponseCode::Approved),
             // An advice naming an authorization completes it; a refund's advice (20xxxx) is

@@ -240,7 +240,9 @@ async fn respond(
     };
     let mut ticket = ticket;
     let mut awaits_delivery = false;
+    let mut refund_answered = txn.is_refund();
     if let Err(e) = txn.finish(&resp, index, landed).await {
+        refund_answered = false;
         // The answer is not on disk: it must not approve anything. The terminal gets 96;
         // in the background, that 96 and the reversal of every leg are written, retried
         // until they land. Meanwhile repeats get the 96 from memory and a reversal of it
@@ -284,6 +286,9 @@ async fn respond(
         awaits_delivery = txn.awaits_delivery();
     }
     testhooks::crash_point("journal-answer").await;
+    if refund_answered {
+        testhooks::crash_point("refund-answered").await;
+    }
     let code = resp.get(de::RESPONSE_CODE).unwrap_or_default();
     metrics.answered(msg.mti(), code, flow_started.elapsed());
     // One line per transaction would be the busiest log of all: the journal has them.

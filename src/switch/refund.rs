@@ -16,9 +16,15 @@
 //!   answer; the original is held meanwhile, so refunds and reversals of one purchase go one
 //!   at a time. An unknown original is answered 25 and never relayed as a plain credit; a
 //!   reversed one (or one that is not an approved purchase) 12. The 0210 lists every leg
-//!   given back in `LG`.
+//!   given back in `LG`;
+//! - `OR` and `OA` may name several transactions (approval codes repeat across hosts): the
+//!   refund's card, if it carries one, picks among them; otherwise it is answered 25, never
+//!   given to a guess;
+//! - a refund leg's approval that comes after its timeout stands (its advice says the same):
+//!   it is not reversed as a late debit is (`saf/late.rs`).
 
 use crate::config::RefundOrder;
+use crate::iso8583::tags::{reference, Reference};
 use crate::iso8583::tlv::SwitchData;
 use crate::iso8583::{
     answer, de, response::answer_relaying, Message, Mti, OriginalData, OwnedMessage, ResponseCode,
@@ -44,57 +50,67 @@ pub fn yymmdd(at_ms: i64, mmdd: u32) -> String {
     format!("{:02}{month:02}{day:02}", year.rem_euclid(100))
 }
 
-/// How a refund names its original, parsed.
-enum Reference {
-    Original(OriginalData),
-    Rrn(String),
-    Approval { code: String, date: String },
+/// What a refund's reference names.
+enum Named {
+    /// One transaction, by its key.
+    One(String),
+    /// None this switch knows.
+    Unknown,
+    /// Several (an approval code two hosts gave at one terminal on one day, say), and the
+    /// refund carries no card that tells them apart.
+    Several(usize),
 }
 
-fn reference(req: &Message<'_>) -> Result<Reference, &'static str> {
-    if let Ok(Some(od)) = req.original_data() {
-        return Ok(Reference::Original(od));
-    }
-    let elements = req.switch_data().map_err(|_| "field 48 is malformed")?;
-    let tag = |t: &str| elements.iter().find(|(k, _)| k == t).map(|(_, v)| v.trim());
-    if let Some(rrn) = tag("OR") {
-        if rrn.is_empty() || rrn.len() > 12 {
-            return Err("OR is not an RRN");
-        }
-        return Ok(Reference::Rrn(rrn.to_string()));
-    }
-    let oa = tag("OA").ok_or("no original named")?;
-    let (code, date) = oa.split_once('|').ok_or("OA is not code|YYMMDD")?;
-    let date_ok = date.len() == 6 && date.bytes().all(|b| b.is_ascii_digit());
-    if code.trim().is_empty() || code.len() > 6 || !date_ok {
-        return Err("OA is not code|YYMMDD");
-    }
-    Ok(Reference::Approval {
-        code: code.trim().to_string(),
-        date: date.to_string(),
-    })
-}
-
-/// The key of the purchase a refund names, if this switch knows it.
+/// The purchase a refund names. Field 90 names one transaction; `OR` and `OA` are looked up
+/// in the reference index, where each key ends with the transaction it names (older keys,
+/// which named one transaction each, are read too). When they name several, the refund's card
+/// (field 2 or 35), if it carries one, picks among them; otherwise none is picked: refunding
+/// a guess gives money back on a purchase the merchant did not name.
 fn find_original(
     sw: &Switch,
     req: &Message<'_>,
     listener: &str,
     reference: &Reference,
-) -> Result<Option<String>, String> {
+) -> Result<Named, String> {
     let terminal = req.terminal_id().unwrap_or_default().trim().to_string();
     let index_key = match reference {
         Reference::Original(od) => {
-            return Ok(Some(TxnId::original(listener, &terminal, od).record_key()))
+            return Ok(Named::One(
+                TxnId::original(listener, &terminal, od).record_key(),
+            ))
         }
         Reference::Rrn(rrn) => format!("rrn/{terminal}/{rrn}"),
         Reference::Approval { code, date } => format!("auth/{terminal}/{code}/{date}"),
     };
-    let found = sw.journal.get(Cf::TxnRefs, index_key.as_bytes())?;
-    Ok(found.and_then(|v| {
-        let key = v.get(8..)?;
-        Some(String::from_utf8_lossy(key).into_owned())
-    }))
+    let txn_of = |v: &[u8]| v.get(8..).map(|k| String::from_utf8_lossy(k).into_owned());
+    let mut keys: Vec<String> = sw
+        .journal
+        .get(Cf::TxnRefs, index_key.as_bytes())?
+        .and_then(|v| txn_of(&v))
+        .into_iter()
+        .collect();
+    let prefix = format!("{index_key}/");
+    for (_, v) in sw.journal.scan(Cf::TxnRefs, prefix.as_bytes())? {
+        keys.extend(txn_of(&v));
+    }
+    keys.sort();
+    keys.dedup();
+    if keys.len() > 1 {
+        if let Ok(Some(card)) = req.pan() {
+            let masked = card.masked();
+            keys.retain(|k| {
+                matches!(
+                    super::followup::load(&sw.journal, k),
+                    Ok(Some(r)) if r.summary.as_ref().is_some_and(|s| s.card == masked)
+                )
+            });
+        }
+    }
+    Ok(match keys.len() {
+        0 => Named::Unknown,
+        1 => Named::One(keys.remove(0)),
+        n => Named::Several(n),
+    })
 }
 
 pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessage {
@@ -109,8 +125,14 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessa
         }
     };
     let original = match find_original(sw, req, txn.listener(), &reference) {
-        Ok(Some(key)) => key,
-        Ok(None) => return answer(req, ResponseCode::OriginalNotFound),
+        Ok(Named::One(key)) => key,
+        Ok(Named::Unknown) => return answer(req, ResponseCode::OriginalNotFound),
+        Ok(Named::Several(n)) => {
+            // 25, "unable to locate the record": not one record. The merchant names the
+            // purchase by its RRN, or sends the card.
+            tracing::info!(purchases = n, "refund reference names several purchases");
+            return answer(req, ResponseCode::OriginalNotFound);
+        }
         Err(e) => {
             tracing::error!(error = %e, "refund reference look-up failed");
             return answer(req, ResponseCode::SystemMalfunction);
@@ -144,7 +166,12 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessa
     let mut given = Vec::new();
     for (of, share) in plan {
         match give_back(sw, req, txn, &original, &record.legs[of], of, share).await {
-            Ok(g) => given.push(g),
+            Ok(g) => {
+                given.push(g);
+                // A leg given back (or pushed through as an advice) and the refund not
+                // answered: recovery must take back what was given.
+                super::testhooks::crash_point("refund-leg-given").await;
+            }
             Err(code) => {
                 // All or nothing: what was given back is taken again.
                 for g in &given {

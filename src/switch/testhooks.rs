@@ -10,7 +10,10 @@
 //!   (wallet legs approved, the credit leg not asked), `journal-answer` (the answer recorded,
 //!   not sent), `saf-acked` (a reversal or completion acknowledged upstream, not yet removed
 //!   from the queue), `completion-queued` (a terminal's completion queued durably, not yet
-//!   acknowledged to it).
+//!   acknowledged to it), `refund-leg-given` (a refund leg given back or pushed through as
+//!   an advice, the refund not answered), `refund-answered` (an approved refund recorded,
+//!   its answer not sent), `saf-advice-acked` (a refund leg's advice acknowledged upstream,
+//!   not yet removed from the queue).
 //! - `CYBERSWITCH_TESTONLY_SKIP_RECOVERY=1` — start without recovery, to prove the harness
 //!   notices.
 

@@ -8,6 +8,7 @@ use futures::future::join_all;
 
 use crate::config::IssuerConfig;
 use crate::directory::WalletLink;
+use crate::iso8583::tags::tender;
 use crate::iso8583::tlv::SwitchData;
 use crate::iso8583::{de, AdditionalAmount, Message, Mti, OwnedMessage, Pan};
 
@@ -213,42 +214,6 @@ fn available(sw: &Switch, value: i64) -> AdditionalAmount {
         currency: sw.config.currency,
         amount: value,
     }
-}
-
-/// The terminal's choices in field 48.
-struct Tender {
-    /// Wallet ids in drain order; `None` = automatic (priority order).
-    selection: Option<Vec<String>>,
-    cap: Option<u64>,
-    partial_ok: bool,
-}
-
-fn tender(req: &Message<'_>) -> Result<Tender, &'static str> {
-    let elements = req.switch_data().map_err(|_| "field 48 is malformed")?;
-    let tag = |t: &str| {
-        elements
-            .iter()
-            .find(|(k, _)| k == t)
-            .map(|(_, v)| v.as_str())
-    };
-    let selection = match tag("WS") {
-        None | Some("AUTO") => None,
-        Some(list) => Some(
-            list.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        ),
-    };
-    let cap = match tag("WC") {
-        None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| "WC is not a number")?),
-    };
-    Ok(Tender {
-        selection,
-        cap,
-        partial_ok: tag("PA") == Some("1"),
-    })
 }
 
 /// The wallets to drain, in order.

@@ -3,8 +3,6 @@
 //! its ledger accounts with the opening balance are written as one synced step.
 //! Sub-account cards are created the same way, from `masters`.
 
-use serde::Deserialize;
-
 use super::calendar::expiry_after;
 use super::masters::sub_key;
 use super::{now_ms, random_id, Card, CardStatus};
@@ -15,19 +13,8 @@ use crate::journal::Step;
 use crate::ledger::NewAccount;
 use crate::store::Cf;
 
-/// What issuing a card needs.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssueRequest {
-    pub program: String,
-    pub denomination: u64,
-    /// The number to issue, from the card bureau (within the program's BIN range). The API
-    /// never shows a full number (SPEC §10), so the switch does not make numbers up.
-    pub card_number: String,
-    pub holder: Option<String>,
-    #[serde(skip)]
-    pub owner: Option<String>,
-}
+// What issuing a card needs: the admin API's body (readable without a switch).
+pub use crate::admin_bodies::IssueRequest;
 
 /// The Luhn check digit for the digits before it.
 fn luhn_digit(body: &str) -> u8 {

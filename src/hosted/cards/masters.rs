@@ -21,16 +21,8 @@ pub struct Master {
     pub created_ms: i64,
 }
 
-/// A sub-account card under a master.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubRequest {
-    pub card_number: String,
-    pub pin: Option<String>,
-    pub per_txn_limit: u64,
-    pub daily_limit: u64,
-    pub holder: Option<String>,
-}
+// A sub-account card under a master: the admin API's body (readable without a switch).
+pub use crate::admin_bodies::SubRequest;
 
 impl Hosted {
     /// F16: a master account.

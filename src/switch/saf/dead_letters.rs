@@ -79,7 +79,7 @@ impl Saf {
         let Some(raw) = self.journal.get(Cf::SafDead, &key)? else {
             return Ok(None);
         };
-        let item = serde_json::from_slice::<Item>(&raw).unwrap_or_else(|_| Item::unreadable());
+        let item = Item::from_bytes(&raw).unwrap_or_else(|_| Item::unreadable());
         Ok(Some((key, item)))
     }
 
@@ -128,7 +128,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn of(key: &[u8], raw: &[u8], now_ms: i64) -> DeadLetter {
-        let item = serde_json::from_slice::<Item>(raw).unwrap_or_else(|_| Item::unreadable());
+        let item = Item::from_bytes(raw).unwrap_or_else(|_| Item::unreadable());
         DeadLetter {
             id: hex::encode(key),
             link: lane_of(key),

@@ -22,6 +22,19 @@ impl LateAnswers for Saf {
         if !money || answer.code() != Some(ResponseCode::Approved) {
             return;
         }
+        // A refund leg (0200/20 naming the leg it gives back to, F8) that got no answer in
+        // time is not reversed but pushed through as an advice: the money is owed to the card.
+        // Its late approval is that money arriving; reversing it would take back a refund the
+        // terminal was told was given (the advice, a repeat, changes nothing after it).
+        if is_refund_leg(&request) {
+            metrics::counter!("cyberswitch_late_refund_approvals_total", "link" => link.to_string())
+                .increment(1);
+            tracing::info!(
+                link,
+                "late approval of a refund leg: it stands, as its advice says"
+            );
+            return;
+        }
         metrics::counter!("cyberswitch_late_approvals_total", "link" => link.to_string())
             .increment(1);
         let Some(saf) = self.me.upgrade() else { return };
@@ -73,4 +86,12 @@ impl Saf {
         self.publish(vec![queued]);
         Ok(())
     }
+}
+
+/// A refund leg as [`crate::switch::refund`] sends it: 0200, processing code 20, naming the leg
+/// it gives back to in field 90 (a terminal's own refund relayed as plain credit names none).
+fn is_refund_leg(request: &OwnedMessage) -> bool {
+    request.mti().class() == 2
+        && request.get(3).is_some_and(|pc| pc.starts_with(b"20"))
+        && request.get(crate::iso8583::de::ORIGINAL_DATA).is_some()
 }

@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +40,9 @@ mod late;
 mod worker;
 
 pub use dead_letters::DeadLetter;
+
+// An item's stored form lives with the other records (readable without the store).
+use crate::records::saf::{to_bytes, Item};
 
 /// Fields of a leg's request carried into its reversal (never track data, CVV or PIN block);
 /// a refund leg's advice is the leg itself, so the original it names (90, and 48 on the
@@ -58,45 +60,6 @@ pub fn leg_fields(request: &OwnedMessage) -> OwnedMessage {
         }
     }
     kept
-}
-
-/// One queued reversal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Item {
-    /// The transaction key (also the sealing context of `sealed`).
-    txn: String,
-    leg: usize,
-    queued_ms: i64,
-    attempts: u32,
-    /// Hex of the sealed leg request.
-    sealed: String,
-    /// A completion of the leg (an authorization) for this amount, instead of its reversal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    complete: Option<u64>,
-    /// Not before this moment (its back-off). Kept in memory only, on the runtime's clock
-    /// (which tests can pause): after a restart every item is due at once.
-    #[serde(skip)]
-    next: Option<tokio::time::Instant>,
-    /// The leg's amount in currency (what an operator weighs a dead letter by).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    amount: Option<u64>,
-    /// Why it is a dead letter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// A refund leg that got no answer, pushed through as an advice (0220, 0221 repeats)
-    /// instead of being reversed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    advice: bool,
-}
-
-impl Item {
-    fn kind(&self) -> &'static str {
-        match (self.complete, self.advice) {
-            (_, true) => "refund advice",
-            (None, false) => "reversal",
-            (Some(_), false) => "completion",
-        }
-    }
 }
 
 /// Queue timing.
@@ -187,7 +150,7 @@ impl Saf {
             if let Some(seq) = k.last_chunk::<8>() {
                 max_seq = max_seq.max(u64::from_be_bytes(*seq));
             }
-            let item = serde_json::from_slice::<Item>(&v).unwrap_or_else(|e| {
+            let item = Item::from_bytes(&v).unwrap_or_else(|e| {
                 // Not ours to interpret: it goes to the dead letters rather than block the lane.
                 tracing::error!(link, error = %e, "unreadable store-and-forward item");
                 Item::unreadable()
@@ -423,28 +386,6 @@ impl Saf {
 /// The link of a queue key (`link`, a zero byte, the sequence number).
 fn lane_of(key: &[u8]) -> String {
     String::from_utf8_lossy(&key[..key.len().saturating_sub(9)]).into_owned()
-}
-
-impl Item {
-    /// Stands for an item whose bytes could not be read (it goes to the dead letters).
-    fn unreadable() -> Item {
-        Item {
-            txn: String::new(),
-            leg: 0,
-            queued_ms: 0,
-            attempts: u32::MAX,
-            sealed: String::new(),
-            complete: None,
-            next: None,
-            amount: None,
-            reason: None,
-            advice: false,
-        }
-    }
-}
-
-fn to_bytes(item: &Item) -> Vec<u8> {
-    serde_json::to_vec(item).unwrap_or_default()
 }
 
 #[cfg(test)]

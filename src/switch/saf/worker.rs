@@ -215,6 +215,11 @@ pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationT
 /// An item the host acknowledged leaves the queue, what it moved booked in the same step.
 async fn acknowledged(saf: &Saf, link_name: &str, key: Vec<u8>, item: &Item, ack: Acknowledgement) {
     crate::switch::testhooks::crash_point("saf-acked").await;
+    if item.advice {
+        // A refund leg's advice acknowledged, not yet removed: sent again after a restart,
+        // and the host must answer the repeat as the first, giving nothing twice.
+        crate::switch::testhooks::crash_point("saf-advice-acked").await;
+    }
     let mut step = Step::new();
     book(saf, &mut step, link_name, item, &ack);
     step.delete(Cf::Saf, key.clone());

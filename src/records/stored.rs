@@ -182,7 +182,7 @@ mod tests {
             raw.extend_from_slice(&len.to_le_bytes());
             raw.extend_from_slice(&body);
             let _ = from_bytes::<Sample>(&raw);
-            let _ = from_bytes::<Vec<crate::journal::Entry>>(&raw);
+            let _ = from_bytes::<Vec<crate::records::entry::Entry>>(&raw);
         }
     }
 }

@@ -1,3 +1,6 @@
+//! (Over 700 lines: the record types move to `records/` with the crash-harness merge, on
+//! branch `harness-merge`; what stays is one concept, a transaction's steps.)
+//!
 //! A transaction's durable state: its legs and where each stands, written to the journal at
 //! every step so that a crash at any point can be recovered from.
 //!

@@ -153,7 +153,8 @@ pub async fn assemble(
         config.limits.journal_batch_max,
     )?;
     let key = CardKey::new(config.card_key.expose().to_vec());
-    let directory = Directory::new(journal.store().clone(), key.clone());
+    let directory = Directory::new(journal.store().clone(), key.clone())
+        .with_max_links(config.limits.max_links_per_card);
     let books = crate::books::Books::open(journal.clone(), clock.clone(), &config).await?;
     let saf = Saf::open(
         journal.clone(),

@@ -211,12 +211,9 @@ pub fn link_bulk_cards(
         ] {
             directory.link(
                 &pan,
-                WalletLink {
-                    issuer: issuer.into(),
-                    account: account.clone(),
-                    priority,
-                    label: String::new(),
-                },
+                WalletLink::active(issuer, account, priority, "demo"),
+                "demo",
+                |_| true,
             )?;
         }
     }
@@ -431,11 +428,11 @@ pub async fn start_with(
             running.switch.directory.link(
                 &pan,
                 WalletLink {
-                    issuer: issuer.to_string(),
-                    account: account.to_string(),
-                    priority: *priority,
                     label: label.to_string(),
+                    ..WalletLink::active(issuer, account, *priority, "demo")
                 },
+                "demo",
+                |_| true,
             )?;
         }
         seed_prepaid(&running.switch.hosted).await?;

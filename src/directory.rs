@@ -40,8 +40,29 @@ impl std::fmt::Debug for CardKey {
 /// add`, `cyberswitch api link-add`): first in line, ties broken by the order of linking.
 pub const DEFAULT_PRIORITY: u32 = 1;
 
+/// Whether a link may be paid with (SPEC §10: a partner's link to an issuer's account is
+/// active only once that issuer confirms it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkStatus {
+    /// Paid with. Links made before consent existed read as active: operators made them.
+    #[default]
+    Active,
+    /// Made by a partner, waiting for the account's issuer: never paid with, never asked.
+    Pending,
+}
+
+impl LinkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Active => "active",
+            LinkStatus::Pending => "pending",
+        }
+    }
+}
+
 /// One wallet linked to a card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletLink {
     /// Issuer id (configuration `issuer.id`).
     pub issuer: String,
@@ -51,11 +72,105 @@ pub struct WalletLink {
     pub priority: u32,
     #[serde(default)]
     pub label: String,
+    #[serde(default)]
+    pub status: LinkStatus,
+    /// Who made it: `operator:NAME`, `partner:NAME`, `cli` (empty for links made before
+    /// this was kept). A partner sees and changes only its own.
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub created_at_ms: i64,
 }
+
+impl WalletLink {
+    /// An active link with no label (seeding, tests, the offline CLI).
+    pub fn active(issuer: &str, account: &str, priority: u32, created_by: &str) -> WalletLink {
+        WalletLink {
+            issuer: issuer.into(),
+            account: account.into(),
+            priority,
+            created_by: created_by.into(),
+            created_at_ms: now_ms(),
+            ..WalletLink::default()
+        }
+    }
+
+    fn is(&self, issuer: &str, account: &str) -> bool {
+        self.issuer == issuer && self.account == account
+    }
+}
+
+/// The stored form of links before status and creator were kept (postcard reads fields by
+/// position, so the old layout is read as itself).
+#[derive(Deserialize)]
+struct WalletLinkV1 {
+    issuer: String,
+    account: String,
+    priority: u32,
+    label: String,
+}
+
+/// One change to a card's links, as the audit keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkChange {
+    pub at_ms: i64,
+    /// Who asked (`operator:NAME`, `partner:NAME`, `issuer:NAME`, `cli`).
+    pub who: String,
+    /// `linked`, `relinked`, `confirmed`, `unlinked`.
+    pub action: String,
+    pub issuer: String,
+    pub account: String,
+    /// The link's status after the change (`removed` once unlinked).
+    pub status: String,
+}
+
+/// Why a link change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// The card has as many links as allowed (`limits.max_links_per_card`).
+    TooMany {
+        max: usize,
+    },
+    /// That account is linked to the card by someone the caller may not override.
+    NotYours,
+    Storage(String),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::TooMany { max } => write!(f, "the card has {max} links, the most allowed"),
+            LinkError::NotYours => {
+                f.write_str("that account is linked to the card by another party")
+            }
+            LinkError::Storage(e) => write!(f, "card directory: {e}"),
+        }
+    }
+}
+
+impl From<String> for LinkError {
+    fn from(e: String) -> LinkError {
+        LinkError::Storage(e)
+    }
+}
+
+impl From<LinkError> for String {
+    fn from(e: LinkError) -> String {
+        e.to_string()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Default bound on links per card (`limits.max_links_per_card`).
+pub const DEFAULT_MAX_LINKS: usize = 16;
 
 pub struct Directory {
     store: Store,
     key: CardKey,
+    max_links: usize,
     /// Link and unlink read, change and write a card's list: one at a time.
     write: Mutex<()>,
 }
@@ -65,29 +180,62 @@ impl Directory {
         Directory {
             store,
             key,
+            max_links: DEFAULT_MAX_LINKS,
             write: Mutex::new(()),
         }
     }
 
-    /// The wallets linked to a card, by priority.
+    /// At most `max` links per card (a card's inquiry asks every linked issuer).
+    pub fn with_max_links(mut self, max: usize) -> Directory {
+        self.max_links = max.max(1);
+        self
+    }
+
+    /// Every wallet linked to a card, pending ones included, by priority.
     pub fn wallets(&self, pan: &Pan) -> Result<Vec<WalletLink>, String> {
         self.read(&self.key.card_ref(pan))
     }
 
+    /// The wallets a card pays with and asks balances of: its active links, by priority.
+    pub fn payable(&self, pan: &Pan) -> Result<Vec<WalletLink>, String> {
+        let mut links = self.wallets(pan)?;
+        links.retain(|l| l.status == LinkStatus::Active);
+        Ok(links)
+    }
+
     fn read(&self, card: &[u8; 32]) -> Result<Vec<WalletLink>, String> {
         let decode = |v: &[u8]| {
-            // Binary since this version; directories written before hold JSON.
-            crate::journal::stored::from_bytes(v)
-                .unwrap_or_else(|| serde_json::from_slice(v).map_err(|e| e.to_string()))
-                .map_err(|e| format!("corrupt card link record: {e}"))
+            if let Some(links) = crate::records::stored::from_bytes_of(V5_LINKS, v) {
+                return links.map_err(|e| format!("corrupt card link record: {e}"));
+            }
+            // Binary without status and creator; before that, JSON.
+            let old: Result<Vec<WalletLinkV1>, String> = crate::records::stored::from_bytes(v)
+                .unwrap_or_else(|| serde_json::from_slice(v).map_err(|e| e.to_string()));
+            let old = old.map_err(|e| format!("corrupt card link record: {e}"))?;
+            Ok(old
+                .into_iter()
+                .map(|l| WalletLink {
+                    issuer: l.issuer,
+                    account: l.account,
+                    priority: l.priority,
+                    label: l.label,
+                    ..WalletLink::default()
+                })
+                .collect())
         };
         self.store
             .get_with(Cf::CardLinks, card, decode)?
             .unwrap_or(Ok(Vec::new()))
     }
 
-    fn write(&self, card: &[u8; 32], links: &[WalletLink]) -> Result<(), String> {
-        // The card's whole list in one write, not synced (as a plain RocksDB put).
+    /// The card's whole list and the change's audit record in one synced write: no link
+    /// changes without its record, and an acknowledged change survives a crash.
+    fn write(
+        &self,
+        card: &[u8; 32],
+        links: &[WalletLink],
+        change: &LinkChange,
+    ) -> Result<(), String> {
         let mut batch = self.store.batch();
         if links.is_empty() {
             batch.delete(Cf::CardLinks, card)?;
@@ -95,34 +243,136 @@ impl Directory {
             batch.put(
                 Cf::CardLinks,
                 card,
-                &crate::journal::stored::to_bytes(links),
+                &crate::records::stored::to_bytes_of(V5_LINKS, links),
             )?;
         }
-        self.store.write(batch, false)
+        let mut key = card.to_vec();
+        key.extend_from_slice(&change.at_ms.to_be_bytes());
+        key.extend_from_slice(&rand::random::<u32>().to_be_bytes());
+        batch.put(
+            Cf::LinkAudit,
+            &key,
+            &crate::records::stored::to_bytes(change),
+        )?;
+        self.store.write(batch, true)
     }
 
-    /// Link a wallet (replacing a link to the same issuer account).
-    pub fn link(&self, pan: &Pan, link: WalletLink) -> Result<(), String> {
-        let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
+    /// Link a wallet, replacing a link to the same issuer account when `may_replace` says
+    /// the caller may. Refused when the card already has `max_links` others.
+    pub fn link(
+        &self,
+        pan: &Pan,
+        link: WalletLink,
+        who: &str,
+        may_replace: impl Fn(&WalletLink) -> bool,
+    ) -> Result<(), LinkError> {
+        let _guard = self
+            .write
+            .lock()
+            .map_err(|_| "directory lock poisoned".to_string())?;
         let card = self.key.card_ref(pan);
         let mut links = self.read(&card)?;
-        links.retain(|l| !(l.issuer == link.issuer && l.account == link.account));
+        let replaced = links.iter().find(|l| l.is(&link.issuer, &link.account));
+        if replaced.is_some_and(|old| !may_replace(old)) {
+            return Err(LinkError::NotYours);
+        }
+        let action = if replaced.is_some() {
+            "relinked"
+        } else {
+            "linked"
+        };
+        links.retain(|l| !l.is(&link.issuer, &link.account));
+        if links.len() >= self.max_links {
+            return Err(LinkError::TooMany {
+                max: self.max_links,
+            });
+        }
+        let change = self.change(who, action, &link, link.status.as_str());
         links.push(link);
         links.sort_by_key(|l| l.priority);
-        self.write(&card, &links)
+        Ok(self.write(&card, &links, &change)?)
     }
 
-    /// Unlink a wallet; true if it was linked.
-    pub fn unlink(&self, pan: &Pan, issuer: &str, account: &str) -> Result<bool, String> {
-        let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
+    /// Make a pending link active (its issuer confirmed it). `None`: no such link.
+    pub fn confirm(
+        &self,
+        pan: &Pan,
+        issuer: &str,
+        account: &str,
+        who: &str,
+    ) -> Result<Option<WalletLink>, LinkError> {
+        let _guard = self
+            .write
+            .lock()
+            .map_err(|_| "directory lock poisoned".to_string())?;
         let card = self.key.card_ref(pan);
         let mut links = self.read(&card)?;
-        let before = links.len();
-        links.retain(|l| !(l.issuer == issuer && l.account == account));
-        self.write(&card, &links)?;
-        Ok(links.len() != before)
+        let Some(link) = links.iter_mut().find(|l| l.is(issuer, account)) else {
+            return Ok(None);
+        };
+        link.status = LinkStatus::Active;
+        let confirmed = link.clone();
+        let change = self.change(who, "confirmed", &confirmed, "active");
+        self.write(&card, &links, &change)?;
+        Ok(Some(confirmed))
+    }
+
+    /// Unlink a wallet; true if it was linked and `may_remove` allowed it (a link the caller
+    /// may not touch reads as not there: its existence is not the caller's to learn).
+    pub fn unlink(
+        &self,
+        pan: &Pan,
+        issuer: &str,
+        account: &str,
+        who: &str,
+        may_remove: impl Fn(&WalletLink) -> bool,
+    ) -> Result<bool, LinkError> {
+        let _guard = self
+            .write
+            .lock()
+            .map_err(|_| "directory lock poisoned".to_string())?;
+        let card = self.key.card_ref(pan);
+        let mut links = self.read(&card)?;
+        let Some(removed) = links
+            .iter()
+            .find(|l| l.is(issuer, account) && may_remove(l))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        links.retain(|l| !l.is(issuer, account));
+        let change = self.change(who, "unlinked", &removed, "removed");
+        self.write(&card, &links, &change)?;
+        Ok(true)
+    }
+
+    /// Every change to a card's links, oldest first.
+    pub fn history(&self, pan: &Pan) -> Result<Vec<LinkChange>, String> {
+        let card = self.key.card_ref(pan);
+        crate::store::scan(&self.store, Cf::LinkAudit, &card)?
+            .iter()
+            .map(|(_, v)| {
+                crate::records::stored::from_bytes(v)
+                    .unwrap_or_else(|| Err("not a link change".into()))
+                    .map_err(|e| format!("corrupt link audit record: {e}"))
+            })
+            .collect()
+    }
+
+    fn change(&self, who: &str, action: &str, link: &WalletLink, status: &str) -> LinkChange {
+        LinkChange {
+            at_ms: now_ms(),
+            who: who.into(),
+            action: action.into(),
+            issuer: link.issuer.clone(),
+            account: link.account.clone(),
+            status: status.into(),
+        }
     }
 }
+
+/// The stored form of a card's links with status and creator.
+const V5_LINKS: u8 = crate::records::stored::V5_LINKS;
 
 #[cfg(test)]
 mod tests {
@@ -133,7 +383,7 @@ mod tests {
             issuer: issuer.into(),
             account: account.into(),
             priority,
-            label: String::new(),
+            ..WalletLink::default()
         }
     }
 
@@ -143,8 +393,10 @@ mod tests {
         let db = crate::store::open(dir.path()).unwrap();
         let d = Directory::new(db.clone(), CardKey::new(b"k".to_vec()));
         let pan = Pan::parse(b"9410000000000013").unwrap();
-        d.link(&pan, link("GIFT", "G-1", 2)).unwrap();
-        d.link(&pan, link("EMONEY", "E-1", 1)).unwrap();
+        d.link(&pan, link("GIFT", "G-1", 2), "test", |_| true)
+            .unwrap();
+        d.link(&pan, link("EMONEY", "E-1", 1), "test", |_| true)
+            .unwrap();
         let accounts: Vec<_> = d
             .wallets(&pan)
             .unwrap()
@@ -152,7 +404,7 @@ mod tests {
             .map(|l| l.account)
             .collect();
         assert_eq!(accounts, ["E-1", "G-1"]);
-        assert!(d.unlink(&pan, "GIFT", "G-1").unwrap());
+        assert!(d.unlink(&pan, "GIFT", "G-1", "test", |_| true).unwrap());
         assert_eq!(d.wallets(&pan).unwrap(), vec![link("EMONEY", "E-1", 1)]);
 
         let old = Pan::parse(b"9410000000000039").unwrap();
@@ -163,6 +415,21 @@ mod tests {
             .unwrap();
         db.write(batch, false).unwrap();
         assert_eq!(d.wallets(&old).unwrap(), vec![link("MILEAGE", "M-1", 3)]);
+
+        // Links stored binary before status and creator were kept read as active.
+        let older = Pan::parse(b"9410000000000021").unwrap();
+        let v1 = crate::records::stored::to_bytes(&[("GIFT", "G-9", 4u32, "old")][..]);
+        let mut batch = db.batch();
+        batch
+            .put(Cf::CardLinks, &d.key.card_ref(&older), &v1)
+            .unwrap();
+        db.write(batch, false).unwrap();
+        let read = d.wallets(&older).unwrap();
+        assert_eq!(
+            (read[0].account.as_str(), read[0].label.as_str()),
+            ("G-9", "old")
+        );
+        assert_eq!(d.payable(&older).unwrap(), read);
 
         // HMAC-SHA-256 as before (references in existing directories still resolve).
         assert_eq!(
@@ -187,27 +454,32 @@ mod tests {
         let pan = Pan::parse(b"9410000000000013").unwrap();
         let other = Pan::parse(b"9410000000000039").unwrap();
         assert_eq!(d.wallets(&pan).unwrap(), Vec::new());
-        d.link(&pan, link("GIFT", "G-1", 2)).unwrap();
-        d.link(&pan, link("EMONEY", "E-1", 1)).unwrap();
+        d.link(&pan, link("GIFT", "G-1", 2), "test", |_| true)
+            .unwrap();
+        d.link(&pan, link("EMONEY", "E-1", 1), "test", |_| true)
+            .unwrap();
         // Linking the same account again replaces its link.
-        d.link(&pan, link("GIFT", "G-1", 0)).unwrap();
+        d.link(&pan, link("GIFT", "G-1", 0), "test", |_| true)
+            .unwrap();
         assert_eq!(
             d.wallets(&pan).unwrap(),
             vec![link("GIFT", "G-1", 0), link("EMONEY", "E-1", 1)]
         );
         assert_eq!(d.wallets(&other).unwrap(), Vec::new());
-        // Stored under the card's keyed hash, never its number.
+        // Stored under the card's keyed hash, never its number; every change audited.
+        assert_eq!(d.history(&pan).unwrap().len(), 3);
         let stored = store.scan(Cf::CardLinks, b"").unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].0, d.key.card_ref(&pan));
-        assert!(!d.unlink(&pan, "GIFT", "G-2").unwrap());
-        assert!(d.unlink(&pan, "GIFT", "G-1").unwrap());
-        assert!(d.unlink(&pan, "EMONEY", "E-1").unwrap());
+        assert!(!d.unlink(&pan, "GIFT", "G-2", "test", |_| true).unwrap());
+        assert!(d.unlink(&pan, "GIFT", "G-1", "test", |_| true).unwrap());
+        assert!(d.unlink(&pan, "EMONEY", "E-1", "test", |_| true).unwrap());
         assert_eq!(d.wallets(&pan).unwrap(), Vec::new());
         // The last unlink deletes the card's record.
         assert!(store.scan(Cf::CardLinks, b"").unwrap().is_empty());
         // A second directory on the same store sees what the first wrote.
-        d.link(&pan, link("GIFT", "G-1", 2)).unwrap();
+        d.link(&pan, link("GIFT", "G-1", 2), "test", |_| true)
+            .unwrap();
         let again = Directory::new(store, CardKey::new(b"k".to_vec()));
         assert_eq!(again.wallets(&pan).unwrap(), vec![link("GIFT", "G-1", 2)]);
     }

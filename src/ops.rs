@@ -177,7 +177,10 @@ fn open_directory(target: &LinkTarget) -> Result<(Directory, Pan), String> {
     let key = CardKey::new(config.card_key.expose().to_vec());
     let db = cyberswitch::store::open(&config.data_dir)?;
     let pan = Pan::parse(target.card.trim().as_bytes()).map_err(|e| e.to_string())?;
-    Ok((Directory::new(db, key), pan))
+    Ok((
+        Directory::new(db, key).with_max_links(config.limits.max_links_per_card),
+        pan,
+    ))
 }
 
 pub fn link(cmd: LinkCommand) -> Result<(), String> {
@@ -190,14 +193,15 @@ pub fn link(cmd: LinkCommand) -> Result<(), String> {
             label,
         } => {
             let (dir, pan) = open_directory(&target)?;
+            // The offline tool is the operator's own hand on the data directory: active.
             dir.link(
                 &pan,
                 WalletLink {
-                    issuer,
-                    account,
-                    priority,
                     label,
+                    ..WalletLink::active(&issuer, &account, priority, "cli")
                 },
+                "cli",
+                |_| true,
             )?;
             println!("linked to {pan}");
         }
@@ -207,7 +211,7 @@ pub fn link(cmd: LinkCommand) -> Result<(), String> {
             account,
         } => {
             let (dir, pan) = open_directory(&target)?;
-            if dir.unlink(&pan, &issuer, &account)? {
+            if dir.unlink(&pan, &issuer, &account, "cli", |_| true)? {
                 println!("unlinked from {pan}");
             } else {
                 return Err(format!("{issuer}/{account} is not linked to {pan}"));
@@ -218,8 +222,12 @@ pub fn link(cmd: LinkCommand) -> Result<(), String> {
             println!("{pan}:");
             for w in dir.wallets(&pan)? {
                 println!(
-                    "  {:>3}  {:<10} {:<12} {}",
-                    w.priority, w.issuer, w.account, w.label
+                    "  {:>3}  {:<10} {:<12} {:<8} {}",
+                    w.priority,
+                    w.issuer,
+                    w.account,
+                    w.status.as_str(),
+                    w.label
                 );
             }
         }

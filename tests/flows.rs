@@ -111,14 +111,14 @@ async fn flows_with(extra_toml: &str) -> Flows {
     assert!(switch.links.values().all(|l| l.is_up()));
     for (card, issuer, account, priority, label) in demo::DEMO_LINKS {
         let link = WalletLink {
-            issuer: issuer.to_string(),
-            account: account.to_string(),
-            priority: *priority,
             label: label.to_string(),
+            ..WalletLink::active(issuer, account, *priority, "test")
         };
         switch
             .directory
-            .link(&Pan::parse(card.as_bytes()).unwrap(), link)
+            .link(&Pan::parse(card.as_bytes()).unwrap(), link, "test", |_| {
+                true
+            })
             .unwrap();
     }
     let listener = &config.listeners[0];
@@ -500,19 +500,17 @@ async fn a_late_approval_applied_after_its_reversal_was_acknowledged_is_reversed
 /// 96 and every leg is reversed: the terminal saw no approval, so no money stays taken.
 #[tokio::test(start_paused = true)]
 async fn an_approval_that_cannot_be_encoded_is_answered_96_and_every_leg_reversed() {
-    let f = flows_with("\n[limits]\nmax_legs = 64\n").await;
+    let f = flows_with("\n[limits]\nmax_legs = 64\nmax_links_per_card = 64\n").await;
     let card = "9410000000000021"; // no wallets in the demo
     let pan = Pan::parse(card.as_bytes()).unwrap();
     for i in 0..30 {
         let account = format!("G-9{i:03}");
         f.gift.open_account(&account, 10);
-        let link = WalletLink {
-            issuer: "GIFT".into(),
-            account,
-            priority: 1,
-            label: String::new(),
-        };
-        f.switch.directory.link(&pan, link).unwrap();
+        let link = WalletLink::active("GIFT", &account, 1, "test");
+        f.switch
+            .directory
+            .link(&pan, link, "test", |_| true)
+            .unwrap();
     }
     let a = f.call(&purchase(card, 300, 70)).await;
     assert_eq!(code(&a), "96", "{a:?}");
@@ -720,4 +718,15 @@ async fn a_refund_leg_approved_late_stands_and_gives_once() {
         "nothing reversed: {:?}",
         f.emoney.seen_for("E-1002")
     );
+}
+
+/// A wallet named twice in `WS` would be asked twice (a synced leg and two upstream calls
+/// each): the selection is malformed, 30, and nothing is asked (issue 21).
+#[tokio::test(start_paused = true)]
+async fn a_wallet_selected_twice_is_a_format_error_and_nothing_is_asked() {
+    let f = flows().await;
+    let req = with_tags(purchase(CARD, 1_000, 70), &[("WS", "E-1001,E-1001")]);
+    let a = f.call(&req).await;
+    assert_eq!(code(&a), "30", "{a:?}");
+    assert!(requests(&f.emoney, "E-1001").is_empty(), "a wallet was asked");
 }

@@ -27,6 +27,7 @@ const EMONEY_TOKEN: &str = "emoney-issuer-token-0123456789";
 const GIFT_TOKEN: &str = "gift-issuer-token-0123456789ab";
 const PARTNER_TOKEN: &str = "partner-mall-token-0123456789a";
 const SLOW_TOKEN: &str = "partner-slow-token-0123456789a";
+const OTHER_TOKEN: &str = "partner-other-token-012345678a";
 
 struct Env {
     demo: Demo,
@@ -65,6 +66,12 @@ name = "mall"
 role = "partner"
 scope = "MALL"
 token = {{ value = "{PARTNER_TOKEN}" }}
+
+[[admin.token]]
+name = "other"
+role = "partner"
+scope = "OTHER"
+token = {{ value = "{OTHER_TOKEN}" }}
 
 [[admin.token]]
 name = "slow"
@@ -649,6 +656,7 @@ async fn tokens_roles_and_issuer_lookup() {
     .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), Some("forbidden"));
+    // An issuer lists only the links to its own accounts.
     let r = call(
         &emoney,
         "post",
@@ -656,7 +664,14 @@ async fn tokens_roles_and_issuer_lookup() {
         json!({"card_number": GIFT_CARD}),
     )
     .await;
-    assert_eq!(r.status, 403);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let accounts: Vec<&str> = r.body["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts, ["E-1001"]);
     let r = call(
         &env.api(Some(GIFT_TOKEN)),
         "post",
@@ -1078,4 +1093,140 @@ async fn reversing_a_purchase_whose_points_were_spent_takes_them_back_as_a_debt(
 
 fn switch_ledger(env: &Env) -> std::sync::Arc<cyberswitch::ledger::Ledger> {
     env.demo.running.switch.hosted.ledger.clone()
+}
+
+/// SPEC §10 link consent and scope (issue 21): a partner's link is pending, never paid with,
+/// until the account's issuer confirms it; another partner neither sees, removes nor takes
+/// it over; links per card are bounded; every change is audited with who did it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partner_link_pays_only_once_its_issuer_confirms_and_stays_the_partners() {
+    let env = env().await;
+    let (mall, other) = (env.api(Some(PARTNER_TOKEN)), env.api(Some(OTHER_TOKEN)));
+    let key = json!({"card_number": PLAIN_CARD, "issuer": "EMONEY", "account": "E-1002"});
+    let mut link = key.clone();
+    link["priority"] = json!(1);
+    let r = call(&mall, "post", "/v1/links", link.clone()).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["status"], "pending");
+
+    // Pending: the card pays by credit alone, the e-money account is never asked.
+    let spent_before = env
+        .call(&env.request(b"0200", PLAIN_CARD, "000000", 1_000, None))
+        .await;
+    assert_eq!(code(&spent_before), "00", "{spent_before:?}");
+    let legs = String::from_utf8_lossy(spent_before.get(48).unwrap_or_default()).into_owned();
+    assert!(!legs.contains("EMONEY"), "a pending link paid: {legs}");
+
+    // Another partner: sees nothing, removes nothing, cannot take the link over.
+    let r = call(
+        &other,
+        "post",
+        "/v1/links/query",
+        json!({"card_number": PLAIN_CARD}),
+    )
+    .await;
+    assert_eq!(r.body["links"], json!([]), "{:?}", r.body);
+    let r = call(&other, "delete", "/v1/links", key.clone()).await;
+    assert_eq!(r.body["removed"], false);
+    let r = call(&other, "post", "/v1/links", link.clone()).await;
+    assert_eq!((r.status, r.error_code()), (409, Some("linked_by_another")));
+    // A partner cannot confirm, nor can another issuer.
+    let r = call(&mall, "post", "/v1/links/confirm", key.clone()).await;
+    assert_eq!(r.status, 403);
+    let r = call(
+        &env.api(Some(GIFT_TOKEN)),
+        "post",
+        "/v1/links/confirm",
+        key.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // The account's issuer confirms: now it pays.
+    let r = call(
+        &env.api(Some(EMONEY_TOKEN)),
+        "post",
+        "/v1/links/confirm",
+        key.clone(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["status"]),
+        (200, &json!("active")),
+        "{:?}",
+        r.body
+    );
+    let paid = env
+        .call(&env.request(b"0200", PLAIN_CARD, "000000", 1_000, None))
+        .await;
+    assert_eq!(code(&paid), "00", "{paid:?}");
+    let legs = String::from_utf8_lossy(paid.get(48).unwrap_or_default()).into_owned();
+    assert!(
+        legs.contains("EMONEY"),
+        "the confirmed link did not pay: {legs}"
+    );
+    let r = call(
+        &mall,
+        "post",
+        "/v1/links/query",
+        json!({"card_number": PLAIN_CARD}),
+    )
+    .await;
+    assert_eq!(r.body["links"][0]["status"], "active");
+    assert_eq!(r.body["links"][0]["created_by"], "partner:MALL");
+
+    // Every change audited, with who did it; the history is the operator's.
+    let r = call(
+        &mall,
+        "post",
+        "/v1/links/history",
+        json!({"card_number": PLAIN_CARD}),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = call(
+        &env.operator(),
+        "post",
+        "/v1/links/history",
+        json!({"card_number": PLAIN_CARD}),
+    )
+    .await;
+    let changes: Vec<(String, String)> = r.body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["who"].as_str().unwrap().into(),
+                c["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("partner:MALL".to_string(), "linked".to_string()),
+            ("issuer:EMONEY".to_string(), "confirmed".to_string())
+        ]
+    );
+
+    // The issuer may revoke a link to its account; the partner's own removal works too.
+    let r = call(&mall, "delete", "/v1/links", key.clone()).await;
+    assert_eq!(r.body["removed"], true);
+
+    // Links per card are bounded (limits.max_links_per_card, 16 by default).
+    let operator = env.operator();
+    let mut last = None;
+    for i in 0..17 {
+        let l =
+            json!({"card_number": PLAIN_CARD, "issuer": "GIFT", "account": format!("G-X{i:02}")});
+        last = Some(call(&operator, "post", "/v1/links", l).await);
+    }
+    let last = last.unwrap();
+    assert_eq!(
+        (last.status, last.error_code()),
+        (409, Some("too_many_links")),
+        "{:?}",
+        last.body
+    );
 }

@@ -404,6 +404,68 @@ async fn hosted_card_refund_credits_the_card_back_exactly_and_takes_points_back_
     assert_eq!(env.credit(card), credit_before);
 }
 
+/// A refund the card spent before the terminal reversed it (an unanswered refund, reversed
+/// as terminals do): its money is taken back as a recorded debt, never left given (found by
+/// the crash harness: the hosted ledger refused that reversal 51, the reversal went to the
+/// dead letters, and the refund stood while its merchant was told it never happened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reversed_hosted_refund_takes_its_money_back_even_once_spent() {
+    use cyberswitch::iso8583::Pan;
+    use cyberswitch::pin::{encrypt_block, ClearPin, PinKey};
+    let (card, pin) = (demo::DEMO_PREPAID.0, demo::DEMO_PREPAID.1);
+    let env = env().await;
+    let pin_key =
+        PinKey::from_hex(&demo::secret(env._dir.path(), "terminal-pin.key").unwrap()).unwrap();
+    let with_pin = |mut m: OwnedMessage| {
+        let block = encrypt_block(&pin_key, &ClearPin::new(pin).unwrap(), card).unwrap();
+        m.set(52, &block);
+        m
+    };
+    let hosted = &env.demo.running.switch.hosted;
+    let found = hosted
+        .card_by_pan(&Pan::parse(card.as_bytes()).unwrap())
+        .unwrap()
+        .unwrap();
+    let points_account = found.points_account.clone().unwrap();
+    let money = || hosted.ledger.balance(&found.account).unwrap().available();
+    let points = || hosted.ledger.balance(&points_account).unwrap().available();
+
+    let a = env.call(&with_pin(env.purchase(card, 10_000))).await;
+    assert_eq!(code(&a), "00", "{a:?}");
+    let refund = env.refund_by_rrn(&rrn(&a), 4_000);
+    assert_eq!(code(&env.call(&refund).await), "00");
+    // The card spends everything it has, the refund included.
+    let all = u64::try_from(money()).unwrap();
+    let spent = env.call(&with_pin(env.purchase(card, all))).await;
+    assert_eq!(code(&spent), "00", "{spent:?}");
+    assert_eq!(money(), 0);
+    let points_before = points();
+
+    let stan = env.stan.fetch_add(1, Ordering::Relaxed);
+    let rev = common::reversal_of(
+        &refund,
+        u64::from(stan),
+        &cyberswitch::clock::transmission_time(),
+    );
+    assert_eq!(code(&env.call(&rev).await), "00");
+    env.drained().await;
+    assert_eq!(money(), -4_000, "the refund taken back as a debt");
+    assert_eq!(
+        points(),
+        points_before + 40,
+        "the points it took back given back"
+    );
+    // The debt refuses spending until paid down.
+    let refused = env.call(&with_pin(env.purchase(card, 1))).await;
+    assert_eq!(code(&refused), "51", "{refused:?}");
+    for account in [&found.account, &points_account] {
+        assert_eq!(
+            hosted.ledger.derive(account).unwrap(),
+            hosted.ledger.balance(account).unwrap()
+        );
+    }
+}
+
 /// Approval codes repeat: every host numbers its own. The acquirer's first approval (the
 /// credit part of a split purchase) and the gift issuer's first (a purchase the gift wallet
 /// pays alone) carry the same code, at one terminal on one day. A refund naming that code is

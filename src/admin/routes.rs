@@ -8,12 +8,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::link_routes as links;
 use super::{ApiError, AppState, Body, Caller, Params};
 use crate::admin_bodies::{
-    ActivateBody, AmountBody, CardNumber, DateQuery, ExpiryBody, IssueRequest, LinkBody, LinkKey,
-    MasterBody, PreregBody, SubRequest, TxnQuery,
+    ActivateBody, AmountBody, CardNumber, DateQuery, ExpiryBody, IssueRequest, MasterBody,
+    PreregBody, SubRequest, TxnQuery,
 };
-use crate::directory::WalletLink;
 use crate::hosted::{Card, CardStatus};
 use crate::iso8583::Pan;
 use crate::switch::search::{Search, SEARCH_MAX_EXAMINED};
@@ -24,6 +24,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/links"),
     ("delete", "/v1/links"),
     ("post", "/v1/links/query"),
+    ("post", "/v1/links/confirm"),
+    ("post", "/v1/links/history"),
     ("post", "/v1/issuers/{issuer}/lookup"),
     ("post", "/v1/cards"),
     ("post", "/v1/cards/lookup"),
@@ -51,8 +53,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/links", post(link_add).delete(link_remove))
-        .route("/v1/links/query", post(link_query))
+        .route("/v1/links", post(links::add).delete(links::remove))
+        .route("/v1/links/query", post(links::query))
+        .route("/v1/links/confirm", post(links::confirm))
+        .route("/v1/links/history", post(links::history))
         .route("/v1/issuers/{issuer}/lookup", post(issuer_lookup))
         .route("/v1/cards", post(card_issue))
         .route("/v1/cards/lookup", post(card_lookup))
@@ -88,11 +92,11 @@ pub fn router(state: AppState) -> Router {
 type ApiResult = Result<Json<Value>, ApiError>;
 type Created = Result<(StatusCode, Json<Value>), ApiError>;
 
-fn pan(text: &str) -> Result<Pan, ApiError> {
+pub(super) fn pan(text: &str) -> Result<Pan, ApiError> {
     crate::admin_bodies::card_number(text).map_err(ApiError::bad_request)
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
 }
 
@@ -100,65 +104,7 @@ async fn health(_caller: Caller) -> ApiResult {
     Ok(Json(json!({"status": "ok"})))
 }
 
-// --- Links (F12) and issuer look-up (F11) ---
-
-fn link_view(l: &WalletLink) -> Value {
-    json!({"issuer": l.issuer, "account": l.account, "priority": l.priority, "label": l.label})
-}
-
-async fn link_add(caller: Caller, State(s): State<AppState>, Body(b): Body<LinkBody>) -> Created {
-    caller.manager("manage links")?;
-    let pan = pan(&b.card_number)?;
-    if s.switch.config.issuer(&b.issuer).is_none() {
-        return Err(ApiError::bad_request(format!("no issuer {:?}", b.issuer)));
-    }
-    let account = b.account().map_err(ApiError::bad_request)?.to_string();
-    let link = WalletLink {
-        issuer: b.issuer,
-        account,
-        priority: b.priority,
-        label: b.label,
-    };
-    s.switch
-        .directory
-        .link(&pan, link.clone())
-        .map_err(internal)?;
-    tracing::info!(caller = %caller.name, card = %pan, issuer = %link.issuer, "wallet linked");
-    let mut v = link_view(&link);
-    v["card_number"] = json!(pan.masked());
-    Ok((StatusCode::CREATED, Json(v)))
-}
-
-async fn link_remove(
-    caller: Caller,
-    State(s): State<AppState>,
-    Body(b): Body<LinkKey>,
-) -> ApiResult {
-    caller.manager("manage links")?;
-    let pan = pan(&b.card_number)?;
-    let removed = s
-        .switch
-        .directory
-        .unlink(&pan, &b.issuer, b.account.trim())
-        .map_err(internal)?;
-    Ok(Json(
-        json!({"card_number": pan.masked(), "removed": removed}),
-    ))
-}
-
-async fn link_query(
-    caller: Caller,
-    State(s): State<AppState>,
-    Body(b): Body<CardNumber>,
-) -> ApiResult {
-    caller.manager("list every issuer's links (issuers use their look-up)")?;
-    let pan = pan(&b.card_number)?;
-    let links = s.switch.directory.wallets(&pan).map_err(internal)?;
-    Ok(Json(json!({
-        "card_number": pan.masked(),
-        "links": links.iter().map(link_view).collect::<Vec<_>>(),
-    })))
-}
+// --- Issuer look-up (F11) ---
 
 async fn issuer_lookup(
     caller: Caller,

@@ -338,6 +338,7 @@ fn limits(at: &Origin, file: &ConfigToml) -> Result<(), ConfigError> {
     at.within("limits.shutdown_drain_s", l.shutdown_drain_s, 0, 3_600)?;
     at.within("limits.delivery_doubt_s", l.delivery_doubt_s, 1, 86_400)?;
     at.within("limits.max_legs", l.max_legs, 1, 64)?;
+    at.within("limits.max_links_per_card", l.max_links_per_card, 1, 256)?;
     if l.journal_archive_dir.is_some() && l.journal_retention_days == 0 {
         return Err(at.err(
             "limits.journal_archive_dir",

@@ -328,6 +328,8 @@ pub struct Limits {
     /// At most this many legs (upstream requests that move money) per transaction; a
     /// request that would need more is declined.
     pub max_legs: usize,
+    /// At most this many wallets linked to one card (each is asked on a balance inquiry).
+    pub max_links_per_card: usize,
 }
 
 impl Default for Limits {
@@ -343,6 +345,7 @@ impl Default for Limits {
             shutdown_drain_s: 10,
             delivery_doubt_s: 60,
             max_legs: 16,
+            max_links_per_card: crate::directory::DEFAULT_MAX_LINKS,
         }
     }
 }

@@ -41,9 +41,10 @@ pub enum EntryType {
     /// What a hold kept beyond the amount its completion posted, given back (the hold itself
     /// is closed by the `Post` beside it).
     Release,
-    /// Earned points taken back (their purchase reversed or refunded), whether or not they
-    /// are still there: the balance may go below zero, a debt that later earnings pay down
-    /// and that refuses spending meanwhile.
+    /// Taken back whether or not it is still there: earned points (their purchase reversed
+    /// or refunded), a refund's money (the refund reversed). The balance may go below zero,
+    /// a debt that later earnings, recharges or refunds pay down and that refuses spending
+    /// meanwhile.
     Clawback,
 }
 

@@ -121,10 +121,16 @@ impl Ledger {
         Ok(after)
     }
 
-    /// Undo a refund leg (its reversal): what it gave is taken back, if it is still there
-    /// (else `Insufficient`: a definite refusal for an operator); the leg it gave back to
-    /// may give it back again; the points it took back are given back. One step; undoing
-    /// it twice is a no-op.
+    /// Undo a refund leg (its reversal): what it gave is taken back whether or not it is
+    /// still there, the leg it gave back to may give it back again, and the points it took
+    /// back are given back. One step; undoing it twice is a no-op.
+    ///
+    /// Spent meanwhile, the money is taken back as a recorded debt (a `Clawback`: the
+    /// balance goes below zero, refuses spending, and the next recharge or refund pays it
+    /// down), as earned points are. Refusing instead (51) would leave the refund given while
+    /// the merchant that reversed it was told it never happened: the reversal of an
+    /// unanswered refund is how a terminal undoes it, and the card may well have spent the
+    /// money before the terminal gave up waiting (found by the crash harness).
     pub(super) async fn unrefund(&self, refund_id: &str) -> Result<Balance, LedgerError> {
         let Some(first) = self.leg(refund_id)? else {
             return Err(LedgerError::UnknownLeg(refund_id.into()));
@@ -146,15 +152,10 @@ impl Ledger {
         if refund.state == LegState::Refunded {
             return Ok(current);
         }
-        if current.available() < refund.amount {
-            return Err(LedgerError::Insufficient {
-                available: current.available(),
-            });
-        }
         let mut step = Step::new();
         let mut after = current;
         refund.state = LegState::Refunded;
-        self.write_entry(&mut step, EntryType::Debit, refund_id, &refund)?
+        self.write_entry(&mut step, EntryType::Clawback, refund_id, &refund)?
             .apply_to(&mut after)?;
         if let Some(original) = refund.of.as_deref() {
             if let Some(mut taken) = self.leg(original)? {
@@ -178,7 +179,7 @@ impl Ledger {
         }
         step.synced();
         self.journal.commit(step).await.map_err(storage)?;
-        self.applied(after, refund_id, &refund, EntryType::Debit);
+        self.applied(after, refund_id, &refund, EntryType::Clawback);
         if let Some((balance, claw)) = given {
             self.applied(balance, &claw_id, &claw, EntryType::Credit);
         }

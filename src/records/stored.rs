@@ -28,6 +28,9 @@ pub const V3_TXN: u8 = 3;
 /// The first byte of a transaction record with refunds (F8) and business dates (F13).
 pub const V4_TXN: u8 = 4;
 
+/// The first byte of a card's link list with each link's status and creator (SPEC §10).
+pub const V5_LINKS: u8 = 5;
+
 /// The largest record a reader inflates: a damaged length must not make it allocate
 /// gigabytes (a journal record is a few kilobytes).
 const MAX_INFLATED: usize = 16 << 20;

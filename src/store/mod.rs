@@ -59,10 +59,14 @@ pub enum Cf {
     /// events by business date (`e/DATE/LINK/TXN/LEG/KIND`), what each leg has booked
     /// (`l/LINK/TXN/LEG/KIND`), the open business date and each closed day's reconciliation.
     Books,
+    /// Every change to a card's links (F12, SPEC §10): HMAC of the card number, time (ms,
+    /// 8 bytes big-endian), a random tie-breaker → who did what to which link. Written in
+    /// the same synced batch as the change.
+    LinkAudit,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 17] = [
+    pub const ALL: [Cf; 18] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -80,6 +84,7 @@ impl Cf {
         Cf::Meta,
         Cf::TxnRefs,
         Cf::Books,
+        Cf::LinkAudit,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -106,6 +111,7 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::TxnRefs => "txn_refs",
             Cf::Books => "books",
+            Cf::LinkAudit => "link_audit",
         }
     }
 }

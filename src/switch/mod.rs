@@ -238,7 +238,7 @@ impl Switch {
         };
         let tt = req.transaction_type().unwrap_or(99);
         let codes = &self.config.processing_codes;
-        let wallets = match self.directory.wallets(&pan) {
+        let wallets = match self.directory.payable(&pan) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "card directory read failed");

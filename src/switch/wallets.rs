@@ -224,7 +224,13 @@ fn drain_order<'a>(
     match selection {
         Some(ids) => ids
             .iter()
-            .map(|id| {
+            .enumerate()
+            .map(|(i, id)| {
+                // Named twice, a wallet would be asked twice (a synced leg and two upstream
+                // calls each): a malformed selection, not a choice.
+                if ids[..i].contains(id) {
+                    return Err(format!("wallet {id:?} is selected twice"));
+                }
                 wallets
                     .iter()
                     .find(|w| &w.link.account == id)

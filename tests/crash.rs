@@ -354,7 +354,9 @@ impl World {
     }
 
     async fn start_switch(&self, crash_point: Option<&str>, skip_recovery: bool) -> Switch {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cyberswitch"));
+        // `CRASH_BIN` runs a copy of the binary (to loop the harness while the tree rebuilds).
+        let bin = std::env::var("CRASH_BIN").unwrap_or(env!("CARGO_BIN_EXE_cyberswitch").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)

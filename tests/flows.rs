@@ -728,5 +728,8 @@ async fn a_wallet_selected_twice_is_a_format_error_and_nothing_is_asked() {
     let req = with_tags(purchase(CARD, 1_000, 70), &[("WS", "E-1001,E-1001")]);
     let a = f.call(&req).await;
     assert_eq!(code(&a), "30", "{a:?}");
-    assert!(requests(&f.emoney, "E-1001").is_empty(), "a wallet was asked");
+    assert!(
+        requests(&f.emoney, "E-1001").is_empty(),
+        "a wallet was asked"
+    );
 }

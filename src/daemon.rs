@@ -355,6 +355,7 @@ async fn start_listeners(
             framing: profile.framing,
             max_frame: profile.max_frame,
             max_connections: lc.max_connections,
+            max_connections_per_peer: lc.max_connections_per_peer,
             max_in_flight: lc.max_in_flight,
             idle_timeout: lc.idle_timeout(),
         };

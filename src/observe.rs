@@ -106,10 +106,37 @@ impl Direction {
     }
 }
 
+/// The MTIs of ISO 8583:1987 that the switch speaks or relays (requests, repeats, answers,
+/// advices of classes 1, 2, 4, 5, 8). A metric label is one of these or `other`: a peer
+/// chooses the MTI, and must not choose how many series the switch keeps (SPEC §10).
+const KNOWN_MTIS: &[&str] = &[
+    "0100", "0101", "0110", "0120", "0121", "0130", "0200", "0201", "0210", "0220", "0221", "0230",
+    "0400", "0401", "0410", "0420", "0421", "0430", "0500", "0501", "0510", "0520", "0521", "0530",
+    "0800", "0801", "0810", "0820", "0830",
+];
+
+/// A bounded metric label for an MTI.
+pub fn mti_label(mti: crate::iso8583::Mti) -> &'static str {
+    KNOWN_MTIS
+        .iter()
+        .find(|m| m.as_bytes() == mti.as_bytes())
+        .copied()
+        .unwrap_or("other")
+}
+
+/// A bounded metric label for a response code: two letters or digits as they came (a host
+/// chooses it: at most 36² of them), anything else `??`.
+pub fn code_label(code: &[u8]) -> [u8; 2] {
+    match <[u8; 2]>::try_from(code) {
+        Ok(c) if c.iter().all(u8::is_ascii_alphanumeric) => c,
+        _ => *b"??",
+    }
+}
+
 /// `cyberswitch_messages_total` of one link or listener, by direction and MTI.
 pub struct MessageCounters {
     link: std::sync::Arc<str>,
-    counters: Family<(Direction, crate::iso8583::Mti), metrics::Counter>,
+    counters: Family<(Direction, &'static str), metrics::Counter>,
 }
 
 impl MessageCounters {
@@ -123,8 +150,8 @@ impl MessageCounters {
     /// Count one message.
     pub fn count(&self, dir: Direction, mti: crate::iso8583::Mti) {
         self.counters
-            .get((dir, mti), |(dir, mti)| {
-                metrics::counter!("cyberswitch_messages_total", "link" => self.link.to_string(), "dir" => dir.label(), "mti" => mti.to_string())
+            .get((dir, mti_label(mti)), |(dir, mti)| {
+                metrics::counter!("cyberswitch_messages_total", "link" => self.link.to_string(), "dir" => dir.label(), "mti" => mti)
             })
             .increment(1);
     }
@@ -150,6 +177,18 @@ pub async fn watch_runtime_lag(stop: CancellationToken) {
 mod tests {
     /// Every metric the Grafana dashboard under `config/` queries is one the switch emits
     /// (a renamed metric would otherwise leave an empty panel nobody notices).
+    #[test]
+    fn labels_a_peer_chooses_are_bounded() {
+        use crate::iso8583::Mti;
+        assert_eq!(super::mti_label(Mti(*b"0200")), "0200");
+        assert_eq!(super::mti_label(Mti(*b"0421")), "0421");
+        assert_eq!(super::mti_label(Mti(*b"9999")), "other");
+        assert_eq!(super::mti_label(Mti(*b"0290")), "other");
+        assert_eq!(&super::code_label(b"00"), b"00");
+        assert_eq!(&super::code_label(b"\n\0"), b"??");
+        assert_eq!(&super::code_label(b"123"), b"??");
+    }
+
     #[test]
     fn the_dashboard_queries_only_metrics_the_switch_emits() {
         let root = env!("CARGO_MANIFEST_DIR");

@@ -291,6 +291,7 @@ async fn wrong_pin_three_times_then_75_until_an_operator_resets() {
         v
     };
     assert_eq!(codes, ["55", "55", "75"]);
+    assert_eq!(env.card(&id).await["pin_failures"], 3);
     // Locked: even the right PIN is refused now.
     let a = env
         .call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("1234")))
@@ -718,6 +719,16 @@ async fn tokens_roles_and_issuer_lookup() {
         .as_str()
         .unwrap()
         .contains("card_number"));
+    // A card number where a string belongs is refused without being echoed (SPEC §10).
+    let r = call(
+        &partner,
+        "post",
+        "/v1/links",
+        json!({"card_number": 9410000000000013u64, "issuer": "EMONEY", "account": "x"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(!r.body.to_string().contains("41000000"), "{:?}", r.body);
     let r = partner
         .call("post", "/v1/links", Some(&json!({"nope": 1})))
         .await
@@ -1229,4 +1240,24 @@ async fn a_partner_link_pays_only_once_its_issuer_confirms_and_stays_the_partner
         "{:?}",
         last.body
     );
+}
+
+/// A PIN block that does not read (random bytes, or sealed under another key) is a format
+/// error, never a try at the PIN: anyone who knows a hosted card's number could otherwise
+/// lock it (issue 21). The card still takes its right PIN afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_garbage_pin_block_is_30_and_never_counts_as_a_try() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    for garbage in [[0u8; 8], [0xA5; 8], *b"\x12\x34\x56\x78\x9a\xbc\xde\xf0"] {
+        let mut m = env.request(b"0200", PREPAID, "000000", 1_000, None);
+        m.set(52, &garbage);
+        let a = env.call(&m).await;
+        assert_eq!(code(&a), "30", "{a:?}");
+    }
+    assert_eq!(env.card(&id).await["pin_failures"], 0);
+    let a = env
+        .call(&env.request(b"0200", PREPAID, "000000", 1_000, Some("1234")))
+        .await;
+    assert_eq!(code(&a), "00");
 }

@@ -181,6 +181,7 @@ async fn against(wrong: Wrong) -> load::Report {
         framing: "binary2".parse().unwrap(),
         max_frame: 8192,
         max_connections: 100,
+        max_connections_per_peer: 100,
         max_in_flight: 64,
         idle_timeout: Duration::from_secs(60),
     };

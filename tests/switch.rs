@@ -905,3 +905,51 @@ async fn a_split_tender_authorization_is_completed_at_the_acquirer_only() {
     assert_eq!(env.balance("GIFT", "G-3001"), 50_000);
     assert_eq!(env.credit_total(GIFT_CARD), 0);
 }
+
+/// One peer address may hold only `max_connections_per_peer` connections of a listener
+/// (SPEC §10): the next is closed at once, the open ones go on, and a place given back is
+/// taken again (issue 21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_past_the_per_peer_cap_are_closed_and_the_others_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let capped =
+        "\n[[listener]]\nname = \"capped\"\naddr = \"127.0.0.1:0\"\nmax_connections = 8\nmax_connections_per_peer = 2\n";
+    let env = env_configured(ephemeral(), |_| {}, capped).await;
+    let addr = env
+        .demo
+        .running
+        .addrs
+        .iter()
+        .find(|(name, _)| name == "capped")
+        .unwrap()
+        .1;
+    // A keep-alive (a zero length) is echoed by a connection that is served.
+    async fn served(s: &mut tokio::net::TcpStream) -> bool {
+        if s.write_all(&[0, 0]).await.is_err() {
+            return false;
+        }
+        let mut echo = [9u8; 2];
+        matches!(
+            tokio::time::timeout(WAIT, s.read_exact(&mut echo)).await,
+            Ok(Ok(_))
+        ) && echo == [0, 0]
+    }
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(served(&mut first).await && served(&mut second).await);
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(!served(&mut third).await, "a third connection was served");
+    assert!(served(&mut first).await, "the open ones go on");
+    drop(second);
+    // The place given back is taken again (the server notices the close first).
+    let mut again = None;
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if served(&mut s).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the freed place was never given again");
+}

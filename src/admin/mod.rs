@@ -124,7 +124,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        // Whatever a route wrote, no card-number-like run of digits leaves in an error.
+        let message = without_card_numbers(&self.message);
+        let body = serde_json::json!({"error": {"code": self.code, "message": message}});
         let mut response = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, s.into());
@@ -239,7 +241,54 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
 }
 
 fn json_rejection(e: &JsonRejection) -> String {
-    e.body_text()
+    without_values(&e.body_text())
+}
+
+/// `text` with every run of twelve digits or more (a card number's length) as `…`.
+fn without_card_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() >= 12 { "…" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// A parser's message without the values it quotes (SPEC §10: errors never echo input — a
+/// card number sent as a JSON number would otherwise come back in the error). Serde quotes
+/// what it found in backticks or double quotes; those become `…`, and so does any run of
+/// six digits or more left (positions, "line 1 column 35", stay).
+pub fn without_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '`' | '"' => {
+                for d in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+                out.push_str("…");
+            }
+            c if c.is_ascii_digit() => {
+                let mut run = String::from(c);
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    run.push(d);
+                }
+                out.push_str(if run.len() >= 6 { "…" } else { &run });
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A query string whose rejection is a JSON error.
@@ -252,7 +301,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Par
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Params(q.0))
-            .map_err(|e: QueryRejection| ApiError::bad_request(e.body_text()))
+            .map_err(|e: QueryRejection| ApiError::bad_request(without_values(&e.body_text())))
     }
 }
 
@@ -283,4 +332,28 @@ pub async fn serve(
     });
     tracing::info!(%addr, "admin API listening");
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_never_echo_what_was_sent() {
+        let serde = "Failed to deserialize the JSON body into the target type: card_number: invalid type: integer `4111111111111111`, expected a string at line 1 column 35";
+        let clean = super::without_values(serde);
+        assert!(!clean.contains("4111"), "{clean}");
+        assert!(
+            clean.contains(
+                "card_number: invalid type: integer …, expected a string at line 1 column 35"
+            ),
+            "{clean}"
+        );
+        assert_eq!(
+            super::without_values(r#"unknown variant "9410000000000013x""#),
+            "unknown variant …"
+        );
+        assert_eq!(
+            super::without_card_numbers("card 9410000000000013 and 42"),
+            "card … and 42"
+        );
+    }
 }

@@ -109,6 +109,10 @@ pub(super) fn check(file: &ConfigToml, origin: &Path) -> Result<(), ConfigError>
 
 fn listener(at: &Origin, key: &str, l: &ListenerToml) -> Result<(), ConfigError> {
     at.count(format!("{key}.max_connections"), l.max_connections)?;
+    at.count(
+        format!("{key}.max_connections_per_peer"),
+        l.max_connections_per_peer,
+    )?;
     at.count(format!("{key}.max_in_flight"), l.max_in_flight)?;
     at.positive(format!("{key}.idle_timeout_ms"), l.idle_timeout_ms)
 }

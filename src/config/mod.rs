@@ -175,6 +175,8 @@ pub struct ListenerConfig {
     pub profile: Profile,
     /// Connections open at once; further ones are closed as soon as accepted.
     pub max_connections: usize,
+    /// Connections open at once from one peer address; further ones are closed likewise.
+    pub max_connections_per_peer: usize,
     /// Requests of one connection being processed at once; reading pauses beyond it.
     pub max_in_flight: usize,
     /// A connection that sends nothing (not even a keep-alive) for this long is closed.

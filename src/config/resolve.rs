@@ -104,6 +104,7 @@ impl Resolver<'_> {
             addr: l.addr,
             profile,
             max_connections: l.max_connections,
+            max_connections_per_peer: l.max_connections_per_peer,
             max_in_flight: l.max_in_flight,
             idle_timeout_ms: l.idle_timeout_ms,
         })

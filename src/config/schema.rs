@@ -125,6 +125,10 @@ pub struct ListenerToml {
     pub max_frame: usize,
     #[serde(default = "n_usize::<10_000>")]
     pub max_connections: usize,
+    /// Connections open at once from one peer address (a VAN concentrator holds many; one
+    /// address must still not take the whole listener).
+    #[serde(default = "n_usize::<256>")]
+    pub max_connections_per_peer: usize,
     /// The terminals' PIN key (double-length TDES): PIN blocks in field 52 are encrypted
     /// under it.
     pub pin_key: Option<Secret>,

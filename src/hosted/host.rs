@@ -411,14 +411,13 @@ impl CardHost {
             (None, _) => return Ok(()),
             (Some(_), None) => false,
             (Some(block), Some(hash)) => {
-                let pin = decrypt_block(&self.hosted.zone_key, &block, pan.expose());
+                let Ok(pin) = decrypt_block(&self.hosted.zone_key, &block, pan.expose()) else {
+                    return Err(HostedError::UnreadablePin);
+                };
                 let hash = hash.clone();
-                match pin {
-                    Ok(pin) => tokio::task::spawn_blocking(move || verify_pin(&pin, &hash))
-                        .await
-                        .unwrap_or(false),
-                    Err(_) => false,
-                }
+                tokio::task::spawn_blocking(move || verify_pin(&pin, &hash))
+                    .await
+                    .unwrap_or(false)
             }
         };
         if right {

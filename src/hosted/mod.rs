@@ -39,6 +39,11 @@ pub enum HostedError {
     Expired,
     #[error("wrong PIN")]
     WrongPin,
+    /// A PIN block that does not decrypt to a format 0 block under the zone key: garbage,
+    /// or sealed under another key. Not a try at the PIN (SPEC §10): anyone who knows a
+    /// card number could otherwise lock its card with random bytes.
+    #[error("unreadable PIN block")]
+    UnreadablePin,
     #[error("PIN tries exceeded")]
     PinTriesExceeded,
     #[error("{0}")]
@@ -69,6 +74,7 @@ impl HostedError {
             HostedError::Status(_) => ResponseCode::RestrictedCard,
             HostedError::Expired => ResponseCode::ExpiredCard,
             HostedError::WrongPin => ResponseCode::IncorrectPin,
+            HostedError::UnreadablePin => ResponseCode::FormatError,
             HostedError::PinTriesExceeded => ResponseCode::PinTriesExceeded,
             HostedError::Limit(_) => ResponseCode::ExceedsLimit,
             HostedError::BadAmount(_) => ResponseCode::InvalidAmount,
@@ -87,6 +93,7 @@ impl HostedError {
             HostedError::Status(_) => "card_status",
             HostedError::Expired => "card_expired",
             HostedError::WrongPin => "wrong_pin",
+            HostedError::UnreadablePin => "invalid_request",
             HostedError::PinTriesExceeded => "pin_tries_exceeded",
             HostedError::Limit(_) => "limit_exceeded",
             HostedError::BadAmount(_) => "bad_amount",

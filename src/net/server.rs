@@ -97,8 +97,44 @@ pub struct ServerLimits {
     pub framing: Framing,
     pub max_frame: usize,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
     pub max_in_flight: usize,
     pub idle_timeout: Duration,
+}
+
+/// Connections open per peer address (SPEC §10): one address may not take every place of a
+/// listener. An address is in the map only while it has a connection open.
+#[derive(Clone, Default)]
+struct PeerCounts(Arc<dashmap::DashMap<std::net::IpAddr, usize>>);
+
+impl PeerCounts {
+    /// A place for one more connection from `ip`, if it has fewer than `max` open.
+    fn enter(&self, ip: std::net::IpAddr, max: usize) -> Option<PeerPlace> {
+        let mut open = self.0.entry(ip).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(PeerPlace {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in [`PeerCounts`], given back when dropped.
+struct PeerPlace {
+    counts: PeerCounts,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        if let Some(mut open) = self.counts.0.get_mut(&self.ip) {
+            *open = open.saturating_sub(1);
+        }
+        self.counts.0.remove_if(&self.ip, |_, open| *open == 0);
+    }
 }
 
 /// Accept connections until `stop` is cancelled.
@@ -122,6 +158,7 @@ pub async fn serve_draining(
     drain: Drain,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = PeerCounts::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -138,9 +175,16 @@ pub async fn serve_draining(
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            metrics::counter!("cyberswitch_connections_refused_total", "listener" => name.to_string())
+            metrics::counter!("cyberswitch_connections_refused_total", "listener" => name.to_string(), "why" => "listener")
                 .increment(1);
             tracing::warn!(listener = %name, %peer, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let Some(place) = peers.enter(peer.ip(), limits.max_connections_per_peer) else {
+            metrics::counter!("cyberswitch_connections_refused_total", "listener" => name.to_string(), "why" => "peer")
+                .increment(1);
+            tracing::warn!(listener = %name, %peer, "connection limit of this address reached; closing");
             drop(stream);
             continue;
         };
@@ -161,7 +205,7 @@ pub async fn serve_draining(
             connection(&name, stream, peer, &limits, service, stop, drain).await;
             metrics::gauge!("cyberswitch_connections", "listener" => name.to_string())
                 .decrement(1.0);
-            drop(permit);
+            drop((permit, place));
         });
     }
 }

@@ -203,6 +203,7 @@ impl Simulator {
             framing: prof.framing,
             max_frame: prof.max_frame,
             max_connections: 1_000,
+            max_connections_per_peer: 1_000,
             max_in_flight: 1_024,
             idle_timeout: Duration::from_secs(3_600),
         };

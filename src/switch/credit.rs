@@ -2,6 +2,7 @@
 //! relayed to the acquirer chosen by BIN, with the leg's amount, a new STAN and RRN.
 
 use crate::iso8583::{de, Message, Mti, OwnedMessage, Pan};
+use crate::pin::PinError;
 
 use super::txn::{LegOutcome, Txn};
 use super::Switch;
@@ -54,8 +55,15 @@ pub async fn credit_leg(
         match translate_pin(sw, txn.listener(), &link.name, &block.value(), pan) {
             Ok(b) => msg.set(de::PIN_BLOCK, &b),
             Err(e) => {
-                tracing::info!(error = %e, "PIN block does not decrypt under the terminal key");
-                return CreditOutcome::Declined(ResponseCode::IncorrectPin.as_str().into());
+                // Never the cardholder's PIN being wrong (that is the issuer's 55), never a
+                // try (SPEC §10): a block that does not read under the terminal's key is a
+                // format error (30); any other translation failure is the switch's (96).
+                tracing::info!(error = %e, "PIN block not translated");
+                let code = match e {
+                    PinError::BadLength | PinError::BadFormat => ResponseCode::FormatError,
+                    _ => ResponseCode::SystemMalfunction,
+                };
+                return CreditOutcome::Declined(code.as_str().into());
             }
         };
     }
@@ -96,7 +104,7 @@ fn translate_pin(
     link: &str,
     block: &[u8],
     pan: &Pan,
-) -> Result<Vec<u8>, crate::pin::PinError> {
+) -> Result<Vec<u8>, PinError> {
     match (sw.pin_key(listener), sw.pin_key(link)) {
         (Some(from), Some(to)) => {
             crate::pin::translate(from, to, block, pan.expose()).map(|b| b.to_vec())

@@ -30,8 +30,8 @@ pub struct ListenerService {
 struct ListenerMetrics {
     messages: MessageCounters,
     duration: metrics::Histogram,
-    transactions: Family<(Mti, [u8; 2]), metrics::Counter>,
-    flow_duration: Family<Mti, metrics::Histogram>,
+    transactions: Family<(&'static str, [u8; 2]), metrics::Counter>,
+    flow_duration: Family<&'static str, metrics::Histogram>,
 }
 
 impl ListenerMetrics {
@@ -47,16 +47,20 @@ impl ListenerMetrics {
     /// A transaction answered with `code` (`cyberswitch_transactions_total`) and how long
     /// its flow took.
     fn answered(&self, mti: Mti, code: &[u8], flow: Duration) {
-        let code = <[u8; 2]>::try_from(code).unwrap_or(*b"??");
+        let (mti, code) = (
+            crate::observe::mti_label(mti),
+            crate::observe::code_label(code),
+        );
         self.transactions
             .get((mti, code), |(mti, code)| {
-                metrics::counter!("cyberswitch_transactions_total", "mti" => mti.to_string(), "code" => String::from_utf8_lossy(&code).into_owned())
+                metrics::counter!("cyberswitch_transactions_total", "mti" => mti, "code" => String::from_utf8_lossy(&code).into_owned())
             })
             .increment(1);
         self.flow_duration
-            .get(mti, |mti| {
-                metrics::histogram!("cyberswitch_flow_duration_seconds", "mti" => mti.to_string())
-            })
+            .get(
+                mti,
+                |mti| metrics::histogram!("cyberswitch_flow_duration_seconds", "mti" => mti),
+            )
             .record(flow.as_secs_f64());
     }
 }

@@ -276,7 +276,7 @@ pub fn without_values(text: &str) -> String {
                         break;
                     }
                 }
-                out.push_str("…");
+                out.push('…');
             }
             c if c.is_ascii_digit() => {
                 let mut run = String::from(c);

@@ -75,6 +75,20 @@ pub struct IssueRequest {
     pub owner: Option<String>,
 }
 
+/// `POST /v1/coupons`: issue a mobile coupon (F18).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponBody {
+    pub card_number: String,
+    pub registration: String,
+    /// In currency minor units.
+    pub discount: u64,
+    /// Last day of validity, `YYYY-MM-DD`.
+    pub expires: String,
+    /// The only merchant (field 42) that may take it.
+    pub merchant: Option<String>,
+}
+
 /// `POST /v1/cards/{id}/activate`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

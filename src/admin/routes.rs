@@ -46,6 +46,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/saf/dead-letters"),
     ("post", "/v1/saf/dead-letters/{id}/retry"),
     ("post", "/v1/saf/dead-letters/{id}/resolve"),
+    ("post", "/v1/coupons"),
+    ("get", "/v1/coupons/{id}"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions", get(transactions))
         .merge(super::saf_routes::router())
         .merge(super::books_routes::router())
+        .merge(super::coupon_routes::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -59,10 +59,13 @@ pub enum Cf {
     /// events by business date (`e/DATE/LINK/TXN/LEG/KIND`), what each leg has booked
     /// (`l/LINK/TXN/LEG/KIND`), the open business date and each closed day's reconciliation.
     Books,
+    /// Mobile coupons (F18): `c/ID` → the coupon (no card number), `u/TXN` → the coupon a
+    /// purchase used.
+    Coupons,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 17] = [
+    pub const ALL: [Cf; 18] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -80,6 +83,7 @@ impl Cf {
         Cf::Meta,
         Cf::TxnRefs,
         Cf::Books,
+        Cf::Coupons,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -106,6 +110,7 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::TxnRefs => "txn_refs",
             Cf::Books => "books",
+            Cf::Coupons => "coupons",
         }
     }
 }

@@ -29,6 +29,9 @@ use crate::store::Cf;
 
 pub use token::Terms;
 
+/// Writes that go with another step (column family, key, value).
+pub type Writes = Vec<(Cf, Vec<u8>, Vec<u8>)>;
+
 /// Longest registration and merchant id accepted at issue (what fits a report line).
 const MAX_TEXT: usize = 40;
 
@@ -276,12 +279,7 @@ impl Coupons {
 
     /// The writes that record `coupon` used by purchase `txn`: they go with the step that
     /// journals its approving answer, and with no other.
-    pub fn use_writes(
-        &self,
-        coupon: &Coupon,
-        txn: &str,
-        paid: &CouponUse,
-    ) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
+    pub fn use_writes(&self, coupon: &Coupon, txn: &str, paid: &CouponUse) -> Writes {
         let mut c = coupon.clone();
         c.used_by = Some(txn.to_string());
         c.history.push(CouponEvent {
@@ -327,12 +325,7 @@ pub fn use_of(journal: &Journal, txn: &str) -> Result<Option<CouponUse>, String>
 
 /// Purchase `txn` is undone (reversed, or refunded in full) by `by`: if it holds a coupon's
 /// use, the writes that give the use back, to go with the step that undoes the purchase.
-pub fn give_back(
-    journal: &Journal,
-    txn: &str,
-    by: &str,
-    now_ms: i64,
-) -> Result<Vec<(Cf, Vec<u8>, Vec<u8>)>, String> {
+pub fn give_back(journal: &Journal, txn: &str, by: &str, now_ms: i64) -> Result<Writes, String> {
     let Some(paid) = use_of(journal, txn)? else {
         return Ok(Vec::new());
     };

@@ -68,7 +68,7 @@ pub struct Txn {
     max_legs: usize,
     /// Writes that belong to an approval (a coupon's use, F18): they go with the step that
     /// journals an approving answer, and are dropped with any other answer.
-    on_approval: Vec<(Cf, Vec<u8>, Vec<u8>)>,
+    on_approval: crate::coupons::Writes,
     /// Held until the transaction is dropped, its answer journaled or not (a coupon's claim:
     /// no second purchase may use it between the approval and its journal write).
     kept: Vec<Box<dyn Send + Sync>>,
@@ -143,7 +143,7 @@ impl Txn {
     }
 
     /// Writes that land with the answer's step if, and only if, that answer approves.
-    pub fn on_approval(&mut self, writes: Vec<(Cf, Vec<u8>, Vec<u8>)>) {
+    pub fn on_approval(&mut self, writes: crate::coupons::Writes) {
         self.on_approval.extend(writes);
     }
 

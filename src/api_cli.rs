@@ -274,8 +274,13 @@ pub enum ApiCommand {
         id: String,
         expiry: String,
     },
+    /// A card's history, all of it or whole months (`--from`/`--to` YYYYMM, both included).
     CardHistory {
         id: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
     },
     /// F15: the statement of one day (default yesterday).
     CardStatement {
@@ -481,7 +486,15 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
             format!("/v1/cards/{}/expiry", seg(&id)),
             Some(json!({"expiry": expiry})),
         ),
-        CardHistory { id } => ("get", format!("/v1/cards/{}/history", seg(&id)), None),
+        CardHistory { id, from, to } => (
+            "get",
+            format!(
+                "/v1/cards/{}/history{}",
+                seg(&id),
+                query(&[("from", from), ("to", to)])
+            ),
+            None,
+        ),
         CardStatement { id, date } => (
             "get",
             format!(

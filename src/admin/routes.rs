@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState, Body, Caller, Params};
 use crate::admin_bodies::{
     ActivateBody, AmountBody, CardNumber, DateQuery, ExpiryBody, IssueRequest, LinkBody, LinkKey,
-    MasterBody, PreregBody, SubRequest, TxnQuery,
+    MasterBody, PeriodQuery, PreregBody, SubRequest, TxnQuery,
 };
 use crate::directory::WalletLink;
 use crate::hosted::{Card, CardStatus};
@@ -321,10 +321,14 @@ async fn card_history(
     caller: Caller,
     State(s): State<AppState>,
     Path(id): Path<String>,
+    Params(q): Params<PeriodQuery>,
 ) -> ApiResult {
     let card = card_for(&s, &caller, &id)?;
-    let entries = s.switch.hosted.history(&card)?;
-    Ok(Json(json!({"card": card.id, "entries": entries})))
+    let (from, to) = q.months().map_err(ApiError::bad_request)?;
+    let entries = s.switch.hosted.history_between(&card, from, to)?;
+    Ok(Json(
+        json!({"card": card.id, "from": q.from, "to": q.to, "entries": entries}),
+    ))
 }
 
 async fn card_statement(

@@ -560,5 +560,6 @@ fn default_unit() -> String {
     "KRW".into()
 }
 fn default_denominations() -> Vec<u64> {
-    vec![5_000, 10_000, 30_000, 50_000, 100_000]
+    // The seed's face values (seed 001): 5,000 to 100,000 won, 20,000 among them.
+    vec![5_000, 10_000, 20_000, 30_000, 50_000, 100_000]
 }

@@ -374,6 +374,11 @@ pub async fn recover(
                 if let Some(withdrawn) = withdrawn_answer(journal, &text_key, policy) {
                     change.step.put(Cf::Dedup, key.clone(), withdrawn);
                 }
+                // Its coupon's use, if it paid with one, is given back with it (F18).
+                let now = chrono::Utc::now().timestamp_millis();
+                for (cf, k, v) in crate::coupons::give_back(journal, &text_key, &text_key, now)? {
+                    change.step.put(cf, k, v);
+                }
                 let why = format!(
                     "reversed at start-up: approval never written to its terminal; {reversed} leg(s) queued for reversal"
                 );

@@ -75,6 +75,20 @@ pub struct IssueRequest {
     pub owner: Option<String>,
 }
 
+/// `POST /v1/coupons`: issue a mobile coupon (F18).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponBody {
+    pub card_number: String,
+    pub registration: String,
+    /// In currency minor units.
+    pub discount: u64,
+    /// Last day of validity, `YYYY-MM-DD`.
+    pub expires: String,
+    /// The only merchant (field 42) that may take it.
+    pub merchant: Option<String>,
+}
+
 /// `POST /v1/cards/{id}/activate`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +145,48 @@ impl DateQuery {
             }
         }
     }
+}
+
+/// `GET /v1/cards/{id}/history?from=YYYYMM&to=YYYYMM`: a card's history for whole months
+/// (local time), both ends included; either end open.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl PeriodQuery {
+    /// The first day of each month named: `from`'s, and the one after `to`'s (the end is
+    /// exclusive). A `from` after `to` is refused.
+    pub fn months(&self) -> Result<(Option<chrono::NaiveDate>, Option<chrono::NaiveDate>), String> {
+        let from = self.from.as_deref().map(|m| month("from", m)).transpose()?;
+        let to = self.to.as_deref().map(|m| month("to", m)).transpose()?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                return Err("from: after to".into());
+            }
+        }
+        let after = to
+            .map(|t| {
+                t.checked_add_months(chrono::Months::new(1))
+                    .ok_or_else(|| "to: out of range".to_string())
+            })
+            .transpose()?;
+        Ok((from, after))
+    }
+}
+
+/// The first day of month `text` (`YYYYMM`).
+fn month(name: &str, text: &str) -> Result<chrono::NaiveDate, String> {
+    let t = text.trim();
+    let bad = || format!("{name}: expected YYYYMM, got {t:?}");
+    if t.len() != 6 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let year: i32 = t[..4].parse().map_err(|_| bad())?;
+    let month: u32 = t[4..].parse().map_err(|_| bad())?;
+    chrono::NaiveDate::from_ymd_opt(year, month, 1).ok_or_else(bad)
 }
 
 /// `POST /v1/preregistrations` (F15).

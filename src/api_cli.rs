@@ -274,8 +274,13 @@ pub enum ApiCommand {
         id: String,
         expiry: String,
     },
+    /// A card's history, all of it or whole months (`--from`/`--to` YYYYMM, both included).
     CardHistory {
         id: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
     },
     /// F15: the statement of one day (default yesterday).
     CardStatement {
@@ -324,6 +329,30 @@ pub enum ApiCommand {
         daily_limit: u64,
         #[arg(long)]
         pin: Option<String>,
+    },
+    /// F18: issue a mobile coupon for a pre-registered customer and card; prints its token
+    /// (barcode text) and approval number. `--png FILE` writes the token as a QR code.
+    CouponIssue {
+        #[arg(long)]
+        card: String,
+        #[arg(long)]
+        registration: String,
+        /// In currency minor units.
+        #[arg(long)]
+        discount: u64,
+        /// Last day of validity, YYYY-MM-DD.
+        #[arg(long)]
+        expires: String,
+        /// The only merchant (field 42) that may take it.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// Write the token as a QR code image (PNG) here.
+        #[arg(long)]
+        png: Option<std::path::PathBuf>,
+    },
+    /// F18: a coupon's terms (card masked) and whether it is used.
+    CouponShow {
+        id: String,
     },
     /// Transactions by RRN, STAN and/or date (card numbers masked).
     TxnSearch {
@@ -457,7 +486,15 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
             format!("/v1/cards/{}/expiry", seg(&id)),
             Some(json!({"expiry": expiry})),
         ),
-        CardHistory { id } => ("get", format!("/v1/cards/{}/history", seg(&id)), None),
+        CardHistory { id, from, to } => (
+            "get",
+            format!(
+                "/v1/cards/{}/history{}",
+                seg(&id),
+                query(&[("from", from), ("to", to)])
+            ),
+            None,
+        ),
         CardStatement { id, date } => (
             "get",
             format!(
@@ -504,6 +541,25 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
                 json!({"card_number": card, "per_txn_limit": per_txn_limit, "daily_limit": daily_limit, "pin": pin}),
             ),
         ),
+        CouponIssue {
+            card,
+            registration,
+            discount,
+            expires,
+            merchant,
+            png: _,
+        } => (
+            "post",
+            "/v1/coupons".into(),
+            Some(json!({
+                "card_number": card,
+                "registration": registration,
+                "discount": discount,
+                "expires": expires,
+                "merchant": merchant,
+            })),
+        ),
+        CouponShow { id } => ("get", format!("/v1/coupons/{}", seg(&id)), None),
         TxnSearch { rrn, stan, date } => (
             "get",
             format!(
@@ -521,11 +577,19 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
 
 pub async fn api(args: ApiArgs) -> Result<(), String> {
     let client = ApiClient::new(&args.url, args.token)?;
+    let png = match &args.command {
+        ApiCommand::CouponIssue { png, .. } => png.clone(),
+        _ => None,
+    };
     let (method, path, body) = call_of(args.command);
     let resp = client.call(method, &path, body.as_ref()).await?;
     let text = serde_json::to_string_pretty(&resp.body).unwrap_or_default();
     if resp.ok() {
         println!("{text}");
+        if let (Some(path), Some(token)) = (png, resp.body["token"].as_str()) {
+            cyberswitch::coupons::write_qr_png(token, &path)?;
+            eprintln!("QR code written to {}", path.display());
+        }
         Ok(())
     } else {
         Err(format!(

@@ -9,6 +9,8 @@ pub mod books;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "storage")]
+pub mod coupons;
+#[cfg(feature = "storage")]
 pub mod daemon;
 #[cfg(feature = "storage")]
 pub mod demo;

@@ -1261,3 +1261,57 @@ async fn a_garbage_pin_block_is_30_and_never_counts_as_a_try() {
         .await;
     assert_eq!(code(&a), "00");
 }
+
+/// A card's history by period (`?from=YYYYMM&to=YYYYMM`, whole local months, both included):
+/// this month's entries are in this month and in no other; a bad month is 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn card_history_by_period_holds_the_months_asked_for() {
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let purchase = env.request(b"0200", PREPAID, "000000", 5_000, Some("1234"));
+    assert_eq!(code(&env.call(&purchase).await), "00");
+    let all = env.history_kinds(&id).await;
+    assert_eq!(all, ["credit", "debit"]);
+    let now = chrono::Local::now().date_naive();
+    let month = |d: chrono::NaiveDate| d.format("%Y%m").to_string();
+    let this = month(now);
+    let next = month(now + chrono::Months::new(1));
+    let last = month(now - chrono::Months::new(1));
+    let kinds = |body: &Value| -> Vec<String> {
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (query, expected) in [
+        (format!("from={this}&to={this}"), all.len()),
+        (format!("from={last}&to={next}"), all.len()),
+        (format!("from={this}"), all.len()),
+        (format!("to={this}"), all.len()),
+        (format!("from={next}"), 0),
+        (format!("to={last}"), 0),
+        (format!("from={last}&to={last}"), 0),
+    ] {
+        let r = env
+            .operator()
+            .call("get", &format!("/v1/cards/{id}/history?{query}"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{query}: {:?}", r.body);
+        assert_eq!(kinds(&r.body).len(), expected, "{query}");
+    }
+    for bad in [
+        "from=2026-01".to_string(),
+        "from=202613".into(),
+        format!("from={next}&to={last}"),
+    ] {
+        let r = env
+            .operator()
+            .call("get", &format!("/v1/cards/{id}/history?{bad}"), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
+    }
+}

@@ -11,6 +11,7 @@
 
 mod books_routes;
 pub mod client;
+mod coupon_routes;
 mod link_routes;
 mod listener;
 mod routes;

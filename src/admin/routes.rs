@@ -12,7 +12,7 @@ use super::link_routes as links;
 use super::{ApiError, AppState, Body, Caller, Params};
 use crate::admin_bodies::{
     ActivateBody, AmountBody, CardNumber, DateQuery, ExpiryBody, IssueRequest, MasterBody,
-    PreregBody, SubRequest, TxnQuery,
+    PeriodQuery, PreregBody, SubRequest, TxnQuery,
 };
 use crate::hosted::{Card, CardStatus};
 use crate::iso8583::Pan;
@@ -48,6 +48,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/saf/dead-letters"),
     ("post", "/v1/saf/dead-letters/{id}/retry"),
     ("post", "/v1/saf/dead-letters/{id}/resolve"),
+    ("post", "/v1/coupons"),
+    ("get", "/v1/coupons/{id}"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -78,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions", get(transactions))
         .merge(super::saf_routes::router())
         .merge(super::books_routes::router())
+        .merge(super::coupon_routes::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -264,10 +267,14 @@ async fn card_history(
     caller: Caller,
     State(s): State<AppState>,
     Path(id): Path<String>,
+    Params(q): Params<PeriodQuery>,
 ) -> ApiResult {
     let card = card_for(&s, &caller, &id)?;
-    let entries = s.switch.hosted.history(&card)?;
-    Ok(Json(json!({"card": card.id, "entries": entries})))
+    let (from, to) = q.months().map_err(ApiError::bad_request)?;
+    let entries = s.switch.hosted.history_between(&card, from, to)?;
+    Ok(Json(
+        json!({"card": card.id, "from": q.from, "to": q.to, "entries": entries}),
+    ))
 }
 
 async fn card_statement(

@@ -30,6 +30,45 @@ pub struct Settlement {
     /// The cut-over's comparison with each upstream link (closed days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciliation: Option<Vec<LinkReconciliation>>,
+    /// Coupon purchases (F18) and their fee chain.
+    #[serde(default)]
+    pub coupons: CouponSettlement,
+}
+
+/// The day's coupon purchases (F18): what their cards were charged (`gross`: the credit legs'
+/// debits less their reversals and refunds, in this day's events) split along the chain card
+/// company → PG → operator → merchant by `[books.coupon_fees_bp]`. Each fee is rounded on
+/// the merchant's day total; the merchant is paid the rest, so the chain sums to `gross`
+/// exactly. `discounts`: the coupons' discounts of purchases booked this day less those of
+/// purchases reversed this day (a merchant-funded discount: it moves no money, shown for the
+/// merchant's books).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CouponSettlement {
+    pub count: u64,
+    pub gross: i64,
+    pub discounts: i64,
+    pub fees_bp: crate::config::CouponFees,
+    /// `card_company`, `pg`, `operator`, `merchant`, in that order.
+    pub chain: Vec<ChainLine>,
+    pub merchants: Vec<CouponMerchantLine>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChainLine {
+    pub party: String,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CouponMerchantLine {
+    pub id: String,
+    pub count: u64,
+    pub gross: i64,
+    pub discounts: i64,
+    pub card_company: i64,
+    pub pg: i64,
+    pub operator: i64,
+    pub net: i64,
 }
 
 /// An issuer's or acquirer's day, in currency, and in the units exchanged with it.
@@ -146,6 +185,7 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
             gross: t.gross,
         })
         .collect();
+    let coupons = coupon_settlement(books, &events)?;
     let closed = date <= books.closed_through();
     let reconciliation = books.closing(date)?.map(|c| c.links);
     Ok(Settlement {
@@ -157,7 +197,79 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
         merchants,
         terminals,
         reconciliation,
+        coupons,
     })
+}
+
+/// The coupon section of a day: its events whose transaction is a coupon purchase, or a
+/// refund of one.
+fn coupon_settlement(
+    books: &Books,
+    events: &[(String, String, super::Event)],
+) -> Result<CouponSettlement, String> {
+    use crate::coupons::{use_of, CouponUse};
+    let journal = &books.journal;
+    // Transaction → the coupon purchase it is or refunds (looked up once each).
+    let mut of: BTreeMap<&str, Option<CouponUse>> = BTreeMap::new();
+    let mut lines: BTreeMap<String, (CouponMerchantLine, BTreeSet<&str>)> = BTreeMap::new();
+    for (_, txn, e) in events {
+        if !of.contains_key(txn.as_str()) {
+            let mut found = use_of(journal, txn)?;
+            if found.is_none() {
+                let refunded =
+                    crate::switch::followup::record(journal, txn).and_then(|r| r.refund_of);
+                if let Some(original) = refunded {
+                    found = use_of(journal, &original)?;
+                }
+            }
+            of.insert(txn, found);
+        }
+        let Some(Some(paid)) = of.get(txn.as_str()) else {
+            continue;
+        };
+        let (line, txns) = lines.entry(paid.merchant.clone()).or_default();
+        line.gross += signed(e.kind, e.amount);
+        let discount = i64::try_from(paid.discount).unwrap_or(i64::MAX);
+        match e.kind {
+            EventKind::Debit => line.discounts += discount,
+            EventKind::DebitReversal => line.discounts -= discount,
+            _ => {}
+        }
+        txns.insert(txn);
+    }
+    let bp = books.config.coupon_fees_bp;
+    let mut out = CouponSettlement {
+        fees_bp: bp,
+        ..Default::default()
+    };
+    let mut chain = [0i64; 4];
+    for (id, (mut line, txns)) in lines {
+        line.id = id;
+        line.count = txns.len() as u64;
+        line.card_company = fee(line.gross, bp.card_company);
+        line.pg = fee(line.gross, bp.pg);
+        line.operator = fee(line.gross, bp.operator);
+        line.net = line.gross - line.card_company - line.pg - line.operator;
+        for (slot, v) in chain
+            .iter_mut()
+            .zip([line.card_company, line.pg, line.operator, line.net])
+        {
+            *slot += v;
+        }
+        out.count += line.count;
+        out.gross += line.gross;
+        out.discounts += line.discounts;
+        out.merchants.push(line);
+    }
+    out.chain = ["card_company", "pg", "operator", "merchant"]
+        .into_iter()
+        .zip(chain)
+        .map(|(party, amount)| ChainLine {
+            party: party.into(),
+            amount,
+        })
+        .collect();
+    Ok(out)
 }
 
 impl Settlement {
@@ -198,6 +310,25 @@ impl Settlement {
                 csv(&t.id),
                 t.count,
                 t.gross
+            ));
+        }
+        // Coupon purchases per merchant: fees are the chain's three (card company, PG,
+        // operator) summed; then the chain itself, one row per party.
+        for m in &self.coupons.merchants {
+            out.push_str(&format!(
+                "{d},coupon_merchant,{},,{},,,,,{},{},{}\n",
+                csv(&m.id),
+                m.count,
+                m.gross,
+                m.card_company + m.pg + m.operator,
+                m.net
+            ));
+        }
+        for c in &self.coupons.chain {
+            out.push_str(&format!(
+                "{d},coupon_chain,{},,,,,,,,,{}\n",
+                csv(&c.party),
+                c.amount
             ));
         }
         out

@@ -82,6 +82,24 @@ pub(super) fn check(file: &ConfigToml, origin: &Path) -> Result<(), ConfigError>
     for (name, bp) in &file.books.fees_bp {
         at.within(format!("books.fees_bp.{name}"), *bp, 0, 10_000)?;
     }
+    // The coupon fee chain leaves the merchant something (never a negative payout).
+    let chain = file.books.coupon_fees_bp;
+    let total = u64::from(chain.card_company) + u64::from(chain.pg) + u64::from(chain.operator);
+    at.within("books.coupon_fees_bp", total, 0, 10_000)?;
+    at.within("coupons.key_version", file.coupons.key_version, 1, 255)?;
+    let mut versions = HashSet::from([file.coupons.key_version]);
+    for (i, k) in file.coupons.previous_keys.iter().enumerate() {
+        at.within(
+            format!("coupons.previous_keys[{i}].version"),
+            k.version,
+            1,
+            255,
+        )?;
+        if !versions.insert(k.version) {
+            let key = format!("coupons.previous_keys[{i}].version");
+            return Err(at.err(key, format!("key version {} given twice", k.version)));
+        }
+    }
     let codes = &file.processing_codes;
     for (name, list) in [
         ("inquiry", &codes.inquiry),

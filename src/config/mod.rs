@@ -29,8 +29,8 @@ use crate::pin::PinKey;
 
 pub(crate) use schema::{default_framing, default_spec};
 pub use schema::{
-    in_bin_range, BinRoute, BooksToml, HostedConfig, IssuerConfig, Limits, LinkKind,
-    ProcessingCodes, ProgramConfig, ProgramKind, RefundOrder, RefundsConfig, RoleKind,
+    in_bin_range, BinRoute, BooksToml, CouponFees, CouponsToml, HostedConfig, IssuerConfig, Limits,
+    LinkKind, ProcessingCodes, ProgramConfig, ProgramKind, RefundOrder, RefundsConfig, RoleKind,
     RoutingConfig, WalletKind,
 };
 pub use secret::{Secret, SecretBytes, SecretText};
@@ -83,6 +83,8 @@ pub struct Config {
     pub books: BooksConfig,
     /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
     pub hosted: HostedConfig,
+    /// Mobile coupon keys (F18).
+    pub coupons: CouponsConfig,
     /// The admin API (SPEC §8); absent: no API.
     pub admin: Option<AdminConfig>,
 }
@@ -95,6 +97,15 @@ pub struct BooksConfig {
     pub automatic: bool,
     pub drain: std::time::Duration,
     pub fees_bp: std::collections::BTreeMap<String, u32>,
+    /// The fee chain of coupon purchases (F18).
+    pub coupon_fees_bp: CouponFees,
+}
+
+/// `[coupons]` resolved: every key that opens tokens, by version, and the one that seals.
+#[derive(Debug, Clone)]
+pub struct CouponsConfig {
+    pub current: u8,
+    pub keys: Vec<(u8, SecretBytes)>,
 }
 
 impl BooksConfig {
@@ -114,6 +125,7 @@ impl BooksConfig {
             automatic: t.automatic,
             drain: std::time::Duration::from_secs(t.drain_s),
             fees_bp: t.fees_bp.clone(),
+            coupon_fees_bp: t.coupon_fees_bp,
         })
     }
 }
@@ -126,6 +138,7 @@ impl Default for BooksConfig {
             automatic: true,
             drain: std::time::Duration::from_secs(10),
             fees_bp: Default::default(),
+            coupon_fees_bp: CouponFees::default(),
         }
     }
 }

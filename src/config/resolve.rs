@@ -50,6 +50,8 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         file: file.card_key_file,
     };
     let card_key = card_key_bytes(&card_key).map_err(|reason| r.at.err("card_key", reason))?;
+    let coupons =
+        coupon_keys(&file.coupons, &card_key).map_err(|(k, reason)| r.at.err(k, reason))?;
     Ok(Config {
         data_dir: file.data_dir,
         metrics_addr: file.metrics_addr,
@@ -66,6 +68,7 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         refunds: file.refunds,
         books,
         hosted: file.hosted,
+        coupons,
         admin,
     })
 }
@@ -185,6 +188,35 @@ impl Resolver<'_> {
             tokens,
         })
     }
+}
+
+/// The coupon keys (F18): the configured ones, or the current version derived from the card
+/// key under a fixed label (never the card key itself: look-ups and coupons share no key).
+fn coupon_keys(
+    t: &super::CouponsToml,
+    card_key: &SecretBytes,
+) -> Result<super::CouponsConfig, (String, String)> {
+    use hmac::{Hmac, Mac};
+    let current = match &t.key {
+        Some(secret) => card_key_bytes(secret).map_err(|e| ("coupons.key".to_string(), e))?,
+        None => {
+            let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(card_key.expose())
+                .map_err(|e| ("card_key".to_string(), e.to_string()))?;
+            mac.update(b"cyberswitch/coupon-key");
+            mac.update(&[t.key_version]);
+            SecretBytes::new(mac.finalize().into_bytes().to_vec())
+        }
+    };
+    let mut keys = vec![(t.key_version, current)];
+    for (i, k) in t.previous_keys.iter().enumerate() {
+        let bytes =
+            card_key_bytes(&k.key).map_err(|e| (format!("coupons.previous_keys[{i}].key"), e))?;
+        keys.push((k.version, bytes));
+    }
+    Ok(super::CouponsConfig {
+        current: t.key_version,
+        keys,
+    })
 }
 
 /// The card look-up key, from the environment variable if named, else from the file, else

@@ -55,8 +55,54 @@ pub struct ConfigToml {
     /// The switch as an issuer itself: card programs on the hosted ledger (SPEC §7).
     #[serde(default)]
     pub hosted: HostedConfig,
+    /// Mobile coupons (F18): the key their tokens are sealed under.
+    #[serde(default)]
+    pub coupons: CouponsToml,
     /// The admin API (SPEC §8); absent: no API.
     pub admin: Option<AdminToml>,
+}
+
+/// `[coupons]` (F18): the versioned key coupon tokens are sealed under (AES-256-GCM). Absent,
+/// the key is derived from the card key (HMAC-SHA-256 under a fixed label) as version
+/// `key_version`: one secret for operators to manage, and still never in the source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CouponsToml {
+    /// The current key (hex, at least 32 bytes): inline `value`, `env` or `file`.
+    pub key: Option<Secret>,
+    /// The current key's version, written in every token it seals (1–255).
+    pub key_version: u8,
+    /// Earlier keys, still opening the tokens they sealed until those expire.
+    pub previous_keys: Vec<CouponKeyToml>,
+}
+
+impl Default for CouponsToml {
+    fn default() -> Self {
+        CouponsToml {
+            key: None,
+            key_version: 1,
+            previous_keys: Vec::new(),
+        }
+    }
+}
+
+/// An earlier coupon key and its version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponKeyToml {
+    pub version: u8,
+    pub key: Secret,
+}
+
+/// `[books.coupon_fees_bp]` (F18): the fee chain of a coupon purchase, in basis points of
+/// what the card was charged: the card company's, the PG's and the operator's; the merchant
+/// is paid the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CouponFees {
+    pub card_company: u32,
+    pub pg: u32,
+    pub operator: u32,
 }
 
 /// `[refunds]`: the order in which a partial refund gives money back (SPEC F8). A full
@@ -97,6 +143,8 @@ pub struct BooksToml {
     /// Merchant fees in basis points, by an issuer's or link's name, or by kind:
     /// `emoney`, `giftcert`, `points`, `prepaid` (hosted cards), `credit` (acquirers).
     pub fees_bp: std::collections::BTreeMap<String, u32>,
+    /// The fee chain of coupon purchases (F18).
+    pub coupon_fees_bp: CouponFees,
 }
 
 impl Default for BooksToml {
@@ -107,6 +155,7 @@ impl Default for BooksToml {
             automatic: true,
             drain_s: 10,
             fees_bp: std::collections::BTreeMap::new(),
+            coupon_fees_bp: CouponFees::default(),
         }
     }
 }
@@ -518,5 +567,6 @@ fn default_unit() -> String {
     "KRW".into()
 }
 fn default_denominations() -> Vec<u64> {
-    vec![5_000, 10_000, 30_000, 50_000, 100_000]
+    // The seed's face values (seed 001): 5,000 to 100,000 won, 20,000 among them.
+    vec![5_000, 10_000, 20_000, 30_000, 50_000, 100_000]
 }

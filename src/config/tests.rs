@@ -153,3 +153,40 @@ fn link_settings_out_of_range_are_refused_with_their_key() {
         assert!(e.contains(expected), "{e:?} does not contain {expected:?}");
     }
 }
+
+#[test]
+fn a_program_without_denominations_issues_the_seeds_six_face_values() {
+    let c = load(
+        "[[hosted.program]]\nid = \"P\"\nkind = \"prepaid\"\nbin_from = \"627\"\nbin_to = \"627\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.hosted.programs[0].denominations,
+        [5_000, 10_000, 20_000, 30_000, 50_000, 100_000]
+    );
+}
+
+#[test]
+fn coupon_keys_are_versioned_and_the_fee_chain_leaves_the_merchant_something() {
+    // No [coupons]: version 1, derived from the card key (not the card key itself).
+    let c = load("").unwrap();
+    assert_eq!(c.coupons.current, 1);
+    assert_eq!(c.coupons.keys.len(), 1);
+    assert_ne!(c.coupons.keys[0].1.expose(), c.card_key.expose());
+    let c = load(&format!(
+        "[coupons]\nkey_version = 3\nkey = {{ value = \"{CARD_KEY}\" }}\n\
+         [[coupons.previous_keys]]\nversion = 2\nkey = {{ value = \"{CARD_KEY}\" }}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.coupons.current, 3);
+    let versions: Vec<u8> = c.coupons.keys.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, [3, 2]);
+    let e = refusal(&format!(
+        "[coupons]\nkey_version = 2\n[[coupons.previous_keys]]\nversion = 2\nkey = {{ value = \"{CARD_KEY}\" }}\n"
+    ));
+    assert!(e.contains("coupons.previous_keys[0].version"), "{e}");
+    let e = refusal("[coupons]\nkey = { value = \"abcd\" }\n");
+    assert!(e.contains("coupons.key"), "{e}");
+    let e = refusal("[books.coupon_fees_bp]\ncard_company = 6000\npg = 3000\noperator = 2000\n");
+    assert!(e.contains("books.coupon_fees_bp"), "{e}");
+}

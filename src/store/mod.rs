@@ -63,10 +63,13 @@ pub enum Cf {
     /// 8 bytes big-endian), a random tie-breaker → who did what to which link. Written in
     /// the same synced batch as the change.
     LinkAudit,
+    /// Mobile coupons (F18): `c/ID` → the coupon (no card number), `u/TXN` → the coupon a
+    /// purchase used.
+    Coupons,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 18] = [
+    pub const ALL: [Cf; 19] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -85,6 +88,7 @@ impl Cf {
         Cf::TxnRefs,
         Cf::Books,
         Cf::LinkAudit,
+        Cf::Coupons,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -112,6 +116,7 @@ impl Cf {
             Cf::TxnRefs => "txn_refs",
             Cf::Books => "books",
             Cf::LinkAudit => "link_audit",
+            Cf::Coupons => "coupons",
         }
     }
 }

@@ -47,6 +47,10 @@ pub async fn credit_leg(
     for n in RELAYED {
         msg.copy_from(req, n);
     }
+    // A coupon purchase (F18) came without card fields: the card is the one its token holds.
+    if !msg.has(de::PAN) && !msg.has(de::TRACK2) {
+        msg.set(de::PAN, pan.expose().as_bytes());
+    }
     if link.is_local() {
         // The hosted programs read the switch data too (a pre-registered purchase, F15).
         msg.copy_from(req, de::SWITCH_DATA);

@@ -129,7 +129,13 @@ pub async fn reverse_answered_with(
     change.reverse_live_legs(key, &mut record);
     record.state = TxnState::Reversed;
     if let Some(original) = record.refund_of.clone() {
-        restore_refundable(journal, &mut change, &original, &record, &live)?;
+        restore_refundable(journal, &mut change, &original, key, &record, &live)?;
+    }
+    // A coupon purchase reversed gives its coupon's use back (F18), in this same step.
+    let now = chrono::Utc::now().timestamp_millis();
+    let coupon = crate::coupons::give_back(journal, key, key, now).map_err(JournalError::Write)?;
+    for (cf, k, v) in coupon {
+        change.step.put(cf, k, v);
     }
     change.write(key, &record, EntryKind::Txn, format!("reversed: {reason}"));
     change.commit(journal).await?;
@@ -142,6 +148,7 @@ fn restore_refundable(
     journal: &Journal,
     change: &mut Amendment<'_>,
     original: &str,
+    refund_key: &str,
     refund: &TxnRecord,
     reversed: &[usize],
 ) -> Result<(), JournalError> {
@@ -157,6 +164,11 @@ fn restore_refundable(
     }
     let why = "a refund of it was reversed".to_string();
     change.write(original, &purchase, EntryKind::Txn, why);
+    // A full refund had given its coupon's use back (F18): the purchase stands again, and so
+    // does the use.
+    let now = chrono::Utc::now().timestamp_millis();
+    crate::coupons::take_again(journal, &mut change.step, original, refund_key, now)
+        .map_err(JournalError::Write)?;
     Ok(())
 }
 
@@ -361,6 +373,11 @@ pub async fn recover(
                 record.state = TxnState::Reversed;
                 if let Some(withdrawn) = withdrawn_answer(journal, &text_key, policy) {
                     change.step.put(Cf::Dedup, key.clone(), withdrawn);
+                }
+                // Its coupon's use, if it paid with one, is given back with it (F18).
+                let now = chrono::Utc::now().timestamp_millis();
+                for (cf, k, v) in crate::coupons::give_back(journal, &text_key, &text_key, now)? {
+                    change.step.put(cf, k, v);
                 }
                 let why = format!(
                     "reversed at start-up: approval never written to its terminal; {reversed} leg(s) queued for reversal"

@@ -79,7 +79,8 @@ pub fn check(req: &Message<'_>, shape: Shape, codes: &ProcessingCodes) -> Result
     if !matches!(class, 1 | 2) {
         return Ok(());
     }
-    if !req.has(de::PAN) && !req.has(de::TRACK2) {
+    // A mobile coupon (tag `CP`, F18) stands for the card.
+    if !req.has(de::PAN) && !req.has(de::TRACK2) && !has_coupon(req) {
         return Err(missing(de::PAN));
     }
     let money = req.transaction_type().is_some_and(|tt| {
@@ -89,6 +90,11 @@ pub fn check(req: &Message<'_>, shape: Shape, codes: &ProcessingCodes) -> Result
         amount_above_zero(req)?;
     }
     Ok(())
+}
+
+fn has_coupon(req: &Message<'_>) -> bool {
+    req.switch_data()
+        .is_ok_and(|tags| tags.iter().any(|(tag, _)| tag == "CP"))
 }
 
 fn amount_above_zero(req: &Message<'_>) -> Result<(), Refusal> {

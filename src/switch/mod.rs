@@ -14,6 +14,7 @@
 //! - [`saf`]: compensation of legs through the persistent store-and-forward queue.
 
 pub mod completion;
+pub mod coupon;
 pub mod credit;
 pub mod delivery;
 pub mod followup;
@@ -68,6 +69,8 @@ pub struct Switch {
     pub books: Arc<crate::books::Books>,
     /// Approvals on their way to their terminals (see [`delivery`]).
     pub deliveries: Arc<delivery::Deliveries>,
+    /// Mobile coupons (F18).
+    pub coupons: Arc<crate::coupons::Coupons>,
     /// Closed at the end of a graceful stop's drain: no answer is journaled after.
     gate: Gate,
     /// Cancelled when the switch stops (background retries give up: recovery takes over).
@@ -134,8 +137,14 @@ impl Switch {
             Duration::from_secs(config.limits.duplicate_window_s),
         ));
         let deliveries = Arc::new(delivery::Deliveries::new(journal.clone()));
+        let coupons = Arc::new(crate::coupons::Coupons::new(
+            journal.clone(),
+            clock.clone(),
+            &config,
+        ));
         let switch = Arc::new(Switch {
             deliveries,
+            coupons,
             gate: Gate::default(),
             stop: stop.clone(),
             config,
@@ -228,6 +237,14 @@ impl Switch {
     }
 
     async fn financial(&self, req: &Message<'_>, txn: &mut Txn) -> OwnedMessage {
+        match coupon::token(req) {
+            Ok(Some(token)) => return coupon::purchase(self, req, txn, &token).await,
+            Ok(None) => {}
+            Err(why) => {
+                tracing::info!(why, "coupon tag unusable");
+                return answer(req, ResponseCode::FormatError);
+            }
+        }
         let pan = match req.pan() {
             Ok(Some(p)) => p,
             Ok(None) => return answer(req, ResponseCode::FormatError),

@@ -190,6 +190,15 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessa
         );
     }
     txn.refunds(&original, &record);
+    // A coupon purchase refunded in full gives the coupon's use back (F18); a partial refund
+    // does not (the customer kept part of what the coupon bought).
+    if record.legs.iter().all(|l| l.refundable() == 0) {
+        let by = txn.key().unwrap_or_default().to_string();
+        match crate::coupons::give_back(&sw.journal, &original, &by, sw.clock.now_ms()) {
+            Ok(writes) => txn.on_approval(writes),
+            Err(e) => tracing::error!(error = %e, "coupon of a refunded purchase unreadable"),
+        }
+    }
     approved(sw, req, &given)
 }
 

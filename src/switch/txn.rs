@@ -66,6 +66,12 @@ pub struct Txn {
     awaits_delivery: bool,
     /// At most this many legs (`limits.max_legs`).
     max_legs: usize,
+    /// Writes that belong to an approval (a coupon's use, F18): they go with the step that
+    /// journals an approving answer, and are dropped with any other answer.
+    on_approval: crate::coupons::Writes,
+    /// Held until the transaction is dropped, its answer journaled or not (a coupon's claim:
+    /// no second purchase may use it between the approval and its journal write).
+    kept: Vec<Box<dyn Send + Sync>>,
 }
 
 impl Txn {
@@ -122,6 +128,8 @@ impl Txn {
             clock,
             awaits_delivery: false,
             max_legs: usize::MAX,
+            on_approval: Vec::new(),
+            kept: Vec::new(),
         };
         let listener = txn.listener.clone();
         txn.note(EntryKind::In, &listener, &req.to_owned_message());
@@ -132,6 +140,16 @@ impl Txn {
     pub fn with_max_legs(mut self, n: usize) -> Txn {
         self.max_legs = n;
         self
+    }
+
+    /// Writes that land with the answer's step if, and only if, that answer approves.
+    pub fn on_approval(&mut self, writes: crate::coupons::Writes) {
+        self.on_approval.extend(writes);
+    }
+
+    /// Keep `held` until this transaction is dropped.
+    pub fn keep(&mut self, held: Box<dyn Send + Sync>) {
+        self.kept.push(held);
     }
 
     /// May no more legs be sent?
@@ -492,6 +510,11 @@ impl Txn {
                 // An approval stays in `open_txns` until it is known delivered (removed
                 // once written to its socket, see [`super::delivery`]); anything else leaves.
                 let approved = self.record.approved();
+                if approved {
+                    for (cf, k, v) in std::mem::take(&mut self.on_approval) {
+                        self.step.put(cf, k, v);
+                    }
+                }
                 let class = self.record.summary.as_ref().and_then(|s| s.mti.get(1..2));
                 if approved && matches!(class, Some("1" | "2")) {
                     let now = self.clock.now_ms();

@@ -37,6 +37,26 @@ impl Hosted {
         Ok(Self::own_entries(card, recent))
     }
 
+    /// As [`Hosted::history`], the entries made in `[from, to)` (local days, either end
+    /// open): a card's history by period.
+    pub fn history_between(
+        &self,
+        card: &Card,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Vec<LedgerEntry>, HostedError> {
+        let start = from.map(|d| day_bounds(d).0);
+        let end = to.map(|d| day_bounds(d).0);
+        let entries = match start {
+            Some(s) => self.history_since(card, s)?,
+            None => self.history(card)?,
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| start.is_none_or(|s| e.at_ms >= s) && end.is_none_or(|t| e.at_ms < t))
+            .collect())
+    }
+
     fn own_entries(card: &Card, all: Vec<LedgerEntry>) -> Vec<LedgerEntry> {
         match &card.master {
             None => all,

@@ -73,18 +73,35 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     } else {
         DemoPorts::default()
     };
-    let demo =
-        cyberswitch::demo::start_for_load(&args.data_dir, ports, stop.clone(), args.load_cards)
-            .await?;
+    // The fixed-port demo serves TLS too; `--ephemeral-ports` (the crash harness) stays plain.
+    let tls = if args.ephemeral_ports {
+        cyberswitch::demo::DemoTls::default()
+    } else {
+        cyberswitch::demo::DemoTls::fixed()
+    };
+    let demo = cyberswitch::demo::start_for_load_tls(
+        &args.data_dir,
+        ports,
+        &tls,
+        stop.clone(),
+        args.load_cards,
+    )
+    .await?;
     println!(
         "switch on {} (iso87-ascii, 2-byte length)",
         demo.switch_addr()
     );
+    if let Some(a) = demo.tls_switch_addr() {
+        println!("switch over TLS on {a} (iso87-ascii, 2-byte length)");
+    }
     if let Some(m) = demo.metrics {
         println!("metrics on http://{m}/metrics");
     }
     if let Some(a) = demo.running.admin {
-        println!("admin API on http://{a}");
+        match tls.admin {
+            true => println!("admin API on https://{a} (CA: {})", demo.ca().display()),
+            false => println!("admin API on http://{a}"),
+        }
     }
     println!(
         "operator token: {}",
@@ -253,6 +270,13 @@ pub struct SendArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Over TLS (the demo's TLS listener is 127.0.0.1:8584), the server's certificate checked
+    /// against `--ca`, by default the demo's `demo-data/tls/ca.pem`.
+    #[arg(long)]
+    tls: bool,
+    /// The CA (PEM) that signed the switch's certificate; implies --tls.
+    #[arg(long, env = "CYBERSWITCH_CA")]
+    ca: Option<PathBuf>,
 }
 
 pub async fn send(args: SendArgs) -> Result<(), String> {
@@ -296,7 +320,13 @@ pub async fn send(args: SendArgs) -> Result<(), String> {
             cyberswitch::pin::encrypt_block(&key, &pin, &pan).map_err(|e| format!("--pin: {e}"))?;
         msg.set(52, &block);
     }
-    let mut client = Client::connect(&args.to, spec.clone(), args.framing).await?;
+    let ca = match (&args.ca, args.tls) {
+        (Some(ca), _) => Some(ca.clone()),
+        (None, true) => Some(PathBuf::from("demo-data/tls/ca.pem")),
+        (None, false) => None,
+    };
+    let mut client =
+        Client::connect_tls(&args.to, ca.as_deref(), spec.clone(), args.framing).await?;
     let answer = client.call(&msg, Duration::from_secs(args.timeout)).await?;
     println!("MTI {}", answer.mti());
     for (n, v) in answer.fields() {
@@ -468,6 +498,10 @@ pub struct LoadArgs {
     /// Instead of traffic: open this many idle connections and hold them for --duration.
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// Connect over TLS, the switch's certificate checked against this CA (PEM), e.g. the
+    /// demo's TLS listener: `--target 127.0.0.1:8584 --tls-ca demo-data/tls/ca.pem`.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 pub async fn load(args: LoadArgs) -> Result<(), String> {
@@ -507,6 +541,7 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
         compare_baseline: args.compare_baseline,
         progress: !args.json,
         switch_pid: args.switch_pid,
+        tls_ca: args.tls_ca,
         ..Default::default()
     };
     let report = cyberswitch::load::run(opts).await?;

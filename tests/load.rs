@@ -183,6 +183,7 @@ async fn against(wrong: Wrong) -> load::Report {
         max_connections: 100,
         max_in_flight: 64,
         idle_timeout: Duration::from_secs(60),
+        tls: None,
     };
     tokio::spawn(serve(
         "wrong".into(),

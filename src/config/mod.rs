@@ -181,6 +181,8 @@ pub struct ListenerConfig {
     pub idle_timeout_ms: u64,
     /// The terminals' PIN key: PIN blocks in field 52 are encrypted under it.
     pub pin_key: Option<PinKey>,
+    /// TLS, read at load and on SIGHUP; `None`: plain TCP.
+    pub tls: Option<Arc<crate::net::tls::ServerTls>>,
 }
 
 impl ListenerConfig {
@@ -237,6 +239,8 @@ pub struct LinkConfig {
     pub pin_key: Option<PinKey>,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// TLS, read at load and on SIGHUP; `None`: plain TCP.
+    pub tls: Option<Arc<crate::net::tls::ClientTls>>,
 }
 
 impl LinkConfig {
@@ -262,6 +266,7 @@ impl LinkConfig {
             pin_key: None,
             reconnect_min_ms: 0,
             reconnect_max_ms: 0,
+            tls: None,
         }
     }
 
@@ -279,6 +284,8 @@ pub struct AdminConfig {
     /// A connection with no byte in either direction this long is closed.
     pub idle_timeout_s: u64,
     pub tokens: Vec<TokenConfig>,
+    /// HTTPS, read at load and on SIGHUP; `None`: plain HTTP.
+    pub tls: Option<Arc<crate::net::tls::ServerTls>>,
 }
 
 /// An admin API token, read.

@@ -106,6 +106,11 @@ impl Resolver<'_> {
             max_connections: l.max_connections,
             max_in_flight: l.max_in_flight,
             idle_timeout_ms: l.idle_timeout_ms,
+            tls: l
+                .tls
+                .map(crate::net::tls::ServerTls::load)
+                .transpose()
+                .map_err(|reason| self.at.err(format!("{key}.tls"), reason))?,
         })
     }
 
@@ -137,6 +142,11 @@ impl Resolver<'_> {
             max_in_flight: l.max_in_flight,
             reconnect_min_ms: l.reconnect_min_ms,
             reconnect_max_ms: l.reconnect_max_ms,
+            tls: l
+                .tls
+                .map(crate::net::tls::ClientTls::load)
+                .transpose()
+                .map_err(|reason| self.at.err(format!("{key}.tls"), reason))?,
         })
     }
 
@@ -182,6 +192,11 @@ impl Resolver<'_> {
             max_connections: a.max_connections,
             idle_timeout_s: a.idle_timeout_s,
             tokens,
+            tls: a
+                .tls
+                .map(crate::net::tls::ServerTls::load)
+                .transpose()
+                .map_err(|reason| self.at.err("admin.tls", reason))?,
         })
     }
 }

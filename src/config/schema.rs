@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::secret::Secret;
 use crate::net::framing::DEFAULT_MAX_FRAME;
+pub use crate::net::tls::{ClientTlsFiles, ServerTlsFiles};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -134,6 +135,8 @@ pub struct ListenerToml {
     /// A connection that sends nothing (not even a keep-alive) for this long is closed.
     #[serde(default = "n_u64::<300_000>")]
     pub idle_timeout_ms: u64,
+    /// TLS: `{ cert, key, client_ca }`; absent: plain TCP (leased lines).
+    pub tls: Option<ServerTlsFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -190,6 +193,8 @@ pub struct LinkToml {
     pub reconnect_min_ms: u64,
     #[serde(default = "n_u64::<10_000>")]
     pub reconnect_max_ms: u64,
+    /// TLS: `{ ca, cert, key, server_name }`; absent: plain TCP.
+    pub tls: Option<ClientTlsFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -448,6 +453,8 @@ pub struct AdminToml {
     /// answered 429 with `Retry-After`. A token may set its own (`rate_per_s`).
     #[serde(default = "n_u32::<100>")]
     pub rate_per_token_s: u32,
+    /// HTTPS: `{ cert, key, client_ca }`; absent: plain HTTP.
+    pub tls: Option<ServerTlsFiles>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenToml>,
 }

@@ -278,7 +278,7 @@ pub fn switch_config_toml_tls(dir: &Path, ports: &DemoPorts, tls_ports: &DemoTls
         .switch
         .map(|addr| {
             format!(
-                "[[listener]]\nname = \"{TLS_LISTENER}\"\naddr = \"{addr}\"\nspec = \"iso87-ascii\"\nframing = \"binary2\"\npin_key = {{ file = \"{}\" }}\ntls = {tls_files}\n\n",
+                "[[listener]]\nname = \"{TLS_LISTENER}\"\naddr = \"{addr}\"\nspec = \"iso87-ascii\"\nframing = \"binary2\"\nmax_connections = 1000\npin_key = {{ file = \"{}\" }}\ntls = {tls_files}\n\n",
                 dir.join("terminal-pin.key").display()
             )
         })

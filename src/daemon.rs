@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::directory::{CardKey, Directory};
-use crate::journal::{Journal, Sealer};
+use crate::directory::Directory;
+use crate::journal::Journal;
 use crate::net::link::{Link, LocalHost};
 use crate::net::server::Drain;
 use crate::store::Store;
@@ -148,12 +148,8 @@ pub async fn assemble(
     stand_ins: StandIns,
     stop: &CancellationToken,
 ) -> Result<Arc<Switch>, String> {
-    let journal = Journal::open(
-        store,
-        Sealer::from_card_key(config.card_key.expose()),
-        config.limits.journal_batch_max,
-    )?;
-    let key = CardKey::new(config.card_key.expose().to_vec());
+    let journal = Journal::open(store, config.sealer(), config.limits.journal_batch_max)?;
+    let key = config.card_key_chain();
     let directory = Directory::new(journal.store().clone(), key.clone());
     let books = crate::books::Books::open(journal.clone(), clock.clone(), &config).await?;
     let saf = Saf::open(

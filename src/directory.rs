@@ -1,5 +1,15 @@
 //! The card-link directory: which wallets are linked to a card. Cards are keyed by
 //! HMAC-SHA-256 of the PAN under the configured key, so the directory never holds a card number.
+//!
+//! Card keys carry a version (SPEC §10). The reference of a card under version `v` chains the
+//! versions up to it: `ref_1 = HMAC(k_1, PAN)`, `ref_v = HMAC(k_v, ref_{v-1})`. A stored
+//! reference names its version: version 1 is the bare 32 bytes (as before versions existed),
+//! later ones `'v' ‖ version (4 bytes, big-endian) ‖ 32 bytes`. Because each version hashes the
+//! one before, `cyberswitch keys rotate` moves every record to the current version without
+//! knowing a single card number ([`CardKey::rekey`]); until then, look-ups fall back to the
+//! older versions, so no link is lost when the key changes. The older keys stay configured
+//! (the chain needs them), but a leaked old key alone no longer identifies a card in a
+//! rotated store.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,23 +20,114 @@ use sha2::Sha256;
 use crate::iso8583::Pan;
 use crate::store::{Cf, Store};
 
-/// The keyed hash that stands for a card number at rest.
+/// The keyed hash that stands for a card number at rest, under every configured version up
+/// to the current one.
 #[derive(Clone)]
-pub struct CardKey(Arc<Hmac<Sha256>>);
+pub struct CardKey(Arc<Vec<(u32, Hmac<Sha256>)>>);
+
+const STORED_MARK: u8 = b'v';
 
 impl CardKey {
+    /// One key, version 1.
     pub fn new(key: Vec<u8>) -> CardKey {
-        // Keyed once: each card reference clones the keyed state instead of hashing the key
-        // again (every request looks its card up).
-        let mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC key"); // ok: HMAC takes any key length
-        CardKey(Arc::new(mac))
+        CardKey::versions(&[(1, &key)])
     }
 
-    /// HMAC-SHA-256 of the PAN's digits.
-    pub fn card_ref(&self, pan: &Pan) -> [u8; 32] {
-        let mut mac = (*self.0).clone();
-        mac.update(pan.expose().as_bytes());
+    /// Versioned keys in ascending order, the current one last (at least one).
+    pub fn versions(keys: &[(u32, &[u8])]) -> CardKey {
+        // Keyed once: each card reference clones the keyed state instead of hashing the key
+        // again (every request looks its card up).
+        let chain = keys
+            .iter()
+            .map(|(v, k)| {
+                let mac = Hmac::<Sha256>::new_from_slice(k)
+                    .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+                (*v, mac)
+            })
+            .collect();
+        CardKey(Arc::new(chain))
+    }
+
+    /// The version new records are hashed under.
+    pub fn current_version(&self) -> u32 {
+        self.0.last().map_or(1, |(v, _)| *v)
+    }
+
+    fn step(mac: &Hmac<Sha256>, input: &[u8]) -> [u8; 32] {
+        let mut mac = mac.clone();
+        mac.update(input);
         mac.finalize().into_bytes().into()
+    }
+
+    /// The card's reference under every version, oldest first.
+    fn chain(&self, pan: &Pan) -> Vec<(u32, [u8; 32])> {
+        let mut out: Vec<(u32, [u8; 32])> = Vec::with_capacity(self.0.len());
+        for (v, mac) in self.0.iter() {
+            let r = match out.last() {
+                None => CardKey::step(mac, pan.expose().as_bytes()),
+                Some((_, prev)) => CardKey::step(mac, prev),
+            };
+            out.push((*v, r));
+        }
+        out
+    }
+
+    /// The card's reference under the current version (32 bytes).
+    pub fn card_ref(&self, pan: &Pan) -> [u8; 32] {
+        self.chain(pan).last().map_or([0; 32], |(_, r)| *r)
+    }
+
+    /// The card's reference under the current version, as stored (naming its version).
+    pub fn stored_ref(&self, pan: &Pan) -> Vec<u8> {
+        let (v, r) = self.chain(pan).pop().unwrap_or((1, [0; 32]));
+        stored(v, &r)
+    }
+
+    /// The card's stored references, the current version first, then the older ones.
+    pub fn stored_refs(&self, pan: &Pan) -> Vec<Vec<u8>> {
+        self.chain(pan)
+            .iter()
+            .rev()
+            .map(|(v, r)| stored(*v, r))
+            .collect()
+    }
+
+    /// A stored reference moved to the current version: `None` when it is current already
+    /// or names a version that is not configured.
+    pub fn rekey(&self, stored_ref: &[u8]) -> Option<Vec<u8>> {
+        let (version, mut r) = parse_stored(stored_ref)?;
+        let from = self.0.iter().position(|(v, _)| *v == version)?;
+        if from + 1 == self.0.len() {
+            return None;
+        }
+        for (_, mac) in &self.0[from + 1..] {
+            r = CardKey::step(mac, &r);
+        }
+        Some(stored(self.current_version(), &r))
+    }
+}
+
+/// A reference as stored: bare for version 1, marked with its version otherwise.
+fn stored(version: u32, r: &[u8; 32]) -> Vec<u8> {
+    if version == 1 {
+        return r.to_vec();
+    }
+    let mut out = Vec::with_capacity(37);
+    out.push(STORED_MARK);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(r);
+    out
+}
+
+/// The version and reference of a stored reference.
+pub fn parse_stored(stored_ref: &[u8]) -> Option<(u32, [u8; 32])> {
+    match stored_ref.len() {
+        32 => Some((1, stored_ref.try_into().ok()?)),
+        37 if stored_ref[0] == STORED_MARK => {
+            let v = u32::from_be_bytes(stored_ref[1..5].try_into().ok()?);
+            Some((v, stored_ref[5..].try_into().ok()?))
+        }
+        _ => None,
     }
 }
 
@@ -53,6 +154,9 @@ pub struct WalletLink {
     pub label: String,
 }
 
+/// A card's record: the stored reference it is under, and its links.
+type Found = (Vec<u8>, Vec<WalletLink>);
+
 pub struct Directory {
     store: Store,
     key: CardKey,
@@ -69,12 +173,23 @@ impl Directory {
         }
     }
 
-    /// The wallets linked to a card, by priority.
+    /// The wallets linked to a card, by priority: its record under the current key version,
+    /// else under an older one (a store not yet rotated).
     pub fn wallets(&self, pan: &Pan) -> Result<Vec<WalletLink>, String> {
-        self.read(&self.key.card_ref(pan))
+        Ok(self.find(pan)?.map(|(_, links)| links).unwrap_or_default())
     }
 
-    fn read(&self, card: &[u8; 32]) -> Result<Vec<WalletLink>, String> {
+    /// The card's record and the stored reference it is under, newest version first.
+    fn find(&self, pan: &Pan) -> Result<Option<Found>, String> {
+        for r in self.key.stored_refs(pan) {
+            if let Some(links) = self.read(&r)? {
+                return Ok(Some((r, links)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read(&self, card: &[u8]) -> Result<Option<Vec<WalletLink>>, String> {
         let decode = |v: &[u8]| {
             // Binary since this version; directories written before hold JSON.
             crate::journal::stored::from_bytes(v)
@@ -83,18 +198,23 @@ impl Directory {
         };
         self.store
             .get_with(Cf::CardLinks, card, decode)?
-            .unwrap_or(Ok(Vec::new()))
+            .transpose()
     }
 
-    fn write(&self, card: &[u8; 32], links: &[WalletLink]) -> Result<(), String> {
-        // The card's whole list in one write, not synced (as a plain RocksDB put).
+    /// The card's whole list in one write under the current version, not synced (as a plain
+    /// RocksDB put); a record under an older version goes in the same batch.
+    fn write(&self, pan: &Pan, old: Option<&[u8]>, links: &[WalletLink]) -> Result<(), String> {
+        let card = self.key.stored_ref(pan);
         let mut batch = self.store.batch();
+        if let Some(old) = old.filter(|o| *o != card.as_slice()) {
+            batch.delete(Cf::CardLinks, old)?;
+        }
         if links.is_empty() {
-            batch.delete(Cf::CardLinks, card)?;
+            batch.delete(Cf::CardLinks, &card)?;
         } else {
             batch.put(
                 Cf::CardLinks,
-                card,
+                &card,
                 &crate::journal::stored::to_bytes(links),
             )?;
         }
@@ -104,23 +224,59 @@ impl Directory {
     /// Link a wallet (replacing a link to the same issuer account).
     pub fn link(&self, pan: &Pan, link: WalletLink) -> Result<(), String> {
         let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
-        let card = self.key.card_ref(pan);
-        let mut links = self.read(&card)?;
+        let (old, links) = self.find(pan)?.unzip();
+        let mut links = links.unwrap_or_default();
         links.retain(|l| !(l.issuer == link.issuer && l.account == link.account));
         links.push(link);
         links.sort_by_key(|l| l.priority);
-        self.write(&card, &links)
+        self.write(pan, old.as_deref(), &links)
     }
 
     /// Unlink a wallet; true if it was linked.
     pub fn unlink(&self, pan: &Pan, issuer: &str, account: &str) -> Result<bool, String> {
         let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
-        let card = self.key.card_ref(pan);
-        let mut links = self.read(&card)?;
+        let (old, links) = self.find(pan)?.unzip();
+        let mut links = links.unwrap_or_default();
         let before = links.len();
         links.retain(|l| !(l.issuer == issuer && l.account == account));
-        self.write(&card, &links)?;
+        self.write(pan, old.as_deref(), &links)?;
         Ok(links.len() != before)
+    }
+
+    /// Move every card link record (and every hosted card's number reference) hashed under
+    /// an older key version to the current one, without any card number: each record is
+    /// read, written under its new reference and deleted under the old one in one synced
+    /// batch, so a crash half-way leaves every card resolvable (the older versions are still
+    /// looked up). Returns (card link records, hosted card references) moved.
+    pub fn rotate(&self) -> Result<(usize, usize), String> {
+        let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
+        let mut moved = (0, 0);
+        for (cf, count) in [
+            (Cf::CardLinks, &mut moved.0),
+            (Cf::HostedCardRefs, &mut moved.1),
+        ] {
+            let mut batch = self.store.batch();
+            let mut in_batch = 0usize;
+            for (old, value) in self.store.scan(cf, b"")? {
+                let Some(new) = self.key.rekey(&old) else {
+                    continue;
+                };
+                // A link made after the key changed moved its card's record to the new
+                // reference then (see `write`): a record found there is the newer one.
+                let value = self.store.get(cf, &new)?.unwrap_or(value);
+                batch.put(cf, &new, &value)?;
+                batch.delete(cf, &old)?;
+                *count += 1;
+                in_batch += 1;
+                if in_batch == 1_000 {
+                    self.store
+                        .write(std::mem::replace(&mut batch, self.store.batch()), true)?;
+                    in_batch = 0;
+                }
+            }
+            self.store.write(batch, true)?;
+        }
+        Ok(moved)
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use cyberswitch::config::Config;
 use cyberswitch::demo::DemoPorts;
-use cyberswitch::directory::{CardKey, Directory, WalletLink};
+use cyberswitch::directory::{Directory, WalletLink};
 use cyberswitch::iso8583::json::{display_value, from_json, masked_value};
 use cyberswitch::iso8583::tlv::SwitchData;
 use cyberswitch::iso8583::{Pan, Spec};
@@ -178,6 +178,32 @@ pub enum LinkCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Re-hash every card link record and hosted card reference under the current card key
+    /// version (`[keys] current`), without losing any link. The switch must not be running
+    /// (RocksDB allows one process per data directory); until the rotation, look-ups fall
+    /// back to the older versions.
+    Rotate {
+        /// The switch configuration (its data directory and card keys are used).
+        #[arg(long, default_value = "config/cyberswitch.toml")]
+        config: PathBuf,
+    },
+}
+
+pub fn keys(cmd: KeysCommand) -> Result<(), String> {
+    let KeysCommand::Rotate { config } = cmd;
+    let config = Config::load(&config).map_err(|e| e.to_string())?;
+    let key = config.card_key_chain();
+    let db = cyberswitch::store::open(&config.data_dir)?;
+    let (links, hosted) = Directory::new(db, key.clone()).rotate()?;
+    println!(
+        "card key version {}: {links} card link records and {hosted} hosted card references moved to it",
+        key.current_version()
+    );
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct LinkTarget {
     /// The switch configuration (its data directory and card key are used). The switch must
@@ -191,7 +217,7 @@ pub struct LinkTarget {
 
 fn open_directory(target: &LinkTarget) -> Result<(Directory, Pan), String> {
     let config = Config::load(&target.config).map_err(|e| e.to_string())?;
-    let key = CardKey::new(config.card_key.expose().to_vec());
+    let key = config.card_key_chain();
     let db = cyberswitch::store::open(&config.data_dir)?;
     let pan = Pan::parse(target.card.trim().as_bytes()).map_err(|e| e.to_string())?;
     Ok((Directory::new(db, key), pan))

@@ -590,3 +590,199 @@ async fn sighup_reloads_the_certificate_and_a_bad_file_keeps_the_old_one() {
         assert!(!logged.contains(&value), "{secret} was logged");
     }
 }
+
+// --- Versioned card keys --------------------------------------------------------------------
+
+/// `cyberswitch run --config PATH` once it says it is ready; its logs are kept in `logs`.
+async fn switch_process(path: &Path, logs: &Arc<Mutex<String>>) -> tokio::process::Child {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
+        .arg("run")
+        .arg("--config")
+        .arg(path)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let kept = logs.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut l = kept.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            if line.contains("cyberswitch ready") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        ready,
+        Ok(true),
+        "switch did not start:\n{}",
+        logs.lock().unwrap()
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    child
+}
+
+/// SIGTERM, and the graceful stop awaited.
+async fn stop_process(mut child: tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on the child this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the switch stopped")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn pay(addr: SocketAddr, card: &str, wallet: &str, stan: u32) -> String {
+    let mut t = Client::connect(&addr.to_string(), spec(), "binary2".parse().unwrap())
+        .await
+        .unwrap();
+    let answer = t
+        .call(&purchase(card, 1_000, stan, &[("WS", wallet)]), WAIT)
+        .await
+        .unwrap();
+    common::code(&answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_rotate_keeps_every_link_and_new_records_name_the_new_version() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let sims_stop = CancellationToken::new();
+    let _sims_stop = sims_stop.clone().drop_guard();
+    let data = dir.path().join("demo");
+    std::fs::create_dir_all(&data).unwrap();
+    demo::write_secrets(&data).unwrap();
+    let mut ports = DemoPorts::ephemeral();
+    ports.switch = free_port();
+    let configs = demo::sim_configs(&data, &ports);
+    let _sims = demo::start_sims(configs, &mut ports, &sims_stop)
+        .await
+        .unwrap();
+    let addr = ports.switch;
+    let v1_toml = demo::switch_config_toml(&data, &ports);
+    let v2_key: [u8; 32] = rand::random();
+    let v2_toml = format!(
+        "{v1_toml}\n[keys]\ncurrent = 2\n\n[[keys.card]]\nversion = 2\nvalue = \"{}\"\n",
+        hex::encode(v2_key)
+    );
+    let v1_path = data.join("v1.toml");
+    let v2_path = data.join("v2.toml");
+    std::fs::write(&v1_path, &v1_toml).unwrap();
+    std::fs::write(&v2_path, &v2_toml).unwrap();
+    let wallets = [
+        ("9410000000000013", "G-3001"),
+        ("9410000000000013", "E-1001"),
+        ("9410000000000039", "E-1002"),
+    ];
+    let logs = Arc::new(Mutex::new(String::new()));
+
+    // Version 1: the demo's links (written before the switch starts), and purchases.
+    {
+        let config = Config::from_toml(&v1_toml, &v1_path).unwrap();
+        let store = cyberswitch::store::open(&config.data_dir).unwrap();
+        let directory = cyberswitch::directory::Directory::new(store, config.card_key_chain());
+        for (card, issuer, account, priority, label) in demo::DEMO_LINKS {
+            let pan = cyberswitch::iso8583::Pan::parse(card.as_bytes()).unwrap();
+            directory
+                .link(
+                    &pan,
+                    cyberswitch::directory::WalletLink {
+                        issuer: issuer.to_string(),
+                        account: account.to_string(),
+                        priority: *priority,
+                        label: label.to_string(),
+                    },
+                )
+                .unwrap();
+        }
+    }
+    let switch = switch_process(&v1_path, &logs).await;
+    for (i, (card, wallet)) in wallets.iter().enumerate() {
+        assert_eq!(pay(addr, card, wallet, 100 + i as u32).await, "00");
+    }
+    stop_process(switch).await;
+
+    // Version 2 made current, not rotated yet: every link still resolves (older versions
+    // are looked up).
+    let switch = switch_process(&v2_path, &logs).await;
+    for (i, (card, wallet)) in wallets.iter().enumerate() {
+        assert_eq!(pay(addr, card, wallet, 200 + i as u32).await, "00");
+    }
+    stop_process(switch).await;
+
+    // `cyberswitch keys rotate`, offline.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
+        .args(["keys", "rotate", "--config"])
+        .arg(&v2_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("card key version 2: 3 card link records"),
+        "{said}"
+    );
+    // Every record now names version 2; no bare (version 1) reference is left.
+    {
+        let store = cyberswitch::store::open_read_only(&data.join("switch")).unwrap();
+        let records = store.scan(cyberswitch::store::Cf::CardLinks, b"").unwrap();
+        assert_eq!(records.len(), 3);
+        for (k, _) in &records {
+            let (version, _) = cyberswitch::directory::parse_stored(k).unwrap();
+            assert_eq!(version, 2);
+        }
+    }
+
+    // After the rotation: every card still pays with its wallets.
+    let switch = switch_process(&v2_path, &logs).await;
+    for (i, (card, wallet)) in wallets.iter().enumerate() {
+        assert_eq!(pay(addr, card, wallet, 300 + i as u32).await, "00");
+    }
+    stop_process(switch).await;
+    // A second rotation finds nothing to move.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
+        .args(["keys", "rotate", "--config"])
+        .arg(&v2_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": 0 card link records"));
+
+    // No key in the switch's logs.
+    let logged = logs.lock().unwrap().clone();
+    assert!(logged.contains("listening"), "the logs were kept");
+    assert!(
+        !logged.contains(&hex::encode(v2_key)),
+        "the new card key was logged"
+    );
+    let v1 = demo::secret(&data, "card.key").unwrap();
+    assert!(!logged.contains(&v1), "the old card key was logged");
+}

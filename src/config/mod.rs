@@ -65,6 +65,9 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// The HMAC-SHA-256 key for card look-ups (at least 32 bytes).
     pub card_key: SecretBytes,
+    /// Every card key version up to the current one, ascending (the current one last, the
+    /// same as `card_key`).
+    pub card_keys: Vec<(u32, SecretBytes)>,
     /// Transaction currency (ISO 4217 numeric) the switch works in.
     pub currency: u16,
     /// The switch's institution id.
@@ -321,6 +324,26 @@ impl Config {
         })?;
         checks::check(&file, origin)?;
         resolve::resolve(file, origin)
+    }
+
+    /// The card look-up key, every version up to the current one.
+    pub fn card_key_chain(&self) -> crate::directory::CardKey {
+        let keys: Vec<(u32, &[u8])> = self
+            .card_keys
+            .iter()
+            .map(|(v, k)| (*v, k.expose()))
+            .collect();
+        crate::directory::CardKey::versions(&keys)
+    }
+
+    /// The sealer of card data, sealing under the current version, opening under any.
+    pub fn sealer(&self) -> crate::journal::Sealer {
+        let keys: Vec<(u32, &[u8])> = self
+            .card_keys
+            .iter()
+            .map(|(v, k)| (*v, k.expose()))
+            .collect();
+        crate::journal::Sealer::from_versions(&keys)
     }
 
     pub fn issuer(&self, id: &str) -> Option<&IssuerConfig> {

@@ -58,6 +58,31 @@ pub struct ConfigToml {
     pub hosted: HostedConfig,
     /// The admin API (SPEC §8); absent: no API.
     pub admin: Option<AdminToml>,
+    /// Versioned card keys (SPEC §10); `card_key*` above is version 1.
+    pub keys: Option<KeysToml>,
+}
+
+/// `[keys]`: the card key's versions, one of them current. Card look-up hashes chain every
+/// version up to the current one, and values sealed under any version open, so versions are
+/// added, never removed (docs/decisions.md, "Versioned card keys").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysToml {
+    /// The version new records are hashed and sealed under.
+    pub current: u32,
+    /// `[[keys.card]]`: `version` and the key (hex, at least 32 bytes) as `value`, `env` or
+    /// `file`.
+    #[serde(default)]
+    pub card: Vec<VersionedKeyToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionedKeyToml {
+    pub version: u32,
+    pub value: Option<String>,
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 /// `[refunds]`: the order in which a partial refund gives money back (SPEC F8). A full

@@ -2,6 +2,8 @@
 //! subcommand is one API call; the answer is printed as JSON, an error answer ends the
 //! command with its code and message.
 
+use std::path::PathBuf;
+
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -9,9 +11,17 @@ use cyberswitch::admin::client::ApiClient;
 
 #[derive(Args)]
 pub struct ApiArgs {
-    /// The admin API (`http://host:port`).
-    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    /// The admin API (`https://host:port` or `http://host:port`).
+    #[arg(
+        long,
+        env = "CYBERSWITCH_API",
+        default_value = "https://127.0.0.1:8580"
+    )]
     url: String,
+    /// The CA (PEM) that signed an `https://` API's certificate; by default the demo's,
+    /// `demo-data/tls/ca.pem`, when it exists.
+    #[arg(long, env = "CYBERSWITCH_CA")]
+    ca: Option<PathBuf>,
     /// Bearer token (better in the environment than on the command line).
     #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -22,9 +32,17 @@ pub struct ApiArgs {
 /// `cyberswitch saf …`: the store-and-forward dead letters of a running daemon.
 #[derive(Args)]
 pub struct SafArgs {
-    /// The admin API (`http://host:port`).
-    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    /// The admin API (`https://host:port` or `http://host:port`).
+    #[arg(
+        long,
+        env = "CYBERSWITCH_API",
+        default_value = "https://127.0.0.1:8580"
+    )]
     url: String,
+    /// The CA (PEM) that signed an `https://` API's certificate; by default the demo's,
+    /// `demo-data/tls/ca.pem`, when it exists.
+    #[arg(long, env = "CYBERSWITCH_CA")]
+    ca: Option<PathBuf>,
     /// Bearer token of an operator.
     #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -54,6 +72,7 @@ pub async fn saf(args: SafArgs) -> Result<(), String> {
     };
     api(ApiArgs {
         url: args.url,
+        ca: args.ca,
         token: args.token,
         command,
     })
@@ -63,9 +82,17 @@ pub async fn saf(args: SafArgs) -> Result<(), String> {
 /// `cyberswitch cutover`: close the business day of a running daemon (F13).
 #[derive(Args)]
 pub struct CutoverArgs {
-    /// The admin API (`http://host:port`).
-    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    /// The admin API (`https://host:port` or `http://host:port`).
+    #[arg(
+        long,
+        env = "CYBERSWITCH_API",
+        default_value = "https://127.0.0.1:8580"
+    )]
     url: String,
+    /// The CA (PEM) that signed an `https://` API's certificate; by default the demo's,
+    /// `demo-data/tls/ca.pem`, when it exists.
+    #[arg(long, env = "CYBERSWITCH_CA")]
+    ca: Option<PathBuf>,
     /// Bearer token of an operator.
     #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -77,9 +104,17 @@ pub struct CutoverArgs {
 /// `cyberswitch report …`: reports of a running daemon.
 #[derive(Args)]
 pub struct ReportArgs {
-    /// The admin API (`http://host:port`).
-    #[arg(long, env = "CYBERSWITCH_API", default_value = "http://127.0.0.1:8580")]
+    /// The admin API (`https://host:port` or `http://host:port`).
+    #[arg(
+        long,
+        env = "CYBERSWITCH_API",
+        default_value = "https://127.0.0.1:8580"
+    )]
     url: String,
+    /// The CA (PEM) that signed an `https://` API's certificate; by default the demo's,
+    /// `demo-data/tls/ca.pem`, when it exists.
+    #[arg(long, env = "CYBERSWITCH_CA")]
+    ca: Option<PathBuf>,
     /// Bearer token of an operator.
     #[arg(long, env = "CYBERSWITCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -102,14 +137,28 @@ pub enum ReportCommand {
     },
 }
 
+/// Where the demo keeps the CA of its HTTPS admin API (`cyberswitch demo`'s default data
+/// directory).
+const DEMO_CA: &str = "demo-data/tls/ca.pem";
+
+/// The API's client: for `https://`, the CA given, else the demo's when it is there.
+fn client(url: &str, ca: Option<PathBuf>, token: Option<String>) -> Result<ApiClient, String> {
+    let ca = ca.or_else(|| {
+        let demo = PathBuf::from(DEMO_CA);
+        (url.trim().starts_with("https://") && demo.exists()).then_some(demo)
+    });
+    Ok(ApiClient::new(url, token)?.with_ca(ca))
+}
+
 /// One call, its JSON answer or the error it ended with.
 async fn call_json(
     url: &str,
+    ca: Option<PathBuf>,
     token: Option<String>,
     method: &str,
     path: &str,
 ) -> Result<Value, String> {
-    let client = ApiClient::new(url, token)?;
+    let client = client(url, ca, token)?;
     let resp = client.call(method, path, None).await?;
     if resp.ok() {
         return Ok(resp.body);
@@ -123,7 +172,7 @@ async fn call_json(
 }
 
 pub async fn cutover(args: CutoverArgs) -> Result<(), String> {
-    let body = call_json(&args.url, args.token, "post", "/v1/books/cutover").await?;
+    let body = call_json(&args.url, args.ca, args.token, "post", "/v1/books/cutover").await?;
     if args.json {
         println!(
             "{}",
@@ -161,7 +210,7 @@ pub async fn cutover(args: CutoverArgs) -> Result<(), String> {
 pub async fn report(args: ReportArgs) -> Result<(), String> {
     let ReportCommand::Settlement { date, json: _, csv } = args.command;
     let path = format!("/v1/reports/settlement{}", query(&[("date", date)]));
-    let body = call_json(&args.url, args.token, "get", &path).await?;
+    let body = call_json(&args.url, args.ca, args.token, "get", &path).await?;
     if csv {
         let report: cyberswitch::books::report::Settlement =
             serde_json::from_value(body).map_err(|e| e.to_string())?;
@@ -576,7 +625,7 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
 }
 
 pub async fn api(args: ApiArgs) -> Result<(), String> {
-    let client = ApiClient::new(&args.url, args.token)?;
+    let client = client(&args.url, args.ca, args.token)?;
     let png = match &args.command {
         ApiCommand::CouponIssue { png, .. } => png.clone(),
         _ => None,

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::directory::{CardKey, Directory};
-use crate::journal::{Journal, Sealer};
+use crate::directory::Directory;
+use crate::journal::Journal;
 use crate::net::link::{Link, LocalHost};
 use crate::net::server::Drain;
 use crate::store::Store;
@@ -122,6 +122,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         clock,
         stop.clone(),
     ));
+    watch_sighup(config.clone(), stop.clone());
     let drain = Drain::default();
     let addrs = start_listeners(&config, &switch, &stop, &drain).await?;
     let admin = match &config.admin {
@@ -147,12 +148,8 @@ pub async fn assemble(
     stand_ins: StandIns,
     stop: &CancellationToken,
 ) -> Result<Arc<Switch>, String> {
-    let journal = Journal::open(
-        store,
-        Sealer::from_card_key(config.card_key.expose()),
-        config.limits.journal_batch_max,
-    )?;
-    let key = CardKey::new(config.card_key.expose().to_vec());
+    let journal = Journal::open(store, config.sealer(), config.limits.journal_batch_max)?;
+    let key = config.card_key_chain();
     let directory = Directory::new(journal.store().clone(), key.clone())
         .with_max_links(config.limits.max_links_per_card);
     let books = crate::books::Books::open(journal.clone(), clock.clone(), &config).await?;
@@ -191,6 +188,74 @@ pub async fn assemble(
         books,
     };
     Switch::new(parts, stop.clone())
+}
+
+/// What a TLS reload did: how many listeners, links and APIs read their files again, and
+/// why the others kept what they had.
+#[derive(Debug, Default)]
+pub struct TlsReload {
+    pub reloaded: usize,
+    pub failed: Vec<String>,
+}
+
+/// Read every configured certificate, key and CA file again (SIGHUP): new connections use
+/// them; connections already open keep theirs. A listener or link whose files do not load
+/// keeps its previous ones, and the reason is logged (file and why, never the contents).
+pub fn reload_tls(config: &Config) -> TlsReload {
+    let mut done = TlsReload::default();
+    let mut report = |what: String, result: Result<(), String>| match result {
+        Ok(()) => {
+            tracing::info!(%what, "TLS files reloaded");
+            done.reloaded += 1;
+        }
+        Err(e) => {
+            metrics::counter!("cyberswitch_tls_reload_failures_total").increment(1);
+            tracing::error!(%what, error = %e, "TLS files not reloaded; keeping the previous ones");
+            done.failed.push(format!("{what}: {e}"));
+        }
+    };
+    for l in &config.listeners {
+        if let Some(tls) = &l.tls {
+            report(format!("listener {}", l.name), tls.reload());
+        }
+    }
+    for l in &config.links {
+        if let Some(tls) = &l.tls {
+            report(format!("link {}", l.name), tls.reload());
+        }
+    }
+    if let Some(tls) = config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+        report("admin API".into(), tls.reload());
+    }
+    done
+}
+
+/// SIGHUP reloads the TLS files, until `stop`. The handler is installed now, before any
+/// listener is up, so that a SIGHUP from then on never takes the default action (exit).
+fn watch_sighup(config: Arc<Config>, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP handler not installed: TLS files reload only at start");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    h = hangups.recv() => if h.is_none() { return },
+                }
+                tracing::info!("SIGHUP: reloading TLS files");
+                reload_tls(&config);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (config, stop);
 }
 
 /// Wait for the operator's stop: Ctrl-C (SIGINT) or SIGTERM (systemd, containers).
@@ -358,6 +423,7 @@ async fn start_listeners(
             max_connections_per_peer: lc.max_connections_per_peer,
             max_in_flight: lc.max_in_flight,
             idle_timeout: lc.idle_timeout(),
+            tls: lc.tls.clone(),
         };
         let service = Arc::new(ListenerService::new(switch.clone(), &lc.name, profile));
         tokio::spawn(crate::net::server::serve_draining(
@@ -368,7 +434,7 @@ async fn start_listeners(
             stop.clone(),
             drain.clone(),
         ));
-        tracing::info!(listener = %lc.name, %addr, "listening");
+        tracing::info!(listener = %lc.name, %addr, tls = lc.tls.is_some(), "listening");
         addrs.push((lc.name.clone(), addr));
     }
     Ok(addrs)

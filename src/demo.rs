@@ -64,6 +64,38 @@ impl DemoPorts {
     }
 }
 
+/// The demo's TLS parts (SPEC §10), certificates from its own CA in `<data-dir>/tls/`: a TLS
+/// terminal listener beside the plain one, and the admin API over HTTPS. `cyberswitch demo`
+/// has both ([`DemoTls::fixed`]); the tests and `--ephemeral-ports` (the crash harness) run
+/// plain unless they ask ([`DemoTls::ephemeral`]).
+#[derive(Debug, Clone, Default)]
+pub struct DemoTls {
+    pub switch: Option<SocketAddr>,
+    pub admin: bool,
+}
+
+impl DemoTls {
+    /// 127.0.0.1:8584 and HTTPS on the admin port (8580).
+    pub fn fixed() -> DemoTls {
+        DemoTls {
+            switch: Some(SocketAddr::from(([127, 0, 0, 1], 8584))),
+            admin: true,
+        }
+    }
+
+    /// Both, the TLS listener on an ephemeral port.
+    pub fn ephemeral() -> DemoTls {
+        DemoTls {
+            switch: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            admin: true,
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.switch.is_some() || self.admin
+    }
+}
+
 /// The demo's wallets: (card, issuer, account, priority, label).
 pub const DEMO_LINKS: &[(&str, &str, &str, u32, &str)] = &[
     ("9410000000000013", "GIFT", "G-3001", 1, "gift certificate"),
@@ -91,6 +123,7 @@ pub fn sim_configs(dir: &Path, ports: &DemoPorts) -> Vec<SimConfig> {
             .collect(),
         behaviours: Vec::new(),
         reconciliation_skew: 0,
+        tls: None,
     };
     let decline = |card: &str, code: &str| Behaviour {
         target: card.into(),
@@ -119,6 +152,7 @@ pub fn sim_configs(dir: &Path, ports: &DemoPorts) -> Vec<SimConfig> {
                 decline("9410000000000054", "51"),
             ],
             reconciliation_skew: 0,
+            tls: None,
         },
     ]
 }
@@ -220,9 +254,37 @@ pub fn link_bulk_cards(
     Ok(())
 }
 
+/// The name of the demo's TLS terminal listener.
+pub const TLS_LISTENER: &str = "terminals-tls";
+
 /// The switch configuration of the demo, as TOML (also written to the data directory so that
 /// `cyberswitch link … --config DIR/cyberswitch.toml` works against it).
 pub fn switch_config_toml(dir: &Path, ports: &DemoPorts) -> String {
+    switch_config_toml_tls(dir, ports, &DemoTls::default())
+}
+
+/// As [`switch_config_toml`], with the TLS parts `tls` asks for.
+pub fn switch_config_toml_tls(dir: &Path, ports: &DemoPorts, tls_ports: &DemoTls) -> String {
+    let tls = crate::net::pki::DemoPki::paths(dir);
+    let tls_files = format!(
+        "{{ cert = \"{}\", key = \"{}\" }}",
+        tls.cert.display(),
+        tls.key.display()
+    );
+    let tls_listener = tls_ports
+        .switch
+        .map(|addr| {
+            format!(
+                "[[listener]]\nname = \"{TLS_LISTENER}\"\naddr = \"{addr}\"\nspec = \"iso87-ascii\"\nframing = \"binary2\"\nmax_connections = 1000\npin_key = {{ file = \"{}\" }}\ntls = {tls_files}\n\n",
+                dir.join("terminal-pin.key").display()
+            )
+        })
+        .unwrap_or_default();
+    let admin_tls = if tls_ports.admin {
+        format!("tls = {tls_files}\n")
+    } else {
+        String::new()
+    };
     let metrics = ports
         .metrics
         .map(|m| format!("metrics_addr = \"{m}\"\n"))
@@ -245,7 +307,7 @@ spec = "iso87-ascii"
 framing = "binary2"
 pin_key = {{ file = "{pin_key}" }}
 
-{emoney}{gift}{mileage}{acq}[[issuer]]
+{tls_listener}{emoney}{gift}{mileage}{acq}[[issuer]]
 id = "EMONEY"
 kind = "emoney"
 unit = "KRW"
@@ -302,7 +364,7 @@ pin_required = true
 
 [admin]
 addr = "{admin}"
-
+{admin_tls}
 [[admin.token]]
 name = "demo operator"
 role = "operator"
@@ -339,6 +401,20 @@ impl Demo {
     pub fn switch_addr(&self) -> SocketAddr {
         self.running.addrs[0].1
     }
+
+    /// The TLS terminal listener, when the ports asked for one.
+    pub fn tls_switch_addr(&self) -> Option<SocketAddr> {
+        self.running
+            .addrs
+            .iter()
+            .find(|(name, _)| name == TLS_LISTENER)
+            .map(|(_, a)| *a)
+    }
+
+    /// The CA of the TLS listener and the HTTPS admin API.
+    pub fn ca(&self) -> PathBuf {
+        crate::net::pki::DemoPki::paths(&self.dir).ca
+    }
 }
 
 /// Start the demo's simulators; those configured on port 0 get an ephemeral port, written
@@ -370,11 +446,27 @@ pub async fn start_for_load(
     stop: CancellationToken,
     load_cards: usize,
 ) -> Result<Demo, String> {
+    start_for_load_tls(dir, ports, &DemoTls::default(), stop, load_cards).await
+}
+
+/// As [`start_for_load`], with the TLS parts `tls` asks for (`cyberswitch demo`).
+pub async fn start_for_load_tls(
+    dir: &Path,
+    ports: DemoPorts,
+    tls: &DemoTls,
+    stop: CancellationToken,
+    load_cards: usize,
+) -> Result<Demo, String> {
     let fresh = !dir.join("switch").exists();
     let cards = bulk_cards(load_cards);
-    let demo = start_custom(dir, ports, stop, |sims| {
-        add_bulk_accounts(sims, &cards, LOAD_BALANCE)
-    })
+    let demo = start_full(
+        dir,
+        ports,
+        tls,
+        stop,
+        |sims| add_bulk_accounts(sims, &cards, LOAD_BALANCE),
+        "",
+    )
     .await?;
     if fresh {
         link_bulk_cards(&demo.running.switch.directory, &cards)?;
@@ -406,9 +498,24 @@ pub async fn start_with(
     adjust: impl FnOnce(&mut Vec<SimConfig>),
     extra_toml: &str,
 ) -> Result<Demo, String> {
+    start_full(dir, ports, &DemoTls::default(), stop, adjust, extra_toml).await
+}
+
+/// As [`start_with`], with the TLS parts `tls` asks for.
+pub async fn start_full(
+    dir: &Path,
+    ports: DemoPorts,
+    tls: &DemoTls,
+    stop: CancellationToken,
+    adjust: impl FnOnce(&mut Vec<SimConfig>),
+    extra_toml: &str,
+) -> Result<Demo, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let fresh = !dir.join("switch").exists();
     write_secrets(dir)?;
+    if tls.any() {
+        crate::net::pki::DemoPki::ensure(dir)?;
+    }
     let mut ports = ports;
     let mut configs = sim_configs(dir, &ports);
     adjust(&mut configs);
@@ -417,7 +524,7 @@ pub async fn start_with(
         Some(addr) => Some(crate::observe::serve_metrics(addr, stop.clone()).await?),
         None => None,
     };
-    let text = format!("{}{extra_toml}", switch_config_toml(dir, &ports));
+    let text = format!("{}{extra_toml}", switch_config_toml_tls(dir, &ports, tls));
     let config_path = dir.join("cyberswitch.toml");
     std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| e.to_string())?;

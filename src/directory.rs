@@ -1,5 +1,15 @@
 //! The card-link directory: which wallets are linked to a card. Cards are keyed by
 //! HMAC-SHA-256 of the PAN under the configured key, so the directory never holds a card number.
+//!
+//! Card keys carry a version (SPEC §10). The reference of a card under version `v` chains the
+//! versions up to it: `ref_1 = HMAC(k_1, PAN)`, `ref_v = HMAC(k_v, ref_{v-1})`. A stored
+//! reference names its version: version 1 is the bare 32 bytes (as before versions existed),
+//! later ones `'v' ‖ version (4 bytes, big-endian) ‖ 32 bytes`. Because each version hashes the
+//! one before, `cyberswitch keys rotate` moves every record to the current version without
+//! knowing a single card number ([`CardKey::rekey`]); until then, look-ups fall back to the
+//! older versions, so no link is lost when the key changes. The older keys stay configured
+//! (the chain needs them), but a leaked old key alone no longer identifies a card in a
+//! rotated store.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,23 +20,114 @@ use sha2::Sha256;
 use crate::iso8583::Pan;
 use crate::store::{Cf, Store};
 
-/// The keyed hash that stands for a card number at rest.
+/// The keyed hash that stands for a card number at rest, under every configured version up
+/// to the current one.
 #[derive(Clone)]
-pub struct CardKey(Arc<Hmac<Sha256>>);
+pub struct CardKey(Arc<Vec<(u32, Hmac<Sha256>)>>);
+
+const STORED_MARK: u8 = b'v';
 
 impl CardKey {
+    /// One key, version 1.
     pub fn new(key: Vec<u8>) -> CardKey {
-        // Keyed once: each card reference clones the keyed state instead of hashing the key
-        // again (every request looks its card up).
-        let mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC key"); // ok: HMAC takes any key length
-        CardKey(Arc::new(mac))
+        CardKey::versions(&[(1, &key)])
     }
 
-    /// HMAC-SHA-256 of the PAN's digits.
-    pub fn card_ref(&self, pan: &Pan) -> [u8; 32] {
-        let mut mac = (*self.0).clone();
-        mac.update(pan.expose().as_bytes());
+    /// Versioned keys in ascending order, the current one last (at least one).
+    pub fn versions(keys: &[(u32, &[u8])]) -> CardKey {
+        // Keyed once: each card reference clones the keyed state instead of hashing the key
+        // again (every request looks its card up).
+        let chain = keys
+            .iter()
+            .map(|(v, k)| {
+                let mac = Hmac::<Sha256>::new_from_slice(k)
+                    .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+                (*v, mac)
+            })
+            .collect();
+        CardKey(Arc::new(chain))
+    }
+
+    /// The version new records are hashed under.
+    pub fn current_version(&self) -> u32 {
+        self.0.last().map_or(1, |(v, _)| *v)
+    }
+
+    fn step(mac: &Hmac<Sha256>, input: &[u8]) -> [u8; 32] {
+        let mut mac = mac.clone();
+        mac.update(input);
         mac.finalize().into_bytes().into()
+    }
+
+    /// The card's reference under every version, oldest first.
+    fn chain(&self, pan: &Pan) -> Vec<(u32, [u8; 32])> {
+        let mut out: Vec<(u32, [u8; 32])> = Vec::with_capacity(self.0.len());
+        for (v, mac) in self.0.iter() {
+            let r = match out.last() {
+                None => CardKey::step(mac, pan.expose().as_bytes()),
+                Some((_, prev)) => CardKey::step(mac, prev),
+            };
+            out.push((*v, r));
+        }
+        out
+    }
+
+    /// The card's reference under the current version (32 bytes).
+    pub fn card_ref(&self, pan: &Pan) -> [u8; 32] {
+        self.chain(pan).last().map_or([0; 32], |(_, r)| *r)
+    }
+
+    /// The card's reference under the current version, as stored (naming its version).
+    pub fn stored_ref(&self, pan: &Pan) -> Vec<u8> {
+        let (v, r) = self.chain(pan).pop().unwrap_or((1, [0; 32]));
+        stored(v, &r)
+    }
+
+    /// The card's stored references, the current version first, then the older ones.
+    pub fn stored_refs(&self, pan: &Pan) -> Vec<Vec<u8>> {
+        self.chain(pan)
+            .iter()
+            .rev()
+            .map(|(v, r)| stored(*v, r))
+            .collect()
+    }
+
+    /// A stored reference moved to the current version: `None` when it is current already
+    /// or names a version that is not configured.
+    pub fn rekey(&self, stored_ref: &[u8]) -> Option<Vec<u8>> {
+        let (version, mut r) = parse_stored(stored_ref)?;
+        let from = self.0.iter().position(|(v, _)| *v == version)?;
+        if from + 1 == self.0.len() {
+            return None;
+        }
+        for (_, mac) in &self.0[from + 1..] {
+            r = CardKey::step(mac, &r);
+        }
+        Some(stored(self.current_version(), &r))
+    }
+}
+
+/// A reference as stored: bare for version 1, marked with its version otherwise.
+fn stored(version: u32, r: &[u8; 32]) -> Vec<u8> {
+    if version == 1 {
+        return r.to_vec();
+    }
+    let mut out = Vec::with_capacity(37);
+    out.push(STORED_MARK);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(r);
+    out
+}
+
+/// The version and reference of a stored reference.
+pub fn parse_stored(stored_ref: &[u8]) -> Option<(u32, [u8; 32])> {
+    match stored_ref.len() {
+        32 => Some((1, stored_ref.try_into().ok()?)),
+        37 if stored_ref[0] == STORED_MARK => {
+            let v = u32::from_be_bytes(stored_ref[1..5].try_into().ok()?);
+            Some((v, stored_ref[5..].try_into().ok()?))
+        }
+        _ => None,
     }
 }
 
@@ -167,6 +268,9 @@ fn now_ms() -> i64 {
 /// Default bound on links per card (`limits.max_links_per_card`).
 pub const DEFAULT_MAX_LINKS: usize = 16;
 
+/// A card's record: the stored reference it is under, and its links.
+type Found = (Vec<u8>, Vec<WalletLink>);
+
 pub struct Directory {
     store: Store,
     key: CardKey,
@@ -191,9 +295,10 @@ impl Directory {
         self
     }
 
-    /// Every wallet linked to a card, pending ones included, by priority.
+    /// Every wallet linked to a card, pending ones included, by priority: its record under
+    /// the current key version, else under an older one (a store not yet rotated).
     pub fn wallets(&self, pan: &Pan) -> Result<Vec<WalletLink>, String> {
-        self.read(&self.key.card_ref(pan))
+        Ok(self.find(pan)?.map(|(_, links)| links).unwrap_or_default())
     }
 
     /// The wallets a card pays with and asks balances of: its active links, by priority.
@@ -203,7 +308,17 @@ impl Directory {
         Ok(links)
     }
 
-    fn read(&self, card: &[u8; 32]) -> Result<Vec<WalletLink>, String> {
+    /// The card's record and the stored reference it is under, newest version first.
+    fn find(&self, pan: &Pan) -> Result<Option<Found>, String> {
+        for r in self.key.stored_refs(pan) {
+            if let Some(links) = self.read(&r)? {
+                return Ok(Some((r, links)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read(&self, card: &[u8]) -> Result<Option<Vec<WalletLink>>, String> {
         let decode = |v: &[u8]| {
             if let Some(links) = crate::records::stored::from_bytes_of(V5_LINKS, v) {
                 return links.map_err(|e| format!("corrupt card link record: {e}"));
@@ -225,28 +340,34 @@ impl Directory {
         };
         self.store
             .get_with(Cf::CardLinks, card, decode)?
-            .unwrap_or(Ok(Vec::new()))
+            .transpose()
     }
 
-    /// The card's whole list and the change's audit record in one synced write: no link
-    /// changes without its record, and an acknowledged change survives a crash.
+    /// The card's whole list under the current key version (a record under an older one is
+    /// deleted in the same batch) and the change's audit record, in one synced write: no
+    /// link changes without its record, and an acknowledged change survives a crash.
     fn write(
         &self,
-        card: &[u8; 32],
+        pan: &Pan,
+        old: Option<&[u8]>,
         links: &[WalletLink],
         change: &LinkChange,
     ) -> Result<(), String> {
+        let card = self.key.stored_ref(pan);
         let mut batch = self.store.batch();
+        if let Some(old) = old.filter(|o| *o != card.as_slice()) {
+            batch.delete(Cf::CardLinks, old)?;
+        }
         if links.is_empty() {
-            batch.delete(Cf::CardLinks, card)?;
+            batch.delete(Cf::CardLinks, &card)?;
         } else {
             batch.put(
                 Cf::CardLinks,
-                card,
+                &card,
                 &crate::records::stored::to_bytes_of(V5_LINKS, links),
             )?;
         }
-        let mut key = card.to_vec();
+        let mut key = card.clone();
         key.extend_from_slice(&change.at_ms.to_be_bytes());
         key.extend_from_slice(&rand::random::<u32>().to_be_bytes());
         batch.put(
@@ -270,8 +391,8 @@ impl Directory {
             .write
             .lock()
             .map_err(|_| "directory lock poisoned".to_string())?;
-        let card = self.key.card_ref(pan);
-        let mut links = self.read(&card)?;
+        let (old, links) = self.find(pan)?.unzip();
+        let mut links = links.unwrap_or_default();
         let replaced = links.iter().find(|l| l.is(&link.issuer, &link.account));
         if replaced.is_some_and(|old| !may_replace(old)) {
             return Err(LinkError::NotYours);
@@ -290,7 +411,7 @@ impl Directory {
         let change = self.change(who, action, &link, link.status.as_str());
         links.push(link);
         links.sort_by_key(|l| l.priority);
-        Ok(self.write(&card, &links, &change)?)
+        Ok(self.write(pan, old.as_deref(), &links, &change)?)
     }
 
     /// Make a pending link active (its issuer confirmed it). `None`: no such link.
@@ -305,15 +426,15 @@ impl Directory {
             .write
             .lock()
             .map_err(|_| "directory lock poisoned".to_string())?;
-        let card = self.key.card_ref(pan);
-        let mut links = self.read(&card)?;
+        let (old, links) = self.find(pan)?.unzip();
+        let mut links = links.unwrap_or_default();
         let Some(link) = links.iter_mut().find(|l| l.is(issuer, account)) else {
             return Ok(None);
         };
         link.status = LinkStatus::Active;
         let confirmed = link.clone();
         let change = self.change(who, "confirmed", &confirmed, "active");
-        self.write(&card, &links, &change)?;
+        self.write(pan, old.as_deref(), &links, &change)?;
         Ok(Some(confirmed))
     }
 
@@ -331,8 +452,8 @@ impl Directory {
             .write
             .lock()
             .map_err(|_| "directory lock poisoned".to_string())?;
-        let card = self.key.card_ref(pan);
-        let mut links = self.read(&card)?;
+        let (old, links) = self.find(pan)?.unzip();
+        let mut links = links.unwrap_or_default();
         let Some(removed) = links
             .iter()
             .find(|l| l.is(issuer, account) && may_remove(l))
@@ -342,21 +463,29 @@ impl Directory {
         };
         links.retain(|l| !l.is(issuer, account));
         let change = self.change(who, "unlinked", &removed, "removed");
-        self.write(&card, &links, &change)?;
+        self.write(pan, old.as_deref(), &links, &change)?;
         Ok(true)
     }
 
-    /// Every change to a card's links, oldest first.
+    /// Every change to a card's links, oldest first (under every key version: a rotation
+    /// moves the links, the audit stays where it was written).
     pub fn history(&self, pan: &Pan) -> Result<Vec<LinkChange>, String> {
-        let card = self.key.card_ref(pan);
-        crate::store::scan(&self.store, Cf::LinkAudit, &card)?
-            .iter()
-            .map(|(_, v)| {
-                crate::records::stored::from_bytes(v)
+        let mut changes = Vec::new();
+        for r in self.key.stored_refs(pan) {
+            for (key, v) in crate::store::scan(&self.store, Cf::LinkAudit, &r)? {
+                // A version-1 reference (32 bytes) never prefixes a later one's audit keys
+                // (those start with the version mark), but check the length all the same.
+                if key.len() != r.len() + 12 {
+                    continue;
+                }
+                let change: LinkChange = crate::records::stored::from_bytes(&v)
                     .unwrap_or_else(|| Err("not a link change".into()))
-                    .map_err(|e| format!("corrupt link audit record: {e}"))
-            })
-            .collect()
+                    .map_err(|e| format!("corrupt link audit record: {e}"))?;
+                changes.push(change);
+            }
+        }
+        changes.sort_by_key(|c| c.at_ms);
+        Ok(changes)
     }
 
     fn change(&self, who: &str, action: &str, link: &WalletLink, status: &str) -> LinkChange {
@@ -368,6 +497,42 @@ impl Directory {
             account: link.account.clone(),
             status: status.into(),
         }
+    }
+
+    /// Move every card link record (and every hosted card's number reference) hashed under
+    /// an older key version to the current one, without any card number: each record is
+    /// read, written under its new reference and deleted under the old one in one synced
+    /// batch, so a crash half-way leaves every card resolvable (the older versions are still
+    /// looked up). Returns (card link records, hosted card references) moved.
+    pub fn rotate(&self) -> Result<(usize, usize), String> {
+        let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
+        let mut moved = (0, 0);
+        for (cf, count) in [
+            (Cf::CardLinks, &mut moved.0),
+            (Cf::HostedCardRefs, &mut moved.1),
+        ] {
+            let mut batch = self.store.batch();
+            let mut in_batch = 0usize;
+            for (old, value) in self.store.scan(cf, b"")? {
+                let Some(new) = self.key.rekey(&old) else {
+                    continue;
+                };
+                // A link made after the key changed moved its card's record to the new
+                // reference then (see `write`): a record found there is the newer one.
+                let value = self.store.get(cf, &new)?.unwrap_or(value);
+                batch.put(cf, &new, &value)?;
+                batch.delete(cf, &old)?;
+                *count += 1;
+                in_batch += 1;
+                if in_batch == 1_000 {
+                    self.store
+                        .write(std::mem::replace(&mut batch, self.store.batch()), true)?;
+                    in_batch = 0;
+                }
+            }
+            self.store.write(batch, true)?;
+        }
+        Ok(moved)
     }
 }
 

@@ -45,6 +45,11 @@ enum Command {
     Cutover(api_cli::CutoverArgs),
     /// Reports of a running switch: `report settlement [--date D] [--json|--csv]`.
     Report(api_cli::ReportArgs),
+    /// Card keys: move every stored card reference to the current key version.
+    Keys {
+        #[command(subcommand)]
+        command: ops::KeysCommand,
+    },
     /// Link, unlink and list wallets of a card (against the switch's data directory).
     Link {
         #[command(subcommand)]
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => ops::block_on(ops::demo(args)),
         Command::Sim { command } => ops::block_on(ops::sim(command)),
         Command::Link { command } => ops::link(command),
+        Command::Keys { command } => ops::keys(command),
         Command::Send(args) => ops::block_on(ops::send(args)),
         Command::Journal { command } => ops::journal(command),
         Command::Load(args) => ops::block_on(ops::load(args)),

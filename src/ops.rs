@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use cyberswitch::config::Config;
 use cyberswitch::demo::DemoPorts;
-use cyberswitch::directory::{CardKey, Directory, WalletLink};
+use cyberswitch::directory::{Directory, WalletLink};
 use cyberswitch::iso8583::json::{display_value, from_json, masked_value};
 use cyberswitch::iso8583::tlv::SwitchData;
 use cyberswitch::iso8583::{Pan, Spec};
@@ -73,18 +73,35 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     } else {
         DemoPorts::default()
     };
-    let demo =
-        cyberswitch::demo::start_for_load(&args.data_dir, ports, stop.clone(), args.load_cards)
-            .await?;
+    // The fixed-port demo serves TLS too; `--ephemeral-ports` (the crash harness) stays plain.
+    let tls = if args.ephemeral_ports {
+        cyberswitch::demo::DemoTls::default()
+    } else {
+        cyberswitch::demo::DemoTls::fixed()
+    };
+    let demo = cyberswitch::demo::start_for_load_tls(
+        &args.data_dir,
+        ports,
+        &tls,
+        stop.clone(),
+        args.load_cards,
+    )
+    .await?;
     println!(
         "switch on {} (iso87-ascii, 2-byte length)",
         demo.switch_addr()
     );
+    if let Some(a) = demo.tls_switch_addr() {
+        println!("switch over TLS on {a} (iso87-ascii, 2-byte length)");
+    }
     if let Some(m) = demo.metrics {
         println!("metrics on http://{m}/metrics");
     }
     if let Some(a) = demo.running.admin {
-        println!("admin API on http://{a}");
+        match tls.admin {
+            true => println!("admin API on https://{a} (CA: {})", demo.ca().display()),
+            false => println!("admin API on http://{a}"),
+        }
     }
     println!(
         "operator token: {}",
@@ -161,6 +178,32 @@ pub enum LinkCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Re-hash every card link record and hosted card reference under the current card key
+    /// version (`[keys] current`), without losing any link. The switch must not be running
+    /// (RocksDB allows one process per data directory); until the rotation, look-ups fall
+    /// back to the older versions.
+    Rotate {
+        /// The switch configuration (its data directory and card keys are used).
+        #[arg(long, default_value = "config/cyberswitch.toml")]
+        config: PathBuf,
+    },
+}
+
+pub fn keys(cmd: KeysCommand) -> Result<(), String> {
+    let KeysCommand::Rotate { config } = cmd;
+    let config = Config::load(&config).map_err(|e| e.to_string())?;
+    let key = config.card_key_chain();
+    let db = cyberswitch::store::open(&config.data_dir)?;
+    let (links, hosted) = Directory::new(db, key.clone()).rotate()?;
+    println!(
+        "card key version {}: {links} card link records and {hosted} hosted card references moved to it",
+        key.current_version()
+    );
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct LinkTarget {
     /// The switch configuration (its data directory and card key are used). The switch must
@@ -174,7 +217,7 @@ pub struct LinkTarget {
 
 fn open_directory(target: &LinkTarget) -> Result<(Directory, Pan), String> {
     let config = Config::load(&target.config).map_err(|e| e.to_string())?;
-    let key = CardKey::new(config.card_key.expose().to_vec());
+    let key = config.card_key_chain();
     let db = cyberswitch::store::open(&config.data_dir)?;
     let pan = Pan::parse(target.card.trim().as_bytes()).map_err(|e| e.to_string())?;
     Ok((
@@ -261,6 +304,13 @@ pub struct SendArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Over TLS (the demo's TLS listener is 127.0.0.1:8584), the server's certificate checked
+    /// against `--ca`, by default the demo's `demo-data/tls/ca.pem`.
+    #[arg(long)]
+    tls: bool,
+    /// The CA (PEM) that signed the switch's certificate; implies --tls.
+    #[arg(long, env = "CYBERSWITCH_CA")]
+    ca: Option<PathBuf>,
 }
 
 pub async fn send(args: SendArgs) -> Result<(), String> {
@@ -304,7 +354,13 @@ pub async fn send(args: SendArgs) -> Result<(), String> {
             cyberswitch::pin::encrypt_block(&key, &pin, &pan).map_err(|e| format!("--pin: {e}"))?;
         msg.set(52, &block);
     }
-    let mut client = Client::connect(&args.to, spec.clone(), args.framing).await?;
+    let ca = match (&args.ca, args.tls) {
+        (Some(ca), _) => Some(ca.clone()),
+        (None, true) => Some(PathBuf::from("demo-data/tls/ca.pem")),
+        (None, false) => None,
+    };
+    let mut client =
+        Client::connect_tls(&args.to, ca.as_deref(), spec.clone(), args.framing).await?;
     let answer = client.call(&msg, Duration::from_secs(args.timeout)).await?;
     println!("MTI {}", answer.mti());
     for (n, v) in answer.fields() {
@@ -476,6 +532,10 @@ pub struct LoadArgs {
     /// Instead of traffic: open this many idle connections and hold them for --duration.
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// Connect over TLS, the switch's certificate checked against this CA (PEM), e.g. the
+    /// demo's TLS listener: `--target 127.0.0.1:8584 --tls-ca demo-data/tls/ca.pem`.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 pub async fn load(args: LoadArgs) -> Result<(), String> {
@@ -515,6 +575,7 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
         compare_baseline: args.compare_baseline,
         progress: !args.json,
         switch_pid: args.switch_pid,
+        tls_ca: args.tls_ca,
         ..Default::default()
     };
     let report = cyberswitch::load::run(opts).await?;

@@ -184,6 +184,7 @@ async fn against(wrong: Wrong) -> load::Report {
         max_connections_per_peer: 100,
         max_in_flight: 64,
         idle_timeout: Duration::from_secs(60),
+        tls: None,
     };
     tokio::spawn(serve(
         "wrong".into(),

@@ -1,5 +1,6 @@
 //! A client of the admin API (what the CLI's `cyberswitch api …` uses): HTTP/1.1 over hyper,
-//! one connection per call.
+//! one connection per call; HTTPS for `https://` addresses, the server's certificate checked
+//! against the CA file given (never the system's roots: the API's CA is the operator's own).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -10,6 +11,9 @@ pub struct ApiClient {
     /// `host:port`.
     authority: String,
     token: Option<String>,
+    /// `https://`: the CA the server's certificate must chain to.
+    https: bool,
+    ca: Option<std::path::PathBuf>,
 }
 
 /// An answer: status and JSON body (`Null` when empty).
@@ -32,17 +36,32 @@ impl ApiResponse {
 }
 
 impl ApiClient {
-    /// `url` is `http://host:port` (or `host:port`).
+    /// `url` is `http://host:port` (or `host:port`); `https://host:port` needs
+    /// [`with_ca`](ApiClient::with_ca).
     pub fn new(url: &str, token: Option<String>) -> Result<ApiClient, String> {
-        let authority = url
-            .trim()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        if authority.is_empty() || authority.contains('/') || url.starts_with("https://") {
-            return Err(format!("{url:?}: give the API as http://host:port"));
+        let url = url.trim();
+        let (https, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://").unwrap_or(url)),
+        };
+        let authority = rest.trim_end_matches('/').to_string();
+        if authority.is_empty() || authority.contains('/') {
+            return Err(format!(
+                "{url:?}: give the API as http://host:port or https://host:port"
+            ));
         }
-        Ok(ApiClient { authority, token })
+        Ok(ApiClient {
+            authority,
+            token,
+            https,
+            ca: None,
+        })
+    }
+
+    /// The CA file (PEM) an `https://` API's certificate must chain to.
+    pub fn with_ca(mut self, ca: Option<std::path::PathBuf>) -> ApiClient {
+        self.ca = ca;
+        self
     }
 
     pub async fn call(
@@ -51,9 +70,17 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<ApiResponse, String> {
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| format!("connect {}: {e}", self.authority))?;
+        let ca = match (self.https, &self.ca) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(ca.as_path()),
+            (true, None) => {
+                return Err(format!(
+                    "https://{}: give the CA file that signed its certificate (--ca FILE)",
+                    self.authority
+                ))
+            }
+        };
+        let stream = crate::net::tls::connect(&self.authority, ca).await?;
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await

@@ -1,4 +1,4 @@
-//! The admin API (SPEC §8): HTTP/JSON on its own port.
+//! The admin API (SPEC §8): HTTP/JSON on its own port, HTTPS when `[admin] tls` is configured.
 //!
 //! - Every call carries `Authorization: Bearer <token>`. Tokens come from the configuration,
 //!   each with a role: operator (everything), issuer X (look-ups of X's own accounts), partner
@@ -16,6 +16,7 @@ mod link_routes;
 mod listener;
 mod routes;
 mod saf_routes;
+mod tls_listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -323,15 +324,32 @@ pub async fn serve(
         std::time::Duration::from_secs(admin.idle_timeout_s),
     );
     let app = router(state);
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin API stopped");
+    let https = admin.tls.is_some();
+    match &admin.tls {
+        None => {
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
         }
-    });
-    tracing::info!(%addr, "admin API listening");
+        Some(tls) => {
+            let listener = tls_listener::TlsListener::new(listener, tls.clone(), stop.clone())
+                .map_err(|e| format!("admin API: {e}"))?;
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+    }
+    tracing::info!(%addr, https, "admin API listening");
     Ok(addr)
 }
 

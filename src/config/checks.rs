@@ -116,7 +116,11 @@ pub(super) fn check(file: &ConfigToml, origin: &Path) -> Result<(), ConfigError>
         self::admin(&at, file, admin)?;
     }
     limits(&at, file)?;
-    if file.card_key.is_none() && file.card_key_env.is_none() && file.card_key_file.is_none() {
+    if file.card_key.is_none()
+        && file.card_key_env.is_none()
+        && file.card_key_file.is_none()
+        && file.keys.as_ref().is_none_or(|k| k.card.is_empty())
+    {
         return Err(at.err(
             "card_key",
             "set card_key_env (or card_key) to the HMAC key for card look-ups",

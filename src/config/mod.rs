@@ -65,6 +65,9 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// The HMAC-SHA-256 key for card look-ups (at least 32 bytes).
     pub card_key: SecretBytes,
+    /// Every card key version up to the current one, ascending (the current one last, the
+    /// same as `card_key`).
+    pub card_keys: Vec<(u32, SecretBytes)>,
     /// Transaction currency (ISO 4217 numeric) the switch works in.
     pub currency: u16,
     /// The switch's institution id.
@@ -196,6 +199,8 @@ pub struct ListenerConfig {
     pub idle_timeout_ms: u64,
     /// The terminals' PIN key: PIN blocks in field 52 are encrypted under it.
     pub pin_key: Option<PinKey>,
+    /// TLS, read at load and on SIGHUP; `None`: plain TCP.
+    pub tls: Option<Arc<crate::net::tls::ServerTls>>,
 }
 
 impl ListenerConfig {
@@ -252,6 +257,8 @@ pub struct LinkConfig {
     pub pin_key: Option<PinKey>,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// TLS, read at load and on SIGHUP; `None`: plain TCP.
+    pub tls: Option<Arc<crate::net::tls::ClientTls>>,
 }
 
 impl LinkConfig {
@@ -277,6 +284,7 @@ impl LinkConfig {
             pin_key: None,
             reconnect_min_ms: 0,
             reconnect_max_ms: 0,
+            tls: None,
         }
     }
 
@@ -294,6 +302,8 @@ pub struct AdminConfig {
     /// A connection with no byte in either direction this long is closed.
     pub idle_timeout_s: u64,
     pub tokens: Vec<TokenConfig>,
+    /// HTTPS, read at load and on SIGHUP; `None`: plain HTTP.
+    pub tls: Option<Arc<crate::net::tls::ServerTls>>,
 }
 
 /// An admin API token, read.
@@ -329,6 +339,26 @@ impl Config {
         })?;
         checks::check(&file, origin)?;
         resolve::resolve(file, origin)
+    }
+
+    /// The card look-up key, every version up to the current one.
+    pub fn card_key_chain(&self) -> crate::directory::CardKey {
+        let keys: Vec<(u32, &[u8])> = self
+            .card_keys
+            .iter()
+            .map(|(v, k)| (*v, k.expose()))
+            .collect();
+        crate::directory::CardKey::versions(&keys)
+    }
+
+    /// The sealer of card data, sealing under the current version, opening under any.
+    pub fn sealer(&self) -> crate::journal::Sealer {
+        let keys: Vec<(u32, &[u8])> = self
+            .card_keys
+            .iter()
+            .map(|(v, k)| (*v, k.expose()))
+            .collect();
+        crate::journal::Sealer::from_versions(&keys)
     }
 
     pub fn issuer(&self, id: &str) -> Option<&IssuerConfig> {

@@ -44,18 +44,29 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
     };
     let books = super::BooksConfig::resolve(&file.books)
         .map_err(|(k, reason)| r.at.err(format!("books.{k}"), reason))?;
-    let card_key = Secret {
+    let legacy = Secret {
         value: file.card_key,
         env: file.card_key_env,
         file: file.card_key_file,
     };
-    let card_key = card_key_bytes(&card_key).map_err(|reason| r.at.err("card_key", reason))?;
-    let coupons =
-        coupon_keys(&file.coupons, &card_key).map_err(|(k, reason)| r.at.err(k, reason))?;
+    let card_keys =
+        card_keys(&legacy, file.keys.as_ref()).map_err(|(k, reason)| r.at.err(k, reason))?;
+    let card_key = card_keys
+        .last()
+        .map(|(_, k)| k.clone())
+        .ok_or_else(|| r.at.err("card_key", "no card key"))?;
+    // The default coupon key is derived from the oldest card key: rotating card keys must not
+    // orphan coupons already issued (coupons rotate through `[coupons]` versions).
+    let oldest = card_keys
+        .first()
+        .map(|(_, k)| k.clone())
+        .ok_or_else(|| r.at.err("card_key", "no card key"))?;
+    let coupons = coupon_keys(&file.coupons, &oldest).map_err(|(k, reason)| r.at.err(k, reason))?;
     Ok(Config {
         data_dir: file.data_dir,
         metrics_addr: file.metrics_addr,
         card_key,
+        card_keys,
         currency: file.currency,
         institution_id: file.institution_id,
         listeners,
@@ -110,6 +121,11 @@ impl Resolver<'_> {
             max_connections_per_peer: l.max_connections_per_peer,
             max_in_flight: l.max_in_flight,
             idle_timeout_ms: l.idle_timeout_ms,
+            tls: l
+                .tls
+                .map(crate::net::tls::ServerTls::load)
+                .transpose()
+                .map_err(|reason| self.at.err(format!("{key}.tls"), reason))?,
         })
     }
 
@@ -141,6 +157,11 @@ impl Resolver<'_> {
             max_in_flight: l.max_in_flight,
             reconnect_min_ms: l.reconnect_min_ms,
             reconnect_max_ms: l.reconnect_max_ms,
+            tls: l
+                .tls
+                .map(crate::net::tls::ClientTls::load)
+                .transpose()
+                .map_err(|reason| self.at.err(format!("{key}.tls"), reason))?,
         })
     }
 
@@ -186,6 +207,11 @@ impl Resolver<'_> {
             max_connections: a.max_connections,
             idle_timeout_s: a.idle_timeout_s,
             tokens,
+            tls: a
+                .tls
+                .map(crate::net::tls::ServerTls::load)
+                .transpose()
+                .map_err(|reason| self.at.err("admin.tls", reason))?,
         })
     }
 }
@@ -217,6 +243,57 @@ fn coupon_keys(
         current: t.key_version,
         keys,
     })
+}
+
+/// The card key's versions up to the current one, ascending: `card_key*` is version 1,
+/// `[[keys.card]]` the others. Without `[keys]`, version 1 alone.
+fn card_keys(
+    legacy: &Secret,
+    keys: Option<&schema::KeysToml>,
+) -> Result<Vec<(u32, SecretBytes)>, (String, String)> {
+    let has_legacy = legacy.value.is_some() || legacy.env.is_some() || legacy.file.is_some();
+    let Some(keys) = keys else {
+        let key = card_key_bytes(legacy).map_err(|e| ("card_key".to_string(), e))?;
+        return Ok(vec![(1, key)]);
+    };
+    let mut all = std::collections::BTreeMap::new();
+    if has_legacy {
+        let key = card_key_bytes(legacy).map_err(|e| ("card_key".to_string(), e))?;
+        all.insert(1u32, key);
+    }
+    for (i, k) in keys.card.iter().enumerate() {
+        let at = format!("keys.card[{i}]");
+        if k.version == 0 {
+            return Err((format!("{at}.version"), "versions start at 1".into()));
+        }
+        if all.contains_key(&k.version) {
+            return Err((
+                format!("{at}.version"),
+                format!(
+                    "version {} is given twice (card_key is version 1)",
+                    k.version
+                ),
+            ));
+        }
+        let secret = Secret {
+            value: k.value.clone(),
+            env: k.env.clone(),
+            file: k.file.clone(),
+        };
+        let key = card_key_bytes(&secret).map_err(|e| (at.clone(), e))?;
+        all.insert(k.version, key);
+    }
+    if !all.contains_key(&keys.current) {
+        return Err((
+            "keys.current".into(),
+            format!("no card key has version {}", keys.current),
+        ));
+    }
+    // Versions above the current one are staged, not used yet.
+    Ok(all
+        .into_iter()
+        .filter(|(v, _)| *v <= keys.current)
+        .collect())
 }
 
 /// The card look-up key, from the environment variable if named, else from the file, else

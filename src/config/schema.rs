@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::secret::Secret;
 use crate::net::framing::DEFAULT_MAX_FRAME;
+pub use crate::net::tls::{ClientTlsFiles, ServerTlsFiles};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -60,6 +61,31 @@ pub struct ConfigToml {
     pub coupons: CouponsToml,
     /// The admin API (SPEC §8); absent: no API.
     pub admin: Option<AdminToml>,
+    /// Versioned card keys (SPEC §10); `card_key*` above is version 1.
+    pub keys: Option<KeysToml>,
+}
+
+/// `[keys]`: the card key's versions, one of them current. Card look-up hashes chain every
+/// version up to the current one, and values sealed under any version open, so versions are
+/// added, never removed (docs/decisions.md, "Versioned card keys").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysToml {
+    /// The version new records are hashed and sealed under.
+    pub current: u32,
+    /// `[[keys.card]]`: `version` and the key (hex, at least 32 bytes) as `value`, `env` or
+    /// `file`.
+    #[serde(default)]
+    pub card: Vec<VersionedKeyToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionedKeyToml {
+    pub version: u32,
+    pub value: Option<String>,
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 /// `[coupons]` (F18): the versioned key coupon tokens are sealed under (AES-256-GCM). Absent,
@@ -187,6 +213,8 @@ pub struct ListenerToml {
     /// A connection that sends nothing (not even a keep-alive) for this long is closed.
     #[serde(default = "n_u64::<300_000>")]
     pub idle_timeout_ms: u64,
+    /// TLS: `{ cert, key, client_ca }`; absent: plain TCP (leased lines).
+    pub tls: Option<ServerTlsFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -243,6 +271,8 @@ pub struct LinkToml {
     pub reconnect_min_ms: u64,
     #[serde(default = "n_u64::<10_000>")]
     pub reconnect_max_ms: u64,
+    /// TLS: `{ ca, cert, key, server_name }`; absent: plain TCP.
+    pub tls: Option<ClientTlsFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -504,6 +534,8 @@ pub struct AdminToml {
     /// answered 429 with `Retry-After`. A token may set its own (`rate_per_s`).
     #[serde(default = "n_u32::<100>")]
     pub rate_per_token_s: u32,
+    /// HTTPS: `{ cert, key, client_ca }`; absent: plain HTTP.
+    pub tls: Option<ServerTlsFiles>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenToml>,
 }

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::net::tls::Io;
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 
@@ -42,6 +42,8 @@ pub enum Pace {
 
 pub struct ConnConfig {
     pub addr: String,
+    /// Over TLS, the server checked against this CA.
+    pub tls_ca: Option<std::path::PathBuf>,
     pub spec: Arc<Spec>,
     pub framing: Framing,
     pub terminal: String,
@@ -100,15 +102,14 @@ pub async fn run(cfg: ConnConfig, pacer: Option<Pacer>, live: Arc<Live>) -> Conn
         first_error: None,
         pacer_lateness: None,
     };
-    let stream = match TcpStream::connect(&cfg.addr).await {
+    let stream = match crate::net::tls::connect(&cfg.addr, cfg.tls_ca.as_deref()).await {
         Ok(s) => s,
         Err(e) => {
             result.errors += 1;
-            result.first_error = Some(format!("connect {}: {e}", cfg.addr));
+            result.first_error = Some(e);
             return result;
         }
     };
-    let _ = stream.set_nodelay(true);
     let (sink, stream) = Framed::new(stream, FrameCodec::new(cfg.framing, 65_535)).split();
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let approved: Arc<Mutex<Approved>> = Arc::default();
@@ -183,8 +184,8 @@ pub async fn run(cfg: ConnConfig, pacer: Option<Pacer>, live: Arc<Live>) -> Conn
     result
 }
 
-type Sink = futures::stream::SplitSink<Framed<TcpStream, FrameCodec>, Frame>;
-type Source = futures::stream::SplitStream<Framed<TcpStream, FrameCodec>>;
+type Sink = futures::stream::SplitSink<Framed<Box<dyn Io>, FrameCodec>, Frame>;
+type Source = futures::stream::SplitStream<Framed<Box<dyn Io>, FrameCodec>>;
 
 async fn write_loop(
     cfg: Arc<ConnConfig>,

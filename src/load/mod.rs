@@ -60,6 +60,8 @@ pub struct LoadOptions {
     pub progress: bool,
     /// Report this process's resident memory at the end of the run (Linux).
     pub switch_pid: Option<u32>,
+    /// Connect over TLS, the switch's certificate checked against this CA file.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -81,6 +83,7 @@ impl Default for LoadOptions {
             answer_timeout: Duration::from_secs(10),
             progress: true,
             switch_pid: None,
+            tls_ca: None,
         }
     }
 }
@@ -204,6 +207,12 @@ pub async fn run(mut opts: LoadOptions) -> Result<Report, String> {
     let _stop_on_return = stop.clone().drop_guard();
     let _demo_dir;
     let mut _demo = None; // lives as long as the run
+    if opts.demo && opts.tls_ca.is_some() {
+        return Err(
+            "--tls-ca drives a running switch's TLS listener (--target); the in-process demo is plain TCP"
+                .into(),
+        );
+    }
     if opts.demo && !opts.echo_baseline {
         let dir = match &opts.demo_dir {
             Some(d) => d.clone(),
@@ -292,6 +301,8 @@ async fn drive(opts: &LoadOptions, echo: bool) -> Result<Report, String> {
         .map(|i| {
             let cfg = ConnConfig {
                 addr: opts.target.clone(),
+                // The echo baseline is plain TCP whatever the run.
+                tls_ca: if echo { None } else { opts.tls_ca.clone() },
                 spec: spec.clone(),
                 framing,
                 terminal: format!("LD{:06}", i % 1_000_000),

@@ -6,28 +6,43 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
+use std::path::Path;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::framing::{Frame, FrameCodec, Framing, DEFAULT_MAX_FRAME};
+use super::tls::Io;
 use crate::iso8583::{OwnedMessage, Spec};
 
 pub struct Client {
     spec: Arc<Spec>,
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Box<dyn Io>, FrameCodec>,
 }
 
 impl Client {
     pub async fn connect(addr: &str, spec: Arc<Spec>, framing: Framing) -> Result<Client, String> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        Ok(Client {
+        Client::connect_tls(addr, None, spec, framing).await
+    }
+
+    /// As [`Client::connect`], over TLS when `ca` is given: the switch's certificate must
+    /// chain to it and name the host of `addr`.
+    pub async fn connect_tls(
+        addr: &str,
+        ca: Option<&Path>,
+        spec: Arc<Spec>,
+        framing: Framing,
+    ) -> Result<Client, String> {
+        let stream = super::tls::connect(addr, ca).await?;
+        Ok(Client::over(stream, spec, framing))
+    }
+
+    /// A client over a stream already connected (and its TLS handshake done, for one that
+    /// presents a client certificate).
+    pub fn over(stream: Box<dyn Io>, spec: Arc<Spec>, framing: Framing) -> Client {
+        Client {
             spec,
             framed: Framed::new(stream, FrameCodec::new(framing, DEFAULT_MAX_FRAME * 8)),
-        })
+        }
     }
 
     pub async fn send(&mut self, msg: &OwnedMessage) -> Result<(), String> {

@@ -500,11 +500,30 @@ async fn run_session(
         };
         match connected {
             Ok(Ok(stream)) => {
-                tracing::info!(link = %link.name, session = index, %addr, "connected");
-                backoff = Duration::from_millis(link.config.reconnect_min_ms);
                 let _ = stream.set_nodelay(true);
-                serve_connection(&link, &session, stream, &stop).await;
-                tracing::warn!(link = %link.name, session = index, %addr, "session ended");
+                match &link.config.tls {
+                    None => {
+                        tracing::info!(link = %link.name, session = index, %addr, "connected");
+                        backoff = Duration::from_millis(link.config.reconnect_min_ms);
+                        serve_connection(&link, &session, stream, &stop).await;
+                        tracing::warn!(link = %link.name, session = index, %addr, "session ended");
+                    }
+                    // A host whose certificate does not chain to the link's CA or does not
+                    // carry its name is treated as unreachable: back off and fail over.
+                    Some(tls) => match tls.connect(&addr, stream).await {
+                        Ok(stream) => {
+                            tracing::info!(link = %link.name, session = index, %addr, "connected (TLS)");
+                            backoff = Duration::from_millis(link.config.reconnect_min_ms);
+                            serve_connection(&link, &session, stream, &stop).await;
+                            tracing::warn!(link = %link.name, session = index, %addr, "session ended");
+                        }
+                        Err(e) => {
+                            metrics::counter!("cyberswitch_tls_handshake_failures_total", "link" => link.name.to_string())
+                                .increment(1);
+                            tracing::warn!(link = %link.name, session = index, %addr, error = %e, "TLS handshake failed");
+                        }
+                    },
+                }
             }
             Ok(Err(e)) => {
                 tracing::warn!(link = %link.name, session = index, %addr, error = %e, "connect failed")
@@ -532,12 +551,14 @@ impl Link {
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<S>(
     link: &Arc<Link>,
     session: &Arc<Session>,
-    stream: TcpStream,
+    stream: S,
     stop: &CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let codec = FrameCodec::new(link.config.profile.framing, link.config.profile.max_frame);
     let (mut sink, mut frames) = Framed::new(stream, codec).split();
     let (tx, mut rx) = mpsc::channel::<Frame>(link.config.max_in_flight.max(16));

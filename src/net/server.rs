@@ -1,6 +1,7 @@
 //! TCP listeners: one task per connection, requests pipelined (answers in completion order),
 //! a bound on requests in flight per connection (reading pauses beyond it), an idle timeout,
-//! keep-alive frames echoed, and a cap on connections. Whatever one connection does, the
+//! keep-alive frames echoed, a cap on connections, and TLS when configured (the handshake in
+//! the connection's own task, bounded in time). Whatever one connection does, the
 //! others are not affected: a framing error closes that connection only.
 
 use std::future::Future;
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +102,8 @@ pub struct ServerLimits {
     pub max_connections_per_peer: usize,
     pub max_in_flight: usize,
     pub idle_timeout: Duration,
+    /// TLS on every connection (a handshake first, bounded in time); `None`: plain TCP.
+    pub tls: Option<Arc<super::tls::ServerTls>>,
 }
 
 /// Connections open per peer address (SPEC §10): one address may not take every place of a
@@ -202,7 +206,29 @@ pub async fn serve_draining(
             let peer: Arc<str> = peer.to_string().into();
             metrics::gauge!("cyberswitch_connections", "listener" => name.to_string())
                 .increment(1.0);
-            connection(&name, stream, peer, &limits, service, stop, drain).await;
+            match &limits.tls {
+                None => connection(&name, stream, peer, &limits, service, stop, drain).await,
+                Some(tls) => {
+                    // The handshake happens here, in the connection's own task, so that a
+                    // slow or silent peer delays no one else's accept.
+                    let handshake = tokio::select! {
+                        _ = stop.cancelled() => None,
+                        _ = drain.draining.cancelled() => None,
+                        h = tls.accept(stream) => Some(h),
+                    };
+                    match handshake {
+                        Some(Ok(stream)) => {
+                            connection(&name, stream, peer, &limits, service, stop, drain).await
+                        }
+                        Some(Err(e)) => {
+                            metrics::counter!("cyberswitch_tls_handshake_failures_total", "listener" => name.to_string())
+                                .increment(1);
+                            tracing::info!(listener = %name, %peer, error = %e, "TLS handshake failed; closing");
+                        }
+                        None => {}
+                    }
+                }
+            }
             metrics::gauge!("cyberswitch_connections", "listener" => name.to_string())
                 .decrement(1.0);
             drop((permit, place));
@@ -222,15 +248,17 @@ enum Ended {
     Drain,
 }
 
-async fn connection(
+async fn connection<S>(
     name: &str,
-    stream: TcpStream,
+    stream: S,
     peer: Arc<str>,
     limits: &ServerLimits,
     service: Arc<dyn Service>,
     stop: CancellationToken,
     drain: Drain,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let codec = FrameCodec::new(limits.framing, limits.max_frame);
     // A small first read buffer: most connections are idle most of the time, and the buffer
     // grows for a burst (bounded by the maximum frame) only when one comes.

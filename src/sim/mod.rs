@@ -58,6 +58,9 @@ pub struct SimConfig {
     /// cut-overs find it mismatched (tests, demonstrations).
     #[serde(default)]
     pub reconciliation_skew: i64,
+    /// TLS: `{ cert, key, client_ca }` (a host the switch reaches over TLS); absent: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::net::tls::ServerTlsFiles>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +209,12 @@ impl Simulator {
             max_connections_per_peer: 1_000,
             max_in_flight: 1_024,
             idle_timeout: Duration::from_secs(3_600),
+            tls: config
+                .tls
+                .clone()
+                .map(crate::net::tls::ServerTls::load)
+                .transpose()
+                .map_err(|e| format!("simulator {}: tls: {e}", config.name))?,
         };
         tokio::spawn(server::serve(
             config.name.clone().into(),
@@ -390,6 +399,7 @@ mod tests {
             }],
             behaviours: Vec::new(),
             reconciliation_skew: 0,
+            tls: None,
         }
     }
 

@@ -82,17 +82,19 @@ impl Hosted {
     ) -> Result<(Card, Pan), HostedError> {
         let pan = Pan::parse(asked.trim().as_bytes())
             .map_err(|e| HostedError::Invalid(format!("card_number: {e}")))?;
-        let card_ref = self.card_key.card_ref(&pan);
+        // Under the current key version (the reference names it; older ones are moved by
+        // `cyberswitch keys rotate`).
+        let card_ref = self.card_key.stored_ref(&pan);
         // Two requests for the same number: the second waits, then finds it taken.
         let _guard = self
-            .lock_card(&format!("number:{}", hex::encode(card_ref)))
+            .lock_card(&format!("number:{}", hex::encode(&card_ref)))
             .await;
         self.check_new_number(program, &pan)?;
         card.masked = pan.masked();
         let mut step = Step::new();
         step.put(
             Cf::HostedCardRefs,
-            card_ref.to_vec(),
+            card_ref.clone(),
             card.id.as_bytes().to_vec(),
         );
         if let Some(master) = &card.master {

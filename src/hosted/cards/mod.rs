@@ -155,11 +155,13 @@ impl Hosted {
 
     /// The card with this number, if the switch issued it.
     pub fn card_by_pan(&self, pan: &Pan) -> Result<Option<Card>, HostedError> {
-        let r = self.card_key.card_ref(pan);
-        match self.journal.get(Cf::HostedCardRefs, &r).map_err(storage)? {
-            Some(id) => self.card(&String::from_utf8_lossy(&id)).map(Some),
-            None => Ok(None),
+        // The current key version first, then the older ones (a store not yet rotated).
+        for r in self.card_key.stored_refs(pan) {
+            if let Some(id) = self.journal.get(Cf::HostedCardRefs, &r).map_err(storage)? {
+                return self.card(&String::from_utf8_lossy(&id)).map(Some);
+            }
         }
+        Ok(None)
     }
 
     /// Write a card record (and what else the step holds), synced and journaled.

@@ -262,8 +262,22 @@ pub enum ApiCommand {
         #[arg(long)]
         account: String,
     },
-    /// The wallets linked to a card.
+    /// The wallets linked to a card (those in the caller's scope, with their status).
     LinkList {
+        #[arg(long)]
+        card: String,
+    },
+    /// SPEC §10: the account's issuer confirms a partner's pending link.
+    LinkConfirm {
+        #[arg(long)]
+        card: String,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        account: String,
+    },
+    /// Every change to a card's links: who, when, what (operators).
+    LinkHistory {
         #[arg(long)]
         card: String,
     },
@@ -480,6 +494,20 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
         LinkList { card } => (
             "post",
             "/v1/links/query".into(),
+            Some(json!({"card_number": card})),
+        ),
+        LinkConfirm {
+            card,
+            issuer,
+            account,
+        } => (
+            "post",
+            "/v1/links/confirm".into(),
+            Some(json!({"card_number": card, "issuer": issuer, "account": account})),
+        ),
+        LinkHistory { card } => (
+            "post",
+            "/v1/links/history".into(),
             Some(json!({"card_number": card})),
         ),
         Lookup { issuer, card } => (

@@ -369,6 +369,19 @@ addr = "{admin}"
 name = "demo operator"
 role = "operator"
 token = {{ file = "{token}" }}
+
+# A partner (its links wait for the issuer's consent) and the e-money issuer that gives it.
+[[admin.token]]
+name = "demo partner DEMOMALL"
+role = "partner"
+scope = "DEMOMALL"
+token = {{ file = "{partner_token}" }}
+
+[[admin.token]]
+name = "demo issuer EMONEY"
+role = "issuer"
+scope = "EMONEY"
+token = {{ file = "{issuer_token}" }}
 "#,
         data = dir.join("switch").display(),
         key = dir.join("card.key").display(),
@@ -380,6 +393,8 @@ token = {{ file = "{token}" }}
         acq = link("acq1", "acquirer", ports.acquirer),
         admin = ports.admin,
         token = dir.join("operator.token").display(),
+        partner_token = dir.join("partner-demomall.token").display(),
+        issuer_token = dir.join("issuer-emoney.token").display(),
     )
 }
 
@@ -581,15 +596,20 @@ async fn seed_prepaid(hosted: &crate::hosted::Hosted) -> Result<(), String> {
     Ok(())
 }
 
-/// The demo's card key, operator token and terminal PIN key: random, kept with its data (never
+/// The demo's card key, admin tokens (operator, partner DEMOMALL, issuer EMONEY) and terminal
+/// PIN key: random, kept with its data (never
 /// in the source), made once per directory.
 pub fn write_secrets(dir: &Path) -> Result<(), String> {
     let card_key: [u8; 32] = rand::random();
     let token: [u8; 24] = rand::random();
+    let partner: [u8; 24] = rand::random();
+    let issuer: [u8; 24] = rand::random();
     let pin_key: [u8; 16] = rand::random();
     for (name, value) in [
         ("card.key", hex::encode(card_key)),
         ("operator.token", hex::encode(token)),
+        ("partner-demomall.token", hex::encode(partner)),
+        ("issuer-emoney.token", hex::encode(issuer)),
         ("terminal-pin.key", hex::encode_upper(pin_key)),
     ] {
         let path = dir.join(name);

@@ -24,6 +24,9 @@ pub fn recorder() -> Result<PrometheusHandle, String> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// Connections open at once on `/metrics`; one more is closed as soon as it is accepted.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// Serve `/metrics` on `addr` until `stop`; returns the bound address.
 pub async fn serve_metrics(
     addr: SocketAddr,
@@ -36,6 +39,14 @@ pub async fn serve_metrics(
         .await
         .map_err(|e| format!("metrics: bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // A scraper or two, not a crowd (SPEC §10): the admin API's caps, fixed.
+    let listener = crate::net::http_listener::CappedListener::new(
+        listener,
+        METRICS_MAX_CONNECTIONS,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(10),
+    )
+    .named("metrics");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

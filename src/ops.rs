@@ -108,6 +108,14 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
         cyberswitch::demo::secret(&args.data_dir, "operator.token")?
     );
     println!(
+        "partner token: {} (partner DEMOMALL)",
+        cyberswitch::demo::secret(&args.data_dir, "partner-demomall.token")?
+    );
+    println!(
+        "issuer token: {} (issuer EMONEY: confirms links to its accounts)",
+        cyberswitch::demo::secret(&args.data_dir, "issuer-emoney.token")?
+    );
+    println!(
         "terminal PIN key: {}",
         cyberswitch::demo::secret(&args.data_dir, "terminal-pin.key")?
     );

@@ -167,6 +167,31 @@ fn hasher() -> argon2::Argon2<'static> {
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
+/// Argon2 runs at most this many at once: each takes 9 MiB and a core for tens of
+/// milliseconds, so a burst of PIN checks or card issues (a peer controls both) queues here
+/// instead of taking every blocking thread and the memory with them (SPEC §10).
+pub const ARGON2_AT_ONCE: usize = 2;
+
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_AT_ONCE);
+
+/// [`hash_pin`] off the async threads, at most [`ARGON2_AT_ONCE`] at a time.
+pub async fn hash_pin_bounded(pin: ClearPin) -> Result<String, String> {
+    let _slot = ARGON2_SLOTS.acquire().await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || hash_pin(&pin))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// [`verify_pin`] off the async threads, at most [`ARGON2_AT_ONCE`] at a time.
+pub async fn verify_pin_bounded(pin: ClearPin, stored: String) -> bool {
+    let Ok(_slot) = ARGON2_SLOTS.acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || verify_pin(&pin, &stored))
+        .await
+        .unwrap_or(false)
+}
+
 /// Hash a PIN with a fresh salt (PHC string). Slow on purpose: call it off the async threads.
 pub fn hash_pin(pin: &ClearPin) -> Result<String, String> {
     use argon2::password_hash::{PasswordHasher, SaltString};

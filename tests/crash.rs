@@ -4,7 +4,9 @@
 //! legs and the credit leg, between the journal write and the answer, a reversal
 //! acknowledged but not removed, a completion queued but not acknowledged to its terminal, a
 //! refund leg given back before the refund is answered, a refund recorded but not answered, a
-//! refund advice acknowledged but not removed), restarted, and finally left to drain its queue.
+//! refund advice acknowledged but not removed) — every other round during a graceful stop
+//! (SIGTERM, then SIGKILL before or while it drains) —, restarted, and finally left to drain
+//! its queue.
 //!
 //! What the terminals do: purchases (0200) and authorizations (0100, completed by 0220 for
 //! part of their credit) on cards with remote wallets (e-money, gift, points), on cards with a
@@ -1051,6 +1053,7 @@ async fn crash_round(
     terminals: &Terminals,
     plan: Option<&str>,
     cut_gift: bool,
+    during_stop: bool,
     rng: &mut StdRng,
 ) -> bool {
     // A link cut in the round before comes back only now: what was queued for it waited
@@ -1075,6 +1078,12 @@ async fn crash_round(
         // Long enough, some of them, for answers that come after the link's timeout (1.5 s).
         None => tokio::time::sleep(Duration::from_millis(rng.random_range(100..4000))).await,
     }
+    if during_stop {
+        // A graceful stop begun (listeners closed, in-flight work draining, undelivered
+        // approvals being reversed) and cut short: the operator's `kill -9` after SIGTERM.
+        common::sigterm(&switch.child);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+    }
     let reached = switch.reached.load(Ordering::SeqCst);
     switch.kill().await;
     sending.stop().await;
@@ -1098,12 +1107,19 @@ async fn crash_rounds(
     while round < plans.len() {
         let plan = plans[round].clone();
         let cut_gift = round % 4 == 1;
-        if crash_round(w, terminals, plan.as_deref(), cut_gift, rng).await {
+        // Every other round, the kill comes during a graceful stop (SIGTERM first).
+        let during_stop = round % 2 == 1;
+        if crash_round(w, terminals, plan.as_deref(), cut_gift, during_stop, rng).await {
             reached.push(plan.clone().unwrap_or_default());
         }
         eprintln!(
-            "round {round}: {plan:?}{} at {:?}",
+            "round {round}: {plan:?}{}{} at {:?}",
             if cut_gift { ", gift link cut" } else { "" },
+            if during_stop {
+                ", killed while stopping"
+            } else {
+                ""
+            },
             started.elapsed()
         );
         round += 1;

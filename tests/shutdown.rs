@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{amount_of, code, tags};
+use common::{amount_of, code, sigterm, tags};
 
 use cyberswitch::demo::{self, BulkCard, DemoPorts};
 use cyberswitch::directory::{CardKey, Directory};
@@ -272,15 +272,6 @@ impl World {
             .unwrap();
         assert!(status.success(), "{status:?}");
     }
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 /// Each of `n` terminals sends one purchase and waits for its answer (or the connection's

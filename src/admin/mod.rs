@@ -13,7 +13,6 @@ mod books_routes;
 pub mod client;
 mod coupon_routes;
 mod link_routes;
-mod listener;
 mod routes;
 mod saf_routes;
 mod tls_listener;
@@ -318,10 +317,11 @@ pub async fn serve(
         .await
         .map_err(|e| format!("admin API: bind {}: {e}", admin.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = listener::CappedListener::new(
+    let listener = crate::net::http_listener::CappedListener::new(
         listener,
         admin.max_connections,
         std::time::Duration::from_secs(admin.idle_timeout_s),
+        std::time::Duration::from_secs(admin.request_timeout_s),
     );
     let app = router(state);
     let https = admin.tls.is_some();

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::listener::{CappedListener, CappedStream};
+use crate::net::http_listener::{CappedListener, CappedStream};
 use crate::net::tls::ServerTls;
 
 pub struct TlsListener {

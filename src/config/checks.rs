@@ -308,6 +308,12 @@ fn admin(at: &Origin, file: &ConfigToml, admin: &AdminToml) -> Result<(), Config
         MAX_ADMIN_IDLE_S,
     )?;
     at.within(
+        "admin.request_timeout_s",
+        admin.request_timeout_s,
+        1,
+        MAX_ADMIN_IDLE_S,
+    )?;
+    at.within(
         "admin.rate_per_token_s",
         admin.rate_per_token_s,
         1,

@@ -299,8 +299,10 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     /// Connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
-    /// A connection with no byte in either direction this long is closed.
+    /// A kept-alive connection waiting this long after its last answer is closed.
     pub idle_timeout_s: u64,
+    /// A request must arrive whole within this long of its first byte.
+    pub request_timeout_s: u64,
     pub tokens: Vec<TokenConfig>,
     /// HTTPS, read at load and on SIGHUP; `None`: plain HTTP.
     pub tls: Option<Arc<crate::net::tls::ServerTls>>,

@@ -206,6 +206,7 @@ impl Resolver<'_> {
             addr: a.addr,
             max_connections: a.max_connections,
             idle_timeout_s: a.idle_timeout_s,
+            request_timeout_s: a.request_timeout_s,
             tokens,
             tls: a
                 .tls

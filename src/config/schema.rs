@@ -530,6 +530,10 @@ pub struct AdminToml {
     /// connections held idle would otherwise keep the places of `max_connections`).
     #[serde(default = "n_u64::<60>")]
     pub idle_timeout_s: u64,
+    /// A request must arrive whole within this many seconds of its first byte (bytes sent
+    /// slowly do not extend it); above the slowest route's own time.
+    #[serde(default = "n_u64::<15>")]
+    pub request_timeout_s: u64,
     /// Requests a second each token may make (its burst is one second's worth); more are
     /// answered 429 with `Retry-After`. A token may set its own (`rate_per_s`).
     #[serde(default = "n_u32::<100>")]

@@ -29,7 +29,7 @@ use crate::iso8583::{de, AdditionalAmount, Message, OwnedMessage, ResponseCode, 
 use crate::journal::Step;
 use crate::ledger::{Balance, EntryType, LedgerError};
 use crate::net::link::LocalHost;
-use crate::pin::{decrypt_block, verify_pin};
+use crate::pin::decrypt_block;
 
 /// An answer echoes what a remote host's does.
 fn reply(msg: &Message<'_>) -> OwnedMessage {
@@ -414,10 +414,7 @@ impl CardHost {
                 let Ok(pin) = decrypt_block(&self.hosted.zone_key, &block, pan.expose()) else {
                     return Err(HostedError::UnreadablePin);
                 };
-                let hash = hash.clone();
-                tokio::task::spawn_blocking(move || verify_pin(&pin, &hash))
-                    .await
-                    .unwrap_or(false)
+                crate::pin::verify_pin_bounded(pin, hash.clone()).await
             }
         };
         if right {

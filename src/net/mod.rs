@@ -1,8 +1,10 @@
-//! Networking: framing, TCP servers, upstream links, a terminal client, TLS (`tls.rs`) and the
-//! demo's certificate authority (`pki.rs`).
+//! Networking: framing, TCP servers, upstream links, a terminal client, TLS (`tls.rs`), the
+//! demo's certificate authority (`pki.rs`) and the capped listener of the HTTP endpoints
+//! (`http_listener.rs`).
 
 pub mod client;
 pub mod framing;
+pub mod http_listener;
 pub mod link;
 pub mod pki;
 pub mod server;

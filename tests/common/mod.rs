@@ -161,3 +161,14 @@ fn the_scan_finds_planted_card_numbers() {
         scan_for_card_numbers(dir.path(), &["9410000000000013"], "x 9410000000000013").is_err()
     );
 }
+
+/// SIGTERM to a child process (a graceful stop); false when it is gone already.
+pub fn sigterm(child: &tokio::process::Child) -> bool {
+    let Some(pid) = child.id() else {
+        return false;
+    };
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}

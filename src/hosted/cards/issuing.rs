@@ -48,7 +48,11 @@ pub fn luhn_valid(digits: &str) -> bool {
 
 impl Hosted {
     /// A new card's number: in the program's range, unused, Luhn-valid.
-    fn check_new_number(&self, program: &ProgramConfig, pan: &Pan) -> Result<(), HostedError> {
+    pub(super) fn check_new_number(
+        &self,
+        program: &ProgramConfig,
+        pan: &Pan,
+    ) -> Result<(), HostedError> {
         if !program.owns(pan.expose()) {
             return Err(HostedError::Invalid(format!(
                 "card_number {} is outside program {}'s BIN range",

@@ -125,6 +125,11 @@ impl Hosted {
                 "per_txn_limit must be at least 1 and daily_limit at least per_txn_limit".into(),
             ));
         }
+        // The card number first: Argon2 is the expensive part, and a request refused anyway
+        // (a bad or taken number) must not cost it (SPEC §10).
+        let pan = Pan::parse(req.card_number.trim().as_bytes())
+            .map_err(|e| HostedError::Invalid(format!("card_number: {e}")))?;
+        self.check_new_number(&program, &pan)?;
         let pin_hash = match &req.pin {
             Some(p) => Some(hash(p).await?),
             None if program.pin_required => {

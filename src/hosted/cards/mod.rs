@@ -128,10 +128,7 @@ fn random_id(prefix: &str) -> String {
 /// Hash a PIN off the async threads (Argon2id is slow on purpose).
 async fn hash(pin: &str) -> Result<String, HostedError> {
     let pin = ClearPin::new(pin).map_err(|e| HostedError::Invalid(e.to_string()))?;
-    tokio::task::spawn_blocking(move || crate::pin::hash_pin(&pin))
-        .await
-        .map_err(storage)?
-        .map_err(storage)
+    crate::pin::hash_pin_bounded(pin).await.map_err(storage)
 }
 
 impl Hosted {

@@ -1,9 +1,13 @@
-//! The admin API's listener: at most `max_connections` connections open at once (SPEC §10:
+//! The listener of the HTTP endpoints (the admin API, `/metrics`): at most `max_connections` connections open at once (SPEC §10:
 //! limits on everything a peer controls). One more is closed as soon as it is accepted and
 //! counted (`cyberswitch_connections_refused_total{listener="admin"}`); the open ones go on.
-//! A connection with no byte in either direction for `idle_timeout` is closed, so that
-//! connections held open and silent cannot keep every place (counted in
-//! `cyberswitch_idle_timeouts_total{listener="admin"}`).
+//! Two deadlines that a peer's bytes cannot move (SPEC §10): a request must arrive whole
+//! within `request_timeout` of its first byte (a client sending one byte a minute would
+//! otherwise hold a place for ever), and a kept-alive connection waiting for its next
+//! request is closed `idle_timeout` after the last answer. Only an answer written moves them
+//! (counted in `cyberswitch_idle_timeouts_total{listener="admin", why}`). The request
+//! deadline also bounds a route's own time while its request is being answered, so it is
+//! set well above the slowest route.
 
 use std::future::Future;
 use std::io;
@@ -18,9 +22,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct CappedListener {
+    /// The `listener` label of its metrics (`admin`, `metrics`).
+    name: &'static str,
     inner: TcpListener,
     open: Arc<Semaphore>,
     idle_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl CappedListener {
@@ -28,34 +35,54 @@ impl CappedListener {
         inner: TcpListener,
         max_connections: usize,
         idle_timeout: Duration,
+        request_timeout: Duration,
     ) -> CappedListener {
         CappedListener {
+            name: "admin",
             inner,
             open: Arc::new(Semaphore::new(max_connections.max(1))),
             idle_timeout,
+            request_timeout,
         }
+    }
+
+    /// The same limits for another HTTP endpoint, its metrics labelled `name`.
+    pub fn named(mut self, name: &'static str) -> CappedListener {
+        self.name = name;
+        self
     }
 }
 
 /// An accepted connection, holding its place among the open ones until it closes.
 pub struct CappedStream {
+    name: &'static str,
     stream: TcpStream,
     idle_timeout: Duration,
-    /// When the connection counts as idle; moved on by every byte read or written.
-    idle_at: Pin<Box<tokio::time::Sleep>>,
+    request_timeout: Duration,
+    /// A request has begun arriving and no answer has been written since.
+    in_request: bool,
+    /// When the connection is closed: `request_timeout` after a request's first byte, or
+    /// `idle_timeout` after the last answer (or the accept). Bytes read never move it.
+    deadline: Pin<Box<tokio::time::Sleep>>,
     _place: OwnedSemaphorePermit,
 }
 
 impl CappedStream {
-    fn active(&mut self) {
-        let next = tokio::time::Instant::now() + self.idle_timeout;
-        self.idle_at.as_mut().reset(next);
+    /// Bytes of a request read: the first of a request starts its deadline.
+    fn read_some(&mut self) {
+        if !self.in_request {
+            self.in_request = true;
+            let next = tokio::time::Instant::now() + self.request_timeout;
+            self.deadline.as_mut().reset(next);
+        }
     }
 
-    /// A write's outcome, passed through; bytes written count as activity.
+    /// A write's outcome, passed through; an answer written starts the idle wait.
     fn wrote(&mut self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.active();
+            self.in_request = false;
+            let next = tokio::time::Instant::now() + self.idle_timeout;
+            self.deadline.as_mut().reset(next);
         }
         written
     }
@@ -81,18 +108,21 @@ impl axum::serve::Listener for CappedListener {
                     let _ = stream.set_nodelay(true);
                     return (
                         CappedStream {
+                            name: self.name,
                             stream,
                             idle_timeout: self.idle_timeout,
-                            idle_at: Box::pin(tokio::time::sleep(self.idle_timeout)),
+                            request_timeout: self.request_timeout,
+                            in_request: false,
+                            deadline: Box::pin(tokio::time::sleep(self.idle_timeout)),
                             _place: place,
                         },
                         peer,
                     );
                 }
                 Err(_) => {
-                    metrics::counter!("cyberswitch_connections_refused_total", "listener" => "admin")
+                    metrics::counter!("cyberswitch_connections_refused_total", "listener" => self.name)
                         .increment(1);
-                    tracing::warn!(%peer, "admin API: connection limit reached; closing");
+                    tracing::warn!(listener = self.name, %peer, "connection limit reached; closing");
                 }
             }
         }
@@ -114,19 +144,20 @@ impl AsyncRead for CappedStream {
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    this.active();
+                    this.read_some();
                 }
                 Poll::Ready(result)
             }
-            // Waiting for the peer: past the idle time, the connection ends here (the server
+            // Waiting for the peer: past the deadline, the connection ends here (the server
             // closes it as it would a reset one).
-            Poll::Pending => match this.idle_at.as_mut().poll(cx) {
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    metrics::counter!("cyberswitch_idle_timeouts_total", "listener" => "admin")
+                    let why = if this.in_request { "request" } else { "idle" };
+                    metrics::counter!("cyberswitch_idle_timeouts_total", "listener" => this.name, "why" => why)
                         .increment(1);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        "admin connection idle",
+                        "admin connection: request too slow or idle",
                     )))
                 }
                 Poll::Pending => Poll::Pending,
@@ -193,7 +224,7 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("address");
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
-        let listener = CappedListener::new(tcp, max_connections, idle_timeout);
+        let listener = CappedListener::new(tcp, max_connections, idle_timeout, idle_timeout);
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
     }
@@ -255,5 +286,44 @@ mod tests {
         // Its place is free: a new connection is served.
         let mut next = TcpStream::connect(addr).await.expect("connect");
         assert_eq!(get(&mut next).await, "HTTP/1.1 200 OK");
+    }
+
+    /// A client that sends its request a byte at a time (each byte well inside the idle
+    /// time) is closed once the request deadline passes: bytes do not keep it alive.
+    #[tokio::test]
+    async fn a_request_trickled_byte_by_byte_is_cut_at_its_deadline() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let listener = CappedListener::new(
+            tcp,
+            4,
+            Duration::from_secs(3600),
+            Duration::from_millis(500),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        let mut cut = false;
+        for b in request {
+            if slow.write_all(&[*b]).await.is_err() {
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !cut {
+            // Every byte went out: the connection must be closed, not answered.
+            let mut buf = vec![0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut buf))
+                .await
+                .expect("closed, not left hanging")
+                .unwrap_or(0);
+            cut = n == 0;
+        }
+        assert!(cut, "a trickled request was served past its deadline");
+        // A request sent at once on a new connection is served.
+        let mut quick = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(get(&mut quick).await, "HTTP/1.1 200 OK");
     }
 }

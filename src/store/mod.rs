@@ -59,10 +59,15 @@ pub enum Cf {
     /// events by business date (`e/DATE/LINK/TXN/LEG/KIND`), what each leg has booked
     /// (`l/LINK/TXN/LEG/KIND`), the open business date and each closed day's reconciliation.
     Books,
+    /// Virtual accounts (F17): pools (`p/…`), the bank index (`a/…`), orders (`o/…`),
+    /// deposits seen (`d/…`) and mismatches (`m/…`); see [`crate::va`].
+    VirtualAccounts,
+    /// Partner callbacks waiting or delivered (`i/ID`), see [`crate::outbox`].
+    Outbox,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 17] = [
+    pub const ALL: [Cf; 19] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -80,6 +85,8 @@ impl Cf {
         Cf::Meta,
         Cf::TxnRefs,
         Cf::Books,
+        Cf::VirtualAccounts,
+        Cf::Outbox,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -106,6 +113,8 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::TxnRefs => "txn_refs",
             Cf::Books => "books",
+            Cf::VirtualAccounts => "virtual_accounts",
+            Cf::Outbox => "outbox",
         }
     }
 }

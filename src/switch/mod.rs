@@ -68,6 +68,8 @@ pub struct Switch {
     pub books: Arc<crate::books::Books>,
     /// Approvals on their way to their terminals (see [`delivery`]).
     pub deliveries: Arc<delivery::Deliveries>,
+    /// Virtual accounts (F17), with the partner callback outbox.
+    pub va: Arc<crate::va::VirtualAccounts>,
     /// Closed at the end of a graceful stop's drain: no answer is journaled after.
     gate: Gate,
     /// Cancelled when the switch stops (background retries give up: recovery takes over).
@@ -109,6 +111,7 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     pub rrns: Arc<rrn::Rrns>,
     pub books: Arc<crate::books::Books>,
+    pub va: Arc<crate::va::VirtualAccounts>,
 }
 
 impl Switch {
@@ -123,6 +126,7 @@ impl Switch {
             clock,
             rrns,
             books,
+            va,
         } = parts;
         let pin_keys = pin_keys(&config, &hosted);
         let routing = Routing::new(&config);
@@ -150,6 +154,7 @@ impl Switch {
             clock,
             rrns,
             books,
+            va,
         });
         tokio::spawn(registry::sweeper(switch.registry.clone(), window, stop));
         Ok(switch)

@@ -14,6 +14,7 @@ pub mod client;
 mod listener;
 mod routes;
 mod saf_routes;
+mod va_routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

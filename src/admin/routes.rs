@@ -46,6 +46,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/saf/dead-letters"),
     ("post", "/v1/saf/dead-letters/{id}/retry"),
     ("post", "/v1/saf/dead-letters/{id}/resolve"),
+    // F17 virtual accounts and the partner callback outbox (`va_routes.rs`).
+    ("get", "/v1/va/pools"),
+    ("post", "/v1/va/pools"),
+    ("post", "/v1/va/pools/retire"),
+    ("post", "/v1/va/orders"),
+    ("get", "/v1/va/orders/{order}"),
+    ("get", "/v1/va/mismatches"),
+    ("get", "/v1/va/report"),
+    ("get", "/v1/outbox"),
+    ("post", "/v1/outbox/{id}/resend"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -74,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions", get(transactions))
         .merge(super::saf_routes::router())
         .merge(super::books_routes::router())
+        .merge(super::va_routes::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

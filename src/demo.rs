@@ -22,6 +22,10 @@ pub struct DemoPorts {
     pub mileage: SocketAddr,
     pub acquirer: SocketAddr,
     pub admin: SocketAddr,
+    /// The bank listener (F17 deposits).
+    pub bank: SocketAddr,
+    /// The demo's own partner callback receiver (DEMOMALL).
+    pub partner: SocketAddr,
 }
 
 impl Default for DemoPorts {
@@ -35,6 +39,8 @@ impl Default for DemoPorts {
             mileage: at(9103),
             acquirer: at(9201),
             admin: at(8580),
+            bank: at(8585),
+            partner: at(8590),
         }
     }
 }
@@ -51,6 +57,8 @@ impl DemoPorts {
             mileage: any,
             acquirer: any,
             admin: any,
+            bank: any,
+            partner: any,
         }
     }
 
@@ -248,6 +256,15 @@ spec = "iso87-ascii"
 framing = "binary2"
 pin_key = {{ file = "{pin_key}" }}
 
+# F17: banks ask here whether to accept deposits to virtual accounts.
+[[listener]]
+name = "bank"
+addr = "{bank}"
+spec = "iso87-ascii"
+framing = "binary2"
+role = "bank"
+bank = "{va_bank}"
+
 {emoney}{gift}{mileage}{acq}[[issuer]]
 id = "EMONEY"
 kind = "emoney"
@@ -303,6 +320,16 @@ bin_from = "627200"
 bin_to = "627200"
 pin_required = true
 
+# F17 paid orders and F15 daily statements go to the demo's own receiver.
+[[partner]]
+id = "{va_partner}"
+callback_url = "http://{partner}/callbacks"
+secret = {{ file = "{partner_secret}" }}
+
+[outbox]
+retry_min_ms = 500
+retry_max_ms = 10000
+
 [admin]
 addr = "{admin}"
 
@@ -310,6 +337,12 @@ addr = "{admin}"
 name = "demo operator"
 role = "operator"
 token = {{ file = "{token}" }}
+
+[[admin.token]]
+name = "demo mall"
+role = "partner"
+scope = "{va_partner}"
+token = {{ file = "{partner_token}" }}
 "#,
         data = dir.join("switch").display(),
         key = dir.join("card.key").display(),
@@ -321,6 +354,12 @@ token = {{ file = "{token}" }}
         acq = link("acq1", "acquirer", ports.acquirer),
         admin = ports.admin,
         token = dir.join("operator.token").display(),
+        bank = ports.bank,
+        partner = ports.partner,
+        va_bank = DEMO_VA.1,
+        va_partner = DEMO_VA.0,
+        partner_secret = dir.join("partner.secret").display(),
+        partner_token = dir.join("partner.token").display(),
     )
 }
 
@@ -330,6 +369,8 @@ pub struct Demo {
     pub sims: Vec<std::sync::Arc<Simulator>>,
     pub metrics: Option<SocketAddr>,
     pub dir: PathBuf,
+    /// The partner receiver the demo's callbacks go to.
+    pub partner: crate::sim::partner::PartnerSim,
 }
 
 impl Demo {
@@ -341,6 +382,14 @@ impl Demo {
     }
     pub fn switch_addr(&self) -> SocketAddr {
         self.running.addrs[0].1
+    }
+    /// The bank listener (F17).
+    pub fn bank_addr(&self) -> Option<SocketAddr> {
+        self.running
+            .addrs
+            .iter()
+            .find(|(name, _)| name == "bank")
+            .map(|(_, a)| *a)
     }
 }
 
@@ -416,6 +465,11 @@ pub async fn start_with(
     let mut configs = sim_configs(dir, &ports);
     adjust(&mut configs);
     let sims = start_sims(configs, &mut ports, &stop).await?;
+    let partner_secret = secret(dir, "partner.secret")?;
+    let partner =
+        crate::sim::partner::PartnerSim::start(ports.partner, &partner_secret, false, stop.clone())
+            .await?;
+    ports.partner = partner.addr;
     let metrics = match ports.metrics {
         Some(addr) => Some(crate::observe::serve_metrics(addr, stop.clone()).await?),
         None => None,
@@ -439,6 +493,7 @@ pub async fn start_with(
             )?;
         }
         seed_prepaid(&running.switch.hosted).await?;
+        seed_virtual_accounts(&running.switch.va).await?;
     }
     // Wait until every link has signed on, so the first request finds them up.
     for _ in 0..100 {
@@ -452,7 +507,24 @@ pub async fn start_with(
         sims,
         metrics,
         dir: dir.to_path_buf(),
+        partner,
     })
+}
+
+/// The demo's virtual-account pool (F17): partner, bank, region, and its 20 accounts.
+pub const DEMO_VA: (&str, &str, &str) = ("DEMOMALL", "004", "SEOUL");
+
+/// The demo pool's account numbers.
+pub fn demo_va_accounts() -> Vec<String> {
+    (1..=20).map(|i| format!("0041234560{i:04}")).collect()
+}
+
+async fn seed_virtual_accounts(va: &crate::va::VirtualAccounts) -> Result<(), String> {
+    let (partner, bank, region) = DEMO_VA;
+    va.pool_add(partner, bank, region, &demo_va_accounts(), "demo")
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("demo virtual accounts: {e}"))
 }
 
 /// The demo's prepaid card (README): number, PIN, balance.
@@ -483,9 +555,13 @@ pub fn write_secrets(dir: &Path) -> Result<(), String> {
     let card_key: [u8; 32] = rand::random();
     let token: [u8; 24] = rand::random();
     let pin_key: [u8; 16] = rand::random();
+    let partner_token: [u8; 24] = rand::random();
+    let partner_secret: [u8; 24] = rand::random();
     for (name, value) in [
         ("card.key", hex::encode(card_key)),
         ("operator.token", hex::encode(token)),
+        ("partner.token", hex::encode(partner_token)),
+        ("partner.secret", hex::encode(partner_secret)),
         ("terminal-pin.key", hex::encode_upper(pin_key)),
     ] {
         let path = dir.join(name);

@@ -97,6 +97,22 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     for s in &demo.sims {
         println!("simulator {} on {}", s.name, s.addr);
     }
+    if let Some(b) = demo.bank_addr() {
+        let (partner, bank, region) = cyberswitch::demo::DEMO_VA;
+        println!(
+            "bank listener on {b} (F17 deposits, bank {bank}; pool {partner}/{bank}/{region})"
+        );
+    }
+    println!(
+        "partner {} token: {}",
+        cyberswitch::demo::DEMO_VA.0,
+        cyberswitch::demo::secret(&args.data_dir, "partner.token")?
+    );
+    println!(
+        "partner receiver on http://{}/callbacks (secret in {}/partner.secret)",
+        demo.partner.addr,
+        args.data_dir.display()
+    );
     println!("cyberswitch ready");
     cyberswitch::daemon::shutdown_signal().await;
     println!("stopping");

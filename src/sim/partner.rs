@@ -129,6 +129,7 @@ async fn receive(
             body: parsed,
             times: 1,
         };
+        tracing::info!(id = %r.id, event = %r.event, "partner receiver: callback received, signature good");
         if s.print {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }

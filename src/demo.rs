@@ -264,6 +264,7 @@ spec = "iso87-ascii"
 framing = "binary2"
 role = "bank"
 bank = "{va_bank}"
+max_connections = 64
 
 {emoney}{gift}{mileage}{acq}[[issuer]]
 id = "EMONEY"
@@ -327,8 +328,8 @@ callback_url = "http://{partner}/callbacks"
 secret = {{ file = "{partner_secret}" }}
 
 [outbox]
-retry_min_ms = 500
-retry_max_ms = 10000
+retry_min_ms = 200
+retry_max_ms = 2000
 
 [admin]
 addr = "{admin}"

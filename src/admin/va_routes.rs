@@ -91,6 +91,8 @@ struct AssignBody {
     order: String,
     amount: u64,
     expires_min: Option<u64>,
+    /// Finer than minutes (short-lived payment pages, tests); not with `expires_min`.
+    expires_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -157,17 +159,19 @@ async fn assign(caller: Caller, State(s): State<AppState>, Body(b): Body<AssignB
         b.partner.as_deref(),
         "assign other partners' accounts",
     )?;
+    let expires_s = match (b.expires_min, b.expires_s) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give expires_min or expires_s, not both",
+            ))
+        }
+        (Some(m), None) => Some(m.saturating_mul(60)),
+        (None, s) => s,
+    };
     let o = s
         .switch
         .va
-        .assign(
-            &partner,
-            &b.bank,
-            &b.region,
-            &b.order,
-            b.amount,
-            b.expires_min,
-        )
+        .assign(&partner, &b.bank, &b.region, &b.order, b.amount, expires_s)
         .await?;
     Ok(Json(
         serde_json::to_value(o).map_err(|e| storage(e.to_string()))?,

@@ -470,7 +470,7 @@ impl VirtualAccounts {
         region: &str,
         order: &str,
         amount: u64,
-        expires_min: Option<u64>,
+        expires_s: Option<u64>,
     ) -> Result<Order, VaError> {
         check_pool(partner, bank, region)?;
         if !valid_id(order, ORDER_MAX) {
@@ -481,9 +481,14 @@ impl VirtualAccounts {
         if amount == 0 || amount > AMOUNT_MAX {
             return Err(VaError::Invalid(format!("amount: 1 to {AMOUNT_MAX}")));
         }
-        let minutes = expires_min.unwrap_or(self.config.virtual_accounts.default_expiry_min);
-        if minutes == 0 || minutes > 525_600 {
-            return Err(VaError::Invalid("expires_min: 1 to 525600".into()));
+        let seconds = expires_s.unwrap_or(
+            self.config
+                .virtual_accounts
+                .default_expiry_min
+                .saturating_mul(60),
+        );
+        if seconds == 0 || seconds > 525_600 * 60 {
+            return Err(VaError::Invalid("expiry: 1 second to 365 days".into()));
         }
         let _one = self.lock.lock().await;
         let now = self.now_ms();
@@ -537,7 +542,7 @@ impl VirtualAccounts {
         let Some(pa) = chosen else {
             return Err(VaError::Exhausted(format!("{partner}/{bank}/{region}")));
         };
-        let expires_ms = now.saturating_add(i64::try_from(minutes * 60_000).unwrap_or(i64::MAX));
+        let expires_ms = now.saturating_add(i64::try_from(seconds * 1_000).unwrap_or(i64::MAX));
         let o = Order {
             order: order.into(),
             partner: partner.into(),

@@ -22,10 +22,6 @@ pub struct DemoPorts {
     pub mileage: SocketAddr,
     pub acquirer: SocketAddr,
     pub admin: SocketAddr,
-    /// The bank listener (F17 deposits).
-    pub bank: SocketAddr,
-    /// The demo's own partner callback receiver (DEMOMALL).
-    pub partner: SocketAddr,
 }
 
 impl Default for DemoPorts {
@@ -39,13 +35,28 @@ impl Default for DemoPorts {
             mileage: at(9103),
             acquirer: at(9201),
             admin: at(8580),
-            bank: at(8585),
-            partner: at(8590),
         }
     }
 }
 
 impl DemoPorts {
+    /// F17's bank listener: 8585 beside the fixed admin port of the README's demo, any port
+    /// otherwise (tests, several demos side by side).
+    pub fn bank(&self) -> SocketAddr {
+        self.beside_admin(8585)
+    }
+
+    /// The demo's partner callback receiver: 8590 beside the fixed admin port, any port
+    /// otherwise.
+    pub fn partner(&self) -> SocketAddr {
+        self.beside_admin(8590)
+    }
+
+    fn beside_admin(&self, port: u16) -> SocketAddr {
+        let port = if self.admin.port() == 0 { 0 } else { port };
+        SocketAddr::new(self.admin.ip(), port)
+    }
+
     /// Every part on an ephemeral port (tests, `load --demo`): nothing else in the way.
     pub fn ephemeral() -> DemoPorts {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -57,8 +68,6 @@ impl DemoPorts {
             mileage: any,
             acquirer: any,
             admin: any,
-            bank: any,
-            partner: any,
         }
     }
 
@@ -234,6 +243,11 @@ pub fn link_bulk_cards(
 /// The switch configuration of the demo, as TOML (also written to the data directory so that
 /// `cyberswitch link … --config DIR/cyberswitch.toml` works against it).
 pub fn switch_config_toml(dir: &Path, ports: &DemoPorts) -> String {
+    config_toml(dir, ports, ports.partner())
+}
+
+/// As [`switch_config_toml`], with the partner receiver where it was bound.
+fn config_toml(dir: &Path, ports: &DemoPorts, partner: SocketAddr) -> String {
     let metrics = ports
         .metrics
         .map(|m| format!("metrics_addr = \"{m}\"\n"))
@@ -355,8 +369,8 @@ token = {{ file = "{partner_token}" }}
         acq = link("acq1", "acquirer", ports.acquirer),
         admin = ports.admin,
         token = dir.join("operator.token").display(),
-        bank = ports.bank,
-        partner = ports.partner,
+        bank = ports.bank(),
+        partner = partner,
         va_bank = DEMO_VA.1,
         va_partner = DEMO_VA.0,
         partner_secret = dir.join("partner.secret").display(),
@@ -467,15 +481,18 @@ pub async fn start_with(
     adjust(&mut configs);
     let sims = start_sims(configs, &mut ports, &stop).await?;
     let partner_secret = secret(dir, "partner.secret")?;
-    let partner =
-        crate::sim::partner::PartnerSim::start(ports.partner, &partner_secret, false, stop.clone())
-            .await?;
-    ports.partner = partner.addr;
+    let partner = crate::sim::partner::PartnerSim::start(
+        ports.partner(),
+        &partner_secret,
+        false,
+        stop.clone(),
+    )
+    .await?;
     let metrics = match ports.metrics {
         Some(addr) => Some(crate::observe::serve_metrics(addr, stop.clone()).await?),
         None => None,
     };
-    let text = format!("{}{extra_toml}", switch_config_toml(dir, &ports));
+    let text = format!("{}{extra_toml}", config_toml(dir, &ports, partner.addr));
     let config_path = dir.join("cyberswitch.toml");
     std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| e.to_string())?;

@@ -78,7 +78,6 @@ async fn world(cards: usize, credit_delay_ms: u64, limits: &str) -> World {
         mileage: any,
         acquirer: any,
         admin: any,
-        ..DemoPorts::ephemeral()
     };
     let mut configs = demo::sim_configs(dir.path(), &ports);
     demo::add_bulk_accounts(&mut configs, &cards, BALANCE);

@@ -301,13 +301,16 @@ impl VirtualAccounts {
                 continue;
             }
             match self.account(bank, a)? {
-                Some(pa) if pa.partner != partner || pa.region != region => {
-                    if !pa.retired || pa.order.is_some() {
-                        return Err(VaError::Conflict(format!(
-                            "account {a} of bank {bank} is in another pool"
-                        )));
-                    }
+                // Another pool's account, unless retired and freed (then it moves here).
+                Some(pa)
+                    if (pa.partner != partner || pa.region != region)
+                        && (!pa.retired || pa.order.is_some()) =>
+                {
+                    return Err(VaError::Conflict(format!(
+                        "account {a} of bank {bank} is in another pool"
+                    )));
                 }
+                Some(pa) if pa.partner != partner || pa.region != region => {}
                 Some(pa) if !pa.retired => {
                     already.push(a.clone());
                     continue;

@@ -57,6 +57,10 @@ pub struct Item {
     /// Times an operator asked for it again.
     #[serde(default)]
     pub resends: u32,
+    /// Items of one group (one order) are delivered one at a time, oldest first: a partner
+    /// hears `va.reversed` only after `va.paid`.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 impl Item {
@@ -80,7 +84,14 @@ impl Item {
             last_error: None,
             delivered_ms: None,
             resends: 0,
+            group: None,
         }
+    }
+
+    /// In `group`: delivered after the group's older items.
+    pub fn in_group(mut self, group: &str) -> Item {
+        self.group = Some(group.to_string());
+        self
     }
 }
 
@@ -268,11 +279,24 @@ impl Outbox {
     /// Pending items due by `now` (earliest first, at most `concurrency`), and when the next
     /// one not yet due is.
     fn due(&self, now: i64) -> Result<(Vec<Item>, Option<i64>), String> {
-        let mut due = Vec::new();
-        let mut next: Option<i64> = None;
+        let mut pending = Vec::new();
         for (k, _) in self.journal.scan(Cf::Outbox, b"p/")? {
             let id = String::from_utf8_lossy(&k[2..]).into_owned();
-            let Some(item) = self.get(&id)? else { continue };
+            if let Some(item) = self.get(&id)? {
+                pending.push(item);
+            }
+        }
+        // Oldest first; of a group, only its oldest pending item may go.
+        pending.sort_by_key(|i| (i.created_ms, i.id.clone()));
+        let mut groups = std::collections::HashSet::new();
+        let mut due = Vec::new();
+        let mut next: Option<i64> = None;
+        for item in pending {
+            if let Some(g) = &item.group {
+                if !groups.insert(g.clone()) {
+                    continue;
+                }
+            }
             if item.next_at_ms <= now {
                 due.push(item);
             } else {

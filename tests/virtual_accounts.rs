@@ -411,6 +411,70 @@ async fn advices_are_acknowledged_and_unmatched_ones_listed_as_mismatches() {
     assert_eq!(r.status, 403);
 }
 
+/// The bank reverses a deposit it was answered 00 for (it did not book it after all): the
+/// order is open again on its account, the partner hears `va.reversed` after `va.paid`, a
+/// repeat of the reversed deposit is refused 12; a reversal that arrives before its deposit
+/// makes the deposit refused when it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bank_reversal_unpays_the_order_and_the_partner_hears_it_after_the_payment() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(dir.path()).await;
+    let account = e.assign(REGION, "ORD-V", 20_000, None).await;
+    let rrn = e.next_rrn();
+    let deposit = e.deposit(&account, 20_000, &rrn, false);
+    assert_eq!(code(&e.bank(&deposit).await), "00");
+    assert_eq!(e.order("ORD-V").await["status"], "paid");
+
+    let mut reversal = deposit.clone();
+    reversal.set_mti(cyberswitch::iso8583::Mti::new(b"0400").unwrap());
+    let answer = e.bank(&reversal).await;
+    assert_eq!(answer.mti().as_str(), "0410");
+    assert_eq!(code(&answer), "00");
+    let order = e.order("ORD-V").await;
+    assert_eq!(order["status"], "open", "{order}");
+    assert!(order["deposit"].is_null());
+    let pools = e.ok(&e.partner(), "get", "/v1/va/pools", None).await;
+    assert_eq!(account_state(&pools, &account), "assigned");
+    // Repeats: the reversal acknowledged again, the reversed deposit refused.
+    assert_eq!(code(&e.bank(&reversal).await), "00");
+    assert_eq!(code(&e.bank(&deposit).await), "12");
+    assert_eq!(e.order("ORD-V").await["status"], "open");
+
+    // The partner hears of the payment, then of its reversal.
+    let partner = &e.demo().partner;
+    received(partner, "va-paid-ORD-V").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let rev_id = loop {
+        if let Some(r) = partner.received().iter().find(|r| r.event == "va.reversed") {
+            break r.id.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no va.reversed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ids: Vec<String> = partner.received().iter().map(|r| r.id.clone()).collect();
+    let paid_at = ids.iter().position(|i| i == "va-paid-ORD-V").unwrap();
+    let rev_at = ids.iter().position(|i| *i == rev_id).unwrap();
+    assert!(paid_at < rev_at, "{ids:?}");
+
+    // A new deposit pays it again.
+    let again = e.deposit(&account, 20_000, &e.next_rrn(), false);
+    assert_eq!(code(&e.bank(&again).await), "00");
+    assert_eq!(e.order("ORD-V").await["status"], "paid");
+
+    // Reversed before it arrived: refused when it does, the order untouched.
+    let other = e.assign(REGION, "ORD-V2", 6_000, None).await;
+    let early = e.deposit(&other, 6_000, &e.next_rrn(), false);
+    let mut early_rev = early.clone();
+    early_rev.set_mti(cyberswitch::iso8583::Mti::new(b"0420").unwrap());
+    assert_eq!(code(&e.bank(&early_rev).await), "00");
+    assert_eq!(code(&e.bank(&early).await), "12");
+    assert_eq!(e.order("ORD-V2").await["status"], "open");
+
+    let report = e.ok(&e.partner(), "get", "/v1/va/report", None).await;
+    assert_eq!(report["paid"]["count"], 1);
+    assert_eq!(report["collected"], 20_000);
+}
+
 /// The receiver is down: the callback is retried (visible in the outbox with its error) and
 /// delivered once it is back; an operator can send it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

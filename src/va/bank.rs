@@ -5,6 +5,9 @@
 //!   0210: 00 (paid), 13 (wrong amount), 14 (unknown, unassigned or expired account).
 //! - 0220/0221 advice, same fields → 0230/00 always; one that matched nothing is recorded as
 //!   a mismatch for the operator.
+//! - 0400/0420 (21xxxx) naming a deposit by its RRN (or field 90) → 0410/0430/00: a deposit
+//!   that paid an order unpays it (the bank did not book it after all; see
+//!   [`super::VirtualAccounts::reverse_deposit`]).
 //! - 0800 → 0810 (sign-on, echo); anything else → 12; a deposit without 103 or 4 → 30.
 //!
 //! Retransmissions: a deposit is known by its RRN (field 37) — what a bank's repeats and its
@@ -99,6 +102,9 @@ async fn respond(
     if mti.class() == 8 {
         return crate::switch::netmgmt::handle(msg);
     }
+    if mti.class() == 4 && msg.transaction_type() == Some(21) {
+        return reversal(va, journal, listener, msg).await;
+    }
     if mti.class() != 2 || msg.transaction_type() != Some(21) {
         return answer(msg, ResponseCode::InvalidTransaction);
     }
@@ -160,15 +166,64 @@ async fn respond(
     resp
 }
 
+/// 0400/0420 from the bank: the deposit it names (by RRN, or field 90) is undone.
+async fn reversal(
+    va: &VirtualAccounts,
+    journal: &Journal,
+    listener: &str,
+    msg: &Message<'_>,
+) -> OwnedMessage {
+    let rrn = msg
+        .rrn()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    let key = match (&rrn, msg.original_data()) {
+        (Some(r), _) => format!("r-{}", clean(r)),
+        (None, Ok(Some(od))) => format!(
+            "s-{}-{}-{}-{}",
+            clean(&msg.str(de::ACQUIRER_ID).unwrap_or_default()),
+            clean(&msg.terminal_id().unwrap_or_default()),
+            od.stan,
+            od.transmission_time
+        ),
+        _ => return answer(msg, ResponseCode::FormatError),
+    };
+    let request = Entry::message(
+        EntryKind::In,
+        &format!("va/deposit/{key}"),
+        listener,
+        &msg.to_owned_message(),
+    );
+    let code = match va.reverse_deposit(listener, &key, request).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "virtual accounts: reversal not recorded: 96");
+            ResponseCode::SystemMalfunction
+        }
+    };
+    let mut resp = answer(msg, code);
+    resp.copy_from(msg, de::ACCOUNT_2);
+    let mut step = Step::new();
+    step.append(Entry::message(
+        EntryKind::Out,
+        &format!("va/deposit/{key}"),
+        listener,
+        &resp,
+    ));
+    journal.submit_now(step);
+    resp
+}
+
+fn clean(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 /// What the repeats of one deposit share: its RRN, or fields 32, 41, 11 and 7. Only
 /// letters, digits and `-` (it is part of a key).
 fn deposit_key(msg: &Message<'_>, rrn: Option<&str>) -> String {
-    let clean = |s: &str| -> String {
-        s.trim()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect()
-    };
     match rrn {
         Some(r) => format!("r-{}", clean(r)),
         None => format!(

@@ -156,6 +156,9 @@ pub struct Seen {
     pub order: Option<String>,
     pub advice: bool,
     pub at_ms: i64,
+    /// The bank reversed it (0400/0420) since.
+    #[serde(default)]
+    pub reversed: bool,
 }
 
 /// An advice (0220: the bank booked the deposit already) that matched no open order.
@@ -208,6 +211,9 @@ fn expiry_key(expires_ms: i64, order: &str) -> Vec<u8> {
 }
 fn seen_key(listener: &str, key: &str) -> Vec<u8> {
     format!("d/{listener}/{key}").into_bytes()
+}
+fn reversed_key(listener: &str, key: &str) -> Vec<u8> {
+    format!("v/{listener}/{key}").into_bytes()
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -704,10 +710,27 @@ impl VirtualAccounts {
         let _one = self.lock.lock().await;
         let now = self.now_ms();
         let seen_at = seen_key(&d.listener, &d.key);
-        if let Some(seen) = self.read::<Seen>(&seen_at)? {
+        let seen = self.read::<Seen>(&seen_at)?;
+        if seen.as_ref().is_some_and(|s| s.reversed && !d.advice) {
+            // A repeat of a deposit the bank has reversed since: its approval is withdrawn.
+            return Ok(ResponseCode::InvalidTransaction);
+        }
+        if seen.is_none()
+            && !d.advice
+            && self
+                .journal
+                .get(Cf::VirtualAccounts, &reversed_key(&d.listener, &d.key))
+                .map_err(VaError::Storage)?
+                .is_some()
+        {
+            // Reversed before it arrived (the bank gave up waiting): never approved.
+            return Ok(ResponseCode::InvalidTransaction);
+        }
+        if let Some(seen) = seen {
             // A retransmission, or the advice of a deposit the switch approved: same answer.
             // An advice after a refusal is the bank booking it anyway: looked at afresh.
-            if !d.advice || seen.advice || seen.code == "00" {
+            // After a reversal, an advice is the bank booking it after all: afresh too.
+            if !seen.reversed && (!d.advice || seen.advice || seen.code == "00") {
                 metrics::counter!("cyberswitch_va_deposits_total", "outcome" => "repeat")
                     .increment(1);
                 let code = if d.advice {
@@ -770,6 +793,7 @@ impl VirtualAccounts {
             order,
             advice: d.advice,
             at_ms: now,
+            reversed: false,
         };
         step.put(Cf::VirtualAccounts, seen_at, to_json(&seen));
         step.synced();
@@ -861,7 +885,8 @@ impl VirtualAccounts {
             "va.paid",
             &body,
             now,
-        );
+        )
+        .in_group(&order_id);
         Outbox::put(step, &item);
         step.append(Entry::new(
             EntryKind::Txn,
@@ -871,6 +896,132 @@ impl VirtualAccounts {
         ));
         metrics::counter!("cyberswitch_va_orders_total", "event" => "paid").increment(1);
         Ok((Ok(()), Some(order_id)))
+    }
+
+    /// The bank reverses a deposit (0400/0420: it did not book it after all). A deposit that
+    /// paid an order unpays it: the order is open again on its account when that account is
+    /// still free and the order not past its time, expired otherwise; the partner, told of
+    /// the payment, is told of the reversal after it (same callback group). Anything else
+    /// (unknown, refused, reversed already) is acknowledged and changes nothing; a deposit
+    /// reversed before it arrives is refused when it does. Always answered 00.
+    pub async fn reverse_deposit(
+        &self,
+        listener: &str,
+        key: &str,
+        request: Entry,
+    ) -> Result<ResponseCode, VaError> {
+        let _one = self.lock.lock().await;
+        let now = self.now_ms();
+        let marker = reversed_key(listener, key);
+        if self
+            .journal
+            .get(Cf::VirtualAccounts, &marker)
+            .map_err(VaError::Storage)?
+            .is_some()
+        {
+            return Ok(ResponseCode::Approved);
+        }
+        let mut step = Step::new();
+        step.append(request);
+        step.put(Cf::VirtualAccounts, marker, now.to_be_bytes().to_vec());
+        let seen_at = seen_key(listener, key);
+        let seen = self.read::<Seen>(&seen_at)?;
+        let paid = seen
+            .as_ref()
+            .filter(|s| s.code == "00")
+            .and_then(|s| s.order.clone());
+        let mut what = "nothing to reverse".to_string();
+        if let Some(mut seen) = seen {
+            seen.reversed = true;
+            step.put(Cf::VirtualAccounts, seen_at, to_json(&seen));
+        }
+        if let Some(order_id) = paid {
+            if let Some(order) = self
+                .order_stored(&order_id)?
+                .filter(|o| o.status == OrderStatus::Paid)
+            {
+                what = self.unpay_into(&mut step, order, now)?;
+            }
+        }
+        step.append(Entry::new(
+            EntryKind::Txn,
+            &format!("va/deposit/{key}"),
+            listener,
+            format!("deposit reversed by the bank: {what}"),
+        ));
+        step.synced();
+        self.journal.commit(step).await?;
+        self.outbox.notify();
+        metrics::counter!("cyberswitch_va_deposits_total", "outcome" => "reversed").increment(1);
+        Ok(ResponseCode::Approved)
+    }
+
+    /// Write into `step` that a paid order's deposit was reversed; what became of it.
+    fn unpay_into(&self, step: &mut Step, mut order: Order, now: i64) -> Result<String, VaError> {
+        let pa = self.account(&order.bank, &order.account)?;
+        let reopen = now < order.expires_ms
+            && pa
+                .as_ref()
+                .is_some_and(|pa| pa.order.is_none() && !pa.retired);
+        let deposit = order.deposit.take();
+        order.paid_ms = None;
+        let what = if reopen {
+            order.status = OrderStatus::Open;
+            if let Some(pa) = pa {
+                let pa = PoolAccount {
+                    order: Some(order.order.clone()),
+                    ..pa
+                };
+                step.put(
+                    Cf::VirtualAccounts,
+                    acct_key(&order.bank, &order.account),
+                    to_json(&pa),
+                );
+            }
+            step.put(
+                Cf::VirtualAccounts,
+                expiry_key(order.expires_ms, &order.order),
+                Vec::new(),
+            );
+            "order open again on its account"
+        } else {
+            order.status = OrderStatus::Expired;
+            "order expired (past its time, or its account taken since)"
+        };
+        order.history.push(HistoryEvent {
+            at_ms: now,
+            event: format!(
+                "deposit {} reversed by the bank: {what}",
+                deposit.as_ref().map_or(0, |d| d.amount)
+            ),
+        });
+        step.put(
+            Cf::VirtualAccounts,
+            order_key(&order.order),
+            to_json(&order),
+        );
+        let n = order.history.len();
+        let body = serde_json::json!({
+            "event": "va.reversed",
+            "partner": order.partner,
+            "order": order.order,
+            "bank": order.bank,
+            "account": order.account,
+            "amount": deposit.as_ref().map_or(0, |d| d.amount),
+            "status": order.status,
+            "rrn": deposit.as_ref().and_then(|d| d.rrn.clone()),
+        });
+        let item = Item::new(
+            format!("va-reversed-{}-{n}", order.order),
+            &order.partner,
+            "va.reversed",
+            &body,
+            now,
+        )
+        .in_group(&order.order);
+        Outbox::put(step, &item);
+        metrics::counter!("cyberswitch_va_orders_total", "event" => "reversed").increment(1);
+        Ok(what.to_string())
     }
 
     /// Recorded mismatches (of one partner), oldest first.

@@ -40,8 +40,8 @@ impl Default for DemoPorts {
 }
 
 impl DemoPorts {
-    /// F17's bank listener: 8585 beside the fixed admin port of the README's demo, any port
-    /// otherwise (tests, several demos side by side).
+    /// F17's bank listener: 8585 beside the fixed admin port (8580) of the README's demo, any
+    /// port otherwise (tests, several demos side by side).
     pub fn bank(&self) -> SocketAddr {
         self.beside_admin(8585)
     }
@@ -52,9 +52,12 @@ impl DemoPorts {
         self.beside_admin(8590)
     }
 
+    /// The fixed port only beside the README's fixed admin port: tests that pick ports of
+    /// their own (any other admin port) get ports the system picks, never a fixed one that
+    /// another test or a running demo may hold.
     fn beside_admin(&self, port: u16) -> SocketAddr {
-        let port = if self.admin.port() == 0 { 0 } else { port };
-        SocketAddr::new(self.admin.ip(), port)
+        let fixed = self.admin.port() == DemoPorts::default().admin.port();
+        SocketAddr::new(self.admin.ip(), if fixed { port } else { 0 })
     }
 
     /// Every part on an ephemeral port (tests, `load --demo`): nothing else in the way.

@@ -250,7 +250,13 @@ pub fn point_lookup_filters(o: &mut Options) {
 /// a copy or stop it first: RocksDB allows one writer). Writing to it fails.
 pub fn open_read_only(dir: &Path) -> Result<Store, String> {
     let opts = Options::default();
-    let names = Cf::ALL.iter().map(|cf| cf.name());
+    // A database written by an earlier version lacks the column families added since: open
+    // those it has (reading a missing one then fails with its name, not the whole open).
+    let present = DB::list_cf(&opts, dir).unwrap_or_default();
+    let names = Cf::ALL
+        .iter()
+        .map(|cf| cf.name())
+        .filter(|n| present.is_empty() || present.iter().any(|p| p == n));
     DB::open_cf_for_read_only(&opts, dir, names, false)
         .map(|db| Store::Rocks(Arc::new(db)))
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))

@@ -215,6 +215,13 @@ fn seen_key(listener: &str, key: &str) -> Vec<u8> {
 fn reversed_key(listener: &str, key: &str) -> Vec<u8> {
     format!("v/{listener}/{key}").into_bytes()
 }
+/// When a deposit's outcome (`d/`) or reversal marker (`v/`) was first written, for pruning
+/// them once past the duplicate window: `t/AT(16 hex ms)/d|v/LISTENER/KEY`.
+fn seen_time_key(at_ms: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = format!("t/{:016x}/", at_ms.max(0)).into_bytes();
+    k.extend_from_slice(key);
+    k
+}
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
@@ -679,11 +686,48 @@ impl VirtualAccounts {
                 break;
             }
         }
+        self.prune_seen_into(&mut step, now)?;
         if !step.is_empty() {
             step.synced();
             self.journal.commit(step).await?;
         }
         Ok(n)
+    }
+
+    /// Forget deposits' outcomes and reversal markers older than the duplicate window
+    /// (`limits.duplicate_window_s`, as the card flows' F10): a bank repeating a deposit
+    /// later than that is asked afresh (a paid order's account is then unassigned: 14).
+    fn prune_seen_into(&self, step: &mut Step, now: i64) -> Result<(), VaError> {
+        let window_ms = i64::try_from(self.config.limits.duplicate_window_s.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let before = now.saturating_sub(window_ms);
+        let mut n = 0;
+        let mut result = Ok(());
+        self.journal
+            .store()
+            .for_each(Cf::VirtualAccounts, b"t/", |k, _| {
+                let at = k
+                    .get(2..18)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| i64::from_str_radix(h, 16).ok());
+                match at {
+                    Some(at) if at < before && n < 10_000 => {
+                        if let Some(target) = k.get(19..) {
+                            step.delete(Cf::VirtualAccounts, target.to_vec());
+                        }
+                        step.delete(Cf::VirtualAccounts, k.to_vec());
+                        n += 1;
+                        std::ops::ControlFlow::Continue(())
+                    }
+                    Some(_) => std::ops::ControlFlow::Break(()),
+                    None => {
+                        result = Err(VaError::Storage("bad deposit time index key".into()));
+                        std::ops::ControlFlow::Break(())
+                    }
+                }
+            })
+            .map_err(VaError::Storage)?;
+        result
     }
 
     /// Sweep expired orders every `virtual_accounts.sweep_s` until `stop`.
@@ -711,6 +755,7 @@ impl VirtualAccounts {
         let now = self.now_ms();
         let seen_at = seen_key(&d.listener, &d.key);
         let seen = self.read::<Seen>(&seen_at)?;
+        let seen_before = seen.is_some();
         if seen.as_ref().is_some_and(|s| s.reversed && !d.advice) {
             // A repeat of a deposit the bank has reversed since: its approval is withdrawn.
             return Ok(ResponseCode::InvalidTransaction);
@@ -795,6 +840,13 @@ impl VirtualAccounts {
             at_ms: now,
             reversed: false,
         };
+        if !seen_before {
+            step.put(
+                Cf::VirtualAccounts,
+                seen_time_key(now, &seen_at),
+                Vec::new(),
+            );
+        }
         step.put(Cf::VirtualAccounts, seen_at, to_json(&seen));
         step.synced();
         self.journal.commit(step).await?;
@@ -923,6 +975,7 @@ impl VirtualAccounts {
         }
         let mut step = Step::new();
         step.append(request);
+        step.put(Cf::VirtualAccounts, seen_time_key(now, &marker), Vec::new());
         step.put(Cf::VirtualAccounts, marker, now.to_be_bytes().to_vec());
         let seen_at = seen_key(listener, key);
         let seen = self.read::<Seen>(&seen_at)?;
@@ -1075,4 +1128,92 @@ fn check_pool(partner: &str, bank: &str, region: &str) -> Result<(), VaError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    struct Fixture {
+        va: Arc<VirtualAccounts>,
+        clock: Arc<ManualClock>,
+    }
+
+    fn fixture() -> Fixture {
+        let text = format!(
+            "data_dir = \"x\"\ncard_key = \"{}\"\n[limits]\nduplicate_window_s = 3600\n",
+            "00".repeat(32)
+        );
+        let config = Arc::new(Config::from_toml(&text, std::path::Path::new("t.toml")).unwrap());
+        let journal = Journal::open(
+            crate::store::Store::memory(),
+            crate::journal::Sealer::from_card_key(&[7u8; 32]),
+            64,
+        )
+        .unwrap();
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let outbox = Outbox::new(journal.clone(), clock.clone(), config.clone());
+        let va = VirtualAccounts::new(journal, clock.clone(), config, outbox);
+        Fixture { va, clock }
+    }
+
+    fn deposit(account: &str, amount: u64, key: &str) -> DepositMsg {
+        DepositMsg {
+            listener: "bank".into(),
+            bank: "004".into(),
+            mti: "0200".into(),
+            advice: false,
+            key: key.into(),
+            account: account.into(),
+            amount,
+            stan: None,
+            rrn: None,
+            request: Entry::new(EntryKind::In, "t", "bank", "deposit".into()),
+        }
+    }
+
+    /// On a clock of its own: the order expires exactly at its time, on read and by the
+    /// sweep; a deposit's outcome is remembered for the duplicate window, then forgotten.
+    #[tokio::test]
+    async fn expiry_and_the_duplicate_window_follow_the_clock() {
+        let f = fixture();
+        let accounts = vec!["A1".to_string()];
+        f.va.pool_add("P", "004", "R", &accounts, "t")
+            .await
+            .unwrap();
+        let o =
+            f.va.assign("P", "004", "R", "O1", 500, Some(60))
+                .await
+                .unwrap();
+        assert_eq!(o.account, "A1");
+        f.clock.advance(chrono::Duration::seconds(59));
+        assert_eq!(f.va.order("O1").unwrap().unwrap().status, OrderStatus::Open);
+        f.clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(
+            f.va.order("O1").unwrap().unwrap().status,
+            OrderStatus::Expired
+        );
+        assert_eq!(f.va.sweep().await.unwrap(), 1);
+        assert_eq!(f.va.sweep().await.unwrap(), 0, "swept once");
+
+        f.va.assign("P", "004", "R", "O2", 700, None).await.unwrap();
+        let d = deposit("A1", 700, "r-1");
+        assert_eq!(f.va.deposit(&d).await.unwrap(), ResponseCode::Approved);
+        assert_eq!(f.va.deposit(&d).await.unwrap(), ResponseCode::Approved);
+        f.clock.advance(chrono::Duration::seconds(3_599));
+        f.va.sweep().await.unwrap();
+        assert_eq!(
+            f.va.deposit(&d).await.unwrap(),
+            ResponseCode::Approved,
+            "still within the window"
+        );
+        f.clock.advance(chrono::Duration::seconds(2));
+        f.va.sweep().await.unwrap();
+        // Forgotten: asked afresh, the account has no open order now.
+        assert_eq!(f.va.deposit(&d).await.unwrap(), ResponseCode::InvalidCard);
+        let paid = f.va.order("O2").unwrap().unwrap();
+        assert_eq!(paid.status, OrderStatus::Paid);
+        assert_eq!(f.va.report("P", None, None).unwrap().collected, 700);
+    }
 }

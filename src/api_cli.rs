@@ -417,6 +417,79 @@ pub enum ApiCommand {
     CouponShow {
         id: String,
     },
+    /// F17: add accounts to a virtual-account pool (partner × bank × region).
+    VaPoolAdd {
+        /// Operators name the partner; a partner's token acts for itself.
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long)]
+        bank: String,
+        #[arg(long)]
+        region: String,
+        /// Comma-separated account numbers.
+        #[arg(long, value_delimiter = ',')]
+        accounts: Vec<String>,
+    },
+    /// F17: the pools and each account's state.
+    VaPoolList {
+        #[arg(long)]
+        partner: Option<String>,
+    },
+    /// F17: retire accounts (an assigned one once its order is paid or expires).
+    VaPoolRetire {
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long)]
+        bank: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long, value_delimiter = ',')]
+        accounts: Vec<String>,
+    },
+    /// F17: assign an account to an order (prints JSON with `account`).
+    VaAssign {
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long)]
+        bank: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        order: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long)]
+        expires_min: Option<u64>,
+    },
+    /// F17: an order: `status` open, paid or expired, and its history.
+    VaOrder {
+        order: String,
+    },
+    /// F17: bank advices that matched no open order.
+    VaMismatches {
+        #[arg(long)]
+        partner: Option<String>,
+    },
+    /// F17: collection report of a partner (`--from`/`--to` YYYY-MM-DD).
+    VaReport {
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Partner callbacks: pending and delivered (`--status pending|delivered`).
+    Outbox {
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Send a partner callback again now.
+    OutboxResend {
+        id: String,
+    },
     /// Transactions by RRN, STAN and/or date (card numbers masked).
     TxnSearch {
         #[arg(long)]
@@ -637,6 +710,68 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
             })),
         ),
         CouponShow { id } => ("get", format!("/v1/coupons/{}", seg(&id)), None),
+        VaPoolAdd {
+            partner,
+            bank,
+            region,
+            accounts,
+        } => (
+            "post",
+            "/v1/va/pools".into(),
+            Some(json!({"partner": partner, "bank": bank, "region": region, "accounts": accounts})),
+        ),
+        VaPoolList { partner } => (
+            "get",
+            format!("/v1/va/pools{}", query(&[("partner", partner)])),
+            None,
+        ),
+        VaPoolRetire {
+            partner,
+            bank,
+            region,
+            accounts,
+        } => (
+            "post",
+            "/v1/va/pools/retire".into(),
+            Some(json!({"partner": partner, "bank": bank, "region": region, "accounts": accounts})),
+        ),
+        VaAssign {
+            partner,
+            bank,
+            region,
+            order,
+            amount,
+            expires_min,
+        } => (
+            "post",
+            "/v1/va/orders".into(),
+            Some(
+                json!({"partner": partner, "bank": bank, "region": region, "order": order, "amount": amount, "expires_min": expires_min}),
+            ),
+        ),
+        VaOrder { order } => ("get", format!("/v1/va/orders/{}", seg(&order)), None),
+        VaMismatches { partner } => (
+            "get",
+            format!("/v1/va/mismatches{}", query(&[("partner", partner)])),
+            None,
+        ),
+        VaReport { partner, from, to } => (
+            "get",
+            format!(
+                "/v1/va/report{}",
+                query(&[("partner", partner), ("from", from), ("to", to)])
+            ),
+            None,
+        ),
+        Outbox { partner, status } => (
+            "get",
+            format!(
+                "/v1/outbox{}",
+                query(&[("partner", partner), ("status", status)])
+            ),
+            None,
+        ),
+        OutboxResend { id } => ("post", format!("/v1/outbox/{}/resend", seg(&id)), None),
         TxnSearch { rrn, stan, date } => (
             "get",
             format!(

@@ -176,6 +176,22 @@ pub async fn assemble(
         stop.clone(),
     ));
     let rrns = crate::switch::rrn::Rrns::open(journal.clone()).await?;
+    let outbox = crate::outbox::Outbox::new(journal.clone(), clock.clone(), config.clone());
+    tokio::spawn(outbox.clone().run(stop.clone()));
+    let va = crate::va::VirtualAccounts::new(
+        journal.clone(),
+        clock.clone(),
+        config.clone(),
+        outbox.clone(),
+    );
+    tokio::spawn(va.clone().run_sweeper(stop.clone()));
+    tokio::spawn(crate::statements::daily(
+        hosted.clone(),
+        outbox,
+        config.clone(),
+        clock.clone(),
+        stop.clone(),
+    ));
     let parts = Parts {
         config,
         directory,
@@ -186,6 +202,7 @@ pub async fn assemble(
         clock,
         rrns,
         books,
+        va,
     };
     Switch::new(parts, stop.clone())
 }
@@ -425,7 +442,18 @@ async fn start_listeners(
             idle_timeout: lc.idle_timeout(),
             tls: lc.tls.clone(),
         };
-        let service = Arc::new(ListenerService::new(switch.clone(), &lc.name, profile));
+        let service: Arc<dyn crate::net::server::Service> = match (lc.role, &lc.bank) {
+            (crate::config::ListenerRole::Bank, Some(bank)) => {
+                Arc::new(crate::va::bank::BankService::new(
+                    switch.va.clone(),
+                    switch.journal.clone(),
+                    &lc.name,
+                    bank,
+                    profile.spec.clone(),
+                ))
+            }
+            _ => Arc::new(ListenerService::new(switch.clone(), &lc.name, profile)),
+        };
         tokio::spawn(crate::net::server::serve_draining(
             lc.name.clone().into(),
             listener,

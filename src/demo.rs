@@ -40,6 +40,26 @@ impl Default for DemoPorts {
 }
 
 impl DemoPorts {
+    /// F17's bank listener: 8585 beside the fixed admin port (8580) of the README's demo, any
+    /// port otherwise (tests, several demos side by side).
+    pub fn bank(&self) -> SocketAddr {
+        self.beside_admin(8585)
+    }
+
+    /// The demo's partner callback receiver: 8590 beside the fixed admin port, any port
+    /// otherwise.
+    pub fn partner(&self) -> SocketAddr {
+        self.beside_admin(8590)
+    }
+
+    /// The fixed port only beside the README's fixed admin port: tests that pick ports of
+    /// their own (any other admin port) get ports the system picks, never a fixed one that
+    /// another test or a running demo may hold.
+    fn beside_admin(&self, port: u16) -> SocketAddr {
+        let fixed = self.admin.port() == DemoPorts::default().admin.port();
+        SocketAddr::new(self.admin.ip(), if fixed { port } else { 0 })
+    }
+
     /// Every part on an ephemeral port (tests, `load --demo`): nothing else in the way.
     pub fn ephemeral() -> DemoPorts {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -260,11 +280,17 @@ pub const TLS_LISTENER: &str = "terminals-tls";
 /// The switch configuration of the demo, as TOML (also written to the data directory so that
 /// `cyberswitch link … --config DIR/cyberswitch.toml` works against it).
 pub fn switch_config_toml(dir: &Path, ports: &DemoPorts) -> String {
-    switch_config_toml_tls(dir, ports, &DemoTls::default())
+    switch_config_toml_tls(dir, ports, &DemoTls::default(), ports.partner())
 }
 
-/// As [`switch_config_toml`], with the TLS parts `tls` asks for.
-pub fn switch_config_toml_tls(dir: &Path, ports: &DemoPorts, tls_ports: &DemoTls) -> String {
+/// As [`switch_config_toml`], with the TLS parts `tls_ports` asks for and the partner
+/// receiver where it was bound.
+pub fn switch_config_toml_tls(
+    dir: &Path,
+    ports: &DemoPorts,
+    tls_ports: &DemoTls,
+    partner: SocketAddr,
+) -> String {
     let tls = crate::net::pki::DemoPki::paths(dir);
     let tls_files = format!(
         "{{ cert = \"{}\", key = \"{}\" }}",
@@ -307,7 +333,17 @@ spec = "iso87-ascii"
 framing = "binary2"
 pin_key = {{ file = "{pin_key}" }}
 
-{tls_listener}{emoney}{gift}{mileage}{acq}[[issuer]]
+{tls_listener}# F17: banks ask here whether to accept deposits to virtual accounts.
+[[listener]]
+name = "bank"
+addr = "{bank}"
+spec = "iso87-ascii"
+framing = "binary2"
+role = "bank"
+bank = "{va_bank}"
+max_connections = 64
+
+{emoney}{gift}{mileage}{acq}[[issuer]]
 id = "EMONEY"
 kind = "emoney"
 unit = "KRW"
@@ -362,6 +398,15 @@ bin_from = "627200"
 bin_to = "627200"
 pin_required = true
 
+# F17 paid orders and F15 daily statements go to the demo's own receiver.
+[[partner]]
+id = "{va_partner}"
+{callback}secret = {{ file = "{partner_secret}" }}
+
+[outbox]
+retry_min_ms = 200
+retry_max_ms = 2000
+
 [admin]
 addr = "{admin}"
 {admin_tls}
@@ -370,13 +415,13 @@ name = "demo operator"
 role = "operator"
 token = {{ file = "{token}" }}
 
-# A partner (its links wait for the issuer's consent) and the e-money issuer that gives it.
 [[admin.token]]
-name = "demo partner DEMOMALL"
+name = "demo mall"
 role = "partner"
-scope = "DEMOMALL"
+scope = "{va_partner}"
 token = {{ file = "{partner_token}" }}
 
+# The e-money issuer: confirms the partner's links to its accounts (SPEC §10).
 [[admin.token]]
 name = "demo issuer EMONEY"
 role = "issuer"
@@ -393,7 +438,17 @@ token = {{ file = "{issuer_token}" }}
         acq = link("acq1", "acquirer", ports.acquirer),
         admin = ports.admin,
         token = dir.join("operator.token").display(),
-        partner_token = dir.join("partner-demomall.token").display(),
+        bank = ports.bank(),
+        // Without a receiver bound (a configuration for tests), no callbacks.
+        callback = if partner.port() == 0 {
+            String::new()
+        } else {
+            format!("callback_url = \"http://{partner}/callbacks\"\n")
+        },
+        va_bank = DEMO_VA.1,
+        va_partner = DEMO_VA.0,
+        partner_secret = dir.join("partner.secret").display(),
+        partner_token = dir.join("partner.token").display(),
         issuer_token = dir.join("issuer-emoney.token").display(),
     )
 }
@@ -404,6 +459,8 @@ pub struct Demo {
     pub sims: Vec<std::sync::Arc<Simulator>>,
     pub metrics: Option<SocketAddr>,
     pub dir: PathBuf,
+    /// The partner receiver the demo's callbacks go to.
+    pub partner: crate::sim::partner::PartnerSim,
 }
 
 impl Demo {
@@ -429,6 +486,15 @@ impl Demo {
     /// The CA of the TLS listener and the HTTPS admin API.
     pub fn ca(&self) -> PathBuf {
         crate::net::pki::DemoPki::paths(&self.dir).ca
+    }
+
+    /// The bank listener (F17).
+    pub fn bank_addr(&self) -> Option<SocketAddr> {
+        self.running
+            .addrs
+            .iter()
+            .find(|(name, _)| name == "bank")
+            .map(|(_, a)| *a)
     }
 }
 
@@ -535,11 +601,22 @@ pub async fn start_full(
     let mut configs = sim_configs(dir, &ports);
     adjust(&mut configs);
     let sims = start_sims(configs, &mut ports, &stop).await?;
+    let partner_secret = secret(dir, "partner.secret")?;
+    let partner = crate::sim::partner::PartnerSim::start(
+        ports.partner(),
+        &partner_secret,
+        false,
+        stop.clone(),
+    )
+    .await?;
     let metrics = match ports.metrics {
         Some(addr) => Some(crate::observe::serve_metrics(addr, stop.clone()).await?),
         None => None,
     };
-    let text = format!("{}{extra_toml}", switch_config_toml_tls(dir, &ports, tls));
+    let text = format!(
+        "{}{extra_toml}",
+        switch_config_toml_tls(dir, &ports, tls, partner.addr)
+    );
     let config_path = dir.join("cyberswitch.toml");
     std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| e.to_string())?;
@@ -558,6 +635,7 @@ pub async fn start_full(
             )?;
         }
         seed_prepaid(&running.switch.hosted).await?;
+        seed_virtual_accounts(&running.switch.va).await?;
     }
     // Wait until every link has signed on, so the first request finds them up.
     for _ in 0..100 {
@@ -571,7 +649,24 @@ pub async fn start_full(
         sims,
         metrics,
         dir: dir.to_path_buf(),
+        partner,
     })
+}
+
+/// The demo's virtual-account pool (F17): partner, bank, region, and its 20 accounts.
+pub const DEMO_VA: (&str, &str, &str) = ("DEMOMALL", "004", "SEOUL");
+
+/// The demo pool's account numbers.
+pub fn demo_va_accounts() -> Vec<String> {
+    (1..=20).map(|i| format!("0041234560{i:04}")).collect()
+}
+
+async fn seed_virtual_accounts(va: &crate::va::VirtualAccounts) -> Result<(), String> {
+    let (partner, bank, region) = DEMO_VA;
+    va.pool_add(partner, bank, region, &demo_va_accounts(), "demo")
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("demo virtual accounts: {e}"))
 }
 
 /// The demo's prepaid card (README): number, PIN, balance.
@@ -602,13 +697,15 @@ async fn seed_prepaid(hosted: &crate::hosted::Hosted) -> Result<(), String> {
 pub fn write_secrets(dir: &Path) -> Result<(), String> {
     let card_key: [u8; 32] = rand::random();
     let token: [u8; 24] = rand::random();
-    let partner: [u8; 24] = rand::random();
     let issuer: [u8; 24] = rand::random();
     let pin_key: [u8; 16] = rand::random();
+    let partner_token: [u8; 24] = rand::random();
+    let partner_secret: [u8; 24] = rand::random();
     for (name, value) in [
         ("card.key", hex::encode(card_key)),
         ("operator.token", hex::encode(token)),
-        ("partner-demomall.token", hex::encode(partner)),
+        ("partner.token", hex::encode(partner_token)),
+        ("partner.secret", hex::encode(partner_secret)),
         ("issuer-emoney.token", hex::encode(issuer)),
         ("terminal-pin.key", hex::encode_upper(pin_key)),
     ] {

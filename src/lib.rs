@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_bodies;
 #[cfg(feature = "storage")]
 pub mod books;
+pub mod callback;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "storage")]
@@ -29,11 +30,17 @@ pub mod ledger;
 pub mod load;
 pub mod net;
 pub mod observe;
+#[cfg(feature = "storage")]
+pub mod outbox;
 pub mod pin;
 pub mod records;
 #[cfg(feature = "storage")]
 pub mod sim;
 #[cfg(feature = "storage")]
+pub mod statements;
+#[cfg(feature = "storage")]
 pub mod store;
 #[cfg(feature = "storage")]
 pub mod switch;
+#[cfg(feature = "storage")]
+pub mod va;

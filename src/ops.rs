@@ -108,10 +108,6 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
         cyberswitch::demo::secret(&args.data_dir, "operator.token")?
     );
     println!(
-        "partner token: {} (partner DEMOMALL)",
-        cyberswitch::demo::secret(&args.data_dir, "partner-demomall.token")?
-    );
-    println!(
         "issuer token: {} (issuer EMONEY: confirms links to its accounts)",
         cyberswitch::demo::secret(&args.data_dir, "issuer-emoney.token")?
     );
@@ -122,6 +118,22 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     for s in &demo.sims {
         println!("simulator {} on {}", s.name, s.addr);
     }
+    if let Some(b) = demo.bank_addr() {
+        let (partner, bank, region) = cyberswitch::demo::DEMO_VA;
+        println!(
+            "bank listener on {b} (F17 deposits, bank {bank}; pool {partner}/{bank}/{region})"
+        );
+    }
+    println!(
+        "partner token: {} (partner {}: links wait for the issuer, virtual accounts)",
+        cyberswitch::demo::secret(&args.data_dir, "partner.token")?,
+        cyberswitch::demo::DEMO_VA.0
+    );
+    println!(
+        "partner receiver on http://{}/callbacks (secret in {}/partner.secret)",
+        demo.partner.addr,
+        args.data_dir.display()
+    );
     println!("cyberswitch ready");
     cyberswitch::daemon::shutdown_signal().await;
     println!("stopping");
@@ -141,6 +153,45 @@ pub enum SimCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// A bank sending deposits to virtual accounts (F17) to the switch's bank listener:
+    /// one, or `--count N --concurrency C` for load.
+    Bank(BankArgs),
+    /// A partner's callback receiver: checks signatures (401 when bad), prints each callback.
+    Partner {
+        #[arg(long, default_value = "127.0.0.1:8590")]
+        listen: std::net::SocketAddr,
+        /// The partner's signing secret.
+        #[arg(long, env = "CYBERSWITCH_PARTNER_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+}
+
+#[derive(Args)]
+pub struct BankArgs {
+    /// The switch's bank listener.
+    #[arg(long, default_value = "127.0.0.1:8585")]
+    to: String,
+    #[arg(long, default_value = "iso87-ascii")]
+    spec: String,
+    #[arg(long, default_value = "binary2")]
+    framing: Framing,
+    /// Virtual account(s) deposited to (comma-separated: taken in turn).
+    #[arg(long, value_delimiter = ',', required = true)]
+    account: Vec<String>,
+    #[arg(long)]
+    amount: u64,
+    /// Send 0220 advices (booked at the bank already) instead of 0200 questions.
+    #[arg(long)]
+    advice: bool,
+    /// A fixed RRN (to retransmit one deposit); default: a new one per deposit.
+    #[arg(long)]
+    rrn: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
 }
 
 pub async fn sim(cmd: SimCommand) -> Result<(), String> {
@@ -151,6 +202,37 @@ pub async fn sim(cmd: SimCommand) -> Result<(), String> {
         }
         SimCommand::Acquirer { config } => {
             cyberswitch::sim::run_from_file(&config, SimKind::Acquirer).await
+        }
+        SimCommand::Bank(a) => {
+            let spec = Arc::new(Spec::resolve(&a.spec).map_err(|e| e.to_string())?);
+            let report = cyberswitch::sim::bank::run(cyberswitch::sim::bank::BankRun {
+                switch: a.to,
+                spec,
+                framing: a.framing,
+                accounts: a.account,
+                amount: a.amount,
+                advice: a.advice,
+                rrn: a.rrn,
+                count: a.count,
+                concurrency: a.concurrency,
+                timeout: Duration::from_millis(a.timeout_ms),
+            })
+            .await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            Ok(())
+        }
+        SimCommand::Partner { listen, secret } => {
+            let stop = CancellationToken::new();
+            let sim =
+                cyberswitch::sim::partner::PartnerSim::start(listen, &secret, true, stop.clone())
+                    .await?;
+            eprintln!("partner receiver on http://{}/ (Ctrl-C stops)", sim.addr);
+            cyberswitch::daemon::shutdown_signal().await;
+            stop.cancel();
+            Ok(())
         }
     }
 }

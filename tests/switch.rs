@@ -746,6 +746,7 @@ fn shipped_configurations_load() {
         "an-operator-token-of-some-length",
     );
     std::env::set_var("CYBERSWITCH_EMONEY_TOKEN", "an-issuer-token-of-some-length");
+    std::env::set_var("CYBERSWITCH_DEMOMALL_SECRET", "a-partner-callback-secret");
     for name in ["cyberswitch.toml", "demo.toml"] {
         Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
     }

@@ -361,11 +361,20 @@ async fn demo_with_tls_acquirer(
             )
             .unwrap();
     }
+    let partner = cyberswitch::sim::partner::PartnerSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &demo::secret(&data, "partner.secret").unwrap(),
+        false,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     Demo {
         running,
         sims,
         metrics: None,
         dir: data,
+        partner,
     }
 }
 

@@ -16,6 +16,7 @@ mod link_routes;
 mod routes;
 mod saf_routes;
 mod tls_listener;
+mod va_routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

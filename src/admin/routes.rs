@@ -50,6 +50,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/saf/dead-letters/{id}/resolve"),
     ("post", "/v1/coupons"),
     ("get", "/v1/coupons/{id}"),
+    // F17 virtual accounts and the partner callback outbox (`va_routes.rs`).
+    ("get", "/v1/va/pools"),
+    ("post", "/v1/va/pools"),
+    ("post", "/v1/va/pools/retire"),
+    ("post", "/v1/va/orders"),
+    ("get", "/v1/va/orders/{order}"),
+    ("get", "/v1/va/mismatches"),
+    ("get", "/v1/va/report"),
+    ("get", "/v1/outbox"),
+    ("post", "/v1/outbox/{id}/resend"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -81,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .merge(super::saf_routes::router())
         .merge(super::books_routes::router())
         .merge(super::coupon_routes::router())
+        .merge(super::va_routes::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

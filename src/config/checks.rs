@@ -116,6 +116,7 @@ pub(super) fn check(file: &ConfigToml, origin: &Path) -> Result<(), ConfigError>
         self::admin(&at, file, admin)?;
     }
     limits(&at, file)?;
+    partners(&at, file)?;
     if file.card_key.is_none()
         && file.card_key_env.is_none()
         && file.card_key_file.is_none()
@@ -129,7 +130,83 @@ pub(super) fn check(file: &ConfigToml, origin: &Path) -> Result<(), ConfigError>
     Ok(())
 }
 
+/// A partner, bank or region code, a pool account or an order id: 1 to 16 (codes) letters,
+/// digits, `-` or `_` — safe in keys (no `/`), paths and logs.
+pub fn valid_code(s: &str) -> bool {
+    valid_id(s, 16)
+}
+
+/// As [`valid_code`], up to `max` characters (accounts: 28, the size of field 103; orders: 64).
+pub fn valid_id(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// F17 and the callback outbox: partner ids unique and well formed, callback URLs plain
+/// `http://host:port/path` (the only scheme the outbox speaks), retry figures in range.
+fn partners(at: &Origin, file: &ConfigToml) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    for (i, p) in file.partners.iter().enumerate() {
+        let key = format!("partner[{i}]");
+        if !valid_code(&p.id) {
+            return Err(at.err(format!("{key}.id"), "1 to 16 letters, digits, '-' or '_'"));
+        }
+        if !ids.insert(p.id.as_str()) {
+            return Err(at.err(format!("{key}.id"), format!("duplicate partner {:?}", p.id)));
+        }
+        if let Some(url) = &p.callback_url {
+            crate::callback::HttpTarget::parse(url)
+                .map_err(|reason| at.err(format!("{key}.callback_url"), reason))?;
+            if p.secret.is_none() {
+                return Err(at.err(
+                    format!("{key}.secret"),
+                    "a partner with a callback_url needs a secret to sign its callbacks",
+                ));
+            }
+        }
+    }
+    let o = &file.outbox;
+    at.positive("outbox.retry_min_ms", o.retry_min_ms)?;
+    at.within(
+        "outbox.retry_max_ms",
+        o.retry_max_ms,
+        o.retry_min_ms,
+        86_400_000,
+    )?;
+    at.positive("outbox.timeout_ms", o.timeout_ms)?;
+    at.within("outbox.concurrency", o.concurrency, 1, 256)?;
+    at.positive("outbox.statements_check_s", o.statements_check_s)?;
+    let v = &file.virtual_accounts;
+    at.within(
+        "virtual_accounts.default_expiry_min",
+        v.default_expiry_min,
+        1,
+        525_600,
+    )?;
+    at.positive("virtual_accounts.sweep_s", v.sweep_s)
+}
+
 fn listener(at: &Origin, key: &str, l: &ListenerToml) -> Result<(), ConfigError> {
+    match (l.role, &l.bank) {
+        (super::ListenerRole::Bank, None) => {
+            return Err(at.err(
+                format!("{key}.bank"),
+                "a bank listener names its bank code (the --bank of its pools)",
+            ))
+        }
+        (super::ListenerRole::Bank, Some(b)) if !valid_code(b) => {
+            return Err(at.err(format!("{key}.bank"), "1 to 16 letters, digits, '-' or '_'"))
+        }
+        (super::ListenerRole::Terminal, Some(_)) => {
+            return Err(at.err(
+                format!("{key}.bank"),
+                "only a listener with role = \"bank\" has a bank code",
+            ))
+        }
+        _ => {}
+    }
     at.count(format!("{key}.max_connections"), l.max_connections)?;
     at.count(
         format!("{key}.max_connections_per_peer"),

@@ -27,11 +27,12 @@ use crate::iso8583::Spec;
 use crate::net::framing::Framing;
 use crate::pin::PinKey;
 
+pub use checks::{valid_code, valid_id};
 pub(crate) use schema::{default_framing, default_spec};
 pub use schema::{
     in_bin_range, BinRoute, BooksToml, CouponFees, CouponsToml, HostedConfig, IssuerConfig, Limits,
-    LinkKind, ProcessingCodes, ProgramConfig, ProgramKind, RefundOrder, RefundsConfig, RoleKind,
-    RoutingConfig, WalletKind,
+    LinkKind, ListenerRole, OutboxToml, PartnerToml, ProcessingCodes, ProgramConfig, ProgramKind,
+    RefundOrder, RefundsConfig, RoleKind, RoutingConfig, VirtualAccountsToml, WalletKind,
 };
 pub use secret::{Secret, SecretBytes, SecretText};
 
@@ -90,6 +91,25 @@ pub struct Config {
     pub coupons: CouponsConfig,
     /// The admin API (SPEC §8); absent: no API.
     pub admin: Option<AdminConfig>,
+    /// Partners called back, with their signing secrets read.
+    pub partners: Vec<PartnerConfig>,
+    pub virtual_accounts: VirtualAccountsToml,
+    pub outbox: OutboxToml,
+}
+
+/// A `[[partner]]`, its secret read.
+#[derive(Debug, Clone)]
+pub struct PartnerConfig {
+    pub id: String,
+    pub callback_url: Option<String>,
+    pub secret: Option<SecretText>,
+    pub daily_statements: bool,
+}
+
+impl Config {
+    pub fn partner(&self, id: &str) -> Option<&PartnerConfig> {
+        self.partners.iter().find(|p| p.id == id)
+    }
 }
 
 /// `[books]` resolved: the cut-over time parsed, the time zone found.
@@ -201,6 +221,9 @@ pub struct ListenerConfig {
     pub pin_key: Option<PinKey>,
     /// TLS, read at load and on SIGHUP; `None`: plain TCP.
     pub tls: Option<Arc<crate::net::tls::ServerTls>>,
+    pub role: ListenerRole,
+    /// A bank listener's bank code.
+    pub bank: Option<String>,
 }
 
 impl ListenerConfig {

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::checks::Origin;
-use super::schema::{self, AdminToml, ConfigToml, LinkToml, ListenerToml};
+use super::schema::{self, AdminToml, ConfigToml, LinkToml, ListenerToml, PartnerToml};
 use super::{
-    AdminConfig, Config, ConfigError, LinkConfig, ListenerConfig, MatchField, Profile, Secret,
-    SecretBytes, SecretText, TokenConfig,
+    AdminConfig, Config, ConfigError, LinkConfig, ListenerConfig, MatchField, PartnerConfig,
+    Profile, Secret, SecretBytes, SecretText, TokenConfig,
 };
 use crate::iso8583::Spec;
 use crate::net::framing::DEFAULT_MAX_FRAME;
@@ -42,6 +42,10 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         Some(a) => Some(r.admin(a)?),
         None => None,
     };
+    let mut partners = Vec::with_capacity(file.partners.len());
+    for (i, p) in file.partners.into_iter().enumerate() {
+        partners.push(r.partner(&format!("partner[{i}]"), p)?);
+    }
     let books = super::BooksConfig::resolve(&file.books)
         .map_err(|(k, reason)| r.at.err(format!("books.{k}"), reason))?;
     let legacy = Secret {
@@ -81,6 +85,9 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         hosted: file.hosted,
         coupons,
         admin,
+        partners,
+        virtual_accounts: file.virtual_accounts,
+        outbox: file.outbox,
     })
 }
 
@@ -91,6 +98,31 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// A partner's signing secret read (at least 16 characters).
+    fn partner(&mut self, key: &str, p: PartnerToml) -> Result<PartnerConfig, ConfigError> {
+        let secret = match &p.secret {
+            Some(s) => {
+                let text = s
+                    .read()
+                    .map_err(|reason| self.at.err(format!("{key}.secret"), reason))?;
+                if text.len() < 16 {
+                    return Err(self.at.err(
+                        format!("{key}.secret"),
+                        "callback secrets must be at least 16 characters",
+                    ));
+                }
+                Some(SecretText::new(text))
+            }
+            None => None,
+        };
+        Ok(PartnerConfig {
+            id: p.id,
+            callback_url: p.callback_url,
+            secret,
+            daily_statements: p.daily_statements,
+        })
+    }
+
     fn profile(
         &mut self,
         spec: &str,
@@ -126,6 +158,8 @@ impl Resolver<'_> {
                 .map(crate::net::tls::ServerTls::load)
                 .transpose()
                 .map_err(|reason| self.at.err(format!("{key}.tls"), reason))?,
+            role: l.role,
+            bank: l.bank,
         })
     }
 

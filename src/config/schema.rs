@@ -63,6 +63,16 @@ pub struct ConfigToml {
     pub admin: Option<AdminToml>,
     /// Versioned card keys (SPEC §10); `card_key*` above is version 1.
     pub keys: Option<KeysToml>,
+    /// Partners the switch calls back (F17 paid orders, F15 daily statements), with the
+    /// secret their callbacks are signed with.
+    #[serde(default, rename = "partner")]
+    pub partners: Vec<PartnerToml>,
+    /// F17: virtual-account orders.
+    #[serde(default)]
+    pub virtual_accounts: VirtualAccountsToml,
+    /// The partner callback outbox: retries and timeouts.
+    #[serde(default)]
+    pub outbox: OutboxToml,
 }
 
 /// `[keys]`: the card key's versions, one of them current. Card look-up hashes chain every
@@ -112,6 +122,42 @@ impl Default for CouponsToml {
     }
 }
 
+/// A `[[partner]]`: where its callbacks go and the secret they are signed with
+/// (HMAC-SHA-256 over the body, header `X-Cyberswitch-Signature: sha256=<hex>`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerToml {
+    pub id: String,
+    /// `http://host:port/path`; absent: nothing is pushed to this partner.
+    pub callback_url: Option<String>,
+    /// The signing secret (at least 16 characters): `{ env = "VAR" }`, `{ file = "…" }` or
+    /// `{ value = "…" }`.
+    pub secret: Option<Secret>,
+    /// Push each anonymous card's statement of the previous day (F15) to `callback_url`.
+    #[serde(default = "yes")]
+    pub daily_statements: bool,
+}
+
+/// `[virtual_accounts]` (F17).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VirtualAccountsToml {
+    /// An order assigned without `expires_min` expires after this many minutes.
+    pub default_expiry_min: u64,
+    /// How often expired orders are swept (their accounts freed); reads evaluate expiry
+    /// themselves, so this only bounds how long an expired order's account stays taken.
+    pub sweep_s: u64,
+}
+
+impl Default for VirtualAccountsToml {
+    fn default() -> Self {
+        VirtualAccountsToml {
+            default_expiry_min: 60,
+            sweep_s: 30,
+        }
+    }
+}
+
 /// An earlier coupon key and its version.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +175,45 @@ pub struct CouponFees {
     pub card_company: u32,
     pub pg: u32,
     pub operator: u32,
+}
+
+/// `[outbox]`: the partner callbacks' delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxToml {
+    /// First retry delay after a failed delivery, doubled at each failure up to
+    /// `retry_max_ms`.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    /// One delivery attempt (connect, send, answer) takes at most this long.
+    pub timeout_ms: u64,
+    /// Deliveries under way at once.
+    pub concurrency: usize,
+    /// How often the daily statements (F15) are looked for (the previous day's, queued once).
+    pub statements_check_s: u64,
+}
+
+impl Default for OutboxToml {
+    fn default() -> Self {
+        OutboxToml {
+            retry_min_ms: 500,
+            retry_max_ms: 60_000,
+            timeout_ms: 10_000,
+            concurrency: 8,
+            statements_check_s: 300,
+        }
+    }
+}
+
+/// What a listener is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Card terminals and VAN links (SPEC §4).
+    #[default]
+    Terminal,
+    /// A bank asking whether to accept deposits to virtual accounts (F17).
+    Bank,
 }
 
 /// `[refunds]`: the order in which a partial refund gives money back (SPEC F8). A full
@@ -215,6 +300,12 @@ pub struct ListenerToml {
     pub idle_timeout_ms: u64,
     /// TLS: `{ cert, key, client_ca }`; absent: plain TCP (leased lines).
     pub tls: Option<ServerTlsFiles>,
+    /// `terminal` (default) or `bank`: a bank listener answers deposit questions (F17).
+    #[serde(default)]
+    pub role: ListenerRole,
+    /// A bank listener's bank code (the `--bank` of its pools): the accounts in field 103
+    /// are looked up among that bank's pools.
+    pub bank: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

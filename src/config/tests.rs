@@ -190,3 +190,42 @@ fn coupon_keys_are_versioned_and_the_fee_chain_leaves_the_merchant_something() {
     let e = refusal("[books.coupon_fees_bp]\ncard_company = 6000\npg = 3000\noperator = 2000\n");
     assert!(e.contains("books.coupon_fees_bp"), "{e}");
 }
+
+#[test]
+fn bank_listeners_and_partners_are_checked_with_their_key() {
+    let bank = |extra: &str| {
+        format!("[[listener]]\nname = \"b\"\naddr = \"127.0.0.1:0\"\nrole = \"bank\"\n{extra}\n")
+    };
+    assert!(refusal(&bank("")).contains("listener[0].bank: a bank listener names its bank code"));
+    assert!(refusal(&bank("bank = \"0/4\"")).contains("listener[0].bank"));
+    let c = load(&bank("bank = \"004\"")).unwrap();
+    assert_eq!(c.listeners[0].role, ListenerRole::Bank);
+    assert_eq!(c.listeners[0].bank.as_deref(), Some("004"));
+    let terminal = "[[listener]]\nname = \"t\"\naddr = \"127.0.0.1:0\"\nbank = \"004\"\n";
+    assert!(refusal(terminal).contains("only a listener with role = \"bank\""));
+
+    let partner = |extra: &str| format!("[[partner]]\nid = \"MALL\"\n{extra}\n");
+    assert!(
+        refusal(&partner("callback_url = \"http://127.0.0.1:9/cb\""))
+            .contains("partner[0].secret: a partner with a callback_url needs a secret")
+    );
+    assert!(refusal(&partner(
+        "callback_url = \"https://h:9/cb\"\nsecret = { value = \"0123456789abcdef\" }"
+    ))
+    .contains("partner[0].callback_url"));
+    assert!(refusal(&partner(
+        "callback_url = \"http://h:9/cb\"\nsecret = { value = \"short\" }"
+    ))
+    .contains("partner[0].secret: callback secrets must be at least 16 characters"));
+    let c = load(&partner(
+        "callback_url = \"http://h:9/cb\"\nsecret = { value = \"0123456789abcdef\" }",
+    ))
+    .unwrap();
+    let p = c.partner("MALL").unwrap();
+    assert_eq!(p.secret.as_ref().unwrap().expose(), "0123456789abcdef");
+    assert!(
+        !format!("{c:?}").contains("0123456789abcdef"),
+        "the secret never prints"
+    );
+    assert!(refusal("[outbox]\nretry_min_ms = 0\n").contains("outbox.retry_min_ms"));
+}

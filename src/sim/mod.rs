@@ -5,6 +5,8 @@
 //! once its change has reached the operating system (`wal`), so a simulator killed with the
 //! switch keeps everything it acknowledged.
 
+pub mod bank;
+pub mod partner;
 mod requests;
 mod wal;
 

@@ -66,10 +66,15 @@ pub enum Cf {
     /// Mobile coupons (F18): `c/ID` → the coupon (no card number), `u/TXN` → the coupon a
     /// purchase used.
     Coupons,
+    /// Virtual accounts (F17): pools (`p/…`), the bank index (`a/…`), orders (`o/…`),
+    /// deposits seen (`d/…`) and mismatches (`m/…`); see [`crate::va`].
+    VirtualAccounts,
+    /// Partner callbacks waiting or delivered (`i/ID`), see [`crate::outbox`].
+    Outbox,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 19] = [
+    pub const ALL: [Cf; 21] = [
         Cf::Journal,
         Cf::Txns,
         Cf::OpenTxns,
@@ -89,6 +94,8 @@ impl Cf {
         Cf::Books,
         Cf::LinkAudit,
         Cf::Coupons,
+        Cf::VirtualAccounts,
+        Cf::Outbox,
     ];
 
     /// The column family's place in [`Cf::ALL`].
@@ -117,6 +124,8 @@ impl Cf {
             Cf::Books => "books",
             Cf::LinkAudit => "link_audit",
             Cf::Coupons => "coupons",
+            Cf::VirtualAccounts => "virtual_accounts",
+            Cf::Outbox => "outbox",
         }
     }
 }
@@ -252,7 +261,13 @@ pub fn point_lookup_filters(o: &mut Options) {
 /// a copy or stop it first: RocksDB allows one writer). Writing to it fails.
 pub fn open_read_only(dir: &Path) -> Result<Store, String> {
     let opts = Options::default();
-    let names = Cf::ALL.iter().map(|cf| cf.name());
+    // A database written by an earlier version lacks the column families added since: open
+    // those it has (reading a missing one then fails with its name, not the whole open).
+    let present = DB::list_cf(&opts, dir).unwrap_or_default();
+    let names = Cf::ALL
+        .iter()
+        .map(|cf| cf.name())
+        .filter(|n| present.is_empty() || present.iter().any(|p| p == n));
     DB::open_cf_for_read_only(&opts, dir, names, false)
         .map(|db| Store::Rocks(Arc::new(db)))
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))

@@ -71,6 +71,8 @@ pub struct Switch {
     pub deliveries: Arc<delivery::Deliveries>,
     /// Mobile coupons (F18).
     pub coupons: Arc<crate::coupons::Coupons>,
+    /// Virtual accounts (F17), with the partner callback outbox.
+    pub va: Arc<crate::va::VirtualAccounts>,
     /// Closed at the end of a graceful stop's drain: no answer is journaled after.
     gate: Gate,
     /// Cancelled when the switch stops (background retries give up: recovery takes over).
@@ -112,6 +114,7 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     pub rrns: Arc<rrn::Rrns>,
     pub books: Arc<crate::books::Books>,
+    pub va: Arc<crate::va::VirtualAccounts>,
 }
 
 impl Switch {
@@ -126,6 +129,7 @@ impl Switch {
             clock,
             rrns,
             books,
+            va,
         } = parts;
         let pin_keys = pin_keys(&config, &hosted);
         let routing = Routing::new(&config);
@@ -159,6 +163,7 @@ impl Switch {
             clock,
             rrns,
             books,
+            va,
         });
         tokio::spawn(registry::sweeper(switch.registry.clone(), window, stop));
         Ok(switch)

@@ -1,0 +1,407 @@
+//! The partner callback outbox: signed HTTP callbacks (F17 paid orders, F15 daily
+//! statements), durable in RocksDB and retried with back-off until the partner answers 2xx.
+//!
+//! - An item is written in the same journal step as the change it reports ([`Outbox::put`]:
+//!   an order paid and its callback land together or not at all), or on its own, synced
+//!   ([`Outbox::enqueue`]). Ids are chosen by the caller and make enqueueing idempotent (a
+//!   statement queued twice is one item).
+//! - One worker ([`Outbox::run`]) delivers what is due, at most `outbox.concurrency` at once;
+//!   a failure (no connection, a timeout, any status but 2xx) puts the item back with a
+//!   doubled delay (`retry_min_ms` … `retry_max_ms`, jittered). Nothing is ever dropped: an
+//!   item stays pending until delivered, visible in `cyberswitch api outbox`.
+//! - Delivery is at least once: a crash between the partner's 2xx and the step that records
+//!   it sends the item again; every attempt carries the same `X-Cyberswitch-Id`.
+//! - An operator may send any item again ([`Outbox::resend`]), delivered or not.
+//!
+//! Keys in [`Cf::Outbox`]: `i/ID` → the item (JSON); `p/ID` → () while it is pending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::callback::{self, HttpTarget};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::journal::{Entry, EntryKind, Journal, Step};
+use crate::store::Cf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Pending,
+    Delivered,
+}
+
+/// One callback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    pub id: String,
+    pub partner: String,
+    /// `va.paid`, `card.statement`.
+    pub event: String,
+    /// The JSON body, signed exactly as stored.
+    pub body: String,
+    pub created_ms: i64,
+    pub status: ItemStatus,
+    pub attempts: u32,
+    pub next_at_ms: i64,
+    #[serde(default)]
+    pub last_status: Option<u16>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub delivered_ms: Option<i64>,
+    /// Times an operator asked for it again.
+    #[serde(default)]
+    pub resends: u32,
+    /// Items of one group (one order) are delivered one at a time, oldest first: a partner
+    /// hears `va.reversed` only after `va.paid`.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl Item {
+    pub fn new(
+        id: String,
+        partner: &str,
+        event: &str,
+        body: &serde_json::Value,
+        now_ms: i64,
+    ) -> Item {
+        Item {
+            id,
+            partner: partner.to_string(),
+            event: event.to_string(),
+            body: body.to_string(),
+            created_ms: now_ms,
+            status: ItemStatus::Pending,
+            attempts: 0,
+            next_at_ms: now_ms,
+            last_status: None,
+            last_error: None,
+            delivered_ms: None,
+            resends: 0,
+            group: None,
+        }
+    }
+
+    /// In `group`: delivered after the group's older items.
+    pub fn in_group(mut self, group: &str) -> Item {
+        self.group = Some(group.to_string());
+        self
+    }
+}
+
+fn item_key(id: &str) -> Vec<u8> {
+    format!("i/{id}").into_bytes()
+}
+
+fn pending_key(id: &str) -> Vec<u8> {
+    format!("p/{id}").into_bytes()
+}
+
+pub struct Outbox {
+    journal: Arc<Journal>,
+    clock: Arc<dyn Clock>,
+    config: Arc<Config>,
+    wake: Notify,
+    /// Changes of an item one at a time (the worker's outcome against an operator's resend).
+    lock: Mutex<()>,
+}
+
+impl Outbox {
+    pub fn new(journal: Arc<Journal>, clock: Arc<dyn Clock>, config: Arc<Config>) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            journal,
+            clock,
+            config,
+            wake: Notify::new(),
+            lock: Mutex::new(()),
+        })
+    }
+
+    /// Add `item` to `step` (pending). The caller commits the step, then calls
+    /// [`Outbox::notify`].
+    pub fn put(step: &mut Step, item: &Item) {
+        step.put(
+            Cf::Outbox,
+            item_key(&item.id),
+            serde_json::to_vec(item).unwrap_or_default(),
+        );
+        step.put(Cf::Outbox, pending_key(&item.id), Vec::new());
+        step.append(Entry::new(
+            EntryKind::Txn,
+            &format!("outbox/{}", item.id),
+            "outbox",
+            format!("callback {} to {} queued", item.event, item.partner),
+        ));
+    }
+
+    /// Something new is pending: the worker looks now.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Queue `item` on its own, synced; `false` when an item with its id exists already.
+    pub async fn enqueue(&self, item: Item) -> Result<bool, String> {
+        let _one = self.lock.lock().await;
+        if self.get(&item.id)?.is_some() {
+            return Ok(false);
+        }
+        let mut step = Step::new();
+        Outbox::put(&mut step, &item);
+        step.synced();
+        self.journal.commit(step).await.map_err(|e| e.to_string())?;
+        self.notify();
+        Ok(true)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Item>, String> {
+        match self.journal.get(Cf::Outbox, &item_key(id))? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| format!("outbox item {id}: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    /// Every item (of one partner, in one status), oldest first, at most `max`.
+    pub fn list(
+        &self,
+        partner: Option<&str>,
+        status: Option<ItemStatus>,
+        max: usize,
+    ) -> Result<Vec<Item>, String> {
+        let mut out = Vec::new();
+        let prefix = if status == Some(ItemStatus::Pending) {
+            "p/"
+        } else {
+            "i/"
+        };
+        for (k, v) in self.journal.scan(Cf::Outbox, prefix.as_bytes())? {
+            let item = if prefix == "p/" {
+                let id = String::from_utf8_lossy(&k[2..]).into_owned();
+                match self.get(&id)? {
+                    Some(i) => i,
+                    None => continue,
+                }
+            } else {
+                match serde_json::from_slice::<Item>(&v) {
+                    Ok(i) => i,
+                    Err(_) => continue,
+                }
+            };
+            if partner.is_some_and(|p| p != item.partner)
+                || status.is_some_and(|s| s != item.status)
+            {
+                continue;
+            }
+            out.push(item);
+        }
+        out.sort_by_key(|i| (i.created_ms, i.id.clone()));
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Items not delivered yet.
+    pub fn pending_count(&self) -> Result<usize, String> {
+        Ok(self.journal.scan(Cf::Outbox, b"p/")?.len())
+    }
+
+    /// An operator sends an item again (delivered or not), now. `None`: no such item.
+    pub async fn resend(&self, id: &str, who: &str) -> Result<Option<Item>, String> {
+        let _one = self.lock.lock().await;
+        let Some(mut item) = self.get(id)? else {
+            return Ok(None);
+        };
+        item.status = ItemStatus::Pending;
+        item.next_at_ms = self.clock.now_ms();
+        item.resends += 1;
+        let mut step = Step::new();
+        step.put(
+            Cf::Outbox,
+            item_key(id),
+            serde_json::to_vec(&item).unwrap_or_default(),
+        );
+        step.put(Cf::Outbox, pending_key(id), Vec::new());
+        step.append(Entry::new(
+            EntryKind::Txn,
+            &format!("outbox/{id}"),
+            "outbox",
+            format!("callback sent again by {who}"),
+        ));
+        step.synced();
+        self.journal.commit(step).await.map_err(|e| e.to_string())?;
+        self.notify();
+        Ok(Some(item))
+    }
+
+    /// Deliver what is due until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let gauge = metrics::gauge!("cyberswitch_outbox_pending");
+        loop {
+            let now = self.clock.now_ms();
+            let (due, next) = match self.due(now) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: cannot read the queue");
+                    (Vec::new(), None)
+                }
+            };
+            if let Ok(n) = self.pending_count() {
+                gauge.set(n as f64);
+            }
+            if !due.is_empty() {
+                let attempts = due.into_iter().map(|item| {
+                    let me = self.clone();
+                    async move { me.attempt(item).await }
+                });
+                futures::future::join_all(attempts).await;
+                continue;
+            }
+            // Nothing due: wait for the next one (at most a second: resends and items queued
+            // by a step wake the worker, a clock jump does not).
+            let wait = next
+                .map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Pending items due by `now` (earliest first, at most `concurrency`), and when the next
+    /// one not yet due is.
+    fn due(&self, now: i64) -> Result<(Vec<Item>, Option<i64>), String> {
+        let mut pending = Vec::new();
+        for (k, _) in self.journal.scan(Cf::Outbox, b"p/")? {
+            let id = String::from_utf8_lossy(&k[2..]).into_owned();
+            if let Some(item) = self.get(&id)? {
+                pending.push(item);
+            }
+        }
+        // Oldest first; of a group, only its oldest pending item may go.
+        pending.sort_by_key(|i| (i.created_ms, i.id.clone()));
+        let mut groups = std::collections::HashSet::new();
+        let mut due = Vec::new();
+        let mut next: Option<i64> = None;
+        for item in pending {
+            if let Some(g) = &item.group {
+                if !groups.insert(g.clone()) {
+                    continue;
+                }
+            }
+            if item.next_at_ms <= now {
+                due.push(item);
+            } else {
+                next = Some(next.map_or(item.next_at_ms, |n| n.min(item.next_at_ms)));
+            }
+        }
+        due.sort_by_key(|i| i.next_at_ms);
+        due.truncate(self.config.outbox.concurrency.max(1));
+        Ok((due, next))
+    }
+
+    /// One delivery attempt of `item`, and its outcome recorded.
+    async fn attempt(&self, item: Item) {
+        let outcome = self.send(&item).await;
+        let result = match &outcome {
+            Ok(_) => "delivered",
+            Err(_) => "failed",
+        };
+        metrics::counter!("cyberswitch_outbox_attempts_total", "result" => result).increment(1);
+        let _one = self.lock.lock().await;
+        // Read again: an operator may have resent it meanwhile (then it stays pending).
+        let Ok(Some(mut now_item)) = self.get(&item.id) else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        now_item.attempts += 1;
+        let mut step = Step::new();
+        match outcome {
+            Ok(status) => {
+                now_item.last_status = Some(status);
+                now_item.last_error = None;
+                if now_item.resends == item.resends {
+                    now_item.status = ItemStatus::Delivered;
+                    now_item.delivered_ms = Some(now);
+                    step.delete(Cf::Outbox, pending_key(&item.id));
+                }
+                step.append(Entry::new(
+                    EntryKind::Txn,
+                    &format!("outbox/{}", item.id),
+                    "outbox",
+                    format!(
+                        "callback delivered ({status}) after {} attempts",
+                        now_item.attempts
+                    ),
+                ));
+            }
+            Err((status, why)) => {
+                now_item.last_status = status;
+                tracing::info!(id = %item.id, partner = %item.partner, attempts = now_item.attempts, error = %why, "outbox: callback not delivered, retried later");
+                now_item.last_error = Some(why);
+                now_item.next_at_ms = now + self.backoff_ms(now_item.attempts);
+            }
+        }
+        step.put(
+            Cf::Outbox,
+            item_key(&item.id),
+            serde_json::to_vec(&now_item).unwrap_or_default(),
+        );
+        if let Err(e) = self.journal.commit(step).await {
+            // Not recorded: it is sent again, which the id lets the partner recognise.
+            tracing::error!(id = %item.id, error = %e, "outbox: outcome not recorded");
+        }
+    }
+
+    /// POST the item to its partner; the 2xx status, or the status (if any) and why not.
+    async fn send(&self, item: &Item) -> Result<u16, (Option<u16>, String)> {
+        let partner = self
+            .config
+            .partner(&item.partner)
+            .ok_or((None, format!("partner {} is not configured", item.partner)))?;
+        let url = partner
+            .callback_url
+            .as_deref()
+            .ok_or((None, "the partner has no callback_url".to_string()))?;
+        let secret = partner
+            .secret
+            .as_ref()
+            .ok_or((None, "the partner has no secret".to_string()))?;
+        let target = HttpTarget::parse(url).map_err(|e| (None, e))?;
+        let timeout = Duration::from_millis(self.config.outbox.timeout_ms);
+        match callback::post(
+            &target,
+            secret.expose().as_bytes(),
+            &item.id,
+            &item.event,
+            item.body.as_bytes(),
+            timeout,
+        )
+        .await
+        {
+            Ok(s) if (200..300).contains(&s) => Ok(s),
+            Ok(s) => Err((Some(s), format!("the partner answered {s}"))),
+            Err(e) => Err((None, e)),
+        }
+    }
+
+    /// The wait after the `attempts`-th failure: doubled each time, capped, ±20 % jitter
+    /// (so that a partner coming back is not hit by every item at once).
+    fn backoff_ms(&self, attempts: u32) -> i64 {
+        let o = &self.config.outbox;
+        let base = o
+            .retry_min_ms
+            .saturating_mul(1u64 << attempts.saturating_sub(1).min(30))
+            .min(o.retry_max_ms);
+        let jitter = rand::random_range(0.8..1.2);
+        i64::try_from((base as f64 * jitter) as u64).unwrap_or(i64::MAX) // ok: a delay in ms
+    }
+}

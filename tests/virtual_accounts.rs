@@ -310,8 +310,15 @@ async fn wrong_amount_is_13_unknown_and_expired_are_14_and_an_expired_account_is
     assert_eq!(added["added"].as_array().unwrap().len(), 1);
 
     let account = e.assign("BUSAN", "ORD-W", 30_000, None).await;
-    let wrong = e.deposit(&account, 29_999, &e.next_rrn(), false);
+    let wrong_rrn = e.next_rrn();
+    let wrong = e.deposit(&account, 29_999, &wrong_rrn, false);
     assert_eq!(code(&e.bank(&wrong).await), "13");
+    assert_eq!(e.order("ORD-W").await["status"], "open");
+    // The refused deposit's reference reused for the right amount (a bank numbering badly,
+    // or two tools in one second): not a retransmission answered 13 again, nor a payment
+    // under another deposit's reference, but 94; the order stays open.
+    let reused = e.deposit(&account, 30_000, &wrong_rrn, false);
+    assert_eq!(code(&e.bank(&reused).await), "94");
     assert_eq!(e.order("ORD-W").await["status"], "open");
     // The pool has no other account: a second order is refused while this one is open.
     let r = e

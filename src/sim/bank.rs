@@ -71,7 +71,9 @@ pub async fn run(r: BankRun) -> Result<BankReport, String> {
     }
     let next = Arc::new(AtomicU64::new(0));
     // RRNs unique to this run: 12 characters, the run's start second then a counter.
-    let run_id = chrono::Utc::now().timestamp() % 1_000_000;
+    // Random, not the time: two runs in one second must not reuse each other's RRNs (the
+    // switch would take the second run's deposits for retransmissions of the first's).
+    let run_id = rand::random::<u32>() % 1_000_000;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..r.concurrency.max(1) {

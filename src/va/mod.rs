@@ -159,6 +159,12 @@ pub struct Seen {
     /// The bank reversed it (0400/0420) since.
     #[serde(default)]
     pub reversed: bool,
+    /// The deposit's account and amount: a message reusing its reference with others is
+    /// not a retransmission (empty for outcomes kept before they were).
+    #[serde(default)]
+    pub account: String,
+    #[serde(default)]
+    pub amount: u64,
 }
 
 /// An advice (0220: the bank booked the deposit already) that matched no open order.
@@ -771,6 +777,21 @@ impl VirtualAccounts {
             // Reversed before it arrived (the bank gave up waiting): never approved.
             return Ok(ResponseCode::InvalidTransaction);
         }
+        if let Some(seen) = seen
+            .as_ref()
+            .filter(|s| !s.account.is_empty() && (s.account != d.account || s.amount != d.amount))
+        {
+            // The reference of another deposit (a bank reusing its RRN): neither that
+            // deposit's answer nor a new payment, but a duplicate transmission (94).
+            tracing::warn!(
+                listener = %d.listener,
+                first = %seen.at_ms,
+                "a deposit reuses another deposit's reference with another account or amount: 94"
+            );
+            metrics::counter!("cyberswitch_va_deposits_total", "outcome" => "reference_reused")
+                .increment(1);
+            return Ok(ResponseCode::Duplicate);
+        }
         if let Some(seen) = seen {
             // A retransmission, or the advice of a deposit the switch approved: same answer.
             // An advice after a refusal is the bank booking it anyway: looked at afresh.
@@ -839,6 +860,8 @@ impl VirtualAccounts {
             advice: d.advice,
             at_ms: now,
             reversed: false,
+            account: d.account.clone(),
+            amount: d.amount,
         };
         if !seen_before {
             step.put(

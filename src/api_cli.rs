@@ -281,6 +281,9 @@ pub enum ApiCommand {
         #[arg(long)]
         card: String,
     },
+    /// Move every card link and hosted card reference to the current card key version,
+    /// online (operators; `cyberswitch keys rotate` does it offline).
+    KeysRotate,
     /// F11: an issuer's own accounts linked to a card.
     Lookup {
         #[arg(long)]
@@ -583,6 +586,7 @@ fn call_of(cmd: ApiCommand) -> (&'static str, String, Option<Value>) {
             "/v1/links/history".into(),
             Some(json!({"card_number": card})),
         ),
+        KeysRotate => ("post", "/v1/keys/rotate".into(), None),
         Lookup { issuer, card } => (
             "post",
             format!("/v1/issuers/{}/lookup", seg(&issuer)),

@@ -295,6 +295,11 @@ impl Directory {
         self
     }
 
+    /// The card key version new records are hashed under.
+    pub fn key_version(&self) -> u32 {
+        self.key.current_version()
+    }
+
     /// Every wallet linked to a card, pending ones included, by priority: its record under
     /// the current key version, else under an older one (a store not yet rotated).
     pub fn wallets(&self, pan: &Pan) -> Result<Vec<WalletLink>, String> {

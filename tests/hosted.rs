@@ -1315,3 +1315,29 @@ async fn card_history_by_period_holds_the_months_asked_for() {
         assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
     }
 }
+
+/// Card keys rotate online (`POST /v1/keys/rotate`, operators only): with one key version
+/// nothing moves and every link still pays (the offline rotation across versions is
+/// tests/tls.rs `keys_rotate_keeps_every_link_and_new_records_name_the_new_version`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn card_keys_rotate_online_for_operators_only() {
+    let env = env().await;
+    let r = env
+        .api(Some(PARTNER_TOKEN))
+        .call("post", "/v1/keys/rotate", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let r = env
+        .operator()
+        .call("post", "/v1/keys/rotate", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["key_version"], 1);
+    assert_eq!(r.body["card_links_moved"], 0);
+    let a = env
+        .call(&env.request(b"0200", GIFT_CARD, "000000", 1_000, None))
+        .await;
+    assert_eq!(code(&a), "00", "{a:?}");
+}

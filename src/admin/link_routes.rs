@@ -183,3 +183,21 @@ pub async fn history(
         })).collect::<Vec<_>>(),
     })))
 }
+
+/// `POST /v1/keys/rotate`: move every card link record and hosted card reference hashed
+/// under an older card key version to the current one, online (operators). Look-ups find
+/// a card under any version meanwhile; link changes wait for the move (one lock).
+pub async fn rotate_keys(caller: Caller, State(s): State<AppState>) -> ApiResult {
+    caller.operator("rotate card keys")?;
+    let switch = s.switch.clone();
+    let moved = tokio::task::spawn_blocking(move || switch.directory.rotate())
+        .await
+        .map_err(super::routes::internal)?
+        .map_err(super::routes::internal)?;
+    tracing::info!(caller = %caller.name, links = moved.0, hosted = moved.1, "card keys rotated");
+    Ok(Json(json!({
+        "key_version": s.switch.directory.key_version(),
+        "card_links_moved": moved.0,
+        "hosted_card_refs_moved": moved.1,
+    })))
+}

@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/links/query"),
     ("post", "/v1/links/confirm"),
     ("post", "/v1/links/history"),
+    ("post", "/v1/keys/rotate"),
     ("post", "/v1/issuers/{issuer}/lookup"),
     ("post", "/v1/cards"),
     ("post", "/v1/cards/lookup"),
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/links/query", post(links::query))
         .route("/v1/links/confirm", post(links::confirm))
         .route("/v1/links/history", post(links::history))
+        .route("/v1/keys/rotate", post(links::rotate_keys))
         .route("/v1/issuers/{issuer}/lookup", post(issuer_lookup))
         .route("/v1/cards", post(card_issue))
         .route("/v1/cards/lookup", post(card_lookup))

@@ -1,17 +1,19 @@
 //! Card data that must be kept (the card number of a leg that may have to be reversed at the
-//! acquirer later) is sealed with AES-256-GCM. The key is derived from the configured card key
-//! (HMAC-SHA-256 under a fixed label), so operators manage one secret; look-up hashes and
-//! sealing never share a key.
+//! acquirer later) is sealed with an AEAD cipher under a key derived from the configured card
+//! key (HMAC-SHA-256 under a fixed label per cipher), so operators manage one secret; look-up
+//! hashes and sealing never share a key.
 //!
-//! Keys carry a version (SPEC §10): a value sealed under version 1 is `nonce ‖ ciphertext ‖
-//! tag`, as before versions existed; under a later version it is `0xCE 0x5E ‖ version (4
-//! bytes, big-endian) ‖ nonce ‖ ciphertext ‖ tag`, so the record names the key that sealed
-//! it. New seals use the current version; values sealed under any configured version open.
+//! New seals use AES-256-GCM-SIV (RFC 8452), a misuse-resistant AEAD: a repeated random
+//! nonce reveals at most that two sealed values are identical (same plaintext, same context),
+//! never the plaintexts or the key, so the 2^32-seals-per-key bound of random-nonce GCM does
+//! not apply (SPEC §10: sealing nonces that cannot repeat harmfully). A value is `0xCE 0x51 ‖
+//! version (4 bytes, big-endian) ‖ nonce ‖ ciphertext ‖ tag`, naming the key version that
+//! sealed it.
 //!
-//! Nonces are random (96 bits). Under one key, 2^32 seals keep the chance of any repeat below
-//! 2^-32 (NIST SP 800-38D §8.3); this process counts its seals under the current key
-//! (`cyberswitch_seals_total{key_version}`) and warns from 2^30 on: rotate the card key
-//! (`[keys] current`) well before the bound (docs/decisions.md, "Versioned card keys").
+//! Values sealed before still open: AES-256-GCM under version 1 as `nonce ‖ ciphertext ‖
+//! tag`, under a later version `0xCE 0x5E ‖ version ‖ nonce ‖ ciphertext ‖ tag`. This process
+//! counts its seals under the current key (`cyberswitch_seals_total{key_version}`) and warns
+//! from 2^40 on, a point to rotate at for hygiene, not a safety bound.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,30 +21,50 @@ use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use aes_gcm_siv::Aes256GcmSiv;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 const NONCE: usize = 12;
 const LABEL: &[u8] = b"cyberswitch/seal/aes-256-gcm/v1";
-/// Marks a value sealed under a named key version (2 and up).
+const SIV_LABEL: &[u8] = b"cyberswitch/seal/aes-256-gcm-siv/v1";
+/// Marks a value sealed with AES-256-GCM under a named key version (2 and up).
 const VERSIONED: [u8; 2] = [0xCE, 0x5E];
-/// Seals under one key after which this process warns (a quarter of the 2^32 bound).
-pub const SEALS_WARN: u64 = 1 << 30;
+/// Marks a value sealed with AES-256-GCM-SIV (every version).
+const SIV: [u8; 2] = [0xCE, 0x51];
+/// Seals under one key after which this process warns.
+pub const SEALS_WARN: u64 = 1 << 40;
+
+/// The ciphers of one key version.
+struct Ciphers {
+    /// Opens what earlier versions of the switch sealed.
+    gcm: Aes256Gcm,
+    /// Seals (and opens) from now on.
+    siv: Aes256GcmSiv,
+}
+
+fn derived(card_key: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(card_key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
+fn ciphers(card_key: &[u8]) -> Ciphers {
+    let gcm = derived(card_key, LABEL);
+    let siv = derived(card_key, SIV_LABEL);
+    Ciphers {
+        gcm: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&gcm)),
+        siv: Aes256GcmSiv::new(aes_gcm_siv::Key::<Aes256GcmSiv>::from_slice(&siv)),
+    }
+}
 
 #[derive(Clone)]
 pub struct Sealer {
     current: u32,
-    ciphers: Arc<BTreeMap<u32, Aes256Gcm>>,
+    ciphers: Arc<BTreeMap<u32, Ciphers>>,
     /// Seals made by this process under the current key.
     seals: Arc<AtomicU64>,
-}
-
-fn cipher(card_key: &[u8]) -> Aes256Gcm {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(card_key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(LABEL);
-    let derived = mac.finalize().into_bytes();
-    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&derived))
 }
 
 impl Sealer {
@@ -54,7 +76,7 @@ impl Sealer {
 
     /// The sealer for versioned card keys, the current one last. At least one key.
     pub fn from_versions(keys: &[(u32, &[u8])]) -> Sealer {
-        let ciphers: BTreeMap<u32, Aes256Gcm> = keys.iter().map(|(v, k)| (*v, cipher(k))).collect();
+        let ciphers: BTreeMap<u32, Ciphers> = keys.iter().map(|(v, k)| (*v, ciphers(k))).collect();
         Sealer {
             current: keys.last().map_or(1, |(v, _)| *v),
             ciphers: Arc::new(ciphers),
@@ -70,18 +92,18 @@ impl Sealer {
     /// The version a sealed value names (1 for values without a version mark).
     pub fn version_of(sealed: &[u8]) -> u32 {
         match sealed {
-            [0xCE, 0x5E, a, b, c, d, ..] if sealed.len() >= 6 + NONCE => {
+            [0xCE, 0x5E | 0x51, a, b, c, d, ..] if sealed.len() >= 6 + NONCE => {
                 u32::from_be_bytes([*a, *b, *c, *d])
             }
             _ => 1,
         }
     }
 
-    /// nonce ‖ ciphertext ‖ tag (after the version mark from version 2 on). `context` (for
+    /// `0xCE 0x51 ‖ version ‖ nonce ‖ ciphertext ‖ tag` (AES-256-GCM-SIV). `context` (for
     /// example the transaction key) is bound to the sealed data: a sealed value moved to
     /// another record does not open.
     pub fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
-        let Some(cipher) = self.ciphers.get(&self.current) else {
+        let Some(keys) = self.ciphers.get(&self.current) else {
             unreachable!("the current version is one of the keys")
         };
         let n = self.seals.fetch_add(1, Ordering::Relaxed) + 1;
@@ -91,36 +113,50 @@ impl Sealer {
             tracing::warn!(
                 key_version = self.current,
                 seals = n,
-                "2^30 seals under the current card key: rotate it (random nonces are safe to 2^32)"
+                "2^40 seals under the current card key: time to rotate it"
             );
         }
         // A random 96-bit nonce from the thread's CSPRNG (ChaCha, seeded and reseeded from the
         // OS): the OS generator itself costs a system call for every leg.
         let nonce_bytes: [u8; NONCE] = rand::random();
-        let nonce = Nonce::from_slice(&nonce_bytes);
-        let payload = aes_gcm::aead::Payload {
+        let payload = aes_gcm_siv::aead::Payload {
             msg: plain,
             aad: context,
         };
-        // Encryption fails only for messages beyond GCM's 64 GiB limit.
-        let sealed = cipher.encrypt(nonce, payload).unwrap_or_default();
+        // Encryption fails only for messages beyond the cipher's 64 GiB limit.
+        let sealed = keys
+            .siv
+            .encrypt(aes_gcm_siv::Nonce::from_slice(&nonce_bytes), payload)
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(6 + NONCE + sealed.len());
-        if self.current != 1 {
-            out.extend_from_slice(&VERSIONED);
-            out.extend_from_slice(&self.current.to_be_bytes());
-        }
+        out.extend_from_slice(&SIV);
+        out.extend_from_slice(&self.current.to_be_bytes());
         out.extend_from_slice(&nonce_bytes);
         out.extend_from_slice(&sealed);
         out
     }
 
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
-        // A version-1 value's random nonce may begin like the mark (1 in 65,536): the tag
-        // decides, so a value that does not open as versioned is tried as version 1.
+        // A version-1 GCM value's random nonce may begin like a mark (1 in 65,536 each): the
+        // tag decides, so a value that does not open as marked is tried as version 1.
         let version = Sealer::version_of(sealed);
-        if version != 1 {
-            if let Some(cipher) = self.ciphers.get(&version) {
-                if let Ok(plain) = open_with(cipher, &sealed[6..], context) {
+        if sealed.starts_with(&SIV) && sealed.len() >= 6 + NONCE {
+            if let Some(keys) = self.ciphers.get(&version) {
+                let (nonce, body) = sealed[6..].split_at(NONCE);
+                let payload = aes_gcm_siv::aead::Payload {
+                    msg: body,
+                    aad: context,
+                };
+                if let Ok(plain) = keys
+                    .siv
+                    .decrypt(aes_gcm_siv::Nonce::from_slice(nonce), payload)
+                {
+                    return Ok(plain);
+                }
+            }
+        } else if sealed.starts_with(&VERSIONED) && version != 1 {
+            if let Some(keys) = self.ciphers.get(&version) {
+                if let Ok(plain) = open_with(&keys.gcm, &sealed[6..], context) {
                     return Ok(plain);
                 }
             }
@@ -130,7 +166,30 @@ impl Sealer {
                 "sealed value does not open: key version {version} is not configured"
             ));
         };
-        open_with(v1, sealed, context)
+        open_with(&v1.gcm, sealed, context)
+    }
+
+    /// An AES-256-GCM seal as versions before GCM-SIV made them (tests of reading old data).
+    #[cfg(test)]
+    fn seal_gcm(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
+        let keys = &self.ciphers[&self.current];
+        let nonce_bytes: [u8; NONCE] = rand::random();
+        let payload = aes_gcm::aead::Payload {
+            msg: plain,
+            aad: context,
+        };
+        let sealed = keys
+            .gcm
+            .encrypt(Nonce::from_slice(&nonce_bytes), payload)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        if self.current != 1 {
+            out.extend_from_slice(&VERSIONED);
+            out.extend_from_slice(&self.current.to_be_bytes());
+        }
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(&sealed);
+        out
     }
 }
 
@@ -162,6 +221,7 @@ mod tests {
     fn seals_and_opens_only_with_the_same_key_and_context() {
         let s = Sealer::from_card_key(&[7; 32]);
         let sealed = s.seal(b"9410000000000013", b"ctx");
+        assert_eq!(&sealed[..2], &SIV, "sealed with AES-256-GCM-SIV");
         assert!(!sealed.windows(16).any(|w| w == b"9410000000000013"));
         assert_eq!(s.open(&sealed, b"ctx").unwrap(), b"9410000000000013");
         assert!(s.open(&sealed, b"other").is_err());
@@ -173,6 +233,19 @@ mod tests {
     }
 
     #[test]
+    fn values_sealed_with_gcm_by_earlier_versions_still_open() {
+        let v1 = Sealer::from_card_key(&[7; 32]);
+        let old = v1.seal_gcm(b"9410000000000013", b"ctx");
+        assert_eq!(Sealer::version_of(&old), 1);
+        assert_eq!(v1.open(&old, b"ctx").unwrap(), b"9410000000000013");
+        let both = Sealer::from_versions(&[(1, &[7; 32]), (2, &[9; 32])]);
+        let old2 = both.seal_gcm(b"9410000000000039", b"ctx");
+        assert_eq!(&old2[..2], &VERSIONED);
+        assert_eq!(both.open(&old, b"ctx").unwrap(), b"9410000000000013");
+        assert_eq!(both.open(&old2, b"ctx").unwrap(), b"9410000000000039");
+    }
+
+    #[test]
     fn a_new_version_seals_under_its_name_and_older_values_still_open() {
         let v1 = Sealer::from_card_key(&[7; 32]);
         let old = v1.seal(b"9410000000000013", b"ctx");
@@ -181,7 +254,6 @@ mod tests {
         assert_eq!(both.current_version(), 2);
         let new = both.seal(b"9410000000000039", b"ctx");
         assert_eq!(Sealer::version_of(&new), 2);
-        assert_eq!(&new[..2], &VERSIONED);
         assert_eq!(both.open(&old, b"ctx").unwrap(), b"9410000000000013");
         assert_eq!(both.open(&new, b"ctx").unwrap(), b"9410000000000039");
         // The old key alone cannot open what the new one sealed.

@@ -81,6 +81,7 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         hosted: file.hosted,
         coupons,
         admin,
+        durability: file.bench.durability,
     })
 }
 

@@ -190,3 +190,23 @@ fn coupon_keys_are_versioned_and_the_fee_chain_leaves_the_merchant_something() {
     let e = refusal("[books.coupon_fees_bp]\ncard_company = 6000\npg = 3000\noperator = 2000\n");
     assert!(e.contains("books.coupon_fees_bp"), "{e}");
 }
+
+#[test]
+fn benchmark_durability_is_refused_unless_the_operator_says_unsafe() {
+    // Absent: the product's synced journal, nothing to refuse.
+    let c = load("").unwrap();
+    assert_eq!(c.durability, Durability::Synced);
+    assert!(c.refuse_unsafe(false).is_ok());
+    for (text, mode) in [("off", Durability::Off), ("unsynced", Durability::Unsynced)] {
+        let c = load(&format!("[bench]\ndurability = \"{text}\"\n")).unwrap();
+        assert_eq!(c.durability, mode);
+        let err = c.refuse_unsafe(false).unwrap_err();
+        assert!(
+            err.contains("--unsafe-no-durability") && err.contains(text),
+            "{err}"
+        );
+        assert!(c.refuse_unsafe(true).is_ok());
+    }
+    let err = refusal("[bench]\ndurability = \"sometimes\"\n");
+    assert!(err.contains("durability"), "{err}");
+}

@@ -181,6 +181,16 @@ pub fn open_tuned(
     // than as a burst when the kernel's dirty-page timer fires: a burst of hundreds of
     // megabytes holds the disk, and the journal's next sync, for tens of milliseconds.
     opts.set_bytes_per_sync(1 << 20);
+    // Background work sized so that it cannot hold a synced step (issue 24): with RocksDB's
+    // default (one flush thread, two memtables per column family) a flush triggered for
+    // several column families at once (the WAL total, the shared write buffer) queued them on
+    // one thread, and `open_txns`, written at every step, filled its second memtable
+    // meanwhile: "Stopping writes because we have 2 immutable memtables" in the LOG, every
+    // synced step held until the flush ended. Eight background jobs (RocksDB gives a quarter,
+    // two, to flushes; compactions run at a low CPU priority, below) and room for four
+    // memtables per column family (their total is still capped by `db_write_buffer_size`
+    // above, which flushes the largest when it is reached).
+    opts.set_max_background_jobs(8);
     // One thread (the journal's group-commit writer) writes; the journal's memtable is a
     // vector, which takes no concurrent inserts.
     opts.set_allow_concurrent_memtable_write(false);
@@ -193,6 +203,7 @@ pub fn open_tuned(
     let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = Options::default();
         o.set_write_buffer_size(if cf == Cf::Journal { 32 << 20 } else { 8 << 20 });
+        o.set_max_write_buffer_number(4);
         if matches!(cf, Cf::Journal | Cf::OpenTxns) {
             // Written at every step, never looked up by key while running (the journal is
             // read back by people, open transactions by recovery at start-up): a vector

@@ -26,7 +26,7 @@
 # fsyncs per second and synced steps per fsync (the switch's /metrics: under `unsynced` and
 # `null` these count the groups that would have synced), RocksDB's cumulative write stall
 # (the switch's /metrics), time stolen by the hypervisor (/proc/stat) and the load average
-# at the start. Every load report is kept as JSON in OUT_DIR, the table as OUT_DIR/table.md.
+# at the start; then the switch's memory with 10,000 idle connections. Every load report is kept as JSON in OUT_DIR, the table as OUT_DIR/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CYBERSWITCH_BIN:-${CARGO_TARGET_DIR:-target}/release/cyberswitch}
@@ -200,6 +200,13 @@ for pair in $(seq 1 "$PAIRS"); do
   done
 done
 
+# 10,000 idle connections on a fresh real switch: its resident memory (IDLE=0 skips it).
+if [ "${IDLE:-1}" = 1 ]; then
+  start idle synced
+  "$BIN" load --idle-connections 10000 --duration 10 --switch-pid "$SW_PID" | tee "$OUT/idle.txt" >&2
+  stop_all
+fi
+
 if [ "$GROWN" = 1 ]; then
   start grown synced
   while [ "$(du -sm "$DIR/data" | cut -f1)" -lt "$GROW_MB" ]; do
@@ -226,6 +233,8 @@ fi
       + " | \(.errors)/\(.mismatches) | \(.switch_cpu_us) | \(.sims_cpu_us) | \(.load_cpu_us) | \(.machine_cpu_us)"
       + " | \(.fsyncs_per_s) | \(.steps_per_fsync) | \(.stall_s) | \(.steal_s) |"' "$OUT/$name.json"
   done
+  echo
+  grep -i resident "$OUT/idle.txt" 2>/dev/null | sed 's/^/10,000 idle connections: /' || true
   echo
   echo "CPU µs per transaction by thread kind (sw: switch process, sim: simulators' process):"
   for name in "${RUNS[@]}"; do

@@ -148,7 +148,12 @@ pub async fn assemble(
     stand_ins: StandIns,
     stop: &CancellationToken,
 ) -> Result<Arc<Switch>, String> {
-    let journal = Journal::open(store, config.sealer(), config.limits.journal_batch_max)?;
+    let journal = Journal::open_with(
+        store,
+        config.sealer(),
+        config.limits.journal_batch_max,
+        config.durability,
+    )?;
     let key = config.card_key_chain();
     let directory = Directory::new(journal.store().clone(), key.clone())
         .with_max_links(config.limits.max_links_per_card);
@@ -294,12 +299,13 @@ pub async fn shutdown_signal() {
 /// The switch's database, with what compactions may drop.
 fn open_store(config: &Config) -> Result<Store, String> {
     let retention = config.limits.journal_retention();
-    let store = crate::store::open_with(
+    let store = crate::store::open_tuned(
         &config.data_dir,
         crate::store::Expiry {
             dedup_window: Some(Duration::from_secs(config.limits.duplicate_window_s)),
             txns: retention.map(|kept| (kept, txn::ended_at_ms as crate::store::EndedAt)),
         },
+        config.durability,
     )?;
     if let Some(dir) = &config.limits.journal_archive_dir {
         // Found unwritable now, not at the first purge an hour from now.
@@ -315,6 +321,9 @@ fn open_store(config: &Config) -> Result<Store, String> {
 
 /// Retention housekeeping of the database, until `stop`.
 fn start_housekeeping(config: &Config, store: &Store, stop: &CancellationToken) {
+    if let Some(db) = store.rocks().cloned() {
+        tokio::spawn(rocks_gauges(db, stop.clone()));
+    }
     let archive = config.limits.journal_archive_dir.clone();
     tokio::spawn(crate::journal::retention::housekeeping(
         store.clone(),
@@ -325,6 +334,26 @@ fn start_housekeeping(config: &Config, store: &Store, stop: &CancellationToken) 
         Duration::from_secs(30),
         stop.clone(),
     ));
+}
+
+/// RocksDB's stalls and background work as gauges, every second, until `stop`.
+async fn rocks_gauges(db: Arc<rocksdb::DB>, stop: CancellationToken) {
+    let stall = metrics::gauge!("cyberswitch_rocksdb_stall_seconds");
+    let compactions = metrics::gauge!("cyberswitch_rocksdb_running_compactions");
+    let flushes = metrics::gauge!("cyberswitch_rocksdb_running_flushes");
+    let pending = metrics::gauge!("cyberswitch_rocksdb_pending_compaction_bytes");
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let s = crate::store::rocks_stats(&db);
+        stall.set(s.stall_s);
+        compactions.set(s.running_compactions as f64);
+        flushes.set(s.running_flushes as f64);
+        pending.set(s.pending_compaction_bytes as f64);
+    }
 }
 
 /// SPEC §9: transactions left open by a crash have their legs reversed before anything new

@@ -498,6 +498,20 @@ impl Demo {
     }
 }
 
+/// The demo's four simulators with the accounts of `load_cards` bulk cards, on the demo's
+/// fixed ports: `cyberswitch sim demo`, beside `cyberswitch demo --external-sims`.
+pub async fn start_demo_sims(
+    dir: &Path,
+    load_cards: usize,
+    stop: CancellationToken,
+) -> Result<Vec<std::sync::Arc<Simulator>>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut ports = DemoPorts::default();
+    let mut configs = sim_configs(dir, &ports);
+    add_bulk_accounts(&mut configs, &bulk_cards(load_cards), LOAD_BALANCE);
+    start_sims(configs, &mut ports, &stop).await
+}
+
 /// Start the demo's simulators; those configured on port 0 get an ephemeral port, written
 /// back into `ports` for the switch's configuration.
 pub async fn start_sims(
@@ -530,7 +544,7 @@ pub async fn start_for_load(
     start_for_load_tls(dir, ports, &DemoTls::default(), stop, load_cards).await
 }
 
-/// As [`start_for_load`], with the TLS parts `tls` asks for (`cyberswitch demo`).
+/// As [`start_for_load`], with the TLS parts `tls` asks for.
 pub async fn start_for_load_tls(
     dir: &Path,
     ports: DemoPorts,
@@ -538,15 +552,44 @@ pub async fn start_for_load_tls(
     stop: CancellationToken,
     load_cards: usize,
 ) -> Result<Demo, String> {
+    let bench = BenchDemo {
+        load_cards,
+        ..BenchDemo::default()
+    };
+    start_for_bench(dir, ports, tls, stop, bench).await
+}
+
+/// How `cyberswitch demo` runs for a benchmark (`scripts/perf-run.sh`).
+#[derive(Debug, Clone, Default)]
+pub struct BenchDemo {
+    /// Bulk cards linked on a fresh directory (their accounts opened at the simulators).
+    pub load_cards: usize,
+    /// The simulators run in another process ([`start_demo_sims`]) on `ports`.
+    pub external_sims: bool,
+    /// TOML appended to the switch's configuration (a `[bench]` table).
+    pub extra_toml: String,
+}
+
+/// As [`start_for_load_tls`], for benchmarks: simulators perhaps elsewhere, settings added.
+pub async fn start_for_bench(
+    dir: &Path,
+    ports: DemoPorts,
+    tls: &DemoTls,
+    stop: CancellationToken,
+    bench: BenchDemo,
+) -> Result<Demo, String> {
     let fresh = !dir.join("switch").exists();
-    let cards = bulk_cards(load_cards);
+    let cards = bulk_cards(bench.load_cards);
     let demo = start_full(
         dir,
         ports,
         tls,
         stop,
-        |sims| add_bulk_accounts(sims, &cards, LOAD_BALANCE),
-        "",
+        |sims| match bench.external_sims {
+            true => sims.clear(),
+            false => add_bulk_accounts(sims, &cards, LOAD_BALANCE),
+        },
+        &bench.extra_toml,
     )
     .await?;
     if fresh {

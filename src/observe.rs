@@ -9,6 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often the recorder's upkeep runs: histogram samples are drained into their buckets
+/// this often, instead of piling up until the next scrape and being drained all at once on
+/// whichever runtime worker serves it (issue 24: a latency spike and memory held between
+/// scrapes).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The process-wide recorder (installed on first use).
 pub fn recorder() -> Result<PrometheusHandle, String> {
     if let Some(h) = HANDLE.get() {
@@ -21,6 +27,17 @@ pub fn recorder() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| format!("metrics recorder: {e}"))?;
+    // `install_recorder` starts no upkeep of its own (only `install`, which also binds its
+    // own listener, does). A thread of its own, not a runtime task: it must not wait
+    // behind requests, nor hold a worker while it drains.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| format!("metrics upkeep: {e}"))?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

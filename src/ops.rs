@@ -30,11 +30,16 @@ pub struct RunArgs {
     /// The configuration file (see config/cyberswitch.toml).
     #[arg(long, default_value = "config/cyberswitch.toml")]
     config: PathBuf,
+    /// Accept a benchmark-only `[bench] durability` setting ("unsynced", "off"): the switch
+    /// then loses money on a crash. Never in production.
+    #[arg(long)]
+    unsafe_no_durability: bool,
 }
 
 pub async fn run(args: RunArgs) -> Result<(), String> {
     cyberswitch::observe::init_logs();
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    config.refuse_unsafe(args.unsafe_no_durability)?;
     let stop = CancellationToken::new();
     if let Some(addr) = config.metrics_addr {
         cyberswitch::observe::serve_metrics(addr, stop.clone()).await?;
@@ -63,6 +68,17 @@ pub struct DemoArgs {
     /// instead of the fixed ones: several demos side by side, and tests.
     #[arg(long)]
     ephemeral_ports: bool,
+    /// Start only the switch; the simulators run in their own process (`cyberswitch sim demo`,
+    /// same data directory and load cards), so that each process's CPU can be measured.
+    #[arg(long)]
+    external_sims: bool,
+    /// Benchmark only (`[bench] durability`): "unsynced" (journal written, never fsynced) or
+    /// "off" (no WAL: the null switch). Needs --unsafe-no-durability.
+    #[arg(long, default_value = "synced")]
+    bench_durability: String,
+    /// Accept --bench-durability other than "synced": the switch loses money on a crash.
+    #[arg(long)]
+    unsafe_no_durability: bool,
 }
 
 pub async fn demo(args: DemoArgs) -> Result<(), String> {
@@ -79,12 +95,33 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     } else {
         cyberswitch::demo::DemoTls::fixed()
     };
-    let demo = cyberswitch::demo::start_for_load_tls(
+    let extra = match args.bench_durability.as_str() {
+        "synced" => String::new(),
+        "unsynced" | "off" if args.unsafe_no_durability => {
+            format!("\n[bench]\ndurability = \"{}\"\n", args.bench_durability)
+        }
+        "unsynced" | "off" => {
+            return Err(format!(
+            "--bench-durability {} loses money on a crash: refused without --unsafe-no-durability",
+            args.bench_durability
+        ))
+        }
+        other => {
+            return Err(format!(
+                "--bench-durability {other}: one of synced, unsynced, off"
+            ))
+        }
+    };
+    let demo = cyberswitch::demo::start_for_bench(
         &args.data_dir,
         ports,
         &tls,
         stop.clone(),
-        args.load_cards,
+        cyberswitch::demo::BenchDemo {
+            load_cards: args.load_cards,
+            external_sims: args.external_sims,
+            extra_toml: extra,
+        },
     )
     .await?;
     println!(
@@ -164,6 +201,16 @@ pub enum SimCommand {
         #[arg(long, env = "CYBERSWITCH_PARTNER_SECRET", hide_env_values = true)]
         secret: String,
     },
+    /// The demo's four simulators (three wallet issuers, one acquirer) on the demo's fixed
+    /// ports, in this process: for `cyberswitch demo --external-sims`.
+    Demo {
+        /// The demo's data directory (the simulators keep theirs under it).
+        #[arg(long, default_value = "demo-data")]
+        data_dir: PathBuf,
+        /// Open the accounts of this many load cards (as `demo --load-cards`).
+        #[arg(long, default_value_t = 0)]
+        load_cards: usize,
+    },
 }
 
 #[derive(Args)]
@@ -232,6 +279,22 @@ pub async fn sim(cmd: SimCommand) -> Result<(), String> {
             eprintln!("partner receiver on http://{}/ (Ctrl-C stops)", sim.addr);
             cyberswitch::daemon::shutdown_signal().await;
             stop.cancel();
+            Ok(())
+        }
+        SimCommand::Demo {
+            data_dir,
+            load_cards,
+        } => {
+            let stop = CancellationToken::new();
+            let sims =
+                cyberswitch::demo::start_demo_sims(&data_dir, load_cards, stop.clone()).await?;
+            for s in &sims {
+                println!("simulator {} on {}", s.name, s.addr);
+            }
+            println!("simulators ready");
+            cyberswitch::daemon::shutdown_signal().await;
+            stop.cancel();
+            drop(sims);
             Ok(())
         }
     }

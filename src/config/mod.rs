@@ -30,9 +30,10 @@ use crate::pin::PinKey;
 pub use checks::{valid_code, valid_id};
 pub(crate) use schema::{default_framing, default_spec};
 pub use schema::{
-    in_bin_range, BinRoute, BooksToml, CouponFees, CouponsToml, HostedConfig, IssuerConfig, Limits,
-    LinkKind, ListenerRole, OutboxToml, PartnerToml, ProcessingCodes, ProgramConfig, ProgramKind,
-    RefundOrder, RefundsConfig, RoleKind, RoutingConfig, VirtualAccountsToml, WalletKind,
+    in_bin_range, BenchToml, BinRoute, BooksToml, CouponFees, CouponsToml, Durability,
+    HostedConfig, IssuerConfig, Limits, LinkKind, ListenerRole, OutboxToml, PartnerToml,
+    ProcessingCodes, ProgramConfig, ProgramKind, RefundOrder, RefundsConfig, RoleKind,
+    RoutingConfig, VirtualAccountsToml, WalletKind,
 };
 pub use secret::{Secret, SecretBytes, SecretText};
 
@@ -95,6 +96,9 @@ pub struct Config {
     pub partners: Vec<PartnerConfig>,
     pub virtual_accounts: VirtualAccountsToml,
     pub outbox: OutboxToml,
+    /// `[bench] durability`: anything but `Synced` is for benchmarks only (see
+    /// [`Config::refuse_unsafe`]).
+    pub durability: Durability,
 }
 
 /// A `[[partner]]`, its secret read.
@@ -345,6 +349,19 @@ pub struct TokenConfig {
 }
 
 impl Config {
+    /// A benchmark-only durability setting is refused unless the operator said
+    /// `--unsafe-no-durability` (issue 24): without synced steps an approval can leave before
+    /// the step that decided it is on disk (SPEC §9).
+    pub fn refuse_unsafe(&self, allowed: bool) -> Result<(), String> {
+        if self.durability == Durability::Synced || allowed {
+            return Ok(());
+        }
+        Err(format!(
+            "[bench] durability = \"{}\" loses money on a crash: refused without --unsafe-no-durability",
+            self.durability.name()
+        ))
+    }
+
     /// Read, check and resolve a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

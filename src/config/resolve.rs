@@ -88,6 +88,7 @@ pub(super) fn resolve(file: ConfigToml, origin: &Path) -> Result<Config, ConfigE
         partners,
         virtual_accounts: file.virtual_accounts,
         outbox: file.outbox,
+        durability: file.bench.durability,
     })
 }
 

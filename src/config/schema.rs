@@ -73,6 +73,43 @@ pub struct ConfigToml {
     /// The partner callback outbox: retries and timeouts.
     #[serde(default)]
     pub outbox: OutboxToml,
+    /// Benchmark-only settings (issue 24): `run` refuses any of them without
+    /// `--unsafe-no-durability`.
+    #[serde(default)]
+    pub bench: BenchToml,
+}
+
+/// `[bench]`: settings that exist only to measure what durability costs. A switch running
+/// with any of them loses money on a crash (SPEC §9 no longer holds), so `run` and `demo`
+/// refuse them unless told `--unsafe-no-durability`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BenchToml {
+    pub durability: Durability,
+}
+
+/// How the journal's steps reach the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The product: a synced step is on disk (its WAL fsynced) before it is reported done.
+    #[default]
+    Synced,
+    /// Benchmark only: every step written to the WAL, never fsynced (what the sync costs).
+    Unsynced,
+    /// Benchmark only, the null switch: steps land in the memtables only, no WAL at all
+    /// (what writing the journal costs).
+    Off,
+}
+
+impl Durability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Synced => "synced",
+            Durability::Unsynced => "unsynced",
+            Durability::Off => "off",
+        }
+    }
 }
 
 /// `[keys]`: the card key's versions, one of them current. Card look-up hashes chain every

@@ -229,3 +229,23 @@ fn bank_listeners_and_partners_are_checked_with_their_key() {
     );
     assert!(refusal("[outbox]\nretry_min_ms = 0\n").contains("outbox.retry_min_ms"));
 }
+
+#[test]
+fn benchmark_durability_is_refused_unless_the_operator_says_unsafe() {
+    // Absent: the product's synced journal, nothing to refuse.
+    let c = load("").unwrap();
+    assert_eq!(c.durability, Durability::Synced);
+    assert!(c.refuse_unsafe(false).is_ok());
+    for (text, mode) in [("off", Durability::Off), ("unsynced", Durability::Unsynced)] {
+        let c = load(&format!("[bench]\ndurability = \"{text}\"\n")).unwrap();
+        assert_eq!(c.durability, mode);
+        let err = c.refuse_unsafe(false).unwrap_err();
+        assert!(
+            err.contains("--unsafe-no-durability") && err.contains(text),
+            "{err}"
+        );
+        assert!(c.refuse_unsafe(true).is_ok());
+    }
+    let err = refusal("[bench]\ndurability = \"sometimes\"\n");
+    assert!(err.contains("durability"), "{err}");
+}

@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 pub use entry::{Entry, EntryKind};
 pub use seal::Sealer;
 
+pub use crate::config::Durability;
 use crate::store::{Batch, Cf, Store};
 
 /// One write of a step.
@@ -158,6 +159,27 @@ enum Writer {
     Inline { next_seq: Mutex<u64> },
 }
 
+/// What the writer does with a group: sync it when asked (the product), or, for benchmarks
+/// only, never sync / write no WAL ([`Durability`]).
+#[derive(Clone, Copy)]
+struct Disk {
+    durability: Durability,
+}
+
+impl Disk {
+    const SYNCED: Disk = Disk {
+        durability: Durability::Synced,
+    };
+
+    fn sync(self, asked: bool) -> bool {
+        asked && self.durability == Durability::Synced
+    }
+
+    fn wal(self) -> bool {
+        self.durability != Durability::Off
+    }
+}
+
 impl Drop for Journal {
     /// Close the queue and wait for the writer to finish its last group, so that the
     /// database is closed (and its lock released) when the journal is gone.
@@ -176,6 +198,24 @@ impl Journal {
     /// by their callers). `batch_max` bounds how many steps share one write (and so how long
     /// the first waiter of a group can be held up).
     pub fn open(store: Store, sealer: Sealer, batch_max: usize) -> Result<Arc<Journal>, String> {
+        Journal::open_with(store, sealer, batch_max, Durability::Synced)
+    }
+
+    /// As [`Journal::open`], with the benchmark-only `durability` of `[bench]` (anything but
+    /// [`Durability::Synced`] breaks SPEC §9; `run` refuses it unless told).
+    pub fn open_with(
+        store: Store,
+        sealer: Sealer,
+        batch_max: usize,
+        durability: Durability,
+    ) -> Result<Arc<Journal>, String> {
+        if durability != Durability::Synced {
+            tracing::warn!(
+                durability = durability.name(),
+                "journal: benchmark-only durability, steps are not safe on disk"
+            );
+        }
+        let disk = Disk { durability };
         let next_seq = last_seq(&store)?.map_or(0, |s| s + 1);
         let writer = match &store {
             Store::Memory(_) => Writer::Inline {
@@ -186,7 +226,7 @@ impl Journal {
                 let writer_store = store.clone();
                 let thread = std::thread::Builder::new()
                     .name("journal-writer".into())
-                    .spawn(move || writer(writer_store, rx, next_seq, batch_max.max(1)))
+                    .spawn(move || writer(writer_store, rx, next_seq, batch_max.max(1), disk))
                     .map_err(|e| format!("cannot start the journal writer: {e}"))?;
                 Writer::Thread {
                     queue: Some(queue),
@@ -336,7 +376,12 @@ impl Journal {
     /// lock is released (so that what it runs may commit again).
     fn write_now(&self, next_seq: &Mutex<u64>, pending: Pending) -> Result<(), JournalError> {
         let result = match next_seq.lock() {
-            Ok(mut seq) => write_group(&self.store, std::slice::from_ref(&pending), &mut seq),
+            Ok(mut seq) => write_group(
+                &self.store,
+                std::slice::from_ref(&pending),
+                &mut seq,
+                Disk::SYNCED,
+            ),
             Err(_) => Err(JournalError::Write("journal sequence lock poisoned".into())),
         };
         pending.done.send(result);
@@ -372,7 +417,13 @@ fn last_seq(store: &Store) -> Result<Option<u64>, String> {
 
 /// Group commit: take a step, then every step already waiting (up to `batch_max`), write them
 /// as one batch, sync once if any of them asked for it, release them all.
-fn writer(store: Store, rx: mpsc::Receiver<Pending>, mut next_seq: u64, batch_max: usize) {
+fn writer(
+    store: Store,
+    rx: mpsc::Receiver<Pending>,
+    mut next_seq: u64,
+    batch_max: usize,
+    disk: Disk,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < batch_max {
@@ -381,7 +432,7 @@ fn writer(store: Store, rx: mpsc::Receiver<Pending>, mut next_seq: u64, batch_ma
                 Err(_) => break,
             }
         }
-        let result = write_group(&store, &group, &mut next_seq);
+        let result = write_group(&store, &group, &mut next_seq, disk);
         for p in group {
             p.done.send(result.clone());
         }
@@ -390,12 +441,22 @@ fn writer(store: Store, rx: mpsc::Receiver<Pending>, mut next_seq: u64, batch_ma
 
 /// Write the steps as one batch, synced if any of them asked for it; on success `next_seq`
 /// goes past the records written.
-fn write_group(store: &Store, group: &[Pending], next_seq: &mut u64) -> Result<(), JournalError> {
+fn write_group(
+    store: &Store,
+    group: &[Pending],
+    next_seq: &mut u64,
+    disk: Disk,
+) -> Result<(), JournalError> {
+    // The metrics keep the step's own mode (a synced step counts as one even when a benchmark
+    // setting skips its fsync), so steps per group compare across settings.
     let sync = group.iter().any(|p| p.step.sync);
     let started = Instant::now();
     let mut seq = *next_seq;
-    let result = build(store, group, &mut seq)
-        .and_then(|batch| store.write(batch, sync).map_err(JournalError::Write));
+    let result = build(store, group, &mut seq).and_then(|batch| {
+        store
+            .write_with(batch, disk.sync(sync), disk.wal())
+            .map_err(JournalError::Write)
+    });
     match &result {
         Ok(()) => *next_seq = seq,
         // The batch did not land: its sequence numbers are given again.
@@ -464,6 +525,23 @@ mod tests {
             Some(&b"answer"[..])
         );
         assert!(rx.try_recv().is_err(), "told twice");
+    }
+
+    #[tokio::test]
+    async fn benchmark_durability_still_writes_every_step() {
+        for durability in [Durability::Unsynced, Durability::Off] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = crate::store::open_tuned(dir.path(), Default::default(), durability).unwrap();
+            let j =
+                Journal::open_with(db, Sealer::from_card_key(&[7u8; 32]), 64, durability).unwrap();
+            let mut s = step("k1");
+            s.synced();
+            j.commit(s).await.unwrap();
+            assert_eq!(
+                j.get(Cf::Dedup, b"k1").unwrap().as_deref(),
+                Some(&b"answer"[..])
+            );
+        }
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! - [`conn`]: one connection's writer and reader.
 //! - [`pacer`]: when each open-loop request is due.
 //! - [`echo`]: the echo server of the baseline.
-//! - [`plot`]: the SVG latency plots.
+//! - [`plot`]: the SVG latency plots (plotters).
 //!
 //! Latency in open loop is measured from the time a request was *due*, not from when it was
 //! written: a stalled switch delays the requests behind it, and that delay is counted

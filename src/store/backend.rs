@@ -84,12 +84,19 @@ impl Store {
     /// `sync`: on disk (RocksDB's log fsynced) before this returns; a memory store has
     /// nothing to sync.
     pub fn write(&self, batch: Batch<'_>, sync: bool) -> Result<(), String> {
+        self.write_with(batch, sync, true)
+    }
+
+    /// As [`Store::write`]; `wal: false` writes the memtables only (the benchmark-only null
+    /// switch, `[bench] durability = "off"`: nothing survives a crash).
+    pub fn write_with(&self, batch: Batch<'_>, sync: bool, wal: bool) -> Result<(), String> {
         match (self, batch.ops) {
             (Store::Rocks(db), Ops::Rocks { db: made_by, batch })
                 if std::ptr::eq(&**db, made_by) =>
             {
                 let mut opts = WriteOptions::default();
-                opts.set_sync(sync);
+                opts.set_sync(sync && wal);
+                opts.disable_wal(!wal);
                 db.write_opt(batch, &opts).map_err(|e| e.to_string())
             }
             (

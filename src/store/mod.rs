@@ -151,6 +151,16 @@ pub fn open(dir: &Path) -> Result<Store, String> {
 
 /// As [`open`], with records dropped by compactions once past their time.
 pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
+    open_tuned(dir, expiry, crate::config::Durability::Synced)
+}
+
+/// As [`open_with`], for the journal's `durability` (`[bench]`): writes without a WAL
+/// (`off`, the null switch) need a database that does not recycle its log files.
+pub fn open_tuned(
+    dir: &Path,
+    expiry: Expiry,
+    durability: crate::config::Durability,
+) -> Result<Store, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -164,7 +174,10 @@ pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
     opts.set_db_write_buffer_size(64 << 20);
     // Write-ahead log files are reused rather than created: appending to a file whose blocks
     // are already allocated spares the file system its metadata update at every sync.
-    opts.set_recycle_log_file_num(4);
+    // (RocksDB refuses writes without a WAL on a database that recycles them.)
+    if durability != crate::config::Durability::Off {
+        opts.set_recycle_log_file_num(4);
+    }
     // A column family written rarely would otherwise keep every log file since its last
     // flush alive (hundreds of megabytes under load, none of them recycled): past this total
     // its memtable is flushed and the old logs go.
@@ -177,6 +190,16 @@ pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
     // than as a burst when the kernel's dirty-page timer fires: a burst of hundreds of
     // megabytes holds the disk, and the journal's next sync, for tens of milliseconds.
     opts.set_bytes_per_sync(1 << 20);
+    // Background work sized so that it cannot hold a synced step (issue 24): with RocksDB's
+    // default (one flush thread, two memtables per column family) a flush triggered for
+    // several column families at once (the WAL total, the shared write buffer) queued them on
+    // one thread, and `open_txns`, written at every step, filled its second memtable
+    // meanwhile: "Stopping writes because we have 2 immutable memtables" in the LOG, every
+    // synced step held until the flush ended. Eight background jobs (RocksDB gives a quarter,
+    // two, to flushes; compactions run at a low CPU priority, below) and room for four
+    // memtables per column family (their total is still capped by `db_write_buffer_size`
+    // above, which flushes the largest when it is reached).
+    opts.set_max_background_jobs(8);
     // One thread (the journal's group-commit writer) writes; the journal's memtable is a
     // vector, which takes no concurrent inserts.
     opts.set_allow_concurrent_memtable_write(false);
@@ -189,6 +212,7 @@ pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
     let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = Options::default();
         o.set_write_buffer_size(if cf == Cf::Journal { 32 << 20 } else { 8 << 20 });
+        o.set_max_write_buffer_number(4);
         if matches!(cf, Cf::Journal | Cf::OpenTxns) {
             // Written at every step, never looked up by key while running (the journal is
             // read back by people, open transactions by recovery at start-up): a vector
@@ -305,4 +329,66 @@ pub fn for_each(
 /// Every (key, value) of a column family whose key starts with `prefix`, in key order.
 pub fn scan(store: &Store, cf: Cf, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
     store.scan(cf, prefix)
+}
+
+/// RocksDB's own view of its background work, for `/metrics` (issue 24: a compaction that
+/// falls behind stalls writes, and with them every synced step).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RocksStats {
+    /// Time writes were stalled or stopped since the database opened (`Cumulative stall`).
+    pub stall_s: f64,
+    pub running_compactions: u64,
+    pub running_flushes: u64,
+    /// Bytes compactions are behind by, over every column family.
+    pub pending_compaction_bytes: u64,
+}
+
+/// Read [`RocksStats`] from the database's properties.
+pub fn rocks_stats(db: &DB) -> RocksStats {
+    let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+    let pending = Cf::ALL
+        .iter()
+        .filter_map(|&cf| handle(db, cf).ok())
+        .filter_map(|h| {
+            db.property_int_value_cf(h, "rocksdb.estimate-pending-compaction-bytes")
+                .ok()
+                .flatten()
+        })
+        .sum();
+    let stall_s = db
+        .property_value("rocksdb.dbstats")
+        .ok()
+        .flatten()
+        .as_deref()
+        .and_then(cumulative_stall_s)
+        .unwrap_or(0.0);
+    RocksStats {
+        stall_s,
+        running_compactions: int("rocksdb.num-running-compactions"),
+        running_flushes: int("rocksdb.num-running-flushes"),
+        pending_compaction_bytes: pending,
+    }
+}
+
+/// `Cumulative stall: 00:00:1.250 H:M:S, 0.3 percent` → 1.25 (seconds).
+fn cumulative_stall_s(dbstats: &str) -> Option<f64> {
+    let line = dbstats
+        .lines()
+        .find(|l| l.trim_start().starts_with("Cumulative stall:"))?;
+    let hms = line.split_whitespace().nth(2)?;
+    let mut parts = hms.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+#[cfg(test)]
+mod stats_tests {
+    #[test]
+    fn the_cumulative_stall_reads_as_seconds() {
+        let text = "** DB Stats **\nUptime(secs): 10.0 total\nCumulative stall: 00:01:2.500 H:M:S, 0.3 percent\nInterval stall: 00:00:0.000 H:M:S, 0.0 percent\n";
+        assert_eq!(super::cumulative_stall_s(text), Some(62.5));
+        assert_eq!(super::cumulative_stall_s("nothing"), None);
+    }
 }

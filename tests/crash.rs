@@ -1738,6 +1738,29 @@ async fn without_recovery_the_harness_finds_money_moved() {
         .set_number(4, 10_000, 12);
     let request = common::with_tags(request, &[("WS", &c.gift), ("WC", "4000")]);
     let mut client = w.terminal().await.unwrap();
+    // The gift link must be up first (a loaded machine can be slow to connect it): with it
+    // down the gift leg is refused and the crash point never reached. A balance inquiry
+    // moves no money and shows the wallet `ok` once its issuer answers.
+    let mut probe = terminal_request(b"0100", "NORC0001", 4000);
+    probe
+        .set(2, c.pan.as_bytes())
+        .set(3, b"310000")
+        .set_number(4, 0, 12);
+    let mut up = false;
+    for i in 0..100u32 {
+        probe.set_number(11, u64::from(4000 + i), 6);
+        if let Ok(a) = client.call(&probe, ANSWER_WAIT).await {
+            if common::tags(&a, "WL")
+                .iter()
+                .any(|w| w.starts_with(&format!("{}|", c.gift)) && w.ends_with("|ok"))
+            {
+                up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the gift wallet never answered an inquiry");
     client.send(&request).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), switch.crashed.notified())
         .await

@@ -13,7 +13,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,8 +24,8 @@ use cyberswitch::net::client::Client;
 use cyberswitch::sim::Simulator;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 mod common;
@@ -50,46 +49,15 @@ struct DemoProcess {
 
 impl DemoProcess {
     async fn start(dir: &std::path::Path) -> DemoProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
-            .arg("demo")
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--ephemeral-ports")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = |line: &str, prefix: &str| -> Option<SocketAddr> {
-            line.strip_prefix(prefix)?
-                .split(['/', ' '])
-                .next()?
-                .parse()
-                .ok()
-        };
-        let (mut switch, mut admin, mut metrics) = (None, None, None);
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                switch = switch.or_else(|| addr(&line, "switch on "));
-                admin = admin.or_else(|| addr(&line, "admin API on http://"));
-                metrics = metrics.or_else(|| addr(&line, "metrics on http://"));
-                if line.contains("cyberswitch ready") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(ready, Ok(true), "the demo did not start");
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        let (child, printed) = common::spawn_demo(dir).await;
         DemoProcess {
             child,
-            switch: switch.expect("the demo printed its switch address"),
-            admin: admin.expect("the demo printed its admin API"),
-            metrics: metrics.expect("the demo printed its metrics address"),
+            switch: common::printed_addr(&printed, "switch on ")
+                .expect("the demo printed its switch address"),
+            admin: common::printed_addr(&printed, "admin API on http://")
+                .expect("the demo printed its admin API"),
+            metrics: common::printed_addr(&printed, "metrics on http://")
+                .expect("the demo printed its metrics address"),
         }
     }
 

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +18,7 @@ use cyberswitch::net::client::Client;
 use cyberswitch::sim::bank::deposit_message;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 mod common;
 
@@ -38,44 +36,13 @@ struct DemoProcess {
 
 impl DemoProcess {
     async fn start(dir: &std::path::Path) -> DemoProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
-            .arg("demo")
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--ephemeral-ports")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = |line: &str, prefix: &str| -> Option<SocketAddr> {
-            line.strip_prefix(prefix)?
-                .split(['/', ' '])
-                .next()?
-                .parse()
-                .ok()
-        };
-        let (mut bank, mut admin) = (None, None);
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                bank = bank.or_else(|| addr(&line, "bank listener on "));
-                admin = admin.or_else(|| addr(&line, "admin API on http://"));
-                if line.contains("cyberswitch ready") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(ready, Ok(true), "the demo did not start");
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        let (child, printed) = common::spawn_demo(dir).await;
         DemoProcess {
             child,
-            bank: bank.expect("the demo printed its bank listener"),
-            admin: admin.expect("the demo printed its admin API"),
+            bank: common::printed_addr(&printed, "bank listener on ")
+                .expect("the demo printed its bank listener"),
+            admin: common::printed_addr(&printed, "admin API on http://")
+                .expect("the demo printed its admin API"),
         }
     }
 

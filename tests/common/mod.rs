@@ -172,3 +172,48 @@ pub fn sigterm(child: &tokio::process::Child) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// `cyberswitch demo --data-dir DIR --ephemeral-ports` as a child process (SIGKILLed when
+/// dropped), once it has printed that it is ready: the child and the lines it printed.
+pub async fn spawn_demo(dir: &Path) -> (tokio::process::Child, Vec<String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyberswitch"))
+        .arg("demo")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--ephemeral-ports")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            let done = line.contains("cyberswitch ready");
+            printed.push(line);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the demo did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    (child, printed)
+}
+
+/// The address the demo printed after `prefix` ("switch on ", "admin API on http://" …).
+pub fn printed_addr(printed: &[String], prefix: &str) -> Option<std::net::SocketAddr> {
+    printed.iter().find_map(|line| {
+        line.strip_prefix(prefix)?
+            .split(['/', ' '])
+            .next()?
+            .parse()
+            .ok()
+    })
+}

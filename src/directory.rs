@@ -271,12 +271,21 @@ pub const DEFAULT_MAX_LINKS: usize = 16;
 /// A card's record: the stored reference it is under, and its links.
 type Found = (Vec<u8>, Vec<WalletLink>);
 
+/// Cards whose links are kept in memory at most (past it the cache starts again empty).
+const CACHED_CARDS: usize = 65_536;
+
 pub struct Directory {
     store: Store,
     key: CardKey,
     max_links: usize,
     /// Link and unlink read, change and write a card's list: one at a time.
     write: Mutex<()>,
+    /// What [`Directory::find`] read, by the card's reference under the current key
+    /// version: every purchase and inquiry reads its card's links, links change rarely.
+    cache: dashmap::DashMap<Vec<u8>, Option<Arc<Found>>>,
+    /// Bumped by every change, before the cache is emptied: a read that started before a
+    /// change does not put what it read into the cache (see [`Directory::find`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Directory {
@@ -286,6 +295,8 @@ impl Directory {
             key,
             max_links: DEFAULT_MAX_LINKS,
             write: Mutex::new(()),
+            cache: dashmap::DashMap::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -313,14 +324,47 @@ impl Directory {
         Ok(links)
     }
 
-    /// The card's record and the stored reference it is under, newest version first.
+    /// The card's record and the stored reference it is under, newest version first: from
+    /// the cache, else read and cached.
     fn find(&self, pan: &Pan) -> Result<Option<Found>, String> {
-        for r in self.key.stored_refs(pan) {
-            if let Some(links) = self.read(&r)? {
-                return Ok(Some((r, links)));
+        use std::sync::atomic::Ordering;
+        let refs = self.key.stored_refs(pan);
+        let Some(current) = refs.first() else {
+            return Ok(None);
+        };
+        if let Some(hit) = self.cache.get(current) {
+            return Ok(hit.as_deref().cloned());
+        }
+        let started = self.generation.load(Ordering::SeqCst);
+        let found = self.read_any(&refs)?;
+        if self.cache.len() >= CACHED_CARDS {
+            self.cache.clear();
+        }
+        // Checked while holding the entry's shard: a change bumps the generation before it
+        // empties the cache (which waits for this shard), so either this sees the bump and
+        // keeps out what it read, or the emptying comes after and removes it.
+        let entry = self.cache.entry(current.clone());
+        if self.generation.load(Ordering::SeqCst) == started {
+            entry.insert(found.clone().map(Arc::new));
+        }
+        Ok(found)
+    }
+
+    /// The first record found under `refs` (newest version first) and the reference it is under.
+    fn read_any(&self, refs: &[Vec<u8>]) -> Result<Option<Found>, String> {
+        for r in refs {
+            if let Some(links) = self.read(r)? {
+                return Ok(Some((r.clone(), links)));
             }
         }
         Ok(None)
+    }
+
+    /// Every cached read is forgotten (after a change is written).
+    fn forget(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache.clear();
     }
 
     fn read(&self, card: &[u8]) -> Result<Option<Vec<WalletLink>>, String> {
@@ -380,7 +424,10 @@ impl Directory {
             &key,
             &crate::records::stored::to_bytes(change),
         )?;
-        self.store.write(batch, true)
+        let written = self.store.write(batch, true);
+        // Also after a failed write: whether anything landed is not known.
+        self.forget();
+        written
     }
 
     /// Link a wallet, replacing a link to the same issuer account when `may_replace` says
@@ -511,6 +558,13 @@ impl Directory {
     /// looked up). Returns (card link records, hosted card references) moved.
     pub fn rotate(&self) -> Result<(usize, usize), String> {
         let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
+        let moved = self.move_to_current_key();
+        // Cached reads name the references the records were under.
+        self.forget();
+        moved
+    }
+
+    fn move_to_current_key(&self) -> Result<(usize, usize), String> {
         let mut moved = (0, 0);
         for (cf, count) in [
             (Cf::CardLinks, &mut moved.0),

@@ -76,8 +76,12 @@ pub async fn serve_metrics(
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: a log file (systemd, `demo > file`) gets plain text, and
+    // colouring every field of every request's span cost a few per cent of a transaction.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     let _ = if std::env::var("CYBERSWITCH_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().try_init()

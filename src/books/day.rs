@@ -19,12 +19,34 @@ pub fn business_date(now: DateTime<Utc>, cutover: NaiveTime, tz: Tz) -> NaiveDat
 
 /// Field 15's form: `MMDD`.
 pub fn mmdd(date: NaiveDate) -> String {
-    date.format("%m%d").to_string()
+    let mut out = String::with_capacity(4);
+    push_digits(&mut out, date.month(), 2);
+    push_digits(&mut out, date.day(), 2);
+    out
 }
 
 /// The `YYYY-MM-DD` form keys and reports use.
 pub fn iso(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    // By hand: booking keys name their date at every leg, and a strftime pattern is parsed
+    // again at every call.
+    let Ok(year) = u32::try_from(date.year()) else {
+        return date.format("%Y-%m-%d").to_string();
+    };
+    let mut out = String::with_capacity(10);
+    push_digits(&mut out, year, 4);
+    out.push('-');
+    push_digits(&mut out, date.month(), 2);
+    out.push('-');
+    push_digits(&mut out, date.day(), 2);
+    out
+}
+
+fn push_digits(out: &mut String, value: u32, width: usize) {
+    out.extend(
+        crate::iso8583::padded_digits(u64::from(value), width)
+            .iter()
+            .map(|&d| char::from(d)),
+    );
 }
 
 pub fn parse_iso(text: &str) -> Option<NaiveDate> {
@@ -52,6 +74,18 @@ mod tests {
     }
     fn d(m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, m, day).unwrap()
+    }
+
+    #[test]
+    fn dates_print_as_chrono_prints_them() {
+        for (y, m, d) in [(2026, 12, 7), (1999, 1, 1), (12, 3, 4), (-5, 6, 7)] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(iso(date), date.format("%Y-%m-%d").to_string());
+            assert_eq!(mmdd(date), date.format("%m%d").to_string());
+            if y > 0 {
+                assert_eq!(parse_iso(&iso(date)), Some(date));
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,11 @@ use super::wire;
 
 /// Fields that carry card data, and how the table view shows them.
 pub fn masked_value(n: u16, value: &[u8]) -> Option<String> {
+    // Most fields are not card data: only those that are are read as text (this runs for
+    // every field of every message the journal logs).
+    if !matches!(n, 2 | 34 | 35 | 36 | 45 | 52 | 55) {
+        return None;
+    }
     let text = String::from_utf8_lossy(value);
     match n {
         2 | 34 => Some(mask_digits(&text)),

@@ -139,7 +139,7 @@ impl<'a> Message<'a> {
         let mut out = OwnedMessage::with_capacity(self.mti, self.frame.len());
         for n in self.present.iter() {
             if let Some(f) = self.field(n) {
-                out.set(n, &f.value());
+                out.set_written(n, |data| f.write_value(data));
             }
         }
         out
@@ -261,13 +261,20 @@ impl OwnedMessage {
 
     /// Set field `n` (2..=192) to `value`, replacing any earlier value.
     pub fn set(&mut self, n: u16, value: &[u8]) -> &mut Self {
+        self.set_written(n, |data| data.extend_from_slice(value))
+    }
+
+    /// Set field `n` to what `write` appends (a decoded field's value converted in place,
+    /// without a copy of its own first).
+    pub fn set_written(&mut self, n: u16, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
         debug_assert!((2..=192).contains(&n), "field number {n} out of range");
+        let start = self.data.len();
+        write(&mut self.data);
         let entry = Entry {
             field: n,
-            start: self.data.len() as u32, // ok: messages are far below 4 GiB
-            len: value.len() as u32,
+            start: start as u32, // ok: messages are far below 4 GiB
+            len: (self.data.len() - start) as u32,
         };
-        self.data.extend_from_slice(value);
         // A number no bitmap can hold stays out of the bitmap; encoding then refuses it.
         if (1..=192).contains(&n) {
             self.present.set(n);
@@ -286,8 +293,7 @@ impl OwnedMessage {
 
     /// Set field `n` to a number, zero-padded to `width` digits.
     pub fn set_number(&mut self, n: u16, value: u64, width: usize) -> &mut Self {
-        let text = format!("{value:0width$}");
-        self.set(n, text.as_bytes())
+        self.set(n, &wire::padded_digits(value, width))
     }
 
     pub fn remove(&mut self, n: u16) -> &mut Self {
@@ -413,6 +419,22 @@ impl fmt::Debug for OwnedMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_set_zero_padded_to_their_width() {
+        let mut m = OwnedMessage::new(Mti(*b"0200"));
+        m.set_number(11, 42, 6)
+            .set_number(4, 0, 12)
+            .set_number(37, u64::MAX, 12)
+            .set_number(49, 410, 3)
+            .set_number(3, 7, 25);
+        assert_eq!(m.get(11), Some(&b"000042"[..]));
+        assert_eq!(m.get(4), Some(&b"000000000000"[..]));
+        // Wider than the width: every digit kept (the spec refuses it when encoding).
+        assert_eq!(m.get(37), Some(u64::MAX.to_string().as_bytes()));
+        assert_eq!(m.get(49), Some(&b"410"[..]));
+        assert_eq!(m.get(3), Some(format!("{:025}", 7).as_bytes()));
+    }
 
     #[test]
     fn mti_response() {

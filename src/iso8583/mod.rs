@@ -27,6 +27,7 @@ pub mod tags;
 pub mod tlv;
 mod typed;
 mod wire;
+pub use wire::padded_digits;
 
 pub use encode::Checked;
 pub use error::{DecodeError, EncodeError, Place, Reason};

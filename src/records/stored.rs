@@ -62,25 +62,37 @@ pub fn to_compressed_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 fn compress(plain: &[u8]) -> Vec<u8> {
+    thread_local! {
+        /// The compressor's hash table and output, kept between records: allocated afresh
+        /// they are zeroed for every record (the table alone is 8–16 KiB), for records of a
+        /// few hundred bytes.
+        static SCRATCH: std::cell::RefCell<(lz4_flex::block::CompressTable, Vec<u8>)> =
+            std::cell::RefCell::new((lz4_flex::block::CompressTable::default(), Vec::new()));
+    }
     let bound = lz4_flex::block::get_maximum_output_size(plain.len());
-    let mut out = vec![0u8; 5 + bound];
-    out[0] = V2;
     // A record is far below 4 GiB (journal steps are bounded by the frames they hold).
     let len = u32::try_from(plain.len()).unwrap_or(u32::MAX);
-    out[1..5].copy_from_slice(&len.to_le_bytes());
-    match lz4_flex::block::compress_into(plain, &mut out[5..]) {
-        Ok(n) => {
-            out.truncate(5 + n);
-            out
+    let compressed = SCRATCH.with(|scratch| {
+        let (table, output) = &mut *scratch.try_borrow_mut().ok()?;
+        if output.len() < bound {
+            output.resize(bound, 0);
         }
-        // Cannot happen with an output of the maximum size; keep the record uncompressed.
-        Err(_) => {
-            let mut v1 = Vec::with_capacity(1 + plain.len());
-            v1.push(V1);
-            v1.extend_from_slice(plain);
-            v1
-        }
-    }
+        let block =
+            lz4_flex::block::compress_into_with_table(plain, output.get_mut(..bound)?, table)
+                .ok()?;
+        let mut out = Vec::with_capacity(5 + block);
+        out.push(V2);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(output.get(..block)?);
+        Some(out)
+    });
+    // Cannot fail with an output of the maximum size; kept uncompressed if it did.
+    compressed.unwrap_or_else(|| {
+        let mut v1 = Vec::with_capacity(1 + plain.len());
+        v1.push(V1);
+        v1.extend_from_slice(plain);
+        v1
+    })
 }
 
 /// `None` when `raw` is not a binary record (the caller may read an older form).

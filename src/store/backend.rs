@@ -9,7 +9,7 @@
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamily, WriteBatch, WriteOptions, DB};
 
 use super::memory::{MemoryOp, MemoryStore};
 use super::{handle, Cf, KeyValue};
@@ -71,6 +71,7 @@ impl Store {
             Store::Rocks(db) => Ops::Rocks {
                 db,
                 batch: WriteBatch::default(),
+                handles: [None; Cf::ALL.len()],
             },
             Store::Memory(m) => Ops::Memory {
                 store: m,
@@ -91,9 +92,12 @@ impl Store {
     /// switch, `[bench] durability = "off"`: nothing survives a crash).
     pub fn write_with(&self, batch: Batch<'_>, sync: bool, wal: bool) -> Result<(), String> {
         match (self, batch.ops) {
-            (Store::Rocks(db), Ops::Rocks { db: made_by, batch })
-                if std::ptr::eq(&**db, made_by) =>
-            {
+            (
+                Store::Rocks(db),
+                Ops::Rocks {
+                    db: made_by, batch, ..
+                },
+            ) if std::ptr::eq(&**db, made_by) => {
                 let mut opts = WriteOptions::default();
                 opts.set_sync(sync && wal);
                 opts.disable_wal(!wal);
@@ -259,19 +263,39 @@ pub struct Batch<'a> {
 }
 
 enum Ops<'a> {
-    /// Written into RocksDB's own batch as they come (no copy kept on the side); the
-    /// database resolves the column families.
-    Rocks { db: &'a DB, batch: WriteBatch },
+    /// Written into RocksDB's own batch as they come (no copy kept on the side).
+    Rocks {
+        db: &'a DB,
+        batch: WriteBatch,
+        /// Column family handles resolved once per batch: RocksDB finds one by its name (a
+        /// map of strings), and a group of steps puts about ten keys per transaction.
+        handles: [Option<&'a ColumnFamily>; Cf::ALL.len()],
+    },
     Memory {
         store: &'a MemoryStore,
         ops: Vec<MemoryOp>,
     },
 }
 
+/// `cf`'s handle, resolved the first time this batch needs it.
+fn cached<'a>(
+    db: &'a DB,
+    handles: &mut [Option<&'a ColumnFamily>; Cf::ALL.len()],
+    cf: Cf,
+) -> Result<&'a ColumnFamily, String> {
+    let slot = handles
+        .get_mut(cf.index())
+        .ok_or_else(|| format!("column family {} out of range", cf.name()))?;
+    match slot {
+        Some(h) => Ok(h),
+        None => Ok(*slot.insert(handle(db, cf)?)),
+    }
+}
+
 impl Batch<'_> {
     pub fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), String> {
         match &mut self.ops {
-            Ops::Rocks { db, batch } => batch.put_cf(handle(db, cf)?, key, value),
+            Ops::Rocks { db, batch, handles } => batch.put_cf(cached(db, handles, cf)?, key, value),
             Ops::Memory { ops, .. } => ops.push(MemoryOp::Put(cf, key.to_vec(), value.to_vec())),
         }
         Ok(())
@@ -279,7 +303,7 @@ impl Batch<'_> {
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) -> Result<(), String> {
         match &mut self.ops {
-            Ops::Rocks { db, batch } => batch.delete_cf(handle(db, cf)?, key),
+            Ops::Rocks { db, batch, handles } => batch.delete_cf(cached(db, handles, cf)?, key),
             Ops::Memory { ops, .. } => ops.push(MemoryOp::Delete(cf, key.to_vec())),
         }
         Ok(())

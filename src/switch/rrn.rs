@@ -62,7 +62,10 @@ impl Rrns {
             // Past what the disk holds: a crash now could hand this number out again.
             tracing::error!("rrn reservation is behind the numbers handed out");
         }
-        format!("{:012}", n % MODULUS)
+        crate::iso8583::padded_digits(n % MODULUS, 12)
+            .iter()
+            .map(|&d| char::from(d))
+            .collect()
     }
 
     fn reserve_more(&self, reserved: u64) {

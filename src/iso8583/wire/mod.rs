@@ -14,6 +14,7 @@ pub(crate) use bcd::{bcd_to_u64, check_bcd, pack_bcd, unpack_bcd};
 pub(crate) use ebcdic::{ebcdic_to_latin1, latin1_to_ebcdic};
 pub(crate) use hex::{hex_16, hex_u64, hex_value, push_hex, unhex};
 pub(crate) use prefix::{parse_digits, put_ascii_length, read_prefix, write_prefix};
+pub use text::padded_digits;
 pub(crate) use text::{check_text, is_text};
 
 /// `dst.copy_from_slice(src)` for the short values of most fields, as two overlapping fixed

@@ -217,6 +217,28 @@ pub(crate) fn check_text(format: Format, data: &[u8]) -> Option<usize> {
     }
 }
 
+/// `value` in decimal, left-padded with zeros to `width` digits (all its digits when it has
+/// more), on the stack: numbers in fields and keys are built for every message, and the
+/// formatting machinery costs more than the digits.
+pub fn padded_digits(value: u64, width: usize) -> smallvec::SmallVec<[u8; 24]> {
+    let mut digits = [b'0'; 20];
+    let mut rest = value;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let significant = &digits[start..];
+    let mut out = smallvec::SmallVec::new();
+    out.resize(width.saturating_sub(significant.len()), b'0');
+    out.extend_from_slice(significant);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

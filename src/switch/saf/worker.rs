@@ -159,10 +159,17 @@ pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationT
     };
     let timing = saf.timing;
     let max_attempts = timing.max_attempts();
+    let oldest_age =
+        metrics::gauge!("cyberswitch_saf_oldest_age_seconds", "link" => link_name.clone());
+    // The oldest item's age is found by going through the lane: once a second is enough for
+    // a gauge, where a busy lane is worked through thousands of times a second.
+    let mut gauged_at: Option<tokio::time::Instant> = None;
     loop {
-        metrics::gauge!("cyberswitch_saf_oldest_age_seconds", "link" => link_name.clone())
-            .set(saf.oldest_age_s(&link_name, saf.clock.now_ms()));
         let now = tokio::time::Instant::now();
+        if gauged_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            oldest_age.set(saf.oldest_age_s(&link_name, saf.clock.now_ms()));
+            gauged_at = Some(now);
+        }
         let (key, item) = match saf.next_due(&link_name, now) {
             Ok(due) => due,
             Err(soonest) => {

@@ -448,6 +448,10 @@ pub fn resident_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Idle connections opened from one loopback address (below the listener's default cap of
+/// connections per peer address).
+const IDLE_PER_ADDRESS: usize = 200;
+
 /// Open `n` connections, check each with an echo test (0800/301), hold them for `hold`, and
 /// report how many stayed up (for measuring the switch's memory per idle connection).
 pub async fn idle_connections(
@@ -465,8 +469,23 @@ pub async fn idle_connections(
     let before = switch_pid.and_then(resident_mb);
     let mut clients = Vec::with_capacity(n);
     let mut failed = 0;
+    let loopback = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| format!("{target}: {e}"))?
+        .any(|a| matches!(a.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback()));
     for i in 0..n {
-        match crate::net::client::Client::connect(target, spec.clone(), framing).await {
+        // A listener takes at most `max_connections_per_peer` (default 256) connections from
+        // one address: on loopback, every IDLE_PER_ADDRESS come from the next 127.0.0.x.
+        let connected = if loopback {
+            let from = std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(127, 0, 0, 2)) + (i / IDLE_PER_ADDRESS) as u32,
+            );
+            crate::net::client::Client::connect_from(target, from.into(), spec.clone(), framing)
+                .await
+        } else {
+            crate::net::client::Client::connect(target, spec.clone(), framing).await
+        };
+        match connected {
             Ok(mut c) => {
                 let mut m = crate::iso8583::OwnedMessage::new(
                     crate::iso8583::Mti::new(b"0800")

@@ -24,6 +24,36 @@ impl Client {
         Client::connect_tls(addr, None, spec, framing).await
     }
 
+    /// As [`Client::connect`], from the local address `from` (a load test opening more
+    /// connections than a listener takes from one peer address uses several loopback ones).
+    pub async fn connect_from(
+        addr: &str,
+        from: std::net::IpAddr,
+        spec: Arc<Spec>,
+        framing: Framing,
+    ) -> Result<Client, String> {
+        let target = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?
+            .find(|a| a.is_ipv4() == from.is_ipv4())
+            .ok_or_else(|| format!("{addr}: no address of the family of {from}"))?;
+        let socket = if from.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(std::net::SocketAddr::new(from, 0))
+            .map_err(|e| format!("bind {from}: {e}"))?;
+        let stream = socket
+            .connect(target)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Client::over(Box::new(stream), spec, framing))
+    }
+
     /// As [`Client::connect`], over TLS when `ca` is given: the switch's certificate must
     /// chain to it and name the host of `addr`.
     pub async fn connect_tls(

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::iso8583::json::masked_value;
-use crate::iso8583::OwnedMessage;
+use crate::iso8583::{Message, OwnedMessage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,11 +77,26 @@ impl Entry {
 
     /// A message, masked.
     pub fn message(kind: EntryKind, txn: &str, link: &str, msg: &OwnedMessage) -> Entry {
-        let mut e = Entry::with_body(kind, txn, link, Body::Message(MaskedMessage::of(msg)));
-        if let Some(rrn) = msg.get(37) {
-            e.rrn = String::from_utf8_lossy(rrn).trim().to_string();
+        let e = Entry::with_body(kind, txn, link, Body::Message(MaskedMessage::of(msg)));
+        e.with_rrn(msg.get(37))
+    }
+
+    /// As [`Entry::message`], for a decoded message.
+    pub fn decoded(kind: EntryKind, txn: &str, link: &str, msg: &Message<'_>) -> Entry {
+        let e = Entry::with_body(
+            kind,
+            txn,
+            link,
+            Body::Message(MaskedMessage::of_decoded(msg)),
+        );
+        e.with_rrn(msg.text(37).as_deref())
+    }
+
+    fn with_rrn(mut self, rrn: Option<&[u8]>) -> Entry {
+        if let Some(rrn) = rrn {
+            self.rrn = String::from_utf8_lossy(rrn).trim().to_string();
         }
-        e
+        self
     }
 
     /// The masked message as `MTI n=value …`, or the state change's description.
@@ -159,10 +174,19 @@ impl MaskedMessage {
         let mut out = Vec::with_capacity(4 + msg.value_bytes() + 3 * msg.len());
         out.extend_from_slice(&msg.mti().0);
         for (n, value) in msg.fields() {
-            out.extend_from_slice(&n.to_be_bytes());
-            match masked_value(n, value) {
-                Some(masked) => put_value(&mut out, masked.as_bytes()),
-                None => put_value(&mut out, value),
+            put_field(&mut out, n, value);
+        }
+        MaskedMessage(out)
+    }
+
+    /// As [`MaskedMessage::of`], straight from a decoded message (a terminal's request is
+    /// journaled as it arrives: no owned copy of it is made for that).
+    pub fn of_decoded(msg: &Message<'_>) -> MaskedMessage {
+        let mut out = Vec::with_capacity(4 + msg.frame().len() + 2 * 24);
+        out.extend_from_slice(&msg.mti().0);
+        for n in msg.field_numbers() {
+            if let Some(f) = msg.field(n) {
+                put_field(&mut out, n, &f.value());
             }
         }
         MaskedMessage(out)
@@ -183,6 +207,15 @@ impl MaskedMessage {
             rest = tail;
         }
         out
+    }
+}
+
+/// A field's number and its value, masked if it is card data.
+fn put_field(out: &mut Vec<u8>, n: u16, value: &[u8]) {
+    out.extend_from_slice(&n.to_be_bytes());
+    match masked_value(n, value) {
+        Some(masked) => put_value(out, masked.as_bytes()),
+        None => put_value(out, value),
     }
 }
 
@@ -256,6 +289,28 @@ mod tests {
         );
         assert!(text.contains("52=<8 bytes hidden>"), "{text}");
         assert!(!text.contains("123456789ABCDEF0"), "{text}");
+    }
+
+    #[test]
+    fn a_decoded_message_is_masked_as_its_owned_copy_is() {
+        for spec in ["iso87-ascii", "iso87-bcd"] {
+            let spec = crate::iso8583::Spec::resolve(spec).unwrap();
+            let mut m = OwnedMessage::new(Mti(*b"0200"));
+            m.set(2, b"9410000000000013")
+                .set(3, b"000000")
+                .set(4, b"000000010000")
+                .set(11, b"000042")
+                .set(35, b"9410000000000013=29121010000000000")
+                .set(37, b"123456789012")
+                .set(41, b"TERM0001");
+            let frame = spec.encode_to_vec(&m).unwrap();
+            let decoded = spec.decode(&frame).unwrap();
+            let from_decoded = Entry::decoded(EntryKind::In, "t", "l", &decoded);
+            let from_owned = Entry::message(EntryKind::In, "t", "l", &decoded.to_owned_message());
+            assert_eq!(from_decoded.body, from_owned.body);
+            assert_eq!(from_decoded.rrn, "123456789012");
+            assert!(from_decoded.text().contains("2=941000******0013"));
+        }
     }
 
     #[test]

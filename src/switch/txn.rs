@@ -131,8 +131,8 @@ impl Txn {
             on_approval: Vec::new(),
             kept: Vec::new(),
         };
-        let listener = txn.listener.clone();
-        txn.note(EntryKind::In, &listener, &req.to_owned_message());
+        let entry = Entry::decoded(EntryKind::In, txn.id(), &txn.listener, req);
+        txn.step.append(entry);
         txn
     }
 

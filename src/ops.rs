@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::api_cli::{LinkTerms, Wallet};
+
 use cyberswitch::config::Config;
 use cyberswitch::demo::DemoPorts;
 use cyberswitch::directory::{Directory, WalletLink};
@@ -306,23 +308,17 @@ pub enum LinkCommand {
     Add {
         #[command(flatten)]
         target: LinkTarget,
-        #[arg(long)]
-        issuer: String,
-        #[arg(long)]
-        account: String,
-        #[arg(long, default_value_t = cyberswitch::directory::DEFAULT_PRIORITY)]
-        priority: u32,
-        #[arg(long, default_value = "")]
-        label: String,
+        #[command(flatten)]
+        wallet: Wallet,
+        #[command(flatten)]
+        terms: LinkTerms,
     },
     /// Unlink a wallet from a card.
     Remove {
         #[command(flatten)]
         target: LinkTarget,
-        #[arg(long)]
-        issuer: String,
-        #[arg(long)]
-        account: String,
+        #[command(flatten)]
+        wallet: Wallet,
     },
     /// List a card's wallets.
     List {
@@ -383,10 +379,8 @@ pub fn link(cmd: LinkCommand) -> Result<(), String> {
     match cmd {
         LinkCommand::Add {
             target,
-            issuer,
-            account,
-            priority,
-            label,
+            wallet: Wallet { issuer, account },
+            terms: LinkTerms { priority, label },
         } => {
             let (dir, pan) = open_directory(&target)?;
             // The offline tool is the operator's own hand on the data directory: active.
@@ -403,8 +397,7 @@ pub fn link(cmd: LinkCommand) -> Result<(), String> {
         }
         LinkCommand::Remove {
             target,
-            issuer,
-            account,
+            wallet: Wallet { issuer, account },
         } => {
             let (dir, pan) = open_directory(&target)?;
             if dir.unlink(&pan, &issuer, &account, "cli", |_| true)? {

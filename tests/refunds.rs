@@ -4,18 +4,15 @@
 
 mod common;
 
-use common::{code, tags, with_tags};
+use common::{code, number, tags, with_tags};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use cyberswitch::demo::{self, Demo, DemoPorts};
+use cyberswitch::demo::{self, Demo};
 use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
-use cyberswitch::net::client::Client;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
 /// Linked to e-money E-1002 (5,000); the rest goes to the acquirer as credit.
 const SPLIT_CARD: &str = "9410000000000039";
 /// Linked to gift G-3001, e-money E-1001 and mileage M-2001 (2 points per won).
@@ -36,20 +33,14 @@ impl Drop for Env {
 }
 
 async fn env() -> Env {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_test_writer()
-        .try_init();
+    common::init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let demo = demo::start(dir.path(), DemoPorts::ephemeral(), stop.clone())
-        .await
-        .unwrap();
+    let (demo, stop) = common::start_demo(dir.path(), "").await;
     Env {
         demo,
         stop,
         _dir: dir,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        spec: common::terminal_spec(),
         stan: AtomicU32::new(100),
     }
 }
@@ -104,14 +95,7 @@ impl Env {
     }
 
     async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
-        let mut t = Client::connect(
-            &self.demo.switch_addr().to_string(),
-            self.spec.clone(),
-            "binary2".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        t.call(m, WAIT).await.unwrap()
+        common::call(&self.demo, &self.spec, m).await
     }
 
     fn wallet(&self, issuer: &str, account: &str) -> i64 {
@@ -124,22 +108,8 @@ impl Env {
 
     /// Until the store-and-forward queue is empty.
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.demo.running.switch.saf.depth() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("store-and-forward queue did not drain");
+        common::drained(&self.demo).await
     }
-}
-
-fn number(m: &OwnedMessage, n: u16) -> u64 {
-    std::str::from_utf8(m.get(n).unwrap())
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 fn rrn(m: &OwnedMessage) -> String {

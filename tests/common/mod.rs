@@ -2,6 +2,12 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+mod demo_env;
+
+// Like the rest of this module, used by some test binaries and not others.
+#[allow(unused_imports)]
+pub use demo_env::*;
+
 use std::collections::HashSet;
 use std::path::Path;
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use cyberswitch::books::cutover::{cutover, Closing, Status};
 use cyberswitch::books::{day, report};
 use cyberswitch::demo::{self, Demo, DemoPorts};
-use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
+use cyberswitch::iso8583::{OwnedMessage, Spec};
 use tokio_util::sync::CancellationToken;
 
 /// E-money E-1002 (5,000), the rest on credit at ACQ1.
@@ -61,17 +61,7 @@ impl Env {
 
     fn message(&self, mti: &[u8; 4], pc: &str, amount: u64) -> OwnedMessage {
         let stan = self.stan.fetch_add(1, Ordering::Relaxed);
-        let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
-        m.set(3, pc.as_bytes())
-            .set_number(4, amount, 12)
-            .set(7, cyberswitch::clock::transmission_time().as_bytes())
-            .set_number(11, u64::from(stan), 6)
-            .set(12, b"120000")
-            .set(13, b"1206")
-            .set(41, b"TERMBK01")
-            .set(42, MERCHANT.as_bytes())
-            .set(49, b"410");
-        m
+        common::terminal_request(mti, pc, amount, stan, "TERMBK01", MERCHANT)
     }
 
     fn purchase(&self, card: &str, amount: u64) -> OwnedMessage {
@@ -82,13 +72,7 @@ impl Env {
 
     fn refund_by_90(&self, original: &OwnedMessage, amount: u64) -> OwnedMessage {
         let mut m = self.message(b"0200", "200000", amount);
-        m.set_original_data(&OriginalData {
-            mti: original.mti(),
-            stan: number(original, 11) as u32,
-            transmission_time: number(original, 7),
-            acquirer_id: 0,
-            forwarder_id: 0,
-        });
+        m.set_original_data(&common::original_data_of(original));
         m
     }
 

@@ -14,7 +14,7 @@ use cyberswitch::admin::client::ApiClient;
 use cyberswitch::books::report;
 use cyberswitch::coupons::token::{Keys, Terms};
 use cyberswitch::demo::{self, Demo, DemoPorts};
-use cyberswitch::iso8583::{Mti, OwnedMessage, Spec};
+use cyberswitch::iso8583::{OwnedMessage, Spec};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -98,17 +98,7 @@ impl Env {
 
     fn message(&self, pc: &str, amount: u64, merchant: &str) -> OwnedMessage {
         let stan = self.stan.fetch_add(1, Ordering::Relaxed);
-        let mut m = OwnedMessage::new(Mti::new(b"0200").unwrap());
-        m.set(3, pc.as_bytes())
-            .set_number(4, amount, 12)
-            .set(7, cyberswitch::clock::transmission_time().as_bytes())
-            .set_number(11, u64::from(stan), 6)
-            .set(12, b"120000")
-            .set(13, b"1206")
-            .set(41, b"TERMCP01")
-            .set(42, merchant.as_bytes())
-            .set(49, b"410");
-        m
+        common::terminal_request(b"0200", pc, amount, stan, "TERMCP01", merchant)
     }
 
     /// A 0200 paid with a coupon: its token in tag `CP`, no card fields.

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{code, number, tags, with_tags};
+use common::{code, tags, with_tags};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use cyberswitch::demo::{self, Demo};
-use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
+use cyberswitch::iso8583::{OwnedMessage, Spec};
 use tokio_util::sync::CancellationToken;
 
 /// Linked to e-money E-1002 (5,000); the rest goes to the acquirer as credit.
@@ -48,17 +48,7 @@ async fn env() -> Env {
 impl Env {
     fn message(&self, mti: &[u8; 4], pc: &str, amount: u64) -> OwnedMessage {
         let stan = self.stan.fetch_add(1, Ordering::Relaxed);
-        let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
-        m.set(3, pc.as_bytes())
-            .set_number(4, amount, 12)
-            .set(7, cyberswitch::clock::transmission_time().as_bytes())
-            .set_number(11, u64::from(stan), 6)
-            .set(12, b"120000")
-            .set(13, b"1206")
-            .set(41, b"TERMREF1")
-            .set(42, b"MERCHANT0000001")
-            .set(49, b"410");
-        m
+        common::terminal_request(mti, pc, amount, stan, "TERMREF1", "MERCHANT0000001")
     }
 
     fn purchase(&self, card: &str, amount: u64) -> OwnedMessage {
@@ -70,13 +60,7 @@ impl Env {
     /// A refund naming `original` in field 90.
     fn refund_by_90(&self, original: &OwnedMessage, amount: u64) -> OwnedMessage {
         let mut m = self.message(b"0200", "200000", amount);
-        m.set_original_data(&OriginalData {
-            mti: original.mti(),
-            stan: number(original, 11) as u32,
-            transmission_time: number(original, 7),
-            acquirer_id: 0,
-            forwarder_id: 0,
-        });
+        m.set_original_data(&common::original_data_of(original));
         m
     }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{code, reversal_of};
+use common::{code, copy_dir, number, reversal_of};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,11 +16,9 @@ use std::time::Duration;
 use cyberswitch::books::cutover::{cutover, Closing, Status};
 use cyberswitch::books::{day, report};
 use cyberswitch::demo::{self, Demo, DemoPorts};
-use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
-use cyberswitch::net::client::Client;
+use cyberswitch::iso8583::{OwnedMessage, Spec};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
 /// E-money E-1002 (5,000), the rest on credit at ACQ1.
 const SPLIT_CARD: &str = "9410000000000039";
 /// Gift G-3001, e-money E-1001, mileage M-2001 (2 points per won).
@@ -45,24 +43,13 @@ impl Drop for Env {
     }
 }
 
-async fn start(dir: &Path) -> (Demo, CancellationToken) {
-    let stop = CancellationToken::new();
-    let demo = demo::start(dir, DemoPorts::ephemeral(), stop.clone())
-        .await
-        .unwrap();
-    (demo, stop)
-}
-
 async fn env(dir: &Path) -> Env {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_test_writer()
-        .try_init();
-    let (demo, stop) = start(dir).await;
+    common::init_logs();
+    let (demo, stop) = common::start_demo(dir, "").await;
     Env {
         demo: Some(demo),
         stop,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        spec: common::terminal_spec(),
         stan: AtomicU32::new(300),
     }
 }
@@ -74,17 +61,7 @@ impl Env {
 
     fn message(&self, mti: &[u8; 4], pc: &str, amount: u64) -> OwnedMessage {
         let stan = self.stan.fetch_add(1, Ordering::Relaxed);
-        let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
-        m.set(3, pc.as_bytes())
-            .set_number(4, amount, 12)
-            .set(7, cyberswitch::clock::transmission_time().as_bytes())
-            .set_number(11, u64::from(stan), 6)
-            .set(12, b"120000")
-            .set(13, b"1206")
-            .set(41, b"TERMBK01")
-            .set(42, MERCHANT.as_bytes())
-            .set(49, b"410");
-        m
+        common::terminal_request(mti, pc, amount, stan, "TERMBK01", MERCHANT)
     }
 
     fn purchase(&self, card: &str, amount: u64) -> OwnedMessage {
@@ -95,13 +72,7 @@ impl Env {
 
     fn refund_by_90(&self, original: &OwnedMessage, amount: u64) -> OwnedMessage {
         let mut m = self.message(b"0200", "200000", amount);
-        m.set_original_data(&OriginalData {
-            mti: original.mti(),
-            stan: number(original, 11) as u32,
-            transmission_time: number(original, 7),
-            acquirer_id: 0,
-            forwarder_id: 0,
-        });
+        m.set_original_data(&common::original_data_of(original));
         m
     }
 
@@ -115,14 +86,7 @@ impl Env {
     }
 
     async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
-        let mut t = Client::connect(
-            &self.demo().switch_addr().to_string(),
-            self.spec.clone(),
-            "binary2".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        t.call(m, WAIT).await.unwrap()
+        common::call(self.demo(), &self.spec, m).await
     }
 
     /// Every simulator's balances summed.
@@ -135,13 +99,7 @@ impl Env {
     }
 
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.demo().running.switch.saf.depth() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("store-and-forward queue did not drain");
+        common::drained(self.demo()).await
     }
 
     async fn cutover(&self) -> Vec<Closing> {
@@ -172,27 +130,6 @@ impl Env {
             "05"
         );
         self.drained().await;
-    }
-}
-
-fn number(m: &OwnedMessage, n: u16) -> u64 {
-    std::str::from_utf8(m.get(n).unwrap())
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 

@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{code, reversal_of, with_tags};
+use common::{code, copy_dir, reversal_of, with_tags};
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +14,10 @@ use cyberswitch::admin::client::ApiClient;
 use cyberswitch::books::report;
 use cyberswitch::coupons::token::{Keys, Terms};
 use cyberswitch::demo::{self, Demo, DemoPorts};
-use cyberswitch::iso8583::{Mti, OwnedMessage, Spec};
-use cyberswitch::net::client::Client;
+use cyberswitch::iso8583::{OwnedMessage, Spec};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
 /// No wallets: charged at ACQ1.
 const CARD: &str = "9410000000000021";
 const MERCHANT: &str = "MERCHANT0000001";
@@ -48,26 +45,14 @@ impl Drop for Env {
 }
 
 async fn env() -> Env {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_test_writer()
-        .try_init();
+    common::init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let demo = demo::start_with(
-        dir.path(),
-        DemoPorts::ephemeral(),
-        stop.clone(),
-        |_| {},
-        EXTRA,
-    )
-    .await
-    .unwrap();
+    let (demo, stop) = common::start_demo(dir.path(), EXTRA).await;
     Env {
         demo: Some(demo),
         stop,
         dir,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        spec: common::terminal_spec(),
         stan: AtomicU32::new(500),
     }
 }
@@ -78,9 +63,7 @@ impl Env {
     }
 
     fn operator(&self) -> ApiClient {
-        let url = format!("http://{}", self.demo().running.admin.unwrap());
-        let token = demo::secret(self.dir.path(), "operator.token").unwrap();
-        ApiClient::new(&url, Some(token)).unwrap()
+        common::api_client(self.demo(), "operator.token")
     }
 
     /// Issue a coupon through the admin API: (id, token, auth_code).
@@ -115,17 +98,7 @@ impl Env {
 
     fn message(&self, pc: &str, amount: u64, merchant: &str) -> OwnedMessage {
         let stan = self.stan.fetch_add(1, Ordering::Relaxed);
-        let mut m = OwnedMessage::new(Mti::new(b"0200").unwrap());
-        m.set(3, pc.as_bytes())
-            .set_number(4, amount, 12)
-            .set(7, cyberswitch::clock::transmission_time().as_bytes())
-            .set_number(11, u64::from(stan), 6)
-            .set(12, b"120000")
-            .set(13, b"1206")
-            .set(41, b"TERMCP01")
-            .set(42, merchant.as_bytes())
-            .set(49, b"410");
-        m
+        common::terminal_request(b"0200", pc, amount, stan, "TERMCP01", merchant)
     }
 
     /// A 0200 paid with a coupon: its token in tag `CP`, no card fields.
@@ -151,14 +124,7 @@ impl Env {
     }
 
     async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
-        let mut t = Client::connect(
-            &self.demo().switch_addr().to_string(),
-            self.spec.clone(),
-            "binary2".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        t.call(m, WAIT).await.unwrap()
+        common::call(self.demo(), &self.spec, m).await
     }
 
     /// What ACQ1 holds against the card: approved and not reversed or refunded.
@@ -167,13 +133,7 @@ impl Env {
     }
 
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.demo().running.switch.saf.depth() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("store-and-forward queue did not drain");
+        common::drained(self.demo()).await
     }
 
     /// A token sealed under the switch's own coupon key with these terms (what the switch
@@ -205,19 +165,6 @@ fn amount(m: &OwnedMessage) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Issue → use: the card is charged the amount less the discount at the acquirer, the answer

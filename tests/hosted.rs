@@ -95,7 +95,7 @@ rate_per_s = 1
         demo,
         stop,
         dir,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        spec: common::terminal_spec(),
         pin_key,
         stan: std::sync::atomic::AtomicU32::new(100),
     }
@@ -112,13 +112,7 @@ impl Env {
         ))
     }
     async fn terminal(&self) -> Client {
-        Client::connect(
-            &self.demo.switch_addr().to_string(),
-            self.spec.clone(),
-            "binary2".parse().unwrap(),
-        )
-        .await
-        .unwrap()
+        common::terminal(&self.demo, &self.spec).await
     }
     fn next_stan(&self) -> u32 {
         self.stan.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -153,13 +147,7 @@ impl Env {
         self.terminal().await.call(m, WAIT).await.unwrap()
     }
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.demo.running.switch.saf.depth() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("reversal queue did not drain");
+        common::drained(&self.demo).await
     }
     async fn card_id(&self, number: &str) -> String {
         let r = call(

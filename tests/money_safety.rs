@@ -9,21 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cyberswitch::admin::client::ApiClient;
-use cyberswitch::demo::{self, Demo, DemoPorts, DEMO_PREPAID};
+use cyberswitch::demo::{self, Demo, DEMO_PREPAID};
 use cyberswitch::iso8583::{Mti, OwnedMessage, Spec};
-use cyberswitch::net::client::Client;
 use cyberswitch::pin::{encrypt_block, ClearPin, PinKey};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
 const PREPAID: &str = DEMO_PREPAID.0;
 const PIN: &str = DEMO_PREPAID.1;
 
 struct Env {
     demo: Demo,
     stop: CancellationToken,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     spec: Arc<Spec>,
     pin_key: PinKey,
     stan: std::sync::atomic::AtomicU32,
@@ -37,16 +35,13 @@ impl Drop for Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let demo = demo::start(dir.path(), DemoPorts::ephemeral(), stop.clone())
-        .await
-        .unwrap();
+    let (demo, stop) = common::start_demo(dir.path(), "").await;
     let pin_key = PinKey::from_hex(&demo::secret(dir.path(), "terminal-pin.key").unwrap()).unwrap();
     Env {
         demo,
         stop,
-        dir,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        _dir: dir,
+        spec: common::terminal_spec(),
         pin_key,
         stan: std::sync::atomic::AtomicU32::new(300),
     }
@@ -54,9 +49,7 @@ async fn env() -> Env {
 
 impl Env {
     fn operator(&self) -> ApiClient {
-        let url = format!("http://{}", self.demo.running.admin.unwrap());
-        let token = demo::secret(self.dir.path(), "operator.token").unwrap();
-        ApiClient::new(&url, Some(token)).unwrap()
+        common::api_client(&self.demo, "operator.token")
     }
 
     fn request(&self, mti: &[u8; 4], card: &str, pc: &str, amount: u64, pin: bool) -> OwnedMessage {
@@ -80,14 +73,7 @@ impl Env {
     }
 
     async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
-        let mut t = Client::connect(
-            &self.demo.switch_addr().to_string(),
-            self.spec.clone(),
-            "binary2".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        t.call(m, WAIT).await.unwrap()
+        common::call(&self.demo, &self.spec, m).await
     }
 
     fn reversal(&self, original: &OwnedMessage) -> OwnedMessage {
@@ -95,15 +81,8 @@ impl Env {
         common::reversal_of(original, u64::from(stan), "1206120500")
     }
 
-    /// Until the queue is empty (dead letters are not in it).
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.demo.running.switch.saf.depth() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("store-and-forward queue did not drain");
+        common::drained(&self.demo).await
     }
 
     /// The prepaid card as the admin API shows it.
@@ -440,22 +419,13 @@ async fn a_transaction_needing_more_legs_than_allowed_is_declined_cleanly() {
     const THREE_WALLETS: &str = "9410000000000013"; // GIFT G-3001, EMONEY E-1001, MILEAGE M-2001
     const SMALL: &str = "9410000000000039"; // EMONEY E-1002 (5,000)
     let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let demo = demo::start_with(
-        dir.path(),
-        DemoPorts::ephemeral(),
-        stop.clone(),
-        |_| {},
-        "\n[limits]\nmax_legs = 2\n",
-    )
-    .await
-    .unwrap();
+    let (demo, stop) = common::start_demo(dir.path(), "\n[limits]\nmax_legs = 2\n").await;
     let env = Env {
         pin_key: PinKey::from_hex(&demo::secret(dir.path(), "terminal-pin.key").unwrap()).unwrap(),
         demo,
         stop,
-        dir,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        _dir: dir,
+        spec: common::terminal_spec(),
         stan: std::sync::atomic::AtomicU32::new(600),
     };
     let emoney = env.demo.sim("EMONEY").unwrap();

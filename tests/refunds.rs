@@ -8,14 +8,11 @@ use common::{code, tags, with_tags};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use cyberswitch::demo::{self, Demo, DemoPorts};
-use cyberswitch::iso8583::{Mti, OriginalData, OwnedMessage, Spec};
-use cyberswitch::net::client::Client;
+use cyberswitch::demo::{self, Demo};
+use cyberswitch::iso8583::{OwnedMessage, Spec};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
 /// Linked to e-money E-1002 (5,000); the rest goes to the acquirer as credit.
 const SPLIT_CARD: &str = "9410000000000039";
 /// Linked to gift G-3001, e-money E-1001 and mileage M-2001 (2 points per won).
@@ -36,20 +33,14 @@ impl Drop for Env {
 }
 
 async fn env() -> Env {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_test_writer()
-        .try_init();
+    common::init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let demo = demo::start(dir.path(), DemoPorts::ephemeral(), stop.clone())
-        .await
-        .unwrap();
+    let (demo, stop) = common::start_demo(dir.path(), "").await;
     Env {
         demo,
         stop,
         _dir: dir,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        spec: common::terminal_spec(),
         stan: AtomicU32::new(100),
     }
 }
@@ -57,17 +48,7 @@ async fn env() -> Env {
 impl Env {
     fn message(&self, mti: &[u8; 4], pc: &str, amount: u64) -> OwnedMessage {
         let stan = self.stan.fetch_add(1, Ordering::Relaxed);
-        let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
-        m.set(3, pc.as_bytes())
-            .set_number(4, amount, 12)
-            .set(7, cyberswitch::clock::transmission_time().as_bytes())
-            .set_number(11, u64::from(stan), 6)
-            .set(12, b"120000")
-            .set(13, b"1206")
-            .set(41, b"TERMREF1")
-            .set(42, b"MERCHANT0000001")
-            .set(49, b"410");
-        m
+        common::terminal_request(mti, pc, amount, stan, "TERMREF1", "MERCHANT0000001")
     }
 
     fn purchase(&self, card: &str, amount: u64) -> OwnedMessage {
@@ -79,13 +60,7 @@ impl Env {
     /// A refund naming `original` in field 90.
     fn refund_by_90(&self, original: &OwnedMessage, amount: u64) -> OwnedMessage {
         let mut m = self.message(b"0200", "200000", amount);
-        m.set_original_data(&OriginalData {
-            mti: original.mti(),
-            stan: number(original, 11) as u32,
-            transmission_time: number(original, 7),
-            acquirer_id: 0,
-            forwarder_id: 0,
-        });
+        m.set_original_data(&common::original_data_of(original));
         m
     }
 
@@ -104,14 +79,7 @@ impl Env {
     }
 
     async fn call(&self, m: &OwnedMessage) -> OwnedMessage {
-        let mut t = Client::connect(
-            &self.demo.switch_addr().to_string(),
-            self.spec.clone(),
-            "binary2".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        t.call(m, WAIT).await.unwrap()
+        common::call(&self.demo, &self.spec, m).await
     }
 
     fn wallet(&self, issuer: &str, account: &str) -> i64 {
@@ -124,22 +92,8 @@ impl Env {
 
     /// Until the store-and-forward queue is empty.
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.demo.running.switch.saf.depth() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("store-and-forward queue did not drain");
+        common::drained(&self.demo).await
     }
-}
-
-fn number(m: &OwnedMessage, n: u16) -> u64 {
-    std::str::from_utf8(m.get(n).unwrap())
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 fn rrn(m: &OwnedMessage) -> String {

@@ -58,7 +58,7 @@ async fn env_configured(
         demo,
         stop,
         _dir: dir,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        spec: common::terminal_spec(),
     }
 }
 
@@ -68,13 +68,7 @@ async fn env() -> Env {
 
 impl Env {
     async fn terminal(&self) -> Client {
-        Client::connect(
-            &self.demo.switch_addr().to_string(),
-            self.spec.clone(),
-            "binary2".parse().unwrap(),
-        )
-        .await
-        .unwrap()
+        common::terminal(&self.demo, &self.spec).await
     }
     fn balance(&self, sim: &str, account: &str) -> i64 {
         self.demo.sim(sim).unwrap().balance(account).unwrap()
@@ -84,13 +78,7 @@ impl Env {
     }
     /// Wait until the reversal queue is empty.
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.demo.running.switch.saf.depth() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("reversal queue did not drain");
+        common::drained(&self.demo).await
     }
 }
 

@@ -21,7 +21,7 @@ use cyberswitch::sim::partner::PartnerSim;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use common::code;
+use common::{code, copy_dir};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long anything polled for may take before the test gives up (not an assertion of
@@ -46,18 +46,12 @@ impl Drop for Env {
 }
 
 async fn env(dir: &Path) -> Env {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_test_writer()
-        .try_init();
-    let stop = CancellationToken::new();
-    let demo = demo::start(dir, DemoPorts::ephemeral(), stop.clone())
-        .await
-        .unwrap();
+    common::init_logs();
+    let (demo, stop) = common::start_demo(dir, "").await;
     Env {
         demo: Some(demo),
         stop,
-        spec: Arc::new(Spec::resolve("iso87-ascii").unwrap()),
+        spec: common::terminal_spec(),
         stan: AtomicU32::new(1),
         rrn: AtomicU32::new(1),
     }
@@ -69,12 +63,7 @@ impl Env {
     }
 
     fn api(&self, token_file: &str) -> ApiClient {
-        let d = self.demo();
-        ApiClient::new(
-            &format!("http://{}", d.running.admin.unwrap()),
-            Some(demo::secret(&d.dir, token_file).unwrap()),
-        )
-        .unwrap()
+        common::api_client(self.demo(), token_file)
     }
 
     /// The partner's own token.
@@ -646,17 +635,4 @@ async fn an_anonymous_cards_statement_is_pushed_to_its_partner() {
     // Masked: the card number never travels in clear.
     assert!(!cb.body.to_string().contains("6271000000000017"));
     assert_eq!(e.demo().partner.refused(), 0);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState, Body, Caller, Params, Role};
@@ -45,6 +45,19 @@ fn storage(e: String) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e)
 }
 
+/// A record as the answer's JSON.
+fn answer<T: Serialize>(record: T) -> ApiResult {
+    Ok(Json(
+        serde_json::to_value(record).map_err(|e| storage(e.to_string()))?,
+    ))
+}
+
+/// A pool change's partner (a partner token changes only its own pools) and who makes it.
+fn pool_change(caller: &Caller, b: &PoolBody) -> Result<(String, String), ApiError> {
+    let partner = acting_for(caller, b.partner.as_deref(), "change other partners' pools")?;
+    Ok((partner, caller.name.clone()))
+}
+
 /// The partner a call acts for: a partner token's own, whatever it names (naming another is
 /// refused); an operator names one.
 fn acting_for(caller: &Caller, named: Option<&str>, what: &str) -> Result<String, ApiError> {
@@ -57,13 +70,12 @@ fn acting_for(caller: &Caller, named: Option<&str>, what: &str) -> Result<String
     }
 }
 
-/// The partner whose records a listing is limited to (`None`: all, operators only).
+/// The partner whose records a listing is limited to (`None`: all, operators only); a
+/// partner lists its own, as [`acting_for`].
 fn scope(caller: &Caller, named: Option<&str>, what: &str) -> Result<Option<String>, ApiError> {
-    match (&caller.role, named) {
-        (Role::Operator, named) => Ok(named.map(str::to_string)),
-        (Role::Partner(p), None) => Ok(Some(p.clone())),
-        (Role::Partner(p), Some(n)) if n == p => Ok(Some(p.clone())),
-        _ => Err(ApiError::forbidden(what)),
+    match caller.role {
+        Role::Operator => Ok(named.map(str::to_string)),
+        _ => acting_for(caller, named, what).map(Some),
     }
 }
 
@@ -120,12 +132,7 @@ async fn pools(
 }
 
 async fn pool_add(caller: Caller, State(s): State<AppState>, Body(b): Body<PoolBody>) -> ApiResult {
-    let partner = acting_for(
-        &caller,
-        b.partner.as_deref(),
-        "change other partners' pools",
-    )?;
-    let who = caller.name.clone();
+    let (partner, who) = pool_change(&caller, &b)?;
     Ok(Json(
         s.switch
             .va
@@ -139,12 +146,7 @@ async fn pool_retire(
     State(s): State<AppState>,
     Body(b): Body<PoolBody>,
 ) -> ApiResult {
-    let partner = acting_for(
-        &caller,
-        b.partner.as_deref(),
-        "change other partners' pools",
-    )?;
-    let who = caller.name.clone();
+    let (partner, who) = pool_change(&caller, &b)?;
     Ok(Json(
         s.switch
             .va
@@ -173,9 +175,7 @@ async fn assign(caller: Caller, State(s): State<AppState>, Body(b): Body<AssignB
         .va
         .assign(&partner, &b.bank, &b.region, &b.order, b.amount, expires_s)
         .await?;
-    Ok(Json(
-        serde_json::to_value(o).map_err(|e| storage(e.to_string()))?,
-    ))
+    answer(o)
 }
 
 async fn order(caller: Caller, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -185,9 +185,7 @@ async fn order(caller: Caller, State(s): State<AppState>, Path(id): Path<String>
     if caller.owns(Some(&o.partner), "see this order").is_err() {
         return Err(not_found());
     }
-    Ok(Json(
-        serde_json::to_value(o).map_err(|e| storage(e.to_string()))?,
-    ))
+    answer(o)
 }
 
 async fn mismatches(
@@ -214,9 +212,7 @@ async fn report(
     let from = day(&q.from).map_err(ApiError::bad_request)?;
     let to = day(&q.to).map_err(ApiError::bad_request)?;
     let r = s.switch.va.report(&partner, from, to)?;
-    Ok(Json(
-        serde_json::to_value(r).map_err(|e| storage(e.to_string()))?,
-    ))
+    answer(r)
 }
 
 /// At most this many items in one listing.

@@ -154,15 +154,7 @@ async fn respond(
         let digest = Sha256::digest(key.as_bytes());
         resp.set(de::AUTH_CODE, hex::encode_upper(&digest[..3]).as_bytes());
     }
-    // The answer in the journal too (buffered: what decided it is synced already).
-    let mut step = Step::new();
-    step.append(Entry::message(
-        EntryKind::Out,
-        &format!("va/deposit/{key}"),
-        listener,
-        &resp,
-    ));
-    journal.submit_now(step);
+    journal_answer(journal, listener, &key, &resp);
     resp
 }
 
@@ -179,13 +171,7 @@ async fn reversal(
         .filter(|r| !r.is_empty());
     let key = match (&rrn, msg.original_data()) {
         (Some(r), _) => format!("r-{}", clean(r)),
-        (None, Ok(Some(od))) => format!(
-            "s-{}-{}-{}-{}",
-            clean(&msg.str(de::ACQUIRER_ID).unwrap_or_default()),
-            clean(&msg.terminal_id().unwrap_or_default()),
-            od.stan,
-            od.transmission_time
-        ),
+        (None, Ok(Some(od))) => sequence_key(msg, od.stan, od.transmission_time),
         _ => return answer(msg, ResponseCode::FormatError),
     };
     let request = Entry::message(
@@ -203,15 +189,20 @@ async fn reversal(
     };
     let mut resp = answer(msg, code);
     resp.copy_from(msg, de::ACCOUNT_2);
+    journal_answer(journal, listener, &key, &resp);
+    resp
+}
+
+/// The answer in the journal too (buffered: what decided it is synced already).
+fn journal_answer(journal: &Journal, listener: &str, key: &str, resp: &OwnedMessage) {
     let mut step = Step::new();
     step.append(Entry::message(
         EntryKind::Out,
         &format!("va/deposit/{key}"),
         listener,
-        &resp,
+        resp,
     ));
     journal.submit_now(step);
-    resp
 }
 
 fn clean(s: &str) -> String {
@@ -226,12 +217,25 @@ fn clean(s: &str) -> String {
 fn deposit_key(msg: &Message<'_>, rrn: Option<&str>) -> String {
     match rrn {
         Some(r) => format!("r-{}", clean(r)),
-        None => format!(
-            "s-{}-{}-{}-{}",
-            clean(&msg.str(de::ACQUIRER_ID).unwrap_or_default()),
-            clean(&msg.terminal_id().unwrap_or_default()),
+        None => sequence_key(
+            msg,
             msg.stan().unwrap_or(0),
-            msg.transmission_time().unwrap_or(0)
+            msg.transmission_time().unwrap_or(0),
         ),
     }
+}
+
+/// A deposit without an RRN: the sending institution and terminal (fields 32, 41) with the
+/// STAN and transmission time of the message that first carried it (a reversal names them
+/// in field 90).
+fn sequence_key(
+    msg: &Message<'_>,
+    stan: impl std::fmt::Display,
+    at: impl std::fmt::Display,
+) -> String {
+    format!(
+        "s-{}-{}-{stan}-{at}",
+        clean(&msg.str(de::ACQUIRER_ID).unwrap_or_default()),
+        clean(&msg.terminal_id().unwrap_or_default()),
+    )
 }

@@ -2,6 +2,12 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+mod demo_env;
+
+// Like the rest of this module, used by some test binaries and not others.
+#[allow(unused_imports)]
+pub use demo_env::*;
+
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -18,20 +24,42 @@ pub fn reversal_of(original: &OwnedMessage, stan: u64, transmission_time: &str) 
     }
     r.set(7, transmission_time.as_bytes())
         .set_number(11, stan, 6);
-    let num = |n| {
-        std::str::from_utf8(original.get(n).unwrap())
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
-    r.set_original_data(&OriginalData {
+    r.set_original_data(&original_data_of(original));
+    r
+}
+
+/// What field 90 says of `original`: its MTI, STAN and transmission time.
+pub fn original_data_of(original: &OwnedMessage) -> OriginalData {
+    OriginalData {
         mti: original.mti(),
-        stan: num(11) as u32,
-        transmission_time: num(7),
+        stan: number(original, 11) as u32,
+        transmission_time: number(original, 7),
         acquirer_id: 0,
         forwarder_id: 0,
-    });
-    r
+    }
+}
+
+/// A terminal's request without a card: processing code, amount, transmission time now,
+/// `stan`, local time and date, terminal and merchant, currency 410 (the demo's).
+pub fn terminal_request(
+    mti: &[u8; 4],
+    pc: &str,
+    amount: u64,
+    stan: u32,
+    terminal: &str,
+    merchant: &str,
+) -> OwnedMessage {
+    let mut m = OwnedMessage::new(Mti::new(mti).unwrap());
+    m.set(3, pc.as_bytes())
+        .set_number(4, amount, 12)
+        .set(7, cyberswitch::clock::transmission_time().as_bytes())
+        .set_number(11, u64::from(stan), 6)
+        .set(12, b"120000")
+        .set(13, b"1206")
+        .set(41, terminal.as_bytes())
+        .set(42, merchant.as_bytes())
+        .set(49, b"410");
+    m
 }
 
 /// A completion (0220) of `auth` for `taken`, naming it in field 90.

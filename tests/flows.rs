@@ -720,6 +720,49 @@ async fn a_refund_leg_approved_late_stands_and_gives_once() {
     );
 }
 
+/// A refund keeps its purchase held until its own answer step, which writes what the
+/// purchase has refunded, has landed: a reversal of the purchase arriving in between waits,
+/// then finds the refund and is refused — released earlier, it found nothing refunded and
+/// undid the whole purchase, and the refund then stood as well (money given twice).
+#[cfg(feature = "fault-injection")]
+#[tokio::test(start_paused = true)]
+async fn a_reversal_waits_for_a_refund_of_its_purchase_to_be_written() {
+    use cyberswitch::switch::testhooks::arm_pause;
+    let f = flows().await;
+    let p = purchase(SMALL_CARD, 4_000, 4_240);
+    assert_eq!(code(&f.call(&p).await), "00");
+    assert_eq!(f.emoney.balance("E-1002"), SMALL - 4_000);
+    let pause = arm_pause("refund-decided", 4_241);
+    let refund = refund_of(&p, 1_000, 4_241);
+    let reversal = common::reversal_of(&p, 4_242, "0109070900");
+    let (refund, reversal) = tokio::join!(f.call(&refund), async {
+        until("the refund is decided", || pause.reached()).await;
+        let reversal = f.call(&reversal);
+        tokio::pin!(reversal);
+        let early = tokio::time::timeout(Duration::from_secs(60), &mut reversal).await;
+        assert!(
+            early.is_err(),
+            "the reversal was decided while the refund's answer was not written"
+        );
+        pause.release();
+        reversal.await
+    });
+    assert_eq!(code(&refund), "00");
+    assert_eq!(
+        code(&reversal),
+        "12",
+        "a partly refunded purchase is not reversed"
+    );
+    f.drained().await;
+    // The purchase stands less the refund: given once, never reversed.
+    assert_eq!(f.emoney.balance("E-1002"), SMALL - 3_000);
+    assert!(
+        !f.emoney.seen_for("E-1002").iter().any(|s| s.is_reversal()),
+        "nothing reversed: {:?}",
+        f.emoney.seen_for("E-1002")
+    );
+}
+
 /// A wallet named twice in `WS` would be asked twice (a synced leg and two upstream calls
 /// each): the selection is malformed, 30, and nothing is asked (issue 21).
 #[tokio::test(start_paused = true)]

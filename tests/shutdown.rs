@@ -34,6 +34,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 const BALANCE: i64 = 1_000_000;
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Simulators in this process; the switch's data directory and configuration on disk.

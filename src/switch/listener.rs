@@ -245,6 +245,10 @@ async fn respond(
     let mut ticket = ticket;
     let mut awaits_delivery = false;
     let mut refund_answered = txn.is_refund();
+    if refund_answered {
+        // Test-only: a refund decided and its answer step not yet written.
+        testhooks::pause_point("refund-decided", msg.stan()).await;
+    }
     if let Err(e) = txn.finish(&resp, index, landed).await {
         refund_answered = false;
         // The answer is not on disk: it must not approve anything. The terminal gets 96;

@@ -142,8 +142,11 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessa
         return answer(req, ResponseCode::OriginalNotFound);
     };
     // Refunds and reversals of one purchase go one at a time: what each leg has left is
-    // read and written under this hold.
-    let _one_at_a_time = sw.registry.hold(&id).await;
+    // read and written under this hold, which an approved refund keeps until its answer
+    // step (holding the original's refunded amounts) has landed — released earlier, a
+    // reversal of the purchase could find nothing refunded yet and undo it whole, or a
+    // second refund could plan from the amounts before this one.
+    let one_at_a_time = sw.registry.hold_owned(&id).await;
     let mut record = match super::followup::load(&sw.journal, &original) {
         Ok(Some(r)) => r,
         Ok(None) => return answer(req, ResponseCode::OriginalNotFound),
@@ -190,6 +193,7 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessa
         );
     }
     txn.refunds(&original, &record);
+    txn.keep(Box::new(one_at_a_time));
     // A coupon purchase refunded in full gives the coupon's use back (F18); a partial refund
     // does not (the customer kept part of what the coupon bought).
     if record.legs.iter().all(|l| l.refundable() == 0) {

@@ -256,6 +256,30 @@ impl Registry {
     /// Hold the transaction `id` for a follow-up: once it is no longer in flight, and one
     /// follow-up at a time.
     pub async fn hold(&self, id: &TxnId) -> Hold<'_> {
+        let (guard, entry) = self.acquire(id).await;
+        Hold {
+            registry: self,
+            id: id.clone(),
+            _guard: guard,
+            entry: Some(entry),
+        }
+    }
+
+    /// As [`Registry::hold`], kept by whoever owns it (a transaction that must keep the
+    /// original held until its own answer step has landed: a refund, whose step writes the
+    /// original's refunded amounts).
+    pub async fn hold_owned(self: &Arc<Self>, id: &TxnId) -> OwnedHold {
+        let (guard, entry) = self.acquire(id).await;
+        OwnedHold {
+            registry: self.clone(),
+            id: id.clone(),
+            _guard: guard,
+            entry: Some(entry),
+        }
+    }
+
+    /// Wait until `id` is not in flight and no other follow-up holds it, then hold it.
+    async fn acquire(&self, id: &TxnId) -> (tokio::sync::OwnedMutexGuard<()>, Arc<Entry>) {
         let entry = self
             .entries
             .entry(id.clone())
@@ -270,12 +294,7 @@ impl Registry {
                 break guard;
             }
         };
-        Hold {
-            registry: self,
-            id: id.clone(),
-            _guard: guard,
-            entry: Some(entry),
-        }
+        (guard, entry)
     }
 
     /// The answer the journal's duplicate index holds for `id`, if inside the window.
@@ -412,6 +431,21 @@ pub struct Hold<'a> {
 }
 
 impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        drop(self.entry.take());
+        self.registry.release(&self.id);
+    }
+}
+
+/// A [`Hold`] that owns its registry handle (see [`Registry::hold_owned`]).
+pub struct OwnedHold {
+    registry: Arc<Registry>,
+    id: TxnId,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    entry: Option<Arc<Entry>>,
+}
+
+impl Drop for OwnedHold {
     fn drop(&mut self) {
         drop(self.entry.take());
         self.registry.release(&self.id);

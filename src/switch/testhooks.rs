@@ -33,6 +33,9 @@ mod disarmed {
 
     #[inline(always)]
     pub fn warn_if_armed() {}
+
+    #[inline(always)]
+    pub async fn pause_point(_name: &str, _stan: Option<u32>) {}
 }
 #[cfg(not(feature = "fault-injection"))]
 pub use disarmed::*;
@@ -73,6 +76,54 @@ mod armed {
         if a.countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
             eprintln!("crash point {name} reached");
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// A pause armed by an in-process test ([`arm_pause`]): the task that reaches it waits
+    /// until the test releases it, once.
+    #[derive(Default)]
+    pub struct Pause {
+        reached: std::sync::atomic::AtomicBool,
+        release: tokio::sync::Notify,
+    }
+
+    impl Pause {
+        pub fn reached(&self) -> bool {
+            self.reached.load(Ordering::SeqCst)
+        }
+
+        pub fn release(&self) {
+            self.release.notify_one();
+        }
+    }
+
+    fn pauses(
+    ) -> &'static std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pause>>> {
+        static PAUSES: OnceLock<
+            std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pause>>>,
+        > = OnceLock::new();
+        PAUSES.get_or_init(Default::default)
+    }
+
+    /// Arm the pause `name` for the request with STAN `stan` (tests of one process run side
+    /// by side: the STAN keeps one test's pause out of the others' requests).
+    pub fn arm_pause(name: &str, stan: u32) -> std::sync::Arc<Pause> {
+        let pause = std::sync::Arc::new(Pause::default());
+        if let Ok(mut p) = pauses().lock() {
+            p.insert(format!("{name}/{stan}"), pause.clone());
+        }
+        pause
+    }
+
+    pub async fn pause_point(name: &str, stan: Option<u32>) {
+        let Some(stan) = stan else { return };
+        let armed = pauses()
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&format!("{name}/{stan}")));
+        if let Some(pause) = armed {
+            pause.reached.store(true, Ordering::SeqCst);
+            pause.release.notified().await;
         }
     }
 

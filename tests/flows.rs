@@ -763,6 +763,48 @@ async fn a_reversal_waits_for_a_refund_of_its_purchase_to_be_written() {
     );
 }
 
+/// An approved refund whose answer never reached its terminal is undone, giving its purchase
+/// back what it had counted as refunded. Undone while a second refund of the purchase is
+/// decided and not yet written, it waits for that refund: undone first, the second refund's
+/// write (amounts read before the undoing) would count the first refund again, and the
+/// purchase would have less left to refund than it has.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(start_paused = true)]
+async fn an_undelivered_refund_is_undone_after_a_refund_being_decided_is_written() {
+    use cyberswitch::switch::testhooks::arm_pause;
+    let f = flows().await;
+    let p = purchase(SMALL_CARD, 4_000, 4_250);
+    assert_eq!(code(&f.call(&p).await), "00");
+    let mut frame = BytesMut::new();
+    f.spec
+        .encode(&refund_of(&p, 1_000, 4_251), &mut frame)
+        .unwrap();
+    let first = f
+        .terminals
+        .call(frame.freeze(), "terminal".into())
+        .await
+        .remove(0);
+    let first_answer = f.spec.decode(&first).unwrap().to_owned_message();
+    assert_eq!(code(&first_answer), "00");
+    let pause = arm_pause("refund-decided", 4_252);
+    let second = refund_of(&p, 1_000, 4_252);
+    let (second, ()) = tokio::join!(f.call(&second), async {
+        until("the second refund is decided", || pause.reached()).await;
+        f.terminals.undelivered(first.clone());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        pause.release();
+    });
+    assert_eq!(code(&second), "00");
+    until("the first refund's leg is taken back", || {
+        f.emoney.seen_for("E-1002").iter().any(|s| s.is_reversal())
+    })
+    .await;
+    f.drained().await;
+    // Only the second refund stands: 3,000 is left to refund, not 2,000.
+    assert_eq!(code(&f.call(&refund_of(&p, 3_000, 4_253)).await), "00");
+    assert_eq!(code(&f.call(&refund_of(&p, 1, 4_254)).await), "13");
+}
+
 /// A wallet named twice in `WS` would be asked twice (a synced leg and two upstream calls
 /// each): the selection is malformed, 30, and nothing is asked (issue 21).
 #[tokio::test(start_paused = true)]

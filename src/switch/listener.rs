@@ -115,6 +115,16 @@ impl ListenerService {
             let id = undelivered.id;
             let key = id.record_key();
             let _one_at_a_time = switch.registry.hold(&id).await;
+            // An undelivered refund being undone gives its purchase back what it took: the
+            // purchase is held too (as a terminal's reversal of a refund holds it), so that
+            // no refund of it decided meanwhile writes amounts read before this.
+            let purchase = super::followup::record(&switch.journal, &key)
+                .and_then(|r| r.refund_of)
+                .and_then(|k| TxnId::from_record_key(&k));
+            let _purchase_held = match &purchase {
+                Some(p) => Some(switch.registry.hold(p).await),
+                None => None,
+            };
             let index = undelivered
                 .withdrawn
                 .map(|a| (id.to_bytes(), switch.registry.index_value(&a)));

@@ -217,6 +217,15 @@ fn requests(host: &ScriptedHost, target: &str) -> Vec<(String, Option<u64>, u32,
         .collect()
 }
 
+/// No reversal was sent for `account`.
+fn assert_nothing_reversed(host: &ScriptedHost, account: &str) {
+    let seen = host.seen_for(account);
+    assert!(
+        !seen.iter().any(|s| s.is_reversal()),
+        "nothing reversed: {seen:?}"
+    );
+}
+
 /// Each debit a host approved for `target` was reversed, by a reversal naming it.
 fn assert_each_debit_reversed(host: &ScriptedHost, target: &str) {
     let seen = host.seen_for(target);
@@ -713,11 +722,7 @@ async fn a_refund_leg_approved_late_stands_and_gives_once() {
     f.drained().await;
     assert_eq!(f.emoney.balance("E-1002"), SMALL, "given back, and kept");
     assert_eq!(f.acquirer.balance(SMALL_CARD), 0);
-    assert!(
-        !f.emoney.seen_for("E-1002").iter().any(|s| s.is_reversal()),
-        "nothing reversed: {:?}",
-        f.emoney.seen_for("E-1002")
-    );
+    assert_nothing_reversed(&f.emoney, "E-1002");
 }
 
 /// A refund keeps its purchase held until its own answer step, which writes what the
@@ -756,11 +761,7 @@ async fn a_reversal_waits_for_a_refund_of_its_purchase_to_be_written() {
     f.drained().await;
     // The purchase stands less the refund: given once, never reversed.
     assert_eq!(f.emoney.balance("E-1002"), SMALL - 3_000);
-    assert!(
-        !f.emoney.seen_for("E-1002").iter().any(|s| s.is_reversal()),
-        "nothing reversed: {:?}",
-        f.emoney.seen_for("E-1002")
-    );
+    assert_nothing_reversed(&f.emoney, "E-1002");
 }
 
 /// An approved refund whose answer never reached its terminal is undone, giving its purchase

@@ -24,7 +24,6 @@ use cyberswitch::net::client::Client;
 use cyberswitch::sim::Simulator;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
@@ -80,18 +79,7 @@ impl DemoProcess {
 
     /// Sum of the store-and-forward depth gauges, from the demo's /metrics.
     async fn saf_depth(&self) -> Option<f64> {
-        let mut s = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        Some(
-            body.lines()
-                .filter(|l| l.starts_with("cyberswitch_saf_depth{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        common::metric_sum(self.metrics, "cyberswitch_saf_depth").await
     }
 }
 

@@ -29,7 +29,7 @@ use cyberswitch::sim::Simulator;
 use cyberswitch::store::{self, Cf};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -76,18 +76,7 @@ impl DemoProcess {
 
     /// Sum of the store-and-forward depth gauges, from the demo's /metrics.
     async fn saf_depth(&self) -> Option<f64> {
-        let mut s = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        Some(
-            body.lines()
-                .filter(|l| l.starts_with("cyberswitch_saf_depth{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        common::metric_sum(self.metrics, "cyberswitch_saf_depth").await
     }
 
     async fn drain(&self) -> Result<(), String> {

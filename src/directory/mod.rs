@@ -147,6 +147,14 @@ pub const DEFAULT_MAX_LINKS: usize = 16;
 /// A card's record: the stored reference it is under, and its links.
 type Found = (Vec<u8>, Vec<WalletLink>);
 
+/// A card's record read for a change: the lock held, the reference it is stored under (none
+/// yet), its links.
+type ForChange<'a> = (
+    std::sync::MutexGuard<'a, ()>,
+    Option<Vec<u8>>,
+    Vec<WalletLink>,
+);
+
 /// Cards whose links are kept in memory at most (past it the cache starts again empty).
 const CACHED_CARDS: usize = 65_536;
 
@@ -306,6 +314,16 @@ impl Directory {
         written
     }
 
+    /// The card's record read for a change, with the lock that keeps changes one at a time.
+    fn for_change(&self, pan: &Pan) -> Result<ForChange<'_>, String> {
+        let guard = self
+            .write
+            .lock()
+            .map_err(|_| "directory lock poisoned".to_string())?;
+        let (old, links) = self.find(pan)?.unzip();
+        Ok((guard, old, links.unwrap_or_default()))
+    }
+
     /// Link a wallet, replacing a link to the same issuer account when `may_replace` says
     /// the caller may. Refused when the card already has `max_links` others.
     pub fn link(
@@ -315,12 +333,7 @@ impl Directory {
         who: &str,
         may_replace: impl Fn(&WalletLink) -> bool,
     ) -> Result<(), LinkError> {
-        let _guard = self
-            .write
-            .lock()
-            .map_err(|_| "directory lock poisoned".to_string())?;
-        let (old, links) = self.find(pan)?.unzip();
-        let mut links = links.unwrap_or_default();
+        let (_guard, old, mut links) = self.for_change(pan)?;
         let replaced = links.iter().find(|l| l.is(&link.issuer, &link.account));
         if replaced.is_some_and(|old| !may_replace(old)) {
             return Err(LinkError::NotYours);
@@ -350,12 +363,7 @@ impl Directory {
         account: &str,
         who: &str,
     ) -> Result<Option<WalletLink>, LinkError> {
-        let _guard = self
-            .write
-            .lock()
-            .map_err(|_| "directory lock poisoned".to_string())?;
-        let (old, links) = self.find(pan)?.unzip();
-        let mut links = links.unwrap_or_default();
+        let (_guard, old, mut links) = self.for_change(pan)?;
         let Some(link) = links.iter_mut().find(|l| l.is(issuer, account)) else {
             return Ok(None);
         };
@@ -376,12 +384,7 @@ impl Directory {
         who: &str,
         may_remove: impl Fn(&WalletLink) -> bool,
     ) -> Result<bool, LinkError> {
-        let _guard = self
-            .write
-            .lock()
-            .map_err(|_| "directory lock poisoned".to_string())?;
-        let (old, links) = self.find(pan)?.unzip();
-        let mut links = links.unwrap_or_default();
+        let (_guard, old, mut links) = self.for_change(pan)?;
         let Some(removed) = links
             .iter()
             .find(|l| l.is(issuer, account) && may_remove(l))

@@ -245,3 +245,22 @@ pub fn printed_addr(printed: &[String], prefix: &str) -> Option<std::net::Socket
             .ok()
     })
 }
+
+/// The sum of one metric's samples (every label set) from a `/metrics` endpoint; `None` when
+/// it cannot be read.
+pub async fn metric_sum(metrics: std::net::SocketAddr, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(metrics).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    let prefix = format!("{name}{{");
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}

@@ -148,12 +148,11 @@ pub async fn assemble(
     stand_ins: StandIns,
     stop: &CancellationToken,
 ) -> Result<Arc<Switch>, String> {
-    let journal = Journal::open_with(
-        store,
-        config.sealer(),
-        config.limits.journal_batch_max,
-        config.durability,
-    )?;
+    let grouping = crate::journal::Grouping {
+        batch_max: config.limits.journal_batch_max,
+        sync_delay: Duration::from_micros(config.limits.journal_sync_delay_us),
+    };
+    let journal = Journal::open_with(store, config.sealer(), grouping, config.durability)?;
     let key = config.card_key_chain();
     let directory = Directory::new(journal.store().clone(), key.clone())
         .with_max_links(config.limits.max_links_per_card);

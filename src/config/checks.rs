@@ -432,6 +432,12 @@ fn limits(at: &Origin, file: &ConfigToml) -> Result<(), ConfigError> {
             "saf_expiry_s, journal_batch_max and duplicate_window_s must be at least 1",
         ));
     }
+    if l.journal_sync_delay_us > 10_000 {
+        return Err(at.err(
+            "limits.journal_sync_delay_us",
+            "at most 10000 (10 ms): a longer wait only holds every synced step",
+        ));
+    }
     if l.journal_retention_days > 0 {
         let kept_s = l.journal_retention_days.saturating_mul(86_400);
         if l.journal_retention_days > 36_500

@@ -100,6 +100,7 @@ fn numbers_out_of_range_are_refused_with_their_key() {
         ("[[hosted.program]]\nid = \"P\"\nkind = \"prepaid\"\nbin_from = \"627\"\nbin_to = \"627\"\nvalidity_months = 0\n".into(), "hosted.program[0].validity_months: must be at least 1"),
         ("[admin]\naddr = \"127.0.0.1:0\"\nidle_timeout_s = 99999999999\n".into(), "admin.idle_timeout_s: must be at most 86400"),
         ("[limits]\njournal_batch_max = 0\n".into(), "limits: saf_expiry_s, journal_batch_max and duplicate_window_s must be at least 1"),
+        ("[limits]\njournal_sync_delay_us = 10001\n".into(), "limits.journal_sync_delay_us: at most 10000 (10 ms): a longer wait only holds every synced step"),
     ];
     for (extra, expected) in cases {
         let e = refusal(&extra);

@@ -18,6 +18,7 @@
 
 // Entries and the stored form are records: readable without the store (see `crate::records`).
 pub use crate::records::entry;
+mod queue;
 pub mod read;
 pub mod retention;
 pub mod seal;
@@ -26,8 +27,8 @@ pub use crate::records::stored;
 #[cfg(test)]
 mod on_memory;
 
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -137,6 +138,14 @@ pub struct Journal {
     faults: Mutex<std::collections::HashMap<String, u32>>,
 }
 
+/// How the writer groups steps (`[limits]`): at most `batch_max` steps per write; under load,
+/// a group with a synced step waits `sync_delay` for more (see [`writer`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Grouping {
+    pub batch_max: usize,
+    pub sync_delay: Duration,
+}
+
 /// At most this many steps submitted and not yet written (a few kilobytes each).
 pub const MAX_UNAWAITED: usize = 4096;
 
@@ -149,9 +158,9 @@ fn now_ms() -> i64 {
 
 /// Who writes the steps.
 enum Writer {
-    /// RocksDB: the group-commit thread, fed through `queue` (`None` only while dropping).
+    /// RocksDB: the group-commit thread, fed through `queue`.
     Thread {
-        queue: Option<mpsc::Sender<Pending>>,
+        queue: Arc<queue::Queue<Pending>>,
         thread: Option<std::thread::JoinHandle<()>>,
     },
     /// A memory store: the committing task, one step at a time (nothing to sync, so
@@ -185,7 +194,7 @@ impl Drop for Journal {
     /// database is closed (and its lock released) when the journal is gone.
     fn drop(&mut self) {
         if let Writer::Thread { queue, thread } = &mut self.writer {
-            queue.take();
+            queue.close();
             if let Some(w) = thread.take() {
                 let _ = w.join();
             }
@@ -198,7 +207,11 @@ impl Journal {
     /// by their callers). `batch_max` bounds how many steps share one write (and so how long
     /// the first waiter of a group can be held up).
     pub fn open(store: Store, sealer: Sealer, batch_max: usize) -> Result<Arc<Journal>, String> {
-        Journal::open_with(store, sealer, batch_max, Durability::Synced)
+        let grouping = Grouping {
+            batch_max,
+            sync_delay: Duration::ZERO,
+        };
+        Journal::open_with(store, sealer, grouping, Durability::Synced)
     }
 
     /// As [`Journal::open`], with the benchmark-only `durability` of `[bench]` (anything but
@@ -206,7 +219,7 @@ impl Journal {
     pub fn open_with(
         store: Store,
         sealer: Sealer,
-        batch_max: usize,
+        grouping: Grouping,
         durability: Durability,
     ) -> Result<Arc<Journal>, String> {
         if durability != Durability::Synced {
@@ -222,14 +235,15 @@ impl Journal {
                 next_seq: Mutex::new(next_seq),
             },
             Store::Rocks(_) => {
-                let (queue, rx) = mpsc::channel();
+                let queue = Arc::new(queue::Queue::new());
                 let writer_store = store.clone();
+                let rx = queue.clone();
                 let thread = std::thread::Builder::new()
                     .name("journal-writer".into())
-                    .spawn(move || writer(writer_store, rx, next_seq, batch_max.max(1), disk))
+                    .spawn(move || writer(writer_store, &rx, next_seq, grouping, disk))
                     .map_err(|e| format!("cannot start the journal writer: {e}"))?;
                 Writer::Thread {
-                    queue: Some(queue),
+                    queue,
                     thread: Some(thread),
                 }
             }
@@ -357,15 +371,14 @@ impl Journal {
     /// be queued, `done` hears so at once.
     fn enqueue(&self, step: Step, done: Done) -> Result<(), JournalError> {
         let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
+        // Somebody waits for it: the writer takes it now (with every step queued before it).
+        let urgent = step.sync || matches!(done, Done::Wake(_));
         let pending = Pending { record, step, done };
         let refused = match &self.writer {
-            Writer::Thread {
-                queue: Some(queue), ..
-            } => match queue.send(pending) {
+            Writer::Thread { queue, .. } => match queue.push(pending, urgent) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::SendError(p)) => p,
+                Err(queue::Closed(p)) => p,
             },
-            Writer::Thread { queue: None, .. } => pending,
             Writer::Inline { next_seq } => return self.write_now(next_seq, pending),
         };
         refused.done.send(Err(JournalError::Stopped));
@@ -415,24 +428,32 @@ fn last_seq(store: &Store) -> Result<Option<u64>, String> {
         .map(u64::from_be_bytes))
 }
 
-/// Group commit: take a step, then every step already waiting (up to `batch_max`), write them
-/// as one batch, sync once if any of them asked for it, release them all.
+/// Under load means: the last sync ended less than this long before the next group was taken.
+const UNDER_LOAD: Duration = Duration::from_millis(1);
+
+/// Group commit: take every step waiting (up to `batch_max`) once one of them is awaited (or
+/// the others have lingered, see [`queue`]), write them as one batch, sync once if any of
+/// them asked for it, release them all. Under load, a group that will sync first waits
+/// `sync_delay` for more steps to share that sync; an idle switch never waits.
 fn writer(
     store: Store,
-    rx: mpsc::Receiver<Pending>,
+    rx: &queue::Queue<Pending>,
     mut next_seq: u64,
-    batch_max: usize,
+    grouping: Grouping,
     disk: Disk,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < batch_max {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
-            }
+    let batch_max = grouping.batch_max.max(1);
+    let mut last_sync_end: Option<Instant> = None;
+    while let Some(mut group) = rx.take(batch_max) {
+        let under_load = last_sync_end.is_some_and(|end| end.elapsed() < UNDER_LOAD);
+        if under_load && !grouping.sync_delay.is_zero() && group.iter().any(|p| p.step.sync) {
+            rx.gather(&mut group, batch_max, grouping.sync_delay);
         }
+        let synced = group.iter().any(|p| p.step.sync);
         let result = write_group(&store, &group, &mut next_seq, disk);
+        if synced {
+            last_sync_end = Some(Instant::now());
+        }
         for p in group {
             p.done.send(result.clone());
         }
@@ -502,6 +523,13 @@ mod tests {
         Journal::open(db, Sealer::from_card_key(&[7u8; 32]), 64).unwrap()
     }
 
+    fn grouping(delay_us: u64) -> Grouping {
+        Grouping {
+            batch_max: 64,
+            sync_delay: Duration::from_micros(delay_us),
+        }
+    }
+
     fn step(key: &str) -> Step {
         let mut s = Step::new();
         s.put(Cf::Dedup, key.as_bytes().to_vec(), b"answer".to_vec());
@@ -532,8 +560,13 @@ mod tests {
         for durability in [Durability::Unsynced, Durability::Off] {
             let dir = tempfile::tempdir().unwrap();
             let db = crate::store::open_tuned(dir.path(), Default::default(), durability).unwrap();
-            let j =
-                Journal::open_with(db, Sealer::from_card_key(&[7u8; 32]), 64, durability).unwrap();
+            let j = Journal::open_with(
+                db,
+                Sealer::from_card_key(&[7u8; 32]),
+                grouping(0),
+                durability,
+            )
+            .unwrap();
             let mut s = step("k1");
             s.synced();
             j.commit(s).await.unwrap();
@@ -542,6 +575,51 @@ mod tests {
                 Some(&b"answer"[..])
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn steps_waiting_for_company_under_load_all_land_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
+        let j = Journal::open_with(
+            db,
+            Sealer::from_card_key(&[7u8; 32]),
+            grouping(2_000),
+            Durability::Synced,
+        )
+        .unwrap();
+        let commits = (0..64).map(|i| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                let mut s = step(&format!("k{i:02}"));
+                s.synced();
+                j.commit(s).await
+            })
+        });
+        for c in futures::future::join_all(commits).await {
+            assert!(c.unwrap().is_ok());
+        }
+        // A buffered step behind them lands too (taken with the next group or after its
+        // linger), and the journal's records are numbered without a gap.
+        let (tx, rx) = std::sync::mpsc::channel();
+        j.submit(step("last"), move |r| tx.send(r).unwrap())
+            .await
+            .unwrap();
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+            .is_ok());
+        for i in 0..64 {
+            let key = format!("k{i:02}");
+            assert!(j.get(Cf::Dedup, key.as_bytes()).unwrap().is_some());
+        }
+        let seqs: Vec<u64> = j
+            .scan(Cf::Journal, b"")
+            .unwrap()
+            .iter()
+            .map(|(k, _)| u64::from_be_bytes(k.as_slice().try_into().unwrap()))
+            .collect();
+        assert_eq!(seqs, (0..65).collect::<Vec<u64>>());
     }
 
     #[tokio::test]
@@ -553,7 +631,7 @@ mod tests {
         let Writer::Thread { queue, thread } = &mut inner.writer else {
             panic!("a RocksDB journal writes on its thread");
         };
-        queue.take();
+        queue.close();
         if let Some(w) = thread.take() {
             w.join().unwrap();
         }

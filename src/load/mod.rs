@@ -145,6 +145,9 @@ pub struct Report {
     /// schedule the latency is measured from was kept).
     pub pacer_late_ms: Option<Latency>,
     pub first_error: Option<String>,
+    /// The p99 of each second of the run, in milliseconds: a tail spread evenly over the
+    /// run, or bursts (a stall, a flush, a compaction) that make it.
+    pub p99_ms_by_second: Vec<f64>,
     #[serde(skip)]
     pub histogram: Option<hdrhistogram::Histogram<u64>>,
     #[serde(skip)]
@@ -435,6 +438,10 @@ fn summarise(
         switch_rss_mb: rss,
         pacer_late_ms: lateness.as_ref().map(Latency::of),
         first_error,
+        p99_ms_by_second: per_second
+            .iter()
+            .map(|h| h.value_at_quantile(0.99) as f64 / 1000.0)
+            .collect(),
         histogram: Some(total),
         per_second,
     }

@@ -167,6 +167,12 @@ pub struct Limits {
     pub saf_expiry_s: u64,
     /// Journal group commit: at most this many steps share one write and one sync.
     pub journal_batch_max: usize,
+    /// Journal group commit under load: a group with a synced step, taken less than a
+    /// millisecond after the last sync ended, waits this many microseconds for more steps
+    /// to share its sync (PostgreSQL's `commit_delay`). 0 (the default): never waits. Fewer
+    /// fsyncs (less CPU per transaction) against a longer wait for each synced step
+    /// (docs/performance.md, session 17). At most 10,000.
+    pub journal_sync_delay_us: u64,
     /// Journal records and answered transaction records older than this many days are
     /// deleted (0: kept for ever). At least as long as the duplicate window and the
     /// store-and-forward expiry.
@@ -197,6 +203,7 @@ impl Default for Limits {
             saf_retry_max_ms: 30_000,
             saf_expiry_s: 7 * 86_400,
             journal_batch_max: 1024,
+            journal_sync_delay_us: 0,
             journal_retention_days: 0,
             journal_archive_dir: None,
             shutdown_drain_s: 10,

@@ -134,11 +134,9 @@ impl<T> Queue<T> {
         let group: Vec<T> = s.items.drain(..n).collect();
         // What stays (more than `max` were queued) is taken next, without waiting: it may
         // hold the urgent item.
+        s.urgent = !s.items.is_empty();
         if s.items.is_empty() {
-            s.urgent = false;
             s.oldest = None;
-        } else {
-            s.oldest = Some(Instant::now() - LINGER);
         }
         Some(group)
     }

@@ -136,7 +136,7 @@ pub struct Simulator {
     pub addr: SocketAddr,
     kind: SimKind,
     spec: Arc<Spec>,
-    db: DB,
+    db: Arc<DB>,
     behaviours: HashMap<String, Behaviour>,
     approve_limit: Option<u64>,
     /// Balances (issuer accounts, acquirer card totals), read from the database at start and
@@ -192,7 +192,7 @@ impl Simulator {
             addr,
             kind: config.kind,
             spec: prof.spec,
-            db,
+            db: Arc::new(db),
             behaviours: config
                 .behaviours
                 .iter()
@@ -225,7 +225,7 @@ impl Simulator {
             sim.clone() as Arc<dyn Service>,
             stop.clone(),
         ));
-        tokio::spawn(wal::run_flusher(sim.clone(), stop));
+        tokio::spawn(wal::close_at_stop(sim.clone(), stop));
         tracing::info!(simulator = %sim.name, addr = %sim.addr, kind = ?sim.kind, "simulator listening");
         Ok(sim)
     }
@@ -302,6 +302,7 @@ impl Service for Simulator {
         });
         let behaviour = answered.behaviour;
         let wal = self.wal.clone();
+        let db = self.db.clone();
         Box::pin(async move {
             let Some(bytes) = encoded else {
                 return Vec::new();
@@ -310,7 +311,10 @@ impl Service for Simulator {
                 return Vec::new();
             }
             if let Some(ticket) = ticket {
-                if !wal.flushed(ticket).await {
+                // A write system call of what the log buffers (kilobytes), made on this
+                // thread when no flush is running: cheaper than handing it to another.
+                let flush = || db.flush_wal(false).map_err(|e| e.to_string());
+                if !wal.flushed(ticket, flush).await {
                     // Not in the log: no answer, as if lost; the switch reverses what it
                     // does not hear about.
                     return Vec::new();
@@ -481,8 +485,8 @@ mod tests {
     }
 
     /// An answered money request is already in the operating system's hands, with the
-    /// simulator still running (nothing flushed at a stop), and concurrent requests shared
-    /// their flushes.
+    /// simulator still running (nothing flushed at a stop). (Requests waiting together share
+    /// a flush: `wal::tests`.)
     #[tokio::test]
     async fn an_answer_leaves_after_its_change_reached_the_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -498,7 +502,10 @@ mod tests {
         assert_eq!(approved, 4, "{codes:?}");
         let (tickets, flushes) = sim.wal.counts();
         assert_eq!(tickets, 5);
-        assert!(flushes < tickets, "{flushes} flushes for {tickets} answers");
+        assert!(
+            (1..=5).contains(&flushes),
+            "{flushes} flushes for {tickets} answers"
+        );
 
         let copy = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), copy.path());

@@ -311,8 +311,9 @@ impl Journal {
     /// with the outcome — on the writer thread once the step is written (on a memory store,
     /// before this returns), or at once when it cannot be queued (that error is also
     /// returned). For steps nobody has to wait for:
-    /// buffered steps that decide no money. Waits only while [`MAX_UNAWAITED`] steps are
-    /// outstanding.
+    /// buffered steps that decide no money. An unsynced one is written with the next step
+    /// somebody awaits, or within [`queue::LINGER`] (it does not wake the writer). Waits only
+    /// while [`MAX_UNAWAITED`] steps are outstanding.
     pub async fn submit(
         &self,
         step: Step,
@@ -344,6 +345,8 @@ impl Journal {
     /// went: for tiny steps whose place in the writer's order matters more than their fate
     /// (a delivery marker must be queued before any step made after its answer was written,
     /// see [`crate::switch::delivery`]). Losing one costs only a doubt at the next start.
+    /// Written as [`Journal::submit`]'s steps are: in its place, with the next awaited step
+    /// or within [`queue::LINGER`].
     pub fn submit_now(&self, step: Step) {
         if step.is_empty() {
             return;
@@ -446,7 +449,9 @@ fn writer(
     let mut last_sync_end: Option<Instant> = None;
     while let Some(mut group) = rx.take(batch_max) {
         let under_load = last_sync_end.is_some_and(|end| end.elapsed() < UNDER_LOAD);
-        if under_load && !grouping.sync_delay.is_zero() && group.iter().any(|p| p.step.sync) {
+        let room = group.len() < batch_max;
+        if under_load && room && !grouping.sync_delay.is_zero() && group.iter().any(|p| p.step.sync)
+        {
             rx.gather(&mut group, batch_max, grouping.sync_delay);
         }
         let synced = group.iter().any(|p| p.step.sync);

@@ -163,8 +163,9 @@ impl<T> Queue<T> {
         }
         let n = s.items.len().min(max.saturating_sub(group.len()));
         group.extend(s.items.drain(..n));
+        // As in `take`: what stays is taken next, without waiting.
+        s.urgent = !s.items.is_empty();
         if s.items.is_empty() {
-            s.urgent = false;
             s.oldest = None;
         }
     }

@@ -98,6 +98,14 @@ impl WalBarrier {
 
     /// One flush covering every ticket taken before it starts, published to the waiters.
     fn lead(&self, flush: &impl Fn() -> Result<(), String>) {
+        // Whatever happens in the flush (even a panic), the next waiter can lead.
+        struct Release<'a>(&'a AtomicBool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let leading = Release(&self.flushing);
         // Read before the flush starts: every write of these tickets is in the buffer.
         let target = self.issued.load(Ordering::SeqCst);
         let result = if target <= self.reached() {
@@ -106,7 +114,7 @@ impl WalBarrier {
             self.flushes.fetch_add(1, Ordering::Relaxed);
             flush()
         };
-        self.flushing.store(false, Ordering::Release);
+        drop(leading);
         self.state.send_modify(|f| match &result {
             Ok(()) => f.reached = f.reached.max(target),
             Err(_) => f.failed = f.failed.max(target),

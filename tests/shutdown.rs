@@ -70,15 +70,9 @@ async fn world(cards: usize, credit_delay_ms: u64, limits: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let cards = demo::bulk_cards(cards);
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut ports = DemoPorts {
         switch: free_port(),
-        metrics: None,
-        emoney: any,
-        gift: any,
-        mileage: any,
-        acquirer: any,
-        admin: any,
+        ..DemoPorts::ephemeral()
     };
     let mut configs = demo::sim_configs(dir.path(), &ports);
     demo::add_bulk_accounts(&mut configs, &cards, BALANCE);

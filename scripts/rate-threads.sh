@@ -2,7 +2,8 @@
 # Counts that do not depend on how fast the host happens to be (issue 24, session 17): a
 # fresh demo (switch and simulators in two processes), an open loop at RATE for DURATION
 # seconds, then per thread kind of each process the context switches and CPU µs per
-# transaction, and the journal's write groups from the switch's /metrics.
+# transaction, the load generator's CPU per transaction, and the journal's write groups from
+# the switch's /metrics.
 #
 #   bash scripts/rate-threads.sh [RATE] [DURATION]      # default 2000/s for 10 s
 #
@@ -28,11 +29,15 @@ snap() {
   done | awk '{cs[$1]+=$2; cpu[$1]+=$3} END{for (k in cs) print k, cs[k], cpu[k]}' | sort
 }
 snap $SW >"$OUT/sw.a"; snap $SIM >"$OUT/sim.a"
-"$BIN" load --json --rate "$RATE" --duration "$DUR" -c 16 --cards 1000 >"$OUT/load.json" 2>"$OUT/load.err"
+/usr/bin/time -f "%U %S" -o "$OUT/load.cpu" \
+  "$BIN" load --json --rate "$RATE" --duration "$DUR" -c 16 --cards 1000 >"$OUT/load.json" 2>"$OUT/load.err"
 snap $SW >"$OUT/sw.b"; snap $SIM >"$OUT/sim.b"
 OK=$(jq .ok "$OUT/load.json")
 HZ=$(getconf CLK_TCK)
 jq -r '"\(.rate_per_s)/s ok \(.ok) p50 \(.latency_ms.p50) p99 \(.latency_ms.p99) p99.9 \(.latency_ms.p999) ms, errors \(.errors), mismatches \(.mismatches)"' "$OUT/load.json"
+# The load generator shares the machine: its CPU counts in what the machine spends per
+# transaction (user and system apart: its system time is mostly its wake-ups).
+awk -v ok="$OK" '{ printf "load: CPU µs per transaction %.1f (user %.1f, system %.1f)\n", ($1 + $2) * 1e6 / ok, $1 * 1e6 / ok, $2 * 1e6 / ok }' "$OUT/load.cpu"
 for p in sw sim; do
   echo "$p: thread, context switches per transaction, CPU µs per transaction"
   join "$OUT/$p.a" "$OUT/$p.b" | awk -v ok="$OK" -v hz="$HZ" \

@@ -19,7 +19,8 @@
 # DURATION seconds (default 20); with RATES="2000 …", each switch setting then carries an
 # open loop at each rate for SHORT seconds (default 15) on the same demo. With GROWN=1, the
 # `real` setting is also measured on a store grown past GROW_MB (default 1,100) megabytes
-# by a closed loop first.
+# by a closed loop first: a closed loop and the rates right after it, then the rates again
+# once RocksDB has caught up (`grown-settled-rate…`).
 #
 # Reported per run: throughput, p50/p99/p99.9, errors and mismatches, CPU µs per
 # transaction of each process (/proc/PID/stat) and of each thread kind (/proc/PID/task),
@@ -129,6 +130,21 @@ snapshot() { # TAG
   echo "$(metric cyberswitch_journal_commit_seconds_count 'mode="synced"') $(metric cyberswitch_journal_write_seconds_count 'mode="synced"') $(metric cyberswitch_rocksdb_stall_seconds '')" >"$OUT/.metrics-$tag"
 }
 
+# Wait (at most SETTLE_S seconds, default 600) until the switch's RocksDB runs no flush or
+# compaction and has none pending, as its /metrics say; report how long that took.
+settle() {
+  local t0=$SECONDS
+  while [ $((SECONDS - t0)) -lt "${SETTLE_S:-600}" ]; do
+    local busy; busy=$(awk -v a="$(metric cyberswitch_rocksdb_running_compactions '')" \
+      -v b="$(metric cyberswitch_rocksdb_running_flushes '')" \
+      -v c="$(metric cyberswitch_rocksdb_pending_compaction_bytes '')" 'BEGIN { print a + b + c }')
+    [ "$busy" = 0 ] && break
+    sleep 1
+  done
+  sleep 2  # the gauges are sampled every second
+  echo "settled after $((SECONDS - t0)) s" | tee -a "$OUT/grown.txt" >&2
+}
+
 # One load run against the running switch (or the echo baseline): JSON in $OUT/$name.json
 # with the measured costs added.
 measure() {
@@ -218,6 +234,14 @@ if [ "$GROWN" = 1 ]; then
   for r in $RATES; do
     measure "grown-real-rate$r" --rate "$r" --duration "$SHORT" -c 16 --cards "$CARDS"
   done
+  # The same rates again once RocksDB has caught up (no flush or compaction running, none
+  # pending): the grown store in its steady state, apart from the catch-up after a burst.
+  if [ -n "$RATES" ]; then
+    settle
+    for r in $RATES; do
+      measure "grown-settled-rate$r" --rate "$r" --duration "$SHORT" -c 16 --cards "$CARDS"
+    done
+  fi
   stop_all
 fi
 

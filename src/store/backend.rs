@@ -176,6 +176,7 @@ impl Store {
         to: Option<&[u8]>,
         mut visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
     ) -> Result<(), String> {
+        whole_if_by_time(cf, from, to)?;
         let db = match self {
             Store::Rocks(db) => db,
             Store::Memory(m) => {
@@ -203,6 +204,7 @@ impl Store {
         to: Option<&[u8]>,
         mut visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
     ) -> Result<(), String> {
+        whole_if_by_time(cf, from, to)?;
         let db = match self {
             Store::Rocks(db) => db,
             Store::Memory(m) => {
@@ -308,6 +310,18 @@ impl Batch<'_> {
         }
         Ok(())
     }
+}
+
+/// A column family ordered by time ([`Cf::keyed_by_time`]) holds no key range in byte order:
+/// it is read by key or scanned whole.
+fn whole_if_by_time(cf: Cf, from: &[u8], to: Option<&[u8]>) -> Result<(), String> {
+    if cf.keyed_by_time() && (!from.is_empty() || to.is_some()) {
+        return Err(format!(
+            "column family {} is ordered by time: scanned whole, not by key range",
+            cf.name()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

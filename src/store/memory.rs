@@ -1,6 +1,7 @@
 //! The memory backend: each column family an ordered map, all of them behind one lock, so
 //! that a batch lands whole (nobody sees half of it) as RocksDB's do. Keys compare as bytes,
-//! as RocksDB's default comparator does, so scans come out in the same order.
+//! as RocksDB's default comparator does, so scans come out in the same order (those of
+//! the column families ordered by time are sorted as RocksDB orders them).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -73,11 +74,15 @@ impl MemoryStore {
         let maps = self.maps()?;
         let found = maps[cf.index()].range::<[u8], _>((lower, upper));
         let copy = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(if descending {
-            found.rev().map(copy).collect()
-        } else {
-            found.map(copy).collect()
-        })
+        let mut found: Vec<KeyValue> = found.map(copy).collect();
+        if cf.keyed_by_time() {
+            // In RocksDB's order for it (scanned whole only: `Store` refuses ranges).
+            found.sort_by(|a, b| super::time_then_key(&a.0, &b.0));
+        }
+        if descending {
+            found.reverse();
+        }
+        Ok(found)
     }
 }
 

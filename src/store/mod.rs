@@ -98,6 +98,12 @@ impl Cf {
         Cf::Outbox,
     ];
 
+    /// Keyed by a transaction's id and ordered by its transmission time first
+    /// ([`time_then_key`]): read by key or scanned whole, never by prefix.
+    pub fn keyed_by_time(self) -> bool {
+        matches!(self, Cf::Txns | Cf::Dedup)
+    }
+
     /// The column family's place in [`Cf::ALL`].
     pub fn index(self) -> usize {
         self as usize
@@ -106,9 +112,9 @@ impl Cf {
     pub fn name(self) -> &'static str {
         match self {
             Cf::Journal => "journal",
-            Cf::Txns => "txns",
+            Cf::Txns => "txns_by_time",
             Cf::OpenTxns => "open_txns",
-            Cf::Dedup => "dedup",
+            Cf::Dedup => "dedup_by_time",
             Cf::Saf => "saf",
             Cf::SafDead => "saf_dead",
             Cf::CardLinks => "card_links",
@@ -233,6 +239,9 @@ pub fn open_tuned(
             // sorts only when read.
             o.set_memtable_factory(rocksdb::MemtableFactory::Vector);
         }
+        if cf.keyed_by_time() {
+            time_ordered(&mut o);
+        }
         if matches!(cf, Cf::Dedup | Cf::Txns | Cf::CardLinks | Cf::LedgerLegs) {
             // Point look-ups, mostly of keys that are not there (every new request is looked
             // up in the duplicate index): bloom filters in the memtable and the tables.
@@ -259,9 +268,62 @@ pub fn open_tuned(
         }
         ColumnFamilyDescriptor::new(cf.name(), o)
     });
-    DB::open_cf_descriptors(&opts, dir, cfs)
-        .map(|db| Store::Rocks(Arc::new(db)))
-        .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
+    // A database of an earlier version has these in byte order: opened as they are, then
+    // moved into their successors before anything else reads or writes.
+    let present = DB::list_cf(&opts, dir).unwrap_or_default();
+    let earlier: Vec<(&str, Cf)> = BYTE_ORDERED
+        .into_iter()
+        .filter(|(name, _)| present.iter().any(|p| p == name))
+        .collect();
+    let cfs = cfs.chain(
+        earlier
+            .iter()
+            .map(|(name, _)| ColumnFamilyDescriptor::new(*name, Options::default())),
+    );
+    let cannot = |e: String| format!("{}: cannot open database: {e}", dir.display());
+    let mut db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| cannot(e.to_string()))?;
+    for (name, cf) in earlier {
+        move_into(&mut db, name, cf).map_err(cannot)?;
+    }
+    Ok(Store::Rocks(Arc::new(db)))
+}
+
+/// The byte-ordered column families of versions before the time order ([`time_ordered`]),
+/// and what replaced each.
+const BYTE_ORDERED: [(&str, Cf); 2] = [("txns", Cf::Txns), ("dedup", Cf::Dedup)];
+
+/// Copy column family `from` into `to`, then drop it. A crash before the drop copies it
+/// again at the next open: the same values over themselves, since nothing else writes to
+/// `to` before the open returns.
+fn move_into(db: &mut DB, from: &str, to: Cf) -> Result<(), String> {
+    let fail = |e: rocksdb::Error| format!("moving column family {from} to {}: {e}", to.name());
+    let mut moved = 0usize;
+    {
+        let source = db
+            .cf_handle(from)
+            .ok_or_else(|| format!("column family {from} missing"))?;
+        let target = handle(db, to)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for item in db.iterator_cf(source, rocksdb::IteratorMode::Start) {
+            let (key, value) = item.map_err(fail)?;
+            batch.put_cf(target, key, value);
+            moved += 1;
+            if batch.len() >= 4096 {
+                db.write(std::mem::take(&mut batch)).map_err(fail)?;
+            }
+        }
+        let mut synced = rocksdb::WriteOptions::default();
+        synced.set_sync(true);
+        db.write_opt(batch, &synced).map_err(fail)?;
+    }
+    db.drop_cf(from).map_err(fail)?;
+    tracing::info!(
+        from,
+        to = to.name(),
+        moved,
+        "column family moved to time order"
+    );
+    Ok(())
 }
 
 /// A compaction filter dropping values whose time (`at`, ms since the epoch; `None`: keep)
@@ -286,6 +348,36 @@ fn expire_by_age(
 
 /// Bloom filters in the memtable and the table files, for point look-ups of keys that are
 /// mostly absent.
+/// The order of the column families keyed by a transaction's id ([`Cf::keyed_by_time`]):
+/// by the key's last ten bytes (the transmission time, `MMDDhhmmss`), then the whole key.
+/// A total order (the whole key breaks ties), so RocksDB may use it like its own.
+pub fn time_then_key(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    fn time(k: &[u8]) -> &[u8] {
+        &k[k.len().saturating_sub(10)..]
+    }
+    time(a).cmp(time(b)).then_with(|| a.cmp(b))
+}
+
+/// The comparator's name is stored with the column family: RocksDB refuses to open one
+/// written under another order.
+const TIME_THEN_KEY: &str = "cyberswitch.time-then-key";
+
+/// A column family in [`time_then_key`] order, its table files small.
+///
+/// Why: keyed `LISTENER|CLASS|STAN|TERMINAL|TIME` in byte order, every flush of these
+/// column families spans their whole key range, so each compaction into the last level
+/// rewrote all of it — on a store grown past 1 GB, 200 MB of `txns` and 116 MB of `dedup`
+/// every few flushes, 7× the bytes flushed, and the disk that carries the journal's fsyncs
+/// busy with it (docs/performance.md, session 19). Ordered by time, a flush overlaps only
+/// the newest table file or two of the last level: a compaction rewrites what is recent.
+/// Small table files keep that overlap small. Records past their time are still dropped:
+/// a periodic compaction (daily) visits the old files no write overlaps any more.
+fn time_ordered(o: &mut Options) {
+    o.set_comparator(TIME_THEN_KEY, Box::new(time_then_key));
+    o.set_target_file_size_base(8 << 20);
+    o.set_periodic_compaction_seconds(24 * 3600);
+}
+
 pub fn point_lookup_filters(o: &mut Options) {
     o.set_memtable_prefix_bloom_ratio(0.05);
     o.set_memtable_whole_key_filtering(true);
@@ -301,11 +393,19 @@ pub fn open_read_only(dir: &Path) -> Result<Store, String> {
     // A database written by an earlier version lacks the column families added since: open
     // those it has (reading a missing one then fails with its name, not the whole open).
     let present = DB::list_cf(&opts, dir).unwrap_or_default();
-    let names = Cf::ALL
+    // (One an earlier version wrote in byte order, `txns` or `dedup`, is not opened: its
+    // successor is missing until the switch has started once on the directory.)
+    let cfs = Cf::ALL
         .iter()
-        .map(|cf| cf.name())
-        .filter(|n| present.is_empty() || present.iter().any(|p| p == n));
-    DB::open_cf_for_read_only(&opts, dir, names, false)
+        .filter(|cf| present.is_empty() || present.iter().any(|p| p == cf.name()))
+        .map(|&cf| {
+            let mut o = Options::default();
+            if cf.keyed_by_time() {
+                o.set_comparator(TIME_THEN_KEY, Box::new(time_then_key));
+            }
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+    DB::open_cf_descriptors_read_only(&opts, dir, cfs, false)
         .map(|db| Store::Rocks(Arc::new(db)))
         .map_err(|e| format!("{}: cannot open database: {e}", dir.display()))
 }

@@ -28,6 +28,16 @@ fn fill(store: &Store) {
         batch.put(Cf::Saf, key, &[key, b"=v"].concat()).unwrap();
     }
     batch.put(Cf::Txns, b"other", b"cf").unwrap();
+    // Transactions' keys end in their transmission time: a later time sorts later,
+    // whatever comes before it.
+    for key in [
+        &b"POS|2|000009|T1|1206235959"[..],
+        b"POS|2|000001|T2|1207000001",
+        b"ATM|2|000005|T1|1207000000",
+        b"POS|2|000001|T1|1207000000",
+    ] {
+        batch.put(Cf::Txns, key, b"txn").unwrap();
+    }
     store.write(batch, true).unwrap();
     let mut batch = store.batch();
     batch.delete(Cf::Saf, b"b").unwrap();
@@ -111,6 +121,16 @@ fn memory_and_rocksdb_read_the_same_writes_back_alike() {
     );
     assert_eq!(keys("rev 2 [97]"), [&b"a\x01"[..], b"a\x00\xff"]);
     assert_eq!(keys("last"), [b"\xff\xff\x00"]);
+    assert_eq!(
+        keys("txns"),
+        [
+            &b"POS|2|000009|T1|1206235959"[..],
+            b"ATM|2|000005|T1|1207000000",
+            b"POS|2|000001|T1|1207000000",
+            b"POS|2|000001|T2|1207000001",
+            b"other",
+        ]
+    );
     assert_eq!(keys("get deleted"), Vec::<Vec<u8>>::new());
 }
 
@@ -158,4 +178,73 @@ fn a_memory_scan_is_a_snapshot_its_visitor_may_write_during() {
         .unwrap();
     assert_eq!(seen, [b"q\x001"]);
     assert_eq!(store.scan(Cf::Saf, b"q\x00").unwrap().len(), 2);
+}
+
+#[test]
+fn a_column_family_ordered_by_time_is_not_scanned_by_key_range() {
+    let dir = tempfile::tempdir().unwrap();
+    for store in [Store::memory(), super::open(dir.path()).unwrap()] {
+        let err = store.scan(Cf::Txns, b"POS|").unwrap_err();
+        assert!(err.contains("ordered by time"), "{err}");
+        assert!(store
+            .for_each_from(Cf::Dedup, b"a", |_, _| ControlFlow::Continue(()))
+            .is_err());
+        assert!(store.scan(Cf::Txns, b"").is_ok());
+    }
+}
+
+/// A data directory of a version before the time order: `txns` and `dedup` in byte order.
+/// Opened, their records are in their successors, read by key as before, and they are gone.
+#[test]
+fn byte_ordered_column_families_of_an_earlier_version_move_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<(String, String)> = (0..10_000)
+        .map(|i| {
+            (
+                format!("POS|2|{:06}|T{}|12{:08}", 999_999 - i, i % 7, i),
+                format!("r{i}"),
+            )
+        })
+        .collect();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), ["journal", "txns", "dedup"]).unwrap();
+        for name in ["txns", "dedup"] {
+            let cf = db.cf_handle(name).unwrap();
+            for (k, v) in &records {
+                db.put_cf(cf, k, v).unwrap();
+            }
+        }
+    }
+    let store = super::open(dir.path()).unwrap();
+    for cf in [Cf::Txns, Cf::Dedup] {
+        for (k, v) in records.iter().step_by(997) {
+            assert_eq!(
+                store.get(cf, k.as_bytes()).unwrap().as_deref(),
+                Some(v.as_bytes())
+            );
+        }
+        let all = store.scan(cf, b"").unwrap();
+        assert_eq!(all.len(), records.len(), "{}", cf.name());
+        // In time order now (the records were made with rising times, falling STANs).
+        assert!(all
+            .iter()
+            .zip(records.iter())
+            .all(|((k, _), (r, _))| k == r.as_bytes()));
+    }
+    drop(store);
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert!(
+        !names.iter().any(|n| n == "txns" || n == "dedup"),
+        "{names:?}"
+    );
+    // Opened again, nothing is left to move and nothing was lost.
+    let store = super::open(dir.path()).unwrap();
+    assert_eq!(store.scan(Cf::Txns, b"").unwrap().len(), records.len());
+    drop(store);
+    // The tools' read-only open knows the order too.
+    let read_only = super::open_read_only(dir.path()).unwrap();
+    assert_eq!(read_only.scan(Cf::Dedup, b"").unwrap().len(), records.len());
 }

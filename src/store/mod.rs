@@ -346,8 +346,6 @@ fn expire_by_age(
     });
 }
 
-/// Bloom filters in the memtable and the table files, for point look-ups of keys that are
-/// mostly absent.
 /// The order of the column families keyed by a transaction's id ([`Cf::keyed_by_time`]):
 /// by the key's last ten bytes (the transmission time, `MMDDhhmmss`), then the whole key.
 /// A total order (the whole key breaks ties), so RocksDB may use it like its own.
@@ -378,6 +376,8 @@ fn time_ordered(o: &mut Options) {
     o.set_periodic_compaction_seconds(24 * 3600);
 }
 
+/// Bloom filters in the memtable and the table files, for point look-ups of keys that are
+/// mostly absent.
 pub fn point_lookup_filters(o: &mut Options) {
     o.set_memtable_prefix_bloom_ratio(0.05);
     o.set_memtable_whole_key_filtering(true);

@@ -401,7 +401,7 @@ pub fn open_read_only(dir: &Path) -> Result<Store, String> {
         .map(|&cf| {
             let mut o = Options::default();
             if cf.keyed_by_time() {
-                o.set_comparator(TIME_THEN_KEY, Box::new(time_then_key));
+                time_ordered(&mut o);
             }
             ColumnFamilyDescriptor::new(cf.name(), o)
         });

@@ -415,14 +415,31 @@ impl World {
     }
 
     /// With `CRASH_LOG=FILE`, everything the switch wrote over every run goes to FILE (to
-    /// follow one transaction through a failing run).
-    fn keep_logs_if_asked(&self) {
+    /// follow one transaction through a failing run). When a check failed, the whole world —
+    /// the switch's store, the simulators' stores — is copied with every line the switch
+    /// logged to a directory that outlives the test, named in the output: a failure that
+    /// does not come back with its seed can still be read.
+    fn keep_evidence(&self, failed: bool) {
+        let logs = self.logs.lock().unwrap().clone();
         if let Ok(path) = std::env::var("CRASH_LOG") {
-            let logs = self.logs.lock().unwrap().clone();
-            if let Err(e) = std::fs::write(&path, logs) {
+            if let Err(e) = std::fs::write(&path, &logs) {
                 eprintln!("CRASH_LOG {path}: {e}");
             }
         }
+        if !failed {
+            return;
+        }
+        let kept = std::env::temp_dir().join(format!("cyberswitch-crash-{}", std::process::id()));
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.dir.path())
+            .arg(&kept)
+            .status();
+        let logged = std::fs::write(kept.join("switch.log"), &logs);
+        eprintln!(
+            "evidence kept in {} (stores, switch.log): copy {copied:?}, log {logged:?}",
+            kept.display()
+        );
     }
 
     fn log_tail(&self) -> String {
@@ -1665,9 +1682,10 @@ async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
 
     let money = check_money(&w, &outcomes, &hosted);
     eprintln!("seen: {:#?}", money.stats);
-    w.keep_logs_if_asked();
+    let journal = check_journal(&w);
+    w.keep_evidence(money.ok().is_err() || journal.is_err());
     money.ok().unwrap();
-    check_journal(&w).unwrap();
+    journal.unwrap();
     // The run meant something: each kind of request was made and answered as it should.
     let seen = |what: &str| money.stats.get(what).copied().unwrap_or(0);
     for what in [

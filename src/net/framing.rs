@@ -13,6 +13,7 @@ use std::io;
 use std::str::FromStr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Default maximum message size (SPEC §4.1).
@@ -472,24 +473,103 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
-/// How many queued frames one flush may carry: bounds what is buffered before a write.
+/// How many queued frames one write may carry: bounds what is buffered before a write.
 const MAX_BATCH: usize = 64;
 
+/// The most a connection's batch buffer keeps between batches.
+const RETAINED_BATCH_BYTES: usize = 16 * 1024;
+
+/// Frames on their way to one socket, written together: a burst of answers costs one write
+/// system call instead of one each. It knows where each message's frame ends in the bytes,
+/// so that when the connection fails part-way, the messages whose frames were handed whole
+/// to the socket are told from those that were not (SPEC F7: only an answer that could not
+/// be delivered is undone; one the peer may hold is not).
+#[derive(Default)]
+pub struct Batch {
+    bytes: BytesMut,
+    /// The batch's messages (keep-alives aside), in the order of their frames.
+    messages: Vec<Bytes>,
+    /// Where each message's frame ends in `bytes`.
+    ends: Vec<usize>,
+    /// How many messages' frames were handed whole to the socket.
+    written: usize,
+    /// Messages whose frame could not be encoded (too large for the framing): never sent.
+    refused: Vec<Bytes>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        // A burst's buffer is not kept by a connection that goes idle after it.
+        if self.bytes.capacity() > RETAINED_BATCH_BYTES {
+            self.bytes = BytesMut::new();
+        }
+        self.bytes.clear();
+        self.messages.clear();
+        self.ends.clear();
+        self.written = 0;
+        self.refused.clear();
+    }
+
+    fn add(&mut self, codec: &mut FrameCodec, frame: Frame) {
+        let keep_alive = frame.is_keep_alive();
+        let message = frame.message.clone();
+        match codec.encode(frame, &mut self.bytes) {
+            Ok(()) if keep_alive => {}
+            Ok(()) => {
+                self.messages.push(message);
+                self.ends.push(self.bytes.len());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "answer does not fit the framing: not sent");
+                self.refused.push(message);
+            }
+        }
+    }
+
+    /// Write the whole batch. On an error, [`Batch::written`] still says which frames the
+    /// socket took whole before it failed.
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> Result<(), FrameError> {
+        let mut at = 0;
+        let result = loop {
+            if at == self.bytes.len() {
+                break out.flush().await;
+            }
+            match out.write(&self.bytes[at..]).await {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => at += n,
+                Err(e) => break Err(e),
+            }
+        };
+        // A frame the socket took whole may have reached the peer even if the connection
+        // failed after it (a TLS stream's flush included): it counts as written.
+        self.written = self.ends.partition_point(|&end| end <= at);
+        result.map_err(FrameError::from)
+    }
+
+    /// The messages whose frames the socket took whole.
+    pub fn written(&self) -> &[Bytes] {
+        &self.messages[..self.written]
+    }
+
+    /// The messages that never reached the socket whole: after a failed write, and those
+    /// that could not be framed.
+    pub fn unwritten(&mut self) -> impl Iterator<Item = Bytes> + '_ {
+        self.refused
+            .drain(..)
+            .chain(self.messages.drain(self.written..))
+    }
+}
+
 /// Write `first` and every frame already waiting in `queue` (up to [`MAX_BATCH`]) with one
-/// flush: a burst of answers costs one write system call instead of one each, and a lone
-/// frame is written at once, as before. `batch` holds the messages of the batch (not
-/// keep-alives): written, on success; on error, none of them is known to have reached the
-/// peer.
-pub async fn send_batch<S>(
-    sink: &mut S,
+/// write: a burst of answers costs one system call instead of one each, and a lone frame is
+/// written at once, as before. Afterwards `batch` tells which messages were written.
+pub async fn send_batch<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    codec: &mut FrameCodec,
     queue: &mut tokio::sync::mpsc::Receiver<Frame>,
     first: Frame,
-    batch: &mut Vec<Bytes>,
-) -> Result<(), FrameError>
-where
-    S: futures::Sink<Frame, Error = FrameError> + Unpin,
-{
-    use futures::SinkExt;
+    batch: &mut Batch,
+) -> Result<(), FrameError> {
     batch.clear();
     // Under load, other tasks are about to produce frames for this connection: let them run
     // first, so that one write carries them all (a write to a socket costs far more than a
@@ -501,16 +581,12 @@ where
     let mut frames = 0;
     while let Some(frame) = next.take() {
         frames += 1;
-        if !frame.is_keep_alive() {
-            batch.push(frame.message.clone());
-        }
-        sink.feed(frame).await?;
+        batch.add(codec, frame);
         if frames < MAX_BATCH {
             next = queue.try_recv().ok();
         }
     }
-    sink.flush().await?;
-    Ok(())
+    batch.write_to(out).await
 }
 
 #[cfg(test)]
@@ -582,5 +658,104 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         assert_eq!(buf.capacity(), cap);
+    }
+
+    /// A socket that takes `room` bytes in all, at most `chunk` per write, then fails as a
+    /// connection reset by its peer does.
+    struct Breaks {
+        took: Vec<u8>,
+        room: usize,
+        chunk: usize,
+    }
+
+    impl AsyncWrite for Breaks {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.room).min(self.chunk);
+            if n == 0 {
+                return std::task::Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            self.room -= n;
+            self.took.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn message(text: &str) -> Frame {
+        Frame::message(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// Sends `first` and the queued frames into a socket with `room` bytes, in chunks of 7.
+    async fn send(
+        codec: &mut FrameCodec,
+        frames: Vec<Frame>,
+        room: usize,
+    ) -> (Result<(), FrameError>, Vec<Bytes>, Vec<Bytes>, Vec<u8>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let mut frames = frames.into_iter();
+        let first = frames.next().unwrap();
+        for f in frames {
+            tx.try_send(f).unwrap();
+        }
+        let mut out = Breaks {
+            took: Vec::new(),
+            room,
+            chunk: 7,
+        };
+        let mut batch = Batch::default();
+        let result = send_batch(&mut out, codec, &mut rx, first, &mut batch).await;
+        let written = batch.written().to_vec();
+        let unwritten = batch.unwritten().collect();
+        (result, written, unwritten, out.took)
+    }
+
+    #[tokio::test]
+    async fn a_batch_cut_by_a_failing_socket_tells_the_frames_it_took_whole() {
+        // Frames of 2 + 20 bytes end at 22, 24 (a keep-alive), 46 and 68; the socket takes 50.
+        let frames = vec![
+            message("aaaaaaaaaaaaaaaaaaaa"),
+            Frame::keep_alive(),
+            message("bbbbbbbbbbbbbbbbbbbb"),
+            message("cccccccccccccccccccc"),
+        ];
+        let (result, written, unwritten, took) = send(&mut codec("binary2"), frames, 50).await;
+        assert!(matches!(result, Err(FrameError::Io(_))));
+        assert_eq!(
+            written,
+            [&b"aaaaaaaaaaaaaaaaaaaa"[..], &b"bbbbbbbbbbbbbbbbbbbb"[..]]
+        );
+        // The third reached the socket only in part: the peer cannot hold it.
+        assert_eq!(unwritten, [&b"cccccccccccccccccccc"[..]]);
+        assert_eq!(took.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_whole_batch_written_and_a_frame_too_large_for_the_framing_left_out() {
+        let mut small = FrameCodec::new("binary2".parse().unwrap(), 10);
+        let frames = vec![
+            message("short"),
+            message("far too long for it"),
+            message("fine"),
+        ];
+        let (result, written, unwritten, took) = send(&mut small, frames, usize::MAX).await;
+        assert!(result.is_ok());
+        assert_eq!(written, [&b"short"[..], &b"fine"[..]]);
+        assert_eq!(unwritten, [&b"far too long for it"[..]]);
+        assert_eq!(took, b"\x00\x05short\x00\x04fine");
     }
 }

@@ -14,10 +14,10 @@ use futures::StreamExt;
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{send_batch, Frame, FrameCodec};
+use super::framing::{send_batch, Batch, Frame, FrameCodec};
 use crate::config::{LinkConfig, MatchField, Profile};
 use crate::iso8583::{Message, Mti, OwnedMessage, ResponseCode};
 use crate::observe::{Direction, MessageCounters};
@@ -560,7 +560,9 @@ async fn serve_connection<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let codec = FrameCodec::new(link.config.profile.framing, link.config.profile.max_frame);
-    let (mut sink, mut frames) = Framed::new(stream, codec).split();
+    let (reading, mut writing) = tokio::io::split(stream);
+    let mut frames = FramedRead::new(reading, codec.clone());
+    let mut codec = codec;
     let (tx, mut rx) = mpsc::channel::<Frame>(link.config.max_in_flight.max(16));
     if let Ok(mut s) = session.sender.lock() {
         *s = Some(tx.clone());
@@ -569,13 +571,13 @@ async fn serve_connection<S>(
     let writer_stop = conn_stop.clone();
     let writer = tokio::spawn(async move {
         // Requests not written are answered by their timeouts.
-        let mut unsent = Vec::new();
+        let mut batch = Batch::default();
         loop {
             let frame = tokio::select! {
                 _ = writer_stop.cancelled() => break,
                 f = rx.recv() => match f { Some(f) => f, None => break },
             };
-            if send_batch(&mut sink, &mut rx, frame, &mut unsent)
+            if send_batch(&mut writing, &mut codec, &mut rx, frame, &mut batch)
                 .await
                 .is_err()
             {

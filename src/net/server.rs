@@ -15,10 +15,10 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify, Semaphore};
-use tokio_util::codec::Framed;
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{send_batch, Frame, FrameCodec, Framing};
+use super::framing::{send_batch, Batch, Frame, FrameCodec, Framing};
 
 /// What a server does with one request message: zero, one or more answers (a simulator may
 /// stay silent or answer twice; the switch answers once).
@@ -262,7 +262,9 @@ async fn connection<S>(
     let codec = FrameCodec::new(limits.framing, limits.max_frame);
     // A small first read buffer: most connections are idle most of the time, and the buffer
     // grows for a burst (bounded by the maximum frame) only when one comes.
-    let (mut sink, mut frames) = Framed::with_capacity(stream, codec, 512).split();
+    let (reading, mut writing) = tokio::io::split(stream);
+    let mut frames = FramedRead::with_capacity(reading, codec.clone(), 512);
+    let mut codec = codec;
     // Answers come back through a channel so that the reader keeps reading while earlier
     // requests are still being processed.
     let (tx, mut rx) = mpsc::channel::<Frame>(limits.max_in_flight * 2);
@@ -271,7 +273,7 @@ async fn connection<S>(
     let writer_service = service.clone();
     let abandon = drain.abandon.clone();
     let writer = tokio::spawn(async move {
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
         loop {
             // A batch being written is finished; once abandoned, no new one begins.
             let next = tokio::select! {
@@ -280,15 +282,16 @@ async fn connection<S>(
                 f = rx.recv() => f,
             };
             let Some(frame) = next else { break };
-            match send_batch(&mut sink, &mut rx, frame, &mut batch).await {
-                Ok(()) => writer_service.delivered(&batch),
-                Err(e) => {
-                    tracing::debug!(error = %e, "write failed; closing");
-                    for answer in batch.drain(..) {
-                        writer_service.undelivered(answer);
-                    }
-                    break;
-                }
+            let sent = send_batch(&mut writing, &mut codec, &mut rx, frame, &mut batch).await;
+            // What the socket took whole counts as delivered even when a later frame of the
+            // batch failed: the peer may hold it.
+            writer_service.delivered(batch.written());
+            for answer in batch.unwritten() {
+                writer_service.undelivered(answer);
+            }
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "write failed; closing");
+                break;
             }
         }
         // Whatever is still queued will never be written.

@@ -175,11 +175,6 @@ impl Drop for World {
 /// meanwhile, could be handed the same port (seen: "metrics: Address already in use").
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// A TCP relay in front of one simulator: cut, it closes every connection through it and
 /// refuses new ones, so the switch's link to that simulator goes down as if the line did.
 struct Relay {
@@ -240,13 +235,13 @@ async fn world(cards: usize) -> World {
     let cards = demo::bulk_cards(cards);
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut ports = DemoPorts {
-        switch: free_port(),
-        metrics: Some(free_port()),
+        switch: common::free_port(),
+        metrics: Some(common::free_port()),
         emoney: any,
         gift: any,
         mileage: any,
         acquirer: any,
-        admin: free_port(),
+        admin: common::free_port(),
     };
     let mut configs = demo::sim_configs(dir.path(), &ports);
     demo::add_bulk_accounts(&mut configs, &cards, WALLET_BALANCE);

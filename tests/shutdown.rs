@@ -59,11 +59,6 @@ impl Drop for World {
 /// test's simulators are not handed the same port meanwhile.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// `cards` bulk cards; the acquirer holds every credit leg `credit_delay_ms` before it
 /// answers (the leg is applied when it arrives); `limits` is the switch's `[limits]` table.
 async fn world(cards: usize, credit_delay_ms: u64, limits: &str) -> World {
@@ -71,7 +66,7 @@ async fn world(cards: usize, credit_delay_ms: u64, limits: &str) -> World {
     let stop = CancellationToken::new();
     let cards = demo::bulk_cards(cards);
     let mut ports = DemoPorts {
-        switch: free_port(),
+        switch: common::free_port(),
         ..DemoPorts::ephemeral()
     };
     let mut configs = demo::sim_configs(dir.path(), &ports);

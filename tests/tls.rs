@@ -659,11 +659,6 @@ async fn stop_process(mut child: tokio::process::Child) {
     assert!(status.success(), "{status:?}");
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 async fn pay(addr: SocketAddr, card: &str, wallet: &str, stan: u32) -> String {
     let mut t = Client::connect(&addr.to_string(), spec(), "binary2".parse().unwrap())
         .await
@@ -685,7 +680,7 @@ async fn keys_rotate_keeps_every_link_and_new_records_name_the_new_version() {
     std::fs::create_dir_all(&data).unwrap();
     demo::write_secrets(&data).unwrap();
     let mut ports = DemoPorts::ephemeral();
-    ports.switch = free_port();
+    ports.switch = common::free_port();
     let configs = demo::sim_configs(&data, &ports);
     let _sims = demo::start_sims(configs, &mut ports, &sims_stop)
         .await

@@ -264,3 +264,23 @@ pub async fn metric_sum(metrics: std::net::SocketAddr, name: &str) -> Option<f64
             .sum(),
     )
 }
+
+/// A port for a child process started later (and again after every kill) to listen on,
+/// picked below the kernel's ephemeral range. A port found by binding port 0 comes from that
+/// range, and an outgoing connection made meanwhile (a relay's, a link's) may be given it
+/// before the child binds it (seen: "admin API: bind …: Address already in use"); ports
+/// below the range are only ever taken by an explicit bind.
+pub fn free_port() -> std::net::SocketAddr {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let from = 10_000u16.min(ephemeral_from.saturating_sub(1_000));
+    for _ in 0..1_000 {
+        let port = rand::random_range(from..ephemeral_from);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free port below {ephemeral_from}");
+}

@@ -298,13 +298,12 @@ pub async fn shutdown_signal() {
 /// The switch's database, with what compactions may drop.
 fn open_store(config: &Config) -> Result<Store, String> {
     let retention = config.limits.journal_retention();
-    let store = crate::store::open_tuned(
+    let store = crate::store::open_with(
         &config.data_dir,
         crate::store::Expiry {
             dedup_window: Some(Duration::from_secs(config.limits.duplicate_window_s)),
             txns: retention.map(|kept| (kept, txn::ended_at_ms as crate::store::EndedAt)),
         },
-        config.durability,
     )?;
     if let Some(dir) = &config.limits.journal_archive_dir {
         // Found unwritable now, not at the first purge an hour from now.

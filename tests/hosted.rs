@@ -933,6 +933,48 @@ async fn a_token_past_its_rate_is_answered_429_and_the_others_are_not() {
     }
 }
 
+/// A refund arriving right behind a completion (the terminal has its 0230, the completion is
+/// still queued) reaches the hosted ledger after the completion: sent before it, the ledger
+/// found only a hold and declined the refund (12; found by the crash harness).
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_right_behind_a_completion_waits_for_it() {
+    use cyberswitch::switch::testhooks::arm_pause;
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let auth = env.request(b"0100", PREPAID, "000000", 5_000, Some("1234"));
+    assert_eq!(code(&env.call(&auth).await), "00");
+    let auth_stan = common::original_data_of(&auth).stan;
+    let held = arm_pause("completion-attempt", auth_stan);
+    let mut completion = common::reversal_of(&auth, u64::from(env.next_stan()), "1121120100");
+    completion.set_mti(Mti::new(b"0220").unwrap());
+    completion.set_number(4, 4_000, 12);
+    assert_eq!(code(&env.call(&completion).await), "00");
+    for _ in 0..1_000 {
+        if held.reached() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held.reached(), "the completion was never about to be sent");
+    let mut refund = common::reversal_of(&auth, u64::from(env.next_stan()), "1121120200");
+    refund.set_mti(Mti::new(b"0200").unwrap());
+    refund.set(3, b"200000").set_number(4, 1_500, 12);
+    let (refunded, ()) = tokio::join!(env.call(&refund), async {
+        // The refund is on its way while the completion is held; then the completion goes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        held.release();
+    });
+    assert_eq!(code(&refunded), "00", "refunded once the completion landed");
+    env.drained().await;
+    let card = env.card(&id).await;
+    assert_eq!(
+        (card["balance"].clone(), card["available"].clone()),
+        (json!(17_500), json!(17_500)),
+        "20,000 less the 4,000 completed, plus the 1,500 refunded; nothing held"
+    );
+}
+
 /// A completion (0220 naming an authorization by field 90) posts what it names of the hold
 /// and releases the rest, through the store-and-forward queue, once however often it is
 /// repeated; the points come with it; a reversal of the authorization afterwards gives back

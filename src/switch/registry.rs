@@ -89,6 +89,11 @@ impl TxnId {
         &self.listener
     }
 
+    /// The terminal's STAN of the request.
+    pub fn stan(&self) -> u32 {
+        self.stan
+    }
+
     /// The key as stored in the journal's duplicate index.
     pub fn to_bytes(&self) -> Vec<u8> {
         // `LISTENER|CLASS|STAN(6)|TERMINAL|TIME(10)`, built by hand: made several times for

@@ -16,6 +16,9 @@
 //!   not yet removed from the queue).
 //! - `CYBERSWITCH_TESTONLY_SKIP_RECOVERY=1` — start without recovery, to prove the harness
 //!   notices.
+//! - Pauses an in-process test arms for one request's STAN ([`arm_pause`]):
+//!   `refund-decided` (a refund decided, its answer step not written), `completion-attempt`
+//!   (a queued completion about to be sent upstream; the STAN is its authorization's).
 
 #[cfg(feature = "fault-injection")]
 pub use armed::*;

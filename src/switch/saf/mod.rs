@@ -120,6 +120,8 @@ pub struct Saf {
     books: Arc<crate::books::Books>,
     links: OnceLock<HashMap<String, Arc<Link>>>,
     wake: Notify,
+    /// Told whenever an item leaves a lane (acknowledged or dead-lettered).
+    removed: Notify,
     next_seq: AtomicU64,
     timing: SafTiming,
     lanes: Mutex<Lanes>,
@@ -172,6 +174,7 @@ impl Saf {
             books,
             links: OnceLock::new(),
             wake: Notify::new(),
+            removed: Notify::new(),
             next_seq: AtomicU64::new(max_seq.max(dead_max) + 1),
             timing,
             lanes: Mutex::new(lanes),
@@ -365,6 +368,33 @@ impl Saf {
             .map_or(0.0, |q| now_ms.saturating_sub(q).max(0) as f64 / 1000.0)
     }
 
+    /// Is an item of leg `leg` of transaction `txn` still queued for `link`?
+    fn queued_for(&self, link: &str, txn: &str, leg: usize) -> bool {
+        self.lanes.lock().is_ok_and(|lanes| {
+            lanes
+                .get(link)
+                .is_some_and(|lane| lane.values().any(|i| i.txn == txn && i.leg == leg))
+        })
+    }
+
+    /// Wait, at most `within`, until nothing is queued any more for leg `leg` of `txn` on
+    /// `link`: a request the host must see after what is queued (a refund of what a queued
+    /// completion takes) goes then. True when nothing is left queued for it.
+    pub async fn settled(&self, link: &str, txn: &str, leg: usize, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let removed = self.removed.notified();
+            tokio::pin!(removed);
+            removed.as_mut().enable();
+            if !self.queued_for(link, txn, leg) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, removed).await.is_err() {
+                return !self.queued_for(link, txn, leg);
+            }
+        }
+    }
+
     /// Change (`Some`) or remove (`None`) an item in its lane.
     fn update(&self, link: &str, key: &[u8], item: Option<&Item>) {
         if let Ok(mut lanes) = self.lanes.lock() {
@@ -379,6 +409,9 @@ impl Saf {
             }
             metrics::gauge!("cyberswitch_saf_depth", "link" => link.to_string())
                 .set(lane.len() as f64);
+        }
+        if item.is_none() {
+            self.removed.notify_waiters();
         }
     }
 }

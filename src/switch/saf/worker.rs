@@ -68,6 +68,11 @@ struct Acknowledgement {
 }
 
 async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
+    if item.complete.is_some() {
+        // Test-only: a completion held before it is sent, keyed by its authorization's STAN.
+        let stan = crate::switch::registry::TxnId::from_record_key(&item.txn).map(|id| id.stan());
+        crate::switch::testhooks::pause_point("completion-attempt", stan).await;
+    }
     let sealed = match hex::decode(&item.sealed) {
         Ok(s) => s,
         Err(e) => return Attempt::Unsendable(format!("sealed request is not hex: {e}")),

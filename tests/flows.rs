@@ -16,7 +16,7 @@ mod scripted;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use cyberswitch::clock::ManualClock;
 use cyberswitch::config::Config;
 use cyberswitch::daemon::{self, StandIns};
@@ -804,6 +804,60 @@ async fn an_undelivered_refund_is_undone_after_a_refund_being_decided_is_written
     // Only the second refund stands: 3,000 is left to refund, not 2,000.
     assert_eq!(code(&f.call(&refund_of(&p, 3_000, 4_253)).await), "00");
     assert_eq!(code(&f.call(&refund_of(&p, 1, 4_254)).await), "13");
+}
+
+/// The raw answers of one request, as a connection would get them (nothing reported written).
+async fn raw_call(f: &Flows, request: &OwnedMessage) -> Bytes {
+    let mut frame = BytesMut::new();
+    f.spec.encode(request, &mut frame).unwrap();
+    let mut answers = f.terminals.call(frame.freeze(), "terminal".into()).await;
+    assert_eq!(answers.len(), 1, "one answer per request");
+    answers.remove(0)
+}
+
+/// A terminal repeats its purchase on a new connection (F10) while the approval is still on
+/// its way on the first: the repeat's copy, written, delivers the approval, and the first
+/// copy failing afterwards undoes nothing (it did: the approval reached the terminal through
+/// the repeat, and its money was given back — approved without taking).
+#[tokio::test(start_paused = true)]
+async fn an_approval_delivered_through_a_repeat_is_not_undone_when_the_first_copy_fails() {
+    let f = flows().await;
+    let p = purchase(SMALL_CARD, 3_000, 4_260);
+    let first = raw_call(&f, &p).await;
+    let repeat = raw_call(&f, &p).await;
+    assert_eq!(first, repeat, "the repeat gets the approval");
+    assert_eq!(
+        code(&f.spec.decode(&first).unwrap().to_owned_message()),
+        "00"
+    );
+    f.terminals.delivered(std::slice::from_ref(&repeat));
+    f.terminals.undelivered(first);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    f.drained().await;
+    assert_eq!(f.emoney.balance("E-1002"), SMALL - 3_000, "taken, and kept");
+    assert_nothing_reversed(&f.emoney, "E-1002");
+}
+
+/// An approval is undone only once every copy of it has failed: the original's and a
+/// repeat's. A repeat after that is told it was withdrawn (96).
+#[tokio::test(start_paused = true)]
+async fn an_approval_is_undone_only_when_every_copy_failed() {
+    let f = flows().await;
+    let p = purchase(SMALL_CARD, 3_000, 4_270);
+    let first = raw_call(&f, &p).await;
+    let repeat = raw_call(&f, &p).await;
+    f.terminals.undelivered(first);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    f.drained().await;
+    assert_nothing_reversed(&f.emoney, "E-1002");
+    f.terminals.undelivered(repeat);
+    until("the approval's leg is taken back", || {
+        f.emoney.seen_for("E-1002").iter().any(|s| s.is_reversal())
+    })
+    .await;
+    f.drained().await;
+    assert_eq!(f.emoney.balance("E-1002"), SMALL, "given back");
+    assert_eq!(code(&f.call(&p).await), "96", "a later repeat: withdrawn");
 }
 
 /// A wallet named twice in `WS` would be asked twice (a synced leg and two upstream calls

@@ -21,6 +21,9 @@
 //!   repeat gets the approval and whose reversal undoes it.
 //! - A graceful stop (SIGTERM) knows exactly: answers not written are reversed before exit,
 //!   the markers of those written are flushed.
+//! - A repeat of the request (F10) gets the approval as one more copy of it: the first copy
+//!   written delivers it, and it is reversed only once every copy has failed; a repeat
+//!   arriving while it is reversed gets it withdrawn (96).
 
 use std::sync::Arc;
 
@@ -81,19 +84,39 @@ pub async fn heartbeat(journal: Arc<Journal>, clock: Arc<dyn Clock>, stop: Cance
     }
 }
 
-/// An approval handed to its connection, not yet written to the socket.
+/// How long an approval being withdrawn keeps answering its repeats with the withdrawal
+/// from memory (past that, its transaction's reversal is long recorded and the duplicate
+/// index says the same).
+const WITHDRAWN_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// An approval not known to have reached its terminal.
 struct Pending {
-    /// Held so that the address it is known by stays its own.
-    _answer: Bytes,
-    id: TxnId,
     spec: Arc<Spec>,
+    stage: Stage,
+}
+
+enum Stage {
+    /// Copies of it (the original's answer, and any repeat's) are on their way to sockets:
+    /// how many.
+    InTransit(usize),
+    /// Every copy failed: its transaction is being reversed, and a repeat gets this (the
+    /// approval withdrawn) instead. Since when.
+    Withdrawing(Option<Bytes>, std::time::Instant),
 }
 
 /// Approvals on their way to their terminals.
+///
+/// An approval may travel more than once: a terminal that repeats its request (F10) on
+/// another connection gets the same approval there. It counts as delivered as soon as one
+/// copy is written, and is reversed only once every copy has failed; a repeat arriving while
+/// it is being reversed gets it withdrawn (96), never the approval.
 pub struct Deliveries {
     journal: Arc<Journal>,
-    /// By the address of the answer's bytes (a clone of `Bytes` shares it).
-    pending: DashMap<usize, Pending>,
+    /// By transaction.
+    pending: DashMap<TxnId, Pending>,
+    /// The transaction each copy on its way is of, by the address of the copy's bytes (held
+    /// here, so that the address stays the copy's own).
+    copies: DashMap<usize, (TxnId, Bytes)>,
     /// Reversals of undelivered approvals not yet recorded (a graceful stop waits for them).
     pub reversals: WorkCount,
 }
@@ -110,47 +133,99 @@ impl Deliveries {
         Deliveries {
             journal,
             pending: DashMap::new(),
+            copies: DashMap::new(),
             reversals: WorkCount::default(),
         }
     }
 
     /// `answer`, an approval whose transaction is kept `delivering`, is on its way.
     pub fn expect(&self, answer: &Bytes, id: TxnId, spec: Arc<Spec>) {
+        self.copies
+            .insert(key(answer), (id.clone(), answer.clone()));
         self.pending.insert(
-            key(answer),
+            id,
             Pending {
-                _answer: answer.clone(),
-                id,
                 spec,
+                stage: Stage::InTransit(1),
             },
         );
     }
 
-    /// These answers were written to their sockets: their markers are queued now.
+    /// What a repeat of transaction `id` is answered with, `answer` being what the original
+    /// was answered: while that is an approval on its way, the repeat's copy travels as one
+    /// more copy of it (written, it delivers the approval); while the approval is being
+    /// withdrawn, the repeat gets it withdrawn.
+    pub fn repeat(&self, id: &TxnId, answer: Bytes) -> Bytes {
+        let Some(mut pending) = self.pending.get_mut(id) else {
+            return answer;
+        };
+        match &mut pending.stage {
+            Stage::InTransit(copies) => {
+                *copies += 1;
+                // Its own bytes: the address tells this copy from the original's.
+                let copy = Bytes::copy_from_slice(&answer);
+                self.copies.insert(key(&copy), (id.clone(), copy.clone()));
+                copy
+            }
+            // (An approval that would not decode again has no withdrawn form: the duplicate
+            // index keeps the approval then, and so does this.)
+            Stage::Withdrawing(withdrawn, _) => withdrawn.clone().unwrap_or(answer),
+        }
+    }
+
+    /// These answers were written to their sockets: the markers of the approvals among them
+    /// are queued now.
     pub fn delivered(&self, answers: &[Bytes]) {
         let mut step = Step::new();
         for a in answers {
-            if let Some((_, p)) = self.pending.remove(&key(a)) {
-                step.delete(Cf::OpenTxns, p.id.to_bytes());
+            let Some((_, (id, _))) = self.copies.remove(&key(a)) else {
+                continue;
+            };
+            let removed = self
+                .pending
+                .remove_if(&id, |_, p| matches!(p.stage, Stage::InTransit(_)));
+            if removed.is_some() {
+                step.delete(Cf::OpenTxns, id.to_bytes());
             }
         }
         self.journal.submit_now(step);
     }
 
-    /// This answer will never be written: if it is an approval on its way, what must be
-    /// reversed (`None` for any other answer: a decline, a repeat's copy).
+    /// This answer will never be written: if it was the last copy on its way of an approval
+    /// not delivered, what must be reversed (`None` for any other answer: a decline, a copy
+    /// of an approval delivered by another copy or still travelling as another copy).
     pub fn undelivered(&self, answer: &Bytes) -> Option<Undelivered> {
-        let (_, p) = self.pending.remove(&key(answer))?;
-        let withdrawn = withdrawn(&p.spec, answer);
-        Some(Undelivered {
-            id: p.id,
-            withdrawn,
-        })
+        let (_, (id, _)) = self.copies.remove(&key(answer))?;
+        self.forget_old_withdrawals();
+        let mut pending = self.pending.get_mut(&id)?;
+        let Stage::InTransit(copies) = &mut pending.stage else {
+            return None;
+        };
+        *copies = copies.saturating_sub(1);
+        if *copies > 0 {
+            return None;
+        }
+        let withdrawn = withdrawn(&pending.spec, answer);
+        let repeats_get = withdrawn.clone().map(Bytes::from);
+        pending.stage = Stage::Withdrawing(repeats_get, std::time::Instant::now());
+        Some(Undelivered { id, withdrawn })
+    }
+
+    /// Withdrawn approvals are answered from memory for [`WITHDRAWN_KEPT`], then by the
+    /// duplicate index alone (swept here, on the rare path that adds them).
+    fn forget_old_withdrawals(&self) {
+        self.pending.retain(|_, p| match p.stage {
+            Stage::Withdrawing(_, since) => since.elapsed() < WITHDRAWN_KEPT,
+            Stage::InTransit(_) => true,
+        });
     }
 
     /// Approvals on their way now.
     pub fn in_transit(&self) -> usize {
-        self.pending.len()
+        self.pending
+            .iter()
+            .filter(|p| matches!(p.stage, Stage::InTransit(_)))
+            .count()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::iso8583::{de, Message, Mti, OwnedMessage, Spec};
 use crate::net::server::{BoxFuture, Service};
 use crate::observe::{Direction, Family, MessageCounters};
 
-use super::registry::{Claim, TxnId};
+use super::registry::{Claim, Ticket, TxnId};
 use super::txn::{self, Txn};
 use super::{testhooks, Switch};
 use crate::iso8583::{answer, ResponseCode};
@@ -187,19 +187,32 @@ async fn respond(
     msg: Message<'_>,
 ) -> Option<Bytes> {
     // While this ticket is held, repeats wait for its answer and follow-ups for its outcome.
-    let claim = match TxnId::of(listener, &msg) {
-        Some(id) => Some(switch.registry.claim(id).await),
-        None => None,
+    let Some(id) = TxnId::of(listener, &msg) else {
+        return respond_fresh(switch, spec, listener, metrics, msg, None).await;
     };
-    let ticket = match claim {
-        Some(Claim::Answered(bytes)) => return Some(duplicate(listener, bytes)),
-        Some(Claim::InFlight(original)) => {
-            return original.answer().await.map(|b| duplicate(listener, b))
+    let ticket = match switch.registry.claim(id.clone()).await {
+        Claim::Answered(bytes) => return Some(duplicate(switch, listener, &id, bytes)),
+        Claim::InFlight(original) => {
+            return original
+                .answer()
+                .await
+                .map(|b| duplicate(switch, listener, &id, b))
         }
-        Some(Claim::Fresh(ticket)) => Some(ticket),
-        None => None,
+        Claim::Fresh(ticket) => ticket,
     };
+    respond_fresh(switch, spec, listener, metrics, msg, Some(ticket)).await
+}
 
+/// handle → journal → encode, for a request seen for the first time (`ticket`: its claim on
+/// its key, `None` when it has none).
+async fn respond_fresh(
+    switch: &Switch,
+    spec: &Arc<Spec>,
+    listener: &str,
+    metrics: &ListenerMetrics,
+    msg: Message<'_>,
+    ticket: Option<Ticket<'_>>,
+) -> Option<Bytes> {
     let flow_started = Instant::now();
     let mut txn = Txn::begin(
         switch.journal.clone(),
@@ -324,11 +337,13 @@ async fn respond(
     encoded
 }
 
-fn duplicate(listener: &str, answer: Bytes) -> Bytes {
+/// A repeat's answer: the original's, as one more copy of it when it is an approval on its
+/// way (see [`super::delivery`]).
+fn duplicate(switch: &Switch, listener: &str, id: &TxnId, answer: Bytes) -> Bytes {
     metrics::counter!("cyberswitch_duplicates_total", "listener" => listener.to_string())
         .increment(1);
     tracing::info!("duplicate: original answer repeated");
-    answer
+    switch.deliveries.repeat(id, answer)
 }
 
 /// Encode an answer.

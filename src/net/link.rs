@@ -28,6 +28,10 @@ pub enum LinkError {
     /// No session is up: nothing was sent.
     #[error("link down")]
     Down,
+    /// A request with the same match key is in flight (a queued advice carrying a STAN of
+    /// an earlier run, say): the two answers could not be told apart, so nothing was sent.
+    #[error("a request with the same match key is in flight")]
+    Busy,
     /// Sent, but no answer in time: the outcome upstream is unknown.
     #[error("no answer in time")]
     Timeout,
@@ -77,6 +81,8 @@ struct Session {
 
 struct Pending {
     reply: oneshot::Sender<OwnedMessage>,
+    /// Which request this is (the match key alone may come round again).
+    request: u64,
 }
 
 /// One upstream link.
@@ -91,6 +97,8 @@ pub struct Link {
     /// Requests that timed out, kept a while so that a late answer can be recognised.
     timed_out: DashMap<MatchKey, (OwnedMessage, Instant)>,
     stan: AtomicU32,
+    /// Numbers the requests sent, to tell a request's pending entry from a later one's.
+    requests: AtomicU64,
     last_activity_ms: AtomicU64,
     started: Instant,
     late: Arc<dyn LateAnswers>,
@@ -202,6 +210,7 @@ impl Link {
             pending: DashMap::new(),
             timed_out: DashMap::new(),
             stan: AtomicU32::new(rand::rng().random_range(1..900_000)),
+            requests: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(0),
             started: Instant::now(),
             late,
@@ -337,15 +346,30 @@ impl Link {
         let buf = self.encode(&msg)?;
         let key = self.key_of_owned(&msg);
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(key.clone(), Pending { reply: tx });
+        let request = self.requests.fetch_add(1, Ordering::Relaxed);
+        match self.pending.entry(key.clone()) {
+            dashmap::Entry::Occupied(_) => {
+                metrics::counter!("cyberswitch_upstream_key_collisions_total", "link" => self.name.to_string())
+                    .increment(1);
+                tracing::warn!(link = %self.name, "a request with the same match key is in flight: not sent");
+                return Err(LinkError::Busy);
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(Pending { reply: tx, request });
+            }
+        }
+        // This request's entry only: once its answer has come, the key may be another's.
+        let forget = || {
+            self.pending.remove_if(&key, |_, p| p.request == request);
+        };
         let sender = session.sender.lock().ok().and_then(|s| s.clone());
         let Some(sender) = sender else {
-            self.pending.remove(&key);
+            forget();
             return Err(LinkError::Down);
         };
         let mti = msg.mti();
         if sender.send(Frame::message(buf.freeze())).await.is_err() {
-            self.pending.remove(&key);
+            forget();
             return Err(LinkError::Down);
         }
         self.touch();
@@ -360,7 +384,7 @@ impl Link {
                 Ok(answer)
             }
             _ => {
-                self.pending.remove(&key);
+                forget();
                 self.timed_out.insert(key, (msg, Instant::now()));
                 self.count_timeout();
                 Err(LinkError::Timeout)
@@ -662,5 +686,99 @@ async fn sweep_timed_out(link: Arc<Link>, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
         link.timed_out.retain(|_, (_, at)| at.elapsed() < keep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+
+    struct NoLate;
+    impl LateAnswers for NoLate {
+        fn late_answer(&self, _: &str, _: OwnedMessage, _: OwnedMessage) {}
+    }
+
+    /// A host on `listener` that signs on and echoes at once and approves money requests
+    /// only once `release` is told, echoing their fields.
+    async fn held_host(listener: TcpListener, profile: Profile, release: Arc<tokio::sync::Notify>) {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let codec = FrameCodec::new(profile.framing, profile.max_frame);
+        let (mut sink, mut frames) = Framed::new(stream, codec).split();
+        while let Some(Ok(frame)) = frames.next().await {
+            let msg = profile
+                .spec
+                .decode(&frame.message)
+                .unwrap()
+                .to_owned_message();
+            let mut answer = msg.clone();
+            answer.set_mti(msg.mti().response());
+            answer.set(39, b"00");
+            if msg.mti().class() != 8 {
+                release.notified().await;
+            }
+            let mut out = BytesMut::new();
+            profile.spec.encode(&answer, &mut out).unwrap();
+            use futures::SinkExt;
+            if sink.send(Frame::message(out.freeze())).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn debit(amount: u64) -> OwnedMessage {
+        let mut m = OwnedMessage::new(Mti(*b"0200"));
+        m.set(3, b"000000")
+            .set_number(4, amount, 12)
+            .set(7, b"1207120000")
+            .set_number(11, 42, 6)
+            .set(41, b"TERM0001")
+            .set(49, b"410");
+        m
+    }
+
+    /// Two requests with the same match key in flight at once (a queued advice carrying a
+    /// STAN of an earlier run, and a new leg given the same one) could not be told apart: the
+    /// first answer would go to whichever asked last. The second is not sent at all.
+    #[tokio::test]
+    async fn a_request_whose_match_key_is_in_flight_is_not_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let profile = Profile::resolve("iso87-ascii", "binary2", 8192).unwrap();
+        let release = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(held_host(listener, profile.clone(), release.clone()));
+        let mut config = LinkConfig::local("upstream", profile);
+        config.hosts = vec![addr.to_string()];
+        config.sessions = 1;
+        config.sign_on = false;
+        config.echo_interval_ms = 60_000;
+        config.echo_failures = 3;
+        config.reconnect_min_ms = 10;
+        config.reconnect_max_ms = 100;
+        config.timeout_ms = 30_000;
+        let stop = CancellationToken::new();
+        let link = Link::start(config, "SWITCH01".into(), Arc::new(NoLate), stop.clone());
+        while !link.is_up() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first = tokio::spawn({
+            let link = link.clone();
+            async move { link.request(debit(100)).await }
+        });
+        while link.pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(
+            link.request(debit(200)).await,
+            Err(LinkError::Busy)
+        ));
+        release.notify_one();
+        let answer = first.await.unwrap().unwrap();
+        assert_eq!(answer.get(4), Some(&b"000000000100"[..]), "its own answer");
+        assert!(link.pending.is_empty());
+        stop.cancel();
     }
 }

@@ -367,13 +367,16 @@ mod undelivered {
     use cyberswitch::switch::delivery;
     use cyberswitch::switch::testhooks::CRASH_POINT_VAR;
 
-    /// The one approval left `delivering`, once the switch's last sign of life is at least
-    /// `after_ms` past its answer (`after_ms` 0: as soon as it is there).
+    /// The approvals left `delivering`, once the switch's last sign of life is at least
+    /// `after_ms` past the latest one's answer (`after_ms` 0: as soon as one is there).
     async fn approval_left_delivering(w: &World, after_ms: i64) {
         for _ in 0..300 {
             let db = store::open_read_only(&w.data_dir()).unwrap();
             let open = store::scan(&db, Cf::OpenTxns, b"").unwrap();
-            let answered = open.iter().find_map(|(_, v)| delivery::delivering_since(v));
+            let answered = open
+                .iter()
+                .filter_map(|(_, v)| delivery::delivering_since(v))
+                .max();
             let alive = db
                 .get(Cf::Meta, delivery::ALIVE)
                 .unwrap()
@@ -438,6 +441,55 @@ mod undelivered {
         sigterm(&child);
         assert!(child.wait().await.unwrap().success());
         w.check_money(&[(0, request, None)]);
+    }
+
+    fn refund_of(purchase: &OwnedMessage, amount: u64, stan: u64) -> OwnedMessage {
+        let mut r = common::reversal_of(purchase, stan, &cyberswitch::clock::transmission_time());
+        r.set_mti(Mti::new(b"0200").unwrap());
+        r.set(3, b"200000").set_number(4, amount, 12);
+        r
+    }
+
+    /// An approved refund never written to its terminal is undone at the next start, and
+    /// what it had counted as refunded goes back to its purchase: the purchase may then be
+    /// refunded in full (it was answered 13, the undone refund still counted).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_undelivered_refund_undone_at_start_gives_its_purchase_its_room_back() {
+        let _alone = ONE_AT_A_TIME.lock().await;
+        let w = Arc::new(world(1, 0, "delivery_doubt_s = 1").await);
+        let mut child = w
+            .start_switch(&[(CRASH_POINT_VAR, "refund-answered:1")])
+            .await;
+        let mut client = w.terminal().await;
+        let purchase = w.purchase(0, 6_100, 6_000);
+        assert_eq!(code(&client.call(&purchase, WAIT).await.unwrap()), "00");
+        client
+            .send(&refund_of(&purchase, 6_000, 6_101))
+            .await
+            .unwrap();
+        assert!(
+            client.recv(Duration::from_secs(3)).await.is_err(),
+            "the refund's answer must not leave"
+        );
+        approval_left_delivering(&w, 1_000).await;
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        w.restart_and_settle().await;
+        assert!(w.logs().contains("undelivered approval is reversed"));
+
+        let mut child = w.start_switch(&[]).await;
+        let mut client = w.terminal().await;
+        let again = client
+            .call(&refund_of(&purchase, 6_000, 6_102), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(code(&again), "00", "the whole purchase is left to refund");
+        sigterm(&child);
+        assert!(child.wait().await.unwrap().success());
+        // Taken once, given back once.
+        let card = &w.cards[0];
+        assert_eq!(w.sim("GIFT").balance(&card.gift), Some(BALANCE));
+        assert_eq!(w.sim("ACQ1").card_total(&card.pan), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -123,23 +123,36 @@ pub async fn reverse_answered_with(
     if let Some((k, v)) = index {
         change.step.put(Cf::Dedup, k, v);
     }
+    undo_answered(journal, &mut change, key, &mut record)?;
+    change.write(key, &record, EntryKind::Txn, format!("reversed: {reason}"));
+    change.commit(journal).await?;
+    Ok(Some(found))
+}
+
+/// Undo an answered transaction in `change`: every leg that may hold money is reversed
+/// through the queue and the record marked reversed; a refund's purchase may give back again
+/// what the refund had given; a coupon's use is given back (F18). All in the one step.
+/// Returns how many legs were queued for reversal.
+fn undo_answered(
+    journal: &Journal,
+    change: &mut Amendment<'_>,
+    key: &str,
+    record: &mut TxnRecord,
+) -> Result<usize, JournalError> {
     let live: Vec<usize> = (0..record.legs.len())
         .filter(|&i| record.legs[i].state.may_hold_money())
         .collect();
-    change.reverse_live_legs(key, &mut record);
+    let reversed = change.reverse_live_legs(key, record);
     record.state = TxnState::Reversed;
     if let Some(original) = record.refund_of.clone() {
-        restore_refundable(journal, &mut change, &original, key, &record, &live)?;
+        restore_refundable(journal, change, &original, key, record, &live)?;
     }
-    // A coupon purchase reversed gives its coupon's use back (F18), in this same step.
     let now = chrono::Utc::now().timestamp_millis();
     let coupon = crate::coupons::give_back(journal, key, key, now).map_err(JournalError::Write)?;
     for (cf, k, v) in coupon {
         change.step.put(cf, k, v);
     }
-    change.write(key, &record, EntryKind::Txn, format!("reversed: {reason}"));
-    change.commit(journal).await?;
-    Ok(Some(found))
+    Ok(reversed)
 }
 
 /// A refund being reversed takes back what it gave: the original's legs may give it back
@@ -369,20 +382,21 @@ pub async fn recover(
                     done.in_doubt += 1;
                     continue;
                 }
-                let reversed = change.reverse_live_legs(&text_key, &mut record);
-                record.state = TxnState::Reversed;
+                // Undone as a terminal's reversal would be (a refund gives its purchase back
+                // what it had counted), in a step of its own, committed before the next is
+                // read: two refunds of one purchase undone here both write the purchase.
+                let mut own = Amendment::new(saf);
+                own.step.delete(Cf::OpenTxns, key.clone());
+                let reversed = undo_answered(journal, &mut own, &text_key, &mut record)
+                    .map_err(|e| e.to_string())?;
                 if let Some(withdrawn) = withdrawn_answer(journal, &text_key, policy) {
-                    change.step.put(Cf::Dedup, key.clone(), withdrawn);
-                }
-                // Its coupon's use, if it paid with one, is given back with it (F18).
-                let now = chrono::Utc::now().timestamp_millis();
-                for (cf, k, v) in crate::coupons::give_back(journal, &text_key, &text_key, now)? {
-                    change.step.put(cf, k, v);
+                    own.step.put(Cf::Dedup, key.clone(), withdrawn);
                 }
                 let why = format!(
                     "reversed at start-up: approval never written to its terminal; {reversed} leg(s) queued for reversal"
                 );
-                change.write(&text_key, &record, EntryKind::Recovery, why);
+                own.write(&text_key, &record, EntryKind::Recovery, why);
+                own.commit(journal).await.map_err(|e| e.to_string())?;
                 tracing::warn!(txn = %text_key, reversed, "recovery: an undelivered approval is reversed");
                 done.undelivered += 1;
             }

@@ -47,8 +47,9 @@ impl Running {
     /// most `limits.shutdown_drain_s`. Past that, no answer is journaled any more (those
     /// transactions stay open: recovery reverses them at the next start), and answers not
     /// written are undelivered: their approvals are reversed through the queue before this
-    /// returns. Then `stop` ends the rest (links, queue workers, admin API) and the journal
-    /// is synced: every step, delivery markers included, is on disk.
+    /// returns. Then `stop` ends the rest (links, queue workers, admin API), the reversals of
+    /// late approvals that came before the links stopped are recorded, and the journal is
+    /// synced: every step, delivery markers included, is on disk.
     pub async fn shutdown(self, stop: &CancellationToken) -> Stopped {
         let config = &self.switch.config;
         let deadline = tokio::time::Instant::now() + config.limits.shutdown_drain();
@@ -84,6 +85,14 @@ impl Running {
             );
         }
         stop.cancel();
+        // Late approvals that came before the links stopped: their reversals recorded.
+        let late = &self.switch.saf.late_reversals;
+        if tokio::time::timeout(SETTLE, late.idle()).await.is_err() {
+            tracing::error!(
+                left = late.count(),
+                "late approvals whose reversal was not recorded"
+            );
+        }
         if let Err(e) = self.switch.journal.sync().await {
             tracing::error!(error = %e, "journal not synced at stop");
         }

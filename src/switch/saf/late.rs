@@ -39,7 +39,9 @@ impl LateAnswers for Saf {
             .increment(1);
         let Some(saf) = self.me.upgrade() else { return };
         let link = link.to_string();
+        let working = self.late_reversals.enter();
         tokio::spawn(async move {
+            let _working = working;
             if let Err(e) = saf.reverse_late_approval(&link, &request).await {
                 tracing::error!(link, error = %e, "late approval: its reversal could not be queued");
             }

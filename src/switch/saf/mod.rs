@@ -122,6 +122,8 @@ pub struct Saf {
     wake: Notify,
     /// Told whenever an item leaves a lane (acknowledged or dead-lettered).
     removed: Notify,
+    /// Late approvals whose reversal is being queued (a graceful stop waits for them).
+    pub late_reversals: crate::net::server::WorkCount,
     next_seq: AtomicU64,
     timing: SafTiming,
     lanes: Mutex<Lanes>,
@@ -175,6 +177,7 @@ impl Saf {
             links: OnceLock::new(),
             wake: Notify::new(),
             removed: Notify::new(),
+            late_reversals: Default::default(),
             next_seq: AtomicU64::new(max_seq.max(dead_max) + 1),
             timing,
             lanes: Mutex::new(lanes),

@@ -495,9 +495,23 @@ pub struct Batch {
     written: usize,
     /// Messages whose frame could not be encoded (too large for the framing): never sent.
     refused: Vec<Bytes>,
+    /// Flush after every frame (see [`Batch::flushing_each_frame`]).
+    flush_each: bool,
 }
 
 impl Batch {
+    /// A batch for a stream whose writes may stop short of the socket (TLS: a write hands
+    /// the bytes to the TLS layer, a flush puts them on the socket): each frame is flushed
+    /// before it counts as written, so that a frame still inside the process when the
+    /// connection fails is undelivered, not taken for delivered. A plain TCP socket takes
+    /// the whole batch in one write.
+    pub fn flushing_each_frame() -> Batch {
+        Batch {
+            flush_each: true,
+            ..Batch::default()
+        }
+    }
+
     fn clear(&mut self) {
         // A burst's buffer is not kept by a connection that goes idle after it.
         if self.bytes.capacity() > RETAINED_BATCH_BYTES {
@@ -530,18 +544,22 @@ impl Batch {
     /// socket took whole before it failed.
     async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> Result<(), FrameError> {
         let mut at = 0;
-        let result = loop {
-            if at == self.bytes.len() {
-                break out.flush().await;
+        if self.flush_each {
+            for i in 0..self.ends.len() {
+                write_until(out, &self.bytes, &mut at, self.ends[i]).await?;
+                out.flush().await?;
+                self.written = i + 1;
             }
-            match out.write(&self.bytes[at..]).await {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => at += n,
-                Err(e) => break Err(e),
-            }
+            write_until(out, &self.bytes, &mut at, self.bytes.len()).await?;
+            out.flush().await?;
+            return Ok(());
+        }
+        let result = match write_until(out, &self.bytes, &mut at, self.bytes.len()).await {
+            Ok(()) => out.flush().await,
+            Err(e) => Err(e),
         };
         // A frame the socket took whole may have reached the peer even if the connection
-        // failed after it (a TLS stream's flush included): it counts as written.
+        // failed after it: it counts as written.
         self.written = self.ends.partition_point(|&end| end <= at);
         result.map_err(FrameError::from)
     }
@@ -558,6 +576,23 @@ impl Batch {
             .drain(..)
             .chain(self.messages.drain(self.written..))
     }
+}
+
+/// Write `bytes[*at..end]`, moving `at` past what was written.
+async fn write_until<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    bytes: &[u8],
+    at: &mut usize,
+    end: usize,
+) -> io::Result<()> {
+    while *at < end {
+        match out.write(&bytes[*at..end]).await {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *at += n,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Write `first` and every frame already waiting in `queue` (up to [`MAX_BATCH`]) with one
@@ -694,6 +729,70 @@ mod tests {
         ) -> std::task::Poll<io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
+    }
+
+    /// A TLS-like stream: writes go to its own buffer and always succeed; a flush puts the
+    /// buffer on a socket that takes `room` bytes in all, then fails.
+    struct Buffering {
+        buffered: Vec<u8>,
+        sent: Vec<u8>,
+        room: usize,
+    }
+
+    impl AsyncWrite for Buffering {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.buffered.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.buffered.len().min(self.room);
+            let head: Vec<u8> = self.buffered.drain(..n).collect();
+            self.room -= n;
+            self.sent.extend_from_slice(&head);
+            if self.buffered.is_empty() {
+                std::task::Poll::Ready(Ok(()))
+            } else {
+                std::task::Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+            }
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Over TLS a write only reaches the TLS layer: a frame counts as written once a flush
+    /// has put it on the socket, not when the layer took it.
+    #[tokio::test]
+    async fn over_a_buffering_stream_only_flushed_frames_count_as_written() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        tx.try_send(message("bbbbbbbbbbbbbbbbbbbb")).unwrap();
+        tx.try_send(message("cccccccccccccccccccc")).unwrap();
+        let mut out = Buffering {
+            buffered: Vec::new(),
+            sent: Vec::new(),
+            room: 30,
+        };
+        let mut batch = Batch::flushing_each_frame();
+        let first = message("aaaaaaaaaaaaaaaaaaaa");
+        let result = send_batch(&mut out, &mut codec("binary2"), &mut rx, first, &mut batch).await;
+        assert!(result.is_err());
+        assert_eq!(batch.written(), [&b"aaaaaaaaaaaaaaaaaaaa"[..]]);
+        assert_eq!(batch.unwritten().count(), 2);
+        assert_eq!(
+            out.sent.len(),
+            30,
+            "the second frame reached the socket only in part"
+        );
     }
 
     fn message(text: &str) -> Frame {

@@ -83,6 +83,30 @@ struct Pending {
     reply: oneshot::Sender<OwnedMessage>,
     /// Which request this is (the match key alone may come round again).
     request: u64,
+    /// The first three digits of the MTI its answer has (0210 for 0200, 0230 for 0221).
+    answered_by: [u8; 3],
+}
+
+/// The first three digits of the MTI that answers `request`.
+fn answered_by(request: Mti) -> [u8; 3] {
+    let r = request.response();
+    [r.0[0], r.0[1], r.0[2]]
+}
+
+/// Does `answer` answer a request whose answer MTI starts with `expected`?
+fn answers(answer: Mti, expected: [u8; 3]) -> bool {
+    answer.0[..3] == expected
+}
+
+/// Is `new` another attempt of the request `old` (a queued reversal, completion or advice
+/// sent again, naming the same leg in field 90; or the same message again)? Its answer and
+/// a late answer of `old` mean the same.
+fn same_request(old: &OwnedMessage, new: &OwnedMessage) -> bool {
+    match (old.get(90), new.get(90)) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => old.get(7) == new.get(7) && old.mti().class() == new.mti().class(),
+        _ => false,
+    }
 }
 
 /// One upstream link.
@@ -347,16 +371,29 @@ impl Link {
         let key = self.key_of_owned(&msg);
         let (tx, rx) = oneshot::channel();
         let request = self.requests.fetch_add(1, Ordering::Relaxed);
-        match self.pending.entry(key.clone()) {
-            dashmap::Entry::Occupied(_) => {
-                metrics::counter!("cyberswitch_upstream_key_collisions_total", "link" => self.name.to_string())
-                    .increment(1);
-                tracing::warn!(link = %self.name, "a request with the same match key is in flight: not sent");
-                return Err(LinkError::Busy);
-            }
+        // A request that timed out under this key may still be answered late: only another
+        // attempt of that same request may go meanwhile.
+        let late_may_come = self
+            .timed_out
+            .get(&key)
+            .is_some_and(|t| !same_request(&t.0, &msg));
+        let busy = match self.pending.entry(key.clone()) {
+            dashmap::Entry::Occupied(_) => true,
+            dashmap::Entry::Vacant(_) if late_may_come => true,
             dashmap::Entry::Vacant(v) => {
-                v.insert(Pending { reply: tx, request });
+                v.insert(Pending {
+                    reply: tx,
+                    request,
+                    answered_by: answered_by(msg.mti()),
+                });
+                false
             }
+        };
+        if busy {
+            metrics::counter!("cyberswitch_upstream_key_collisions_total", "link" => self.name.to_string())
+                .increment(1);
+            tracing::warn!(link = %self.name, "another request with the same match key may still be answered: not sent");
+            return Err(LinkError::Busy);
         }
         // This request's entry only: once its answer has come, the key may be another's.
         let forget = || {
@@ -439,9 +476,16 @@ impl Link {
             return;
         }
         let key = self.key_of(&msg);
-        if let Some((_, p)) = self.pending.remove(&key) {
+        let mti = msg.mti();
+        if let Some((_, p)) = self
+            .pending
+            .remove_if(&key, |_, p| answers(mti, p.answered_by))
+        {
             let _ = p.reply.send(msg.to_owned_message());
-        } else if let Some((_, (request, _))) = self.timed_out.remove(&key) {
+        } else if let Some((_, (request, _))) = self
+            .timed_out
+            .remove_if(&key, |_, (r, _)| answers(mti, answered_by(r.mti())))
+        {
             report_late(
                 self.late.as_ref(),
                 &self.name,
@@ -730,10 +774,14 @@ mod tests {
     }
 
     fn debit(amount: u64) -> OwnedMessage {
+        debit_at(amount, b"1207120000")
+    }
+
+    fn debit_at(amount: u64, transmission_time: &[u8]) -> OwnedMessage {
         let mut m = OwnedMessage::new(Mti(*b"0200"));
         m.set(3, b"000000")
             .set_number(4, amount, 12)
-            .set(7, b"1207120000")
+            .set(7, transmission_time)
             .set_number(11, 42, 6)
             .set(41, b"TERM0001")
             .set(49, b"410");
@@ -743,8 +791,10 @@ mod tests {
     /// Two requests with the same match key in flight at once (a queued advice carrying a
     /// STAN of an earlier run, and a new leg given the same one) could not be told apart: the
     /// first answer would go to whichever asked last. The second is not sent at all.
-    #[tokio::test]
-    async fn a_request_whose_match_key_is_in_flight_is_not_sent() {
+    /// A link to a [`held_host`] answering after `timeout_ms` at the soonest.
+    async fn held_link(
+        timeout_ms: u64,
+    ) -> (Arc<Link>, Arc<tokio::sync::Notify>, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let profile = Profile::resolve("iso87-ascii", "binary2", 8192).unwrap();
@@ -758,12 +808,18 @@ mod tests {
         config.echo_failures = 3;
         config.reconnect_min_ms = 10;
         config.reconnect_max_ms = 100;
-        config.timeout_ms = 30_000;
+        config.timeout_ms = timeout_ms;
         let stop = CancellationToken::new();
         let link = Link::start(config, "SWITCH01".into(), Arc::new(NoLate), stop.clone());
         while !link.is_up() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        (link, release, stop)
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_match_key_is_in_flight_is_not_sent() {
+        let (link, release, stop) = held_link(30_000).await;
         let first = tokio::spawn({
             let link = link.clone();
             async move { link.request(debit(100)).await }
@@ -779,6 +835,27 @@ mod tests {
         let answer = first.await.unwrap().unwrap();
         assert_eq!(answer.get(4), Some(&b"000000000100"[..]), "its own answer");
         assert!(link.pending.is_empty());
+        stop.cancel();
+    }
+
+    /// A request that timed out may still be answered late: until it is forgotten, only
+    /// another attempt of it (a queued item sent again) goes under its key; another request
+    /// would take its late answer.
+    #[tokio::test]
+    async fn a_key_whose_request_timed_out_takes_only_that_request_again() {
+        let (link, _release, stop) = held_link(200).await;
+        assert!(matches!(
+            link.request(debit(100)).await,
+            Err(LinkError::Timeout)
+        ));
+        assert!(matches!(
+            link.request(debit_at(300, b"1207120005")).await,
+            Err(LinkError::Busy)
+        ));
+        assert!(
+            matches!(link.request(debit(100)).await, Err(LinkError::Timeout)),
+            "the same request again is sent"
+        );
         stop.cancel();
     }
 }

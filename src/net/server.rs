@@ -272,8 +272,13 @@ async fn connection<S>(
     let gone = CancellationToken::new();
     let writer_service = service.clone();
     let abandon = drain.abandon.clone();
+    let tls = limits.tls.is_some();
     let writer = tokio::spawn(async move {
-        let mut batch = Batch::default();
+        let mut batch = if tls {
+            Batch::flushing_each_frame()
+        } else {
+            Batch::default()
+        };
         loop {
             // A batch being written is finished; once abandoned, no new one begins.
             let next = tokio::select! {

@@ -119,6 +119,8 @@ pub struct Deliveries {
     copies: DashMap<usize, (TxnId, Bytes)>,
     /// Reversals of undelivered approvals not yet recorded (a graceful stop waits for them).
     pub reversals: WorkCount,
+    /// When withdrawn approvals were last swept (see [`Deliveries::forget_old_withdrawals`]).
+    swept: std::sync::Mutex<std::time::Instant>,
 }
 
 /// An undelivered approval to reverse.
@@ -135,6 +137,7 @@ impl Deliveries {
             pending: DashMap::new(),
             copies: DashMap::new(),
             reversals: WorkCount::default(),
+            swept: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -212,8 +215,17 @@ impl Deliveries {
     }
 
     /// Withdrawn approvals are answered from memory for [`WITHDRAWN_KEPT`], then by the
-    /// duplicate index alone (swept here, on the rare path that adds them).
+    /// duplicate index alone: swept here, on the rare path that adds them, at most once a
+    /// minute (a connection failing with many approvals on it must not sweep once each).
     fn forget_old_withdrawals(&self) {
+        let Ok(mut swept) = self.swept.try_lock() else {
+            return;
+        };
+        if swept.elapsed() < std::time::Duration::from_secs(60) {
+            return;
+        }
+        *swept = std::time::Instant::now();
+        drop(swept);
         self.pending.retain(|_, p| match p.stage {
             Stage::Withdrawing(_, since) => since.elapsed() < WITHDRAWN_KEPT,
             Stage::InTransit(_) => true,

@@ -554,14 +554,20 @@ impl Batch {
             out.flush().await?;
             return Ok(());
         }
-        let result = match write_until(out, &self.bytes, &mut at, self.bytes.len()).await {
-            Ok(()) => out.flush().await,
-            Err(e) => Err(e),
-        };
         // A frame the socket took whole may have reached the peer even if the connection
-        // failed after it: it counts as written.
-        self.written = self.ends.partition_point(|&end| end <= at);
-        result.map_err(FrameError::from)
+        // failed after it: it counts as written — counted after every write, so that it
+        // holds even if this is given up part-way (a peer that stopped reading).
+        let total = self.bytes.len();
+        while at < total {
+            let n = match out.write(&self.bytes[at..]).await {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                other => other,
+            }?;
+            at += n;
+            self.written = self.ends.partition_point(|&end| end <= at);
+        }
+        out.flush().await?;
+        Ok(())
     }
 
     /// The messages whose frames the socket took whole.

@@ -5,6 +5,7 @@
 //! others are not affected: a framing error closes that connection only.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -273,6 +274,12 @@ async fn connection<S>(
     let writer_service = service.clone();
     let abandon = drain.abandon.clone();
     let tls = limits.tls.is_some();
+    // A peer that takes nothing written to it for this long has stopped reading: what it
+    // did not take is undelivered, and the connection closes.
+    let write_timeout = limits.idle_timeout;
+    // Set when the writer gave up: the reader stops too.
+    let writer_done = CancellationToken::new();
+    let writer_gave_up = writer_done.clone();
     let writer = tokio::spawn(async move {
         let mut batch = if tls {
             Batch::flushing_each_frame()
@@ -287,7 +294,15 @@ async fn connection<S>(
                 f = rx.recv() => f,
             };
             let Some(frame) = next else { break };
-            let sent = send_batch(&mut writing, &mut codec, &mut rx, frame, &mut batch).await;
+            let write = send_batch(&mut writing, &mut codec, &mut rx, frame, &mut batch);
+            let sent = tokio::select! {
+                biased;
+                r = tokio::time::timeout(write_timeout, write) => r.unwrap_or_else(|_| {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "the peer takes nothing").into())
+                }),
+                // Past the drain, a write stuck on a peer that does not read is given up too.
+                _ = abandon.cancelled() => Err(io::Error::other("stopping").into()),
+            };
             // What the socket took whole counts as delivered even when a later frame of the
             // batch failed: the peer may hold it.
             writer_service.delivered(batch.written());
@@ -299,6 +314,7 @@ async fn connection<S>(
                 break;
             }
         }
+        writer_gave_up.cancel();
         // Whatever is still queued will never be written.
         rx.close();
         while let Some(rest) = rx.recv().await {
@@ -313,11 +329,13 @@ async fn connection<S>(
         let permit = tokio::select! {
             _ = stop.cancelled() => break Ended::Stop,
             _ = drain.draining.cancelled() => break Ended::Drain,
+            _ = writer_done.cancelled() => break Ended::Peer,
             p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Ended::Stop },
         };
         let next = tokio::select! {
             _ = stop.cancelled() => break Ended::Stop,
             _ = drain.draining.cancelled() => break Ended::Drain,
+            _ = writer_done.cancelled() => break Ended::Peer,
             n = tokio::time::timeout(limits.idle_timeout, frames.next()) => n,
         };
         let frame = match next {
@@ -367,4 +385,87 @@ async fn connection<S>(
     gone.cancel();
     // Let answers already computed go out, then close.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// Answers every request with `size` bytes; counts what became of the answers.
+    #[derive(Default)]
+    struct Big {
+        size: usize,
+        delivered: AtomicUsize,
+        undelivered: AtomicUsize,
+    }
+
+    impl Service for Big {
+        fn call(&self, _request: Bytes, _peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
+            let answer = Bytes::from(vec![b'a'; self.size]);
+            Box::pin(async move { vec![answer] })
+        }
+        fn undelivered(&self, _answer: Bytes) {
+            self.undelivered.fetch_add(1, Ordering::SeqCst);
+        }
+        fn delivered(&self, answers: &[Bytes]) {
+            self.delivered.fetch_add(answers.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// A peer that sends requests and never reads its answers: once the socket takes nothing
+    /// more for the idle timeout, the connection is given up, and every answer is accounted
+    /// for — delivered (taken by the socket) or undelivered (undone) — instead of a writer
+    /// waiting on it for ever with its approvals neither.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_never_reads_is_given_up_and_every_answer_accounted_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Arc::new(Big {
+            size: 32 * 1024,
+            ..Big::default()
+        });
+        let limits = ServerLimits {
+            framing: "binary2".parse().unwrap(),
+            max_frame: 60_000,
+            max_connections: 4,
+            max_connections_per_peer: 4,
+            max_in_flight: 2_000,
+            idle_timeout: Duration::from_millis(500),
+            tls: None,
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            "test".into(),
+            listener,
+            limits,
+            service.clone(),
+            stop.clone(),
+        ));
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // 1,000 answers of 32 KiB: more than any socket buffers hold.
+        let requests = 1_000;
+        let mut out = Vec::new();
+        for _ in 0..requests {
+            out.extend_from_slice(&[0, 4]);
+            out.extend_from_slice(b"ping");
+        }
+        peer.write_all(&out).await.unwrap();
+        let accounted = || {
+            service.delivered.load(Ordering::SeqCst) + service.undelivered.load(Ordering::SeqCst)
+        };
+        for _ in 0..600 {
+            if accounted() == requests {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(accounted(), requests, "every answer delivered or undone");
+        assert!(
+            service.undelivered.load(Ordering::SeqCst) > 0,
+            "a peer that reads nothing cannot have taken them all"
+        );
+        stop.cancel();
+        drop(peer);
+    }
 }

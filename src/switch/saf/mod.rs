@@ -22,7 +22,7 @@
 //! The leg's request is kept sealed (it may hold the card number); it is opened only to build
 //! the reversal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -36,8 +36,11 @@ use crate::net::link::Link;
 use crate::store::Cf;
 
 mod dead_letters;
+pub mod lane;
 mod late;
 mod worker;
+
+use lane::Lane;
 
 pub use dead_letters::DeadLetter;
 
@@ -107,8 +110,8 @@ pub struct Queued {
     item: Item,
 }
 
-/// Items per link, in key (= queueing) order.
-type Lanes = HashMap<String, BTreeMap<Vec<u8>, Item>>;
+/// Each link's lane.
+type Lanes = HashMap<String, Lane>;
 
 pub struct Saf {
     /// Itself, for the tasks it spawns (a late approval's reversal).
@@ -328,7 +331,7 @@ impl Saf {
     pub fn depth(&self) -> usize {
         self.lanes
             .lock()
-            .map_or(0, |l| l.values().map(BTreeMap::len).sum())
+            .map_or(0, |l| l.values().map(Lane::len).sum())
     }
 
     /// Items that expired unacknowledged.
@@ -344,20 +347,8 @@ impl Saf {
         link: &str,
         now: tokio::time::Instant,
     ) -> Result<(Vec<u8>, Item), Option<tokio::time::Instant>> {
-        let lanes = self.lanes.lock().map_err(|_| None)?;
-        let lane = lanes.get(link).ok_or(None)?;
-        let mut legs_seen = std::collections::HashSet::new();
-        let mut soonest: Option<tokio::time::Instant> = None;
-        for (k, item) in lane {
-            if !legs_seen.insert((item.txn.as_str(), item.leg)) {
-                continue; // behind an earlier item of its leg
-            }
-            match item.next {
-                Some(at) if at > now => soonest = Some(soonest.map_or(at, |s| s.min(at))),
-                _ => return Ok((k.clone(), item.clone())),
-            }
-        }
-        Err(soonest)
+        let mut lanes = self.lanes.lock().map_err(|_| None)?;
+        lanes.get_mut(link).ok_or(None)?.next_due(now)
     }
 
     /// The age of the oldest item of a link's lane, in seconds.
@@ -367,17 +358,15 @@ impl Saf {
         };
         lanes
             .get(link)
-            .and_then(|l| l.values().map(|i| i.queued_ms).min())
+            .and_then(Lane::oldest_queued_ms)
             .map_or(0.0, |q| now_ms.saturating_sub(q).max(0) as f64 / 1000.0)
     }
 
     /// Is an item of leg `leg` of transaction `txn` still queued for `link`?
     fn queued_for(&self, link: &str, txn: &str, leg: usize) -> bool {
-        self.lanes.lock().is_ok_and(|lanes| {
-            lanes
-                .get(link)
-                .is_some_and(|lane| lane.values().any(|i| i.txn == txn && i.leg == leg))
-        })
+        self.lanes
+            .lock()
+            .is_ok_and(|lanes| lanes.get(link).is_some_and(|lane| lane.holds_leg(txn, leg)))
     }
 
     /// Wait, at most `within`, until nothing is queued any more for leg `leg` of `txn` on

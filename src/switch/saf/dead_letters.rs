@@ -1,7 +1,7 @@
 //! Dead letters: items a host refused for good or never acknowledged, kept for an operator
 //! to list, re-queue or resolve (every change a synced journal step naming who).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -42,6 +42,7 @@ impl Saf {
         ));
         step.synced();
         self.journal.commit(step).await.map_err(|e| e.to_string())?;
+        self.dead_totals(|t| t.remove(&link, &item));
         self.publish(vec![Queued { link, key, item }]);
         self.refresh_dead_letter_metrics();
         Ok(true)
@@ -68,6 +69,7 @@ impl Saf {
         ));
         step.synced();
         self.journal.commit(step).await.map_err(|e| e.to_string())?;
+        self.dead_totals(|t| t.remove(&lane_of(&key), &item));
         self.refresh_dead_letter_metrics();
         Ok(true)
     }
@@ -83,31 +85,92 @@ impl Saf {
         Ok(Some((key, item)))
     }
 
-    /// Dead letters per link: how many, how much money, how old the oldest.
+    /// Dead letters per link: how many, how much money, how old the oldest (every link's
+    /// gauges, from the totals kept in memory).
     pub fn refresh_dead_letter_metrics(&self) {
-        let Ok(list) = self.dead_letter_list() else {
-            return;
-        };
-        let mut per_link: HashMap<String, (usize, u64, f64)> = HashMap::new();
-        for d in &list {
-            let e = per_link.entry(d.link.clone()).or_default();
-            e.0 += 1;
-            e.1 = e.1.saturating_add(d.amount.unwrap_or(0));
-            e.2 = e.2.max(d.age_s);
-        }
-        let known: Vec<String> = self
+        let now = self.clock.now_ms();
+        let mut links: Vec<String> = self
             .links
             .get()
             .map(|l| l.keys().cloned().collect())
             .unwrap_or_default();
-        for link in known.iter().chain(per_link.keys()) {
-            let (count, amount, age) = per_link.get(link).copied().unwrap_or_default();
-            metrics::gauge!("cyberswitch_saf_dead_letters", "link" => link.clone())
-                .set(count as f64);
-            metrics::gauge!("cyberswitch_saf_dead_letter_amount", "link" => link.clone())
-                .set(amount as f64);
-            metrics::gauge!("cyberswitch_saf_dead_letter_oldest_age_seconds", "link" => link.clone()).set(age);
+        self.dead_totals(|t| links.extend(t.0.keys().cloned()));
+        links.sort();
+        links.dedup();
+        for link in &links {
+            self.refresh_dead_letter_gauges(link, now);
         }
+    }
+
+    /// One link's dead-letter gauges (its worker calls this every second, so the oldest's
+    /// age moves on between changes).
+    pub(super) fn refresh_dead_letter_gauges(&self, link: &str, now_ms: i64) {
+        let (count, amount, oldest) = self.dead_totals(|t| t.of(link));
+        let age = oldest.map_or(0.0, |q| now_ms.saturating_sub(q).max(0) as f64 / 1000.0);
+        metrics::gauge!("cyberswitch_saf_dead_letters", "link" => link.to_string())
+            .set(count as f64);
+        metrics::gauge!("cyberswitch_saf_dead_letter_amount", "link" => link.to_string())
+            .set(amount as f64);
+        metrics::gauge!("cyberswitch_saf_dead_letter_oldest_age_seconds", "link" => link.to_string())
+            .set(age);
+    }
+
+    /// Read or change the dead-letter totals.
+    pub(super) fn dead_totals<T>(&self, f: impl FnOnce(&mut DeadTotals) -> T) -> T {
+        let mut totals = self
+            .dead
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut totals)
+    }
+}
+
+/// What the dead-letter gauges show, per link, kept as dead letters come and go. (Reading
+/// the whole list for every change made a host that refuses a backlog cost each dead
+/// letter the list's length.)
+#[derive(Default)]
+pub(super) struct DeadTotals(HashMap<String, LinkDead>);
+
+#[derive(Default)]
+struct LinkDead {
+    count: usize,
+    amount: u64,
+    /// How many dead letters were queued at each moment (ms): the first is the oldest.
+    queued: BTreeMap<i64, usize>,
+}
+
+impl DeadTotals {
+    pub fn add(&mut self, link: &str, item: &Item) {
+        let d = self.0.entry(link.to_string()).or_default();
+        d.count += 1;
+        d.amount = d.amount.saturating_add(item.amount.unwrap_or(0));
+        *d.queued.entry(item.queued_ms).or_default() += 1;
+    }
+
+    pub fn remove(&mut self, link: &str, item: &Item) {
+        let Some(d) = self.0.get_mut(link) else {
+            return;
+        };
+        d.count = d.count.saturating_sub(1);
+        d.amount = d.amount.saturating_sub(item.amount.unwrap_or(0));
+        if let Some(n) = d.queued.get_mut(&item.queued_ms) {
+            *n -= 1;
+            if *n == 0 {
+                d.queued.remove(&item.queued_ms);
+            }
+        }
+    }
+
+    /// Dead letters over all links.
+    pub fn count(&self) -> usize {
+        self.0.values().map(|d| d.count).sum()
+    }
+
+    /// How many, how much, and when the oldest was queued.
+    fn of(&self, link: &str) -> (usize, u64, Option<i64>) {
+        self.0.get(link).map_or((0, 0, None), |d| {
+            (d.count, d.amount, d.queued.keys().next().copied())
+        })
     }
 }
 
@@ -157,7 +220,11 @@ pub(super) async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, mut item: I
         format!("leg {} dead letter: {why}", item.leg),
     ));
     step.synced();
+    // Counted before the commit, so that an operator's retry of it (which needs it
+    // committed) is always counted after.
+    saf.dead_totals(|t| t.add(link, &item));
     if saf.journal.commit(step).await.is_err() {
+        saf.dead_totals(|t| t.remove(link, &item));
         // Still queued; not tried again at once (the journal is failing): after a back-off.
         item.reason = None;
         item.next = Some(tokio::time::Instant::now() + saf.timing.retry_max);
@@ -168,4 +235,42 @@ pub(super) async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, mut item: I
     metrics::counter!("cyberswitch_saf_dead_letters_total", "link" => link.to_string())
         .increment(1);
     saf.refresh_dead_letter_metrics();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(amount: u64, queued_ms: i64) -> Item {
+        let mut i = Item::unreadable();
+        i.amount = Some(amount);
+        i.queued_ms = queued_ms;
+        i
+    }
+
+    #[test]
+    fn totals_follow_dead_letters_in_and_out() {
+        let mut t = DeadTotals::default();
+        t.add("acq", &item(100, 5));
+        t.add("acq", &item(50, 3));
+        t.add("acq", &item(7, 3));
+        t.add("gift", &item(1, 9));
+        assert_eq!(t.of("acq"), (3, 157, Some(3)));
+        assert_eq!(t.count(), 4);
+        t.remove("acq", &item(50, 3));
+        assert_eq!(
+            t.of("acq"),
+            (2, 107, Some(3)),
+            "another was queued at 3 too"
+        );
+        t.remove("acq", &item(7, 3));
+        assert_eq!(t.of("acq"), (1, 100, Some(5)));
+        t.remove("acq", &item(100, 5));
+        assert_eq!(t.of("acq"), (0, 0, None));
+        // Never below nothing, whatever is removed.
+        t.remove("acq", &item(100, 5));
+        t.remove("nowhere", &item(1, 1));
+        assert_eq!(t.of("acq"), (0, 0, None));
+        assert_eq!(t.count(), 1);
+    }
 }

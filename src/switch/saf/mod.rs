@@ -43,6 +43,7 @@ mod worker;
 use lane::Lane;
 
 pub use dead_letters::DeadLetter;
+use dead_letters::DeadTotals;
 
 // An item's stored form lives with the other records (readable without the store).
 use crate::records::saf::{to_bytes, Item};
@@ -130,6 +131,8 @@ pub struct Saf {
     next_seq: AtomicU64,
     timing: SafTiming,
     lanes: Mutex<Lanes>,
+    /// The dead letters' gauges, kept up to date (the list itself is in the store).
+    dead: Mutex<dead_letters::DeadTotals>,
     queued: AtomicU64,
 }
 
@@ -144,12 +147,17 @@ impl Saf {
         let existing = journal.scan(Cf::Saf, b"")?;
         // Dead letters keep their queue keys (a retry puts them back under them): new items
         // are numbered past them too.
-        let dead_max = journal
-            .scan(Cf::SafDead, b"")?
-            .iter()
-            .filter_map(|(k, _)| k.last_chunk::<8>().map(|s| u64::from_be_bytes(*s)))
-            .max()
-            .unwrap_or(0);
+        let mut dead_max = 0;
+        let mut dead = DeadTotals::default();
+        for (k, v) in journal.scan(Cf::SafDead, b"")? {
+            if let Some(seq) = k.last_chunk::<8>() {
+                dead_max = dead_max.max(u64::from_be_bytes(*seq));
+            }
+            dead.add(
+                &lane_of(&k),
+                &Item::from_bytes(&v).unwrap_or_else(|_| Item::unreadable()),
+            );
+        }
         let mut lanes = Lanes::new();
         let mut max_seq = 0;
         for (k, v) in existing {
@@ -184,6 +192,7 @@ impl Saf {
             next_seq: AtomicU64::new(max_seq.max(dead_max) + 1),
             timing,
             lanes: Mutex::new(lanes),
+            dead: Mutex::new(dead),
             queued: AtomicU64::new(0),
         }))
     }
@@ -200,6 +209,7 @@ impl Saf {
         if self.links.set(links).is_err() {
             return; // already started
         }
+        self.refresh_dead_letter_metrics();
         for name in names {
             tokio::spawn(worker::worker(self.clone(), name, stop.clone()));
         }
@@ -334,9 +344,10 @@ impl Saf {
             .map_or(0, |l| l.values().map(Lane::len).sum())
     }
 
-    /// Items that expired unacknowledged.
+    /// Dead letters, over all links (the count the gauges show; the list itself is read
+    /// from the store by [`Saf::dead_letter_list`]).
     pub fn dead_letters(&self) -> usize {
-        self.journal.scan(Cf::SafDead, b"").map_or(0, |v| v.len())
+        self.dead_totals(|t| t.count())
     }
 
     /// The next item of a link's lane to try at `now`: the first in queueing order that is

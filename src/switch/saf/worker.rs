@@ -172,7 +172,9 @@ pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationT
     loop {
         let now = tokio::time::Instant::now();
         if gauged_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            oldest_age.set(saf.oldest_age_s(&link_name, saf.clock.now_ms()));
+            let now_ms = saf.clock.now_ms();
+            oldest_age.set(saf.oldest_age_s(&link_name, now_ms));
+            saf.refresh_dead_letter_gauges(&link_name, now_ms);
             gauged_at = Some(now);
         }
         let (key, item) = match saf.next_due(&link_name, now) {

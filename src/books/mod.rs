@@ -41,6 +41,9 @@ pub use totals::{EventKind, Totals};
 const OPEN_KEY: &[u8] = b"books.open";
 /// The last date closed, in [`Cf::Meta`].
 const CLOSED_KEY: &[u8] = b"books.closed_through";
+/// The first date whose events are also indexed by terminal (`t/…` keys), in [`Cf::Meta`]:
+/// a store from before the index has its older dates summed by going through every event.
+const TERMINAL_INDEX_KEY: &[u8] = b"books.terminal_index_from";
 
 /// Who an upstream link is in the books.
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +108,8 @@ pub struct Books {
     released: tokio::sync::Notify,
     /// Cut-overs one at a time.
     closing: tokio::sync::Mutex<()>,
+    /// Dates from this one on have their events indexed by terminal too.
+    terminal_index_from: NaiveDate,
 }
 
 /// A date held by a transaction or attempt in flight: a cut-over waits for its release.
@@ -149,9 +154,22 @@ impl Books {
                 let mut step = Step::new();
                 step.put(Cf::Meta, OPEN_KEY, day::iso(today));
                 step.put(Cf::Meta, CLOSED_KEY, day::iso(closed));
+                step.put(Cf::Meta, TERMINAL_INDEX_KEY, day::iso(today));
                 step.synced();
                 journal.commit(step).await.map_err(|e| e.to_string())?;
                 (today, closed)
+            }
+        };
+        let terminal_index_from = match read(TERMINAL_INDEX_KEY)? {
+            Some(from) => from,
+            None => {
+                // Books from before the index: the open date has unindexed events already.
+                let from = open.succ_opt().unwrap_or(open);
+                let mut step = Step::new();
+                step.put(Cf::Meta, TERMINAL_INDEX_KEY, day::iso(from));
+                step.synced();
+                journal.commit(step).await.map_err(|e| e.to_string())?;
+                from
             }
         };
         Ok(Arc::new(Books {
@@ -166,6 +184,7 @@ impl Books {
             }),
             released: tokio::sync::Notify::new(),
             closing: tokio::sync::Mutex::new(()),
+            terminal_index_from,
         }))
     }
 
@@ -229,14 +248,16 @@ impl Books {
                 date
             }
         };
-        let key = format!(
-            "e/{}/{}/{}/{:03}/{tag}",
-            day::iso(date),
-            at.link,
-            at.txn,
-            at.leg
+        let date = day::iso(date);
+        let place = format!("{}/{}/{:03}/{tag}", at.link, at.txn, at.leg);
+        let bytes = stored::to_bytes(event);
+        // Also under its terminal, so that a terminal's 0500 reads its own events only.
+        step.put(
+            Cf::Books,
+            format!("t/{date}/{}/{place}", event.terminal),
+            bytes.clone(),
         );
-        step.put(Cf::Books, key, stored::to_bytes(event));
+        step.put(Cf::Books, format!("e/{date}/{place}"), bytes);
         let leg_key = standing_key(at);
         match standing {
             Some(s) => step.put(Cf::Books, leg_key, stored::to_bytes(&s)),
@@ -255,7 +276,11 @@ impl Books {
 
     /// Every event of a date: (link, transaction, event).
     pub fn events(&self, date: NaiveDate) -> Result<Vec<(String, String, Event)>, String> {
-        let prefix = format!("e/{}/", day::iso(date));
+        self.events_under(&format!("e/{}/", day::iso(date)))
+    }
+
+    /// The events under a key prefix that ends where `LINK/TXN/LEG/TAG` begins.
+    fn events_under(&self, prefix: &str) -> Result<Vec<(String, String, Event)>, String> {
         let mut out = Vec::new();
         for (key, value) in self.journal.scan(Cf::Books, prefix.as_bytes())? {
             let key = String::from_utf8_lossy(&key);
@@ -286,8 +311,14 @@ impl Books {
     /// A terminal's totals of a date, in currency, one count per transaction and kind (a
     /// purchase split over three legs is one debit to the terminal).
     pub fn terminal_totals(&self, date: NaiveDate, terminal: &str) -> Result<Totals, String> {
+        let events = if date >= self.terminal_index_from {
+            self.events_under(&format!("t/{}/{terminal}/", day::iso(date)))?
+        } else {
+            self.events(date)?
+        };
         let mut per_txn: BTreeMap<(String, u8), (EventKind, u64)> = BTreeMap::new();
-        for (_, txn, e) in self.events(date)? {
+        for (_, txn, e) in events {
+            // A terminal id holding a slash shares a prefix with another's.
             if e.terminal != terminal {
                 continue;
             }
@@ -356,3 +387,6 @@ fn parties(config: &Config) -> HashMap<String, Party> {
     }
     parties
 }
+
+#[cfg(test)]
+mod terminal_index_tests;

@@ -396,33 +396,34 @@ impl Link {
             return Err(LinkError::Busy);
         }
         // This request's entry only: once its answer has come, the key may be another's.
-        let forget = || {
-            self.pending.remove_if(&key, |_, p| p.request == request);
+        let mut waiting = Waiting {
+            link: self,
+            key,
+            request,
+            sent: None,
+            ended: false,
         };
         let sender = session.sender.lock().ok().and_then(|s| s.clone());
         let Some(sender) = sender else {
-            forget();
             return Err(LinkError::Down);
         };
         let mti = msg.mti();
         if sender.send(Frame::message(buf.freeze())).await.is_err() {
-            forget();
             return Err(LinkError::Down);
         }
         self.touch();
         self.metrics.messages.count(Direction::Out, mti);
         self.metrics.in_flight.increment(1.0);
+        waiting.sent = Some(msg);
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.config.timeout(), rx).await;
-        self.metrics.in_flight.decrement(1.0);
         match outcome {
             Ok(Ok(answer)) => {
+                waiting.ended = true;
                 self.metrics.latency.record(started.elapsed().as_secs_f64());
                 Ok(answer)
             }
             _ => {
-                forget();
-                self.timed_out.insert(key, (msg, Instant::now()));
                 self.count_timeout();
                 Err(LinkError::Timeout)
             }
@@ -536,6 +537,40 @@ impl Link {
 
 /// An answer that came after its request timed out: counted, logged, and handed to the
 /// link's [`LateAnswers`].
+/// A request waiting for its answer. Whatever ends the wait — the answer, a timeout, the
+/// link down, or the caller no longer waiting (its future dropped: an admin call cut off) —
+/// the request's own pending entry goes, and a request that was sent and got no answer is
+/// remembered as timed out: its key is free again, and a late answer is recognised (a late
+/// approval of a money request reversed) instead of holding the key for ever.
+struct Waiting<'a> {
+    link: &'a Link,
+    key: MatchKey,
+    request: u64,
+    /// The request, once sent.
+    sent: Option<OwnedMessage>,
+    /// Answered.
+    ended: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let link = self.link;
+        if self.sent.is_some() {
+            link.metrics.in_flight.decrement(1.0);
+        }
+        if self.ended {
+            return; // the reader took the entry with the answer
+        }
+        let request = self.request;
+        link.pending
+            .remove_if(&self.key, |_, p| p.request == request);
+        if let Some(msg) = self.sent.take() {
+            link.timed_out
+                .insert(self.key.clone(), (msg, Instant::now()));
+        }
+    }
+}
+
 fn report_late(late: &dyn LateAnswers, link: &str, request: OwnedMessage, answer: OwnedMessage) {
     metrics::counter!("cyberswitch_late_answers_total", "link" => link.to_string()).increment(1);
     let stan = answer

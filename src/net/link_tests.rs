@@ -119,3 +119,33 @@ async fn a_key_whose_request_timed_out_takes_only_that_request_again() {
     );
     stop.cancel();
 }
+
+/// A caller that stops waiting (an admin call cut off by its deadline) left its request's
+/// entry behind: its key was taken for good, and its answer matched nothing. Now it counts
+/// as timed out: the key goes to that request's repeats only, and its late answer is
+/// recognised as late.
+#[tokio::test]
+async fn a_request_whose_caller_stopped_waiting_counts_as_timed_out() {
+    let (link, release, stop) = held_link(30_000).await;
+    let waiting = tokio::spawn({
+        let link = link.clone();
+        async move { link.request(debit(100)).await }
+    });
+    while link.pending.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    assert!(link.pending.is_empty(), "its entry went with it");
+    assert_eq!(link.timed_out.len(), 1, "remembered as timed out");
+    assert!(matches!(
+        link.request(debit_at(300, b"1207120005")).await,
+        Err(LinkError::Busy)
+    ));
+    // Its answer, when it comes, is the late answer of that request.
+    release.notify_one();
+    while !link.timed_out.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+}

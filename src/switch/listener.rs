@@ -254,9 +254,9 @@ async fn respond_fresh(
         ),
         _ => (None, None),
     };
-    let landed = move || {
+    let landed = move |indexed| {
         if let Some(f) = on_indexed {
-            f()
+            f(indexed)
         }
     };
     // Past a graceful stop's drain nothing more is journaled or sent: the transaction stays
@@ -305,7 +305,7 @@ async fn respond_fresh(
                 if txn.commit_retrying(&stop).await {
                     tracing::warn!("journal write landed: answered 96, legs reversed");
                     if let Some(f) = on_indexed {
-                        f();
+                        f(true);
                     }
                 }
             });

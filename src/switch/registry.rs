@@ -134,8 +134,11 @@ struct Entry {
     stage: watch::Sender<Stage>,
     /// Follow-ups of this transaction go one at a time.
     follow_ups: Arc<tokio::sync::Mutex<()>>,
-    /// The answer is in the journal's duplicate index (or could not be written there).
+    /// The answer is in the journal's duplicate index.
     in_index: AtomicBool,
+    /// The answer's write to the index failed: memory answers repeats for the duplicate
+    /// window (a repeat must never be processed a second time), then forgets.
+    index_failed: AtomicBool,
     since: Mutex<Instant>,
 }
 
@@ -145,15 +148,20 @@ impl Entry {
             stage: watch::Sender::new(stage),
             follow_ups: Arc::default(),
             in_index: AtomicBool::new(false),
+            index_failed: AtomicBool::new(false),
             since: Mutex::new(Instant::now()),
         })
     }
 
-    /// Nothing in memory is needed any more: not in flight, and any answer is in the index.
-    fn settled(&self) -> bool {
+    /// Nothing in memory is needed any more: not in flight, and any answer is in the index
+    /// (or, its write failed, the duplicate `window` has passed).
+    fn settled(&self, window: Duration) -> bool {
         match &*self.stage.borrow() {
             Stage::InFlight => false,
-            Stage::Answered(Some(_)) => self.in_index.load(Ordering::Acquire),
+            Stage::Answered(Some(_)) => {
+                self.in_index.load(Ordering::Acquire)
+                    || (self.index_failed.load(Ordering::Acquire) && self.age() >= window)
+            }
             Stage::Answered(None) | Stage::Idle => true,
         }
     }
@@ -327,17 +335,20 @@ impl Registry {
 
     /// Drop `id` if nothing needs it in memory any more and nobody holds it.
     fn release(&self, id: &TxnId) {
-        self.entries
-            .remove_if(id, |_, e| Arc::strong_count(e) == 1 && e.settled());
+        self.entries.remove_if(id, |_, e| {
+            Arc::strong_count(e) == 1 && e.settled(self.window)
+        });
     }
 
     /// Forget settled entries older than `max_age` that nobody holds (a safety net: they go
     /// as soon as they settle). In-flight ones stay, however old.
     fn sweep(&self, max_age: Duration) {
         // An answer not in the journal's index yet (its write is being retried) is what
-        // answers repeats meanwhile: kept however old.
+        // answers repeats meanwhile: kept however old. One whose write failed is kept for
+        // the duplicate window.
+        let window = self.window;
         self.entries
-            .retain(|_, e| Arc::strong_count(e) > 1 || !e.settled() || e.age() < max_age);
+            .retain(|_, e| Arc::strong_count(e) > 1 || !e.settled(window) || e.age() < max_age);
     }
 
     pub fn len(&self) -> usize {
@@ -363,14 +374,21 @@ impl Ticket<'_> {
         &self.id
     }
 
-    /// Runs once the answer is in the journal's duplicate index (or its write failed): from
-    /// then on the index answers repeats, and memory may forget the transaction.
-    pub fn on_indexed(&self, registry: &Arc<Registry>) -> impl FnOnce() + Send + 'static {
+    /// Runs once the answer's write to the journal's duplicate index is done (`true`) or
+    /// failed (`false`): from then on the index answers repeats and memory may forget the
+    /// transaction — or, the write failed, memory answers them for the duplicate window
+    /// (an entry left waiting for a write that will never come stayed for ever).
+    pub fn on_indexed(&self, registry: &Arc<Registry>) -> impl FnOnce(bool) + Send + 'static {
         let (registry, id) = (registry.clone(), self.id.clone());
         let entry = self.entry.clone();
-        move || {
+        move |indexed| {
             if let Some(e) = entry {
-                e.in_index.store(true, Ordering::Release);
+                let flag = if indexed {
+                    &e.in_index
+                } else {
+                    &e.index_failed
+                };
+                flag.store(true, Ordering::Release);
             }
             registry.release(&id);
         }
@@ -523,8 +541,35 @@ mod tests {
             Claim::Answered(b) => assert_eq!(&b[..], b"0210 answer"),
             _ => panic!("a repeat before the write landed must get the original answer"),
         }
-        indexed();
+        indexed(true);
         assert!(r.is_empty(), "memory forgets once the index has the answer");
+    }
+
+    /// An answer whose write to the index failed stayed in memory for ever (nothing was
+    /// left to mark it indexed): one entry per such answer during a disk failure, never
+    /// freed. It answers repeats for the duplicate window, then goes.
+    #[tokio::test]
+    async fn an_answer_whose_index_write_failed_answers_repeats_for_the_window_then_goes() {
+        let (_dir, long) = registry();
+        let window = Duration::from_millis(200);
+        let r = Arc::new(Registry::new(
+            long.journal.clone(),
+            Arc::new(SystemClock),
+            window,
+        ));
+        let ticket = fresh(&r, id(5)).await;
+        let failed = ticket.on_indexed(&r);
+        ticket.answered(Some(Bytes::from_static(b"0210 declined")), false);
+        failed(false);
+        match r.claim(id(5)).await {
+            Claim::Answered(b) => assert_eq!(&b[..], b"0210 declined"),
+            _ => panic!("inside the window a repeat gets the answer"),
+        }
+        r.sweep(Duration::ZERO);
+        assert_eq!(r.len(), 1, "kept for the window");
+        tokio::time::sleep(window).await;
+        r.sweep(Duration::ZERO);
+        assert!(r.is_empty(), "forgotten after it");
     }
 
     #[tokio::test]

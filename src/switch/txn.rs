@@ -474,14 +474,15 @@ impl Txn {
     /// this returns once it is on disk. A step that decides no money (an inquiry, a
     /// decline before any leg) is handed to the writer and not waited for — nothing is
     /// lost if it never lands but its journal lines — so its answer leaves at once.
-    /// `landed` runs once the step is written, either way; not if it failed: then the
-    /// answer is not in the duplicate index, and memory keeps answering repeats with it
-    /// for the duplicate window (a repeat must never be processed a second time).
+    /// `landed` runs once the step is written, either way (`true`), or once it failed
+    /// (`false`): then the answer is not in the duplicate index, and memory keeps answering
+    /// repeats with it for the duplicate window (a repeat must never be processed a second
+    /// time).
     pub async fn finish(
         &mut self,
         answer: &OwnedMessage,
         index: Option<(Vec<u8>, Vec<u8>)>,
-        landed: impl FnOnce() + Send + 'static,
+        landed: impl FnOnce(bool) + Send + 'static,
     ) -> Result<(), JournalError> {
         let code = answer
             .get(de::RESPONSE_CODE)
@@ -528,20 +529,22 @@ impl Txn {
             }
         }
         if self.step.is_synced() || !self.queued.is_empty() {
-            self.journal.fault("answer")?;
-            let result = self.commit().await;
-            if result.is_ok() {
-                landed();
+            if let Err(e) = self.journal.fault("answer") {
+                landed(false);
+                return Err(e);
             }
+            let result = self.commit().await;
+            landed(result.is_ok());
             return result;
         }
         let step = self.take_step();
         let id = self.id().to_string();
         self.journal.submit(step, move |result| {
             match result {
-                Ok(()) => landed(),
+                Ok(()) => landed(true),
                 Err(e) => {
-                    tracing::error!(txn = %id, error = %e, "journal write failed: the answer's journal lines are lost")
+                    tracing::error!(txn = %id, error = %e, "journal write failed: the answer's journal lines are lost");
+                    landed(false)
                 }
             }
         })

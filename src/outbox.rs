@@ -110,21 +110,48 @@ pub struct Outbox {
     wake: Notify,
     /// Changes of an item one at a time (the worker's outcome against an operator's resend).
     lock: Mutex<()>,
+    /// When each pending item is due, kept with every change (the store is the truth; this
+    /// is read from it at start).
+    schedule: std::sync::Mutex<Schedule>,
 }
 
 impl Outbox {
     pub fn new(journal: Arc<Journal>, clock: Arc<dyn Clock>, config: Arc<Config>) -> Arc<Outbox> {
+        let mut schedule = Schedule::default();
+        match journal.scan(Cf::Outbox, b"p/") {
+            Ok(pending) => {
+                for (k, _) in pending {
+                    let id = String::from_utf8_lossy(k.get(2..).unwrap_or_default()).into_owned();
+                    match journal
+                        .get(Cf::Outbox, &item_key(&id))
+                        .map(|raw| raw.and_then(|raw| serde_json::from_slice::<Item>(&raw).ok()))
+                    {
+                        Ok(Some(item)) => schedule.set(&item),
+                        _ => tracing::error!(id, "outbox: a pending item cannot be read"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "outbox: the pending items cannot be read"),
+        }
         Arc::new(Outbox {
             journal,
             clock,
             config,
             wake: Notify::new(),
             lock: Mutex::new(()),
+            schedule: std::sync::Mutex::new(schedule),
         })
     }
 
-    /// Add `item` to `step` (pending). The caller commits the step, then calls
-    /// [`Outbox::notify`].
+    fn schedule<T>(&self, f: impl FnOnce(&mut Schedule) -> T) -> T {
+        // Every change is a few map operations that leave it whole: a panicking holder
+        // cannot have left it half-changed.
+        let mut s = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s)
+    }
+
+    /// Add `item` to `step` (pending). The caller commits the step, then hands the items
+    /// it queued to [`Outbox::queued`].
     pub fn put(step: &mut Step, item: &Item) {
         step.put(
             Cf::Outbox,
@@ -140,8 +167,9 @@ impl Outbox {
         ));
     }
 
-    /// Something new is pending: the worker looks now.
-    pub fn notify(&self) {
+    /// Items put in a step that is now committed: scheduled, and the worker looks now.
+    pub fn queued(&self, items: &[Item]) {
+        self.schedule(|s| items.iter().for_each(|i| s.set(i)));
         self.wake.notify_one();
     }
 
@@ -155,7 +183,7 @@ impl Outbox {
         Outbox::put(&mut step, &item);
         step.synced();
         self.journal.commit(step).await.map_err(|e| e.to_string())?;
-        self.notify();
+        self.queued(std::slice::from_ref(&item));
         Ok(true)
     }
 
@@ -207,8 +235,8 @@ impl Outbox {
     }
 
     /// Items not delivered yet.
-    pub fn pending_count(&self) -> Result<usize, String> {
-        Ok(self.journal.scan(Cf::Outbox, b"p/")?.len())
+    pub fn pending_count(&self) -> usize {
+        self.schedule(|s| s.len())
     }
 
     /// An operator sends an item again (delivered or not), now. `None`: no such item.
@@ -235,7 +263,7 @@ impl Outbox {
         ));
         step.synced();
         self.journal.commit(step).await.map_err(|e| e.to_string())?;
-        self.notify();
+        self.queued(std::slice::from_ref(&item));
         Ok(Some(item))
     }
 
@@ -244,16 +272,8 @@ impl Outbox {
         let gauge = metrics::gauge!("cyberswitch_outbox_pending");
         loop {
             let now = self.clock.now_ms();
-            let (due, next) = match self.due(now) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox: cannot read the queue");
-                    (Vec::new(), None)
-                }
-            };
-            if let Ok(n) = self.pending_count() {
-                gauge.set(n as f64);
-            }
+            let (due, next) = self.due(now);
+            gauge.set(self.pending_count() as f64);
             if !due.is_empty() {
                 let attempts = due.into_iter().map(|item| {
                     let me = self.clone();
@@ -277,35 +297,23 @@ impl Outbox {
     }
 
     /// Pending items due by `now` (earliest first, at most `concurrency`), and when the next
-    /// one not yet due is.
-    fn due(&self, now: i64) -> Result<(Vec<Item>, Option<i64>), String> {
-        let mut pending = Vec::new();
-        for (k, _) in self.journal.scan(Cf::Outbox, b"p/")? {
-            let id = String::from_utf8_lossy(&k[2..]).into_owned();
-            if let Some(item) = self.get(&id)? {
-                pending.push(item);
-            }
-        }
-        // Oldest first; of a group, only its oldest pending item may go.
-        pending.sort_by_key(|i| (i.created_ms, i.id.clone()));
-        let mut groups = std::collections::HashSet::new();
-        let mut due = Vec::new();
-        let mut next: Option<i64> = None;
-        for item in pending {
-            if let Some(g) = &item.group {
-                if !groups.insert(g.clone()) {
-                    continue;
+    /// one not yet due is. An item the store no longer holds as pending is dropped from the
+    /// schedule.
+    fn due(&self, now: i64) -> (Vec<Item>, Option<i64>) {
+        let max = self.config.outbox.concurrency.max(1);
+        let (ids, next) = self.schedule(|s| s.due(now, max));
+        let mut due = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.get(&id) {
+                Ok(Some(item)) if item.status == ItemStatus::Pending => due.push(item),
+                Ok(_) => self.schedule(|s| s.remove(&id)),
+                Err(e) => {
+                    tracing::error!(id, error = %e, "outbox: an item cannot be read; tried later");
+                    self.schedule(|s| s.retry_at(&id, now + self.backoff_ms(1)));
                 }
             }
-            if item.next_at_ms <= now {
-                due.push(item);
-            } else {
-                next = Some(next.map_or(item.next_at_ms, |n| n.min(item.next_at_ms)));
-            }
         }
-        due.sort_by_key(|i| i.next_at_ms);
-        due.truncate(self.config.outbox.concurrency.max(1));
-        Ok((due, next))
+        (due, next)
     }
 
     /// One delivery attempt of `item`, and its outcome recorded.
@@ -358,7 +366,10 @@ impl Outbox {
         if let Err(e) = self.journal.commit(step).await {
             // Not recorded: it is sent again, which the id lets the partner recognise.
             tracing::error!(id = %item.id, error = %e, "outbox: outcome not recorded");
+            self.schedule(|s| s.retry_at(&item.id, now + self.backoff_ms(now_item.attempts)));
+            return;
         }
+        self.schedule(|s| s.set(&now_item));
     }
 
     /// POST the item to its partner; the 2xx status, or the status (if any) and why not.
@@ -403,5 +414,227 @@ impl Outbox {
             .min(o.retry_max_ms);
         let jitter = rand::random_range(0.8..1.2);
         i64::try_from((base as f64 * jitter) as u64).unwrap_or(i64::MAX) // ok: a delay in ms
+    }
+}
+
+/// When each pending item may be tried: items by id, each group's items oldest first (only
+/// a group's oldest may go: a partner hears `va.reversed` after `va.paid`), and the items
+/// that may go — ungrouped ones and each group's oldest — by when they are due. The worker
+/// read and parsed every pending item from the store for every batch it sent, so a partner
+/// away for a day made its backlog cost in proportion to its square.
+#[derive(Default)]
+struct Schedule {
+    items: std::collections::HashMap<String, Slot>,
+    groups: std::collections::HashMap<String, std::collections::BTreeSet<(i64, String)>>,
+    ready: std::collections::BTreeSet<(i64, i64, String)>,
+}
+
+#[derive(Clone)]
+struct Slot {
+    created_ms: i64,
+    next_at_ms: i64,
+    group: Option<String>,
+}
+
+impl Schedule {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Take in an item as the store now holds it: pending (when it is due next) or not.
+    fn set(&mut self, item: &Item) {
+        self.remove(&item.id);
+        if item.status != ItemStatus::Pending {
+            return;
+        }
+        let slot = Slot {
+            created_ms: item.created_ms,
+            next_at_ms: item.next_at_ms,
+            group: item.group.clone(),
+        };
+        let group = slot.group.clone();
+        self.change_group(group.as_deref(), |s| {
+            if let Some(g) = &slot.group {
+                s.groups
+                    .entry(g.clone())
+                    .or_default()
+                    .insert((slot.created_ms, item.id.clone()));
+            }
+            s.items.insert(item.id.clone(), slot);
+        });
+        if group.is_none() {
+            self.make_ready(&item.id);
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(slot) = self.items.get(id).cloned() else {
+            return;
+        };
+        if slot.group.is_none() {
+            self.ready
+                .remove(&(slot.next_at_ms, slot.created_ms, id.to_string()));
+            self.items.remove(id);
+            return;
+        }
+        self.change_group(slot.group.as_deref(), |s| {
+            if let Some(members) = slot.group.as_ref().and_then(|g| s.groups.get_mut(g)) {
+                members.remove(&(slot.created_ms, id.to_string()));
+                if members.is_empty() {
+                    if let Some(g) = &slot.group {
+                        s.groups.remove(g);
+                    }
+                }
+            }
+            s.items.remove(id);
+        });
+    }
+
+    /// Not before `at` (a failed attempt whose outcome could not be written).
+    fn retry_at(&mut self, id: &str, at: i64) {
+        let Some(slot) = self.items.get(id).cloned() else {
+            return;
+        };
+        let was_ready = self
+            .ready
+            .remove(&(slot.next_at_ms, slot.created_ms, id.to_string()));
+        if let Some(s) = self.items.get_mut(id) {
+            s.next_at_ms = at;
+        }
+        if was_ready {
+            self.make_ready(id);
+        }
+    }
+
+    /// Up to `max` ids due by `now`, soonest first, and when the next one falls due.
+    fn due(&self, now: i64, max: usize) -> (Vec<String>, Option<i64>) {
+        let mut due = Vec::new();
+        for (at, _, id) in &self.ready {
+            if *at > now {
+                return (due, Some(*at));
+            }
+            if due.len() == max {
+                return (due, None);
+            }
+            due.push(id.clone());
+        }
+        (due, None)
+    }
+
+    /// Change a group's members: its oldest leaves `ready` before, the (maybe new) oldest
+    /// enters it after.
+    fn change_group(&mut self, group: Option<&str>, change: impl FnOnce(&mut Schedule)) {
+        let head = |s: &Schedule| {
+            group
+                .and_then(|g| s.groups.get(g))
+                .and_then(|m| m.first())
+                .map(|(_, id)| id.clone())
+        };
+        if let Some(id) = head(self) {
+            if let Some(slot) = self.items.get(&id) {
+                self.ready
+                    .remove(&(slot.next_at_ms, slot.created_ms, id.clone()));
+            }
+        }
+        change(self);
+        if let Some(id) = head(self) {
+            self.make_ready(&id);
+        }
+    }
+
+    fn make_ready(&mut self, id: &str) {
+        if let Some(slot) = self.items.get(id) {
+            self.ready
+                .insert((slot.next_at_ms, slot.created_ms, id.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn item(id: u32, created_ms: i64, next_at_ms: i64, group: Option<u32>) -> Item {
+        let mut i = Item::new(
+            format!("cb-{id}"),
+            "P1",
+            "va.paid",
+            &serde_json::json!({}),
+            created_ms,
+        );
+        i.next_at_ms = next_at_ms;
+        i.group = group.map(|g| format!("order-{g}"));
+        i
+    }
+
+    /// What the worker did before the schedule: every pending item, oldest first, each
+    /// group's oldest only, those due soonest first.
+    fn walk(pending: &[Item], now: i64, max: usize) -> (Vec<String>, Option<i64>) {
+        let mut pending = pending.to_vec();
+        pending.sort_by_key(|i| (i.created_ms, i.id.clone()));
+        let mut groups = std::collections::HashSet::new();
+        let (mut due, mut next) = (Vec::new(), None::<i64>);
+        for item in pending {
+            if let Some(g) = &item.group {
+                if !groups.insert(g.clone()) {
+                    continue;
+                }
+            }
+            if item.next_at_ms <= now {
+                due.push(item);
+            } else {
+                next = Some(next.map_or(item.next_at_ms, |n| n.min(item.next_at_ms)));
+            }
+        }
+        due.sort_by_key(|i| (i.next_at_ms, i.created_ms, i.id.clone()));
+        due.truncate(max);
+        (due.into_iter().map(|i| i.id).collect(), next)
+    }
+
+    #[test]
+    fn the_schedule_picks_what_a_walk_through_every_pending_item_picks() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let mut schedule = Schedule::default();
+        let mut pending: Vec<Item> = Vec::new();
+        for round in 0..2_000u32 {
+            let now = i64::from(round) * 10;
+            match rng.random_range(0..5) {
+                0 | 1 => {
+                    let group = rng.random_bool(0.6).then(|| rng.random_range(0..15));
+                    let i = item(round, now, now + rng.random_range(0..300), group);
+                    schedule.set(&i);
+                    pending.push(i);
+                }
+                2 if !pending.is_empty() => {
+                    // A failed attempt: later.
+                    let k = rng.random_range(0..pending.len());
+                    pending[k].next_at_ms = now + rng.random_range(1..500);
+                    schedule.set(&pending[k]);
+                }
+                3 if !pending.is_empty() => {
+                    // Delivered.
+                    let k = rng.random_range(0..pending.len());
+                    let mut done = pending.swap_remove(k);
+                    done.status = ItemStatus::Delivered;
+                    schedule.set(&done);
+                }
+                _ if !pending.is_empty() => {
+                    let k = rng.random_range(0..pending.len());
+                    let at = now + rng.random_range(1..500);
+                    pending[k].next_at_ms = at;
+                    schedule.retry_at(&pending[k].id, at);
+                }
+                _ => {}
+            }
+            let max = rng.random_range(1..10);
+            let (due, next) = schedule.due(now, max);
+            let (want, want_next) = walk(&pending, now, max);
+            assert_eq!(due, want, "round {round}");
+            if due.len() < max {
+                assert_eq!(next, want_next, "round {round}");
+            }
+            assert_eq!(schedule.len(), pending.len());
+        }
     }
 }

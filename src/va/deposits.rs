@@ -72,7 +72,8 @@ impl VirtualAccounts {
         }
         let mut step = Step::new();
         step.append(d.request.clone());
-        let (outcome, order) = self.match_deposit(&mut step, d, now)?;
+        let mut callbacks = Vec::new();
+        let (outcome, order) = self.match_deposit(&mut step, d, now, &mut callbacks)?;
         let code = match outcome {
             Ok(()) => ResponseCode::Approved,
             Err((code, reason)) => {
@@ -109,9 +110,7 @@ impl VirtualAccounts {
         step.put(Cf::VirtualAccounts, seen_at, to_json(&seen));
         step.synced();
         self.journal.commit(step).await?;
-        if outcome.is_ok() {
-            self.outbox.notify();
-        }
+        self.outbox.queued(&callbacks);
         let label = match (&outcome, d.advice) {
             (Ok(()), _) => "paid",
             (Err(_), true) => "mismatch",
@@ -129,6 +128,7 @@ impl VirtualAccounts {
         step: &mut Step,
         d: &DepositMsg,
         now: i64,
+        callbacks: &mut Vec<Item>,
     ) -> Result<(Result<(), (ResponseCode, &'static str)>, Option<String>), VaError> {
         let invalid = ResponseCode::InvalidCard;
         let Some(pa) = self.account(&d.bank, &d.account)? else {
@@ -199,6 +199,7 @@ impl VirtualAccounts {
         )
         .in_group(&order_id);
         Outbox::put(step, &item);
+        callbacks.push(item);
         step.append(Entry::new(
             EntryKind::Txn,
             &format!("va/order/{order_id}"),
@@ -233,6 +234,7 @@ impl VirtualAccounts {
             return Ok(ResponseCode::Approved);
         }
         let mut step = Step::new();
+        let mut callbacks = Vec::new();
         step.append(request);
         step.put(Cf::VirtualAccounts, seen_time_key(now, &marker), Vec::new());
         step.put(Cf::VirtualAccounts, marker, now.to_be_bytes().to_vec());
@@ -252,7 +254,7 @@ impl VirtualAccounts {
                 .order_stored(&order_id)?
                 .filter(|o| o.status == OrderStatus::Paid)
             {
-                what = self.unpay_into(&mut step, order, now)?;
+                what = self.unpay_into(&mut step, order, now, &mut callbacks)?;
             }
         }
         step.append(Entry::new(
@@ -263,13 +265,19 @@ impl VirtualAccounts {
         ));
         step.synced();
         self.journal.commit(step).await?;
-        self.outbox.notify();
+        self.outbox.queued(&callbacks);
         metrics::counter!("cyberswitch_va_deposits_total", "outcome" => "reversed").increment(1);
         Ok(ResponseCode::Approved)
     }
 
     /// Write into `step` that a paid order's deposit was reversed; what became of it.
-    fn unpay_into(&self, step: &mut Step, mut order: Order, now: i64) -> Result<String, VaError> {
+    fn unpay_into(
+        &self,
+        step: &mut Step,
+        mut order: Order,
+        now: i64,
+        callbacks: &mut Vec<Item>,
+    ) -> Result<String, VaError> {
         let pa = self.account(&order.bank, &order.account)?;
         let reopen = now < order.expires_ms
             && pa
@@ -332,6 +340,7 @@ impl VirtualAccounts {
         )
         .in_group(&order.order);
         Outbox::put(step, &item);
+        callbacks.push(item);
         metrics::counter!("cyberswitch_va_orders_total", "event" => "reversed").increment(1);
         Ok(what.to_string())
     }

@@ -41,19 +41,31 @@ pub async fn daily(
         return;
     }
     let every = Duration::from_secs(config.outbox.statements_check_s.max(1));
+    // Days whose every statement is queued: a day that has ended gets no new cards, so it
+    // is not looked at again (each look reads every hosted card).
+    let mut done: std::collections::BTreeSet<NaiveDate> = Default::default();
     loop {
         let today = clock.now().with_timezone(&Local).date_naive();
         for back in 1..=CATCH_UP_DAYS {
             let Some(day) = today.checked_sub_days(chrono::Days::new(back)) else {
                 continue;
             };
+            if done.contains(&day) {
+                continue;
+            }
             match queue_day(&hosted, &outbox, &config, clock.now_ms(), day).await {
-                Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(%day, statements = n, "daily statements queued for partners")
+                    done.insert(day);
+                    if n > 0 {
+                        tracing::info!(%day, statements = n, "daily statements queued for partners");
+                    }
                 }
                 Err(e) => tracing::error!(%day, error = %e, "daily statements not queued"),
             }
+        }
+        // Only the days still looked at are remembered.
+        if let Some(oldest) = today.checked_sub_days(chrono::Days::new(CATCH_UP_DAYS)) {
+            done.retain(|d| *d >= oldest);
         }
         tokio::select! {
             _ = stop.cancelled() => return,

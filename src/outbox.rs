@@ -103,6 +103,26 @@ fn pending_key(id: &str) -> Vec<u8> {
     format!("p/{id}").into_bytes()
 }
 
+/// Every item by creation time (`t/…`), and each partner's (`q/PARTNER/…`): what a listing
+/// walks, from the oldest, stopping at its limit.
+fn time_key(item: &Item) -> Vec<u8> {
+    format!("t/{:020}/{}", item.created_ms.max(0), item.id).into_bytes()
+}
+
+fn partner_time_key(item: &Item) -> Vec<u8> {
+    format!(
+        "q/{}/{:020}/{}",
+        item.partner,
+        item.created_ms.max(0),
+        item.id
+    )
+    .into_bytes()
+}
+
+/// In `Cf::Outbox`: the time indexes hold every item (written once, by the first start
+/// that has them, for the items queued before).
+const INDEXED: &[u8] = b"m/time-indexed";
+
 pub struct Outbox {
     journal: Arc<Journal>,
     clock: Arc<dyn Clock>,
@@ -133,6 +153,7 @@ impl Outbox {
             }
             Err(e) => tracing::error!(error = %e, "outbox: the pending items cannot be read"),
         }
+        index_items_queued_before(&journal);
         Arc::new(Outbox {
             journal,
             clock,
@@ -159,6 +180,8 @@ impl Outbox {
             serde_json::to_vec(item).unwrap_or_default(),
         );
         step.put(Cf::Outbox, pending_key(&item.id), Vec::new());
+        step.put(Cf::Outbox, time_key(item), Vec::new());
+        step.put(Cf::Outbox, partner_time_key(item), Vec::new());
         step.append(Entry::new(
             EntryKind::Txn,
             &format!("outbox/{}", item.id),
@@ -196,42 +219,62 @@ impl Outbox {
         }
     }
 
-    /// Every item (of one partner, in one status), oldest first, at most `max`.
+    /// Every item (of one partner, in one status), oldest first, at most `max`. Pending
+    /// ones come from the schedule; the others from the time indexes, read from the oldest
+    /// until `max` are found (the store keeps every callback ever sent).
     pub fn list(
         &self,
         partner: Option<&str>,
         status: Option<ItemStatus>,
         max: usize,
     ) -> Result<Vec<Item>, String> {
-        let mut out = Vec::new();
-        let prefix = if status == Some(ItemStatus::Pending) {
-            "p/"
-        } else {
-            "i/"
-        };
-        for (k, v) in self.journal.scan(Cf::Outbox, prefix.as_bytes())? {
-            let item = if prefix == "p/" {
-                let id = String::from_utf8_lossy(&k[2..]).into_owned();
-                match self.get(&id)? {
-                    Some(i) => i,
-                    None => continue,
+        if status == Some(ItemStatus::Pending) {
+            let ids = self.schedule(|s| s.oldest(partner, max));
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(item) = self.get(&id)? {
+                    out.push(item);
                 }
-            } else {
-                match serde_json::from_slice::<Item>(&v) {
-                    Ok(i) => i,
-                    Err(_) => continue,
-                }
-            };
-            if partner.is_some_and(|p| p != item.partner)
-                || status.is_some_and(|s| s != item.status)
-            {
-                continue;
             }
-            out.push(item);
+            return Ok(out);
         }
-        out.sort_by_key(|i| (i.created_ms, i.id.clone()));
-        out.truncate(max);
-        Ok(out)
+        let prefix = match partner {
+            Some(p) => format!("q/{p}/"),
+            None => "t/".to_string(),
+        };
+        let mut out = Vec::new();
+        let mut failed = None;
+        crate::store::for_each(
+            self.journal.store(),
+            Cf::Outbox,
+            prefix.as_bytes(),
+            |key, _| {
+                if out.len() >= max {
+                    return std::ops::ControlFlow::Break(());
+                }
+                // …/CREATED/ID: the id is what follows the time's fixed width.
+                let rest = key.get(prefix.len()..).unwrap_or_default();
+                let id = String::from_utf8_lossy(rest.get(21..).unwrap_or_default());
+                match self.get(&id) {
+                    Ok(Some(item))
+                        if partner.is_none_or(|p| p == item.partner)
+                            && status.is_none_or(|s| s == item.status) =>
+                    {
+                        out.push(item)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        return std::ops::ControlFlow::Break(());
+                    }
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+        )?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Items not delivered yet.
@@ -417,6 +460,46 @@ impl Outbox {
     }
 }
 
+/// Write the time indexes of the items queued before the store had them, once.
+fn index_items_queued_before(journal: &Journal) {
+    match journal.get(Cf::Outbox, INDEXED) {
+        Ok(Some(_)) => return,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "outbox: cannot read the index marker");
+            return;
+        }
+    }
+    let mut step = Step::new();
+    let mut indexed = 0usize;
+    let visited = crate::store::for_each(journal.store(), Cf::Outbox, b"i/", |_, raw| {
+        if let Ok(item) = serde_json::from_slice::<Item>(raw) {
+            step.put(Cf::Outbox, time_key(&item), Vec::new());
+            step.put(Cf::Outbox, partner_time_key(&item), Vec::new());
+            indexed += 1;
+            if indexed.is_multiple_of(10_000) {
+                // In steps of a bounded size (a store may hold millions).
+                journal.submit_now(std::mem::take(&mut step));
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    if let Err(e) = visited {
+        tracing::error!(error = %e, "outbox: items not indexed by time");
+        return;
+    }
+    step.put(Cf::Outbox, INDEXED, Vec::new());
+    if indexed > 0 {
+        tracing::info!(
+            items = indexed,
+            "outbox: items queued before indexed by time"
+        );
+    }
+    // In the writer's order, before anything queued after it; lost with a crash, it is
+    // written again at the next start.
+    journal.submit_now(step);
+}
+
 /// When each pending item may be tried: items by id, each group's items oldest first (only
 /// a group's oldest may go: a partner hears `va.reversed` after `va.paid`), and the items
 /// that may go — ungrouped ones and each group's oldest — by when they are due. The worker
@@ -434,6 +517,7 @@ struct Slot {
     created_ms: i64,
     next_at_ms: i64,
     group: Option<String>,
+    partner: String,
 }
 
 impl Schedule {
@@ -451,6 +535,7 @@ impl Schedule {
             created_ms: item.created_ms,
             next_at_ms: item.next_at_ms,
             group: item.group.clone(),
+            partner: item.partner.clone(),
         };
         let group = slot.group.clone();
         self.change_group(group.as_deref(), |s| {
@@ -504,6 +589,22 @@ impl Schedule {
         if was_ready {
             self.make_ready(id);
         }
+    }
+
+    /// The `max` oldest pending items (of one partner).
+    fn oldest(&self, partner: Option<&str>, max: usize) -> Vec<String> {
+        let mut found: Vec<(i64, &String)> = self
+            .items
+            .iter()
+            .filter(|(_, s)| partner.is_none_or(|p| p == s.partner))
+            .map(|(id, s)| (s.created_ms, id))
+            .collect();
+        found.sort();
+        found
+            .into_iter()
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect()
     }
 
     /// Up to `max` ids due by `now`, soonest first, and when the next one falls due.
@@ -590,6 +691,80 @@ mod tests {
         due.sort_by_key(|i| (i.next_at_ms, i.created_ms, i.id.clone()));
         due.truncate(max);
         (due.into_iter().map(|i| i.id).collect(), next)
+    }
+
+    fn outbox(store: crate::store::Store) -> Arc<Outbox> {
+        let config = Config::from_toml(
+            "data_dir = \"x\"\n\
+             card_key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n\
+             [[link]]\nname = \"acq1\"\nkind = \"acquirer\"\nhosts = [\"127.0.0.1:1\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let sealer = crate::journal::Sealer::from_card_key(&[7u8; 32]);
+        let journal = Journal::open(store, sealer, 64).unwrap();
+        Outbox::new(
+            journal,
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(config),
+        )
+    }
+
+    fn ids(items: &[Item]) -> Vec<&str> {
+        items.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    /// A listing reads the time indexes from the oldest and stops at its limit (it read
+    /// and parsed every callback ever sent, for every call); items from before the indexes
+    /// are indexed at the first start that has them.
+    #[tokio::test]
+    async fn listings_go_by_time_per_partner_and_stop_at_their_limit() {
+        let store = crate::store::Store::memory();
+        let o = outbox(store.clone());
+        for (id, partner, at) in [(3, "P1", 30), (1, "P1", 10), (2, "P2", 20), (4, "P1", 40)] {
+            let mut i = item(id, at, at, None);
+            i.partner = partner.into();
+            assert!(o.enqueue(i).await.unwrap());
+        }
+        // cb-3 delivered.
+        let mut done = o.get("cb-3").unwrap().unwrap();
+        done.status = ItemStatus::Delivered;
+        let mut step = Step::new();
+        step.put(
+            Cf::Outbox,
+            item_key("cb-3"),
+            serde_json::to_vec(&done).unwrap(),
+        );
+        step.delete(Cf::Outbox, pending_key("cb-3"));
+        o.journal.commit(step).await.unwrap();
+        o.queued(&[done]);
+
+        let check = |o: &Outbox| {
+            let list = |p, s, max| o.list(p, s, max).unwrap();
+            assert_eq!(ids(&list(Some("P1"), None, 10)), ["cb-1", "cb-3", "cb-4"]);
+            assert_eq!(ids(&list(Some("P1"), None, 2)), ["cb-1", "cb-3"]);
+            assert_eq!(ids(&list(None, None, 2)), ["cb-1", "cb-2"]);
+            let delivered = list(Some("P1"), Some(ItemStatus::Delivered), 10);
+            assert_eq!(ids(&delivered), ["cb-3"]);
+            let pending = list(Some("P1"), Some(ItemStatus::Pending), 10);
+            assert_eq!(ids(&pending), ["cb-1", "cb-4"]);
+            assert_eq!(ids(&list(None, Some(ItemStatus::Pending), 1)), ["cb-1"]);
+            assert_eq!(o.pending_count(), 3);
+        };
+        check(&o);
+
+        // A store from before the indexes: they are written at the next start.
+        let mut step = Step::new();
+        for prefix in [&b"t/"[..], b"q/"] {
+            for (k, _) in o.journal.scan(Cf::Outbox, prefix).unwrap() {
+                step.delete(Cf::Outbox, k);
+            }
+        }
+        step.delete(Cf::Outbox, INDEXED);
+        o.journal.commit(step).await.unwrap();
+        assert!(o.list(Some("P1"), None, 10).unwrap().is_empty());
+        drop(o);
+        check(&outbox(store));
     }
 
     #[test]

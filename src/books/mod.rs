@@ -41,9 +41,11 @@ pub use totals::{EventKind, Totals};
 const OPEN_KEY: &[u8] = b"books.open";
 /// The last date closed, in [`Cf::Meta`].
 const CLOSED_KEY: &[u8] = b"books.closed_through";
-/// The first date whose events are also indexed by terminal (`t/…` keys), in [`Cf::Meta`]:
-/// a store from before the index has its older dates summed by going through every event.
-const TERMINAL_INDEX_KEY: &[u8] = b"books.terminal_index_from";
+/// Events are kept under `f/DATE/TERMINAL/LINK/TXN/LEG/TAG`: a terminal's own events are
+/// one range of keys. Stores from before kept them under `e/DATE/LINK/TXN/LEG/TAG`; those
+/// are still read.
+const EVENTS: &str = "f/";
+const EVENTS_BEFORE_TERMINALS: &str = "e/";
 
 /// Who an upstream link is in the books.
 #[derive(Debug, Clone, Serialize)]
@@ -108,8 +110,6 @@ pub struct Books {
     released: tokio::sync::Notify,
     /// Cut-overs one at a time.
     closing: tokio::sync::Mutex<()>,
-    /// Dates from this one on have their events indexed by terminal too.
-    terminal_index_from: NaiveDate,
 }
 
 /// A date held by a transaction or attempt in flight: a cut-over waits for its release.
@@ -154,24 +154,12 @@ impl Books {
                 let mut step = Step::new();
                 step.put(Cf::Meta, OPEN_KEY, day::iso(today));
                 step.put(Cf::Meta, CLOSED_KEY, day::iso(closed));
-                step.put(Cf::Meta, TERMINAL_INDEX_KEY, day::iso(today));
                 step.synced();
                 journal.commit(step).await.map_err(|e| e.to_string())?;
                 (today, closed)
             }
         };
-        let terminal_index_from = match read(TERMINAL_INDEX_KEY)? {
-            Some(from) => from,
-            None => {
-                // Books from before the index: the open date has unindexed events already.
-                let from = open.succ_opt().unwrap_or(open);
-                let mut step = Step::new();
-                step.put(Cf::Meta, TERMINAL_INDEX_KEY, day::iso(from));
-                step.synced();
-                journal.commit(step).await.map_err(|e| e.to_string())?;
-                from
-            }
-        };
+
         Ok(Arc::new(Books {
             journal,
             clock,
@@ -184,7 +172,6 @@ impl Books {
             }),
             released: tokio::sync::Notify::new(),
             closing: tokio::sync::Mutex::new(()),
-            terminal_index_from,
         }))
     }
 
@@ -248,16 +235,15 @@ impl Books {
                 date
             }
         };
-        let date = day::iso(date);
-        let place = format!("{}/{}/{:03}/{tag}", at.link, at.txn, at.leg);
-        let bytes = stored::to_bytes(event);
-        // Also under its terminal, so that a terminal's 0500 reads its own events only.
-        step.put(
-            Cf::Books,
-            format!("t/{date}/{}/{place}", event.terminal),
-            bytes.clone(),
+        let key = format!(
+            "{EVENTS}{}/{}/{}/{}/{:03}/{tag}",
+            day::iso(date),
+            event.terminal,
+            at.link,
+            at.txn,
+            at.leg
         );
-        step.put(Cf::Books, format!("e/{date}/{place}"), bytes);
+        step.put(Cf::Books, key, stored::to_bytes(event));
         let leg_key = standing_key(at);
         match standing {
             Some(s) => step.put(Cf::Books, leg_key, stored::to_bytes(&s)),
@@ -276,25 +262,37 @@ impl Books {
 
     /// Every event of a date: (link, transaction, event).
     pub fn events(&self, date: NaiveDate) -> Result<Vec<(String, String, Event)>, String> {
-        self.events_under(&format!("e/{}/", day::iso(date)))
+        let date = day::iso(date);
+        let mut out = self.events_under(&format!("{EVENTS_BEFORE_TERMINALS}{date}/"), false)?;
+        out.extend(self.events_under(&format!("{EVENTS}{date}/"), true)?);
+        Ok(out)
     }
 
-    /// The events under a key prefix that ends where `LINK/TXN/LEG/TAG` begins.
-    fn events_under(&self, prefix: &str) -> Result<Vec<(String, String, Event)>, String> {
+    /// The events whose keys start with `prefix`, followed by `TERMINAL/` (when
+    /// `with_terminal`: the prefix ends before it) then `LINK/TXN/LEG/TAG`.
+    fn events_under(
+        &self,
+        prefix: &str,
+        with_terminal: bool,
+    ) -> Result<Vec<(String, String, Event)>, String> {
         let mut out = Vec::new();
         for (key, value) in self.journal.scan(Cf::Books, prefix.as_bytes())? {
             let key = String::from_utf8_lossy(&key);
-            let rest = key.get(prefix.len()..).unwrap_or_default();
+            let Some(Ok(event)) = stored::from_bytes::<Event>(&value) else {
+                return Err(format!("books: unreadable event {key}"));
+            };
+            let mut rest = key.get(prefix.len()..).unwrap_or_default();
+            if with_terminal {
+                // The terminal id may hold a slash itself: the event says how long it is.
+                rest = rest.get(event.terminal.len() + 1..).unwrap_or_default();
+            }
             // LINK/TXN/LEG/TAG, the transaction key possibly holding slashes itself.
             let Some((link, rest)) = rest.split_once('/') else {
                 continue;
             };
             let mut tail = rest.rsplitn(3, '/');
             let (_tag, _leg, txn) = (tail.next(), tail.next(), tail.next().unwrap_or_default());
-            match stored::from_bytes::<Event>(&value) {
-                Some(Ok(event)) => out.push((link.to_string(), txn.to_string(), event)),
-                _ => return Err(format!("books: unreadable event {key}")),
-            }
+            out.push((link.to_string(), txn.to_string(), event));
         }
         Ok(out)
     }
@@ -311,11 +309,11 @@ impl Books {
     /// A terminal's totals of a date, in currency, one count per transaction and kind (a
     /// purchase split over three legs is one debit to the terminal).
     pub fn terminal_totals(&self, date: NaiveDate, terminal: &str) -> Result<Totals, String> {
-        let events = if date >= self.terminal_index_from {
-            self.events_under(&format!("t/{}/{terminal}/", day::iso(date)))?
-        } else {
-            self.events(date)?
-        };
+        let date = day::iso(date);
+        // Its own range of keys; and what a store from before kept under the date alone
+        // (nothing, for a date booked since).
+        let mut events = self.events_under(&format!("{EVENTS}{date}/{terminal}/"), false)?;
+        events.extend(self.events_under(&format!("{EVENTS_BEFORE_TERMINALS}{date}/"), false)?);
         let mut per_txn: BTreeMap<(String, u8), (EventKind, u64)> = BTreeMap::new();
         for (_, txn, e) in events {
             // A terminal id holding a slash shares a prefix with another's.
@@ -389,4 +387,4 @@ fn parties(config: &Config) -> HashMap<String, Party> {
 }
 
 #[cfg(test)]
-mod terminal_index_tests;
+mod events_tests;

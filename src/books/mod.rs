@@ -159,7 +159,6 @@ impl Books {
                 (today, closed)
             }
         };
-
         Ok(Arc::new(Books {
             journal,
             clock,

@@ -185,12 +185,7 @@ mod tests {
             leg,
             queued_ms: 1_000,
             attempts: 0,
-            sealed: String::new(),
-            complete: None,
-            next: None,
-            amount: None,
-            reason: None,
-            advice: false,
+            ..Item::unreadable()
         }
     }
 

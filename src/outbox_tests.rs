@@ -1,0 +1,161 @@
+//! Tests of [`super`] (the outbox's schedule and listings).
+
+use super::*;
+use rand::{Rng, SeedableRng};
+
+fn item(id: u32, created_ms: i64, next_at_ms: i64, group: Option<u32>) -> Item {
+    let mut i = Item::new(
+        format!("cb-{id}"),
+        "P1",
+        "va.paid",
+        &serde_json::json!({}),
+        created_ms,
+    );
+    i.next_at_ms = next_at_ms;
+    i.group = group.map(|g| format!("order-{g}"));
+    i
+}
+
+/// What the worker did before the schedule: every pending item, oldest first, each
+/// group's oldest only, those due soonest first.
+fn walk(pending: &[Item], now: i64, max: usize) -> (Vec<String>, Option<i64>) {
+    let mut pending = pending.to_vec();
+    pending.sort_by_key(|i| (i.created_ms, i.id.clone()));
+    let mut groups = std::collections::HashSet::new();
+    let (mut due, mut next) = (Vec::new(), None::<i64>);
+    for item in pending {
+        if let Some(g) = &item.group {
+            if !groups.insert(g.clone()) {
+                continue;
+            }
+        }
+        if item.next_at_ms <= now {
+            due.push(item);
+        } else {
+            next = Some(next.map_or(item.next_at_ms, |n| n.min(item.next_at_ms)));
+        }
+    }
+    due.sort_by_key(|i| (i.next_at_ms, i.created_ms, i.id.clone()));
+    due.truncate(max);
+    (due.into_iter().map(|i| i.id).collect(), next)
+}
+
+fn outbox(store: crate::store::Store) -> Arc<Outbox> {
+    let config = Config::from_toml(
+        "data_dir = \"x\"\n\
+         card_key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n\
+         [[link]]\nname = \"acq1\"\nkind = \"acquirer\"\nhosts = [\"127.0.0.1:1\"]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let sealer = crate::journal::Sealer::from_card_key(&[7u8; 32]);
+    let journal = Journal::open(store, sealer, 64).unwrap();
+    Outbox::new(
+        journal,
+        Arc::new(crate::clock::SystemClock),
+        Arc::new(config),
+    )
+}
+
+fn ids(items: &[Item]) -> Vec<&str> {
+    items.iter().map(|i| i.id.as_str()).collect()
+}
+
+/// A listing reads the time indexes from the oldest and stops at its limit (it read
+/// and parsed every callback ever sent, for every call); items from before the indexes
+/// are indexed at the first start that has them.
+#[tokio::test]
+async fn listings_go_by_time_per_partner_and_stop_at_their_limit() {
+    let store = crate::store::Store::memory();
+    let o = outbox(store.clone());
+    for (id, partner, at) in [(3, "P1", 30), (1, "P1", 10), (2, "P2", 20), (4, "P1", 40)] {
+        let mut i = item(id, at, at, None);
+        i.partner = partner.into();
+        assert!(o.enqueue(i).await.unwrap());
+    }
+    // cb-3 delivered.
+    let mut done = o.get("cb-3").unwrap().unwrap();
+    done.status = ItemStatus::Delivered;
+    let mut step = Step::new();
+    step.put(
+        Cf::Outbox,
+        item_key("cb-3"),
+        serde_json::to_vec(&done).unwrap(),
+    );
+    step.delete(Cf::Outbox, pending_key("cb-3"));
+    o.journal.commit(step).await.unwrap();
+    o.queued(&[done]);
+
+    let check = |o: &Outbox| {
+        let list = |p, s, max| o.list(p, s, max).unwrap();
+        assert_eq!(ids(&list(Some("P1"), None, 10)), ["cb-1", "cb-3", "cb-4"]);
+        assert_eq!(ids(&list(Some("P1"), None, 2)), ["cb-1", "cb-3"]);
+        assert_eq!(ids(&list(None, None, 2)), ["cb-1", "cb-2"]);
+        let delivered = list(Some("P1"), Some(ItemStatus::Delivered), 10);
+        assert_eq!(ids(&delivered), ["cb-3"]);
+        let pending = list(Some("P1"), Some(ItemStatus::Pending), 10);
+        assert_eq!(ids(&pending), ["cb-1", "cb-4"]);
+        assert_eq!(ids(&list(None, Some(ItemStatus::Pending), 1)), ["cb-1"]);
+        assert_eq!(o.pending_count(), 3);
+    };
+    check(&o);
+
+    // A store from before the indexes: they are written at the next start.
+    let mut step = Step::new();
+    for prefix in [&b"t/"[..], b"q/"] {
+        for (k, _) in o.journal.scan(Cf::Outbox, prefix).unwrap() {
+            step.delete(Cf::Outbox, k);
+        }
+    }
+    step.delete(Cf::Outbox, INDEXED);
+    o.journal.commit(step).await.unwrap();
+    assert!(o.list(Some("P1"), None, 10).unwrap().is_empty());
+    drop(o);
+    check(&outbox(store));
+}
+
+#[test]
+fn the_schedule_picks_what_a_walk_through_every_pending_item_picks() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let mut schedule = Schedule::default();
+    let mut pending: Vec<Item> = Vec::new();
+    for round in 0..2_000u32 {
+        let now = i64::from(round) * 10;
+        match rng.random_range(0..5) {
+            0 | 1 => {
+                let group = rng.random_bool(0.6).then(|| rng.random_range(0..15));
+                let i = item(round, now, now + rng.random_range(0..300), group);
+                schedule.set(&i);
+                pending.push(i);
+            }
+            2 if !pending.is_empty() => {
+                // A failed attempt: later.
+                let k = rng.random_range(0..pending.len());
+                pending[k].next_at_ms = now + rng.random_range(1..500);
+                schedule.set(&pending[k]);
+            }
+            3 if !pending.is_empty() => {
+                // Delivered.
+                let k = rng.random_range(0..pending.len());
+                let mut done = pending.swap_remove(k);
+                done.status = ItemStatus::Delivered;
+                schedule.set(&done);
+            }
+            _ if !pending.is_empty() => {
+                let k = rng.random_range(0..pending.len());
+                let at = now + rng.random_range(1..500);
+                pending[k].next_at_ms = at;
+                schedule.retry_at(&pending[k].id, at);
+            }
+            _ => {}
+        }
+        let max = rng.random_range(1..10);
+        let (due, next) = schedule.due(now, max);
+        let (want, want_next) = walk(&pending, now, max);
+        assert_eq!(due, want, "round {round}");
+        if due.len() < max {
+            assert_eq!(next, want_next, "round {round}");
+        }
+        assert_eq!(schedule.len(), pending.len());
+    }
+}

@@ -392,6 +392,20 @@ async fn advices_are_acknowledged_and_unmatched_ones_listed_as_mismatches() {
     let reasons: Vec<&str> = all.iter().map(|m| m["reason"].as_str().unwrap()).collect();
     assert!(reasons.contains(&"unassigned"), "{reasons:?}");
     assert!(reasons.contains(&"unknown account"), "{reasons:?}");
+    // A page at a time: the first page's `next` leads to the rest.
+    let first = e
+        .ok(&e.operator(), "get", "/v1/va/mismatches?limit=1", None)
+        .await;
+    assert_eq!(first["mismatches"].as_array().unwrap().len(), 1);
+    let next = first["next"].as_str().unwrap();
+    let rest = format!("/v1/va/mismatches?limit=1&after={next}");
+    let second = e.ok(&e.operator(), "get", &rest, None).await;
+    assert_eq!(second["mismatches"][0], all[1]);
+    assert!(second["next"].is_null(), "{second}");
+    let r = e
+        .call(&e.operator(), "get", "/v1/va/mismatches?limit=0", None)
+        .await;
+    assert_eq!(r.status, 400);
     // The partner sees the one on its account, and its report counts it.
     let own = e.ok(&e.partner(), "get", "/v1/va/mismatches", None).await;
     assert_eq!(own["mismatches"].as_array().unwrap().len(), 1);

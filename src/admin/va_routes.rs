@@ -96,6 +96,15 @@ struct PartnerQuery {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MismatchQuery {
+    partner: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AssignBody {
     partner: Option<String>,
     bank: String,
@@ -188,18 +197,29 @@ async fn order(caller: Caller, State(s): State<AppState>, Path(id): Path<String>
     answer(o)
 }
 
+/// At most this many records in one listing (mismatches, callbacks).
+const LIST_MAX: usize = 1_000;
+
 async fn mismatches(
     caller: Caller,
     State(s): State<AppState>,
-    Params(q): Params<PartnerQuery>,
+    Params(q): Params<MismatchQuery>,
 ) -> ApiResult {
     let partner = scope(
         &caller,
         q.partner.as_deref(),
         "see other partners' mismatches",
     )?;
-    let list = s.switch.va.mismatches(partner.as_deref())?;
-    Ok(Json(json!({ "mismatches": list })))
+    let limit = match q.limit {
+        None => LIST_MAX,
+        Some(n @ 1..=LIST_MAX) => n,
+        Some(_) => return Err(ApiError::bad_request(format!("limit: 1 to {LIST_MAX}"))),
+    };
+    let (list, next) = s
+        .switch
+        .va
+        .mismatches(partner.as_deref(), q.after.as_deref(), limit)?;
+    Ok(Json(json!({ "mismatches": list, "next": next })))
 }
 
 async fn report(
@@ -214,9 +234,6 @@ async fn report(
     let r = s.switch.va.report(&partner, from, to)?;
     answer(r)
 }
-
-/// At most this many items in one listing.
-const OUTBOX_LIST_MAX: usize = 1_000;
 
 async fn outbox(
     caller: Caller,
@@ -238,7 +255,7 @@ async fn outbox(
         .switch
         .va
         .outbox()
-        .list(partner.as_deref(), status, OUTBOX_LIST_MAX)
+        .list(partner.as_deref(), status, LIST_MAX)
         .map_err(storage)?;
     Ok(Json(json!({ "items": items })))
 }

@@ -63,10 +63,16 @@ pub enum VaCommand {
     },
     /// F17: an order: `status` open, paid or expired, and its history.
     VaOrder { order: String },
-    /// F17: bank advices that matched no open order.
+    /// F17: bank advices that matched no open order, oldest first, a page at a time.
     VaMismatches {
         #[arg(long)]
         partner: Option<String>,
+        /// The `next` of the page before.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (1 to 1,000; 1,000 when not given).
+        #[arg(long)]
+        limit: Option<u32>,
     },
     /// F17: collection report of a partner (`--from`/`--to` YYYY-MM-DD).
     VaReport {
@@ -114,9 +120,17 @@ impl VaCommand {
                 ),
             ),
             VaOrder { order } => Call::get(format!("/v1/va/orders/{}", seg(&order))),
-            VaMismatches { partner } => Call::get(format!(
+            VaMismatches {
+                partner,
+                after,
+                limit,
+            } => Call::get(format!(
                 "/v1/va/mismatches{}",
-                query(&[("partner", partner)])
+                query(&[
+                    ("partner", partner),
+                    ("after", after),
+                    ("limit", limit.map(|n| n.to_string())),
+                ])
             )),
             VaReport { partner, from, to } => Call::get(format!(
                 "/v1/va/report{}",

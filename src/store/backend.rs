@@ -137,6 +137,19 @@ impl Store {
         self.ascending(cf, start, None, visit)
     }
 
+    /// As [`Store::for_each`], from `start` (under `prefix`, included) on: the rest of a
+    /// range, as a listing resumed after its last key or a period's first record.
+    pub fn for_each_under(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), String> {
+        let from = if start > prefix { start } else { prefix };
+        self.ascending(cf, from, prefix_end(prefix).as_deref(), visit)
+    }
+
     /// As [`Store::for_each`], newest key first: the last records of a sequence without
     /// reading those before them.
     pub fn for_each_rev(

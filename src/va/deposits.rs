@@ -7,7 +7,9 @@ use crate::journal::{Entry, EntryKind, Step};
 use crate::outbox::{Item, Outbox};
 use crate::store::Cf;
 
-use super::keys::{acct_key, expiry_key, order_key, reversed_key, seen_key, seen_time_key};
+use super::keys::{
+    acct_key, expiry_key, free_key, order_key, reversed_key, seen_key, seen_time_key,
+};
 use super::{
     to_json, Deposit, DepositMsg, HistoryEvent, Order, OrderStatus, PoolAccount, Seen, VaError,
     VirtualAccounts,
@@ -292,6 +294,10 @@ impl VirtualAccounts {
                     order: Some(order.order.clone()),
                     ..pa
                 };
+                step.delete(
+                    Cf::VirtualAccounts,
+                    free_key(&pa.partner, &pa.bank, &pa.region, &pa.account),
+                );
                 step.put(
                     Cf::VirtualAccounts,
                     acct_key(&order.bank, &order.account),

@@ -15,12 +15,14 @@
 
 pub mod bank;
 mod deposits;
+mod indexes;
 mod keys;
 mod mismatches;
 mod orders;
 mod pools;
 pub mod report;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -225,6 +227,7 @@ impl VirtualAccounts {
         config: Arc<Config>,
         outbox: Arc<Outbox>,
     ) -> Arc<VirtualAccounts> {
+        indexes::index_records_kept_before(&journal);
         Arc::new(VirtualAccounts {
             journal,
             clock,
@@ -238,12 +241,14 @@ impl VirtualAccounts {
         self.clock.now_ms()
     }
 
-    fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, VaError> {
-        match self
-            .journal
+    fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, VaError> {
+        self.journal
             .get(Cf::VirtualAccounts, key)
-            .map_err(VaError::Storage)?
-        {
+            .map_err(VaError::Storage)
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, VaError> {
+        match self.raw(key)? {
             Some(raw) => serde_json::from_slice(&raw)
                 .map(Some)
                 .map_err(|e| VaError::Storage(format!("{}: {e}", String::from_utf8_lossy(key)))),
@@ -251,16 +256,25 @@ impl VirtualAccounts {
         }
     }
 
-    /// Every record under `prefix`; one that does not decode (written by a later version,
-    /// say) is left out rather than failing the whole list.
-    fn records<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, VaError> {
-        Ok(self
-            .journal
-            .scan(Cf::VirtualAccounts, prefix)
-            .map_err(VaError::Storage)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect())
+    /// Visit the records under `prefix`, in key order from `start` (`prefix` itself: all)
+    /// on, until `visit` says stop or fails: a listing reads what it returns, not the rest.
+    fn visit(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, VaError>,
+    ) -> Result<(), VaError> {
+        let mut failed = None;
+        self.journal
+            .store()
+            .for_each_under(Cf::VirtualAccounts, prefix, start, |k, v| {
+                visit(k, v).unwrap_or_else(|e| {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                })
+            })
+            .map_err(VaError::Storage)?;
+        failed.map_or(Ok(()), Err)
     }
 
     fn account(&self, bank: &str, account: &str) -> Result<Option<PoolAccount>, VaError> {

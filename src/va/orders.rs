@@ -1,6 +1,7 @@
 //! Orders: a free account of a pool assigned to an order for its amount until it expires,
 //! and the sweep that expires open orders past their time (freeing their accounts).
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -9,7 +10,10 @@ use crate::config::valid_id;
 use crate::journal::{Entry, EntryKind, Step};
 use crate::store::Cf;
 
-use super::keys::{acct_key, expiry_key, member_key, order_key, pool_prefix, ORDERS};
+use super::keys::{
+    acct_key, expiry_key, free_key, free_prefix, member_key, order_key, order_time_key,
+    parse_expiry_key,
+};
 use super::pools::check_pool;
 use super::{
     to_json, HistoryEvent, Order, OrderStatus, PoolAccount, VaError, VirtualAccounts, AMOUNT_MAX,
@@ -68,39 +72,10 @@ impl VirtualAccounts {
             };
         }
         let mut step = Step::new();
-        let prefix = pool_prefix(partner, bank, region);
-        let mut chosen = None;
-        for (k, _) in self
-            .journal
-            .scan(Cf::VirtualAccounts, prefix.as_bytes())
-            .map_err(VaError::Storage)?
-        {
-            let account = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let Some(pa) = self.account(bank, &account)? else {
-                continue;
-            };
-            if pa.retired {
-                continue;
-            }
-            match &pa.order {
-                None => {
-                    chosen = Some(pa);
-                    break;
-                }
-                Some(o) => {
-                    // Taken by an order that has expired: expire it in this step and reuse.
-                    if let Some(old) = self.order_stored(o)? {
-                        if old.status == OrderStatus::Open
-                            && old.status_at(now) == OrderStatus::Expired
-                        {
-                            self.expire_into(&mut step, old, now);
-                            chosen = Some(PoolAccount { order: None, ..pa });
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        let chosen = match self.first_free(&mut step, partner, bank, region)? {
+            Some(pa) => Some(pa),
+            None => self.first_expired(&mut step, partner, bank, region, now)?,
+        };
         let Some(pa) = chosen else {
             return Err(VaError::Exhausted(format!("{partner}/{bank}/{region}")));
         };
@@ -131,7 +106,17 @@ impl VirtualAccounts {
             acct_key(bank, &pa.account),
             to_json(&pa),
         );
+        // After `first_expired`'s freeing of the account, which indexed it as free.
+        step.delete(
+            Cf::VirtualAccounts,
+            free_key(partner, bank, region, &pa.account),
+        );
         step.put(Cf::VirtualAccounts, order_key(order), to_json(&o));
+        step.put(
+            Cf::VirtualAccounts,
+            order_time_key(partner, now, order),
+            Vec::new(),
+        );
         step.put(
             Cf::VirtualAccounts,
             expiry_key(expires_ms, order),
@@ -188,6 +173,12 @@ impl VirtualAccounts {
                 Cf::VirtualAccounts,
                 member_key(&pa.partner, &pa.bank, &pa.region, &pa.account),
             );
+        } else {
+            step.put(
+                Cf::VirtualAccounts,
+                free_key(&pa.partner, &pa.bank, &pa.region, &pa.account),
+                Vec::new(),
+            );
         }
         let pa = PoolAccount { order: None, ..pa };
         step.put(
@@ -197,36 +188,108 @@ impl VirtualAccounts {
         );
     }
 
+    /// The pool's first free account, found through its index; each one is read to be
+    /// sure, and an index key that does not hold (none should) is taken out in `step`.
+    fn first_free(
+        &self,
+        step: &mut Step,
+        partner: &str,
+        bank: &str,
+        region: &str,
+    ) -> Result<Option<PoolAccount>, VaError> {
+        let prefix = free_prefix(partner, bank, region);
+        let mut found = None;
+        self.visit(prefix.as_bytes(), prefix.as_bytes(), |k, _| {
+            let account = String::from_utf8_lossy(&k[prefix.len()..]);
+            match self.account(bank, &account)? {
+                Some(pa)
+                    if pa.order.is_none()
+                        && !pa.retired
+                        && pa.partner == partner
+                        && pa.region == region =>
+                {
+                    found = Some(pa);
+                    return Ok(ControlFlow::Break(()));
+                }
+                _ => {
+                    tracing::warn!(partner, bank, region, %account, "virtual accounts: a free-account index key that does not hold, removed");
+                    step.delete(Cf::VirtualAccounts, k.to_vec());
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(found)
+    }
+
+    /// No account of the pool free: the first whose open order is past its time (not swept
+    /// yet), that order expired in `step` and its account given. Reads the orders past
+    /// their time only (of every pool: the sweep keeps them few).
+    fn first_expired(
+        &self,
+        step: &mut Step,
+        partner: &str,
+        bank: &str,
+        region: &str,
+        now: i64,
+    ) -> Result<Option<PoolAccount>, VaError> {
+        let mut found = None;
+        self.visit(b"x/", b"x/", |k, _| {
+            let Some((at, order)) = parse_expiry_key(k) else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            if at > now {
+                return Ok(ControlFlow::Break(()));
+            }
+            let Some(o) = self.order_stored(&order)? else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            if o.status != OrderStatus::Open
+                || o.partner != partner
+                || o.bank != bank
+                || o.region != region
+            {
+                return Ok(ControlFlow::Continue(()));
+            }
+            let Some(pa) = self.account(bank, &o.account)? else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            if pa.retired || pa.order.as_deref() != Some(o.order.as_str()) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            self.expire_into(step, o, now);
+            found = Some(PoolAccount { order: None, ..pa });
+            Ok(ControlFlow::Break(()))
+        })?;
+        Ok(found)
+    }
+
     /// Expire every open order past its time (freeing its account). Returns how many.
     pub async fn sweep(&self) -> Result<usize, VaError> {
         let _one = self.lock.lock().await;
         let now = self.now_ms();
         let mut step = Step::new();
         let mut n = 0;
-        for (k, _) in self
-            .journal
-            .scan(Cf::VirtualAccounts, b"x/")
-            .map_err(VaError::Storage)?
-        {
-            let text = String::from_utf8_lossy(&k).into_owned();
-            let Some((at, order)) = text[2..].split_once('/') else {
-                continue;
+        self.visit(b"x/", b"x/", |k, _| {
+            let Some((at, order)) = parse_expiry_key(k) else {
+                step.delete(Cf::VirtualAccounts, k.to_vec());
+                return Ok(ControlFlow::Continue(()));
             };
-            let at = i64::from_str_radix(at, 16).unwrap_or(i64::MAX);
             if at > now {
-                break;
+                return Ok(ControlFlow::Break(()));
             }
-            match self.order_stored(order)? {
+            match self.order_stored(&order)? {
                 Some(o) if o.status == OrderStatus::Open => {
                     self.expire_into(&mut step, o, now);
                     n += 1;
                 }
-                _ => step.delete(Cf::VirtualAccounts, k),
+                _ => step.delete(Cf::VirtualAccounts, k.to_vec()),
             }
-            if n >= 1_000 {
-                break;
-            }
-        }
+            Ok(if n >= 1_000 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
         self.prune_seen_into(&mut step, now)?;
         if !step.is_empty() {
             step.synced();
@@ -249,13 +312,5 @@ impl VirtualAccounts {
                 Err(e) => tracing::error!(error = %e, "virtual accounts: sweep failed"),
             }
         }
-    }
-
-    /// Every order (of one partner), as of now.
-    pub fn orders(&self, partner: Option<&str>) -> Result<Vec<Order>, VaError> {
-        let now = self.now_ms();
-        let mut all: Vec<Order> = self.records(ORDERS)?;
-        all.retain(|o| partner.is_none_or(|p| o.partner == p));
-        Ok(all.into_iter().map(|o| o.as_of(now)).collect())
     }
 }

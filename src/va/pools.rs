@@ -4,7 +4,7 @@ use crate::config::{valid_code, valid_id};
 use crate::journal::{Entry, EntryKind, Step};
 use crate::store::Cf;
 
-use super::keys::{acct_key, member_key};
+use super::keys::{acct_key, free_key, member_key};
 use super::{to_json, OrderStatus, PoolAccount, VaError, VirtualAccounts, ACCOUNT_MAX};
 
 impl VirtualAccounts {
@@ -79,6 +79,11 @@ impl VirtualAccounts {
                 member_key(partner, bank, region, a),
                 Vec::new(),
             );
+            step.put(
+                Cf::VirtualAccounts,
+                free_key(partner, bank, region, a),
+                Vec::new(),
+            );
             added.push(a.clone());
         }
         step.append(Entry::new(
@@ -128,6 +133,7 @@ impl VirtualAccounts {
                 retiring.push(a.clone());
             } else {
                 step.delete(Cf::VirtualAccounts, member_key(partner, bank, region, a));
+                step.delete(Cf::VirtualAccounts, free_key(partner, bank, region, a));
                 retired.push(a.clone());
             }
         }

@@ -4,6 +4,9 @@
 use chrono::NaiveDate;
 use serde::Serialize;
 
+use std::ops::ControlFlow;
+
+use super::keys::order_times_from;
 use super::{OrderStatus, VaError, VirtualAccounts};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -79,9 +82,22 @@ impl VirtualAccounts {
             pools: Vec::new(),
         };
         let mut pools: std::collections::BTreeMap<(String, String), PoolLine> = Default::default();
-        for o in self.orders(Some(partner))? {
+        let now = self.now_ms();
+        let (lo, hi) = period_ms(from, to);
+        let (prefix, start) = order_times_from(partner, lo);
+        self.visit(prefix.as_bytes(), &start, |k, _| {
+            let Some((created, order)) = parse_order_time(&k[prefix.len()..]) else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            if created > hi {
+                return Ok(ControlFlow::Break(()));
+            }
+            let Some(o) = self.order_stored(order)? else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            let o = o.as_of(now);
             if !in_period(o.created_ms) {
-                continue;
+                return Ok(ControlFlow::Continue(()));
             }
             let line = pools
                 .entry((o.bank.clone(), o.region.clone()))
@@ -107,13 +123,42 @@ impl VirtualAccounts {
                     line.expired.add(o.amount);
                 }
             }
-        }
-        for m in self.mismatches(Some(partner))? {
+            Ok(ControlFlow::Continue(()))
+        })?;
+        self.mismatches_from(partner, lo, |m| {
+            if m.at_ms > hi {
+                return ControlFlow::Break(());
+            }
             if in_period(m.at_ms) {
                 c.mismatches.add(m.amount);
             }
-        }
+            ControlFlow::Continue(())
+        })?;
         c.pools = pools.into_values().collect();
         Ok(c)
     }
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The period's bounds in milliseconds, two days wider on each side than its dates taken
+/// at UTC (any time zone's dates fall inside): they only keep the reading short; whether a
+/// record is in the period is decided by its date in the books' time zone.
+fn period_ms(from: Option<NaiveDate>, to: Option<NaiveDate>) -> (i64, i64) {
+    let at = |d: NaiveDate| {
+        d.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis()
+    };
+    (
+        from.map_or(0, |d| at(d).saturating_sub(2 * DAY_MS)),
+        to.map_or(i64::MAX, |d| at(d).saturating_add(3 * DAY_MS)),
+    )
+}
+
+/// `CREATED(16 hex)/ORDER`, the rest of a `c/PARTNER/` key.
+fn parse_order_time(rest: &[u8]) -> Option<(i64, &str)> {
+    let text = std::str::from_utf8(rest).ok()?;
+    let (at, order) = text.split_once('/')?;
+    Some((i64::from_str_radix(at, 16).ok()?, order))
 }

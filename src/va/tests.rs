@@ -86,3 +86,292 @@ async fn expiry_and_the_duplicate_window_follow_the_clock() {
     assert_eq!(paid.status, OrderStatus::Paid);
     assert_eq!(f.va.report("P", None, None).unwrap().collected, 700);
 }
+
+/// What the free-account index must hold: exactly the accounts with no order that are not
+/// retired, under their pool (read from the accounts themselves, as assignments did before
+/// the index).
+fn check_free_index(va: &VirtualAccounts) {
+    let store = va.journal.store();
+    let mut free = std::collections::BTreeSet::new();
+    for (_, raw) in store.scan(Cf::VirtualAccounts, b"a/").unwrap() {
+        let pa: PoolAccount = serde_json::from_slice(&raw).unwrap();
+        if pa.order.is_none() && !pa.retired {
+            free.insert(keys::free_key(
+                &pa.partner,
+                &pa.bank,
+                &pa.region,
+                &pa.account,
+            ));
+        }
+    }
+    let indexed: std::collections::BTreeSet<Vec<u8>> = store
+        .scan(Cf::VirtualAccounts, b"f/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(indexed, free, "the free-account index");
+}
+
+/// Whether an assignment in the pool can succeed: an account of it free, or carrying an
+/// open order past its time (the walk assignments made before the index).
+fn assignable(va: &VirtualAccounts, region: &str) -> bool {
+    let now = va.now_ms();
+    va.journal
+        .scan(
+            Cf::VirtualAccounts,
+            keys::pool_prefix("P", "004", region).as_bytes(),
+        )
+        .unwrap()
+        .into_iter()
+        .any(|(k, _)| {
+            let account = String::from_utf8_lossy(k.rsplit(|b| *b == b'/').next().unwrap());
+            let pa = va.account("004", &account).unwrap().unwrap();
+            !pa.retired
+                && pa.order.is_none_or(|o| {
+                    let o = va.order_stored(&o).unwrap().unwrap();
+                    o.status == OrderStatus::Open && o.status_at(now) == OrderStatus::Expired
+                })
+        })
+}
+
+/// Random pool changes, assignments, payments, reversals, expiries and sweeps: after every
+/// one the free-account index holds exactly the free accounts, and an assignment fails
+/// (exhausted) exactly when no account of its pool is free or past its order's time.
+#[tokio::test]
+async fn the_free_index_follows_every_change_and_assigns_as_the_walk_did() {
+    let f = fixture();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let account = |region: &str, i: u64| format!("{region}{i}");
+    let regions = ["R", "S"];
+    let (mut assigned, mut exhausted, mut paid, mut reversed) = (0, 0, 0, 0);
+    let mut payments: Vec<String> = Vec::new();
+    for step in 0..600 {
+        let region = regions[next(2) as usize];
+        match next(8) {
+            0 => {
+                let add: Vec<String> = (0..1 + next(3)).map(|_| account(region, next(6))).collect();
+                let _ = f.va.pool_add("P", "004", region, &add, "t").await;
+            }
+            1 => {
+                let one = vec![account(region, next(6))];
+                let _ = f.va.pool_retire("P", "004", region, &one, "t").await;
+            }
+            2 | 3 => {
+                let could = assignable(&f.va, region);
+                let got =
+                    f.va.assign(
+                        "P",
+                        "004",
+                        region,
+                        &format!("O{step}"),
+                        100 + next(900),
+                        Some(30 + next(600)),
+                    )
+                    .await;
+                match got {
+                    Ok(o) => {
+                        assert!(could, "assigned {} where the walk found nothing", o.account);
+                        assert_eq!(
+                            f.va.order(&o.order).unwrap().unwrap().status,
+                            OrderStatus::Open
+                        );
+                        assigned += 1;
+                    }
+                    Err(VaError::Exhausted(_)) => {
+                        assert!(!could, "exhausted where the walk found an account");
+                        exhausted += 1;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            4 | 5 => {
+                let a = account(region, next(6));
+                let Some(pa) = f.va.account("004", &a).unwrap() else {
+                    continue;
+                };
+                let Some(o) = pa.order.and_then(|o| f.va.order(&o).unwrap()) else {
+                    continue;
+                };
+                let key = format!("k{step}");
+                let mut d = deposit(&a, o.amount, &key);
+                d.advice = next(2) == 0;
+                if f.va.deposit(&d).await.unwrap() == ResponseCode::Approved
+                    && f.va.order(&o.order).unwrap().unwrap().status == OrderStatus::Paid
+                {
+                    paid += 1;
+                    payments.push(key);
+                }
+            }
+            6 if !payments.is_empty() => {
+                let key = payments.swap_remove(next(payments.len() as u64) as usize);
+                let request = Entry::new(EntryKind::In, "t", "bank", "reversal".into());
+                f.va.reverse_deposit("bank", &key, request).await.unwrap();
+                reversed += 1;
+            }
+            _ => {
+                f.clock.advance(chrono::Duration::seconds(next(400) as i64));
+                if next(3) == 0 {
+                    f.va.sweep().await.unwrap();
+                }
+            }
+        }
+        check_free_index(&f.va);
+    }
+    // The sequence went through every kind of change.
+    assert!(
+        assigned > 50 && exhausted > 10 && paid > 10 && reversed > 5,
+        "{assigned} {exhausted} {paid} {reversed}"
+    );
+}
+
+/// A store written before the indexes (no `c/`, `n/`, `f/` keys, no marker) is indexed at
+/// the next start: assignments, the report and the listings read it as before.
+#[tokio::test]
+async fn records_kept_before_the_indexes_are_indexed_at_start() {
+    let f = fixture();
+    let accounts: Vec<String> = (0..4).map(|i| format!("A{i}")).collect();
+    f.va.pool_add("P", "004", "R", &accounts, "t")
+        .await
+        .unwrap();
+    for i in 0..3 {
+        f.va.assign("P", "004", "R", &format!("O{i}"), 1_000, None)
+            .await
+            .unwrap();
+    }
+    let mut unmatched = deposit("A3", 9, "m-1");
+    unmatched.advice = true;
+    f.va.deposit(&unmatched).await.unwrap();
+    let report = f.va.report("P", None, None).unwrap();
+    let store = f.va.journal.store();
+    let mut batch = store.batch();
+    let mut dropped = 0;
+    for prefix in [&b"c/"[..], b"n/", b"f/", b"z/"] {
+        for (k, _) in store.scan(Cf::VirtualAccounts, prefix).unwrap() {
+            batch.delete(Cf::VirtualAccounts, &k).unwrap();
+            dropped += 1;
+        }
+    }
+    store.write(batch, true).unwrap();
+    assert_eq!(
+        dropped,
+        3 + 1 + 1 + 1,
+        "three orders, a mismatch, a free account, the marker"
+    );
+
+    let config = f.va.config.clone();
+    let outbox = f.va.outbox.clone();
+    let again = VirtualAccounts::new(f.va.journal.clone(), f.clock.clone(), config, outbox);
+    check_free_index(&again);
+    let after = again.report("P", None, None).unwrap();
+    assert_eq!((after.orders.count, after.mismatches.count), (3, 1));
+    assert_eq!(
+        (report.orders, report.mismatches),
+        (after.orders, after.mismatches)
+    );
+    assert_eq!(again.mismatches(Some("P"), None, 10).unwrap().0.len(), 1);
+    let o = again.assign("P", "004", "R", "O9", 5, None).await.unwrap();
+    assert_eq!(o.account, "A3");
+}
+
+/// The collection report counts the orders and mismatches of its period only, by their
+/// date in the books' time zone, through the partner's indexes (days on either side left
+/// out, as are other partners').
+#[tokio::test]
+async fn the_report_counts_its_period_through_the_indexes() {
+    let f = fixture();
+    for (partner, n) in [("P", 5), ("Q", 5)] {
+        let accounts: Vec<String> = (0..n).map(|i| format!("{partner}{i}")).collect();
+        f.va.pool_add(partner, "004", "R", &accounts, "t")
+            .await
+            .unwrap();
+    }
+    let mut days = Vec::new();
+    for day in 0..5u64 {
+        let date = f
+            .clock
+            .now()
+            .with_timezone(&f.va.config.books.time_zone)
+            .date_naive();
+        days.push(date);
+        for partner in ["P", "Q"] {
+            let order = format!("{partner}-{day}");
+            f.va.assign(partner, "004", "R", &order, 100 * (day + 1), Some(3_600))
+                .await
+                .unwrap();
+        }
+        let mut unmatched = deposit("P0", 7, &format!("m-{day}"));
+        unmatched.advice = true;
+        f.va.deposit(&unmatched).await.unwrap();
+        f.clock.advance(chrono::Duration::days(1));
+        f.va.sweep().await.unwrap();
+    }
+    let r = f.va.report("P", Some(days[1]), Some(days[3])).unwrap();
+    assert_eq!(
+        r.orders,
+        report::CountAmount {
+            count: 3,
+            amount: 200 + 300 + 400
+        }
+    );
+    assert_eq!(r.expired.count, 3);
+    assert_eq!(
+        r.mismatches,
+        report::CountAmount {
+            count: 3,
+            amount: 21
+        }
+    );
+    let all = f.va.report("P", None, None).unwrap();
+    assert_eq!((all.orders.count, all.mismatches.count), (5, 5));
+    let one = f.va.report("P", Some(days[4]), Some(days[4])).unwrap();
+    assert_eq!(one.orders.amount, 500);
+}
+
+/// Mismatches are listed a page at a time: the pages together are the whole list, oldest
+/// first, each a partner's own when one is named.
+#[tokio::test]
+async fn mismatches_are_listed_a_page_at_a_time() {
+    let f = fixture();
+    f.va.pool_add("P", "004", "R", &["PA".to_string()], "t")
+        .await
+        .unwrap();
+    f.va.pool_add("Q", "004", "R", &["QA".to_string()], "t")
+        .await
+        .unwrap();
+    for i in 0..7u64 {
+        let account = if i % 3 == 0 { "QA" } else { "PA" };
+        let mut d = deposit(account, i + 1, &format!("m-{i}"));
+        d.advice = true;
+        f.va.deposit(&d).await.unwrap();
+        f.clock.advance(chrono::Duration::seconds(1));
+    }
+    let pages = |partner: Option<&'static str>| {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let (page, next) = f.va.mismatches(partner, after.as_deref(), 2).unwrap();
+            assert!(page.len() <= 2);
+            all.extend(page.into_iter().map(|m| m.amount));
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => return (all, pages),
+            }
+        }
+    };
+    assert_eq!(pages(None), ((1..=7).collect::<Vec<u64>>(), 4));
+    assert_eq!(
+        pages(Some("P")),
+        (vec![2, 3, 5, 6], 2),
+        "no empty page at the end"
+    );
+    assert_eq!(pages(Some("Q")).0, vec![1, 4, 7]);
+}

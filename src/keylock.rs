@@ -9,14 +9,39 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Default)]
 pub struct KeyLocks {
-    locks: DashMap<String, Arc<Mutex<()>>>,
+    locks: DashMap<String, Entry>,
 }
 
-/// Held: the key's lock. Dropped: released, and removed from the map if nobody else has it.
-pub struct KeyGuard<'a> {
+#[derive(Default)]
+struct Entry {
+    lock: Arc<Mutex<()>>,
+    /// Holders and waiters: the key is forgotten when the last of them goes.
+    users: usize,
+}
+
+/// One user of a key's lock, counted from before it waits until it releases the lock or
+/// stops waiting (its request dropped mid-wait): the last one out removes the key. A count
+/// rather than the lock's reference count, because a waiter dropped mid-wait may give up
+/// its reference after its other parts are gone.
+struct User<'a> {
     owner: &'a KeyLocks,
     key: String,
-    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for User<'_> {
+    fn drop(&mut self) {
+        self.owner.locks.remove_if_mut(&self.key, |_, e| {
+            e.users -= 1;
+            e.users == 0
+        });
+    }
+}
+
+/// Held: the key's lock. Dropped: released, and the key forgotten if nobody else has it.
+pub struct KeyGuard<'a> {
+    // Fields drop in order: the lock is released before the user is counted out.
+    _guard: OwnedMutexGuard<()>,
+    _user: User<'a>,
 }
 
 impl KeyLocks {
@@ -26,13 +51,20 @@ impl KeyLocks {
 
     /// Wait for the key's lock.
     pub async fn lock(&self, key: &str) -> KeyGuard<'_> {
-        // The clone is taken under the map's shard lock, so the removal in `drop` (which
-        // checks the count under the same shard lock) never removes a lock someone waits for.
-        let lock = self.locks.entry(key.to_string()).or_default().clone();
+        let (lock, user) = {
+            // Counted under the entry's shard lock, so the removal (under the same lock)
+            // never removes a key someone holds or waits for.
+            let mut entry = self.locks.entry(key.to_string()).or_default();
+            entry.users += 1;
+            let user = User {
+                owner: self,
+                key: key.to_string(),
+            };
+            (entry.lock.clone(), user)
+        };
         KeyGuard {
-            owner: self,
-            key: key.to_string(),
-            guard: Some(lock.lock_owned().await),
+            _guard: lock.lock_owned().await,
+            _user: user,
         }
     }
 
@@ -43,16 +75,6 @@ impl KeyLocks {
 
     pub fn is_empty(&self) -> bool {
         self.locks.is_empty()
-    }
-}
-
-impl Drop for KeyGuard<'_> {
-    fn drop(&mut self) {
-        // Release first: the guard holds a reference to the lock.
-        drop(self.guard.take());
-        self.owner
-            .locks
-            .remove_if(&self.key, |_, lock| Arc::strong_count(lock) == 1);
     }
 }
 
@@ -89,5 +111,33 @@ mod tests {
             drop(locks.lock(&format!("made-up-{i}")).await);
         }
         assert_eq!(locks.len(), 0);
+    }
+
+    /// A waiter dropped mid-wait (its request cancelled) leaves nothing behind, even when
+    /// the holder released the lock to it before it could take it.
+    #[tokio::test]
+    async fn a_waiter_dropped_mid_wait_leaves_nothing_behind() {
+        let locks = KeyLocks::new();
+        for release_first in [false, true] {
+            let held = locks.lock("k").await;
+            let mut waiter = Box::pin(locks.lock("k"));
+            assert!(futures::poll!(&mut waiter).is_pending());
+            if release_first {
+                // The lock is the waiter's now; it is dropped before it takes it.
+                drop(held);
+                drop(waiter);
+            } else {
+                drop(waiter);
+                drop(held);
+            }
+            assert!(locks.is_empty(), "{} keys kept", locks.len());
+        }
+        // And the key still locks one at a time afterwards.
+        let first = locks.lock("k").await;
+        let mut second = Box::pin(locks.lock("k"));
+        assert!(futures::poll!(&mut second).is_pending());
+        drop(first);
+        drop(second.await);
+        assert!(locks.is_empty());
     }
 }

@@ -196,7 +196,7 @@ pub async fn assemble(
         clock.clone(),
         config.clone(),
         outbox.clone(),
-    );
+    )?;
     tokio::spawn(va.clone().run_sweeper(stop.clone()));
     tokio::spawn(crate::statements::daily(
         hosted.clone(),

@@ -282,9 +282,13 @@ impl VirtualAccounts {
     ) -> Result<String, VaError> {
         let pa = self.account(&order.bank, &order.account)?;
         let reopen = now < order.expires_ms
-            && pa
-                .as_ref()
-                .is_some_and(|pa| pa.order.is_none() && !pa.retired);
+            && pa.as_ref().is_some_and(|pa| {
+                pa.order.is_none()
+                        && !pa.retired
+                        // Not on an account moved to another pool since it was paid.
+                        && pa.partner == order.partner
+                        && pa.region == order.region
+            });
         let deposit = order.deposit.take();
         order.paid_ms = None;
         let what = if reopen {

@@ -15,23 +15,23 @@ use super::{Mismatch, Order, PoolAccount};
 /// Index keys written per batch (a store may hold millions of orders).
 const BATCH: usize = 10_000;
 
-pub(super) fn index_records_kept_before(journal: &Journal) {
+/// Fails when the store cannot be read or written: the switch does not start on partial
+/// indexes (free accounts never handed out, reports short).
+pub(super) fn index_records_kept_before(journal: &Journal) -> Result<(), String> {
     let store = journal.store();
-    match store.get(Cf::VirtualAccounts, INDEXED) {
-        Ok(Some(_)) => return,
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "virtual accounts: cannot read the index marker");
-            return;
-        }
+    let fail = |e: String| format!("virtual accounts: indexing the records kept before: {e}");
+    if store
+        .get(Cf::VirtualAccounts, INDEXED)
+        .map_err(fail)?
+        .is_some()
+    {
+        return Ok(());
     }
-    match index_all(store) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(keys = n, "virtual accounts: records kept before indexed"),
-        Err(e) => {
-            tracing::error!(error = %e, "virtual accounts: records not indexed (tried again at the next start)")
-        }
+    let n = index_all(store).map_err(fail)?;
+    if n > 0 {
+        tracing::info!(keys = n, "virtual accounts: records kept before indexed");
     }
+    Ok(())
 }
 
 /// Every index key the records call for, then the marker. Returns how many keys.

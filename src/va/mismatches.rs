@@ -75,17 +75,20 @@ impl VirtualAccounts {
         let mut page: Vec<Mismatch> = Vec::new();
         let mut more = false;
         self.visit(&prefix, &start, |k, v| {
-            if page.len() == limit {
-                more = true;
-                return Ok(ControlFlow::Break(()));
-            }
             let id = String::from_utf8_lossy(&k[prefix.len()..]);
             let raw = match partner {
                 Some(_) => self.raw(&mismatch_key(&id))?,
                 None => Some(v.to_vec()),
             };
             // One that does not decode (written by a later version, say) is left out.
-            page.extend(raw.and_then(|raw| serde_json::from_slice(&raw).ok()));
+            let Some(m) = raw.and_then(|raw| serde_json::from_slice(&raw).ok()) else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            if page.len() == limit {
+                more = true;
+                return Ok(ControlFlow::Break(()));
+            }
+            page.push(m);
             Ok(ControlFlow::Continue(()))
         })?;
         let next = more.then(|| page.last().map(|m| m.id.clone())).flatten();

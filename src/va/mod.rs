@@ -226,15 +226,15 @@ impl VirtualAccounts {
         clock: Arc<dyn Clock>,
         config: Arc<Config>,
         outbox: Arc<Outbox>,
-    ) -> Arc<VirtualAccounts> {
-        indexes::index_records_kept_before(&journal);
-        Arc::new(VirtualAccounts {
+    ) -> Result<Arc<VirtualAccounts>, String> {
+        indexes::index_records_kept_before(&journal)?;
+        Ok(Arc::new(VirtualAccounts {
             journal,
             clock,
             config,
             outbox,
             lock: Mutex::new(()),
-        })
+        }))
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -109,7 +109,7 @@ impl VirtualAccounts {
         // After `first_expired`'s freeing of the account, which indexed it as free.
         step.delete(
             Cf::VirtualAccounts,
-            free_key(partner, bank, region, &pa.account),
+            free_key(&pa.partner, &pa.bank, &pa.region, &pa.account),
         );
         step.put(Cf::VirtualAccounts, order_key(order), to_json(&o));
         step.put(
@@ -240,10 +240,12 @@ impl VirtualAccounts {
             if at > now {
                 return Ok(ControlFlow::Break(()));
             }
-            let Some(o) = self.order_stored(&order)? else {
+            // Orders of every pool pass here: one that does not read is another's problem.
+            let Ok(Some(o)) = self.order_stored(&order) else {
                 return Ok(ControlFlow::Continue(()));
             };
             if o.status != OrderStatus::Open
+                || o.status_at(now) != OrderStatus::Expired
                 || o.partner != partner
                 || o.bank != bank
                 || o.region != region
@@ -253,7 +255,13 @@ impl VirtualAccounts {
             let Some(pa) = self.account(bank, &o.account)? else {
                 return Ok(ControlFlow::Continue(()));
             };
-            if pa.retired || pa.order.as_deref() != Some(o.order.as_str()) {
+            // The account itself in this pool still (it may have moved to another since,
+            // under an order reopened by a reversal, say).
+            if pa.retired
+                || pa.order.as_deref() != Some(o.order.as_str())
+                || pa.partner != partner
+                || pa.region != region
+            {
                 return Ok(ControlFlow::Continue(()));
             }
             self.expire_into(step, o, now);

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use std::ops::ControlFlow;
 
-use super::keys::order_times_from;
-use super::{OrderStatus, VaError, VirtualAccounts};
+use super::keys::{order_key, order_times_from};
+use super::{Order, OrderStatus, VaError, VirtualAccounts};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct CountAmount {
@@ -92,7 +92,9 @@ impl VirtualAccounts {
             if created > hi {
                 return Ok(ControlFlow::Break(()));
             }
-            let Some(o) = self.order_stored(order)? else {
+            // One that does not decode (written by a later version, say) is left out.
+            let raw = self.raw(&order_key(order))?;
+            let Some(o) = raw.and_then(|raw| serde_json::from_slice::<Order>(&raw).ok()) else {
                 return Ok(ControlFlow::Continue(()));
             };
             let o = o.as_of(now);

@@ -24,7 +24,7 @@ fn fixture() -> Fixture {
     .unwrap();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let outbox = Outbox::new(journal.clone(), clock.clone(), config.clone());
-    let va = VirtualAccounts::new(journal, clock.clone(), config, outbox);
+    let va = VirtualAccounts::new(journal, clock.clone(), config, outbox).unwrap();
     Fixture { va, clock }
 }
 
@@ -113,19 +113,34 @@ fn check_free_index(va: &VirtualAccounts) {
     assert_eq!(indexed, free, "the free-account index");
 }
 
+/// Every open order owns its account, and that account is in the order's pool.
+fn check_open_orders_own_their_accounts(va: &VirtualAccounts) {
+    for (_, raw) in va.journal.scan(Cf::VirtualAccounts, keys::ORDERS).unwrap() {
+        let o: Order = serde_json::from_slice(&raw).unwrap();
+        if o.status != OrderStatus::Open {
+            continue;
+        }
+        let pa = va.account(&o.bank, &o.account).unwrap().unwrap();
+        assert_eq!(pa.order.as_deref(), Some(o.order.as_str()), "{o:?} {pa:?}");
+        assert_eq!(
+            (&pa.partner, &pa.region),
+            (&o.partner, &o.region),
+            "{o:?} {pa:?}"
+        );
+    }
+}
+
 /// Whether an assignment in the pool can succeed: an account of it free, or carrying an
 /// open order past its time (the walk assignments made before the index).
-fn assignable(va: &VirtualAccounts, region: &str) -> bool {
+fn assignable(va: &VirtualAccounts, partner: &str, region: &str) -> bool {
     let now = va.now_ms();
+    let prefix = keys::pool_prefix(partner, "004", region);
     va.journal
-        .scan(
-            Cf::VirtualAccounts,
-            keys::pool_prefix("P", "004", region).as_bytes(),
-        )
+        .scan(Cf::VirtualAccounts, prefix.as_bytes())
         .unwrap()
         .into_iter()
         .any(|(k, _)| {
-            let account = String::from_utf8_lossy(k.rsplit(|b| *b == b'/').next().unwrap());
+            let account = String::from_utf8_lossy(&k[prefix.len()..]);
             let pa = va.account("004", &account).unwrap().unwrap();
             !pa.retired
                 && pa.order.is_none_or(|o| {
@@ -135,9 +150,11 @@ fn assignable(va: &VirtualAccounts, region: &str) -> bool {
         })
 }
 
-/// Random pool changes, assignments, payments, reversals, expiries and sweeps: after every
-/// one the free-account index holds exactly the free accounts, and an assignment fails
-/// (exhausted) exactly when no account of its pool is free or past its order's time.
+/// Random pool changes (accounts retired from one pool and added to another), assignments,
+/// payments, reversals, expiries and sweeps: after every one the free-account index holds
+/// exactly the free accounts, every open order owns an account of its own pool, and an
+/// assignment fails (exhausted) exactly when no account of its pool is free or past its
+/// order's time.
 #[tokio::test]
 async fn the_free_index_follows_every_change_and_assigns_as_the_walk_did() {
     let f = fixture();
@@ -148,29 +165,43 @@ async fn the_free_index_follows_every_change_and_assigns_as_the_walk_did() {
         seed ^= seed << 17;
         seed % n
     };
-    let account = |region: &str, i: u64| format!("{region}{i}");
-    let regions = ["R", "S"];
-    let (mut assigned, mut exhausted, mut paid, mut reversed) = (0, 0, 0, 0);
+    let pools = [("P", "R"), ("P", "S"), ("Q", "R")];
+    let (mut assigned, mut exhausted, mut paid, mut reversed, mut moved) = (0, 0, 0, 0, 0);
     let mut payments: Vec<String> = Vec::new();
-    for step in 0..600 {
-        let region = regions[next(2) as usize];
+    for step in 0..3_000 {
+        let (partner, region) = pools[next(3) as usize];
         match next(8) {
             0 => {
-                let add: Vec<String> = (0..1 + next(3)).map(|_| account(region, next(6))).collect();
-                let _ = f.va.pool_add("P", "004", region, &add, "t").await;
+                let add: Vec<String> = (0..1 + next(3)).map(|_| format!("A{}", next(8))).collect();
+                let before: Vec<_> = add
+                    .iter()
+                    .map(|a| f.va.account("004", a).unwrap())
+                    .collect();
+                if f.va
+                    .pool_add(partner, "004", region, &add, "t")
+                    .await
+                    .is_ok()
+                {
+                    moved += before
+                        .iter()
+                        .flatten()
+                        .filter(|pa| pa.partner != partner || pa.region != region)
+                        .count();
+                }
             }
             1 => {
-                let one = vec![account(region, next(6))];
-                let _ = f.va.pool_retire("P", "004", region, &one, "t").await;
+                let one = vec![format!("A{}", next(8))];
+                let _ = f.va.pool_retire(partner, "004", region, &one, "t").await;
             }
             2 | 3 => {
-                let could = assignable(&f.va, region);
+                let could = assignable(&f.va, partner, region);
+                let order = format!("O{step}");
                 let got =
                     f.va.assign(
-                        "P",
+                        partner,
                         "004",
                         region,
-                        &format!("O{step}"),
+                        &order,
                         100 + next(900),
                         Some(30 + next(600)),
                     )
@@ -178,10 +209,6 @@ async fn the_free_index_follows_every_change_and_assigns_as_the_walk_did() {
                 match got {
                     Ok(o) => {
                         assert!(could, "assigned {} where the walk found nothing", o.account);
-                        assert_eq!(
-                            f.va.order(&o.order).unwrap().unwrap().status,
-                            OrderStatus::Open
-                        );
                         assigned += 1;
                     }
                     Err(VaError::Exhausted(_)) => {
@@ -192,7 +219,7 @@ async fn the_free_index_follows_every_change_and_assigns_as_the_walk_did() {
                 }
             }
             4 | 5 => {
-                let a = account(region, next(6));
+                let a = format!("A{}", next(8));
                 let Some(pa) = f.va.account("004", &a).unwrap() else {
                     continue;
                 };
@@ -216,18 +243,19 @@ async fn the_free_index_follows_every_change_and_assigns_as_the_walk_did() {
                 reversed += 1;
             }
             _ => {
-                f.clock.advance(chrono::Duration::seconds(next(400) as i64));
+                f.clock.advance(chrono::Duration::seconds(next(90) as i64));
                 if next(3) == 0 {
                     f.va.sweep().await.unwrap();
                 }
             }
         }
         check_free_index(&f.va);
+        check_open_orders_own_their_accounts(&f.va);
     }
     // The sequence went through every kind of change.
     assert!(
-        assigned > 50 && exhausted > 10 && paid > 10 && reversed > 5,
-        "{assigned} {exhausted} {paid} {reversed}"
+        assigned > 200 && exhausted > 20 && paid > 50 && reversed > 20 && moved > 10,
+        "{assigned} {exhausted} {paid} {reversed} {moved}"
     );
 }
 
@@ -267,7 +295,8 @@ async fn records_kept_before_the_indexes_are_indexed_at_start() {
 
     let config = f.va.config.clone();
     let outbox = f.va.outbox.clone();
-    let again = VirtualAccounts::new(f.va.journal.clone(), f.clock.clone(), config, outbox);
+    let again =
+        VirtualAccounts::new(f.va.journal.clone(), f.clock.clone(), config, outbox).unwrap();
     check_free_index(&again);
     let after = again.report("P", None, None).unwrap();
     assert_eq!((after.orders.count, after.mismatches.count), (3, 1));

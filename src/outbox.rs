@@ -13,6 +13,9 @@
 //!   it sends the item again; every attempt carries the same `X-Cyberswitch-Id`.
 //! - An operator may send any item again ([`Outbox::resend`]), delivered or not.
 //!
+//! - Delivered items are removed `outbox.keep_delivered_days` after delivery
+//!   ([`Outbox::prune_delivered`], hourly, oldest first); pending ones never are.
+//!
 //! Keys in [`Cf::Outbox`]: `i/ID` → the item (JSON); `p/ID` → () while it is pending.
 
 use std::sync::Arc;
@@ -108,6 +111,18 @@ fn pending_key(id: &str) -> Vec<u8> {
 fn time_key(item: &Item) -> Vec<u8> {
     format!("t/{:020}/{}", item.created_ms.max(0), item.id).into_bytes()
 }
+
+/// A `t/` key's creation time and id.
+fn parse_time_key(key: &[u8]) -> Option<(i64, &str)> {
+    let text = std::str::from_utf8(key.strip_prefix(b"t/")?).ok()?;
+    let (created, id) = text.split_once('/')?;
+    Some((created.parse().ok()?, id))
+}
+
+/// How often delivered items past their keeping are looked for, and at most how many go
+/// in one step.
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+const PRUNE_MAX: usize = 10_000;
 
 fn partner_time_key(item: &Item) -> Vec<u8> {
     format!(
@@ -310,11 +325,23 @@ impl Outbox {
         Ok(Some(item))
     }
 
-    /// Deliver what is due until `stop`.
+    /// Deliver what is due until `stop`; once an hour, remove what is past its keeping.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let gauge = metrics::gauge!("cyberswitch_outbox_pending");
+        let mut pruned_at = i64::MIN;
         loop {
             let now = self.clock.now_ms();
+            if now.saturating_sub(pruned_at) >= PRUNE_EVERY_MS {
+                pruned_at = now;
+                match self.prune_delivered().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        removed = n,
+                        "outbox: delivered callbacks past their keeping removed"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "outbox: delivered callbacks not pruned"),
+                }
+            }
             let (due, next) = self.due(now);
             gauge.set(self.pending_count() as f64);
             if !due.is_empty() {
@@ -337,6 +364,64 @@ impl Outbox {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Remove the delivered items delivered more than `outbox.keep_delivered_days` ago, at
+    /// most [`PRUNE_MAX`] per call, oldest first (through the time index, which stops at the
+    /// first item created after the cutoff: nothing delivered later is read). Returns how
+    /// many.
+    pub async fn prune_delivered(&self) -> Result<usize, String> {
+        let days = self.config.outbox.keep_delivered_days;
+        if days == 0 {
+            return Ok(0);
+        }
+        let _one = self.lock.lock().await;
+        let cutoff = self
+            .clock
+            .now_ms()
+            .saturating_sub(i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX));
+        let mut step = Step::new();
+        let mut removed = 0usize;
+        let mut failed = None;
+        crate::store::for_each(self.journal.store(), Cf::Outbox, b"t/", |k, _| {
+            let Some((created, id)) = parse_time_key(k) else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            if created >= cutoff || removed >= PRUNE_MAX {
+                return std::ops::ControlFlow::Break(());
+            }
+            match self.get(id) {
+                Ok(Some(item))
+                    if item.status == ItemStatus::Delivered
+                        && item.delivered_ms.is_some_and(|d| d < cutoff) =>
+                {
+                    step.delete(Cf::Outbox, item_key(&item.id));
+                    step.delete(Cf::Outbox, time_key(&item));
+                    step.delete(Cf::Outbox, partner_time_key(&item));
+                    removed += 1;
+                }
+                // Pending (kept until delivered), delivered since the cutoff, or gone.
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if removed > 0 {
+            step.append(Entry::new(
+                EntryKind::Txn,
+                "outbox/prune",
+                "outbox",
+                format!("{removed} delivered callbacks removed, {days} days after delivery"),
+            ));
+            self.journal.commit(step).await.map_err(|e| e.to_string())?;
+        }
+        Ok(removed)
     }
 
     /// Pending items due by `now` (earliest first, at most `concurrency`), and when the next

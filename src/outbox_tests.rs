@@ -159,3 +159,57 @@ fn the_schedule_picks_what_a_walk_through_every_pending_item_picks() {
         assert_eq!(schedule.len(), pending.len());
     }
 }
+
+/// Delivered callbacks go `keep_delivered_days` (90 by default) after their delivery, with
+/// their index keys; pending ones stay however old, as do those delivered since the cutoff.
+#[tokio::test]
+async fn delivered_callbacks_go_after_their_keeping_and_pending_ones_stay() {
+    let o = outbox(crate::store::Store::memory());
+    let day = 86_400_000;
+    let now = o.clock.now_ms();
+    // (id, created days ago, delivered days ago)
+    let cases = [
+        (1, 200, Some(199)),
+        (2, 120, None),
+        (3, 100, Some(80)),
+        (4, 95, Some(91)),
+        (5, 10, Some(9)),
+    ];
+    for (id, created, delivered) in cases {
+        let mut i = item(id, now - created * day, now, None);
+        i.partner = if id % 2 == 0 {
+            "P2".into()
+        } else {
+            "P1".into()
+        };
+        assert!(o.enqueue(i.clone()).await.unwrap());
+        if let Some(d) = delivered {
+            i.status = ItemStatus::Delivered;
+            i.delivered_ms = Some(now - d * day);
+            let mut step = Step::new();
+            step.put(Cf::Outbox, item_key(&i.id), serde_json::to_vec(&i).unwrap());
+            step.delete(Cf::Outbox, pending_key(&i.id));
+            o.journal.commit(step).await.unwrap();
+            o.queued(&[i]);
+        }
+    }
+    assert_eq!(o.prune_delivered().await.unwrap(), 2);
+    assert_eq!(
+        o.prune_delivered().await.unwrap(),
+        0,
+        "nothing more to remove"
+    );
+    let left: Vec<String> = o
+        .list(None, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, ["cb-2", "cb-3", "cb-5"]);
+    assert!(o.get("cb-1").unwrap().is_none() && o.get("cb-4").unwrap().is_none());
+    // The partner index went with them.
+    assert_eq!(ids(&o.list(Some("P2"), None, 10).unwrap()), ["cb-2"]);
+    assert_eq!(o.journal.scan(Cf::Outbox, b"q/").unwrap().len(), 3);
+    assert_eq!(o.journal.scan(Cf::Outbox, b"t/").unwrap().len(), 3);
+    assert_eq!(o.pending_count(), 1);
+}

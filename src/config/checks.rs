@@ -178,6 +178,12 @@ fn partners(at: &Origin, file: &ConfigToml) -> Result<(), ConfigError> {
     at.positive("outbox.timeout_ms", o.timeout_ms)?;
     at.within("outbox.concurrency", o.concurrency, 1, 256)?;
     at.positive("outbox.statements_check_s", o.statements_check_s)?;
+    at.within(
+        "outbox.keep_delivered_days",
+        o.keep_delivered_days,
+        0,
+        36_500,
+    )?;
     let v = &file.virtual_accounts;
     at.within(
         "virtual_accounts.default_expiry_min",

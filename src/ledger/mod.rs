@@ -37,6 +37,7 @@ pub use entries::{Balance, EntryType, LedgerEntry};
 pub use legs::{Leg, LegState};
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,32 +117,60 @@ impl Ledger {
         hold_ttl: Duration,
         clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<Arc<Ledger>, LedgerError> {
-        let balances = DashMap::new();
-        for (k, _) in journal.scan(Cf::LedgerAccounts, b"").map_err(storage)? {
-            balances.insert(String::from_utf8_lossy(&k).into_owned(), Balance::default());
-        }
+        // Read a record at a time: the entries and legs of all history need not fit in
+        // memory at once (a full copy of them was taken here before).
+        let store = journal.store();
+        let balances: DashMap<String, Balance> = DashMap::new();
+        store
+            .for_each(Cf::LedgerAccounts, b"", |k, _| {
+                balances.insert(String::from_utf8_lossy(k).into_owned(), Balance::default());
+                ControlFlow::Continue(())
+            })
+            .map_err(storage)?;
         let mut max_seq = 0;
         let mut open_holds = 0;
-        for (_, v) in journal.scan(Cf::LedgerEntries, b"").map_err(storage)? {
-            let e: LedgerEntry = serde_json::from_slice(&v).map_err(storage)?;
-            max_seq = max_seq.max(e.seq);
-            open_holds += e.kind.open_holds_delta();
-            let mut b = balances.entry(e.account.clone()).or_default();
-            if e.apply_to(&mut b).is_err() {
-                tracing::error!(account = %e.account, seq = e.seq, "ledger replay: entry out of range, skipped");
-            }
-            // Only an entry that takes money must leave something available: a clawback of
-            // earned points may leave a recorded debt (see `holds`).
-            if b.available() < 0 && e.kind.takes_money() {
-                tracing::error!(account = %e.account, "ledger replay: available below zero");
-            }
-        }
+        let mut damaged = None;
+        store
+            .for_each(Cf::LedgerEntries, b"", |_, v| {
+                let e: LedgerEntry = match serde_json::from_slice(v) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        damaged = Some(storage(e));
+                        return ControlFlow::Break(());
+                    }
+                };
+                max_seq = max_seq.max(e.seq);
+                open_holds += e.kind.open_holds_delta();
+                let mut b = balances.entry(e.account.clone()).or_default();
+                if e.apply_to(&mut b).is_err() {
+                    tracing::error!(account = %e.account, seq = e.seq, "ledger replay: entry out of range, skipped");
+                }
+                // Only an entry that takes money must leave something available: a clawback
+                // of earned points may leave a recorded debt (see `holds`).
+                if b.available() < 0 && e.kind.takes_money() {
+                    tracing::error!(account = %e.account, "ledger replay: available below zero");
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(storage)?;
         let mut pending = BTreeSet::new();
-        for (k, v) in journal.scan(Cf::LedgerLegs, b"").map_err(storage)? {
-            let leg: Leg = serde_json::from_slice(&v).map_err(storage)?;
-            if leg.state == LegState::Pending {
-                pending.insert((leg.expires_ms, String::from_utf8_lossy(&k).into_owned()));
-            }
+        store
+            .for_each(Cf::LedgerLegs, b"", |k, v| {
+                match serde_json::from_slice::<Leg>(v) {
+                    Ok(leg) if leg.state == LegState::Pending => {
+                        pending.insert((leg.expires_ms, String::from_utf8_lossy(k).into_owned()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        damaged = Some(storage(e));
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(storage)?;
+        if let Some(e) = damaged {
+            return Err(e);
         }
         // Written in the same steps, so they agree unless the data was damaged.
         if pending.len() as i64 != open_holds {

@@ -34,9 +34,20 @@ pub struct PartnerSim {
     stop: CancellationToken,
 }
 
+/// Callbacks kept for [`PartnerSim::received`]: the most recent this many ids (a demo left
+/// running receives statements every day for ever).
+const KEEP: usize = 10_000;
+
+/// The callbacks received, by id, and the ids in arrival order (the oldest go first).
+#[derive(Default)]
+struct Log {
+    by_id: std::collections::HashMap<String, Received>,
+    order: std::collections::VecDeque<String>,
+}
+
 struct Inner {
     secret: Vec<u8>,
-    received: Mutex<Vec<Received>>,
+    received: Mutex<Log>,
     refused: Mutex<u32>,
     print: bool,
 }
@@ -55,7 +66,7 @@ impl PartnerSim {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let state = Arc::new(Inner {
             secret: secret.as_bytes().to_vec(),
-            received: Mutex::new(Vec::new()),
+            received: Mutex::new(Log::default()),
             refused: Mutex::new(0),
             print,
         });
@@ -78,12 +89,18 @@ impl PartnerSim {
         self.stop.cancel();
     }
 
-    /// Callbacks accepted so far, in arrival order (one per id).
+    /// Callbacks accepted so far (the most recent [`KEEP`] ids), in arrival order (one per
+    /// id).
     pub fn received(&self) -> Vec<Received> {
         self.state
             .received
             .lock()
-            .map(|r| r.clone())
+            .map(|log| {
+                log.order
+                    .iter()
+                    .filter_map(|id| log.by_id.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -116,10 +133,10 @@ async fn receive(
     let id = header(ID_HEADER);
     let parsed: serde_json::Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let Ok(mut list) = s.received.lock() else {
+    let Ok(mut log) = s.received.lock() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "\n");
     };
-    if let Some(r) = list.iter_mut().find(|r| r.id == id) {
+    if let Some(r) = log.by_id.get_mut(&id) {
         r.times += 1;
     } else {
         let r = Received {
@@ -133,7 +150,13 @@ async fn receive(
         if s.print {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
-        list.push(r);
+        log.order.push_back(r.id.clone());
+        log.by_id.insert(r.id.clone(), r);
+        if log.order.len() > KEEP {
+            if let Some(oldest) = log.order.pop_front() {
+                log.by_id.remove(&oldest);
+            }
+        }
     }
     (StatusCode::OK, "ok\n")
 }

@@ -55,6 +55,9 @@ pub struct OutboxToml {
     pub concurrency: usize,
     /// How often the daily statements (F15) are looked for (the previous day's, queued once).
     pub statements_check_s: u64,
+    /// Delivered callbacks are removed this many days after their delivery (0: kept for
+    /// ever). Pending ones are never removed.
+    pub keep_delivered_days: u64,
 }
 
 impl Default for OutboxToml {
@@ -65,6 +68,7 @@ impl Default for OutboxToml {
             timeout_ms: 10_000,
             concurrency: 8,
             statements_check_s: 300,
+            keep_delivered_days: 90,
         }
     }
 }

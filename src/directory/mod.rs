@@ -435,44 +435,85 @@ impl Directory {
     /// read, written under its new reference and deleted under the old one in one synced
     /// batch, so a crash half-way leaves every card resolvable (the older versions are still
     /// looked up). Returns (card link records, hosted card references) moved.
+    ///
+    /// In chunks of [`ROTATE_CHUNK`] records, the change lock taken per chunk only: link
+    /// changes wait for one chunk at most, not for the whole directory (they take that lock
+    /// on a runtime worker), and the records are read a chunk at a time, not copied whole.
     pub fn rotate(&self) -> Result<(usize, usize), String> {
-        let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
-        let moved = self.move_to_current_key();
-        // Cached reads name the references the records were under.
-        self.forget();
-        moved
-    }
-
-    fn move_to_current_key(&self) -> Result<(usize, usize), String> {
         let mut moved = (0, 0);
         for (cf, count) in [
             (Cf::CardLinks, &mut moved.0),
             (Cf::HostedCardRefs, &mut moved.1),
         ] {
-            let mut batch = self.store.batch();
-            let mut in_batch = 0usize;
-            for (old, value) in self.store.scan(cf, b"")? {
-                let Some(new) = self.key.rekey(&old) else {
-                    continue;
-                };
-                // A link made after the key changed moved its card's record to the new
-                // reference then (see `write`): a record found there is the newer one.
-                let value = self.store.get(cf, &new)?.unwrap_or(value);
-                batch.put(cf, &new, &value)?;
-                batch.delete(cf, &old)?;
-                *count += 1;
-                in_batch += 1;
-                if in_batch == 1_000 {
-                    self.store
-                        .write(std::mem::replace(&mut batch, self.store.batch()), true)?;
-                    in_batch = 0;
+            let mut from = Vec::new();
+            loop {
+                let (older, next) = self.older_refs(cf, &from)?;
+                *count += self.move_refs(cf, &older)?;
+                match next {
+                    Some(k) => from = k,
+                    None => break,
                 }
             }
-            self.store.write(batch, true)?;
         }
         Ok(moved)
     }
+
+    /// Up to a chunk of references under older key versions from `from` on, found without
+    /// the lock; and where to go on from, if the chunk filled up.
+    fn older_refs(
+        &self,
+        cf: Cf,
+        from: &[u8],
+    ) -> Result<(Vec<StoredRef>, Option<StoredRef>), String> {
+        let mut older = Vec::new();
+        let mut next = None;
+        self.store.for_each_from(cf, from, |k, _| {
+            if self.key.rekey(k).is_some() {
+                older.push(k.to_vec());
+            }
+            if older.len() < ROTATE_CHUNK {
+                return std::ops::ControlFlow::Continue(());
+            }
+            let mut after = k.to_vec();
+            after.push(0);
+            next = Some(after);
+            std::ops::ControlFlow::Break(())
+        })?;
+        Ok((older, next))
+    }
+
+    /// Move `older` references to the current version, under the change lock, each read
+    /// again there (a change since the scan moved or removed it: that stands). How many.
+    fn move_refs(&self, cf: Cf, older: &[Vec<u8>]) -> Result<usize, String> {
+        if older.is_empty() {
+            return Ok(0);
+        }
+        let _guard = self.write.lock().map_err(|_| "directory lock poisoned")?;
+        let mut batch = self.store.batch();
+        let mut n = 0;
+        for old in older {
+            let (Some(value), Some(new)) = (self.store.get(cf, old)?, self.key.rekey(old)) else {
+                continue;
+            };
+            // A link made after the key changed moved its card's record to the new
+            // reference then (see `write`): a record found there is the newer one.
+            let value = self.store.get(cf, &new)?.unwrap_or(value);
+            batch.put(cf, &new, &value)?;
+            batch.delete(cf, old)?;
+            n += 1;
+        }
+        let written = self.store.write(batch, true);
+        // Cached reads name the references the records were under.
+        self.forget();
+        written.map(|()| n)
+    }
 }
+
+/// A card reference as stored (version mark, version, HMAC).
+type StoredRef = Vec<u8>;
+
+/// Records moved per synced batch (and per hold of the change lock) by a rotation.
+const ROTATE_CHUNK: usize = 1_000;
 
 /// The stored form of a card's links with status and creator.
 const V5_LINKS: u8 = crate::records::stored::V5_LINKS;
@@ -585,5 +626,63 @@ mod tests {
             .unwrap();
         let again = Directory::new(store, CardKey::new(b"k".to_vec()));
         assert_eq!(again.wallets(&pan).unwrap(), vec![link("GIFT", "G-1", 2)]);
+    }
+
+    /// A rotation of more records than one chunk moves every one, each card resolves
+    /// throughout, and a change made between two chunks stands.
+    #[test]
+    fn a_rotation_in_chunks_moves_every_record_and_a_change_between_chunks_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
+        let v1 = Directory::new(db.clone(), CardKey::versions(&[(1, b"one")]));
+        let cards = ROTATE_CHUNK * 2 + 500;
+        let pan = |i: usize| Pan::parse(format!("94100000{i:08}").as_bytes()).unwrap();
+        for i in 0..cards {
+            v1.link(&pan(i), link("GIFT", &format!("G-{i}"), 1), "test", |_| {
+                true
+            })
+            .unwrap();
+        }
+        let v2 = Directory::new(db.clone(), CardKey::versions(&[(1, b"one"), (2, b"two")]));
+        // The first chunk moved; the second found, then one of its cards unlinked before
+        // it is moved: the unlink stands (the record is read again under the lock).
+        let (older, next) = v2.older_refs(Cf::CardLinks, b"").unwrap();
+        assert_eq!(older.len(), ROTATE_CHUNK);
+        assert_eq!(v2.move_refs(Cf::CardLinks, &older).unwrap(), ROTATE_CHUNK);
+        let (second, _) = v2.older_refs(Cf::CardLinks, &next.unwrap()).unwrap();
+        assert_eq!(second.len(), ROTATE_CHUNK);
+        let unlinked = (0..cards)
+            .find(|i| {
+                v2.find(&pan(*i))
+                    .unwrap()
+                    .is_some_and(|(r, _)| r == second[7])
+            })
+            .unwrap();
+        let account = format!("G-{unlinked}");
+        assert!(v2
+            .unlink(&pan(unlinked), "GIFT", &account, "test", |_| true)
+            .unwrap());
+        assert_eq!(
+            v2.move_refs(Cf::CardLinks, &second).unwrap(),
+            ROTATE_CHUNK - 1
+        );
+        let (moved, hosted) = v2.rotate().unwrap();
+        assert_eq!((moved, hosted), (cards - 2 * ROTATE_CHUNK, 0));
+        for i in 0..cards {
+            let wallets = v2.wallets(&pan(i)).unwrap();
+            if i == unlinked {
+                assert!(wallets.is_empty(), "an unlink between chunks stands");
+            } else {
+                assert_eq!(wallets[0].account, format!("G-{i}"));
+            }
+        }
+        // Nothing is left under the older version.
+        let left = db
+            .scan(Cf::CardLinks, b"")
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| v2.key.rekey(k).is_some())
+            .count();
+        assert_eq!(left, 0);
     }
 }

@@ -293,6 +293,19 @@ pub fn without_values(text: &str) -> String {
     out
 }
 
+/// At most this many records in one page of a listing (mismatches, callbacks, dead
+/// letters).
+pub const LIST_MAX: usize = 1_000;
+
+/// A listing's `limit`: 1 to [`LIST_MAX`], [`LIST_MAX`] when not given.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(LIST_MAX),
+        Some(n @ 1..=LIST_MAX) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(format!("limit: 1 to {LIST_MAX}"))),
+    }
+}
+
 /// A query string whose rejection is a JSON error.
 pub struct Params<T>(pub T);
 

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState, Body, Caller};
+use super::{page_limit, ApiError, AppState, Body, Caller, Params};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,10 +38,32 @@ fn no_such(id: &str) -> ApiError {
     )
 }
 
-async fn list(caller: Caller, State(s): State<AppState>) -> ApiResult {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    /// The `next` of the page before.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    caller: Caller,
+    State(s): State<AppState>,
+    Params(q): Params<PageQuery>,
+) -> ApiResult {
     caller.operator("list dead letters")?;
-    let list = s.switch.saf.dead_letter_list().map_err(storage)?;
-    Ok(Json(json!({ "dead_letters": list })))
+    let limit = page_limit(q.limit)?;
+    let after = q
+        .after
+        .map(hex::decode)
+        .transpose()
+        .map_err(|_| ApiError::bad_request("after: a dead letter's id"))?;
+    let (list, next) = s
+        .switch
+        .saf
+        .dead_letter_page(after.as_deref(), limit)
+        .map_err(storage)?;
+    Ok(Json(json!({ "dead_letters": list, "next": next })))
 }
 
 async fn retry(caller: Caller, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState, Body, Caller, Params, Role};
+use super::{page_limit, ApiError, AppState, Body, Caller, Params, Role, LIST_MAX};
 use crate::outbox::ItemStatus;
 use crate::va::report::parse_date;
 use crate::va::VaError;
@@ -197,9 +197,6 @@ async fn order(caller: Caller, State(s): State<AppState>, Path(id): Path<String>
     answer(o)
 }
 
-/// At most this many records in one listing (mismatches, callbacks).
-const LIST_MAX: usize = 1_000;
-
 async fn mismatches(
     caller: Caller,
     State(s): State<AppState>,
@@ -210,11 +207,7 @@ async fn mismatches(
         q.partner.as_deref(),
         "see other partners' mismatches",
     )?;
-    let limit = match q.limit {
-        None => LIST_MAX,
-        Some(n @ 1..=LIST_MAX) => n,
-        Some(_) => return Err(ApiError::bad_request(format!("limit: 1 to {LIST_MAX}"))),
-    };
+    let limit = page_limit(q.limit)?;
     let (list, next) = s
         .switch
         .va

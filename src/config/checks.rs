@@ -178,12 +178,16 @@ fn partners(at: &Origin, file: &ConfigToml) -> Result<(), ConfigError> {
     at.positive("outbox.timeout_ms", o.timeout_ms)?;
     at.within("outbox.concurrency", o.concurrency, 1, 256)?;
     at.positive("outbox.statements_check_s", o.statements_check_s)?;
-    at.within(
-        "outbox.keep_delivered_days",
-        o.keep_delivered_days,
-        0,
-        36_500,
-    )?;
+    // At least a week: the statements look back three days and skip a day whose item is
+    // still kept (one removed sooner would be sent again).
+    if o.keep_delivered_days != 0 {
+        at.within(
+            "outbox.keep_delivered_days",
+            o.keep_delivered_days,
+            7,
+            36_500,
+        )?;
+    }
     let v = &file.virtual_accounts;
     at.within(
         "virtual_accounts.default_expiry_min",

@@ -56,7 +56,8 @@ pub enum Cf {
     /// `auth/terminal/code/YYMMDD` → when (ms, 8 bytes big-endian) and the transaction key.
     TxnRefs,
     /// The books (F13), derived from the journal's steps and written with them: money
-    /// events by business date (`e/DATE/LINK/TXN/LEG/KIND`), what each leg has booked
+    /// events by business date and terminal (`f/DATE/TERMINAL/LINK/TXN/LEG/KIND`; before
+    /// session 21 `e/DATE/LINK/TXN/LEG/KIND`, still read), what each leg has booked
     /// (`l/LINK/TXN/LEG/KIND`), the open business date and each closed day's reconciliation.
     Books,
     /// Every change to a card's links (F12, SPEC §10): HMAC of the card number, time (ms,
@@ -67,9 +68,10 @@ pub enum Cf {
     /// purchase used.
     Coupons,
     /// Virtual accounts (F17): pools (`p/…`), the bank index (`a/…`), orders (`o/…`),
-    /// deposits seen (`d/…`) and mismatches (`m/…`); see [`crate::va`].
+    /// deposits seen (`d/…`), mismatches (`m/…`) and their indexes; see `va/keys.rs`.
     VirtualAccounts,
-    /// Partner callbacks waiting or delivered (`i/ID`), see [`crate::outbox`].
+    /// Partner callbacks waiting or delivered (`i/ID`) and their time indexes, see
+    /// [`crate::outbox`].
     Outbox,
 }
 

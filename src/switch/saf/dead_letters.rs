@@ -10,15 +10,30 @@ use crate::journal::{Entry, EntryKind, Step};
 use crate::store::Cf;
 
 impl Saf {
-    /// The dead-letter list, oldest first by link.
-    pub fn dead_letter_list(&self) -> Result<Vec<DeadLetter>, String> {
+    /// A page of the dead-letter list (by link, oldest first): at most `limit` after the
+    /// one whose key is `after`, and the id to give as `after` for the next page when more
+    /// follow. Reads what it returns (an outage can leave many).
+    pub fn dead_letter_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<String>), String> {
         let now = self.clock.now_ms();
-        Ok(self
-            .journal
-            .scan(Cf::SafDead, b"")?
-            .into_iter()
-            .map(|(k, v)| DeadLetter::of(&k, &v, now))
-            .collect())
+        let start = after.map_or_else(Vec::new, |k| [k, &[0][..]].concat());
+        let mut page = Vec::new();
+        let mut more = false;
+        self.journal
+            .store()
+            .for_each_from(Cf::SafDead, &start, |k, v| {
+                if page.len() == limit {
+                    more = true;
+                    return std::ops::ControlFlow::Break(());
+                }
+                page.push(DeadLetter::of(k, v, now));
+                std::ops::ControlFlow::Continue(())
+            })?;
+        let next = more.then(|| page.last().map(|d| d.id.clone())).flatten();
+        Ok((page, next))
     }
 
     /// Put a dead letter back in its lane, its attempts counted afresh (the operator fixed
@@ -240,6 +255,7 @@ pub(super) async fn dead_letter(saf: &Saf, link: &str, key: Vec<u8>, mut item: I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn item(amount: u64, queued_ms: i64) -> Item {
         let mut i = Item::unreadable();
@@ -272,5 +288,62 @@ mod tests {
         t.remove("nowhere", &item(1, 1));
         assert_eq!(t.of("acq"), (0, 0, None));
         assert_eq!(t.count(), 1);
+    }
+
+    /// The list comes a page at a time: the pages together are every dead letter, by link
+    /// and then in queueing order, and `next` is given only while more follow.
+    #[tokio::test]
+    async fn dead_letters_are_listed_a_page_at_a_time() {
+        let config = crate::config::Config::from_toml(
+            "data_dir = \"x\"\n\
+             card_key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let sealer = crate::journal::Sealer::from_card_key(&[7u8; 32]);
+        let journal =
+            crate::journal::Journal::open(crate::store::Store::memory(), sealer, 64).unwrap();
+        let mut step = Step::new();
+        for (link, seq, amount) in [
+            ("gift", 2u64, 5),
+            ("acq", 9, 3),
+            ("acq", 4, 1),
+            ("gift", 1, 4),
+            ("acq", 7, 2),
+        ] {
+            let mut key = format!("{link}/").into_bytes();
+            key.extend_from_slice(&seq.to_be_bytes());
+            step.put(Cf::SafDead, key, to_bytes(&item(amount, 0)));
+        }
+        journal.commit(step).await.unwrap();
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+        let books = crate::books::Books::open(journal.clone(), clock.clone(), &config)
+            .await
+            .unwrap();
+        let timing = super::super::SafTiming {
+            retry_min: std::time::Duration::from_millis(10),
+            retry_max: std::time::Duration::from_millis(10),
+            expiry: std::time::Duration::from_secs(1),
+        };
+        let saf = Saf::open(journal, clock, books, timing).unwrap();
+        let mut amounts = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        let mut pages = 0;
+        loop {
+            let (page, next) = saf.dead_letter_page(after.as_deref(), 2).unwrap();
+            pages += 1;
+            amounts.extend(page.iter().map(|d| d.amount.unwrap()));
+            match next {
+                Some(id) => after = Some(hex::decode(id).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(amounts, [1, 2, 3, 4, 5]);
+        assert_eq!(pages, 3);
+        assert_eq!(
+            saf.dead_letter_page(None, 5).unwrap().1,
+            None,
+            "all on one page"
+        );
     }
 }

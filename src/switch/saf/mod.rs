@@ -345,7 +345,7 @@ impl Saf {
     }
 
     /// Dead letters, over all links (the count the gauges show; the list itself is read
-    /// from the store by [`Saf::dead_letter_list`]).
+    /// from the store by [`Saf::dead_letter_page`]).
     pub fn dead_letters(&self) -> usize {
         self.dead_totals(|t| t.count())
     }

@@ -381,16 +381,25 @@ impl Outbox {
             .now_ms()
             .saturating_sub(i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX));
         let mut step = Step::new();
-        let mut removed = 0usize;
+        let (mut removed, mut stale) = (0usize, 0usize);
         let mut failed = None;
         crate::store::for_each(self.journal.store(), Cf::Outbox, b"t/", |k, _| {
             let Some((created, id)) = parse_time_key(k) else {
                 return std::ops::ControlFlow::Continue(());
             };
-            if created >= cutoff || removed >= PRUNE_MAX {
+            if created >= cutoff || removed + stale >= PRUNE_MAX {
                 return std::ops::ControlFlow::Break(());
             }
             match self.get(id) {
+                // An index key of an item written again since under the same id (at another
+                // time): it names nothing now.
+                Ok(Some(item)) if item.created_ms.max(0) != created => {
+                    step.delete(Cf::Outbox, k.to_vec());
+                    let mut was = item.clone();
+                    was.created_ms = created;
+                    step.delete(Cf::Outbox, partner_time_key(&was));
+                    stale += 1;
+                }
                 Ok(Some(item))
                     if item.status == ItemStatus::Delivered
                         && item.delivered_ms.is_some_and(|d| d < cutoff) =>
@@ -400,8 +409,13 @@ impl Outbox {
                     step.delete(Cf::Outbox, partner_time_key(&item));
                     removed += 1;
                 }
-                // Pending (kept until delivered), delivered since the cutoff, or gone.
-                Ok(_) => {}
+                // Gone: its index key names nothing.
+                Ok(None) => {
+                    step.delete(Cf::Outbox, k.to_vec());
+                    stale += 1;
+                }
+                // Pending (kept until delivered), or delivered since the cutoff.
+                Ok(Some(_)) => {}
                 Err(e) => {
                     failed = Some(e);
                     return std::ops::ControlFlow::Break(());
@@ -412,12 +426,12 @@ impl Outbox {
         if let Some(e) = failed {
             return Err(e);
         }
-        if removed > 0 {
+        if !step.is_empty() {
             step.append(Entry::new(
                 EntryKind::Txn,
                 "outbox/prune",
                 "outbox",
-                format!("{removed} delivered callbacks removed, {days} days after delivery"),
+                format!("{removed} delivered callbacks removed, {days} days after delivery; {stale} stale index keys"),
             ));
             self.journal.commit(step).await.map_err(|e| e.to_string())?;
         }

@@ -213,3 +213,31 @@ async fn delivered_callbacks_go_after_their_keeping_and_pending_ones_stay() {
     assert_eq!(o.journal.scan(Cf::Outbox, b"t/").unwrap().len(), 3);
     assert_eq!(o.pending_count(), 1);
 }
+
+/// An item written again under its id at another time (a `put` replaces) leaves index keys
+/// under its first time: the pruning walk removes them and keeps the item.
+#[tokio::test]
+async fn index_keys_of_an_item_written_again_are_removed_by_the_pruning_walk() {
+    let o = outbox(crate::store::Store::memory());
+    let day = 86_400_000;
+    let now = o.clock.now_ms();
+    let first = item(1, now - 200 * day, now, None);
+    let mut step = Step::new();
+    Outbox::put(&mut step, &first);
+    o.journal.commit(step).await.unwrap();
+    let again = item(1, now - 100 * day, now, None);
+    let mut step = Step::new();
+    Outbox::put(&mut step, &again);
+    o.journal.commit(step).await.unwrap();
+    assert_eq!(o.journal.scan(Cf::Outbox, b"t/").unwrap().len(), 2);
+    assert_eq!(o.prune_delivered().await.unwrap(), 0, "the item is pending");
+    assert_eq!(
+        o.journal.scan(Cf::Outbox, b"t/").unwrap(),
+        vec![(time_key(&again), vec![])]
+    );
+    assert_eq!(
+        o.journal.scan(Cf::Outbox, b"q/").unwrap(),
+        vec![(partner_time_key(&again), vec![])]
+    );
+    assert_eq!(o.get("cb-1").unwrap().unwrap().created_ms, again.created_ms);
+}

@@ -235,10 +235,16 @@ impl Directory {
     }
 
     /// The first record found under `refs` (newest version first) and the reference it is under.
+    /// With older versions, a miss reads them all once more: a rotation may move the record
+    /// from an older reference to the current one between the two reads of one pass (it
+    /// moves each record once, in one batch, so a second pass finds it).
     fn read_any(&self, refs: &[Vec<u8>]) -> Result<Option<Found>, String> {
-        for r in refs {
-            if let Some(links) = self.read(r)? {
-                return Ok(Some((r.clone(), links)));
+        let passes = if refs.len() > 1 { 2 } else { 1 };
+        for _ in 0..passes {
+            for r in refs {
+                if let Some(links) = self.read(r)? {
+                    return Ok(Some((r.clone(), links)));
+                }
             }
         }
         Ok(None)

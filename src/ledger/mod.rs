@@ -153,6 +153,9 @@ impl Ledger {
                 ControlFlow::Continue(())
             })
             .map_err(storage)?;
+        if let Some(e) = damaged {
+            return Err(e);
+        }
         let mut pending = BTreeSet::new();
         store
             .for_each(Cf::LedgerLegs, b"", |k, v| {

@@ -192,14 +192,15 @@ impl VirtualAccounts {
             "paid_at": chrono::DateTime::from_timestamp_millis(now).map(|t| t.to_rfc3339()),
             "rrn": d.rrn,
         });
-        let item = Item::new(
-            format!("va-paid-{order_id}"),
-            &order.partner,
-            "va.paid",
-            &body,
-            now,
-        )
-        .in_group(&order_id);
+        // One callback per payment: a payment after a reversal (the order reopened) gets an
+        // id of its own (the first one's item may be delivered, and a partner may take a
+        // repeated id for a repeated delivery).
+        let first = format!("va-paid-{order_id}");
+        let id = match self.outbox.get(&first).map_err(VaError::Storage)? {
+            None => first,
+            Some(_) => format!("{first}-{}", order.history.len()),
+        };
+        let item = Item::new(id, &order.partner, "va.paid", &body, now).in_group(&order_id);
         Outbox::put(step, &item);
         callbacks.push(item);
         step.append(Entry::new(

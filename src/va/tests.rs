@@ -404,3 +404,41 @@ async fn mismatches_are_listed_a_page_at_a_time() {
     );
     assert_eq!(pages(Some("Q")).0, vec![1, 4, 7]);
 }
+
+/// Each payment of an order has a callback of its own: one after a bank reversal (the order
+/// reopened) does not reuse the first payment's id.
+#[tokio::test]
+async fn a_payment_after_a_reversal_gets_a_callback_of_its_own() {
+    let f = fixture();
+    f.va.pool_add("P", "004", "R", &["A1".to_string()], "t")
+        .await
+        .unwrap();
+    f.va.assign("P", "004", "R", "O1", 500, Some(3_600))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.va.deposit(&deposit("A1", 500, "k1")).await.unwrap(),
+        ResponseCode::Approved
+    );
+    let request = Entry::new(EntryKind::In, "t", "bank", "reversal".into());
+    f.va.reverse_deposit("bank", "k1", request).await.unwrap();
+    assert_eq!(f.va.order("O1").unwrap().unwrap().status, OrderStatus::Open);
+    assert_eq!(
+        f.va.deposit(&deposit("A1", 500, "k2")).await.unwrap(),
+        ResponseCode::Approved
+    );
+    let ids: Vec<String> =
+        f.va.outbox
+            .list(Some("P"), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+    let paid: Vec<&String> = ids.iter().filter(|i| i.starts_with("va-paid-O1")).collect();
+    assert_eq!(paid.len(), 2, "{ids:?}");
+    assert_eq!(paid[0], "va-paid-O1");
+    assert!(
+        ids.iter().any(|i| i.starts_with("va-reversed-O1")),
+        "{ids:?}"
+    );
+}

@@ -153,9 +153,16 @@ impl Hosted {
     /// The card with this number, if the switch issued it.
     pub fn card_by_pan(&self, pan: &Pan) -> Result<Option<Card>, HostedError> {
         // The current key version first, then the older ones (a store not yet rotated).
-        for r in self.card_key.stored_refs(pan) {
-            if let Some(id) = self.journal.get(Cf::HostedCardRefs, &r).map_err(storage)? {
-                return self.card(&String::from_utf8_lossy(&id)).map(Some);
+        // With older versions a miss reads them all once more, as `Directory::read_any`
+        // does: a rotation may move the reference between two reads of one pass (and
+        // issuing would then take a number that exists).
+        let refs = self.card_key.stored_refs(pan);
+        let passes = if refs.len() > 1 { 2 } else { 1 };
+        for _ in 0..passes {
+            for r in &refs {
+                if let Some(id) = self.journal.get(Cf::HostedCardRefs, r).map_err(storage)? {
+                    return self.card(&String::from_utf8_lossy(&id)).map(Some);
+                }
             }
         }
         Ok(None)

@@ -85,6 +85,13 @@ impl Running {
             );
         }
         stop.cancel();
+        // The links' sessions ended: no late approval is read after the wait below (a
+        // session's reader may be handling one as the stop comes).
+        let sessions =
+            futures::future::join_all(self.switch.links.values().map(|l| l.sessions_ended()));
+        if tokio::time::timeout(SETTLE, sessions).await.is_err() {
+            tracing::warn!("link sessions still running at stop");
+        }
         // Late approvals that came before the links stopped: their reversals recorded.
         let late = &self.switch.saf.late_reversals;
         if tokio::time::timeout(SETTLE, late.idle()).await.is_err() {

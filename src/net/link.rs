@@ -130,6 +130,8 @@ pub struct Link {
     /// Set for an in-process host: requests are answered by it, never sent.
     local: Option<Local>,
     metrics: LinkMetrics,
+    /// Sessions running (each reads answers, late ones included, until it ends).
+    sessions_running: crate::net::server::WorkCount,
 }
 
 /// The link's metric handles, registered once.
@@ -167,7 +169,12 @@ impl Link {
             .collect();
         let link = Arc::new(Link::build(config, sessions, late, terminal_id, None));
         for (i, s) in link.sessions.iter().enumerate() {
-            tokio::spawn(run_session(link.clone(), s.clone(), i, stop.clone()));
+            let running = link.sessions_running.enter();
+            let session = run_session(link.clone(), s.clone(), i, stop.clone());
+            tokio::spawn(async move {
+                let _running = running;
+                session.await;
+            });
         }
         tokio::spawn(sweep_timed_out(link.clone(), stop));
         link
@@ -240,7 +247,14 @@ impl Link {
             late,
             terminal_id,
             local,
+            sessions_running: Default::default(),
         }
+    }
+
+    /// Resolves once every session of the link has ended (after the stop it was started
+    /// with): no answer, late or not, is read from its hosts after that.
+    pub async fn sessions_ended(&self) {
+        self.sessions_running.idle().await;
     }
 
     pub fn spec(&self) -> &crate::iso8583::Spec {

@@ -114,7 +114,11 @@ fn time_key(item: &Item) -> Vec<u8> {
 
 /// A `t/` key's creation time and id.
 fn parse_time_key(key: &[u8]) -> Option<(i64, &str)> {
-    let text = std::str::from_utf8(key.strip_prefix(b"t/")?).ok()?;
+    parse_cursor(std::str::from_utf8(key.strip_prefix(b"t/")?).ok()?)
+}
+
+/// A listing's cursor (`CREATED/ID`, as the time indexes hold it): creation time and id.
+fn parse_cursor(text: &str) -> Option<(i64, &str)> {
     let (created, id) = text.split_once('/')?;
     Some((created.parse().ok()?, id))
 }
@@ -234,39 +238,58 @@ impl Outbox {
         }
     }
 
-    /// Every item (of one partner, in one status), oldest first, at most `max`. Pending
-    /// ones come from the schedule; the others from the time indexes, read from the oldest
-    /// until `max` are found (the store keeps every callback ever sent).
+    /// Every item (of one partner, in one status), oldest first, at most `max`.
     pub fn list(
         &self,
         partner: Option<&str>,
         status: Option<ItemStatus>,
         max: usize,
     ) -> Result<Vec<Item>, String> {
+        Ok(self.page(partner, status, None, max)?.0)
+    }
+
+    /// A page of the items (of one partner, in one status), oldest first: at most `max`
+    /// after the cursor `after`, and the cursor of the next page when more follow
+    /// (`CREATED/ID`, the item's place in the time indexes). Pending ones come from the
+    /// schedule; the others from the time indexes, read from the cursor until the page is
+    /// full and one more is found.
+    pub fn page(
+        &self,
+        partner: Option<&str>,
+        status: Option<ItemStatus>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<Item>, Option<String>), String> {
+        let cursor = |item: &Item| format!("{:020}/{}", item.created_ms.max(0), item.id);
         if status == Some(ItemStatus::Pending) {
-            let ids = self.schedule(|s| s.oldest(partner, max));
+            let after = after.and_then(parse_cursor);
+            let ids = self.schedule(|s| s.oldest(partner, after, max.saturating_add(1)));
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(item) = self.get(&id)? {
                     out.push(item);
                 }
             }
-            return Ok(out);
+            let more = out.len() > max;
+            out.truncate(max);
+            let next = more.then(|| out.last().map(cursor)).flatten();
+            return Ok((out, next));
         }
         let prefix = match partner {
             Some(p) => format!("q/{p}/"),
             None => "t/".to_string(),
         };
+        let mut start = prefix.clone().into_bytes();
+        if let Some(after) = after {
+            start.extend_from_slice(after.as_bytes());
+            start.push(0);
+        }
         let mut out = Vec::new();
+        let mut more = false;
         let mut failed = None;
-        crate::store::for_each(
-            self.journal.store(),
-            Cf::Outbox,
-            prefix.as_bytes(),
-            |key, _| {
-                if out.len() >= max {
-                    return std::ops::ControlFlow::Break(());
-                }
+        self.journal
+            .store()
+            .for_each_under(Cf::Outbox, prefix.as_bytes(), &start, |key, _| {
                 // …/CREATED/ID: the id is what follows the time's fixed width.
                 let rest = key.get(prefix.len()..).unwrap_or_default();
                 let id = String::from_utf8_lossy(rest.get(21..).unwrap_or_default());
@@ -275,6 +298,10 @@ impl Outbox {
                         if partner.is_none_or(|p| p == item.partner)
                             && status.is_none_or(|s| s == item.status) =>
                     {
+                        if out.len() == max {
+                            more = true;
+                            return std::ops::ControlFlow::Break(());
+                        }
                         out.push(item)
                     }
                     Ok(_) => {}
@@ -284,11 +311,13 @@ impl Outbox {
                     }
                 }
                 std::ops::ControlFlow::Continue(())
-            },
-        )?;
+            })?;
         match failed {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => {
+                let next = more.then(|| out.last().map(cursor)).flatten();
+                Ok((out, next))
+            }
         }
     }
 

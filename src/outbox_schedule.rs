@@ -93,13 +93,19 @@ impl Schedule {
         }
     }
 
-    /// The `max` oldest pending items (of one partner).
-    pub(super) fn oldest(&self, partner: Option<&str>, max: usize) -> Vec<String> {
+    /// The `max` oldest pending items (of one partner), after (creation time, id) `after`.
+    pub(super) fn oldest(
+        &self,
+        partner: Option<&str>,
+        after: Option<(i64, &str)>,
+        max: usize,
+    ) -> Vec<String> {
         let mut found: Vec<(i64, &String)> = self
             .items
             .iter()
             .filter(|(_, s)| partner.is_none_or(|p| p == s.partner))
-            .map(|(id, s)| (s.created_ms, id))
+            .map(|(id, s)| (s.created_ms.max(0), id))
+            .filter(|(at, id)| after.is_none_or(|(t, a)| (*at, id.as_str()) > (t, a)))
             .collect();
         found.sort();
         found

@@ -241,3 +241,50 @@ async fn index_keys_of_an_item_written_again_are_removed_by_the_pruning_walk() {
     );
     assert_eq!(o.get("cb-1").unwrap().unwrap().created_ms, again.created_ms);
 }
+
+/// Listings come a page at a time, pending ones (from the schedule) and the rest (from the
+/// time indexes) alike: the pages together are the whole listing, and `next` is given only
+/// while more follow.
+#[tokio::test]
+async fn listings_come_a_page_at_a_time() {
+    let o = outbox(crate::store::Store::memory());
+    for id in 0..7u32 {
+        let mut i = item(id, 1_000 + i64::from(id % 3) * 10, 0, None);
+        i.partner = if id % 2 == 0 {
+            "P1".into()
+        } else {
+            "P2".into()
+        };
+        assert!(o.enqueue(i).await.unwrap());
+    }
+    let all = |partner: Option<&str>, status: Option<ItemStatus>| {
+        let (mut got, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let (page, next) = o.page(partner, status, after.as_deref(), 3).unwrap();
+            assert!(page.len() <= 3);
+            got.extend(page.into_iter().map(|i| i.id));
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => return (got, pages),
+            }
+        }
+    };
+    let whole: Vec<String> = o
+        .list(None, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(whole.len(), 7);
+    assert_eq!(all(None, None), (whole.clone(), 3));
+    assert_eq!(all(None, Some(ItemStatus::Pending)), (whole, 3));
+    let p1: Vec<String> = o
+        .list(Some("P1"), None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(all(Some("P1"), None), (p1.clone(), 2));
+    assert_eq!(all(Some("P1"), Some(ItemStatus::Pending)), (p1, 2));
+}

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{page_limit, ApiError, AppState, Body, Caller, Params, Role, LIST_MAX};
+use super::{page_limit, ApiError, AppState, Body, Caller, Params, Role};
 use crate::outbox::ItemStatus;
 use crate::va::report::parse_date;
 use crate::va::VaError;
@@ -129,6 +129,9 @@ struct ReportQuery {
 struct OutboxQuery {
     partner: Option<String>,
     status: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
 async fn pools(
@@ -244,13 +247,14 @@ async fn outbox(
         Some("delivered") => Some(ItemStatus::Delivered),
         Some(_) => return Err(ApiError::bad_request("status: pending or delivered")),
     };
-    let items = s
+    let limit = page_limit(q.limit)?;
+    let (items, next) = s
         .switch
         .va
         .outbox()
-        .list(partner.as_deref(), status, LIST_MAX)
+        .page(partner.as_deref(), status, q.after.as_deref(), limit)
         .map_err(storage)?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(json!({ "items": items, "next": next })))
 }
 
 async fn resend(caller: Caller, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

@@ -89,6 +89,12 @@ pub enum VaCommand {
         partner: Option<String>,
         #[arg(long)]
         status: Option<String>,
+        /// The `next` of the page before.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (1 to 1,000; 1,000 when not given).
+        #[arg(long)]
+        limit: Option<u32>,
     },
     /// Send a partner callback again now.
     OutboxResend { id: String },
@@ -136,9 +142,19 @@ impl VaCommand {
                 "/v1/va/report{}",
                 query(&[("partner", partner), ("from", from), ("to", to)])
             )),
-            Outbox { partner, status } => Call::get(format!(
+            Outbox {
+                partner,
+                status,
+                after,
+                limit,
+            } => Call::get(format!(
                 "/v1/outbox{}",
-                query(&[("partner", partner), ("status", status)])
+                query(&[
+                    ("partner", partner),
+                    ("status", status),
+                    ("after", after),
+                    ("limit", limit.map(|n| n.to_string())),
+                ])
             )),
             OutboxResend { id } => Call::post(format!("/v1/outbox/{}/resend", seg(&id)), None),
         }

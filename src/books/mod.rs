@@ -26,6 +26,7 @@ pub mod terminal;
 pub mod totals;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDate;
@@ -259,49 +260,76 @@ impl Books {
         stored::from_bytes(&raw)?.ok()
     }
 
-    /// Every event of a date: (link, transaction, event).
+    /// Every event of a date: (link, transaction, event). Reports visit them instead
+    /// ([`Books::each_event`]): a busy day holds millions.
     pub fn events(&self, date: NaiveDate) -> Result<Vec<(String, String, Event)>, String> {
-        let date = day::iso(date);
-        let mut out = self.events_under(&format!("{EVENTS_BEFORE_TERMINALS}{date}/"), false)?;
-        out.extend(self.events_under(&format!("{EVENTS}{date}/"), true)?);
+        let mut out = Vec::new();
+        self.each_event(date, |link, txn, e| {
+            out.push((link.to_string(), txn.to_string(), e))
+        })?;
         Ok(out)
     }
 
-    /// The events whose keys start with `prefix`, followed by `TERMINAL/` (when
+    /// Visit every event of a date: (link, transaction, event), read one at a time.
+    pub fn each_event(
+        &self,
+        date: NaiveDate,
+        mut visit: impl FnMut(&str, &str, Event),
+    ) -> Result<(), String> {
+        let date = day::iso(date);
+        self.events_under(
+            &format!("{EVENTS_BEFORE_TERMINALS}{date}/"),
+            false,
+            &mut visit,
+        )?;
+        self.events_under(&format!("{EVENTS}{date}/"), true, &mut visit)
+    }
+
+    /// Visit the events whose keys start with `prefix`, followed by `TERMINAL/` (when
     /// `with_terminal`: the prefix ends before it) then `LINK/TXN/LEG/TAG`.
     fn events_under(
         &self,
         prefix: &str,
         with_terminal: bool,
-    ) -> Result<Vec<(String, String, Event)>, String> {
-        let mut out = Vec::new();
-        for (key, value) in self.journal.scan(Cf::Books, prefix.as_bytes())? {
-            let key = String::from_utf8_lossy(&key);
-            let Some(Ok(event)) = stored::from_bytes::<Event>(&value) else {
-                return Err(format!("books: unreadable event {key}"));
-            };
-            let mut rest = key.get(prefix.len()..).unwrap_or_default();
-            if with_terminal {
-                // The terminal id may hold a slash itself: the event says how long it is.
-                rest = rest.get(event.terminal.len() + 1..).unwrap_or_default();
-            }
-            // LINK/TXN/LEG/TAG, the transaction key possibly holding slashes itself.
-            let Some((link, rest)) = rest.split_once('/') else {
-                continue;
-            };
-            let mut tail = rest.rsplitn(3, '/');
-            let (_tag, _leg, txn) = (tail.next(), tail.next(), tail.next().unwrap_or_default());
-            out.push((link.to_string(), txn.to_string(), event));
-        }
-        Ok(out)
+        visit: &mut dyn FnMut(&str, &str, Event),
+    ) -> Result<(), String> {
+        let mut failed = None;
+        self.journal
+            .store()
+            .for_each(Cf::Books, prefix.as_bytes(), |key, value| {
+                let key = String::from_utf8_lossy(key);
+                let Some(Ok(event)) = stored::from_bytes::<Event>(value) else {
+                    failed = Some(format!("books: unreadable event {key}"));
+                    return ControlFlow::Break(());
+                };
+                let mut rest = key.get(prefix.len()..).unwrap_or_default();
+                if with_terminal {
+                    // The terminal id may hold a slash itself: the event says how long it is.
+                    rest = rest.get(event.terminal.len() + 1..).unwrap_or_default();
+                }
+                // LINK/TXN/LEG/TAG, the transaction key possibly holding slashes itself.
+                let Some((link, rest)) = rest.split_once('/') else {
+                    return ControlFlow::Continue(());
+                };
+                let mut tail = rest.rsplitn(3, '/');
+                let (_tag, _leg, txn) = (tail.next(), tail.next(), tail.next().unwrap_or_default());
+                visit(link, txn, event);
+                ControlFlow::Continue(())
+            })?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Each link's totals of a date, in the units exchanged with it.
     pub fn link_totals(&self, date: NaiveDate) -> Result<BTreeMap<String, Totals>, String> {
         let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-        for (link, _, e) in self.events(date)? {
-            totals.entry(link).or_default().add(e.kind, e.units);
-        }
+        self.each_event(date, |link, _, e| match totals.get_mut(link) {
+            Some(t) => t.add(e.kind, e.units),
+            None => {
+                let mut t = Totals::default();
+                t.add(e.kind, e.units);
+                totals.insert(link.to_string(), t);
+            }
+        })?;
         Ok(totals)
     }
 
@@ -311,17 +339,23 @@ impl Books {
         let date = day::iso(date);
         // Its own range of keys; and what a store from before kept under the date alone
         // (nothing, for a date booked since).
-        let mut events = self.events_under(&format!("{EVENTS}{date}/{terminal}/"), false)?;
-        events.extend(self.events_under(&format!("{EVENTS_BEFORE_TERMINALS}{date}/"), false)?);
         let mut per_txn: BTreeMap<(String, u8), (EventKind, u64)> = BTreeMap::new();
-        for (_, txn, e) in events {
+        let mut add = |_: &str, txn: &str, e: Event| {
             // A terminal id holding a slash shares a prefix with another's.
             if e.terminal != terminal {
-                continue;
+                return;
             }
-            let slot = per_txn.entry((txn, e.kind as u8)).or_insert((e.kind, 0));
+            let slot = per_txn
+                .entry((txn.to_string(), e.kind as u8))
+                .or_insert((e.kind, 0));
             slot.1 = slot.1.saturating_add(e.amount);
-        }
+        };
+        self.events_under(&format!("{EVENTS}{date}/{terminal}/"), false, &mut add)?;
+        self.events_under(
+            &format!("{EVENTS_BEFORE_TERMINALS}{date}/"),
+            false,
+            &mut add,
+        )?;
         let mut totals = Totals::default();
         for (kind, amount) in per_txn.into_values() {
             totals.add(kind, amount);

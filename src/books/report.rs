@@ -126,34 +126,50 @@ pub struct TerminalLine {
 
 /// The settlement report of `date`.
 pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settlement, String> {
-    let events = books.events(date)?;
     // Every counterparty has its line, a quiet one too: an operator settles with each.
-    let mut in_currency: BTreeMap<&str, Totals> = books
+    let mut in_currency: BTreeMap<String, Totals> = books
         .parties()
         .keys()
-        .map(|k| (k.as_str(), Totals::default()))
+        .map(|k| (k.clone(), Totals::default()))
         .collect();
-    let mut in_units: BTreeMap<&str, Totals> = BTreeMap::new();
-    let mut merchants: BTreeMap<&str, (MerchantLine, BTreeSet<&str>)> = BTreeMap::new();
-    let mut terminals: BTreeMap<&str, (TerminalLine, BTreeSet<&str>)> = BTreeMap::new();
-    for (link, txn, e) in &events {
-        in_currency.entry(link).or_default().add(e.kind, e.amount);
-        in_units.entry(link).or_default().add(e.kind, e.units);
+    let mut in_units: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut merchants: BTreeMap<String, (MerchantLine, BTreeSet<String>)> = BTreeMap::new();
+    let mut terminals: BTreeMap<String, (TerminalLine, BTreeSet<String>)> = BTreeMap::new();
+    let mut coupons = CouponFold::default();
+    let mut failed = None;
+    // The day's events one at a time (a busy day holds millions): what is kept is a line
+    // per party, merchant and terminal, and the day's transaction ids (each line counts
+    // transactions, not events).
+    books.each_event(date, |link, txn, e| {
+        entry(&mut in_currency, link).add(e.kind, e.amount);
+        entry(&mut in_units, link).add(e.kind, e.units);
         let signed = signed(e.kind, e.amount);
         let fee_bp = books.party(link).map_or(0, |p| p.fee_bp);
-        let (m, txns) = merchants.entry(&e.merchant).or_default();
+        let (m, txns) = entry(&mut merchants, &e.merchant);
         m.gross += signed;
         m.fees += fee(signed, fee_bp);
-        txns.insert(txn);
-        let (t, txns) = terminals.entry(&e.terminal).or_default();
+        if !txns.contains(txn) {
+            txns.insert(txn.to_string());
+        }
+        let (t, txns) = entry(&mut terminals, &e.terminal);
         t.gross += signed;
-        txns.insert(txn);
+        if !txns.contains(txn) {
+            txns.insert(txn.to_string());
+        }
+        if failed.is_none() {
+            if let Err(err) = coupons.add(books, txn, &e) {
+                failed = Some(err);
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
     }
     let (mut issuers, mut acquirers) = (Vec::new(), Vec::new());
     for (link, t) in &in_currency {
         let party = books.party(link);
         let line = PartyLine {
-            id: link.to_string(),
+            id: link.clone(),
             kind: party.map_or_else(|| "unknown".into(), |p| p.kind.clone()),
             count: t.debits + t.credits,
             debits: t.debits_amount,
@@ -171,7 +187,7 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
     let merchants = merchants
         .into_iter()
         .map(|(id, (m, txns))| MerchantLine {
-            id: id.to_string(),
+            id,
             count: txns.len() as u64,
             net: m.gross - m.fees,
             ..m
@@ -180,12 +196,12 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
     let terminals = terminals
         .into_iter()
         .map(|(id, (t, txns))| TerminalLine {
-            id: id.to_string(),
+            id,
             count: txns.len() as u64,
             gross: t.gross,
         })
         .collect();
-    let coupons = coupon_settlement(books, &events)?;
+    let coupons = coupons.settle(books);
     let closed = date <= books.closed_through();
     let reconciliation = books.closing(date)?.map(|c| c.links);
     Ok(Settlement {
@@ -201,19 +217,20 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
     })
 }
 
-/// The coupon section of a day: its events whose transaction is a coupon purchase, or a
-/// refund of one.
-fn coupon_settlement(
-    books: &Books,
-    events: &[(String, String, super::Event)],
-) -> Result<CouponSettlement, String> {
-    use crate::coupons::{use_of, CouponUse};
-    let journal = &books.journal;
-    // Transaction → the coupon purchase it is or refunds (looked up once each).
-    let mut of: BTreeMap<&str, Option<CouponUse>> = BTreeMap::new();
-    let mut lines: BTreeMap<String, (CouponMerchantLine, BTreeSet<&str>)> = BTreeMap::new();
-    for (_, txn, e) in events {
-        if !of.contains_key(txn.as_str()) {
+/// The coupon section of a day, folded event by event: the events whose transaction is a
+/// coupon purchase, or a refund of one.
+#[derive(Default)]
+struct CouponFold {
+    /// Transaction → the coupon purchase it is or refunds (looked up once each).
+    of: BTreeMap<String, Option<crate::coupons::CouponUse>>,
+    lines: BTreeMap<String, (CouponMerchantLine, BTreeSet<String>)>,
+}
+
+impl CouponFold {
+    fn add(&mut self, books: &Books, txn: &str, e: &super::Event) -> Result<(), String> {
+        use crate::coupons::use_of;
+        let journal = &books.journal;
+        if !self.of.contains_key(txn) {
             let mut found = use_of(journal, txn)?;
             if found.is_none() {
                 let refunded =
@@ -222,12 +239,12 @@ fn coupon_settlement(
                     found = use_of(journal, &original)?;
                 }
             }
-            of.insert(txn, found);
+            self.of.insert(txn.to_string(), found);
         }
-        let Some(Some(paid)) = of.get(txn.as_str()) else {
-            continue;
+        let Some(Some(paid)) = self.of.get(txn) else {
+            return Ok(());
         };
-        let (line, txns) = lines.entry(paid.merchant.clone()).or_default();
+        let (line, txns) = entry(&mut self.lines, &paid.merchant);
         line.gross += signed(e.kind, e.amount);
         let discount = i64::try_from(paid.discount).unwrap_or(i64::MAX);
         match e.kind {
@@ -235,41 +252,58 @@ fn coupon_settlement(
             EventKind::DebitReversal => line.discounts -= discount,
             _ => {}
         }
-        txns.insert(txn);
-    }
-    let bp = books.config.coupon_fees_bp;
-    let mut out = CouponSettlement {
-        fees_bp: bp,
-        ..Default::default()
-    };
-    let mut chain = [0i64; 4];
-    for (id, (mut line, txns)) in lines {
-        line.id = id;
-        line.count = txns.len() as u64;
-        line.card_company = fee(line.gross, bp.card_company);
-        line.pg = fee(line.gross, bp.pg);
-        line.operator = fee(line.gross, bp.operator);
-        line.net = line.gross - line.card_company - line.pg - line.operator;
-        for (slot, v) in chain
-            .iter_mut()
-            .zip([line.card_company, line.pg, line.operator, line.net])
-        {
-            *slot += v;
+        if !txns.contains(txn) {
+            txns.insert(txn.to_string());
         }
-        out.count += line.count;
-        out.gross += line.gross;
-        out.discounts += line.discounts;
-        out.merchants.push(line);
+        Ok(())
     }
-    out.chain = ["card_company", "pg", "operator", "merchant"]
-        .into_iter()
-        .zip(chain)
-        .map(|(party, amount)| ChainLine {
-            party: party.into(),
-            amount,
-        })
-        .collect();
-    Ok(out)
+
+    fn settle(self, books: &Books) -> CouponSettlement {
+        let lines = self.lines;
+        let bp = books.config.coupon_fees_bp;
+        let mut out = CouponSettlement {
+            fees_bp: bp,
+            ..Default::default()
+        };
+        let mut chain = [0i64; 4];
+        for (id, (mut line, txns)) in lines {
+            line.id = id;
+            line.count = txns.len() as u64;
+            line.card_company = fee(line.gross, bp.card_company);
+            line.pg = fee(line.gross, bp.pg);
+            line.operator = fee(line.gross, bp.operator);
+            line.net = line.gross - line.card_company - line.pg - line.operator;
+            for (slot, v) in
+                chain
+                    .iter_mut()
+                    .zip([line.card_company, line.pg, line.operator, line.net])
+            {
+                *slot += v;
+            }
+            out.count += line.count;
+            out.gross += line.gross;
+            out.discounts += line.discounts;
+            out.merchants.push(line);
+        }
+        out.chain = ["card_company", "pg", "operator", "merchant"]
+            .into_iter()
+            .zip(chain)
+            .map(|(party, amount)| ChainLine {
+                party: party.into(),
+                amount,
+            })
+            .collect();
+        out
+    }
+}
+
+/// The entry of `key` in `map`, made (default) if it is not there; the key copied only then.
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key)
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 impl Settlement {

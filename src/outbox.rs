@@ -118,7 +118,7 @@ fn parse_time_key(key: &[u8]) -> Option<(i64, &str)> {
 }
 
 /// A listing's cursor (`CREATED/ID`, as the time indexes hold it): creation time and id.
-fn parse_cursor(text: &str) -> Option<(i64, &str)> {
+pub fn parse_cursor(text: &str) -> Option<(i64, &str)> {
     let (created, id) = text.split_once('/')?;
     Some((created.parse().ok()?, id))
 }
@@ -260,19 +260,23 @@ impl Outbox {
         after: Option<&str>,
         max: usize,
     ) -> Result<(Vec<Item>, Option<String>), String> {
-        let cursor = |item: &Item| format!("{:020}/{}", item.created_ms.max(0), item.id);
+        let after = match after {
+            Some(text) => Some(parse_cursor(text).ok_or("after: the `next` of a listing")?),
+            None => None,
+        };
         if status == Some(ItemStatus::Pending) {
-            let after = after.and_then(parse_cursor);
-            let ids = self.schedule(|s| s.oldest(partner, after, max.saturating_add(1)));
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
+            let mut found = self.schedule(|s| s.oldest(partner, after, max.saturating_add(1)));
+            let more = found.len() > max;
+            found.truncate(max);
+            let next = more
+                .then(|| found.last().map(|(at, id)| format!("{at:020}/{id}")))
+                .flatten();
+            let mut out = Vec::with_capacity(found.len());
+            for (_, id) in found {
                 if let Some(item) = self.get(&id)? {
                     out.push(item);
                 }
             }
-            let more = out.len() > max;
-            out.truncate(max);
-            let next = more.then(|| out.last().map(cursor)).flatten();
             return Ok((out, next));
         }
         let prefix = match partner {
@@ -280,20 +284,26 @@ impl Outbox {
             None => "t/".to_string(),
         };
         let mut start = prefix.clone().into_bytes();
-        if let Some(after) = after {
-            start.extend_from_slice(after.as_bytes());
+        if let Some((at, id)) = after {
+            start.extend_from_slice(format!("{at:020}/{id}").as_bytes());
             start.push(0);
         }
         let mut out = Vec::new();
-        let mut more = false;
+        let (mut more, mut next) = (false, None);
         let mut failed = None;
         self.journal
             .store()
             .for_each_under(Cf::Outbox, prefix.as_bytes(), &start, |key, _| {
                 // …/CREATED/ID: the id is what follows the time's fixed width.
                 let rest = key.get(prefix.len()..).unwrap_or_default();
-                let id = String::from_utf8_lossy(rest.get(21..).unwrap_or_default());
-                match self.get(&id) {
+                let Some((created, id)) = std::str::from_utf8(rest).ok().and_then(parse_cursor)
+                else {
+                    return std::ops::ControlFlow::Continue(());
+                };
+                match self.get(id) {
+                    // The key of an item written again at another time since (the pruning
+                    // walk removes it): the item is listed at its own time.
+                    Ok(Some(item)) if item.created_ms.max(0) != created => {}
                     Ok(Some(item))
                         if partner.is_none_or(|p| p == item.partner)
                             && status.is_none_or(|s| s == item.status) =>
@@ -302,6 +312,8 @@ impl Outbox {
                             more = true;
                             return std::ops::ControlFlow::Break(());
                         }
+                        // The cursor is the key read (the item's place in this index).
+                        next = Some(String::from_utf8_lossy(rest).into_owned());
                         out.push(item)
                     }
                     Ok(_) => {}
@@ -314,10 +326,7 @@ impl Outbox {
             })?;
         match failed {
             Some(e) => Err(e),
-            None => {
-                let next = more.then(|| out.last().map(cursor)).flatten();
-                Ok((out, next))
-            }
+            None => Ok((out, if more { next } else { None })),
         }
     }
 

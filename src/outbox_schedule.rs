@@ -93,13 +93,14 @@ impl Schedule {
         }
     }
 
-    /// The `max` oldest pending items (of one partner), after (creation time, id) `after`.
+    /// The `max` oldest pending items (of one partner), after (creation time, id) `after`:
+    /// their creation times (never below 0, as the time indexes hold them) and ids.
     pub(super) fn oldest(
         &self,
         partner: Option<&str>,
         after: Option<(i64, &str)>,
         max: usize,
-    ) -> Vec<String> {
+    ) -> Vec<(i64, String)> {
         let mut found: Vec<(i64, &String)> = self
             .items
             .iter()
@@ -111,7 +112,7 @@ impl Schedule {
         found
             .into_iter()
             .take(max)
-            .map(|(_, id)| id.clone())
+            .map(|(at, id)| (at, id.clone()))
             .collect()
     }
 

@@ -229,15 +229,38 @@ async fn index_keys_of_an_item_written_again_are_removed_by_the_pruning_walk() {
     let mut step = Step::new();
     Outbox::put(&mut step, &again);
     o.journal.commit(step).await.unwrap();
-    assert_eq!(o.journal.scan(Cf::Outbox, b"t/").unwrap().len(), 2);
-    assert_eq!(o.prune_delivered().await.unwrap(), 0, "the item is pending");
+    let between = item(2, now - 150 * day, now, None);
+    assert!(o.enqueue(between).await.unwrap());
+    assert_eq!(o.journal.scan(Cf::Outbox, b"t/").unwrap().len(), 3);
+    // Listed a page of one at a time, each item once, at its own time (the stale key of
+    // cb-1 neither lists it early nor moves the cursor past cb-2).
+    let (mut seen, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let (page, next) = o.page(None, None, after.as_deref(), 1).unwrap();
+        seen.extend(page.into_iter().map(|i| i.id));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["cb-2", "cb-1"]);
+    assert!(o.page(None, None, Some("not a cursor"), 1).is_err());
+    assert_eq!(
+        o.prune_delivered().await.unwrap(),
+        0,
+        "the items are pending"
+    );
+    let between = o.get("cb-2").unwrap().unwrap();
     assert_eq!(
         o.journal.scan(Cf::Outbox, b"t/").unwrap(),
-        vec![(time_key(&again), vec![])]
+        vec![(time_key(&between), vec![]), (time_key(&again), vec![])]
     );
     assert_eq!(
         o.journal.scan(Cf::Outbox, b"q/").unwrap(),
-        vec![(partner_time_key(&again), vec![])]
+        vec![
+            (partner_time_key(&between), vec![]),
+            (partner_time_key(&again), vec![])
+        ]
     );
     assert_eq!(o.get("cb-1").unwrap().unwrap().created_ms, again.created_ms);
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{page_limit, ApiError, AppState, Body, Caller, Params, Role};
-use crate::outbox::ItemStatus;
+use crate::outbox::{parse_cursor, ItemStatus};
 use crate::va::report::parse_date;
 use crate::va::VaError;
 
@@ -248,6 +248,12 @@ async fn outbox(
         Some(_) => return Err(ApiError::bad_request("status: pending or delivered")),
     };
     let limit = page_limit(q.limit)?;
+    if q.after
+        .as_deref()
+        .is_some_and(|a| parse_cursor(a).is_none())
+    {
+        return Err(ApiError::bad_request("after: the `next` of a listing"));
+    }
     let (items, next) = s
         .switch
         .va

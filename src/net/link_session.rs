@@ -36,7 +36,10 @@ pub(super) async fn run_session(
                     }
                     // A host whose certificate does not chain to the link's CA or does not
                     // carry its name is treated as unreachable: back off and fail over.
-                    Some(tls) => match tls.connect(&addr, stream).await {
+                    Some(tls) => match tokio::select! {
+                        _ = stop.cancelled() => return,
+                        c = tls.connect(&addr, stream) => c,
+                    } {
                         Ok(stream) => {
                             tracing::info!(link = %link.name, session = index, %addr, "connected (TLS)");
                             backoff = Duration::from_millis(link.config.reconnect_min_ms);
@@ -103,10 +106,13 @@ async fn serve_connection<S>(
                 _ = writer_stop.cancelled() => break,
                 f = rx.recv() => match f { Some(f) => f, None => break },
             };
-            if send_batch(&mut writing, &mut codec, &mut rx, frame, &mut batch)
-                .await
-                .is_err()
-            {
+            // A host that stops reading fills the socket: the write is given up when the
+            // connection ends (stop, the reader gone, echoes failing).
+            let sent = tokio::select! {
+                _ = writer_stop.cancelled() => break,
+                r = send_batch(&mut writing, &mut codec, &mut rx, frame, &mut batch) => r,
+            };
+            if sent.is_err() {
                 break;
             }
         }
@@ -135,7 +141,17 @@ async fn serve_connection<S>(
     });
 
     // Sign on, then keep the session alive with echoes.
-    let signed_on = !link.config.sign_on || network_exchange(link, session, "001").await;
+    // Neither the sign-on nor an echo outlives the connection (a stop waits for sessions).
+    let exchange = |code: &'static str| {
+        let conn_stop = conn_stop.clone();
+        async move {
+            tokio::select! {
+                _ = conn_stop.cancelled() => None,
+                ok = network_exchange(link, session, code) => Some(ok),
+            }
+        }
+    };
+    let signed_on = !link.config.sign_on || exchange("001").await == Some(true);
     if signed_on {
         session.up.store(true, Ordering::Relaxed);
         link.publish_state();
@@ -150,7 +166,10 @@ async fn serve_connection<S>(
             if link.idle_for() < interval {
                 continue;
             }
-            if network_exchange(link, session, "301").await {
+            let Some(answered) = exchange("301").await else {
+                break;
+            };
+            if answered {
                 failures = 0;
             } else {
                 failures += 1;

@@ -252,6 +252,92 @@ async fn recent_history_reads_back_only_what_came_after_and_matches_the_full_his
     assert!(ledger.history_since("nobody", 0).unwrap().is_empty());
 }
 
+/// A day's statement read from the balance now and the entries since the day began (not
+/// the whole past) gives what the whole past gives: the same opening, the same entries,
+/// for every day, while other legs land on the same account today.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_days_statement_from_the_balance_now_matches_the_one_from_all_history() {
+    use cyberswitch::clock::ManualClock;
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = cyberswitch::store::open(dir.path()).unwrap();
+    let journal = Journal::open(db, Sealer::from_card_key(&[3; 32]), 1024).unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(ManualClock::new(t0));
+    let ledger = Ledger::open_with_clock(journal, Duration::from_secs(600), clock.clone()).unwrap();
+    ledger.open_account("A", "P").await.unwrap();
+    // Four days of every kind of entry, a few hours apart.
+    for day in 0..4 {
+        let p = |n: &str| format!("d{day}-{n}");
+        ledger.credit("A", 10_000, &p("in")).await.unwrap();
+        clock.advance(chrono::Duration::hours(3));
+        ledger.hold("A", 1_200, &p("h1")).await.unwrap();
+        ledger.hold("A", 800, &p("h2")).await.unwrap();
+        ledger.post(&p("h1")).await.unwrap();
+        clock.advance(chrono::Duration::hours(3));
+        ledger.void(&p("h2")).await.unwrap();
+        ledger
+            .debit("A", 2_500 + day * 10, &p("out"))
+            .await
+            .unwrap();
+        ledger.hold("A", 300, &p("open")).await.unwrap();
+        clock.advance(chrono::Duration::hours(18));
+    }
+    let start0 = t0.timestamp_millis();
+    // What the whole past says about day `d`.
+    let from_all = |d: i64| {
+        let (start, end) = (start0 + d * DAY, start0 + (d + 1) * DAY);
+        let mut opening = Balance::default();
+        let mut entries = Vec::new();
+        for e in ledger.history("A").unwrap() {
+            if e.at_ms < start {
+                e.apply_to(&mut opening).unwrap();
+            } else if e.at_ms < end {
+                entries.push(e.leg);
+            }
+        }
+        (opening, entries)
+    };
+    let days: Vec<_> = (0..5).map(from_all).collect();
+    assert_eq!(days[0].0, Balance::default());
+    assert_eq!(days[2].1.len(), 7, "{:?}", days[2].1);
+    // Legs landing today (day 4) while the earlier days are read.
+    let writer = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                ledger.credit("A", 5, &format!("late-{i}")).await.unwrap();
+                ledger.hold("A", 3, &format!("late-h-{i}")).await.unwrap();
+            }
+        })
+    };
+    for round in 0..20 {
+        for d in 0..4 {
+            let (start, end) = (start0 + d * DAY, start0 + (d + 1) * DAY);
+            let (opening, entries) = ledger.day("A", start, end).await.unwrap();
+            let legs: Vec<_> = entries.into_iter().map(|e| e.leg).collect();
+            assert_eq!(
+                (opening, legs),
+                days[d as usize].clone(),
+                "day {d}, round {round}"
+            );
+        }
+    }
+    writer.await.unwrap();
+    let today = ledger
+        .day("A", start0 + 4 * DAY, start0 + 5 * DAY)
+        .await
+        .unwrap();
+    assert_eq!(today.0, days[4].0, "today's opening");
+    assert_eq!(today.1.len(), 400, "today's entries");
+    assert!(matches!(
+        ledger.day("nobody", 0, DAY).await,
+        Err(LedgerError::UnknownAccount(_))
+    ));
+}
+
 /// Accounts opened with an opening credit and the caller's own writes are one step: when any
 /// part is refused, nothing is written, and what was written survives a reopen whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,7 +298,7 @@ async fn card_statement(
 ) -> ApiResult {
     let card = card_for(&s, &caller, &id)?;
     let day = q.day().map_err(ApiError::bad_request)?;
-    let st = s.switch.hosted.statement(&card, day)?;
+    let st = s.switch.hosted.statement(&card, day).await?;
     Ok(Json(serde_json::to_value(st).map_err(internal)?))
 }
 

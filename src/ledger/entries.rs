@@ -18,6 +18,26 @@ impl Balance {
     pub fn available(&self) -> i64 {
         self.posted.saturating_sub(self.pending)
     }
+
+    /// What `entries` change, applied in order from nothing.
+    pub fn change_of(entries: &[LedgerEntry]) -> Result<Balance, super::LedgerError> {
+        let mut change = Balance::default();
+        for e in entries {
+            e.apply_to(&mut change)?;
+        }
+        Ok(change)
+    }
+
+    /// The balance before `change` was applied to it.
+    pub fn less(&self, change: &Balance) -> Result<Balance, super::LedgerError> {
+        match (
+            self.posted.checked_sub(change.posted),
+            self.pending.checked_sub(change.pending),
+        ) {
+            (Some(posted), Some(pending)) => Ok(Balance { posted, pending }),
+            _ => Err(super::LedgerError::OutOfRange),
+        }
+    }
 }
 
 /// What an entry did.

@@ -50,6 +50,28 @@ impl Ledger {
         Ok(recent)
     }
 
+    /// An account's opening balance at `start_ms` and its entries made in `[start_ms,
+    /// end_ms)`: a day's statement. Read backwards from the newest entry down to `start_ms`,
+    /// with the balance now, under the account's lock (no entry lands between the two
+    /// reads): the opening is the balance now less what the entries since `start_ms`
+    /// changed, so a statement of a recent day reads that day's entries and the ones after
+    /// it, not the account's whole past.
+    pub async fn day(
+        &self,
+        account: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(Balance, Vec<LedgerEntry>), LedgerError> {
+        let _held = self.lock(account).await;
+        let now = self
+            .balance(account)
+            .ok_or_else(|| LedgerError::UnknownAccount(account.to_string()))?;
+        let mut since = self.history_since(account, start_ms)?;
+        let opening = now.less(&Balance::change_of(&since)?)?;
+        since.retain(|e| e.at_ms < end_ms);
+        Ok((opening, since))
+    }
+
     /// Balances derived afresh from the stored entries (for checks: must equal
     /// [`Ledger::balance`]).
     pub fn derive(&self, account: &str) -> Result<Balance, LedgerError> {

@@ -70,17 +70,27 @@ impl Hosted {
     }
 
     /// F15: a card's statement for one local day.
-    pub fn statement(&self, card: &Card, day: NaiveDate) -> Result<Statement, HostedError> {
+    pub async fn statement(&self, card: &Card, day: NaiveDate) -> Result<Statement, HostedError> {
         let (start, end) = day_bounds(day);
-        let mut opening = Balance::default();
-        let mut entries = Vec::new();
-        for e in self.history(card)? {
-            if e.at_ms < start {
-                e.apply_to(&mut opening)?;
-            } else if e.at_ms < end {
-                entries.push(e);
+        let (opening, entries) = match &card.master {
+            // The card's own account: its balance now less what changed since the day began
+            // (the day's entries and the ones after it, not the card's whole past).
+            None => self.ledger.day(&card.account, start, end).await?,
+            // A sub-account card's balance is that of its own legs on the master's account,
+            // which no balance in memory keeps: derived from all of them.
+            Some(_) => {
+                let mut opening = Balance::default();
+                let mut entries = Vec::new();
+                for e in self.history(card)? {
+                    if e.at_ms < start {
+                        e.apply_to(&mut opening)?;
+                    } else if e.at_ms < end {
+                        entries.push(e);
+                    }
+                }
+                (opening, entries)
             }
-        }
+        };
         let mut closing = opening;
         for e in &entries {
             e.apply_to(&mut closing)?;

@@ -209,6 +209,10 @@ async fn a_mixed_day_reconciles_and_its_report_equals_the_simulators_to_the_unit
         .unwrap();
     assert_eq!(merchant.gross, 1_000 + 12_000 + 20_000 - 4_000);
     assert_eq!(merchant.net, merchant.gross - merchant.fees);
+    // Transactions, not events: the reversed purchase's two events count once.
+    assert_eq!(merchant.count, 5, "four purchases and a refund");
+    assert_eq!(closed_report.terminals.len(), 1);
+    assert_eq!(closed_report.terminals[0].count, 5);
     let frozen = serde_json::to_string(&closed_report).unwrap();
 
     // More traffic goes to the next day; the closed one does not move.

@@ -8,7 +8,7 @@
 //! `gross` is the same sum over its transactions, `fees` that sum's share at each leg's rate
 //! (a reversal or refund gives its fee back), `net` what it is paid.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -133,14 +133,16 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
         .map(|k| (k.clone(), Totals::default()))
         .collect();
     let mut in_units: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut merchants: BTreeMap<String, (MerchantLine, BTreeSet<String>)> = BTreeMap::new();
-    let mut terminals: BTreeMap<String, (TerminalLine, BTreeSet<String>)> = BTreeMap::new();
+    let mut merchants: BTreeMap<String, (MerchantLine, HashSet<u32>)> = BTreeMap::new();
+    let mut terminals: BTreeMap<String, (TerminalLine, HashSet<u32>)> = BTreeMap::new();
     let mut coupons = CouponFold::default();
+    let mut ids = TxnIds::default();
     let mut failed = None;
     // The day's events one at a time (a busy day holds millions): what is kept is a line
-    // per party, merchant and terminal, and the day's transaction ids (each line counts
-    // transactions, not events).
+    // per party, merchant and terminal, and the day's transaction ids, each once (each line
+    // counts transactions, not events, by their number).
     books.each_event(date, |link, txn, e| {
+        let (n, first) = ids.of(txn);
         entry(&mut in_currency, link).add(e.kind, e.amount);
         entry(&mut in_units, link).add(e.kind, e.units);
         let signed = signed(e.kind, e.amount);
@@ -148,16 +150,12 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
         let (m, txns) = entry(&mut merchants, &e.merchant);
         m.gross += signed;
         m.fees += fee(signed, fee_bp);
-        if !txns.contains(txn) {
-            txns.insert(txn.to_string());
-        }
+        txns.insert(n);
         let (t, txns) = entry(&mut terminals, &e.terminal);
         t.gross += signed;
-        if !txns.contains(txn) {
-            txns.insert(txn.to_string());
-        }
+        txns.insert(n);
         if failed.is_none() {
-            if let Err(err) = coupons.add(books, txn, &e) {
+            if let Err(err) = coupons.add(books, txn, n, first, &e) {
                 failed = Some(err);
             }
         }
@@ -217,20 +215,45 @@ pub fn settlement(books: &Books, date: NaiveDate, currency: u16) -> Result<Settl
     })
 }
 
+/// A day's transaction ids, each kept once and known by its number after that.
+#[derive(Default)]
+struct TxnIds(HashMap<String, u32>);
+
+impl TxnIds {
+    /// The transaction's number, and whether this is the first time it is seen.
+    fn of(&mut self, txn: &str) -> (u32, bool) {
+        if let Some(&n) = self.0.get(txn) {
+            return (n, false);
+        }
+        let n = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
+        self.0.insert(txn.to_string(), n);
+        (n, true)
+    }
+}
+
 /// The coupon section of a day, folded event by event: the events whose transaction is a
 /// coupon purchase, or a refund of one.
 #[derive(Default)]
 struct CouponFold {
-    /// Transaction → the coupon purchase it is or refunds (looked up once each).
-    of: BTreeMap<String, Option<crate::coupons::CouponUse>>,
-    lines: BTreeMap<String, (CouponMerchantLine, BTreeSet<String>)>,
+    /// Transaction (by its number in [`TxnIds`]) → the coupon purchase it is or refunds,
+    /// looked up the first time the transaction is seen; only those that are kept.
+    of: HashMap<u32, crate::coupons::CouponUse>,
+    lines: BTreeMap<String, (CouponMerchantLine, HashSet<u32>)>,
 }
 
 impl CouponFold {
-    fn add(&mut self, books: &Books, txn: &str, e: &super::Event) -> Result<(), String> {
+    /// An event of transaction `txn`, number `n` (`first`: its first event of the day).
+    fn add(
+        &mut self,
+        books: &Books,
+        txn: &str,
+        n: u32,
+        first: bool,
+        e: &super::Event,
+    ) -> Result<(), String> {
         use crate::coupons::use_of;
         let journal = &books.journal;
-        if !self.of.contains_key(txn) {
+        if first {
             let mut found = use_of(journal, txn)?;
             if found.is_none() {
                 let refunded =
@@ -239,9 +262,11 @@ impl CouponFold {
                     found = use_of(journal, &original)?;
                 }
             }
-            self.of.insert(txn.to_string(), found);
+            if let Some(paid) = found {
+                self.of.insert(n, paid);
+            }
         }
-        let Some(Some(paid)) = self.of.get(txn) else {
+        let Some(paid) = self.of.get(&n) else {
             return Ok(());
         };
         let (line, txns) = entry(&mut self.lines, &paid.merchant);
@@ -252,9 +277,7 @@ impl CouponFold {
             EventKind::DebitReversal => line.discounts -= discount,
             _ => {}
         }
-        if !txns.contains(txn) {
-            txns.insert(txn.to_string());
-        }
+        txns.insert(n);
         Ok(())
     }
 

@@ -103,6 +103,12 @@ impl Running {
         if let Err(e) = self.switch.journal.sync().await {
             tracing::error!(error = %e, "journal not synced at stop");
         }
+        // The hosted ledger takes no more writes; what its memory holds is written so the
+        // next start need not replay all its history (a kill -9 leaves none: full replay).
+        match self.switch.hosted.ledger.checkpoint().await {
+            Ok(accounts) => tracing::info!(accounts, "hosted ledger: checkpoint written"),
+            Err(e) => tracing::error!(error = %e, "hosted ledger: checkpoint not written"),
+        }
         let in_transit = self.switch.deliveries.in_transit();
         if in_transit > 0 {
             tracing::warn!(

@@ -555,3 +555,254 @@ async fn a_completion_posts_part_of_a_hold_and_releases_the_rest() {
     assert_eq!(ledger.balance("A").unwrap().available(), 10_000);
     assert_eq!(ledger.derive("A").unwrap().posted, 10_000);
 }
+
+type Memory = (
+    std::collections::HashMap<String, Balance>,
+    i64,
+    Vec<(i64, String)>,
+);
+
+fn memory(ledger: &Ledger) -> Memory {
+    (
+        ledger.balances(),
+        ledger.open_holds(),
+        ledger.pending_holds(),
+    )
+}
+
+fn open_at(dir: &std::path::Path, clock: Arc<cyberswitch::clock::ManualClock>) -> Arc<Ledger> {
+    let db = cyberswitch::store::open(dir).unwrap();
+    let journal = Journal::open(db, Sealer::from_card_key(&[3; 32]), 1024).unwrap();
+    Ledger::open_with_clock(journal, Duration::from_secs(3_600), clock).unwrap()
+}
+
+/// The checkpoint written at a stop gives the next start what replaying every entry gives
+/// (balances, open holds, the pending holds by expiry, sequence numbers going on), after a
+/// random history of every kind of operation; it is used once; once the ledger has stopped
+/// it takes no write; and an entry written behind its back (a build that does not know
+/// checkpoints) or an account opened since sends the start back to the full replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stops_checkpoint_gives_what_the_full_replay_gives_and_only_while_true() {
+    use cyberswitch::ledger::Start;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(cyberswitch::clock::ManualClock::new(t0));
+    let accounts = ["A", "B", "C", "D"];
+    let expected = {
+        let ledger = open_at(dir.path(), clock.clone());
+        assert_eq!(ledger.started_from(), Start::Replay);
+        for a in accounts {
+            ledger.open_account(a, "P").await.unwrap();
+            ledger
+                .credit(a, 50_000, &format!("load-{a}"))
+                .await
+                .unwrap();
+        }
+        let mut seed: u64 = 0x5eed;
+        let mut holds: Vec<String> = Vec::new();
+        for i in 0..600 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (seed >> 33) as usize;
+            let a = accounts[r % accounts.len()];
+            let amount = 1 + (r % 700) as i64;
+            let leg = format!("leg-{i}");
+            match (r >> 8) % 8 {
+                0 => drop(ledger.credit(a, amount, &leg).await),
+                1 => drop(ledger.debit(a, amount, &leg).await),
+                2 | 3 => {
+                    if ledger.hold(a, amount, &leg).await.is_ok() {
+                        holds.push(leg);
+                    }
+                }
+                4 if !holds.is_empty() => {
+                    let h = holds.swap_remove(r % holds.len());
+                    drop(ledger.post(&h).await);
+                }
+                5 if !holds.is_empty() => {
+                    let h = holds.swap_remove(r % holds.len());
+                    drop(ledger.complete(&h, 1).await);
+                }
+                6 if !holds.is_empty() => {
+                    let h = holds.swap_remove(r % holds.len());
+                    drop(ledger.void(&h).await);
+                }
+                _ => clock.advance(chrono::Duration::minutes(20)),
+            }
+            if i == 300 {
+                // Some holds expire on the way.
+                ledger.expire_holds().await.unwrap();
+            }
+        }
+        let expected = memory(&ledger);
+        assert!(expected.1 > 0, "some holds still pending");
+        assert_eq!(expected.2.len() as i64, expected.1);
+        assert_eq!(ledger.checkpoint().await.unwrap(), accounts.len());
+        assert!(matches!(
+            ledger.credit("A", 1, "after-stop").await,
+            Err(LedgerError::Stopped)
+        ));
+        assert!(matches!(
+            ledger.hold("B", 1, "after-stop-2").await,
+            Err(LedgerError::Stopped)
+        ));
+        assert_eq!(memory(&ledger), expected, "nothing moved after the stop");
+        expected
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        let ledger = open_at(dir.path(), clock.clone());
+        assert_eq!(ledger.started_from(), Start::Checkpoint);
+        assert_eq!(memory(&ledger), expected);
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let last_seq = {
+        let ledger = open_at(dir.path(), clock.clone());
+        assert_eq!(ledger.started_from(), Start::Replay, "used once");
+        assert_eq!(memory(&ledger), expected);
+        ledger.checkpoint().await.unwrap();
+        accounts
+            .iter()
+            .flat_map(|a| ledger.history(a).unwrap())
+            .map(|e| e.seq)
+            .max()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        // Sequence numbers go on past every entry after a start from the checkpoint.
+        let ledger = open_at(dir.path(), clock.clone());
+        assert_eq!(ledger.started_from(), Start::Checkpoint);
+        assert_eq!(
+            memory(&ledger),
+            expected,
+            "the second checkpoint, written over the first"
+        );
+        ledger.credit("A", 10, "next").await.unwrap();
+        let next = ledger.history("A").unwrap().pop().unwrap();
+        assert_eq!(next.leg, "next");
+        assert!(next.seq > last_seq);
+        ledger.checkpoint().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // An entry written behind the checkpoint's back.
+    {
+        let store = cyberswitch::store::open(dir.path()).unwrap();
+        let entry = cyberswitch::ledger::LedgerEntry {
+            seq: last_seq + 1_000,
+            account: "C".into(),
+            kind: cyberswitch::ledger::EntryType::Credit,
+            amount: 777,
+            leg: "behind".into(),
+            at_ms: 0,
+        };
+        let mut batch = store.batch();
+        batch
+            .put(
+                cyberswitch::store::Cf::LedgerEntries,
+                &cyberswitch::store::seq_key("C", entry.seq),
+                &serde_json::to_vec(&entry).unwrap(),
+            )
+            .unwrap();
+        store.write(batch, true).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        let ledger = open_at(dir.path(), clock.clone());
+        assert_eq!(
+            ledger.started_from(),
+            Start::Replay,
+            "an entry written since"
+        );
+        assert_eq!(
+            ledger.balance("C").unwrap().posted,
+            expected.0["C"].posted + 777
+        );
+        assert_eq!(ledger.derive("C").unwrap(), ledger.balance("C").unwrap());
+        ledger.checkpoint().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // An account opened behind its back.
+    {
+        let store = cyberswitch::store::open(dir.path()).unwrap();
+        let mut batch = store.batch();
+        batch
+            .put(cyberswitch::store::Cf::LedgerAccounts, b"E", b"{}")
+            .unwrap();
+        store.write(batch, true).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ledger = open_at(dir.path(), clock.clone());
+    assert_eq!(
+        ledger.started_from(),
+        Start::Replay,
+        "an account opened since"
+    );
+    assert!(ledger.balance("E").is_some());
+}
+
+/// A stop while legs are being written: each write either lands before the walk reads its
+/// account or is refused, so the checkpoint equals what the entries say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_taken_under_load_equals_the_entries() {
+    use cyberswitch::ledger::Start;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(cyberswitch::clock::ManualClock::new(chrono::Utc::now()));
+    let accounts = ["A", "B", "C"];
+    let expected = {
+        let ledger = open_at(dir.path(), clock.clone());
+        for a in accounts {
+            ledger.open_account(a, "P").await.unwrap();
+            ledger
+                .credit(a, 1_000_000, &format!("load-{a}"))
+                .await
+                .unwrap();
+        }
+        let writers: Vec<_> = (0..6)
+            .map(|t| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        let a = ["A", "B", "C"][(t + i) % 3];
+                        let leg = format!("w{t}-{i}");
+                        let done = if i % 2 == 0 {
+                            ledger.hold(a, 7, &leg).await
+                        } else {
+                            ledger.debit(a, 3, &leg).await
+                        };
+                        match done {
+                            Ok(_) => {}
+                            Err(LedgerError::Stopped) => return i,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ledger.checkpoint().await.unwrap();
+        let mut written = 0;
+        for w in writers {
+            written += w.await.unwrap();
+        }
+        assert!(written > 0, "legs were written before the stop");
+        for a in accounts {
+            assert_eq!(ledger.derive(a).unwrap(), ledger.balance(a).unwrap(), "{a}");
+        }
+        memory(&ledger)
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        let ledger = open_at(dir.path(), clock.clone());
+        assert_eq!(ledger.started_from(), Start::Checkpoint);
+        assert_eq!(memory(&ledger), expected);
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ledger = open_at(dir.path(), clock);
+    assert_eq!(ledger.started_from(), Start::Replay);
+    assert_eq!(memory(&ledger), expected, "the replay agrees");
+}

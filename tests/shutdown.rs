@@ -356,7 +356,15 @@ async fn sigterm_with_a_host_slower_than_the_drain_exits_in_time_and_recovery_un
             .all(|(_, _, a)| a.as_ref().is_none_or(|a| code(a) != "00")),
         "an approval left after the drain was given up"
     );
+    // A graceful stop leaves the hosted ledger's checkpoint, and the next start opens from it.
+    assert!(
+        w.logs().contains("hosted ledger: checkpoint written"),
+        "{}",
+        w.logs()
+    );
+    assert!(!w.logs().contains("from=Checkpoint"));
     w.restart_and_settle().await;
+    assert!(w.logs().contains("from=Checkpoint"), "{}", w.logs());
     w.check_money(&seen);
     w.check_nothing_left();
 }

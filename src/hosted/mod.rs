@@ -118,6 +118,7 @@ impl From<LedgerError> for HostedError {
             LedgerError::UnknownLeg(l) => HostedError::NotFound(format!("leg {l}")),
             e @ LedgerError::WrongState { .. } => HostedError::Conflict(e.to_string()),
             LedgerError::Storage(s) => HostedError::Storage(s),
+            e @ LedgerError::Stopped => HostedError::Storage(e.to_string()),
             e @ LedgerError::LegCollision(_) => HostedError::Duplicate(e.to_string()),
         }
     }

@@ -30,6 +30,14 @@ impl Ledger {
         self.balances.get(account).map(|b| *b)
     }
 
+    /// The holds still pending, by expiry (ms) and leg id.
+    pub fn pending_holds(&self) -> Vec<(i64, String)> {
+        match self.pending.lock() {
+            Ok(p) => p.iter().cloned().collect(),
+            Err(p) => p.into_inner().iter().cloned().collect(),
+        }
+    }
+
     /// Every account with its balance.
     pub fn balances(&self) -> HashMap<String, Balance> {
         self.balances
@@ -63,7 +71,7 @@ impl Ledger {
         // Locks taken in one order (sorted), so two openings cannot wait on each other.
         let mut _guards = Vec::with_capacity(ids.len());
         for id in &ids {
-            _guards.push(self.lock(id).await);
+            _guards.push(self.lock(id).await?);
         }
         let mut credits = Vec::new();
         for a in accounts {

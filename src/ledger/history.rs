@@ -62,7 +62,7 @@ impl Ledger {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<(Balance, Vec<LedgerEntry>), LedgerError> {
-        let _held = self.lock(account).await;
+        let _held = self.locks.lock(account).await;
         let now = self
             .balance(account)
             .ok_or_else(|| LedgerError::UnknownAccount(account.to_string()))?;

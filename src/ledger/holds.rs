@@ -72,7 +72,7 @@ impl Ledger {
         accounts.dedup();
         let mut _guards = Vec::with_capacity(accounts.len());
         for account in &accounts {
-            _guards.push(self.lock(account).await);
+            _guards.push(self.lock(account).await?);
         }
         // Read again under the lock: another task may have settled it meanwhile.
         let mut leg = self
@@ -141,7 +141,7 @@ impl Ledger {
             // A refund leg: undoing it touches the leg it gave back to.
             return self.unrefund(leg_id).await;
         }
-        let _guard = self.lock(&first.account).await;
+        let _guard = self.lock(&first.account).await?;
         // Read again under the lock: another task may have settled it meanwhile.
         let mut leg = self
             .leg(leg_id)?
@@ -177,9 +177,9 @@ impl Ledger {
         };
         let mut accounts = [first.account.as_str(), earned.account.as_str()];
         accounts.sort_unstable();
-        let _first = self.lock(accounts[0]).await;
+        let _first = self.lock(accounts[0]).await?;
         let _second = if accounts[1] != accounts[0] {
-            Some(self.lock(accounts[1]).await)
+            Some(self.lock(accounts[1]).await?)
         } else {
             None
         };

@@ -24,6 +24,7 @@
 //! - `write`: the write path all of them share (lock, check, commit, apply).
 
 mod accounts;
+mod checkpoint;
 mod entries;
 mod history;
 mod holds;
@@ -38,7 +39,7 @@ pub use legs::{Leg, LegState};
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +75,9 @@ pub enum LedgerError {
     LegCollision(String),
     #[error("ledger storage: {0}")]
     Storage(String),
+    /// The switch is stopping: the ledger wrote its checkpoint and takes no more writes.
+    #[error("the hosted ledger is stopped")]
+    Stopped,
 }
 
 pub struct Ledger {
@@ -86,6 +90,10 @@ pub struct Ledger {
     /// Holds placed and not yet posted, voided or expired (derived from the entries at
     /// open, then kept with every entry recorded).
     open_holds: AtomicI64,
+    /// Set by [`Ledger::checkpoint`] at a stop: every write is refused from then on.
+    closed: AtomicBool,
+    /// How the memory was built at open.
+    start: Start,
     /// Pending holds by expiry: what the expiry sweep looks at (it read every leg ever
     /// placed before). Built from the legs at open, then kept with every entry recorded.
     pending: std::sync::Mutex<BTreeSet<(i64, String)>>,
@@ -117,72 +125,33 @@ impl Ledger {
         hold_ttl: Duration,
         clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<Arc<Ledger>, LedgerError> {
-        // Read a record at a time: the entries and legs of all history need not fit in
-        // memory at once (a full copy of them was taken here before).
         let store = journal.store();
-        let balances: DashMap<String, Balance> = DashMap::new();
-        store
-            .for_each(Cf::LedgerAccounts, b"", |k, _| {
-                balances.insert(String::from_utf8_lossy(k).into_owned(), Balance::default());
-                ControlFlow::Continue(())
-            })
-            .map_err(storage)?;
-        let mut max_seq = 0;
-        let mut open_holds = 0;
-        let mut damaged = None;
-        store
-            .for_each(Cf::LedgerEntries, b"", |_, v| {
-                let e: LedgerEntry = match serde_json::from_slice(v) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        damaged = Some(storage(e));
-                        return ControlFlow::Break(());
-                    }
-                };
-                max_seq = max_seq.max(e.seq);
-                open_holds += e.kind.open_holds_delta();
-                let mut b = balances.entry(e.account.clone()).or_default();
-                if e.apply_to(&mut b).is_err() {
-                    tracing::error!(account = %e.account, seq = e.seq, "ledger replay: entry out of range, skipped");
-                }
-                // Only an entry that takes money must leave something available: a clawback
-                // of earned points may leave a recorded debt (see `holds`).
-                if b.available() < 0 && e.kind.takes_money() {
-                    tracing::error!(account = %e.account, "ledger replay: available below zero");
-                }
-                ControlFlow::Continue(())
-            })
-            .map_err(storage)?;
-        if let Some(e) = damaged {
-            return Err(e);
+        let began = std::time::Instant::now();
+        let (state, start) = match checkpoint::load(store) {
+            Ok(Some(state)) => (state, Start::Checkpoint),
+            Ok(None) => (replay(store)?, Start::Replay),
+            Err(why) => {
+                tracing::warn!(reason = %why, "hosted ledger: the stop's checkpoint is not used");
+                (replay(store)?, Start::Replay)
+            }
+        };
+        // Gone before the ledger can write: a checkpoint describes one stop, never a later one.
+        if let Err(e) = checkpoint::consume(store) {
+            tracing::error!(error = %e, "hosted ledger: the stop's checkpoint not removed");
         }
-        let mut pending = BTreeSet::new();
-        store
-            .for_each(Cf::LedgerLegs, b"", |k, v| {
-                match serde_json::from_slice::<Leg>(v) {
-                    Ok(leg) if leg.state == LegState::Pending => {
-                        pending.insert((leg.expires_ms, String::from_utf8_lossy(k).into_owned()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        damaged = Some(storage(e));
-                        return ControlFlow::Break(());
-                    }
-                }
-                ControlFlow::Continue(())
-            })
-            .map_err(storage)?;
-        if let Some(e) = damaged {
-            return Err(e);
-        }
-        // Written in the same steps, so they agree unless the data was damaged.
-        if pending.len() as i64 != open_holds {
-            tracing::error!(
-                pending_legs = pending.len(),
-                open_holds,
-                "ledger: pending legs and hold entries disagree"
-            );
-        }
+        tracing::info!(
+            from = ?start,
+            accounts = state.balances.len(),
+            open_holds = state.open_holds,
+            ms = began.elapsed().as_millis() as u64,
+            "hosted ledger opened"
+        );
+        let State {
+            balances,
+            next_seq,
+            open_holds,
+            pending,
+        } = state;
         let open_holds_gauge = metrics::gauge!("cyberswitch_ledger_open_holds");
         open_holds_gauge.set(open_holds as f64);
         Ok(Arc::new(Ledger {
@@ -190,7 +159,9 @@ impl Ledger {
             journal,
             balances,
             locks: KeyLocks::new(),
-            next_seq: AtomicU64::new(max_seq + 1),
+            next_seq: AtomicU64::new(next_seq),
+            closed: AtomicBool::new(false),
+            start,
             hold_ttl,
             open_holds: AtomicI64::new(open_holds),
             pending: std::sync::Mutex::new(pending),
@@ -198,4 +169,95 @@ impl Ledger {
             holds_expired: metrics::counter!("cyberswitch_ledger_holds_expired_total"),
         }))
     }
+}
+
+/// How the ledger's memory was built at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Every entry and leg replayed.
+    Replay,
+    /// Read from the checkpoint of a clean stop, found still true.
+    Checkpoint,
+}
+
+/// What the ledger keeps in memory, derived from the entries.
+struct State {
+    balances: DashMap<String, Balance>,
+    next_seq: u64,
+    open_holds: i64,
+    pending: BTreeSet<(i64, String)>,
+}
+
+/// Every account's balance from all its entries, the pending holds from all legs: read a
+/// record at a time (the entries and legs of all history need not fit in memory at once).
+fn replay(store: &crate::store::Store) -> Result<State, LedgerError> {
+    let balances: DashMap<String, Balance> = DashMap::new();
+    store
+        .for_each(Cf::LedgerAccounts, b"", |k, _| {
+            balances.insert(String::from_utf8_lossy(k).into_owned(), Balance::default());
+            ControlFlow::Continue(())
+        })
+        .map_err(storage)?;
+    let mut max_seq = 0;
+    let mut open_holds = 0;
+    let mut damaged = None;
+    store
+        .for_each(Cf::LedgerEntries, b"", |_, v| {
+            let e: LedgerEntry = match serde_json::from_slice(v) {
+                Ok(e) => e,
+                Err(e) => {
+                    damaged = Some(storage(e));
+                    return ControlFlow::Break(());
+                }
+            };
+            max_seq = max_seq.max(e.seq);
+            open_holds += e.kind.open_holds_delta();
+            let mut b = balances.entry(e.account.clone()).or_default();
+            if e.apply_to(&mut b).is_err() {
+                tracing::error!(account = %e.account, seq = e.seq, "ledger replay: entry out of range, skipped");
+            }
+            // Only an entry that takes money must leave something available: a clawback
+            // of earned points may leave a recorded debt (see `holds`).
+            if b.available() < 0 && e.kind.takes_money() {
+                tracing::error!(account = %e.account, "ledger replay: available below zero");
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(storage)?;
+    if let Some(e) = damaged {
+        return Err(e);
+    }
+    let mut pending = BTreeSet::new();
+    store
+        .for_each(Cf::LedgerLegs, b"", |k, v| {
+            match serde_json::from_slice::<Leg>(v) {
+                Ok(leg) if leg.state == LegState::Pending => {
+                    pending.insert((leg.expires_ms, String::from_utf8_lossy(k).into_owned()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    damaged = Some(storage(e));
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(storage)?;
+    if let Some(e) = damaged {
+        return Err(e);
+    }
+    // Written in the same steps, so they agree unless the data was damaged.
+    if pending.len() as i64 != open_holds {
+        tracing::error!(
+            pending_legs = pending.len(),
+            open_holds,
+            "ledger: pending legs and hold entries disagree"
+        );
+    }
+    Ok(State {
+        balances,
+        next_seq: max_seq + 1,
+        open_holds,
+        pending,
+    })
 }

@@ -54,7 +54,7 @@ impl Ledger {
         accounts.dedup();
         let mut _guards = Vec::with_capacity(accounts.len());
         for account in &accounts {
-            _guards.push(self.lock(account).await);
+            _guards.push(self.lock(account).await?);
         }
         let refund = Leg {
             of: Some(original.to_string()),
@@ -143,7 +143,7 @@ impl Ledger {
         accounts.dedup();
         let mut _guards = Vec::with_capacity(accounts.len());
         for account in &accounts {
-            _guards.push(self.lock(account).await);
+            _guards.push(self.lock(account).await?);
         }
         let mut refund = self
             .leg(refund_id)?

@@ -12,8 +12,15 @@ use crate::keylock::KeyGuard;
 use crate::store::Cf;
 
 impl Ledger {
-    pub(super) async fn lock(&self, account: &str) -> KeyGuard<'_> {
-        self.locks.lock(account).await
+    /// The account's lock, to write: refused once the ledger is stopped
+    /// ([`Ledger::checkpoint`]), checked under the lock so that no write can begin after the
+    /// stop's walk has passed the account.
+    pub(super) async fn lock(&self, account: &str) -> Result<KeyGuard<'_>, LedgerError> {
+        let guard = self.locks.lock(account).await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LedgerError::Stopped);
+        }
+        Ok(guard)
     }
 
     /// A new leg on an account: checked (amount, account, repeat, funds for what takes money
@@ -45,7 +52,7 @@ impl Ledger {
         // Locks taken in one order (sorted), so two placements cannot wait on each other.
         let mut _guards = Vec::with_capacity(accounts.len());
         for account in &accounts {
-            _guards.push(self.lock(account).await);
+            _guards.push(self.lock(account).await?);
         }
         if let Some(placed) = self.leg(first_id)? {
             if !placed.repeated_by(first) {

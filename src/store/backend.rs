@@ -181,6 +181,53 @@ impl Store {
         Ok(last)
     }
 
+    /// For each prefix, the greatest key of `cf` starting with it (none: no key does): one
+    /// iterator for them all, a look-up each, where [`Store::for_each_rev`] per prefix
+    /// would open an iterator each (most of the cost when the prefixes are many).
+    pub fn last_keys(&self, cf: Cf, prefixes: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        if cf.keyed_by_time() {
+            return Err(format!(
+                "column family {} is ordered by time: no last key by prefix",
+                cf.name()
+            ));
+        }
+        let db = match self {
+            Store::Rocks(db) => db,
+            Store::Memory(_) => {
+                let mut out = Vec::with_capacity(prefixes.len());
+                for prefix in prefixes {
+                    let mut last = None;
+                    self.for_each_rev(cf, prefix, |k, _| {
+                        last = Some(k.to_vec());
+                        ControlFlow::Break(())
+                    })?;
+                    out.push(last);
+                }
+                return Ok(out);
+            }
+        };
+        let mut it = db.raw_iterator_cf(handle(db, cf)?);
+        let mut out = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            match prefix_end(prefix) {
+                Some(end) => {
+                    it.seek_for_prev(&end);
+                    if it.key() == Some(end.as_slice()) {
+                        it.prev();
+                    }
+                }
+                None => it.seek_to_last(),
+            }
+            out.push(
+                it.key()
+                    .filter(|k| k.starts_with(prefix))
+                    .map(<[u8]>::to_vec),
+            );
+        }
+        it.status().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
     /// Visit the keys in `[from, to)` (`to`: `None`, no end) in ascending order.
     fn ascending(
         &self,

@@ -806,3 +806,134 @@ async fn a_checkpoint_taken_under_load_equals_the_entries() {
     assert_eq!(ledger.started_from(), Start::Replay);
     assert_eq!(memory(&ledger), expected, "the replay agrees");
 }
+
+/// A caller that stops waiting (a client gone, a deadline) after its step was handed to the
+/// journal: the step lands, and memory still takes it before the account's lock is let go —
+/// balances, open holds and pending holds stay what the entries say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_stops_waiting_still_reaches_memory() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(cyberswitch::clock::ManualClock::new(chrono::Utc::now()));
+    let expected = {
+        let ledger = open_at(dir.path(), clock.clone());
+        ledger.open_account("A", "P").await.unwrap();
+        ledger.credit("A", 100_000, "load").await.unwrap();
+        let mut dropped = 0;
+        for i in 0..150 {
+            // Polled once, then dropped: most are waiting for the writer by then.
+            let pending = match i % 3 {
+                0 => ledger.credit("A", 11, &format!("c{i}")).now_or_never(),
+                1 => ledger.debit("A", 7, &format!("d{i}")).now_or_never(),
+                _ => ledger.hold("A", 5, &format!("h{i}")).now_or_never(),
+            };
+            if pending.is_none() {
+                dropped += 1;
+            }
+        }
+        assert!(
+            dropped > 0,
+            "some calls were dropped before their step landed"
+        );
+        let b = ledger.balance("A").unwrap();
+        assert_eq!(
+            ledger.derive("A").unwrap(),
+            b,
+            "memory is what the entries say"
+        );
+        // A call dropped before it took the lock did nothing; every other one is in both.
+        let holds = ledger
+            .history("A")
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == cyberswitch::ledger::EntryType::Hold)
+            .count();
+        assert!(holds > 0);
+        assert_eq!(b.pending, 5 * holds as i64);
+        assert_eq!(ledger.open_holds(), holds as i64);
+        assert_eq!(ledger.pending_holds().len(), holds);
+        // The next write checks the balance the entries give.
+        ledger.debit("A", b.available(), "all").await.unwrap();
+        assert!(matches!(
+            ledger.debit("A", 1, "one-more").await,
+            Err(LedgerError::Insufficient { available: 0 })
+        ));
+        memory(&ledger)
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ledger = open_at(dir.path(), clock);
+    assert_eq!(memory(&ledger), expected, "a full replay agrees");
+}
+
+/// Two partial refunds of one purchase at once: together they take back exactly the points
+/// the purchase earned, never more (each reads what the other took back under the locks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_partial_refunds_take_back_the_earned_points_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    ledger.open_account("M", "KRW").await.unwrap();
+    ledger.open_account("P", "PTS").await.unwrap();
+    ledger.credit("M", 10_000_000, "load").await.unwrap();
+    for round in 0..40 {
+        let (buy, pts) = (format!("buy-{round}"), format!("pts-{round}"));
+        ledger
+            .debit_crediting(
+                cyberswitch::journal::Step::new(),
+                "M",
+                10_000,
+                &buy,
+                ("P", 1_000, &pts),
+            )
+            .await
+            .unwrap();
+        let refunds: Vec<_> = (0..2)
+            .map(|i| {
+                let (ledger, buy, pts) = (ledger.clone(), buy.clone(), pts.clone());
+                tokio::spawn(async move {
+                    ledger
+                        .refund_leg(&buy, &format!("{buy}-r{i}"), 5_000, Some(&pts))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for r in refunds {
+            r.await.unwrap();
+        }
+        assert_eq!(
+            ledger.balance("P").unwrap().posted,
+            0,
+            "round {round}: the points earned, taken back once"
+        );
+    }
+    assert_eq!(ledger.balance("M").unwrap().posted, 10_000_000);
+    assert_eq!(ledger.derive("P").unwrap(), ledger.balance("P").unwrap());
+}
+
+/// A wall clock set back across midnight: an entry of the day written before one that looks
+/// older is still the day's, and the opening is still what the entries before the day add up to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_set_back_hides_no_entry_from_its_days_statement() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-01T23:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(cyberswitch::clock::ManualClock::new(t0));
+    let ledger = open_at(dir.path(), clock.clone());
+    ledger.open_account("A", "P").await.unwrap();
+    ledger.credit("A", 1_000, "before").await.unwrap();
+    clock.advance(chrono::Duration::minutes(65)); // 00:05 of the next day
+    ledger.credit("A", 20, "of-the-day").await.unwrap();
+    clock.advance(chrono::Duration::minutes(-10)); // set back to 23:55
+    ledger.credit("A", 300, "looks-older").await.unwrap();
+    let start = t0.timestamp_millis() + DAY / 24; // midnight
+    let (opening, entries) = ledger.day("A", start, start + DAY).await.unwrap();
+    let legs: Vec<_> = entries.iter().map(|e| e.leg.as_str()).collect();
+    assert_eq!(legs, ["of-the-day"]);
+    assert_eq!(
+        opening.posted,
+        1_000 + 300,
+        "the entries dated before the day"
+    );
+}

@@ -341,6 +341,23 @@ impl Journal {
         )
     }
 
+    /// Hand a step to the writer now (no waiting for a place) with what to run once it has
+    /// landed: on the writer thread once written (on a memory store, before this returns),
+    /// or at once with the error when it cannot be queued (that error is also returned). For
+    /// a caller whose follow-up must happen whether or not it is still waiting (the hosted
+    /// ledger's memory, `ledger::write`).
+    pub fn commit_then(
+        &self,
+        step: Step,
+        landed: impl FnOnce(Result<(), JournalError>) + Send + 'static,
+    ) -> Result<(), JournalError> {
+        if step.is_empty() {
+            landed(Ok(()));
+            return Ok(());
+        }
+        self.enqueue(step, Done::Then(Box::new(landed)))
+    }
+
     /// Hand a step to the writer at once, never waiting for a place and never told how it
     /// went: for tiny steps whose place in the writer's order matters more than their fate
     /// (a delivery marker must be queued before any step made after its answer was written,

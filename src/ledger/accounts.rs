@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::write::Change;
 use super::{storage, Balance, EntryType, Ledger, LedgerError, Leg, LegState};
 use crate::journal::{Entry, EntryKind, Step};
 use crate::store::Cf;
@@ -110,16 +111,15 @@ impl Ledger {
                 credits.push((leg_id, leg, entry));
             }
         }
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
-        for a in accounts {
-            self.balances.insert(a.id.into(), Balance::default());
-        }
+        let mut changes: Vec<Change> = accounts
+            .iter()
+            .map(|a| Change::Opened(a.id.to_string()))
+            .collect();
         for (leg_id, leg, entry) in credits {
             let mut after = Balance::default();
             entry.apply_to(&mut after)?;
-            self.applied(after, leg_id, &leg, entry.kind);
+            changes.push(Change::leg(after, leg_id, &leg, entry.kind));
         }
-        Ok(())
+        self.commit_and_apply(step, changes).await
     }
 }

@@ -4,6 +4,9 @@
 use super::{storage, Balance, Ledger, LedgerEntry, LedgerError};
 use crate::store::Cf;
 
+/// How far a day's statement reads before the day's start (see [`Ledger::day`]).
+const CLOCK_SLACK_MS: i64 = 3_600_000;
+
 impl Ledger {
     /// An account's entries, oldest first.
     pub fn history(&self, account: &str) -> Result<Vec<LedgerEntry>, LedgerError> {
@@ -66,10 +69,14 @@ impl Ledger {
         let now = self
             .balance(account)
             .ok_or_else(|| LedgerError::UnknownAccount(account.to_string()))?;
-        let mut since = self.history_since(account, start_ms)?;
-        let opening = now.less(&Balance::change_of(&since)?)?;
-        since.retain(|e| e.at_ms < end_ms);
-        Ok((opening, since))
+        // Entries are in the order they were written, their times from the wall clock: read
+        // back an hour further, so that a clock set back by up to that much cannot hide an
+        // entry of the day behind an older-looking one written after it.
+        let mut recent = self.history_since(account, start_ms.saturating_sub(CLOCK_SLACK_MS))?;
+        recent.retain(|e| e.at_ms >= start_ms);
+        let opening = now.less(&Balance::change_of(&recent)?)?;
+        recent.retain(|e| e.at_ms < end_ms);
+        Ok((opening, recent))
     }
 
     /// Balances derived afresh from the stored entries (for checks: must equal

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::write::Change;
 use super::{storage, Balance, EntryType, Ledger, LedgerError, Leg, LegState};
 use crate::journal::Step;
 
@@ -118,12 +119,11 @@ impl Ledger {
                 .apply_to(&mut balance)?;
             credited = Some((balance, credit_leg, earned));
         }
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
-        self.applied(after, leg_id, &leg, EntryType::Post);
+        let mut changes = vec![Change::leg(after, leg_id, &leg, EntryType::Post)];
         if let Some((balance, credit_leg, earned)) = credited {
-            self.applied(balance, credit_leg, &earned, EntryType::Credit);
+            changes.push(Change::leg(balance, credit_leg, &earned, EntryType::Credit));
         }
+        self.commit_and_apply(step, changes).await?;
         Ok(after)
     }
 
@@ -213,14 +213,19 @@ impl Ledger {
         if moved.is_none() && !clawing {
             return Ok(current);
         }
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
+        let mut changes = Vec::new();
         if let Some((kind, _, _)) = moved {
-            self.applied(after, leg_id, &leg, kind);
+            changes.push(Change::leg(after, leg_id, &leg, kind));
         }
         if clawing {
-            self.applied(points_after, points, &earned, EntryType::Clawback);
+            changes.push(Change::leg(
+                points_after,
+                points,
+                &earned,
+                EntryType::Clawback,
+            ));
         }
+        self.commit_and_apply(step, changes).await?;
         Ok(after)
     }
 

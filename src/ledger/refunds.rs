@@ -7,7 +7,8 @@
 //! leg has had given back is kept on the leg (`refunded`), in the same step as the refund's
 //! entry: never counted without the money, never the money without the count.
 
-use super::{storage, Balance, EntryType, Ledger, LedgerError, Leg, LegState};
+use super::write::Change;
+use super::{Balance, EntryType, Ledger, LedgerError, Leg, LegState};
 use crate::journal::Step;
 
 /// The points kept of `earned` once `refunded` of a purchase of `amount` has been given
@@ -66,10 +67,15 @@ impl Ledger {
             }
             return Ok(self.balance(&first.account).unwrap_or_default());
         }
-        // Read again under the locks.
+        // Read again under the locks: a concurrent refund of the same purchase may have given
+        // money back and taken points back meanwhile (the points leg's account is locked too).
         let mut taken = self
             .leg(original)?
             .ok_or_else(|| LedgerError::UnknownLeg(original.into()))?;
+        let earned = match earned {
+            Some((p, _)) => self.leg(p)?.map(|l| (p, l)),
+            None => None,
+        };
         let kept_money = matches!(
             (taken.kind, taken.state),
             (EntryType::Debit, LegState::Done) | (EntryType::Hold, LegState::Posted)
@@ -112,12 +118,11 @@ impl Ledger {
                 clawed = Some((points_after, claw_id, claw_leg));
             }
         }
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
-        self.applied(after, refund_id, &refund, EntryType::Refund);
+        let mut changes = vec![Change::leg(after, refund_id, &refund, EntryType::Refund)];
         if let Some((balance, id, leg)) = clawed {
-            self.applied(balance, &id, &leg, EntryType::Clawback);
+            changes.push(Change::leg(balance, &id, &leg, EntryType::Clawback));
         }
+        self.commit_and_apply(step, changes).await?;
         Ok(after)
     }
 
@@ -177,12 +182,11 @@ impl Ledger {
             }
             given = Some((points_after, claw));
         }
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
-        self.applied(after, refund_id, &refund, EntryType::Clawback);
+        let mut changes = vec![Change::leg(after, refund_id, &refund, EntryType::Clawback)];
         if let Some((balance, claw)) = given {
-            self.applied(balance, &claw_id, &claw, EntryType::Credit);
+            changes.push(Change::leg(balance, &claw_id, &claw, EntryType::Credit));
         }
+        self.commit_and_apply(step, changes).await?;
         Ok(after)
     }
 }

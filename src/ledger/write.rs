@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{storage, Balance, EntryType, Ledger, LedgerEntry, LedgerError, Leg, LegState};
-use crate::journal::{Entry, EntryKind, Step};
+use crate::journal::{Entry, EntryKind, JournalError, Step};
 use crate::keylock::KeyGuard;
 use crate::store::Cf;
 
@@ -101,13 +102,14 @@ impl Ledger {
             after.insert(leg.account.as_str(), balance);
             recorded.push((*leg_id, leg));
         }
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
-        for (leg_id, leg) in recorded {
-            if let Some(balance) = after.get(leg.account.as_str()) {
-                self.applied(*balance, leg_id, leg, leg.kind);
-            }
-        }
+        let changes = recorded
+            .into_iter()
+            .filter_map(|(leg_id, leg)| {
+                let balance = after.get(leg.account.as_str())?;
+                Some(Change::leg(*balance, leg_id, leg, leg.kind))
+            })
+            .collect();
+        self.commit_and_apply(step, changes).await?;
         Ok(after
             .get(first.account.as_str())
             .copied()
@@ -143,9 +145,8 @@ impl Ledger {
             "ledger: {kind:?} of {amount} would leave {account} at {}",
             after.available()
         );
-        step.synced();
-        self.journal.commit(step).await.map_err(storage)?;
-        self.applied(after, leg_id, leg, kind);
+        self.commit_and_apply(step, vec![Change::leg(after, leg_id, leg, kind)])
+            .await?;
         Ok(after)
     }
 
@@ -229,6 +230,170 @@ impl Ledger {
             let open = self.open_holds.fetch_add(delta, Ordering::Relaxed) + delta;
             debug_assert!(open >= 0, "ledger: {open} open holds");
             self.open_holds_gauge.set(open as f64);
+        }
+    }
+}
+
+/// What a committed step changes in the ledger's memory.
+pub(super) enum Change {
+    /// An account opened (its balance starts at nothing).
+    Opened(String),
+    /// An account's balance after the step, and a leg's new state.
+    Leg {
+        after: Balance,
+        leg_id: String,
+        leg: Leg,
+        kind: EntryType,
+    },
+}
+
+impl Change {
+    pub(super) fn leg(after: Balance, leg_id: &str, leg: &Leg, kind: EntryType) -> Change {
+        Change::Leg {
+            after,
+            leg_id: leg_id.to_string(),
+            leg: leg.clone(),
+            kind,
+        }
+    }
+}
+
+impl Ledger {
+    /// Commit `step` (synced), then apply `changes` to memory — while the caller still holds
+    /// the accounts' locks, and even if the caller stops waiting (a client gone, a deadline
+    /// that drops the request): a step that landed with its changes left unapplied would
+    /// leave memory behind the entries, and the next operation on the account would check
+    /// a stale balance (a debit that already took the money, not seen). Dropped before the
+    /// step has landed, the wait finishes on the dropping thread (the writer's group commit,
+    /// milliseconds) before the locks are let go.
+    pub(super) async fn commit_and_apply(
+        &self,
+        mut step: Step,
+        changes: Vec<Change>,
+    ) -> Result<(), LedgerError> {
+        step.synced();
+        let landing = Arc::new(Landing::default());
+        let mut applying = Applying {
+            ledger: self,
+            landing: landing.clone(),
+            changes: Some(changes),
+        };
+        let signal = Signal(landing.clone());
+        // When the step cannot be queued, the callback has said so already.
+        let _ = self
+            .journal
+            .commit_then(step, move |landed| signal.set(landed));
+        let landed = landing.wait().await;
+        applying.finish(&landed);
+        landed.map_err(storage)
+    }
+
+    fn apply(&self, change: Change) {
+        match change {
+            Change::Opened(account) => {
+                self.balances.insert(account, Balance::default());
+            }
+            Change::Leg {
+                after,
+                leg_id,
+                leg,
+                kind,
+            } => self.applied(after, &leg_id, &leg, kind),
+        }
+    }
+}
+
+/// The outcome of a step handed to the writer, told once.
+#[derive(Default)]
+struct Landing {
+    outcome: Mutex<Option<Result<(), JournalError>>>,
+    /// For a waiter that is a thread ([`Applying`]'s drop).
+    told: Condvar,
+    /// For a waiter that is a task.
+    notify: tokio::sync::Notify,
+}
+
+impl Landing {
+    fn outcome(&self) -> MutexGuard<'_, Option<Result<(), JournalError>>> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, landed: Result<(), JournalError>) {
+        let mut outcome = self.outcome();
+        if outcome.is_none() {
+            *outcome = Some(landed);
+        }
+        drop(outcome);
+        self.told.notify_all();
+        // Kept as a permit when the task is not waiting yet.
+        self.notify.notify_one();
+    }
+
+    async fn wait(&self) -> Result<(), JournalError> {
+        loop {
+            if let Some(landed) = self.outcome().clone() {
+                return landed;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    fn wait_blocking(&self) -> Result<(), JournalError> {
+        let mut outcome = self.outcome();
+        loop {
+            if let Some(landed) = outcome.clone() {
+                return landed;
+            }
+            outcome = self.told.wait(outcome).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Tells the landing when the writer runs the callback — or, if the callback is dropped
+/// without running (a writer that stopped), that the step did not land: a waiter is never
+/// left waiting for a callback that will not come.
+struct Signal(Arc<Landing>);
+
+impl Signal {
+    fn set(&self, landed: Result<(), JournalError>) {
+        self.0.set(landed);
+    }
+}
+
+impl Drop for Signal {
+    fn drop(&mut self) {
+        // A no-op once told.
+        self.0.set(Err(JournalError::Stopped));
+    }
+}
+
+/// Changes to apply once their step has landed; dropped before (the caller stopped
+/// waiting), it waits for the landing itself and applies them, so the locks held around it
+/// (dropped after it) are let go only with memory and entries agreeing.
+struct Applying<'a> {
+    ledger: &'a Ledger,
+    landing: Arc<Landing>,
+    changes: Option<Vec<Change>>,
+}
+
+impl Applying<'_> {
+    fn finish(&mut self, landed: &Result<(), JournalError>) {
+        let Some(changes) = self.changes.take() else {
+            return;
+        };
+        if landed.is_ok() {
+            for change in changes {
+                self.ledger.apply(change);
+            }
+        }
+    }
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        if self.changes.is_some() {
+            let landed = self.landing.wait_blocking();
+            self.finish(&landed);
         }
     }
 }

@@ -218,13 +218,14 @@ impl Store {
                 }
                 None => it.seek_to_last(),
             }
+            // A seek clears the iterator's error: each one is checked.
+            it.status().map_err(|e| e.to_string())?;
             out.push(
                 it.key()
                     .filter(|k| k.starts_with(prefix))
                     .map(<[u8]>::to_vec),
             );
         }
-        it.status().map_err(|e| e.to_string())?;
         Ok(out)
     }
 

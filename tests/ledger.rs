@@ -830,6 +830,13 @@ async fn a_write_whose_caller_stops_waiting_still_reaches_memory() {
             if pending.is_none() {
                 dropped += 1;
             }
+            // The next write on the account first settles what the dropped one left.
+            ledger.credit("A", 1, &format!("s{i}")).await.unwrap();
+            assert_eq!(
+                ledger.derive("A").unwrap(),
+                ledger.balance("A").unwrap(),
+                "after call {i}"
+            );
         }
         assert!(
             dropped > 0,
@@ -936,4 +943,23 @@ async fn a_clock_set_back_hides_no_entry_from_its_days_statement() {
         1_000 + 300,
         "the entries dated before the day"
     );
+}
+
+/// A completion whose points go to the leg's own account: memory keeps both the posting and
+/// the points (each change applied on top of the other, as the entries are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_crediting_its_own_account_keeps_both_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path(), Duration::from_secs(600));
+    ledger.open_account("A", "P").await.unwrap();
+    ledger.credit("A", 1_000, "load").await.unwrap();
+    ledger.hold("A", 400, "h").await.unwrap();
+    let b = ledger
+        .complete_crediting("h", 300, Some(("A", 20, "pts")))
+        .await
+        .unwrap();
+    assert_eq!(b, ledger.balance("A").unwrap());
+    assert_eq!(ledger.derive("A").unwrap(), ledger.balance("A").unwrap());
+    assert_eq!(ledger.balance("A").unwrap().posted, 1_000 - 300 + 20);
+    assert_eq!(ledger.balance("A").unwrap().pending, 0);
 }

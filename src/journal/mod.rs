@@ -355,7 +355,16 @@ impl Journal {
             landed(Ok(()));
             return Ok(());
         }
-        self.enqueue(step, Done::Then(Box::new(landed)))
+        // Counted as a committing task's wait is (see `commit`).
+        let started = Instant::now();
+        let waited = self.wait_histogram(step.sync).clone();
+        self.enqueue(
+            step,
+            Done::Then(Box::new(move |result| {
+                waited.record(started.elapsed().as_secs_f64());
+                landed(result);
+            })),
+        )
     }
 
     /// Hand a step to the writer at once, never waiting for a place and never told how it

@@ -105,6 +105,7 @@ impl Ledger {
         let mut balances = Vec::with_capacity(accounts.len());
         for account in &accounts {
             let _held = self.locks.lock(account).await;
+            self.settle_doubt(account).await;
             balances.push(self.balance(account).unwrap_or_default());
         }
         // Nothing writes any more: each account's last entry is the one its balance is of.

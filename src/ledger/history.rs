@@ -54,7 +54,8 @@ impl Ledger {
     }
 
     /// An account's opening balance at `start_ms` and its entries made in `[start_ms,
-    /// end_ms)`: a day's statement. Read backwards from the newest entry down to `start_ms`,
+    /// end_ms)`: a day's statement. Read backwards from the newest entry down to `start_ms`
+    /// (and an hour before it, see `CLOCK_SLACK_MS`),
     /// with the balance now, under the account's lock (no entry lands between the two
     /// reads): the opening is the balance now less what the entries since `start_ms`
     /// changed, so a statement of a recent day reads that day's entries and the ones after
@@ -66,6 +67,7 @@ impl Ledger {
         end_ms: i64,
     ) -> Result<(Balance, Vec<LedgerEntry>), LedgerError> {
         let _held = self.locks.lock(account).await;
+        self.settle_doubt(account).await;
         let now = self
             .balance(account)
             .ok_or_else(|| LedgerError::UnknownAccount(account.to_string()))?;

@@ -111,12 +111,19 @@ impl Ledger {
         );
         let mut credited = None;
         if let Some((account, points, credit_leg)) = credit.filter(|&(_, p, _)| p > 0) {
-            let mut balance = self
-                .balance(account)
-                .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
+            // Points on the leg's own account add to what the completion left there.
+            let mut balance = if account == leg.account {
+                after
+            } else {
+                self.balance(account)
+                    .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?
+            };
             let earned = Leg::immediate(account, points, EntryType::Credit);
             self.write_entry(&mut step, EntryType::Credit, credit_leg, &earned)?
                 .apply_to(&mut balance)?;
+            if account == leg.account {
+                after = balance;
+            }
             credited = Some((balance, credit_leg, earned));
         }
         let mut changes = vec![Change::leg(after, leg_id, &leg, EntryType::Post)];

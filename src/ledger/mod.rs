@@ -92,6 +92,9 @@ pub struct Ledger {
     open_holds: AtomicI64,
     /// Set by [`Ledger::checkpoint`] at a stop: every write is refused from then on.
     closed: AtomicBool,
+    /// Changes of steps whose callers stopped waiting before they landed, by account: the
+    /// next holder of the account's lock applies them first (`write::commit_and_apply`).
+    in_doubt: DashMap<String, Arc<write::InDoubt>>,
     /// How the memory was built at open.
     start: Start,
     /// Pending holds by expiry: what the expiry sweep looks at (it read every leg ever
@@ -161,6 +164,7 @@ impl Ledger {
             locks: KeyLocks::new(),
             next_seq: AtomicU64::new(next_seq),
             closed: AtomicBool::new(false),
+            in_doubt: DashMap::new(),
             start,
             hold_ttl,
             open_holds: AtomicI64::new(open_holds),

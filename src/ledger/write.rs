@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::{storage, Balance, EntryType, Ledger, LedgerEntry, LedgerError, Leg, LegState};
 use crate::journal::{Entry, EntryKind, JournalError, Step};
@@ -13,7 +13,8 @@ use crate::keylock::KeyGuard;
 use crate::store::Cf;
 
 impl Ledger {
-    /// The account's lock, to write: refused once the ledger is stopped
+    /// The account's lock, to write (with what a dropped write left in doubt on the account
+    /// settled first): refused once the ledger is stopped
     /// ([`Ledger::checkpoint`]), checked under the lock so that no write can begin after the
     /// stop's walk has passed the account.
     pub(super) async fn lock(&self, account: &str) -> Result<KeyGuard<'_>, LedgerError> {
@@ -21,6 +22,7 @@ impl Ledger {
         if self.closed.load(Ordering::Acquire) {
             return Err(LedgerError::Stopped);
         }
+        self.settle_doubt(account).await;
         Ok(guard)
     }
 
@@ -259,13 +261,14 @@ impl Change {
 }
 
 impl Ledger {
-    /// Commit `step` (synced), then apply `changes` to memory — while the caller still holds
-    /// the accounts' locks, and even if the caller stops waiting (a client gone, a deadline
-    /// that drops the request): a step that landed with its changes left unapplied would
-    /// leave memory behind the entries, and the next operation on the account would check
-    /// a stale balance (a debit that already took the money, not seen). Dropped before the
-    /// step has landed, the wait finishes on the dropping thread (the writer's group commit,
-    /// milliseconds) before the locks are let go.
+    /// Commit `step` (synced), then apply `changes` to memory before the accounts' locks go
+    /// — even if the caller stops waiting (a client gone, a deadline that drops the
+    /// request): a step that landed with its changes left unapplied would leave memory
+    /// behind the entries, and the next operation on the account would check a stale
+    /// balance (a debit that already took the money, not seen). Dropped before the step has
+    /// landed, the changes are left *in doubt* on their accounts, and the next holder of any
+    /// of those accounts' locks waits for the step and applies them before it reads
+    /// anything ([`Ledger::settle_doubt`]): no thread ever blocks on the disk for it.
     pub(super) async fn commit_and_apply(
         &self,
         mut step: Step,
@@ -288,6 +291,28 @@ impl Ledger {
         landed.map_err(storage)
     }
 
+    /// With the account's lock held, before anything of it is read: the changes of a step
+    /// whose caller stopped waiting, applied once it has landed (by whichever holder of one
+    /// of its accounts' locks comes first; the others find them applied).
+    pub(super) async fn settle_doubt(&self, account: &str) {
+        let Some(doubt) = self.in_doubt.get(account).map(|d| d.value().clone()) else {
+            return;
+        };
+        let landed = doubt.landing.wait().await;
+        let mut changes = doubt.changes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(changes) = changes.take() {
+            if landed.is_ok() {
+                for change in changes {
+                    self.apply(change);
+                }
+            }
+        }
+        drop(changes);
+        for a in &doubt.accounts {
+            self.in_doubt.remove_if(a, |_, d| Arc::ptr_eq(d, &doubt));
+        }
+    }
+
     fn apply(&self, change: Change) {
         match change {
             Change::Opened(account) => {
@@ -303,55 +328,56 @@ impl Ledger {
     }
 }
 
-/// The outcome of a step handed to the writer, told once.
+impl Change {
+    fn account(&self) -> &str {
+        match self {
+            Change::Opened(account) => account,
+            Change::Leg { leg, .. } => &leg.account,
+        }
+    }
+}
+
+/// The outcome of a step handed to the writer, told once, to any number of waiters.
 #[derive(Default)]
 struct Landing {
     outcome: Mutex<Option<Result<(), JournalError>>>,
-    /// For a waiter that is a thread ([`Applying`]'s drop).
-    told: Condvar,
-    /// For a waiter that is a task.
     notify: tokio::sync::Notify,
 }
 
 impl Landing {
-    fn outcome(&self) -> MutexGuard<'_, Option<Result<(), JournalError>>> {
-        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+    fn outcome(&self) -> Option<Result<(), JournalError>> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set(&self, landed: Result<(), JournalError>) {
-        let mut outcome = self.outcome();
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
         if outcome.is_none() {
             *outcome = Some(landed);
         }
         drop(outcome);
-        self.told.notify_all();
-        // Kept as a permit when the task is not waiting yet.
-        self.notify.notify_one();
+        self.notify.notify_waiters();
     }
 
     async fn wait(&self) -> Result<(), JournalError> {
         loop {
-            if let Some(landed) = self.outcome().clone() {
+            // Registered before the outcome is looked at: a `set` in between still wakes it.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(landed) = self.outcome() {
                 return landed;
             }
-            self.notify.notified().await;
-        }
-    }
-
-    fn wait_blocking(&self) -> Result<(), JournalError> {
-        let mut outcome = self.outcome();
-        loop {
-            if let Some(landed) = outcome.clone() {
-                return landed;
-            }
-            outcome = self.told.wait(outcome).unwrap_or_else(|p| p.into_inner());
+            notified.await;
         }
     }
 }
 
 /// Tells the landing when the writer runs the callback — or, if the callback is dropped
-/// without running (a writer that stopped), that the step did not land: a waiter is never
-/// left waiting for a callback that will not come.
+/// without running (a writer that stopped), that the step did not land: nobody is left
+/// waiting for a callback that will not come.
 struct Signal(Arc<Landing>);
 
 impl Signal {
@@ -367,9 +393,17 @@ impl Drop for Signal {
     }
 }
 
-/// Changes to apply once their step has landed; dropped before (the caller stopped
-/// waiting), it waits for the landing itself and applies them, so the locks held around it
-/// (dropped after it) are let go only with memory and entries agreeing.
+/// The changes of a step whose caller stopped waiting before it landed, left on each of
+/// their accounts (`Ledger::in_doubt`) for the next holder of its lock.
+pub(super) struct InDoubt {
+    landing: Arc<Landing>,
+    changes: Mutex<Option<Vec<Change>>>,
+    accounts: Vec<String>,
+}
+
+/// Changes to apply once their step has landed. Dropped before (the caller stopped
+/// waiting), it leaves them in doubt on their accounts — while the accounts' locks, dropped
+/// after it, are still held, so no one reads those accounts before they are settled.
 struct Applying<'a> {
     ledger: &'a Ledger,
     landing: Arc<Landing>,
@@ -391,9 +425,19 @@ impl Applying<'_> {
 
 impl Drop for Applying<'_> {
     fn drop(&mut self) {
-        if self.changes.is_some() {
-            let landed = self.landing.wait_blocking();
-            self.finish(&landed);
+        let Some(changes) = self.changes.take() else {
+            return;
+        };
+        let mut accounts: Vec<String> = changes.iter().map(|c| c.account().to_string()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let doubt = Arc::new(InDoubt {
+            landing: self.landing.clone(),
+            changes: Mutex::new(Some(changes)),
+            accounts,
+        });
+        for account in &doubt.accounts {
+            self.ledger.in_doubt.insert(account.clone(), doubt.clone());
         }
     }
 }

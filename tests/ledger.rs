@@ -859,6 +859,25 @@ async fn a_write_whose_caller_stops_waiting_still_reaches_memory() {
         assert_eq!(b.pending, 5 * holds as i64);
         assert_eq!(ledger.open_holds(), holds as i64);
         assert_eq!(ledger.pending_holds().len(), holds);
+        // Without a further write: a settled read sees it at once, and it is settled on its
+        // own soon after (a task waits for the step).
+        assert!(ledger.credit("A", 13, "alone").now_or_never().is_none());
+        assert_eq!(
+            ledger.settled_balance("A").await.unwrap(),
+            ledger.derive("A").unwrap()
+        );
+        assert!(ledger.credit("A", 17, "alone-2").now_or_never().is_none());
+        let mut settled = false;
+        for _ in 0..500 {
+            if ledger.balance("A").unwrap().posted == b.posted + 13 + 17 {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(settled, "the dropped write was settled on its own");
+        let b = ledger.balance("A").unwrap();
+        assert_eq!(ledger.derive("A").unwrap(), b);
         // The next write checks the balance the entries give.
         ledger.debit("A", b.available(), "all").await.unwrap();
         assert!(matches!(

@@ -27,8 +27,20 @@ pub struct NewAccount<'a> {
 }
 
 impl Ledger {
+    /// An account's balance as memory holds it: for display. A write whose caller stopped
+    /// waiting may not be in it yet (for milliseconds, see `write::commit_and_apply`); a
+    /// decision about money reads [`Ledger::settled_balance`].
     pub fn balance(&self, account: &str) -> Option<Balance> {
         self.balances.get(account).map(|b| *b)
+    }
+
+    /// An account's balance with every write that has landed on it applied, read under its
+    /// lock: what a decision about the account's money outside the ledger reads (a card
+    /// refunded and closed, a recharge's ceiling).
+    pub async fn settled_balance(&self, account: &str) -> Option<Balance> {
+        let _held = self.locks.lock(account).await;
+        self.settle_doubt(account).await;
+        self.balance(account)
     }
 
     /// The holds still pending, by expiry (ms) and leg id.

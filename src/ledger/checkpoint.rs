@@ -97,9 +97,12 @@ impl Ledger {
         let store = self.journal.store();
         // What an earlier checkpoint left (its header went at the open that read it).
         remove_records(store).map_err(storage)?;
+        // The accounts memory knows, and those a dropped write is opening (in doubt).
         let mut accounts: Vec<String> = self.balances.iter().map(|e| e.key().clone()).collect();
+        accounts.extend(self.in_doubt.iter().map(|e| e.key().clone()));
         // In key order, so the look-ups of their last entries go forward.
         accounts.sort_unstable();
+        accounts.dedup();
         // Each account read under its lock: a write that took it before the stop finishes
         // first, and none can begin after.
         let mut balances = Vec::with_capacity(accounts.len());

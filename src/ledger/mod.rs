@@ -81,6 +81,8 @@ pub enum LedgerError {
 }
 
 pub struct Ledger {
+    /// Itself, for the task that settles what a dropped write left in doubt.
+    me: std::sync::Weak<Ledger>,
     journal: Arc<Journal>,
     balances: DashMap<String, Balance>,
     /// One lock per account: check, commit and apply happen under it.
@@ -157,7 +159,8 @@ impl Ledger {
         } = state;
         let open_holds_gauge = metrics::gauge!("cyberswitch_ledger_open_holds");
         open_holds_gauge.set(open_holds as f64);
-        Ok(Arc::new(Ledger {
+        Ok(Arc::new_cyclic(|me| Ledger {
+            me: me.clone(),
             clock,
             journal,
             balances,

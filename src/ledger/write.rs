@@ -439,5 +439,21 @@ impl Drop for Applying<'_> {
         for account in &doubt.accounts {
             self.ledger.in_doubt.insert(account.clone(), doubt.clone());
         }
+        // Settled as soon as the step lands, not only at the account's next write: a task
+        // that takes one of the locks once the dropped write lets them go (settling one
+        // account applies the changes of all).
+        let (Some(ledger), Ok(runtime)) = (
+            self.ledger.me.upgrade(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let Some(account) = doubt.accounts.first().cloned() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let _held = ledger.locks.lock(&account).await;
+            ledger.settle_doubt(&account).await;
+        });
     }
 }

@@ -40,7 +40,11 @@ impl Hosted {
                 program.recharge_step
             )));
         }
-        let balance = self.ledger.balance(&card.account).unwrap_or_default();
+        let balance = self
+            .ledger
+            .settled_balance(&card.account)
+            .await
+            .unwrap_or_default();
         let after = balance.posted.saturating_add(amount as i64); // ok: bounded by max_balance
         if after > program.max_balance as i64 {
             return Err(HostedError::Limit(format!(
@@ -66,7 +70,11 @@ impl Hosted {
                 "a sub-account card holds no money of its own".into(),
             ));
         }
-        let balance = self.ledger.balance(&card.account).unwrap_or_default();
+        let balance = self
+            .ledger
+            .settled_balance(&card.account)
+            .await
+            .unwrap_or_default();
         // A hold still pending would come back to a closed card when it is voided or expires,
         // where nobody could refund it.
         if balance.pending > 0 {

@@ -982,3 +982,34 @@ async fn a_completion_crediting_its_own_account_keeps_both_in_memory() {
     assert_eq!(ledger.balance("A").unwrap().posted, 1_000 - 300 + 20);
     assert_eq!(ledger.balance("A").unwrap().pending, 0);
 }
+
+/// A checkpoint record that does not decode is not used: the start replays the entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_is_not_used() {
+    use cyberswitch::ledger::Start;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(cyberswitch::clock::ManualClock::new(chrono::Utc::now()));
+    {
+        let ledger = open_at(dir.path(), clock.clone());
+        ledger.open_account("A", "P").await.unwrap();
+        ledger.credit("A", 500, "in").await.unwrap();
+        ledger.checkpoint().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        let store = cyberswitch::store::open(dir.path()).unwrap();
+        let mut batch = store.batch();
+        batch
+            .put(
+                cyberswitch::store::Cf::Meta,
+                b"ledger-checkpoint/a/A",
+                b"\xff\xff\xff",
+            )
+            .unwrap();
+        store.write(batch, true).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ledger = open_at(dir.path(), clock);
+    assert_eq!(ledger.started_from(), Start::Replay);
+    assert_eq!(ledger.balance("A").unwrap().posted, 500);
+}

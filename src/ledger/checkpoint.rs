@@ -186,24 +186,9 @@ pub(super) fn load(store: &Store) -> Result<Option<State>, String> {
         ));
     }
     // In key order (as read), so the look-ups of their last entries go forward.
-    let mut saved: Vec<(String, AccountAt)> = Vec::new();
-    let mut damaged = None;
-    store.for_each(Cf::Meta, ACCOUNTS, |k, v| {
-        let name = String::from_utf8_lossy(k.strip_prefix(ACCOUNTS).unwrap_or(k)).into_owned();
-        match postcard::from_bytes(v) {
-            Ok(at) => {
-                saved.push((name, at));
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                damaged = Some(format!("account {name}: {e}"));
-                ControlFlow::Break(())
-            }
-        }
+    let saved = records(store, ACCOUNTS, |v| {
+        postcard::from_bytes::<AccountAt>(v).ok()
     })?;
-    if let Some(why) = damaged {
-        return Err(why);
-    }
     if saved.len() as u64 != header.accounts {
         return Err(format!(
             "{} accounts of {} written",
@@ -235,23 +220,12 @@ pub(super) fn load(store: &Store) -> Result<Option<State>, String> {
             ));
         }
     }
-    let mut pending = BTreeSet::new();
-    store.for_each(Cf::Meta, PENDING, |k, v| {
-        let leg = String::from_utf8_lossy(k.strip_prefix(PENDING).unwrap_or(k)).into_owned();
-        match <[u8; 8]>::try_from(v) {
-            Ok(b) => {
-                pending.insert((i64::from_be_bytes(b), leg));
-                ControlFlow::Continue(())
-            }
-            Err(_) => {
-                damaged = Some(format!("pending leg {leg}: damaged expiry"));
-                ControlFlow::Break(())
-            }
-        }
-    })?;
-    if let Some(why) = damaged {
-        return Err(why);
-    }
+    let pending: BTreeSet<(i64, String)> = records(store, PENDING, |v| {
+        <[u8; 8]>::try_from(v).ok().map(i64::from_be_bytes)
+    })?
+    .into_iter()
+    .map(|(leg, expires)| (expires, leg))
+    .collect();
     if pending.len() as u64 != header.pending {
         return Err(format!(
             "{} pending holds of {} written",
@@ -275,6 +249,34 @@ pub(super) fn load(store: &Store) -> Result<Option<State>, String> {
         open_holds: header.open_holds,
         pending,
     }))
+}
+
+/// Every record under `prefix` (its name, what it decodes to), in key order; `Err` names the
+/// first that does not decode.
+fn records<T>(
+    store: &Store,
+    prefix: &[u8],
+    decode: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Vec<(String, T)>, String> {
+    let mut out = Vec::new();
+    let mut damaged = None;
+    store.for_each(Cf::Meta, prefix, |k, v| {
+        let name = String::from_utf8_lossy(k.strip_prefix(prefix).unwrap_or(k)).into_owned();
+        match decode(v) {
+            Some(record) => {
+                out.push((name, record));
+                ControlFlow::Continue(())
+            }
+            None => {
+                damaged = Some(name);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    match damaged {
+        Some(name) => Err(format!("record {name:?} is damaged")),
+        None => Ok(out),
+    }
 }
 
 /// Remove the checkpoint's header: what is left is no checkpoint (its records are

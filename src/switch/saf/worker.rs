@@ -204,6 +204,11 @@ pub(super) async fn worker(saf: Arc<Saf>, link_name: String, stop: CancellationT
             Attempt::Unsendable(why) | Attempt::Refused(why) => {
                 dead_letter(&saf, &link_name, key, item, &why).await;
             }
+            // An attempt that failed because the switch is stopping (a link closing, the
+            // hosted ledger refusing writes) is not the host's doing: not counted, so an
+            // item at its last attempt is not dead-lettered by a stop. It is due again at
+            // the next start.
+            Attempt::Later if stop.is_cancelled() => return,
             Attempt::Later => {
                 let mut item = item;
                 item.attempts = item.attempts.saturating_add(1);

@@ -327,18 +327,10 @@ impl Journal {
             landed(Err(JournalError::Stopped));
             return Err(JournalError::Stopped);
         };
-        let started = Instant::now();
-        // The histogram, not the journal: the last handle on the journal must never be
-        // dropped on its own writer thread (dropping joins that thread).
-        let waited = self.wait_histogram(step.sync).clone();
-        self.enqueue(
-            step,
-            Done::Then(Box::new(move |result| {
-                drop(place);
-                waited.record(started.elapsed().as_secs_f64());
-                landed(result);
-            })),
-        )
+        self.commit_then(step, move |result| {
+            drop(place);
+            landed(result);
+        })
     }
 
     /// Hand a step to the writer now (no waiting for a place) with what to run once it has
@@ -355,7 +347,9 @@ impl Journal {
             landed(Ok(()));
             return Ok(());
         }
-        // Counted as a committing task's wait is (see `commit`).
+        // Counted as a committing task's wait is (see `commit`). The histogram, not the
+        // journal: the last handle on the journal must never be dropped on its own writer
+        // thread (dropping joins that thread).
         let started = Instant::now();
         let waited = self.wait_histogram(step.sync).clone();
         self.enqueue(

@@ -113,8 +113,7 @@ impl Ledger {
         }
         // Nothing writes any more: each account's last entry is the one its balance is of.
         let last = last_seqs(store, accounts.iter().map(String::as_str)).map_err(storage)?;
-        let mut batch = store.batch();
-        let mut in_batch = 0;
+        let mut records = Records::new(store);
         for ((account, b), last_seq) in accounts.iter().zip(balances).zip(last) {
             let at = AccountAt {
                 posted: b.posted,
@@ -122,15 +121,7 @@ impl Ledger {
                 last_seq,
             };
             let value = postcard::to_allocvec(&at).map_err(storage)?;
-            batch
-                .put(Cf::Meta, &key(ACCOUNTS, account.as_bytes()), &value)
-                .map_err(storage)?;
-            in_batch += 1;
-            if in_batch == CHUNK {
-                store.write(batch, false).map_err(storage)?;
-                batch = store.batch();
-                in_batch = 0;
-            }
+            records.put(&key(ACCOUNTS, account.as_bytes()), &value)?;
         }
         // Every write has finished or been refused: what is pending is what stays pending.
         let pending: Vec<(i64, String)> = match self.pending.lock() {
@@ -138,19 +129,7 @@ impl Ledger {
             Err(_) => return Err(storage("pending holds: lock poisoned")),
         };
         for (expires, leg) in &pending {
-            batch
-                .put(
-                    Cf::Meta,
-                    &key(PENDING, leg.as_bytes()),
-                    &expires.to_be_bytes(),
-                )
-                .map_err(storage)?;
-            in_batch += 1;
-            if in_batch == CHUNK {
-                store.write(batch, false).map_err(storage)?;
-                batch = store.batch();
-                in_batch = 0;
-            }
+            records.put(&key(PENDING, leg.as_bytes()), &expires.to_be_bytes())?;
         }
         let header = Header {
             version: VERSION,
@@ -160,9 +139,8 @@ impl Ledger {
             pending: pending.len() as u64,
         };
         let value = serde_json::to_vec(&header).map_err(storage)?;
-        batch.put(Cf::Meta, HEADER, &value).map_err(storage)?;
         // Synced: the header lands after every record before it (one log, in order).
-        store.write(batch, true).map_err(storage)?;
+        records.finish(HEADER, &value)?;
         Ok(accounts.len())
     }
 
@@ -249,6 +227,39 @@ pub(super) fn load(store: &Store) -> Result<Option<State>, String> {
         open_holds: header.open_holds,
         pending,
     }))
+}
+
+/// The checkpoint's records, written a chunk at a time (unsynced), then the header, synced.
+struct Records<'s> {
+    store: &'s Store,
+    batch: crate::store::Batch<'s>,
+    in_batch: usize,
+}
+
+impl<'s> Records<'s> {
+    fn new(store: &'s Store) -> Records<'s> {
+        Records {
+            store,
+            batch: store.batch(),
+            in_batch: 0,
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), LedgerError> {
+        self.batch.put(Cf::Meta, key, value).map_err(storage)?;
+        self.in_batch += 1;
+        if self.in_batch == CHUNK {
+            let full = std::mem::replace(&mut self.batch, self.store.batch());
+            self.store.write(full, false).map_err(storage)?;
+            self.in_batch = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, header: &[u8], value: &[u8]) -> Result<(), LedgerError> {
+        self.batch.put(Cf::Meta, header, value).map_err(storage)?;
+        self.store.write(self.batch, true).map_err(storage)
+    }
 }
 
 /// Every record under `prefix` (its name, what it decodes to), in key order; `Err` names the

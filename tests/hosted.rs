@@ -1371,3 +1371,55 @@ async fn card_keys_rotate_online_for_operators_only() {
         .await;
     assert_eq!(code(&a), "00", "{a:?}");
 }
+
+/// Refunds of a card's purchases arriving while the card is refunded and closed (F14): each
+/// lands before the close takes the balance (and goes out with it) or is refused; none is
+/// left on the closed card, where nobody could refund it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refunds_racing_a_cards_close_leave_nothing_on_it() {
+    const DELAY: u64 = 1;
+    let env = env().await;
+    let id = env.card_id(PREPAID).await;
+    let mut purchases = Vec::new();
+    for _ in 0..8 {
+        let p = env.request(b"0200", PREPAID, "000000", 1_000, Some("1234"));
+        assert_eq!(code(&env.call(&p).await), "00");
+        purchases.push(p);
+    }
+    let refunds: Vec<OwnedMessage> = purchases
+        .iter()
+        .map(|p| {
+            let mut r = common::reversal_of(p, u64::from(env.next_stan()), "1121120200");
+            r.set_mti(Mti::new(b"0200").unwrap());
+            r.set(3, b"200000").set_number(4, 1_000, 12);
+            r
+        })
+        .collect();
+    let op = env.operator();
+    let close = async {
+        tokio::time::sleep(Duration::from_millis(DELAY)).await;
+        op.call("post", &format!("/v1/cards/{id}/refund"), None)
+            .await
+            .unwrap()
+    };
+    let sent = futures::future::join_all(refunds.iter().map(|r| env.call(r)));
+    let (closed, answers) = tokio::join!(close, sent);
+    assert_eq!(closed.status, 200, "{:?}", closed.body);
+    env.drained().await;
+    let refunded = answers.iter().filter(|a| code(a) == "00").count() as i64;
+    let ledger = switch_ledger(&env);
+    let account = format!("card:{id}");
+    let b = ledger.settled_balance(&account).await.unwrap();
+    assert_eq!(ledger.derive(&account).unwrap(), b);
+    assert_eq!(
+        (b.posted, b.pending),
+        (0, 0),
+        "nothing left on the closed card"
+    );
+    assert_eq!(
+        closed.body["refunded"],
+        json!(20_000 - 8_000 + 1_000 * refunded),
+        "what the close gave back is what the refunds before it returned"
+    );
+    assert_eq!(env.card(&id).await["status"], "closed");
+}

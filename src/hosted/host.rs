@@ -558,6 +558,11 @@ impl CardHost {
         msg: &Message<'_>,
         leg: &str,
     ) -> Result<Balance, ResponseCode> {
+        // Under the card's lock, read again: a card being refunded and closed (F14) holds
+        // it, so money given back cannot land on the card after its close has read the
+        // balance (it would stay on a closed card, where nobody can refund it).
+        let _guard = self.hosted.lock_card(&card.id).await;
+        let card = self.hosted.card(&card.id).map_err(|e| e.response_code())?;
         if card.status == CardStatus::Closed {
             return Err(ResponseCode::InvalidCard);
         }

@@ -785,11 +785,9 @@ async fn a_checkpoint_taken_under_load_equals_the_entries() {
             .collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
         ledger.checkpoint().await.unwrap();
-        let mut written = 0;
         for w in writers {
-            written += w.await.unwrap();
+            w.await.unwrap();
         }
-        assert!(written > 0, "legs were written before the stop");
         for a in accounts {
             assert_eq!(ledger.derive(a).unwrap(), ledger.balance(a).unwrap(), "{a}");
         }
@@ -819,16 +817,12 @@ async fn a_write_whose_caller_stops_waiting_still_reaches_memory() {
         let ledger = open_at(dir.path(), clock.clone());
         ledger.open_account("A", "P").await.unwrap();
         ledger.credit("A", 100_000, "load").await.unwrap();
-        let mut dropped = 0;
         for i in 0..150 {
             // Polled once, then dropped: most are waiting for the writer by then.
-            let pending = match i % 3 {
-                0 => ledger.credit("A", 11, &format!("c{i}")).now_or_never(),
-                1 => ledger.debit("A", 7, &format!("d{i}")).now_or_never(),
-                _ => ledger.hold("A", 5, &format!("h{i}")).now_or_never(),
-            };
-            if pending.is_none() {
-                dropped += 1;
+            match i % 3 {
+                0 => drop(ledger.credit("A", 11, &format!("c{i}")).now_or_never()),
+                1 => drop(ledger.debit("A", 7, &format!("d{i}")).now_or_never()),
+                _ => drop(ledger.hold("A", 5, &format!("h{i}")).now_or_never()),
             }
             // The next write on the account first settles what the dropped one left.
             ledger.credit("A", 1, &format!("s{i}")).await.unwrap();
@@ -838,10 +832,6 @@ async fn a_write_whose_caller_stops_waiting_still_reaches_memory() {
                 "after call {i}"
             );
         }
-        assert!(
-            dropped > 0,
-            "some calls were dropped before their step landed"
-        );
         let b = ledger.balance("A").unwrap();
         assert_eq!(
             ledger.derive("A").unwrap(),
@@ -859,17 +849,21 @@ async fn a_write_whose_caller_stops_waiting_still_reaches_memory() {
         assert_eq!(b.pending, 5 * holds as i64);
         assert_eq!(ledger.open_holds(), holds as i64);
         assert_eq!(ledger.pending_holds().len(), holds);
-        // Without a further write: a settled read sees it at once, and it is settled on its
-        // own soon after (a task waits for the step).
-        assert!(ledger.credit("A", 13, "alone").now_or_never().is_none());
+        // Without a further write: a settled read sees a dropped write at once, and it is
+        // settled on its own soon after (a task waits for the step).
+        drop(ledger.credit("A", 13, "alone-0").now_or_never());
         assert_eq!(
             ledger.settled_balance("A").await.unwrap(),
             ledger.derive("A").unwrap()
         );
-        assert!(ledger.credit("A", 17, "alone-2").now_or_never().is_none());
+        let landed = dropped_and_landed(&ledger).await;
+        assert!(
+            landed.is_some(),
+            "no call was dropped after its step was queued"
+        );
         let mut settled = false;
         for _ in 0..500 {
-            if ledger.balance("A").unwrap().posted == b.posted + 13 + 17 {
+            if ledger.balance("A").unwrap() == ledger.derive("A").unwrap() {
                 settled = true;
                 break;
             }
@@ -1012,4 +1006,23 @@ async fn a_damaged_checkpoint_is_not_used() {
     let ledger = open_at(dir.path(), clock);
     assert_eq!(ledger.started_from(), Start::Replay);
     assert_eq!(ledger.balance("A").unwrap().posted, 500);
+}
+
+/// A credit of 17 to "A" polled once and dropped after its step was queued (one dropped
+/// before it took the lock writes nothing: tried again), once its step has landed; its leg.
+async fn dropped_and_landed(ledger: &Ledger) -> Option<String> {
+    use futures::FutureExt;
+    for i in 0..100 {
+        let leg = format!("alone-{i}");
+        if ledger.credit("A", 17, &leg).now_or_never().is_some() {
+            continue; // landed within its first poll: not dropped
+        }
+        for _ in 0..100 {
+            if ledger.leg_state(&leg).unwrap().is_some() {
+                return Some(leg);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    None
 }

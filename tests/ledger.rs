@@ -690,7 +690,6 @@ async fn a_stops_checkpoint_gives_what_the_full_replay_gives_and_only_while_true
     tokio::time::sleep(Duration::from_millis(5)).await;
     // An entry written behind the checkpoint's back.
     {
-        let store = cyberswitch::store::open(dir.path()).unwrap();
         let entry = cyberswitch::ledger::LedgerEntry {
             seq: last_seq + 1_000,
             account: "C".into(),
@@ -699,15 +698,12 @@ async fn a_stops_checkpoint_gives_what_the_full_replay_gives_and_only_while_true
             leg: "behind".into(),
             at_ms: 0,
         };
-        let mut batch = store.batch();
-        batch
-            .put(
-                cyberswitch::store::Cf::LedgerEntries,
-                &cyberswitch::store::seq_key("C", entry.seq),
-                &serde_json::to_vec(&entry).unwrap(),
-            )
-            .unwrap();
-        store.write(batch, true).unwrap();
+        put_behind_its_back(
+            dir.path(),
+            cyberswitch::store::Cf::LedgerEntries,
+            &cyberswitch::store::seq_key("C", entry.seq),
+            &serde_json::to_vec(&entry).unwrap(),
+        );
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     {
@@ -727,12 +723,12 @@ async fn a_stops_checkpoint_gives_what_the_full_replay_gives_and_only_while_true
     tokio::time::sleep(Duration::from_millis(5)).await;
     // An account opened behind its back.
     {
-        let store = cyberswitch::store::open(dir.path()).unwrap();
-        let mut batch = store.batch();
-        batch
-            .put(cyberswitch::store::Cf::LedgerAccounts, b"E", b"{}")
-            .unwrap();
-        store.write(batch, true).unwrap();
+        put_behind_its_back(
+            dir.path(),
+            cyberswitch::store::Cf::LedgerAccounts,
+            b"E",
+            b"{}",
+        );
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     let ledger = open_at(dir.path(), clock.clone());
@@ -991,16 +987,12 @@ async fn a_damaged_checkpoint_is_not_used() {
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     {
-        let store = cyberswitch::store::open(dir.path()).unwrap();
-        let mut batch = store.batch();
-        batch
-            .put(
-                cyberswitch::store::Cf::Meta,
-                b"ledger-checkpoint/a/A",
-                b"\xff\xff\xff",
-            )
-            .unwrap();
-        store.write(batch, true).unwrap();
+        put_behind_its_back(
+            dir.path(),
+            cyberswitch::store::Cf::Meta,
+            b"ledger-checkpoint/a/A",
+            b"\xff\xff\xff",
+        );
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     let ledger = open_at(dir.path(), clock);
@@ -1025,4 +1017,18 @@ async fn dropped_and_landed(ledger: &Ledger) -> Option<String> {
         }
     }
     None
+}
+
+/// One record written straight into a stopped ledger's store, as a build or tool that knows
+/// nothing of the ledger's memory would.
+fn put_behind_its_back(
+    dir: &std::path::Path,
+    cf: cyberswitch::store::Cf,
+    key: &[u8],
+    value: &[u8],
+) {
+    let store = cyberswitch::store::open(dir).unwrap();
+    let mut batch = store.batch();
+    batch.put(cf, key, value).unwrap();
+    store.write(batch, true).unwrap();
 }

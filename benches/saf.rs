@@ -28,6 +28,7 @@ fn backlog(n: u64, start: Instant) -> Vec<(Key, Item)> {
                 amount: Some(10_000),
                 reason: None,
                 advice: false,
+                blind: None,
             };
             (seq.to_be_bytes().to_vec(), item)
         })

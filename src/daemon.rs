@@ -100,6 +100,16 @@ impl Running {
                 "late approvals whose reversal was not recorded"
             );
         }
+        // Every record of a leg sent ahead on disk: its link is marked clean, and the next
+        // start reverses nothing blind.
+        for ahead in self.switch.legs_ahead.values() {
+            if !ahead.stop_clean(&self.switch.journal, SETTLE).await {
+                tracing::warn!(
+                    link = ahead.link(),
+                    "legs sent ahead not all on disk at stop: the next start reverses their window blind"
+                );
+            }
+        }
         if let Err(e) = self.switch.journal.sync().await {
             tracing::error!(error = %e, "journal not synced at stop");
         }
@@ -190,6 +200,14 @@ pub async fn assemble(
         },
     )?;
     recover(&config, &journal, &saf).await?;
+    let windows: Vec<(String, u32)> = config
+        .links
+        .iter()
+        .map(|l| (l.name.clone(), l.legs_ahead))
+        .collect();
+    let reverse = !testhooks::skip_recovery();
+    let legs_ahead =
+        Arc::new(crate::switch::legs_ahead::open(&journal, &saf, &windows, reverse).await?);
     let hosted =
         crate::hosted::Hosted::open(journal.clone(), config.clone(), key.clone(), clock.clone())
             .await?;
@@ -227,6 +245,7 @@ pub async fn assemble(
         hosted,
         clock,
         rrns,
+        legs_ahead,
         books,
         va,
     };

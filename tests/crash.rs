@@ -994,6 +994,8 @@ async fn follow_up(
 /// times at most it is passed before it fires: reversals and refunds are rarer than legs.
 const CRASH_POINTS: &[(&str, u32)] = &[
     ("leg-sent", 40),
+    // A leg sent ahead of its record, the writer stopped before the record is written.
+    ("ahead-record-write", 40),
     ("wallet-credit", 40),
     ("journal-answer", 40),
     ("saf-acked", 4),
@@ -1748,6 +1750,12 @@ async fn kill_9_at_any_point_loses_nothing_and_applies_nothing_twice() {
 async fn without_recovery_the_harness_finds_money_moved() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let w = Arc::new(world(10).await);
+    // Legs wait for their record here: killed at the crash point, the gift leg's record is
+    // then on disk for certain (sent ahead, it might not be yet, and the next start would
+    // reverse it blind — which skipping recovery skips too).
+    let toml = std::fs::read_to_string(&w.config).unwrap();
+    assert!(toml.contains("legs_ahead = 64"));
+    std::fs::write(&w.config, toml.replace("legs_ahead = 64", "legs_ahead = 0")).unwrap();
     // One split purchase on card 1: 4,000 from its gift wallet, then 6,000 by credit. The
     // switch is killed between the two: the gift debit is approved upstream, the terminal
     // never hears of it.

@@ -232,6 +232,12 @@ fn link(at: &Origin, key: &str, l: &LinkToml) -> Result<(), ConfigError> {
     }
     at.count(format!("{key}.sessions"), l.sessions)?;
     at.count(format!("{key}.max_in_flight"), l.max_in_flight)?;
+    at.within(
+        format!("{key}.legs_ahead"),
+        l.legs_ahead,
+        0,
+        super::schema::MAX_LEGS_AHEAD,
+    )?;
     at.positive(format!("{key}.timeout_ms"), l.timeout_ms)?;
     // Zero would echo in a tight loop, or drop the session at its first unanswered echo
     // whatever the setting, or reconnect without pause.

@@ -286,6 +286,8 @@ pub struct LinkConfig {
     pub reconnect_max_ms: u64,
     /// TLS, read at load and on SIGHUP; `None`: plain TCP.
     pub tls: Option<Arc<crate::net::tls::ClientTls>>,
+    /// Legs sent ahead of their record, at most this many at once (0: off).
+    pub legs_ahead: u32,
 }
 
 impl LinkConfig {
@@ -312,6 +314,7 @@ impl LinkConfig {
             reconnect_min_ms: 0,
             reconnect_max_ms: 0,
             tls: None,
+            legs_ahead: 0,
         }
     }
 

@@ -192,6 +192,7 @@ impl Resolver<'_> {
             max_in_flight: l.max_in_flight,
             reconnect_min_ms: l.reconnect_min_ms,
             reconnect_max_ms: l.reconnect_max_ms,
+            legs_ahead: l.legs_ahead,
             tls: l
                 .tls
                 .map(crate::net::tls::ClientTls::load)

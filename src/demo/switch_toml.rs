@@ -48,7 +48,7 @@ pub fn switch_config_toml_tls(
         .unwrap_or_default();
     let link = |name: &str, kind: &str, addr: SocketAddr| {
         format!(
-            "[[link]]\nname = \"{name}\"\nkind = \"{kind}\"\nhosts = [\"{addr}\"]\ntimeout_ms = 1500\necho_interval_ms = 30000\n\n"
+            "[[link]]\nname = \"{name}\"\nkind = \"{kind}\"\nhosts = [\"{addr}\"]\ntimeout_ms = 1500\necho_interval_ms = 30000\n# The simulators find a leg by field 37 alone: legs go ahead of their record.\nlegs_ahead = 64\n\n"
         )
     };
     format!(

@@ -237,6 +237,14 @@ impl OwnedMessage {
             .unwrap_or(0)
     }
 
+    /// Transaction type: the first two digits of field 3 (`None` when absent or not digits).
+    pub fn transaction_type(&self) -> Option<u8> {
+        self.get(de::PROCESSING_CODE)
+            .and_then(|v| v.get(..2))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.parse().ok())
+    }
+
     /// Set field 90 from its parts.
     pub fn set_original_data(&mut self, od: &OriginalData) -> &mut Self {
         self.set(de::ORIGINAL_DATA, od.to_field().as_bytes())

@@ -53,6 +53,8 @@ pub struct Step {
     ops: Vec<Op>,
     entries: Vec<Entry>,
     sync: bool,
+    /// A leg went upstream before this step landed ([`Step::sent_ahead`]).
+    ahead: bool,
 }
 
 impl Step {
@@ -81,6 +83,18 @@ impl Step {
         self.sync
     }
 
+    /// A leg is sent upstream before this step (its record) is on disk (`[[link]]
+    /// legs_ahead`, see [`crate::switch::legs_ahead`]). Two promises follow. Whoever is told
+    /// the step landed is told only once it is *on disk* — synced by its own group or by
+    /// the next group that syncs — since that is when the leg's place may be given to the
+    /// next one. And nothing written after it may land without it: a write that fails with
+    /// such a step pending halts the journal for good (every later step is refused), so
+    /// that what is on disk is always a prefix of what was queued, which start-up recovery
+    /// relies on to know which legs it must reverse blind.
+    pub fn sent_ahead(&mut self) {
+        self.ahead = true;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.entries.is_empty()
     }
@@ -92,6 +106,10 @@ pub enum JournalError {
     Write(String),
     #[error("journal writer stopped")]
     Stopped,
+    /// A write failed while a leg sent ahead of its record was not on disk: nothing may
+    /// land after it, so nothing is written any more. A restart reverses that leg.
+    #[error("journal halted after a failed write with a leg sent ahead of its record; restart the switch")]
+    Halted,
 }
 
 struct Pending {
@@ -99,6 +117,8 @@ struct Pending {
     /// The step's entries, serialised by the committing task (not the writer thread).
     record: Option<Vec<u8>>,
     done: Done,
+    /// Test-only (`fault-injection`, point `ahead-record`): this step's write fails.
+    doomed: bool,
 }
 
 /// Who hears that a step landed.
@@ -133,6 +153,8 @@ pub struct Journal {
     unawaited: Arc<tokio::sync::Semaphore>,
     wait_synced: metrics::Histogram,
     wait_buffered: metrics::Histogram,
+    /// Set once a write failed with a step sent ahead pending ([`JournalError::Halted`]).
+    halted: Arc<std::sync::atomic::AtomicBool>,
     /// Test-only write failures by point name: how many times each is still to fail.
     #[cfg(feature = "fault-injection")]
     faults: Mutex<std::collections::HashMap<String, u32>>,
@@ -230,6 +252,7 @@ impl Journal {
         }
         let disk = Disk { durability };
         let next_seq = last_seq(&store)?.map_or(0, |s| s + 1);
+        let halted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = match &store {
             Store::Memory(_) => Writer::Inline {
                 next_seq: Mutex::new(next_seq),
@@ -238,9 +261,19 @@ impl Journal {
                 let queue = Arc::new(queue::Queue::new());
                 let writer_store = store.clone();
                 let rx = queue.clone();
+                let writer_halted = halted.clone();
                 let thread = std::thread::Builder::new()
                     .name("journal-writer".into())
-                    .spawn(move || writer(writer_store, &rx, next_seq, grouping, disk))
+                    .spawn(move || {
+                        let mut w = GroupWriter {
+                            store: writer_store,
+                            next_seq,
+                            disk,
+                            halted: writer_halted,
+                            awaiting_sync: Vec::new(),
+                        };
+                        w.run(&rx, grouping)
+                    })
                     .map_err(|e| format!("cannot start the journal writer: {e}"))?;
                 Writer::Thread {
                     queue,
@@ -255,6 +288,7 @@ impl Journal {
             unawaited: Arc::new(tokio::sync::Semaphore::new(MAX_UNAWAITED)),
             wait_synced: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "synced"),
             wait_buffered: metrics::histogram!("cyberswitch_journal_commit_seconds", "mode" => "buffered"),
+            halted,
             #[cfg(feature = "fault-injection")]
             faults: Mutex::default(),
         }))
@@ -262,7 +296,8 @@ impl Journal {
 
     /// Test-only (`fault-injection`): the next `count` writes at the named point fail as if
     /// the disk refused them (points: `answer`, a transaction's answer step; `answer-retry`,
-    /// its retries in the background).
+    /// its retries in the background; `ahead-record`, the write of a leg's record sent
+    /// ahead of it, which then halts the journal).
     #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&self, point: &str, count: u32) {
         if let Ok(mut f) = self.faults.lock() {
@@ -393,10 +428,20 @@ impl Journal {
     /// Queue a step for the writer (or, on a memory store, write it now); when it cannot
     /// be queued, `done` hears so at once.
     fn enqueue(&self, step: Step, done: Done) -> Result<(), JournalError> {
+        if self.is_halted() {
+            done.send(Err(JournalError::Halted));
+            return Err(JournalError::Halted);
+        }
         let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
         // Somebody waits for it: the writer takes it now (with every step queued before it).
         let urgent = step.sync || matches!(done, Done::Wake(_));
-        let pending = Pending { record, step, done };
+        let doomed = step.ahead && self.fault("ahead-record").is_err();
+        let pending = Pending {
+            record,
+            step,
+            done,
+            doomed,
+        };
         let refused = match &self.writer {
             Writer::Thread { queue, .. } => match queue.push(pending, urgent) {
                 Ok(()) => return Ok(()),
@@ -404,8 +449,18 @@ impl Journal {
             },
             Writer::Inline { next_seq } => return self.write_now(next_seq, pending),
         };
-        refused.done.send(Err(JournalError::Stopped));
-        Err(JournalError::Stopped)
+        let error = if self.is_halted() {
+            JournalError::Halted
+        } else {
+            JournalError::Stopped
+        };
+        refused.done.send(Err(error.clone()));
+        Err(error)
+    }
+
+    /// Has a failed write halted the journal ([`JournalError::Halted`])?
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Write one step on the caller's thread; `done` hears the outcome once the sequence
@@ -420,6 +475,9 @@ impl Journal {
             ),
             Err(_) => Err(JournalError::Write("journal sequence lock poisoned".into())),
         };
+        if result.is_err() && pending.step.ahead {
+            halt(&self.halted);
+        }
         pending.done.send(result);
         Ok(())
     }
@@ -458,30 +516,111 @@ const UNDER_LOAD: Duration = Duration::from_millis(1);
 /// the others have lingered, see [`queue`]), write them as one batch, sync once if any of
 /// them asked for it, release them all. Under load, a group that will sync first waits
 /// `sync_delay` for more steps to share that sync; an idle switch never waits.
-fn writer(
+struct GroupWriter {
     store: Store,
-    rx: &queue::Queue<Pending>,
-    mut next_seq: u64,
-    grouping: Grouping,
+    next_seq: u64,
     disk: Disk,
-) {
-    let batch_max = grouping.batch_max.max(1);
-    let mut last_sync_end: Option<Instant> = None;
-    while let Some(mut group) = rx.take(batch_max) {
-        let under_load = last_sync_end.is_some_and(|end| end.elapsed() < UNDER_LOAD);
-        let room = group.len() < batch_max;
-        if under_load && room && !grouping.sync_delay.is_zero() && group.iter().any(|p| p.step.sync)
-        {
-            rx.gather(&mut group, batch_max, grouping.sync_delay);
+    halted: Arc<std::sync::atomic::AtomicBool>,
+    /// Steps sent ahead ([`Step::sent_ahead`]) written by a group that did not sync: told
+    /// they landed once a later group syncs.
+    awaiting_sync: Vec<Done>,
+}
+
+impl GroupWriter {
+    fn run(&mut self, rx: &queue::Queue<Pending>, grouping: Grouping) {
+        let batch_max = grouping.batch_max.max(1);
+        let mut last_sync_end: Option<Instant> = None;
+        while let Some(mut group) = rx.take(batch_max) {
+            if self.halted.load(std::sync::atomic::Ordering::Acquire) {
+                for p in group {
+                    p.done.send(Err(JournalError::Halted));
+                }
+                continue;
+            }
+            let under_load = last_sync_end.is_some_and(|end| end.elapsed() < UNDER_LOAD);
+            let room = group.len() < batch_max;
+            if under_load
+                && room
+                && !grouping.sync_delay.is_zero()
+                && group.iter().any(|p| p.step.sync)
+            {
+                rx.gather(&mut group, batch_max, grouping.sync_delay);
+            }
+            let synced = group.iter().any(|p| p.step.sync);
+            if group.iter().any(|p| p.step.ahead) {
+                // Test-only: a crash with a leg sent ahead of a record that never lands.
+                crate::switch::testhooks::crash_point_blocking("ahead-record-write");
+            }
+            let result = write_group(&self.store, &group, &mut self.next_seq, self.disk);
+            if synced {
+                last_sync_end = Some(Instant::now());
+            }
+            self.release(group, synced, result, rx);
         }
-        let synced = group.iter().any(|p| p.step.sync);
-        let result = write_group(&store, &group, &mut next_seq, disk);
-        if synced {
-            last_sync_end = Some(Instant::now());
+        // Closed: what was written without a sync is synced now, then told.
+        if !self.awaiting_sync.is_empty() {
+            let result = self.sync_now();
+            for done in self.awaiting_sync.drain(..) {
+                done.send(result.clone());
+            }
+        }
+    }
+
+    /// Tell a written group's steps how it went. A step sent ahead hears only once it is on
+    /// disk; a failure while any such step is not halts the journal.
+    fn release(
+        &mut self,
+        group: Vec<Pending>,
+        synced: bool,
+        result: Result<(), JournalError>,
+        rx: &queue::Queue<Pending>,
+    ) {
+        let ahead = group.iter().any(|p| p.step.ahead) || !self.awaiting_sync.is_empty();
+        if result.is_err() && ahead {
+            halt(&self.halted);
+            rx.close();
+            for done in self.awaiting_sync.drain(..) {
+                done.send(Err(JournalError::Halted));
+            }
+            for p in group {
+                p.done.send(Err(JournalError::Halted));
+            }
+            return;
+        }
+        if synced && result.is_ok() {
+            for done in self.awaiting_sync.drain(..) {
+                done.send(Ok(()));
+            }
         }
         for p in group {
-            p.done.send(result.clone());
+            if p.step.ahead && !synced && result.is_ok() {
+                self.awaiting_sync.push(p.done);
+            } else {
+                p.done.send(result.clone());
+            }
         }
+    }
+
+    /// One synced write of the sync time: everything written before it is on disk after it.
+    fn sync_now(&self) -> Result<(), JournalError> {
+        let mut batch = self.store.batch();
+        batch
+            .put(Cf::Meta, SYNCED_AT, &now_ms().to_be_bytes())
+            .map_err(JournalError::Write)?;
+        self.store
+            .write_with(batch, self.disk.sync(true), self.disk.wal())
+            .map_err(JournalError::Write)
+    }
+}
+
+/// Refuse every write from now on ([`JournalError::Halted`]).
+fn halt(halted: &std::sync::atomic::AtomicBool) {
+    if !halted.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        tracing::error!(
+            "journal halted: a write failed while a leg sent ahead of its record was not on disk; \
+             every later write is refused; restart the switch (its recovery reverses that leg)"
+        );
+        metrics::gauge!("cyberswitch_journal_halted").set(1.0);
     }
 }
 
@@ -522,6 +661,9 @@ fn build<'s>(
 ) -> Result<Batch<'s>, JournalError> {
     let mut batch = store.batch();
     for pending in group {
+        if pending.doomed {
+            return Err(JournalError::Write("injected fault at ahead-record".into()));
+        }
         for op in &pending.step.ops {
             match op {
                 Op::Put(cf, k, v) => batch.put(*cf, k, v),
@@ -578,6 +720,65 @@ mod tests {
             Some(&b"answer"[..])
         );
         assert!(rx.try_recv().is_err(), "told twice");
+    }
+
+    /// A step sent ahead, written by a group that did not sync, is told it landed only once
+    /// a later group syncs: its leg's place must not be given back while a power cut could
+    /// still lose it.
+    #[tokio::test]
+    async fn a_step_sent_ahead_hears_it_landed_only_once_a_sync_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut ahead = step("ahead");
+        ahead.sent_ahead();
+        j.commit_then(ahead, move |r| tx.send(r).unwrap()).unwrap();
+        // Written (without a sync, after its linger) ...
+        let mut written = false;
+        for _ in 0..1_000 {
+            if j.get(Cf::Dedup, b"ahead").unwrap().is_some() {
+                written = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(written, "the step sent ahead was never written");
+        // ... yet not reported: no sync has covered it.
+        assert!(rx.try_recv().is_err(), "reported before any sync");
+        let mut synced = step("synced");
+        synced.synced();
+        j.commit(synced).await.unwrap();
+        let landed = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(landed.is_ok());
+        assert!(!j.is_halted());
+    }
+
+    /// A write that fails with a step sent ahead halts the journal: what is on disk stays a
+    /// prefix of what was queued (start-up recovery's blind reversals rely on it).
+    #[cfg(feature = "fault-injection")]
+    #[tokio::test]
+    async fn a_failed_write_with_a_step_sent_ahead_halts_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        j.inject_fault("ahead-record", 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut ahead = step("ahead");
+        ahead.sent_ahead();
+        j.commit_then(ahead, move |r| tx.send(r).unwrap()).unwrap();
+        let mut after = step("after");
+        after.synced();
+        let later = j.commit(after).await;
+        let landed = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(matches!(landed, Err(JournalError::Halted)), "{landed:?}");
+        assert!(matches!(later, Err(JournalError::Halted)), "{later:?}");
+        assert!(j.is_halted());
+        assert!(j.get(Cf::Dedup, b"ahead").unwrap().is_none());
+        assert!(j.get(Cf::Dedup, b"after").unwrap().is_none());
+        // Everything from now on is refused.
+        assert!(matches!(
+            j.commit(step("next")).await,
+            Err(JournalError::Halted)
+        ));
     }
 
     #[tokio::test]

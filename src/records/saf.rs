@@ -32,6 +32,11 @@ pub struct Item {
     /// instead of being reversed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub advice: bool,
+    /// A blind reversal: the identity (field 37) of a leg sent ahead of its record, which
+    /// may have been lost with it (see `switch::legs_ahead`). Nothing else of the leg is
+    /// known: `sealed` is empty and the host finds the leg by this alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blind: Option<String>,
 }
 
 impl Item {
@@ -56,6 +61,7 @@ impl Item {
             amount: None,
             reason: None,
             advice: false,
+            blind: None,
         }
     }
 

@@ -152,6 +152,9 @@ pub struct Simulator {
     skew: std::sync::atomic::AtomicI64,
     /// Answers to money requests wait here until their change is in the operating system.
     wal: Arc<WalBarrier>,
+    /// Held, by a hash of the identity, from looking a leg's identity up to writing it: a
+    /// leg sent ahead and its blind reversal (see `requests.rs`).
+    identity_locks: [Mutex<()>; 16],
 }
 
 impl Simulator {
@@ -203,6 +206,7 @@ impl Simulator {
             auth_counter: std::sync::atomic::AtomicU32::new(1),
             skew: std::sync::atomic::AtomicI64::new(config.reconciliation_skew),
             wal: Arc::new(WalBarrier::new()),
+            identity_locks: Default::default(),
         });
         let limits = ServerLimits {
             framing: prof.framing,

@@ -86,7 +86,7 @@ impl Simulator {
                 self.completion(&msg)
             }
             1 | 2 => self.money(&msg, &target, &behaviour, &mut resp),
-            4 => self.reversal(&msg),
+            4 => self.reversal(&msg, &mut resp),
             5 => self.reconcile(&msg, &mut resp),
             _ => code(ResponseCode::InvalidTransaction),
         };
@@ -128,6 +128,21 @@ impl Simulator {
             // A retransmission: the same answer, no second effect.
             resp.set(38, leg.auth_code.as_bytes());
             return leg.response_code;
+        }
+        // A leg sent ahead (field 37 an identity) is indexed by it, for a blind reversal;
+        // held from the check to the write, so a blind reversal cannot slip in between.
+        let identity = msg
+            .str(de::RRN)
+            .map(|r| r.into_owned())
+            .filter(|r| crate::switch::legs_ahead::is_identity(r));
+        let _identity_held = identity.as_deref().map(|r| self.identity_lock(r));
+        if let Some(r) = &identity {
+            match self.db.get(identity_key(r)) {
+                // Reversed before it came (its sender lost it): it must not take money now.
+                Ok(Some(v)) if v == UNSEEN => return code(ResponseCode::InvalidTransaction),
+                Ok(_) => {}
+                Err(_) => return code(ResponseCode::SystemMalfunction),
+            }
         }
         let inquiry = pc == INQUIRY;
         if let Some(code) = &b.decline {
@@ -190,6 +205,9 @@ impl Simulator {
         if let Some((original, total)) = refunded {
             batch.put(refunded_key(&original), total.to_be_bytes());
             batch.put(refund_leg_key(&key), original.as_bytes());
+        }
+        if let Some(r) = &identity {
+            batch.put(identity_key(r), key.as_bytes());
         }
         if self.db.write(batch).is_err() {
             return code(ResponseCode::SystemMalfunction);
@@ -289,9 +307,19 @@ impl Simulator {
     }
 
     /// 0400/0420/0421: undo the leg named in field 90. Unknown: 25; already reversed: 00.
-    fn reversal(&self, msg: &Message<'_>) -> String {
-        let Some(key) = original_leg_key(msg) else {
-            return code(ResponseCode::FormatError);
+    /// A blind reversal (field 90's STAN and time zero) names the leg by its identity in
+    /// field 37 alone; its answer says in fields 3 and 4 what the leg was.
+    fn reversal(&self, msg: &Message<'_>, resp: &mut OwnedMessage) -> String {
+        let key = match blind_identity(msg) {
+            Some(identity) => match self.blind_leg(&identity) {
+                Ok(Some(key)) => key,
+                Ok(None) => return code(ResponseCode::OriginalNotFound),
+                Err(()) => return code(ResponseCode::SystemMalfunction),
+            },
+            None => match original_leg_key(msg) {
+                Some(key) => key,
+                None => return code(ResponseCode::FormatError),
+            },
         };
         let Some(target) = self.leg(&key).map(|l| l.target) else {
             return code(ResponseCode::OriginalNotFound);
@@ -303,6 +331,15 @@ impl Simulator {
         let Some(mut leg) = self.leg(&key) else {
             return code(ResponseCode::SystemMalfunction);
         };
+        if blind_identity(msg).is_some() {
+            let pc: &[u8] = if self.takes(leg.delta) {
+                b"000000"
+            } else {
+                b"200000"
+            };
+            resp.set(de::PROCESSING_CODE, pc);
+            resp.set_number(de::AMOUNT, leg.delta.unsigned_abs(), 12);
+        }
         if leg.reversed || leg.response_code != ResponseCode::Approved.as_str() {
             return code(ResponseCode::Approved);
         }
@@ -376,6 +413,34 @@ impl Simulator {
         }
     }
 
+    /// The lock of an identity's stripe.
+    fn identity_lock(&self, identity: &str) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = identity.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.identity_locks[stripe % self.identity_locks.len()]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The leg a blind reversal names by its identity, if this host ever took it. One it
+    /// never saw is remembered as reversed unseen, so that the leg, should it still come
+    /// (its sender lost it), is declined.
+    fn blind_leg(&self, identity: &str) -> Result<Option<String>, ()> {
+        let _held = self.identity_lock(identity);
+        match self.db.get(identity_key(identity)) {
+            Ok(Some(v)) if v == UNSEEN => Ok(None),
+            Ok(Some(v)) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            Ok(None) => {
+                self.db
+                    .put(identity_key(identity), UNSEEN)
+                    .map_err(|_| ())?;
+                Ok(None)
+            }
+            Err(_) => Err(()),
+        }
+    }
+
     pub(super) fn leg(&self, key: &str) -> Option<Leg> {
         self.db
             .get(key)
@@ -393,6 +458,24 @@ fn changes_money(msg: &Message<'_>) -> bool {
         4 => true,
         _ => false,
     }
+}
+
+/// A blind reversal's identity: field 37, when field 90 names no STAN and no time.
+fn blind_identity(msg: &Message<'_>) -> Option<String> {
+    let od = msg.original_data().ok().flatten()?;
+    if od.stan != 0 || od.transmission_time != 0 {
+        return None;
+    }
+    msg.str(de::RRN)
+        .map(|r| r.into_owned())
+        .filter(|r| crate::switch::legs_ahead::is_identity(r))
+}
+
+/// What an identity reversed before its leg came is remembered as.
+const UNSEEN: &[u8] = b"-";
+
+fn identity_key(identity: &str) -> Vec<u8> {
+    format!("id/{identity}").into_bytes()
 }
 
 /// ISO 8583:1987 response code 95: reconcile error.

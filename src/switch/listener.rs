@@ -221,7 +221,8 @@ async fn respond_fresh(
         listener,
         &msg,
     )
-    .with_max_legs(switch.config.limits.max_legs);
+    .with_max_legs(switch.config.limits.max_legs)
+    .with_legs_ahead(switch.legs_ahead.clone());
     let mut resp = switch.handle(&msg, &mut txn).await;
     if let Some(date) = txn.business_date() {
         resp.set(

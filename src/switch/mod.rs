@@ -18,6 +18,7 @@ pub mod coupon;
 pub mod credit;
 pub mod delivery;
 pub mod followup;
+pub mod legs_ahead;
 pub mod listener;
 pub mod mandatory;
 pub mod netmgmt;
@@ -65,6 +66,8 @@ pub struct Switch {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     rrns: Arc<rrn::Rrns>,
+    /// The links that send legs ahead of their record, by name (see [`legs_ahead`]).
+    pub legs_ahead: LegsAheadByLink,
     /// Business days, cut-over, settlement (F13).
     pub books: Arc<crate::books::Books>,
     /// Approvals on their way to their terminals (see [`delivery`]).
@@ -113,9 +116,13 @@ pub struct Parts {
     pub hosted: Arc<crate::hosted::Hosted>,
     pub clock: Arc<dyn Clock>,
     pub rrns: Arc<rrn::Rrns>,
+    pub legs_ahead: LegsAheadByLink,
     pub books: Arc<crate::books::Books>,
     pub va: Arc<crate::va::VirtualAccounts>,
 }
+
+/// Each link sending legs ahead of their record, by name.
+pub type LegsAheadByLink = Arc<HashMap<String, Arc<legs_ahead::LegsAhead>>>;
 
 impl Switch {
     pub fn new(parts: Parts, stop: CancellationToken) -> Result<Arc<Switch>, String> {
@@ -128,6 +135,7 @@ impl Switch {
             hosted,
             clock,
             rrns,
+            legs_ahead,
             books,
             va,
         } = parts;
@@ -162,6 +170,7 @@ impl Switch {
             registry,
             clock,
             rrns,
+            legs_ahead,
             books,
             va,
         });

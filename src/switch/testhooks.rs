@@ -6,7 +6,10 @@
 //! - `CYBERSWITCH_TESTONLY_CRASH_POINT=name:n` — the n-th time a flow reaches the named
 //!   point, the switch prints `crash point <name> reached` on stderr and that flow stops
 //!   there (it never continues), so the harness can `kill -9` the process at exactly that
-//!   point. Points: `leg-sent` (a leg recorded, its request not sent), `wallet-credit`
+//!   point. Points: `leg-sent` (a leg recorded — on a link with legs ahead, its record
+//!   queued —, its request not sent), `ahead-record-write` (the journal's writer about to
+//!   write a record of a leg sent ahead: the writer stops, so the leg goes upstream and its
+//!   record never lands), `wallet-credit`
 //!   (wallet legs approved, the credit leg not asked), `journal-answer` (the answer recorded,
 //!   not sent), `saf-acked` (a reversal or completion acknowledged upstream, not yet removed
 //!   from the queue), `completion-queued` (a terminal's completion queued durably, not yet
@@ -28,6 +31,9 @@ mod disarmed {
     /// Without the `fault-injection` feature: nothing.
     #[inline(always)]
     pub async fn crash_point(_name: &str) {}
+
+    #[inline(always)]
+    pub fn crash_point_blocking(_name: &str) {}
 
     #[inline(always)]
     pub fn skip_recovery() -> bool {
@@ -79,6 +85,21 @@ mod armed {
         if a.countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
             eprintln!("crash point {name} reached");
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// As [`crash_point`], on a thread of its own (the journal's writer): the thread stops
+    /// there for good, and with it everything it would have written.
+    pub fn crash_point_blocking(name: &str) {
+        let Some(a) = armed() else { return };
+        if a.name != name {
+            return;
+        }
+        if a.countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+            eprintln!("crash point {name} reached");
+            loop {
+                std::thread::park();
+            }
         }
     }
 

@@ -6,7 +6,9 @@
 //!
 //! The rules that make recovery sound:
 //! - A leg is recorded (`Sent`, synced) *before* its request goes upstream: after a crash,
-//!   every leg that may have moved money is known.
+//!   every leg that may have moved money is known. On a link that sends legs ahead
+//!   (`legs_ahead`), the record may still be on its way, and recovery knows such a leg by
+//!   its identity instead (see [`super::legs_ahead`]).
 //! - The answer is recorded (`Answered`, synced when any leg exists) *before* it goes to the
 //!   terminal: an approval a terminal saw is on disk.
 //! - A transaction still `Open` after a crash was never answered; recovery reverses its legs.
@@ -72,6 +74,8 @@ pub struct Txn {
     /// Held until the transaction is dropped, its answer journaled or not (a coupon's claim:
     /// no second purchase may use it between the approval and its journal write).
     kept: Vec<Box<dyn Send + Sync>>,
+    /// The links whose legs go ahead of their record (see [`super::legs_ahead`]).
+    legs_ahead: super::LegsAheadByLink,
 }
 
 impl Txn {
@@ -130,6 +134,7 @@ impl Txn {
             max_legs: usize::MAX,
             on_approval: Vec::new(),
             kept: Vec::new(),
+            legs_ahead: Default::default(),
         };
         let entry = Entry::decoded(EntryKind::In, txn.id(), &txn.listener, req);
         txn.step.append(entry);
@@ -139,6 +144,12 @@ impl Txn {
     /// At most `n` legs: one more is not sent ([`LegOutcome::TooManyLegs`]).
     pub fn with_max_legs(mut self, n: usize) -> Txn {
         self.max_legs = n;
+        self
+    }
+
+    /// Legs on these links go ahead of their record.
+    pub fn with_legs_ahead(mut self, links: super::LegsAheadByLink) -> Txn {
+        self.legs_ahead = links;
         self
     }
 
@@ -227,6 +238,54 @@ impl Txn {
         role: LegRole,
         refunds_leg: Option<u32>,
     ) -> Result<usize, JournalError> {
+        let index = self.stage_leg(link, request, amount, role, refunds_leg)?;
+        self.step.synced();
+        self.commit().await?;
+        Ok(index)
+    }
+
+    /// Record a leg on a link that sends legs ahead (see [`super::legs_ahead`]): the leg
+    /// takes a place and the link's next identity as field 37, and its record is handed to
+    /// the journal (in the order of identities) without waiting for it. It rides with the
+    /// next step that syncs — the answer's, at the latest, which lands after it — and the
+    /// place is given back once it is on disk.
+    async fn record_leg_ahead(
+        &mut self,
+        ahead: &super::legs_ahead::LegsAhead,
+        link: &str,
+        request: &mut OwnedMessage,
+        amount: u64,
+        role: LegRole,
+        refunds_leg: Option<u32>,
+    ) -> Result<usize, JournalError> {
+        let place = ahead.place().await.ok_or(JournalError::Stopped)?;
+        ahead.with_next(|identity, (cf, key, value)| {
+            request.set(de::RRN, identity.as_bytes());
+            let index = self.stage_leg(link, request, amount, role, refunds_leg)?;
+            self.step.put(cf, key, value);
+            self.step.sent_ahead();
+            let step = self.take_step();
+            let queued = std::mem::take(&mut self.queued);
+            let saf = self.saf.clone();
+            self.journal.commit_then(step, move |landed| {
+                drop(place);
+                if landed.is_ok() {
+                    saf.publish(queued);
+                }
+            })?;
+            Ok(index)
+        })
+    }
+
+    /// Add a leg to the record and the step (not committed).
+    fn stage_leg(
+        &mut self,
+        link: &str,
+        request: &OwnedMessage,
+        amount: u64,
+        role: LegRole,
+        refunds_leg: Option<u32>,
+    ) -> Result<usize, JournalError> {
         let Some(key) = self.key.clone() else {
             return Err(JournalError::Write("a leg outside a transaction".into()));
         };
@@ -249,8 +308,6 @@ impl Txn {
             self.step.put(Cf::OpenTxns, key.as_bytes(), Vec::new());
         }
         self.note(EntryKind::Out, link, request);
-        self.step.synced();
-        self.commit().await?;
         Ok(index)
     }
 
@@ -302,9 +359,16 @@ impl Txn {
             );
         }
         let units = request.amount_units();
-        let recorded = self
-            .record_leg(&link.name, &request, amount, role, refunds_leg)
-            .await;
+        let recorded = match self.legs_ahead.get(&*link.name).cloned() {
+            Some(ahead) => {
+                self.record_leg_ahead(&ahead, &link.name, &mut request, amount, role, refunds_leg)
+                    .await
+            }
+            None => {
+                self.record_leg(&link.name, &request, amount, role, refunds_leg)
+                    .await
+            }
+        };
         let index = match recorded {
             Ok(i) => i,
             Err(e) => {

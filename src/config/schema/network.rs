@@ -110,7 +110,15 @@ pub struct LinkToml {
     pub reconnect_max_ms: u64,
     /// TLS: `{ ca, cert, key, server_name }`; absent: plain TCP.
     pub tls: Option<ClientTlsFiles>,
+    /// Legs sent before their journal record is on disk, at most this many at once (0: off,
+    /// every leg waits for its record's fsync). Only for a host that finds a leg by field 37
+    /// alone and remembers what it reversed unseen (see `switch::legs_ahead`).
+    #[serde(default)]
+    pub legs_ahead: u32,
 }
+
+/// The most legs a link may have ahead of their records.
+pub const MAX_LEGS_AHEAD: u32 = 4_096;
 
 /// `[routing]`: which acquirer link a card's credit goes to.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -284,6 +284,7 @@ impl Saf {
             amount: Some(amount),
             reason: None,
             advice,
+            blind: None,
         };
         let key = crate::store::seq_key(link, seq);
         step.put(Cf::Saf, key.clone(), to_bytes(&item));
@@ -293,6 +294,32 @@ impl Saf {
             link,
             format!("leg {leg} queued for {}", item.kind()),
         ));
+        Queued {
+            link: link.to_string(),
+            key,
+            item,
+        }
+    }
+
+    /// The blind reversal of the leg sent ahead on `link` with field 37 `identity`, whose
+    /// record may have been lost (see [`super::legs_ahead`]): only its identity is known.
+    pub fn enqueue_blind(&self, step: &mut Step, link: &str, identity: &str) -> Queued {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let item = Item {
+            txn: format!("blind/{identity}"),
+            leg: 0,
+            queued_ms: self.clock.now_ms(),
+            attempts: 0,
+            sealed: String::new(),
+            complete: None,
+            next: None,
+            amount: None,
+            reason: None,
+            advice: false,
+            blind: Some(identity.to_string()),
+        };
+        let key = crate::store::seq_key(link, seq);
+        step.put(Cf::Saf, key.clone(), to_bytes(&item));
         Queued {
             link: link.to_string(),
             key,

@@ -65,6 +65,71 @@ struct Acknowledgement {
     /// The business date the attempt carried, held until its booking is handed to the
     /// journal (a cut-over waits for it).
     day: crate::books::DayTicket,
+    /// The leg gave money (a refund or credit, processing code 20): what a reversal of a
+    /// leg never booked books it as.
+    gave: bool,
+}
+
+/// Field 41 of a blind reversal (what its bookings are listed under): the leg's own
+/// terminal is not known.
+pub const BLIND_TERMINAL: &str = "BLINDREV";
+
+/// A blind reversal (see [`crate::switch::legs_ahead`]): 0400, 0420, then 0421 repeats
+/// naming the leg by field 37 alone (field 90's STAN and time zero). Acknowledged by 00 (the
+/// host undid it, and says in fields 3 and 4 what it was) or 25 (it never saw it).
+async fn blind_attempt(saf: &Saf, link: &Link, item: &Item, identity: &str) -> Attempt {
+    let mti = match item.attempts {
+        0 => *b"0400",
+        1 => *b"0420",
+        _ => *b"0421",
+    };
+    let mut rev = OwnedMessage::new(Mti(mti));
+    rev.set(
+        7,
+        crate::clock::transmission_time_at(&saf.clock.now()).as_bytes(),
+    )
+    .set_number(11, u64::from(link.next_stan()), 6)
+    .set(37, identity.as_bytes())
+    .set(41, BLIND_TERMINAL.as_bytes());
+    rev.set_original_data(&OriginalData {
+        mti: Mti(*b"0200"),
+        stan: 0,
+        transmission_time: 0,
+        acquirer_id: 0,
+        forwarder_id: 0,
+    });
+    let day = saf.books.ticket();
+    rev.set(
+        crate::iso8583::de::SETTLEMENT_DATE,
+        crate::books::day::mmdd(day.date).as_bytes(),
+    );
+    let acknowledged = [ResponseCode::Approved, ResponseCode::OriginalNotFound];
+    match link.request(rev).await {
+        Ok(a) if a.code().is_some_and(|c| acknowledged.contains(&c)) => {
+            Attempt::Acknowledged(Acknowledgement {
+                code: a.code().unwrap_or(ResponseCode::Approved),
+                leg_units: a.amount_units(),
+                merchant: String::new(),
+                terminal: BLIND_TERMINAL.to_string(),
+                day,
+                gave: a.transaction_type() == Some(20),
+            })
+        }
+        Ok(a) => answered_otherwise(&a),
+        Err(_) => Attempt::Later,
+    }
+}
+
+/// An answer that acknowledges nothing: "not now" (91, 96) is tried again; any other code
+/// is a refusal.
+fn answered_otherwise(a: &OwnedMessage) -> Attempt {
+    match a.code() {
+        Some(ResponseCode::IssuerInoperative | ResponseCode::SystemMalfunction) => Attempt::Later,
+        _ => {
+            let code = a.get(39).map(String::from_utf8_lossy).unwrap_or_default();
+            Attempt::Refused(format!("refused by the host with {code}"))
+        }
+    }
 }
 
 async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
@@ -72,6 +137,9 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
         // Test-only: a completion held before it is sent, keyed by its authorization's STAN.
         let stan = crate::switch::registry::TxnId::from_record_key(&item.txn).map(|id| id.stan());
         crate::switch::testhooks::pause_point("completion-attempt", stan).await;
+    }
+    if let Some(identity) = &item.blind {
+        return blind_attempt(saf, link, item, identity).await;
     }
     let sealed = match hex::decode(&item.sealed) {
         Ok(s) => s,
@@ -143,17 +211,10 @@ async fn attempt(saf: &Saf, link: &Link, item: &Item) -> Attempt {
                 merchant: text(42),
                 terminal: text(41),
                 day,
+                gave: leg.transaction_type() == Some(20),
             })
         }
-        Ok(a) => match a.code() {
-            Some(ResponseCode::IssuerInoperative | ResponseCode::SystemMalfunction) => {
-                Attempt::Later
-            }
-            _ => {
-                let code = a.get(39).map(String::from_utf8_lossy).unwrap_or_default();
-                Attempt::Refused(format!("refused by the host with {code}"))
-            }
-        },
+        Ok(a) => answered_otherwise(&a),
         Err(_) => Attempt::Later,
     }
 }
@@ -298,10 +359,28 @@ fn book(saf: &Saf, step: &mut Step, link: &str, item: &Item, ack: &Acknowledgeme
             books.book(step, date, at, 'R', &event(kind, s.units, s.amount), None);
         }
         (None, false, None) => {
-            let taken = event(EventKind::Debit, ack.leg_units, amount);
-            books.book(step, date, at, 'D', &taken, None);
-            let undone = event(EventKind::DebitReversal, ack.leg_units, amount);
-            books.book(step, date, at, 'R', &undone, None);
+            let (moved, undone) = if ack.gave {
+                (EventKind::Credit, EventKind::CreditReversal)
+            } else {
+                (EventKind::Debit, EventKind::DebitReversal)
+            };
+            let tag = if ack.gave { 'C' } else { 'D' };
+            books.book(
+                step,
+                date,
+                at,
+                tag,
+                &event(moved, ack.leg_units, amount),
+                None,
+            );
+            books.book(
+                step,
+                date,
+                at,
+                'R',
+                &event(undone, ack.leg_units, amount),
+                None,
+            );
         }
         (None, true, None) => {
             let given = Standing {

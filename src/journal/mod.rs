@@ -472,6 +472,7 @@ impl Journal {
                 std::slice::from_ref(&pending),
                 &mut seq,
                 Disk::SYNCED,
+                pending.step.sync,
             ),
             Err(_) => Err(JournalError::Write("journal sequence lock poisoned".into())),
         };
@@ -546,12 +547,13 @@ impl GroupWriter {
             {
                 rx.gather(&mut group, batch_max, grouping.sync_delay);
             }
-            let synced = group.iter().any(|p| p.step.sync);
-            if group.iter().any(|p| p.step.ahead) {
+            let ahead = group.iter().any(|p| p.step.ahead);
+            if ahead {
                 // Test-only: a crash with a leg sent ahead of a record that never lands.
                 crate::switch::testhooks::crash_point_blocking("ahead-record-write");
             }
-            let result = write_group(&self.store, &group, &mut self.next_seq, self.disk);
+            let synced = group.iter().any(|p| p.step.sync);
+            let result = write_group(&self.store, &group, &mut self.next_seq, self.disk, synced);
             if synced {
                 last_sync_end = Some(Instant::now());
             }
@@ -624,17 +626,17 @@ fn halt(halted: &std::sync::atomic::AtomicBool) {
     }
 }
 
-/// Write the steps as one batch, synced if any of them asked for it; on success `next_seq`
-/// goes past the records written.
+/// Write the steps as one batch, synced if `sync` (any of them asked for it, or the writer
+/// decided so); on success `next_seq` goes past the records written.
 fn write_group(
     store: &Store,
     group: &[Pending],
     next_seq: &mut u64,
     disk: Disk,
+    sync: bool,
 ) -> Result<(), JournalError> {
-    // The metrics keep the step's own mode (a synced step counts as one even when a benchmark
+    // The metrics keep the asked mode (a synced step counts as one even when a benchmark
     // setting skips its fsync), so steps per group compare across settings.
-    let sync = group.iter().any(|p| p.step.sync);
     let started = Instant::now();
     let mut seq = *next_seq;
     let result = build(store, group, &mut seq).and_then(|batch| {
@@ -725,32 +727,70 @@ mod tests {
     /// A step sent ahead, written by a group that did not sync, is told it landed only once
     /// a later group syncs: its leg's place must not be given back while a power cut could
     /// still lose it.
-    #[tokio::test]
-    async fn a_step_sent_ahead_hears_it_landed_only_once_a_sync_covers_it() {
+    #[test]
+    fn a_step_sent_ahead_hears_it_landed_only_once_a_sync_covers_it() {
         let dir = tempfile::tempdir().unwrap();
-        let j = journal(dir.path());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut ahead = step("ahead");
-        ahead.sent_ahead();
-        j.commit_then(ahead, move |r| tx.send(r).unwrap()).unwrap();
-        // Written (without a sync, after its linger) ...
-        let mut written = false;
-        for _ in 0..1_000 {
-            if j.get(Cf::Dedup, b"ahead").unwrap().is_some() {
-                written = true;
-                break;
+        let store = crate::store::open(dir.path()).unwrap();
+        let rx = queue::Queue::new();
+        let mut w = GroupWriter {
+            store,
+            next_seq: 0,
+            disk: Disk::SYNCED,
+            halted: Arc::default(),
+            awaiting_sync: Vec::new(),
+        };
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let pending = |key: &str, ahead: bool, sync: bool| {
+            let mut s = step(key);
+            if ahead {
+                s.sent_ahead();
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(written, "the step sent ahead was never written");
-        // ... yet not reported: no sync has covered it.
-        assert!(rx.try_recv().is_err(), "reported before any sync");
-        let mut synced = step("synced");
-        synced.synced();
-        j.commit(synced).await.unwrap();
-        let landed = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-        assert!(landed.is_ok());
-        assert!(!j.is_halted());
+            if sync {
+                s.synced();
+            }
+            let (told, key) = (told.clone(), key.to_string());
+            Pending {
+                step: s,
+                record: None,
+                done: Done::Then(Box::new(move |r| {
+                    told.lock().unwrap().push((key, r.is_ok()))
+                })),
+                doomed: false,
+            }
+        };
+        w.release(
+            vec![
+                pending("ahead", true, false),
+                pending("other", false, false),
+            ],
+            false,
+            Ok(()),
+            &rx,
+        );
+        assert_eq!(*told.lock().unwrap(), [("other".to_string(), true)]);
+        w.release(vec![pending("synced", false, true)], true, Ok(()), &rx);
+        assert_eq!(
+            *told.lock().unwrap(),
+            [
+                ("other".to_string(), true),
+                ("ahead".to_string(), true),
+                ("synced".to_string(), true)
+            ]
+        );
+        // A failure with one still waiting halts: it is told so, and so is its group.
+        w.release(vec![pending("ahead2", true, false)], false, Ok(()), &rx);
+        w.release(
+            vec![pending("plain", false, true)],
+            true,
+            Err(JournalError::Write("disk".into())),
+            &rx,
+        );
+        let told = told.lock().unwrap();
+        assert_eq!(
+            told[3..],
+            [("ahead2".to_string(), false), ("plain".to_string(), false)]
+        );
+        assert!(w.halted.load(std::sync::atomic::Ordering::Acquire));
     }
 
     /// A write that fails with a step sent ahead halts the journal: what is on disk stays a

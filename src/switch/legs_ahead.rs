@@ -5,23 +5,24 @@
 //! can be reversed. A leg sent ahead may have reached its host and then been lost with its
 //! record. What makes that recoverable:
 //!
-//! - **Identities recovery can name.** On such a link every leg carries, in field 37, the
-//!   link's next identity (`A` and 11 digits), taken in the same critical section as the
-//!   record's place in the journal's queue. Records land in queue order, so identities land
-//!   in increasing order, and each record writes its identity as the link's high-water mark
-//!   `H` (`meta`, `legs-ahead/<link>`).
-//! - **A bounded number of legs ahead.** A leg takes one of `K` places before its identity
+//! - **Identities recovery can name.** On such a link every leg carries, in field 37, an
+//!   identity: `A`, the link's epoch for this run (random, drawn at start) and the leg's
+//!   number, taken in the same critical section as the record's place in the journal's
+//!   queue. Records land in queue order, so numbers land in increasing order, and each
+//!   record writes its number as the link's high-water mark `H` (`meta`,
+//!   `legs-ahead/<link>`, with the epoch and `K`).
+//! - **A bounded number of legs ahead.** A leg takes one of `K` places before its number
 //!   and gives it back once its record is on disk (synced: [`crate::journal::Step::sent_ahead`]).
-//!   So at most `K` identities are ever out without their record on disk, all above the
-//!   last `H` on disk.
+//!   So at most `K` numbers are ever out without their record on disk, all above the last
+//!   `H` on disk.
 //! - **What is on disk is a prefix.** A write that fails while such a record is not on disk
 //!   halts the journal ([`crate::journal::JournalError::Halted`]): nothing later can land
 //!   and move `H` past a lost record.
-//! - **Blind reversals.** At start, for a link not stopped cleanly, every identity in
-//!   `(H, H + K]` gets a reversal naming it by field 37 alone (field 90's STAN and time
-//!   zero), queued through store-and-forward like any other; a host that never saw it
-//!   answers 25, which counts as done. Identities then go on from `H + K + 1`, written (with
-//!   the reversals, synced) before the link carries a leg.
+//! - **Blind reversals.** At start, for a link not stopped cleanly, every identity of its
+//!   last epoch numbered `(H, H + K]` gets a reversal naming it by field 37 alone (field
+//!   90's STAN and time zero), queued through store-and-forward like any other; a host that
+//!   never saw it answers 25, which counts as done. The link then starts a new epoch,
+//!   written (with the reversals, synced) before it carries a leg.
 //! - **A clean stop** (every place given back, so every record on disk) marks the link
 //!   clean: the next start reverses nothing.
 //!
@@ -40,25 +41,56 @@ use crate::store::Cf;
 
 /// The `meta` keys of the links' high-water marks.
 const PREFIX: &str = "legs-ahead/";
-/// Identities are `A` and this many digits (field 37 is 12 characters).
-const DIGITS: u32 = 11;
-const MODULUS: u64 = 10u64.pow(DIGITS);
+/// An identity is `A`, the run's epoch (4 characters), and the leg's number (7), in
+/// base 36: field 37 is 12 characters.
+const EPOCH_CHARS: usize = 4;
+const NUMBER_CHARS: usize = 7;
+const BASE36: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
-/// Field 37 of the leg with identity `n`: `A` and 11 digits. The letter keeps these apart
-/// from the switch's other RRNs (digits only), which the same host may remember.
-pub fn identity(n: u64) -> String {
-    format!("A{:011}", n % MODULUS)
+/// A link's epoch: drawn at random at every start, so that no identity is used twice at a
+/// host whatever happens to the switch's store (a link renamed, two links to one host, a
+/// data directory restored from a backup); 36^4 epochs, 36^7 legs in each.
+pub type Epoch = [u8; EPOCH_CHARS];
+
+fn new_epoch() -> Epoch {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    std::array::from_fn(|_| BASE36[rng.random_range(0..BASE36.len())])
 }
+
+/// Field 37 of leg `n` of `epoch`: `A`, the epoch, `n` in base 36 (the letter keeps these
+/// apart from the switch's other RRNs, digits only, which the same host may remember).
+pub fn identity(epoch: &Epoch, n: u64) -> String {
+    let mut digits = [b'0'; NUMBER_CHARS];
+    let mut rest = n;
+    for d in digits.iter_mut().rev() {
+        *d = BASE36[(rest % 36) as usize]; // ok: < 36
+        rest /= 36;
+    }
+    let mut text = String::with_capacity(12);
+    text.push('A');
+    text.extend(epoch.iter().chain(digits.iter()).map(|&b| char::from(b)));
+    text
+}
+
+/// The most legs one epoch numbers (36^7).
+const NUMBERS: u64 = 36u64.pow(NUMBER_CHARS as u32);
 
 /// Is this field 37 an identity of a leg sent ahead? (What a host indexes legs by.)
 pub fn is_identity(rrn: &str) -> bool {
-    rrn.len() == 12 && rrn.starts_with('A') && rrn[1..].bytes().all(|b| b.is_ascii_digit())
+    rrn.len() == 12
+        && rrn.starts_with('A')
+        && rrn[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
 
-/// A link's mark as stored: the highest identity whose record is on disk, the window `K`
-/// it was written under, and whether the link stopped cleanly (every record on disk).
+/// A link's mark as stored: the run's epoch, the highest number whose record is on disk,
+/// the window `K` it was written under, and whether the link stopped cleanly (every record
+/// on disk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
+    epoch: Epoch,
     high: u64,
     window: u32,
     clean: bool,
@@ -66,7 +98,8 @@ struct Mark {
 
 impl Mark {
     fn to_bytes(self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(13);
+        let mut v = Vec::with_capacity(17);
+        v.extend_from_slice(&self.epoch);
         v.extend_from_slice(&self.high.to_be_bytes());
         v.extend_from_slice(&self.window.to_be_bytes());
         v.push(u8::from(self.clean));
@@ -74,10 +107,12 @@ impl Mark {
     }
 
     fn from_bytes(raw: &[u8]) -> Option<Mark> {
-        let (high, rest) = raw.split_first_chunk::<8>()?;
+        let (epoch, rest) = raw.split_first_chunk::<EPOCH_CHARS>()?;
+        let (high, rest) = rest.split_first_chunk::<8>()?;
         let (window, rest) = rest.split_first_chunk::<4>()?;
         let (&clean, rest) = rest.split_first()?;
         rest.is_empty().then_some(Mark {
+            epoch: *epoch,
             high: u64::from_be_bytes(*high),
             window: u32::from_be_bytes(*window),
             clean: clean == 1,
@@ -92,6 +127,7 @@ fn mark_key(link: &str) -> Vec<u8> {
 /// One link's legs sent ahead: its places and its next identity.
 pub struct LegsAhead {
     link: String,
+    epoch: Epoch,
     window: u32,
     places: Arc<Semaphore>,
     /// The next identity; held while a record takes its place in the journal's queue.
@@ -108,32 +144,52 @@ impl LegsAhead {
         &self.link
     }
 
-    /// Wait for a place (`None` once the link stops taking legs ahead).
-    pub async fn place(&self) -> Option<Place> {
-        self.places
-            .clone()
-            .acquire_owned()
-            .await
-            .ok()
-            .map(|held| Place { _held: held })
+    /// A place for the next leg (`None` once the link stops taking legs ahead, or the
+    /// journal cannot sync). Every place taken is held by a record already handed to the
+    /// journal, which gives it back at the next sync; records ride with other steps' syncs,
+    /// so with none coming a leg could wait for ever — two transactions each holding a
+    /// place on one link and waiting for one on the other would. So a leg that finds no
+    /// place brings the sync itself before it waits.
+    pub async fn place(&self, journal: &Journal) -> Option<Place> {
+        let held = match self.places.clone().try_acquire_owned() {
+            Ok(held) => held,
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                journal.sync().await.ok()?;
+                self.places.clone().acquire_owned().await.ok()?
+            }
+        };
+        Some(Place { _held: held })
     }
 
     /// Run `queue` with the next identity (as field 37) and the write that records it as
     /// the link's high-water mark, which `queue` must add to the leg's step and hand to the
-    /// journal before it returns: identities reach the queue in increasing order.
-    pub fn with_next<R>(&self, queue: impl FnOnce(String, (Cf, Vec<u8>, Vec<u8>)) -> R) -> R {
+    /// journal before it returns: identities reach the queue in increasing order. An
+    /// identity `queue` fails with is given again (it went nowhere).
+    pub fn with_next<T, E>(
+        &self,
+        queue: impl FnOnce(String, (Cf, Vec<u8>, Vec<u8>)) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let n = *next;
-        *next += 1;
+        if n >= NUMBERS {
+            // 36^7 legs on one link without a restart: numbers would repeat.
+            tracing::error!(link = %self.link, "legs ahead: the epoch's numbers are used up; restart the switch");
+        }
         let mark = Mark {
+            epoch: self.epoch,
             high: n,
             window: self.window,
             clean: false,
         };
-        queue(
-            identity(n),
+        let queued = queue(
+            identity(&self.epoch, n),
             (Cf::Meta, mark_key(&self.link), mark.to_bytes()),
-        )
+        );
+        if queued.is_ok() {
+            *next = n + 1;
+        }
+        queued
     }
 
     /// At a graceful stop: take no more legs, wait (at most `within`) until every record of
@@ -141,6 +197,10 @@ impl LegsAhead {
     /// reverses nothing blind. Not marked when the wait runs out: the next start reverses
     /// the whole window, as after a crash.
     pub async fn stop_clean(&self, journal: &Journal, within: std::time::Duration) -> bool {
+        // Records written and waiting for a sync get it now.
+        if journal.sync().await.is_err() {
+            return false;
+        }
         let all = tokio::time::timeout(within, self.places.acquire_many(self.window)).await;
         let Ok(Ok(held)) = all else {
             return false;
@@ -149,6 +209,7 @@ impl LegsAhead {
         self.places.close();
         let high = self.next.lock().map(|n| n.saturating_sub(1)).unwrap_or(0);
         let mark = Mark {
+            epoch: self.epoch,
             high,
             window: self.window,
             clean: true,
@@ -180,8 +241,16 @@ pub async fn open(
             .ok_or_else(|| format!("legs ahead of link {link:?}: damaged mark"))?;
         stored.insert(link, mark);
     }
-    let mut opened = HashMap::new();
     for (link, mark) in &stored {
+        let configured = windows.iter().any(|(l, _)| l == link);
+        if !mark.clean && !configured {
+            // Its blind reversals would have no link to go through.
+            return Err(format!(
+                "link {link:?} sent legs ahead and did not stop cleanly, and is no longer \
+                 configured: configure it again (legs_ahead = 0 will do) so that its window \
+                 can be reversed; remove it after a clean stop"
+            ));
+        }
         if mark.clean || !reverse {
             continue;
         }
@@ -192,45 +261,27 @@ pub async fn open(
             "legs sent ahead of their record may be lost with it: reversing their identities blind"
         );
         for n in mark.high + 1..=mark.high + u64::from(mark.window) {
-            queued.push(saf.enqueue_blind(&mut step, link, &identity(n)));
+            queued.push(saf.enqueue_blind(&mut step, link, &identity(&mark.epoch, n)));
         }
     }
-    for (link, mark) in &stored {
-        let window = windows
-            .iter()
-            .find(|(l, _)| l == link)
-            .map_or(0, |(_, k)| *k);
-        // Past every identity that may have been used: the window of a crash, or only what
-        // landed after a clean stop.
-        let high = if mark.clean {
-            mark.high
-        } else {
-            mark.high + u64::from(mark.window)
-        };
-        let next = Mark {
-            high,
-            window: window.max(mark.window),
-            // A link no longer sending ahead: its window is reversed (queued above), nothing
-            // more will be sent ahead on it.
-            clean: window == 0,
-        };
-        step.put(Cf::Meta, mark_key(link), next.to_bytes());
-        if window > 0 {
-            opened.insert(link.clone(), LegsAhead::new(link, window, high + 1));
+    // A new epoch for every link that sends legs ahead; the others' marks go (their windows
+    // are queued above).
+    let mut opened = HashMap::new();
+    for link in stored.keys() {
+        if !windows.iter().any(|(l, k)| l == link && *k > 0) {
+            step.delete(Cf::Meta, mark_key(link));
         }
     }
     for (link, window) in windows.iter().filter(|(_, k)| *k > 0) {
-        if opened.contains_key(link) {
-            continue;
-        }
-        // First use: written before any identity is, so a crash from now on finds a mark.
         let first = Mark {
+            epoch: new_epoch(),
             high: 0,
             window: *window,
             clean: false,
         };
+        // Written before any identity of the epoch is, so a crash from now on finds it.
         step.put(Cf::Meta, mark_key(link), first.to_bytes());
-        opened.insert(link.clone(), LegsAhead::new(link, *window, 1));
+        opened.insert(link.clone(), LegsAhead::new(link, first.epoch, *window));
     }
     if !step.is_empty() {
         step.append(Entry::new(
@@ -254,12 +305,13 @@ pub async fn open(
 }
 
 impl LegsAhead {
-    fn new(link: &str, window: u32, next: u64) -> Arc<LegsAhead> {
+    fn new(link: &str, epoch: Epoch, window: u32) -> Arc<LegsAhead> {
         Arc::new(LegsAhead {
             link: link.to_string(),
+            epoch,
             window,
             places: Arc::new(Semaphore::new(window as usize)),
-            next: Mutex::new(next),
+            next: Mutex::new(1),
         })
     }
 }
@@ -268,13 +320,45 @@ impl LegsAhead {
 mod tests {
     use super::*;
 
+    /// One place, held by a record written ahead and waiting for a sync that nobody else
+    /// brings: the next leg's wait brings it.
+    #[tokio::test]
+    async fn a_leg_waiting_for_a_place_brings_the_sync_that_frees_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        let journal =
+            Journal::open(store, crate::journal::Sealer::from_card_key(&[7u8; 32]), 64).unwrap();
+        let ahead = LegsAhead::new("gift", *b"TEST", 1);
+        let first = ahead.place(&journal).await.unwrap();
+        let queued = ahead.with_next(|identity, (cf, key, value)| {
+            assert_eq!(identity, "ATEST0000001");
+            let mut step = Step::new();
+            step.put(cf, key, value);
+            step.sent_ahead();
+            journal.commit_then(step, move |_| drop(first))
+        });
+        assert!(queued.is_ok());
+        let second =
+            tokio::time::timeout(std::time::Duration::from_secs(30), ahead.place(&journal)).await;
+        assert!(
+            matches!(second, Ok(Some(_))),
+            "the second leg waits for ever"
+        );
+        let mark = journal.get(Cf::Meta, &mark_key("gift")).unwrap().unwrap();
+        assert_eq!(Mark::from_bytes(&mark).map(|m| m.high), Some(1));
+    }
+
     #[test]
     fn identities_are_twelve_characters_apart_from_digit_rrns() {
-        assert_eq!(identity(7), "A00000000007");
-        assert!(is_identity(&identity(123)));
+        let epoch = *b"K7Q2";
+        assert_eq!(identity(&epoch, 7), "AK7Q20000007");
+        assert_eq!(identity(&epoch, 36 * 36 + 35), "AK7Q2000010Z");
+        assert!(is_identity(&identity(&new_epoch(), NUMBERS - 1)));
         assert!(!is_identity("000000000123"));
         assert!(!is_identity("A0000000012"));
+        assert!(!is_identity("Ak7q20000007"));
         let m = Mark {
+            epoch,
             high: 9,
             window: 64,
             clean: true,

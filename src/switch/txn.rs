@@ -258,21 +258,20 @@ impl Txn {
         role: LegRole,
         refunds_leg: Option<u32>,
     ) -> Result<usize, JournalError> {
-        let place = ahead.place().await.ok_or(JournalError::Stopped)?;
+        let place = ahead
+            .place(&self.journal)
+            .await
+            .ok_or(JournalError::Stopped)?;
         ahead.with_next(|identity, (cf, key, value)| {
             request.set(de::RRN, identity.as_bytes());
             let index = self.stage_leg(link, request, amount, role, refunds_leg)?;
             self.step.put(cf, key, value);
             self.step.sent_ahead();
+            // Reversals queued in the step stay in `queued`: handed to the workers with the
+            // transaction's next commit, which lands after this one. (The callback runs on
+            // the journal's writer thread, and must hold nothing that holds the journal.)
             let step = self.take_step();
-            let queued = std::mem::take(&mut self.queued);
-            let saf = self.saf.clone();
-            self.journal.commit_then(step, move |landed| {
-                drop(place);
-                if landed.is_ok() {
-                    saf.publish(queued);
-                }
-            })?;
+            self.journal.commit_then(step, move |_landed| drop(place))?;
             Ok(index)
         })
     }

@@ -137,6 +137,13 @@ async fn a_leg_whose_record_never_landed_is_reversed_blind_at_the_next_start() {
         "the leg reached the host"
     );
     assert!(journal.is_halted());
+    // The operator's health check says so.
+    let health = common::api_client(&demo, "operator.token")
+        .call("get", "/v1/health", None)
+        .await
+        .unwrap();
+    assert_eq!(health.status, 503);
+    assert_eq!(health.error_code(), Some("journal_halted"));
     // Nothing more is sent or taken while halted.
     let b = common::with_tags(purchase(1_000, 402), &[("WS", "G-3001")]);
     assert_ne!(code(&common::call(&demo, &spec, &b).await), "00");

@@ -116,7 +116,16 @@ pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
 }
 
-async fn health(_caller: Caller) -> ApiResult {
+/// 200 while the switch can journal; 503 once its journal has halted (a failed write with
+/// a leg sent ahead of its record pending: every transaction is answered 96 until a restart).
+async fn health(_caller: Caller, State(s): State<AppState>) -> ApiResult {
+    if s.switch.journal.is_halted() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal_halted",
+            "the journal halted after a failed write; restart the switch",
+        ));
+    }
     Ok(Json(json!({"status": "ok"})))
 }
 

@@ -137,7 +137,16 @@ impl Done {
             Done::Wake(tx) => {
                 let _ = tx.send(result);
             }
-            Done::Then(f) => f(result),
+            // A callback that panics must not take the writer thread with it (every later
+            // step would wait for ever), nor the rest of its group (steps that landed would
+            // never hear it): the panic is caught and logged.
+            Done::Then(f) => {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(result)));
+                if ran.is_err() {
+                    tracing::error!("journal: a step's landing callback panicked; the step landed");
+                    metrics::counter!("cyberswitch_journal_callback_panics_total").increment(1);
+                }
+            }
         }
     }
 }
@@ -819,6 +828,35 @@ mod tests {
             j.commit(step("next")).await,
             Err(JournalError::Halted)
         ));
+    }
+
+    /// A landing callback that panics takes neither the writer nor its group's other steps
+    /// with it.
+    #[tokio::test]
+    async fn a_callback_that_panics_leaves_the_writer_and_its_group_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        j.commit_then(step("first"), |_| panic!("a callback's bug"))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        j.commit_then(step("second"), move |r| tx.send(r).unwrap())
+            .unwrap();
+        let mut third = step("third");
+        third.synced();
+        let wait = std::time::Duration::from_secs(30);
+        let third = tokio::time::timeout(wait, j.commit(third)).await;
+        assert!(
+            matches!(third, Ok(Ok(()))),
+            "the writer died with the callback"
+        );
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+            .is_ok());
+        let mut fourth = step("fourth");
+        fourth.synced();
+        let fourth = tokio::time::timeout(wait, j.commit(fourth)).await;
+        assert!(matches!(fourth, Ok(Ok(()))), "the writer goes on");
     }
 
     #[tokio::test]

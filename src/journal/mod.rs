@@ -106,9 +106,10 @@ pub enum JournalError {
     Write(String),
     #[error("journal writer stopped")]
     Stopped,
-    /// A write failed while a leg sent ahead of its record was not on disk: nothing may
-    /// land after it, so nothing is written any more. A restart reverses that leg.
-    #[error("journal halted after a failed write with a leg sent ahead of its record; restart the switch")]
+    /// A write failed while a leg sent ahead of its record was not on disk (nothing may land
+    /// after it), or a landing callback panicked (its owner's memory may not match the
+    /// disk): nothing is written any more. A restart recovers from the disk.
+    #[error("journal halted; restart the switch")]
     Halted,
 }
 
@@ -132,20 +133,27 @@ enum Done {
 }
 
 impl Done {
-    fn send(self, result: Result<(), JournalError>) {
+    /// Tell the step's owner; false when its callback panicked.
+    ///
+    /// A callback that panics must not take the writer thread with it (every later step
+    /// would wait for ever), nor the rest of its group (steps that landed would never hear
+    /// it): the panic is caught. But its owner may now believe a landed step did not land
+    /// (the hosted ledger's memory would fall behind its entries), so the caller halts the
+    /// journal: nothing more is decided on what memory holds; a restart reads the disk.
+    #[must_use]
+    fn send(self, result: Result<(), JournalError>) -> bool {
         match self {
             Done::Wake(tx) => {
                 let _ = tx.send(result);
+                true
             }
-            // A callback that panics must not take the writer thread with it (every later
-            // step would wait for ever), nor the rest of its group (steps that landed would
-            // never hear it): the panic is caught and logged.
             Done::Then(f) => {
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(result)));
                 if ran.is_err() {
-                    tracing::error!("journal: a step's landing callback panicked; the step landed");
+                    tracing::error!("journal: a step's landing callback panicked");
                     metrics::counter!("cyberswitch_journal_callback_panics_total").increment(1);
                 }
+                ran.is_ok()
             }
         }
     }
@@ -438,7 +446,7 @@ impl Journal {
     /// be queued, `done` hears so at once.
     fn enqueue(&self, step: Step, done: Done) -> Result<(), JournalError> {
         if self.is_halted() {
-            done.send(Err(JournalError::Halted));
+            self.tell(done, Err(JournalError::Halted));
             return Err(JournalError::Halted);
         }
         let record = (!step.entries.is_empty()).then(|| entry::record_bytes(&step.entries));
@@ -463,8 +471,19 @@ impl Journal {
         } else {
             JournalError::Stopped
         };
-        refused.done.send(Err(error.clone()));
+        self.tell(refused.done, Err(error.clone()));
         Err(error)
+    }
+
+    /// Tell a step's owner how it went; a callback that panicked halts the journal (see
+    /// [`Done::send`]).
+    fn tell(&self, done: Done, result: Result<(), JournalError>) {
+        if !done.send(result) {
+            halt(&self.halted);
+            if let Writer::Thread { queue, .. } = &self.writer {
+                queue.close();
+            }
+        }
     }
 
     /// Has a failed write halted the journal ([`JournalError::Halted`])?
@@ -488,7 +507,7 @@ impl Journal {
         if result.is_err() && pending.step.ahead {
             halt(&self.halted);
         }
-        pending.done.send(result);
+        self.tell(pending.done, result);
         Ok(())
     }
 
@@ -543,7 +562,7 @@ impl GroupWriter {
         while let Some(mut group) = rx.take(batch_max) {
             if self.halted.load(std::sync::atomic::Ordering::Acquire) {
                 for p in group {
-                    p.done.send(Err(JournalError::Halted));
+                    self.tell(p.done, Err(JournalError::Halted), rx);
                 }
                 continue;
             }
@@ -571,9 +590,18 @@ impl GroupWriter {
         // Closed: what was written without a sync is synced now, then told.
         if !self.awaiting_sync.is_empty() {
             let result = self.sync_now();
-            for done in self.awaiting_sync.drain(..) {
-                done.send(result.clone());
+            for done in std::mem::take(&mut self.awaiting_sync) {
+                self.tell(done, result.clone(), rx);
             }
+        }
+    }
+
+    /// Tell a step's owner how it went; a callback that panicked halts the journal (see
+    /// [`Done::send`]).
+    fn tell(&self, done: Done, result: Result<(), JournalError>, rx: &queue::Queue<Pending>) {
+        if !done.send(result) {
+            halt(&self.halted);
+            rx.close();
         }
     }
 
@@ -590,24 +618,24 @@ impl GroupWriter {
         if result.is_err() && ahead {
             halt(&self.halted);
             rx.close();
-            for done in self.awaiting_sync.drain(..) {
-                done.send(Err(JournalError::Halted));
+            for done in std::mem::take(&mut self.awaiting_sync) {
+                self.tell(done, Err(JournalError::Halted), rx);
             }
             for p in group {
-                p.done.send(Err(JournalError::Halted));
+                self.tell(p.done, Err(JournalError::Halted), rx);
             }
             return;
         }
         if synced && result.is_ok() {
-            for done in self.awaiting_sync.drain(..) {
-                done.send(Ok(()));
+            for done in std::mem::take(&mut self.awaiting_sync) {
+                self.tell(done, Ok(()), rx);
             }
         }
         for p in group {
             if p.step.ahead && !synced && result.is_ok() {
                 self.awaiting_sync.push(p.done);
             } else {
-                p.done.send(result.clone());
+                self.tell(p.done, result.clone(), rx);
             }
         }
     }
@@ -628,8 +656,9 @@ impl GroupWriter {
 fn halt(halted: &std::sync::atomic::AtomicBool) {
     if !halted.swap(true, std::sync::atomic::Ordering::AcqRel) {
         tracing::error!(
-            "journal halted: a write failed while a leg sent ahead of its record was not on disk; \
-             every later write is refused; restart the switch (its recovery reverses that leg)"
+            "journal halted (a write failed while a leg sent ahead of its record was not on disk, \
+             or a landing callback panicked): every later write is refused; restart the switch \
+             (its recovery reverses what must be)"
         );
         metrics::gauge!("cyberswitch_journal_halted").set(1.0);
     }
@@ -831,32 +860,35 @@ mod tests {
     }
 
     /// A landing callback that panics takes neither the writer nor its group's other steps
-    /// with it.
+    /// with it; it halts the journal (its owner may now be wrong about what landed), and
+    /// every step after is refused, none left waiting.
     #[tokio::test]
-    async fn a_callback_that_panics_leaves_the_writer_and_its_group_alone() {
+    async fn a_callback_that_panics_halts_the_journal_and_leaves_nobody_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
         j.commit_then(step("first"), |_| panic!("a callback's bug"))
             .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        j.commit_then(step("second"), move |r| tx.send(r).unwrap())
-            .unwrap();
+        // Queued with the first or after it: told either way.
+        let _ = j.commit_then(step("second"), move |r| tx.send(r).unwrap());
         let mut third = step("third");
         third.synced();
         let wait = std::time::Duration::from_secs(30);
         let third = tokio::time::timeout(wait, j.commit(third)).await;
         assert!(
-            matches!(third, Ok(Ok(()))),
-            "the writer died with the callback"
+            third.is_ok(),
+            "left waiting: the writer died with the callback"
         );
-        assert!(rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .unwrap()
-            .is_ok());
-        let mut fourth = step("fourth");
-        fourth.synced();
-        let fourth = tokio::time::timeout(wait, j.commit(fourth)).await;
-        assert!(matches!(fourth, Ok(Ok(()))), "the writer goes on");
+        assert!(
+            rx.recv_timeout(wait).is_ok(),
+            "the second step was never told"
+        );
+        assert!(j.is_halted());
+        let fourth = tokio::time::timeout(wait, j.commit(step("fourth"))).await;
+        assert!(
+            matches!(fourth, Ok(Err(JournalError::Halted))),
+            "{fourth:?}"
+        );
     }
 
     #[tokio::test]

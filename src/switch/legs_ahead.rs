@@ -124,6 +124,19 @@ fn mark_key(link: &str) -> Vec<u8> {
     format!("{PREFIX}{link}").into_bytes()
 }
 
+/// The `meta` keys of the epochs this store has used (one per link and start).
+const EPOCHS: &str = "legs-ahead-epoch/";
+
+fn epoch_key(epoch: &Epoch) -> Vec<u8> {
+    let mut key = EPOCHS.as_bytes().to_vec();
+    key.extend_from_slice(epoch);
+    key
+}
+
+/// How long a leg waiting for a place, or a stop waiting for every place, waits before it
+/// asks for a sync again.
+const SYNC_AGAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One link's legs sent ahead: its places and its next identity.
 pub struct LegsAhead {
     link: String,
@@ -150,31 +163,48 @@ impl LegsAhead {
     /// so with none coming a leg could wait for ever — two transactions each holding a
     /// place on one link and waiting for one on the other would. So a leg that finds no
     /// place brings the sync itself before it waits.
+    ///
+    /// It syncs again as long as it waits (every [`SYNC_AGAIN`]): the places may go, after
+    /// its sync, to records whose transactions never bring one (a stop's gate, a task that
+    /// failed).
     pub async fn place(&self, journal: &Journal) -> Option<Place> {
-        let held = match self.places.clone().try_acquire_owned() {
-            Ok(held) => held,
-            Err(tokio::sync::TryAcquireError::Closed) => return None,
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                journal.sync().await.ok()?;
-                self.places.clone().acquire_owned().await.ok()?
+        loop {
+            match self.places.clone().try_acquire_owned() {
+                Ok(held) => return Some(Place { _held: held }),
+                Err(tokio::sync::TryAcquireError::Closed) => return None,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {}
             }
-        };
-        Some(Place { _held: held })
+            journal.sync().await.ok()?;
+            let waited =
+                tokio::time::timeout(SYNC_AGAIN, self.places.clone().acquire_owned()).await;
+            match waited {
+                Ok(Ok(held)) => return Some(Place { _held: held }),
+                Ok(Err(_closed)) => return None,
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Are there numbers left in this run's epoch? (Past them, legs on the link wait for
+    /// their record, as on a link without `legs_ahead`, until a restart draws a new epoch.)
+    pub fn has_numbers(&self) -> bool {
+        self.next.lock().is_ok_and(|n| *n < NUMBERS)
     }
 
     /// Run `queue` with the next identity (as field 37) and the write that records it as
     /// the link's high-water mark, which `queue` must add to the leg's step and hand to the
     /// journal before it returns: identities reach the queue in increasing order. An
     /// identity `queue` fails with is given again (it went nowhere).
+    /// Past the epoch's last number, `queue` is not run: `None` (numbers never wrap).
     pub fn with_next<T, E>(
         &self,
         queue: impl FnOnce(String, (Cf, Vec<u8>, Vec<u8>)) -> Result<T, E>,
-    ) -> Result<T, E> {
+    ) -> Option<Result<T, E>> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let n = *next;
         if n >= NUMBERS {
-            // 36^7 legs on one link without a restart: numbers would repeat.
-            tracing::error!(link = %self.link, "legs ahead: the epoch's numbers are used up; restart the switch");
+            tracing::error!(link = %self.link, "legs ahead: this run's numbers are used up; legs wait for their record until a restart");
+            return None;
         }
         let mark = Mark {
             epoch: self.epoch,
@@ -189,7 +219,7 @@ impl LegsAhead {
         if queued.is_ok() {
             *next = n + 1;
         }
-        queued
+        Some(queued)
     }
 
     /// At a graceful stop: take no more legs, wait (at most `within`) until every record of
@@ -197,13 +227,20 @@ impl LegsAhead {
     /// reverses nothing blind. Not marked when the wait runs out: the next start reverses
     /// the whole window, as after a crash.
     pub async fn stop_clean(&self, journal: &Journal, within: std::time::Duration) -> bool {
-        // Records written and waiting for a sync get it now.
-        if journal.sync().await.is_err() {
-            return false;
-        }
-        let all = tokio::time::timeout(within, self.places.acquire_many(self.window)).await;
-        let Ok(Ok(held)) = all else {
-            return false;
+        let deadline = tokio::time::Instant::now() + within;
+        // Records written and waiting for a sync get it, again as long as it waits (a
+        // transaction still running may send one more after the first).
+        let held = loop {
+            if journal.sync().await.is_err() {
+                return false;
+            }
+            let until = deadline.min(tokio::time::Instant::now() + SYNC_AGAIN);
+            match tokio::time::timeout_at(until, self.places.acquire_many(self.window)).await {
+                Ok(Ok(held)) => break held,
+                Ok(Err(_closed)) => return false,
+                Err(_) if tokio::time::Instant::now() >= deadline => return false,
+                Err(_) => continue,
+            }
         };
         held.forget();
         self.places.close();
@@ -222,10 +259,11 @@ impl LegsAhead {
 }
 
 /// Start-up, before any link carries a leg: for every link that sent legs ahead and did not
-/// stop cleanly, queue the blind reversals of its window; then, for every link configured
-/// with `legs_ahead`, where its identities go on from. One synced step for all of it.
-/// `windows` holds each configured link's `K` (0: off). Without `reverse` (a test-only
-/// start without recovery) the windows are passed over, not reversed.
+/// stop cleanly, queue the blind reversals of its window; then give every link configured
+/// with `legs_ahead` a new epoch, never used before in this store. One synced step for all
+/// of it. `windows` holds each configured link's `K` (0: off). Without `reverse` (a
+/// test-only start without recovery) an unclean mark is left as it is, for a later start
+/// to reverse, and its link does not send ahead meanwhile.
 pub async fn open(
     journal: &Journal,
     saf: &Saf,
@@ -241,6 +279,22 @@ pub async fn open(
             .ok_or_else(|| format!("legs ahead of link {link:?}: damaged mark"))?;
         stored.insert(link, mark);
     }
+    let mut used: std::collections::HashSet<Epoch> = std::collections::HashSet::new();
+    for (key, _) in journal.scan(Cf::Meta, EPOCHS.as_bytes())? {
+        if let Some(e) = key
+            .get(EPOCHS.len()..)
+            .and_then(|e| Epoch::try_from(e).ok())
+        {
+            used.insert(e);
+        }
+    }
+    used.extend(stored.values().map(|m| m.epoch));
+    // Left for a later start (see above).
+    let kept: Vec<String> = stored
+        .iter()
+        .filter(|(_, m)| !m.clean && !reverse)
+        .map(|(l, _)| l.clone())
+        .collect();
     for (link, mark) in &stored {
         let configured = windows.iter().any(|(l, _)| l == link);
         if !mark.clean && !configured {
@@ -267,14 +321,22 @@ pub async fn open(
     // A new epoch for every link that sends legs ahead; the others' marks go (their windows
     // are queued above).
     let mut opened = HashMap::new();
-    for link in stored.keys() {
+    for link in stored.keys().filter(|l| !kept.contains(l)) {
         if !windows.iter().any(|(l, k)| l == link && *k > 0) {
             step.delete(Cf::Meta, mark_key(link));
         }
     }
-    for (link, window) in windows.iter().filter(|(_, k)| *k > 0) {
+    for (link, window) in windows.iter().filter(|(l, k)| *k > 0 && !kept.contains(l)) {
+        // Never one this store used: a blind reversal must not name an old leg.
+        let epoch = loop {
+            let e = new_epoch();
+            if used.insert(e) {
+                break e;
+            }
+        };
+        step.put(Cf::Meta, epoch_key(&epoch), Vec::new());
         let first = Mark {
-            epoch: new_epoch(),
+            epoch,
             high: 0,
             window: *window,
             clean: false,
@@ -320,6 +382,124 @@ impl LegsAhead {
 mod tests {
     use super::*;
 
+    async fn saf_over(journal: &Arc<Journal>) -> Arc<Saf> {
+        let config = crate::config::Config::from_toml(
+            "data_dir = \"x\"\n\
+             card_key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+        let books = crate::books::Books::open(journal.clone(), clock.clone(), &config)
+            .await
+            .unwrap();
+        let timing = super::super::saf::SafTiming {
+            retry_min: std::time::Duration::from_millis(10),
+            retry_max: std::time::Duration::from_millis(10),
+            expiry: std::time::Duration::from_secs(1),
+        };
+        Saf::open(journal.clone(), clock, books, timing).unwrap()
+    }
+
+    /// The blind reversals queued so far, as the identities they name.
+    fn blind(journal: &Journal) -> Vec<String> {
+        let mut names: Vec<String> = journal
+            .scan(Cf::Saf, b"")
+            .unwrap()
+            .iter()
+            .filter_map(|(_, v)| crate::records::saf::Item::from_bytes(v).ok()?.blind)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Send `n` legs' records on `link` (a memory store writes them at once).
+    fn send(ahead: &LegsAhead, journal: &Journal, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let sent = ahead.with_next(|identity, (cf, key, value)| {
+                    let mut step = Step::new();
+                    step.put(cf, key, value);
+                    step.sent_ahead();
+                    journal.commit_then(step, |_| {}).map(|()| identity)
+                });
+                sent.unwrap().unwrap()
+            })
+            .collect()
+    }
+
+    /// Start after start: a crash's window is reversed blind in the epoch it was sent in, a
+    /// clean stop's is not; every start draws an epoch the store never used; a link that
+    /// stops sending ahead has its window reversed and its mark removed; one removed from
+    /// the configuration with an unclean mark stops the start; a start without recovery
+    /// leaves an unclean mark for the next.
+    #[tokio::test]
+    async fn each_start_reverses_only_what_may_be_lost_and_never_reuses_an_epoch() {
+        let journal = Journal::open(
+            crate::store::Store::memory(),
+            crate::journal::Sealer::from_card_key(&[7u8; 32]),
+            64,
+        )
+        .unwrap();
+        let saf = saf_over(&journal).await;
+        let gift = |k: u32| vec![("gift".to_string(), k)];
+
+        let first = open(&journal, &saf, &gift(3), true).await.unwrap();
+        assert!(
+            blind(&journal).is_empty(),
+            "nothing to reverse at the first start"
+        );
+        let sent = send(&first["gift"], &journal, 2);
+        let epoch1 = first["gift"].epoch;
+        assert_eq!(sent, [identity(&epoch1, 1), identity(&epoch1, 2)]);
+
+        // A crash: numbers 3..=5 of the first epoch may have gone out.
+        let second = open(&journal, &saf, &gift(3), true).await.unwrap();
+        let expected: Vec<String> = (3..=5).map(|n| identity(&epoch1, n)).collect();
+        assert_eq!(blind(&journal), expected);
+        let epoch2 = second["gift"].epoch;
+        assert_ne!(epoch2, epoch1);
+        send(&second["gift"], &journal, 1);
+
+        // A start without recovery leaves the unclean mark, and the link waits for records.
+        let skipped = open(&journal, &saf, &gift(3), false).await.unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(blind(&journal).len(), 3);
+
+        // Removed from the configuration while unclean: refused, naming it.
+        let refused = open(&journal, &saf, &[], true).await;
+        assert!(refused.is_err_and(|e| e.contains("\"gift\"")));
+
+        // Sending ahead switched off: the second epoch's window (after number 1) reversed,
+        // the mark removed; the link may then go from the configuration.
+        let off = open(&journal, &saf, &gift(0), true).await.unwrap();
+        assert!(off.is_empty());
+        let names = blind(&journal);
+        for n in 2..=4 {
+            assert!(names.contains(&identity(&epoch2, n)), "{names:?}");
+        }
+        assert_eq!(names.len(), 6);
+        assert!(open(&journal, &saf, &[], true).await.unwrap().is_empty());
+
+        // A clean stop: nothing to reverse at the next start.
+        let third = open(&journal, &saf, &gift(3), true).await.unwrap();
+        send(&third["gift"], &journal, 2);
+        assert!(
+            third["gift"]
+                .stop_clean(&journal, std::time::Duration::from_secs(5))
+                .await
+        );
+        let fourth = open(&journal, &saf, &gift(3), true).await.unwrap();
+        assert_eq!(blind(&journal).len(), 6);
+        // Every start that sent ahead drew an epoch of its own, all remembered.
+        let epochs = journal.scan(Cf::Meta, EPOCHS.as_bytes()).unwrap();
+        assert_eq!(epochs.len(), 4);
+        let mut drawn = vec![epoch1, epoch2, third["gift"].epoch, fourth["gift"].epoch];
+        drawn.sort();
+        drawn.dedup();
+        assert_eq!(drawn.len(), 4);
+    }
+
     /// One place, held by a record written ahead and waiting for a sync that nobody else
     /// brings: the next leg's wait brings it.
     #[tokio::test]
@@ -337,7 +517,7 @@ mod tests {
             step.sent_ahead();
             journal.commit_then(step, move |_| drop(first))
         });
-        assert!(queued.is_ok());
+        assert!(matches!(queued, Some(Ok(()))));
         let second =
             tokio::time::timeout(std::time::Duration::from_secs(30), ahead.place(&journal)).await;
         assert!(

@@ -262,7 +262,7 @@ impl Txn {
             .place(&self.journal)
             .await
             .ok_or(JournalError::Stopped)?;
-        ahead.with_next(|identity, (cf, key, value)| {
+        let queued = ahead.with_next(|identity, (cf, key, value)| {
             request.set(de::RRN, identity.as_bytes());
             let index = self.stage_leg(link, request, amount, role, refunds_leg)?;
             self.step.put(cf, key, value);
@@ -273,7 +273,9 @@ impl Txn {
             let step = self.take_step();
             self.journal.commit_then(step, move |_landed| drop(place))?;
             Ok(index)
-        })
+        });
+        // `None`: the run's numbers ran out between the caller's look and now.
+        queued.unwrap_or_else(|| Err(JournalError::Write("legs ahead: numbers used up".into())))
     }
 
     /// Add a leg to the record and the step (not committed).
@@ -358,7 +360,8 @@ impl Txn {
             );
         }
         let units = request.amount_units();
-        let recorded = match self.legs_ahead.get(&*link.name).cloned() {
+        let ahead = self.legs_ahead.get(&*link.name).cloned();
+        let recorded = match ahead.filter(|a| a.has_numbers()) {
             Some(ahead) => {
                 self.record_leg_ahead(&ahead, &link.name, &mut request, amount, role, refunds_leg)
                     .await
@@ -666,6 +669,11 @@ impl Txn {
                     self.saf.publish(std::mem::take(&mut self.queued));
                     return true;
                 }
+                // Halted for good: nothing will land until a restart, whose recovery finds
+                // the transaction open (or its legs sent ahead in their link's blind window).
+                // Retrying would keep the transaction, its business date and its registry
+                // entry in memory for ever, one more per request.
+                Err(JournalError::Halted) => return false,
                 Err(e) => {
                     tracing::error!(txn = %self.id(), error = %e, retry_in = ?wait, "journal write failed again");
                 }

@@ -307,16 +307,11 @@ impl Saf {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let item = Item {
             txn: format!("blind/{identity}"),
-            leg: 0,
             queued_ms: self.clock.now_ms(),
             attempts: 0,
-            sealed: String::new(),
-            complete: None,
-            next: None,
-            amount: None,
-            reason: None,
-            advice: false,
             blind: Some(identity.to_string()),
+            // Nothing else of the leg is known: no sealed request, no amount.
+            ..Item::unreadable()
         };
         let key = crate::store::seq_key(link, seq);
         step.put(Cf::Saf, key.clone(), to_bytes(&item));

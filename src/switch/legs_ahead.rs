@@ -61,6 +61,7 @@ fn new_epoch() -> Epoch {
 /// Field 37 of leg `n` of `epoch`: `A`, the epoch, `n` in base 36 (the letter keeps these
 /// apart from the switch's other RRNs, digits only, which the same host may remember).
 pub fn identity(epoch: &Epoch, n: u64) -> String {
+    debug_assert!(n < NUMBERS, "identity numbers never wrap");
     let mut digits = [b'0'; NUMBER_CHARS];
     let mut rest = n;
     for d in digits.iter_mut().rev() {
@@ -168,19 +169,20 @@ impl LegsAhead {
     /// its sync, to records whose transactions never bring one (a stop's gate, a task that
     /// failed).
     pub async fn place(&self, journal: &Journal) -> Option<Place> {
+        match self.places.clone().try_acquire_owned() {
+            Ok(held) => return Some(Place { _held: held }),
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        // One wait, keeping its turn among the waiters, with a sync now and every
+        // `SYNC_AGAIN` while it lasts.
+        let acquire = self.places.clone().acquire_owned();
+        tokio::pin!(acquire);
         loop {
-            match self.places.clone().try_acquire_owned() {
-                Ok(held) => return Some(Place { _held: held }),
-                Err(tokio::sync::TryAcquireError::Closed) => return None,
-                Err(tokio::sync::TryAcquireError::NoPermits) => {}
-            }
             journal.sync().await.ok()?;
-            let waited =
-                tokio::time::timeout(SYNC_AGAIN, self.places.clone().acquire_owned()).await;
-            match waited {
-                Ok(Ok(held)) => return Some(Place { _held: held }),
-                Ok(Err(_closed)) => return None,
-                Err(_) => continue,
+            tokio::select! {
+                held = &mut acquire => return held.ok().map(|held| Place { _held: held }),
+                _ = tokio::time::sleep(SYNC_AGAIN) => {}
             }
         }
     }
@@ -229,17 +231,26 @@ impl LegsAhead {
     pub async fn stop_clean(&self, journal: &Journal, within: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         // Records written and waiting for a sync get it, again as long as it waits (a
-        // transaction still running may send one more after the first).
+        // transaction still running may send one more after the first); the wait keeps its
+        // turn, so legs asking after it wait behind it.
+        let all = self.places.acquire_many(self.window);
+        tokio::pin!(all);
         let held = loop {
-            if journal.sync().await.is_err() {
-                return false;
+            match tokio::time::timeout_at(deadline, journal.sync()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
             }
-            let until = deadline.min(tokio::time::Instant::now() + SYNC_AGAIN);
-            match tokio::time::timeout_at(until, self.places.acquire_many(self.window)).await {
-                Ok(Ok(held)) => break held,
-                Ok(Err(_closed)) => return false,
-                Err(_) if tokio::time::Instant::now() >= deadline => return false,
-                Err(_) => continue,
+            let again = deadline.min(tokio::time::Instant::now() + SYNC_AGAIN);
+            tokio::select! {
+                held = &mut all => match held {
+                    Ok(held) => break held,
+                    Err(_closed) => return false,
+                },
+                _ = tokio::time::sleep_until(again) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                }
             }
         };
         held.forget();
@@ -254,7 +265,10 @@ impl LegsAhead {
         let mut step = Step::new();
         step.put(Cf::Meta, mark_key(&self.link), mark.to_bytes());
         step.synced();
-        journal.commit(step).await.is_ok()
+        matches!(
+            tokio::time::timeout_at(deadline, journal.commit(step)).await,
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -314,7 +328,12 @@ pub async fn open(
             to = mark.high + u64::from(mark.window),
             "legs sent ahead of their record may be lost with it: reversing their identities blind"
         );
-        for n in mark.high + 1..=mark.high + u64::from(mark.window) {
+        // Numbers never wrap: a window past the epoch's last is cut there.
+        let last = mark
+            .high
+            .saturating_add(u64::from(mark.window))
+            .min(NUMBERS - 1);
+        for n in mark.high + 1..=last {
             queued.push(saf.enqueue_blind(&mut step, link, &identity(&mark.epoch, n)));
         }
     }
@@ -328,12 +347,10 @@ pub async fn open(
     }
     for (link, window) in windows.iter().filter(|(l, k)| *k > 0 && !kept.contains(l)) {
         // Never one this store used: a blind reversal must not name an old leg.
-        let epoch = loop {
-            let e = new_epoch();
-            if used.insert(e) {
-                break e;
-            }
-        };
+        let epoch = (0..1_000)
+            .map(|_| new_epoch())
+            .find(|e| used.insert(*e))
+            .ok_or_else(|| format!("legs ahead of link {link:?}: no unused epoch found"))?;
         step.put(Cf::Meta, epoch_key(&epoch), Vec::new());
         let first = Mark {
             epoch,

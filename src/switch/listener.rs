@@ -303,11 +303,14 @@ async fn respond_fresh(
             tokio::spawn(async move {
                 let _pinned = pinned;
                 let mut txn = txn;
-                if txn.commit_retrying(&stop).await {
+                let landed = txn.commit_retrying(&stop).await;
+                if landed {
                     tracing::warn!("journal write landed: answered 96, legs reversed");
-                    if let Some(f) = on_indexed {
-                        f(true);
-                    }
+                }
+                // Not landed (stopping, or the journal halted): repeats get the 96 from
+                // memory for the duplicate window, then the entry goes.
+                if let Some(f) = on_indexed {
+                    f(landed);
                 }
             });
             if let Some(t) = ticket.take() {

@@ -240,7 +240,11 @@ impl Txn {
     ) -> Result<usize, JournalError> {
         let index = self.stage_leg(link, request, amount, role, refunds_leg)?;
         self.step.synced();
-        self.commit().await?;
+        if let Err(e) = self.commit().await {
+            // Not recorded, so not sent: it is no leg of this transaction.
+            self.record.legs.pop();
+            return Err(e);
+        }
         Ok(index)
     }
 
@@ -271,7 +275,11 @@ impl Txn {
             // transaction's next commit, which lands after this one. (The callback runs on
             // the journal's writer thread, and must hold nothing that holds the journal.)
             let step = self.take_step();
-            self.journal.commit_then(step, move |_landed| drop(place))?;
+            if let Err(e) = self.journal.commit_then(step, move |_landed| drop(place)) {
+                // Not queued, so not sent: it is no leg of this transaction.
+                self.record.legs.pop();
+                return Err(e);
+            }
             Ok(index)
         });
         // `None`: the run's numbers ran out between the caller's look and now.

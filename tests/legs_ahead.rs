@@ -227,3 +227,34 @@ async fn restart(
         .expect("the demo restarts on its data directory");
     (demo, stop, copy)
 }
+
+/// Only legs that take go ahead: a refund leg waits for its record (a refund a crash lost
+/// must be pushed through, never reversed blind). With the next write of a record sent
+/// ahead set to fail, a refund still goes through and the journal goes on; the next
+/// purchase's leg is the one that trips it.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_leg_waits_for_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, stop) = common::start_demo(dir.path(), "").await;
+    let spec = common::terminal_spec();
+    let gift = demo.sim("GIFT").unwrap();
+    let before = gift.balance("G-3001").unwrap();
+    let journal = &demo.running.switch.journal;
+
+    let bought = common::with_tags(purchase(3_000, 601), &[("WS", "G-3001")]);
+    assert_eq!(code(&common::call(&demo, &spec, &bought).await), "00");
+    journal.inject_fault("ahead-record", 1);
+    let mut refund =
+        common::terminal_request(b"0200", "200000", 1_000, 602, "TERMAHD1", "MERCHANT0000001");
+    refund.set_original_data(&common::original_data_of(&bought));
+    let r = common::call(&demo, &spec, &refund).await;
+    assert_eq!(code(&r), "00", "{r:?}");
+    assert!(!journal.is_halted(), "the refund leg went ahead");
+    assert_eq!(gift.balance("G-3001"), Some(before - 2_000));
+    // The fault is still armed: the next leg that goes ahead trips it.
+    let next = common::with_tags(purchase(500, 603), &[("WS", "G-3001")]);
+    assert_ne!(code(&common::call(&demo, &spec, &next).await), "00");
+    assert!(journal.is_halted());
+    stop.cancel();
+}

@@ -368,8 +368,12 @@ impl Txn {
             );
         }
         let units = request.amount_units();
+        // Only a leg that takes goes ahead. A refund leg (F8) a crash could lose must be
+        // pushed through, never reversed (the cardholder may have spent what it gave), and a
+        // blind reversal cannot tell the two apart: a leg that gives waits for its record.
         let ahead = self.legs_ahead.get(&*link.name).cloned();
-        let recorded = match ahead.filter(|a| a.has_numbers()) {
+        let ahead = ahead.filter(|a| role == LegRole::Take && a.has_numbers());
+        let recorded = match ahead {
             Some(ahead) => {
                 self.record_leg_ahead(&ahead, &link.name, &mut request, amount, role, refunds_leg)
                     .await

@@ -130,6 +130,7 @@ impl World {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let up_before = self.logs().matches("session up").count();
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let logs = self.logs.clone();
@@ -153,6 +154,18 @@ impl World {
         .await;
         assert_eq!(ready, Ok(true), "switch did not start:\n{}", self.logs());
         tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        // Ready is not up: a leg sent before its link has signed on is declined, and a
+        // purchase would never reach the acquirer (legs sent ahead get there sooner).
+        let links = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .matches("[[link]]")
+            .count();
+        for _ in 0..200 {
+            if self.logs().matches("session up").count() >= up_before + links {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         child
     }
 

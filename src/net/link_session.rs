@@ -154,6 +154,7 @@ async fn serve_connection<S>(
     let signed_on = !link.config.sign_on || exchange("001").await == Some(true);
     if signed_on {
         session.up.store(true, Ordering::Relaxed);
+        tracing::info!(link = %link.name, "session up: legs may be sent");
         link.publish_state();
         metrics::gauge!("cyberswitch_link_signed_on", "link" => link.name.to_string()).set(1.0);
         let mut failures = 0u32;

@@ -58,7 +58,7 @@ fn purchase(amount: u64, stan: u32) -> OwnedMessage {
         "MERCHANT0000001",
     );
     m.set(2, GIFT_CARD.as_bytes());
-    m
+    common::with_tags(m, &[("WS", "G-3001")])
 }
 
 /// A blind reversal: field 37 alone names the leg (field 90's STAN and time zero).
@@ -128,7 +128,7 @@ async fn a_leg_whose_record_never_landed_is_reversed_blind_at_the_next_start() {
     let journal = &demo.running.switch.journal;
 
     journal.inject_fault("ahead-record", 1);
-    let lost = common::with_tags(purchase(2_500, 401), &[("WS", "G-3001")]);
+    let lost = purchase(2_500, 401);
     let a = common::call(&demo, &spec, &lost).await;
     assert_ne!(code(&a), "00", "an approval whose leg has no record: {a:?}");
     assert_eq!(
@@ -145,7 +145,7 @@ async fn a_leg_whose_record_never_landed_is_reversed_blind_at_the_next_start() {
     assert_eq!(health.status, 503);
     assert_eq!(health.error_code(), Some("journal_halted"));
     // Nothing more is sent or taken while halted.
-    let b = common::with_tags(purchase(1_000, 402), &[("WS", "G-3001")]);
+    let b = purchase(1_000, 402);
     assert_ne!(code(&common::call(&demo, &spec, &b).await), "00");
     assert_eq!(gift.balance("G-3001"), Some(before - 2_500));
 
@@ -160,7 +160,7 @@ async fn a_leg_whose_record_never_landed_is_reversed_blind_at_the_next_start() {
     );
     assert_eq!(demo.running.switch.saf.dead_letters(), 0);
     // The switch goes on: a purchase is approved, with a new identity.
-    let c = common::with_tags(purchase(1_000, 403), &[("WS", "G-3001")]);
+    let c = purchase(1_000, 403);
     assert_eq!(
         code(&common::call(demo, &common::terminal_spec(), &c).await),
         "00"
@@ -176,7 +176,7 @@ async fn only_a_start_after_a_stop_that_was_not_graceful_reverses_blind() {
     let dir = tempfile::tempdir().unwrap();
     let (demo, stop) = common::start_demo(dir.path(), "").await;
     let spec = common::terminal_spec();
-    let first = common::with_tags(purchase(1_500, 501), &[("WS", "G-3001")]);
+    let first = purchase(1_500, 501);
     assert_eq!(code(&common::call(&demo, &spec, &first).await), "00");
     let gift = demo.sim("GIFT").unwrap();
     let after_purchase = gift.balance("G-3001").unwrap();
@@ -242,7 +242,7 @@ async fn a_refund_leg_waits_for_its_record() {
     let before = gift.balance("G-3001").unwrap();
     let journal = &demo.running.switch.journal;
 
-    let bought = common::with_tags(purchase(3_000, 601), &[("WS", "G-3001")]);
+    let bought = purchase(3_000, 601);
     assert_eq!(code(&common::call(&demo, &spec, &bought).await), "00");
     journal.inject_fault("ahead-record", 1);
     let mut refund =
@@ -253,7 +253,7 @@ async fn a_refund_leg_waits_for_its_record() {
     assert!(!journal.is_halted(), "the refund leg went ahead");
     assert_eq!(gift.balance("G-3001"), Some(before - 2_000));
     // The fault is still armed: the next leg that goes ahead trips it.
-    let next = common::with_tags(purchase(500, 603), &[("WS", "G-3001")]);
+    let next = purchase(500, 603);
     assert_ne!(code(&common::call(&demo, &spec, &next).await), "00");
     assert!(journal.is_halted());
     stop.cancel();

@@ -10,10 +10,12 @@
 
 use std::fmt;
 use std::io;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Default maximum message size (SPEC §4.1).
@@ -474,7 +476,7 @@ impl Encoder<Frame> for FrameCodec {
 }
 
 /// How many queued frames one write may carry: bounds what is buffered before a write.
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 
 /// The most a connection's batch buffer keeps between batches.
 const RETAINED_BATCH_BYTES: usize = 16 * 1024;
@@ -497,6 +499,8 @@ pub struct Batch {
     refused: Vec<Bytes>,
     /// Flush after every frame (see [`Batch::flushing_each_frame`]).
     flush_each: bool,
+    /// How many of `bytes` the socket took.
+    at: usize,
 }
 
 impl Batch {
@@ -512,7 +516,7 @@ impl Batch {
         }
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         // A burst's buffer is not kept by a connection that goes idle after it.
         if self.bytes.capacity() > RETAINED_BATCH_BYTES {
             self.bytes = BytesMut::new();
@@ -521,10 +525,11 @@ impl Batch {
         self.messages.clear();
         self.ends.clear();
         self.written = 0;
+        self.at = 0;
         self.refused.clear();
     }
 
-    fn add(&mut self, codec: &mut FrameCodec, frame: Frame) {
+    pub(crate) fn add(&mut self, codec: &mut FrameCodec, frame: Frame) {
         let keep_alive = frame.is_keep_alive();
         let message = frame.message.clone();
         match codec.encode(frame, &mut self.bytes) {
@@ -543,31 +548,45 @@ impl Batch {
     /// Write the whole batch. On an error, [`Batch::written`] still says which frames the
     /// socket took whole before it failed.
     async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> Result<(), FrameError> {
-        let mut at = 0;
-        if self.flush_each {
-            for i in 0..self.ends.len() {
-                write_until(out, &self.bytes, &mut at, self.ends[i]).await?;
-                out.flush().await?;
-                self.written = i + 1;
+        std::future::poll_fn(|cx| self.poll_write_to(cx, out)).await
+    }
+
+    /// Write the batch as far as the socket takes it now. The progress is kept in the batch,
+    /// so that a connection's one task can poll it beside its reads and requests and resume
+    /// where the socket stopped taking bytes. On an error, [`Batch::written`] still says
+    /// which frames the socket took whole before it failed.
+    pub fn poll_write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut W,
+    ) -> Poll<Result<(), FrameError>> {
+        loop {
+            // With `flush_each`, a message counts as written once its frame is flushed; else
+            // once the socket took its last byte (counted after every write, so that it holds
+            // even if this is given up part-way: a peer that stopped reading).
+            let end = match self.flush_each {
+                true => self.ends.get(self.written).copied(),
+                false => None,
             }
-            write_until(out, &self.bytes, &mut at, self.bytes.len()).await?;
-            out.flush().await?;
-            return Ok(());
+            .unwrap_or(self.bytes.len());
+            if self.at < end {
+                let n = ready!(Pin::new(&mut *out).poll_write(cx, &self.bytes[self.at..end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                self.at += n;
+                if !self.flush_each {
+                    self.written = self.ends.partition_point(|&end| end <= self.at);
+                }
+                continue;
+            }
+            ready!(Pin::new(&mut *out).poll_flush(cx))?;
+            if self.flush_each && self.written < self.ends.len() {
+                self.written += 1;
+                continue;
+            }
+            return Poll::Ready(Ok(()));
         }
-        // A frame the socket took whole may have reached the peer even if the connection
-        // failed after it: it counts as written — counted after every write, so that it
-        // holds even if this is given up part-way (a peer that stopped reading).
-        let total = self.bytes.len();
-        while at < total {
-            let n = match out.write(&self.bytes[at..]).await {
-                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
-                other => other,
-            }?;
-            at += n;
-            self.written = self.ends.partition_point(|&end| end <= at);
-        }
-        out.flush().await?;
-        Ok(())
     }
 
     /// The messages whose frames the socket took whole.
@@ -582,23 +601,6 @@ impl Batch {
             .drain(..)
             .chain(self.messages.drain(self.written..))
     }
-}
-
-/// Write `bytes[*at..end]`, moving `at` past what was written.
-async fn write_until<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    bytes: &[u8],
-    at: &mut usize,
-    end: usize,
-) -> io::Result<()> {
-    while *at < end {
-        match out.write(&bytes[*at..end]).await {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => *at += n,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Write `first` and every frame already waiting in `queue` (up to [`MAX_BATCH`]) with one

@@ -3,6 +3,7 @@
 //! (`http_listener.rs`).
 
 pub mod client;
+mod connection;
 pub mod framing;
 pub mod http_listener;
 pub mod link;

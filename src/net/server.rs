@@ -1,25 +1,22 @@
-//! TCP listeners: one task per connection, requests pipelined (answers in completion order),
+//! TCP listeners: one task per connection (`connection.rs`: it reads, drives the requests and
+//! writes their answers), requests pipelined (answers in completion order),
 //! a bound on requests in flight per connection (reading pauses beyond it), an idle timeout,
 //! keep-alive frames echoed, a cap on connections, and TLS when configured (the handshake in
 //! the connection's own task, bounded in time). Whatever one connection does, the
 //! others are not affected: a framing error closes that connection only.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify, Semaphore};
-use tokio_util::codec::FramedRead;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{send_batch, Batch, Frame, FrameCodec, Framing};
+use super::framing::Framing;
 
 /// What a server does with one request message: zero, one or more answers (a simulator may
 /// stay silent or answer twice; the switch answers once).
@@ -208,7 +205,10 @@ pub async fn serve_draining(
             metrics::gauge!("cyberswitch_connections", "listener" => name.to_string())
                 .increment(1.0);
             match &limits.tls {
-                None => connection(&name, stream, peer, &limits, service, stop, drain).await,
+                None => {
+                    super::connection::serve(&name, stream, peer, &limits, service, stop, drain)
+                        .await
+                }
                 Some(tls) => {
                     // The handshake happens here, in the connection's own task, so that a
                     // slow or silent peer delays no one else's accept.
@@ -219,7 +219,10 @@ pub async fn serve_draining(
                     };
                     match handshake {
                         Some(Ok(stream)) => {
-                            connection(&name, stream, peer, &limits, service, stop, drain).await
+                            super::connection::serve(
+                                &name, stream, peer, &limits, service, stop, drain,
+                            )
+                            .await
                         }
                         Some(Err(e)) => {
                             metrics::counter!("cyberswitch_tls_handshake_failures_total", "listener" => name.to_string())
@@ -235,156 +238,6 @@ pub async fn serve_draining(
             drop((permit, place));
         });
     }
-}
-
-/// Why a connection stopped reading.
-#[derive(PartialEq)]
-enum Ended {
-    /// The peer closed, a framing error, an idle timeout: answers still to come are
-    /// undelivered.
-    Peer,
-    /// The server stops at once.
-    Stop,
-    /// A graceful stop: answers still to come are written.
-    Drain,
-}
-
-async fn connection<S>(
-    name: &str,
-    stream: S,
-    peer: Arc<str>,
-    limits: &ServerLimits,
-    service: Arc<dyn Service>,
-    stop: CancellationToken,
-    drain: Drain,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let codec = FrameCodec::new(limits.framing, limits.max_frame);
-    // A small first read buffer: most connections are idle most of the time, and the buffer
-    // grows for a burst (bounded by the maximum frame) only when one comes.
-    let (reading, mut writing) = tokio::io::split(stream);
-    let mut frames = FramedRead::with_capacity(reading, codec.clone(), 512);
-    let mut codec = codec;
-    // Answers come back through a channel so that the reader keeps reading while earlier
-    // requests are still being processed.
-    let (tx, mut rx) = mpsc::channel::<Frame>(limits.max_in_flight * 2);
-    // Set when the peer has gone: answers produced after that count as undelivered.
-    let gone = CancellationToken::new();
-    let writer_service = service.clone();
-    let abandon = drain.abandon.clone();
-    let tls = limits.tls.is_some();
-    // A peer that takes nothing written to it for this long has stopped reading: what it
-    // did not take is undelivered, and the connection closes.
-    let write_timeout = limits.idle_timeout;
-    // Set when the writer gave up: the reader stops too.
-    let writer_done = CancellationToken::new();
-    let writer_gave_up = writer_done.clone();
-    let writer = tokio::spawn(async move {
-        let mut batch = if tls {
-            Batch::flushing_each_frame()
-        } else {
-            Batch::default()
-        };
-        loop {
-            // A batch being written is finished; once abandoned, no new one begins.
-            let next = tokio::select! {
-                biased;
-                _ = abandon.cancelled() => None,
-                f = rx.recv() => f,
-            };
-            let Some(frame) = next else { break };
-            let write = send_batch(&mut writing, &mut codec, &mut rx, frame, &mut batch);
-            let sent = tokio::select! {
-                biased;
-                r = tokio::time::timeout(write_timeout, write) => r.unwrap_or_else(|_| {
-                    Err(io::Error::new(io::ErrorKind::TimedOut, "the peer takes nothing").into())
-                }),
-                // Past the drain, a write stuck on a peer that does not read is given up too.
-                _ = abandon.cancelled() => Err(io::Error::other("stopping").into()),
-            };
-            // What the socket took whole counts as delivered even when a later frame of the
-            // batch failed: the peer may hold it.
-            writer_service.delivered(batch.written());
-            for answer in batch.unwritten() {
-                writer_service.undelivered(answer);
-            }
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "write failed; closing");
-                break;
-            }
-        }
-        writer_gave_up.cancel();
-        // Whatever is still queued will never be written.
-        rx.close();
-        while let Some(rest) = rx.recv().await {
-            if !rest.is_keep_alive() {
-                writer_service.undelivered(rest.message);
-            }
-        }
-    });
-    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
-    let ended = loop {
-        // Back-pressure: no new request is read while this connection has too many open.
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break Ended::Stop,
-            _ = drain.draining.cancelled() => break Ended::Drain,
-            _ = writer_done.cancelled() => break Ended::Peer,
-            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Ended::Stop },
-        };
-        let next = tokio::select! {
-            _ = stop.cancelled() => break Ended::Stop,
-            _ = drain.draining.cancelled() => break Ended::Drain,
-            _ = writer_done.cancelled() => break Ended::Peer,
-            n = tokio::time::timeout(limits.idle_timeout, frames.next()) => n,
-        };
-        let frame = match next {
-            Err(_) => {
-                metrics::counter!("cyberswitch_idle_timeouts_total", "listener" => name.to_string())
-                    .increment(1);
-                tracing::info!(listener = name, %peer, "idle timeout; closing");
-                break Ended::Peer;
-            }
-            Ok(None) => break Ended::Peer,
-            Ok(Some(Err(e))) => {
-                metrics::counter!("cyberswitch_frame_errors_total", "link" => name.to_string(), "reason" => e.label())
-                    .increment(1);
-                tracing::warn!(listener = name, %peer, error = %e, "framing error; closing");
-                break Ended::Peer;
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if frame.is_keep_alive() {
-            if tx.send(Frame::keep_alive()).await.is_err() {
-                break Ended::Peer;
-            }
-            continue;
-        }
-        let (service, tx, peer, gone) = (service.clone(), tx.clone(), peer.clone(), gone.clone());
-        let working = drain.work.enter();
-        tokio::spawn(async move {
-            let _working = working;
-            let answers = service.call(frame.message.clone(), peer).await;
-            for answer in answers {
-                if gone.is_cancelled() {
-                    service.undelivered(answer);
-                } else if let Err(e) = tx.send(frame.reply(answer)).await {
-                    service.undelivered(e.0.message);
-                }
-            }
-            drop(permit);
-        });
-    };
-    drop(tx);
-    if ended == Ended::Drain {
-        // Requests in flight are answered and their answers written; the writer ends once
-        // they are all done (or the drain is abandoned), then the connection closes.
-        let _ = writer.await;
-        return;
-    }
-    gone.cancel();
-    // Let answers already computed go out, then close.
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 
 #[cfg(test)]
@@ -467,5 +320,146 @@ mod tests {
         );
         stop.cancel();
         drop(peer);
+    }
+
+    fn limits(idle: Duration) -> ServerLimits {
+        ServerLimits {
+            framing: "binary2".parse().unwrap(),
+            max_frame: 60_000,
+            max_connections: 4,
+            max_connections_per_peer: 4,
+            max_in_flight: 16,
+            idle_timeout: idle,
+            tls: None,
+        }
+    }
+
+    async fn start(
+        service: Arc<dyn Service>,
+        idle: Duration,
+    ) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            "test".into(),
+            listener,
+            limits(idle),
+            service,
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    /// Holds every request until released; `b"boom"` panics instead.
+    #[derive(Default)]
+    struct Held {
+        started: AtomicUsize,
+        finished: AtomicUsize,
+        delivered: AtomicUsize,
+        undelivered: AtomicUsize,
+        release: Notify,
+        hold: std::sync::atomic::AtomicBool,
+    }
+
+    impl Service for Arc<Held> {
+        fn call(&self, request: Bytes, _peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
+            let me = self.clone();
+            Box::pin(async move {
+                me.started.fetch_add(1, Ordering::SeqCst);
+                if &request[..] == b"boom" {
+                    panic!("a request that panics (test)");
+                }
+                if me.hold.load(Ordering::SeqCst) {
+                    me.release.notified().await;
+                }
+                me.finished.fetch_add(1, Ordering::SeqCst);
+                vec![request]
+            })
+        }
+        fn undelivered(&self, _answer: Bytes) {
+            self.undelivered.fetch_add(1, Ordering::SeqCst);
+        }
+        fn delivered(&self, answers: &[Bytes]) {
+            self.delivered.fetch_add(answers.len(), Ordering::SeqCst);
+        }
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        for _ in 0..600 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("not within 30 s");
+    }
+
+    /// A request read is run to its end even when its peer goes first (its answer is then
+    /// undelivered, so that the switch undoes an approval nobody received), instead of being
+    /// dropped half-way with the connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_in_flight_when_its_peer_goes_runs_to_its_end_undelivered() {
+        let held = Arc::new(Held::default());
+        held.hold.store(true, Ordering::SeqCst);
+        let (addr, stop) = start(Arc::new(held.clone()), Duration::from_secs(60)).await;
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        peer.write_all(b"\x00\x04ping").await.unwrap();
+        until(|| held.started.load(Ordering::SeqCst) == 1).await;
+        drop(peer);
+        // The connection sees the peer gone and closes; the request is still held.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(held.finished.load(Ordering::SeqCst), 0);
+        held.release.notify_waiters();
+        until(|| held.undelivered.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(held.finished.load(Ordering::SeqCst), 1);
+        assert_eq!(held.delivered.load(Ordering::SeqCst), 0);
+        stop.cancel();
+    }
+
+    /// A request that panics is not answered, and the connection's other requests are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_panics_takes_down_only_itself() {
+        let held = Arc::new(Held::default());
+        let (addr, stop) = start(Arc::new(held.clone()), Duration::from_secs(60)).await;
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        peer.write_all(b"\x00\x04boom\x00\x04ping").await.unwrap();
+        let mut answer = [0u8; 6];
+        tokio::io::AsyncReadExt::read_exact(&mut peer, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(&answer, b"\x00\x04ping");
+        assert_eq!(held.started.load(Ordering::SeqCst), 2);
+        stop.cancel();
+    }
+
+    /// The connection's one timer: a silent peer is closed after the idle timeout, a peer
+    /// that keeps sending is not, however many times the timer fires meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_silent_peer_is_closed_for_idleness() {
+        let held = Arc::new(Held::default());
+        let (addr, stop) = start(Arc::new(held.clone()), Duration::from_secs(2)).await;
+        let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut answer = [0u8; 6];
+        for _ in 0..30 {
+            busy.write_all(b"\x00\x04ping").await.unwrap();
+            tokio::io::AsyncReadExt::read_exact(&mut busy, &mut answer)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut rest = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut rest).await;
+        assert!(
+            matches!(read, Ok(0)),
+            "the silent peer's connection is closed"
+        );
+        busy.write_all(b"\x00\x04ping").await.unwrap();
+        tokio::io::AsyncReadExt::read_exact(&mut busy, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(&answer, b"\x00\x04ping");
+        stop.cancel();
     }
 }

@@ -25,14 +25,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::framing::{Batch, Frame, FrameCodec, MAX_BATCH};
+use super::request_set::RequestSet;
 use super::server::{BoxFuture, Drain, ServerLimits, Service, WorkGuard};
 use tokio_util::sync::CancellationToken;
 
@@ -149,7 +149,7 @@ struct Connection<S> {
     frames: FramedRead<S, FrameCodec>,
     codec: FrameCodec,
     service: Arc<dyn Service>,
-    requests: FuturesUnordered<Request>,
+    requests: RequestSet<Request>,
     max_in_flight: usize,
     work: super::server::WorkCount,
     /// Answers (and keep-alives) waiting for the next batch.
@@ -196,7 +196,7 @@ where
             frames: FramedRead::with_capacity(stream, codec.clone(), 512),
             codec,
             service,
-            requests: FuturesUnordered::new(),
+            requests: RequestSet::new(),
             max_in_flight: limits.max_in_flight,
             work: drain.work.clone(),
             queued: VecDeque::new(),
@@ -325,18 +325,19 @@ where
     /// Poll the requests in flight; queue the answers of those done (or, once the peer is
     /// `gone`, count them undelivered).
     fn collect_answers(&mut self, cx: &mut Context<'_>, gone: bool) {
-        while let Poll::Ready(Some((framing, answers))) = self.requests.poll_next_unpin(cx) {
+        let (service, queued) = (&self.service, &mut self.queued);
+        self.requests.poll_done(cx, |(framing, answers)| {
             for answer in answers {
                 if gone {
-                    self.service.undelivered(answer);
+                    service.undelivered(answer);
                 } else {
-                    self.queued.push_back(Frame {
+                    queued.push_back(Frame {
                         message: answer,
                         ..framing.clone()
                     });
                 }
             }
-        }
+        });
     }
 
     /// Write queued frames, a batch at a time, as far as the socket takes them. `Err` once a
@@ -432,7 +433,7 @@ impl<S> Drop for Connection<S> {
                 self.service.undelivered(frame.message);
             }
         }
-        let mut requests = std::mem::take(&mut self.requests);
+        let requests = std::mem::take(&mut self.requests);
         if requests.is_empty() {
             return;
         }
@@ -440,13 +441,11 @@ impl<S> Drop for Connection<S> {
         // Without a runtime (it is shutting down) nothing can drive them: recovery at the
         // next start finds their transactions open, as after a crash.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                while let Some((_, answers)) = requests.next().await {
-                    for answer in answers {
-                        service.undelivered(answer);
-                    }
+            runtime.spawn(requests.finish(move |(_, answers)| {
+                for answer in answers {
+                    service.undelivered(answer);
                 }
-            });
+            }));
         }
     }
 }

@@ -8,5 +8,6 @@ pub mod framing;
 pub mod http_listener;
 pub mod link;
 pub mod pki;
+mod request_set;
 pub mod server;
 pub mod tls;

@@ -7,7 +7,8 @@
 #
 #   bash scripts/rate-threads.sh [RATE] [DURATION]      # default 2000/s for 10 s
 #
-# SW_ENV="NAME=value" passes an environment variable to the switch.
+# SW_ENV="NAME=value" passes an environment variable to the switch; SIM_BIN=path runs the
+# simulators of another build (to tell a change in the switch from one in the simulators).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CYBERSWITCH_BIN:-${CARGO_TARGET_DIR:-target}/release/cyberswitch}
@@ -15,7 +16,7 @@ RATE=${1:-2000}
 DUR=${2:-10}
 OUT=$(mktemp -d /tmp/rate-threads.XXXX)
 trap 'kill -INT ${SW:-} ${SIM:-} 2>/dev/null || true; rm -rf "$OUT"' EXIT
-"$BIN" sim demo --data-dir "$OUT/data" --load-cards 1000 >"$OUT/sim.log" 2>&1 &
+"${SIM_BIN:-$BIN}" sim demo --data-dir "$OUT/data" --load-cards 1000 >"$OUT/sim.log" 2>&1 &
 SIM=$!
 for _ in $(seq 1 300); do grep -q "simulators ready" "$OUT/sim.log" && break; sleep 0.2; done
 env ${SW_ENV:-X=1} "$BIN" demo --data-dir "$OUT/data" --load-cards 1000 --external-sims >"$OUT/switch.log" 2>&1 &

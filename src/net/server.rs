@@ -249,12 +249,14 @@ mod tests {
     #[derive(Default)]
     struct Big {
         size: usize,
+        calls: AtomicUsize,
         delivered: AtomicUsize,
         undelivered: AtomicUsize,
     }
 
     impl Service for Big {
         fn call(&self, _request: Bytes, _peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             let answer = Bytes::from(vec![b'a'; self.size]);
             Box::pin(async move { vec![answer] })
         }
@@ -322,6 +324,48 @@ mod tests {
         drop(peer);
     }
 
+    /// Answers waiting to be written count against the connection's requests in flight: a
+    /// peer that stops reading stops being read, instead of its requests being handled (and
+    /// their approvals undone) without bound until the write timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_never_reads_stops_being_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Arc::new(Big {
+            size: 32 * 1024,
+            ..Big::default()
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            "test".into(),
+            listener,
+            limits(Duration::from_millis(500)),
+            service.clone(),
+            stop.clone(),
+        ));
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let requests = 3_000;
+        let mut out = Vec::new();
+        for _ in 0..requests {
+            out.extend_from_slice(b"\x00\x04ping");
+        }
+        // Not all of it may be taken: the server stops reading.
+        let _ = tokio::time::timeout(Duration::from_secs(5), peer.write_all(&out)).await;
+        let calls = || service.calls.load(Ordering::SeqCst);
+        let accounted = || {
+            service.delivered.load(Ordering::SeqCst) + service.undelivered.load(Ordering::SeqCst)
+        };
+        // Given up (the write timeout: something undelivered), every answer accounted for.
+        until(|| service.undelivered.load(Ordering::SeqCst) > 0 && accounted() == calls()).await;
+        assert!(
+            calls() < requests,
+            "{} of {requests} requests handled for a peer that reads nothing",
+            calls()
+        );
+        stop.cancel();
+        drop(peer);
+    }
+
     fn limits(idle: Duration) -> ServerLimits {
         ServerLimits {
             framing: "binary2".parse().unwrap(),
@@ -364,6 +408,9 @@ mod tests {
 
     impl Service for Arc<Held> {
         fn call(&self, request: Bytes, _peer: Arc<str>) -> BoxFuture<Vec<Bytes>> {
+            if &request[..] == b"bang" {
+                panic!("a service that panics before its future (test)");
+            }
             let me = self.clone();
             Box::pin(async move {
                 me.started.fetch_add(1, Ordering::SeqCst);
@@ -417,13 +464,16 @@ mod tests {
         stop.cancel();
     }
 
-    /// A request that panics is not answered, and the connection's other requests are.
+    /// A request that panics, in its future or in the service's `call` itself, is not
+    /// answered, and the connection's other requests are.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_that_panics_takes_down_only_itself() {
         let held = Arc::new(Held::default());
         let (addr, stop) = start(Arc::new(held.clone()), Duration::from_secs(60)).await;
         let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
-        peer.write_all(b"\x00\x04boom\x00\x04ping").await.unwrap();
+        peer.write_all(b"\x00\x04boom\x00\x04bang\x00\x04ping")
+            .await
+            .unwrap();
         let mut answer = [0u8; 6];
         tokio::io::AsyncReadExt::read_exact(&mut peer, &mut answer)
             .await

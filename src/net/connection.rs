@@ -29,12 +29,11 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::FramedRead;
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::framing::{Batch, Frame, FrameCodec, MAX_BATCH};
 use super::request_set::RequestSet;
 use super::server::{BoxFuture, Drain, ServerLimits, Service, WorkGuard};
-use tokio_util::sync::CancellationToken;
 
 /// After the peer went or the server stopped, how long answers already computed may take to
 /// be written before they count as undelivered.

@@ -41,7 +41,7 @@ const LAST_WRITES: Duration = Duration::from_secs(5);
 
 /// Serve one connection until it ends; requests still in flight then finish on their own.
 pub(super) async fn serve<S>(
-    name: &str,
+    name: &Arc<str>,
     stream: S,
     peer: Arc<str>,
     limits: &ServerLimits,
@@ -177,7 +177,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn new(
-        name: &str,
+        name: &Arc<str>,
         stream: S,
         peer: Arc<str>,
         limits: &ServerLimits,
@@ -188,7 +188,7 @@ where
         let codec = FrameCodec::new(limits.framing, limits.max_frame);
         let now = Instant::now();
         Connection {
-            name: name.into(),
+            name: name.clone(),
             peer,
             // A small first read buffer: most connections are idle most of the time, and the
             // buffer grows for a burst (bounded by the maximum frame) only when one comes.
